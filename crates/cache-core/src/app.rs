@@ -1,0 +1,231 @@
+//! The life of a tool's process: parse, log setup, runtime, run, exit code.
+//!
+//! Each tool's `main()` is one call to [`main`]. Commands that are scheduled jobs open a
+//! [`Context`] and wrap their work in a [`Job`], which takes the job's lock and records the run.
+
+use std::future::Future;
+use std::io::Write;
+use std::process::ExitCode;
+
+use chrono::Utc;
+
+use crate::cli::CommonArgs;
+use crate::config::{self, ConfigSource, ProcessEnv};
+use crate::error::LockHeld;
+use crate::exit::Convention;
+use crate::lock::JobLock;
+use crate::output::{Format, Printer};
+use crate::redact;
+use crate::runs::{self, Outcome, RunLog};
+use crate::state::{self, StateDir};
+
+/// A tool's parsed command line.
+pub trait ToolCli: clap::Parser {
+    /// The options shared by every tool.
+    fn common(&self) -> &CommonArgs;
+}
+
+/// Runs a tool: parses `C`, sets up logging and the runtime, awaits `run`, and turns its result
+/// into the exit code of `convention`. A broken pipe on stdout exits 0.
+pub fn main<C, F, Fut>(convention: Convention, run: F) -> ExitCode
+where
+    C: ToolCli,
+    F: FnOnce(C) -> Fut,
+    Fut: Future<Output = anyhow::Result<u8>>,
+{
+    let cli = match C::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { convention.usage() } else { 0 });
+        }
+    };
+    init_tracing(cli.common());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            report_error(&anyhow::Error::new(e).context("starting the async runtime"));
+            return ExitCode::from(convention.for_error(&anyhow::anyhow!("runtime")));
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Never wait for stuck blocking work (a hung NFS walk, say): the deadline already passed.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            report_error(&e);
+            ExitCode::from(convention.for_error(&e))
+        }
+    }
+}
+
+fn report_error(e: &anyhow::Error) {
+    let _ = writeln!(std::io::stderr().lock(), "error: {}", redact::scrub(&format!("{e:#}")));
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Logs go to stderr: warnings by default, more with `-v`, less with `-q`, or as `CACHE_LOG`
+/// says. Every line is scrubbed of secrets.
+fn init_tracing(common: &CommonArgs) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (common.quiet, common.verbose) {
+        (q, _) if q >= 2 => "off",
+        (1, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "info",
+        (_, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = std::env::var(crate::env::EnvVars::CACHE_LOG)
+        .ok()
+        .and_then(|spec| EnvFilter::try_new(spec).ok())
+        .unwrap_or_else(|| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| ScrubbingStderr(Vec::new()))
+        .with_target(false)
+        .try_init();
+}
+
+/// Buffers one log event and writes it to stderr, scrubbed, when dropped.
+struct ScrubbingStderr(Vec<u8>);
+
+impl Write for ScrubbingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ScrubbingStderr {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.0);
+        let _ = std::io::stderr().lock().write_all(redact::scrub(&text).as_bytes());
+    }
+}
+
+/// Everything a command needs: configuration, state, printer.
+#[derive(Debug)]
+pub struct Context {
+    /// The validated configuration.
+    pub config: config::Config,
+    /// Where it came from.
+    pub config_source: ConfigSource,
+    /// The opened state directory.
+    pub state: StateDir,
+    /// The printer.
+    pub printer: Printer,
+    /// The common options.
+    pub common: CommonArgs,
+    /// The tool's exit-code convention.
+    pub convention: Convention,
+}
+
+impl Context {
+    /// Resolves the state directory, loads the configuration and builds the printer.
+    pub fn load(common: &CommonArgs, format: Format, convention: Convention) -> anyhow::Result<Self> {
+        let env = ProcessEnv;
+        let state_root = state::resolve(common.state_dir.as_deref(), &env)?;
+        let loaded = config::load(common.config.as_deref(), &env, &state_root)?;
+        for name in &loaded.env_overrides {
+            tracing::info!("configuration: {name} overrides the file");
+        }
+        let state = StateDir::open(state_root)?;
+        Ok(Self {
+            config: loaded.config,
+            config_source: loaded.source,
+            state,
+            printer: Printer::new(format, common.quiet),
+            common: common.clone(),
+            convention,
+        })
+    }
+
+    /// Starts job `job` run by `command`: takes its lock (waiting with `--wait`) and starts its
+    /// run record. A run locked out is recorded as such and ends with [`LockHeld`].
+    pub async fn begin_job(&self, job: &str, command: &str) -> anyhow::Result<Job> {
+        let lock = if self.common.wait {
+            JobLock::acquire_waiting(&self.state, job, command).await
+        } else {
+            JobLock::try_acquire(&self.state, job, command)
+        };
+        match lock {
+            Ok(lock) => Ok(Job { _lock: lock, log: RunLog::begin(job, command) }),
+            Err(e) => {
+                if e.downcast_ref::<LockHeld>().is_some() {
+                    let record = RunLog::begin(job, command).finish(
+                        Outcome::Locked,
+                        crate::exit::LOCKED,
+                        serde_json::Value::Null,
+                        Some(e.to_string()),
+                    );
+                    if let Err(save) = runs::save(&self.state, &record) {
+                        tracing::warn!("recording the locked-out run: {save:#}");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// What a job's command reports back for its run record.
+#[derive(Debug)]
+pub struct JobResult {
+    /// How the run went.
+    pub outcome: Outcome,
+    /// The exit code the process ends with.
+    pub exit_code: u8,
+    /// Figures for the run record.
+    pub summary: serde_json::Value,
+}
+
+/// A running job: holds the lock and the run record until [`Job::finish`].
+#[derive(Debug)]
+pub struct Job {
+    _lock: JobLock,
+    log: RunLog,
+}
+
+impl Job {
+    /// The run record in progress, to add steps to.
+    pub fn log(&self) -> &RunLog {
+        &self.log
+    }
+
+    /// Ends the job: saves its run record and passes on the exit code or the error.
+    pub fn finish(self, ctx: &Context, result: anyhow::Result<JobResult>) -> anyhow::Result<u8> {
+        let (record, result) = match result {
+            Ok(r) => (self.log.finish(r.outcome, r.exit_code, r.summary, None), Ok(r.exit_code)),
+            Err(e) => {
+                let code = ctx.convention.for_error(&e);
+                let record =
+                    self.log.finish(Outcome::Failed, code, serde_json::Value::Null, Some(format!("{e:#}")));
+                (record, Err(e))
+            }
+        };
+        if let Err(e) = runs::save(&ctx.state, &record) {
+            ctx.printer.warn(&format!("recording the run in the state directory: {e:#}"));
+        }
+        tracing::debug!("run {} ended {:?} at {}", record.id, record.outcome, Utc::now());
+        result
+    }
+}
+
+/// Prints shell completions for `C` on stdout.
+pub fn print_completions<C: clap::CommandFactory>(shell: clap_complete::Shell) -> anyhow::Result<u8> {
+    let mut command = C::command();
+    let name = command.get_name().to_owned();
+    clap_complete::generate(shell, &mut command, name, &mut std::io::stdout());
+    Ok(crate::exit::SUCCESS)
+}

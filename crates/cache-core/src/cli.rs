@@ -1,0 +1,73 @@
+//! Command-line arguments shared by every tool, flattened into each tool's `Cli`.
+
+use std::path::PathBuf;
+
+use clap::ArgAction;
+
+use crate::tier::TierFilter;
+
+/// Options every tool accepts, before or after the subcommand.
+#[derive(clap::Args, Clone, Debug, Default)]
+#[command(next_help_heading = "Common options")]
+pub struct CommonArgs {
+    /// Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml,
+    /// then /etc/cache-toolkit/config.toml, then the embedded default]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for
+    /// root, else ~/.local/state/cache-toolkit]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http,
+    /// files, logs, system; e.g. `--tier redis:main`
+    #[arg(long = "tier", global = true, value_name = "TIER[:NAME]")]
+    pub tiers: Vec<TierFilter>,
+
+    /// Wait for another run of the same job to finish instead of exiting at once
+    #[arg(long, global = true)]
+    pub wait: bool,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace)
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Less output: -q prints nothing on success, -qq not even warnings
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub quiet: u8,
+}
+
+/// `--format text|json`, for tools without a third format.
+#[derive(clap::Args, Clone, Debug)]
+pub struct FormatArgs {
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = TextOrJson::Text)]
+    pub format: TextOrJson,
+}
+
+/// The two formats every tool has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TextOrJson {
+    /// Tables and sentences for people
+    Text,
+    /// One JSON document on stdout, with `schema_version`
+    Json,
+}
+
+impl From<TextOrJson> for crate::output::Format {
+    fn from(f: TextOrJson) -> Self {
+        match f {
+            TextOrJson::Text => crate::output::Format::Text,
+            TextOrJson::Json => crate::output::Format::Json,
+        }
+    }
+}
+
+/// The `completions` subcommand's argument.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CompletionsArgs {
+    /// Shell to generate completions for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}

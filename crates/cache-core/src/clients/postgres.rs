@@ -1,0 +1,95 @@
+//! PostgreSQL connections through tokio-postgres (the sync `postgres` crate panics inside
+//! tokio), with connect and statement timeouts and optional TLS.
+
+use anyhow::Context as _;
+use postgres_native_tls::MakeTlsConnector;
+use tokio_postgres::Client;
+
+use crate::config::PostgresTarget;
+use crate::error::Unreachable;
+
+/// Connects to `target`: TLS as the URL's `sslmode` asks, `statement_timeout` set to the
+/// target's timeout, `application_name` set. Fails with [`Unreachable`] within the connect
+/// timeout (plus one statement timeout for the startup exchange).
+pub async fn connect(target: &PostgresTarget) -> anyhow::Result<Client> {
+    let mut config: tokio_postgres::Config = target
+        .url
+        .expose()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("invalid PostgreSQL URL for target `{}`: {}", target.name, target.url))?;
+    let statement_ms = target.timeout.as_millis();
+    let mut options = config.get_options().unwrap_or_default().to_owned();
+    options.push_str(&format!(" -c statement_timeout={statement_ms}"));
+    config.options(options.trim());
+    config.connect_timeout(target.connect_timeout);
+    if config.get_application_name().is_none() {
+        config.application_name("cache-toolkit");
+    }
+    let tls = tls_connector(target)?;
+    let budget = target.connect_timeout + target.timeout;
+    let unreachable = |message: String| Unreachable {
+        tier: "postgres".into(),
+        target: target.name.clone(),
+        message: format!("{message} ({})", target.url),
+    };
+    let (client, connection) = match tokio::time::timeout(budget, config.connect(tls)).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(unreachable(error_text(&e)).into()),
+        Err(_) => {
+            return Err(unreachable(format!("no connection within {}", humantime::format_duration(budget))).into());
+        }
+    };
+    let name = target.name.clone();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("postgres target `{name}`: connection ended: {}", error_text(&e));
+        }
+    });
+    Ok(client)
+}
+
+fn tls_connector(target: &PostgresTarget) -> anyhow::Result<MakeTlsConnector> {
+    let mut builder = native_tls::TlsConnector::builder();
+    if let Some(ca) = &target.tls.ca_file {
+        let pem = std::fs::read(ca).with_context(|| format!("reading CA file `{}`", ca.display()))?;
+        builder.add_root_certificate(
+            native_tls::Certificate::from_pem(&pem)
+                .with_context(|| format!("parsing CA file `{}`", ca.display()))?,
+        );
+    }
+    if target.tls.accept_invalid_certs {
+        builder.danger_accept_invalid_certs(true).danger_accept_invalid_hostnames(true);
+    }
+    Ok(MakeTlsConnector::new(builder.build().context("building the TLS connector")?))
+}
+
+/// A readable message for a tokio-postgres error: the server's message when there is one.
+pub fn error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+/// Quotes a possibly schema-qualified identifier that configuration validation has checked.
+pub fn quote_ident(name: &str) -> String {
+    name.split('.').map(|part| format!("\"{}\"", part.replace('"', "\"\""))).collect::<Vec<_>>().join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quotes_each_part() {
+        assert_eq!(super::quote_ident("public.cache_entries"), "\"public\".\"cache_entries\"");
+    }
+}

@@ -1,0 +1,688 @@
+//! Configuration: one TOML file, environment overrides, and an embedded default.
+//!
+//! Precedence, highest first: command-line flags > environment variables (see
+//! [`crate::env::EnvVars`]) > the configuration file > the embedded `default-config.toml`.
+//!
+//! The file is the first found of `--config`, `CACHE_CONFIG`,
+//! `$XDG_CONFIG_HOME/cache-toolkit/config.toml` (or `~/.config/...`) and
+//! `/etc/cache-toolkit/config.toml`. A file named by `--config` or `CACHE_CONFIG` must exist. With
+//! no file at all the embedded default applies: system, files and logs are checked, and the
+//! redis, postgres and memory tiers are `not_configured`.
+//!
+//! Unknown keys and bad values are [`ConfigError`]s naming the file (or the environment
+//! variable) and the dotted key.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use crate::env::EnvVars;
+use crate::error::ConfigError;
+use crate::redact::{SafeUrl, Secret};
+
+/// The commented default configuration, embedded in every binary.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default-config.toml");
+
+/// Placeholder in directory paths that expands to the state directory.
+pub const STATE_DIR_PLACEHOLDER: &str = "{state_dir}";
+
+/// The whole configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Project name: the memory API's user id and the cache table's `project_name`.
+    pub project_name: String,
+    /// Thresholds for `cache-health check`.
+    pub health: HealthSettings,
+    /// Host resources to check.
+    pub system: SystemSettings,
+    /// Redis targets.
+    pub redis: Vec<RedisTarget>,
+    /// PostgreSQL cache-table targets.
+    pub postgres: Vec<PostgresTarget>,
+    /// Mem0-style memory-API targets.
+    pub memory: Vec<MemoryTarget>,
+    /// HTTP application endpoints.
+    pub http: Vec<HttpTarget>,
+    /// File-cache directories.
+    pub files: Vec<DirTarget>,
+    /// Log directories.
+    pub logs: Vec<DirTarget>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            project_name: "default".into(),
+            health: HealthSettings::default(),
+            system: SystemSettings::default(),
+            redis: Vec::new(),
+            postgres: Vec::new(),
+            memory: Vec::new(),
+            http: Vec::new(),
+            files: vec![DirTarget {
+                name: "toolkit-reports".into(),
+                path: PathBuf::from(format!("{STATE_DIR_PLACEHOLDER}/reports")),
+                max_size: None,
+            }],
+            logs: vec![DirTarget {
+                name: "toolkit".into(),
+                path: PathBuf::from(format!("{STATE_DIR_PLACEHOLDER}/logs")),
+                max_size: None,
+            }],
+        }
+    }
+}
+
+/// A warning and a critical level for one measure.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Level {
+    /// At or above this the measure is degraded (WARNING).
+    pub warn: f64,
+    /// At or above this the measure failed (CRITICAL).
+    pub crit: f64,
+}
+
+impl Level {
+    const fn new(warn: f64, crit: f64) -> Self {
+        Self { warn, crit }
+    }
+}
+
+/// Latency above which a tier is degraded (seed 000 defaults).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatencyThresholds {
+    /// Redis probe (default 500 ms).
+    #[serde(with = "humantime_serde")]
+    pub redis: Duration,
+    /// PostgreSQL probe (default 1000 ms).
+    #[serde(with = "humantime_serde")]
+    pub postgres: Duration,
+    /// Memory-API probe (default 2000 ms).
+    #[serde(with = "humantime_serde")]
+    pub memory: Duration,
+    /// HTTP application probe (default 1000 ms).
+    #[serde(with = "humantime_serde")]
+    pub http: Duration,
+}
+
+impl Default for LatencyThresholds {
+    fn default() -> Self {
+        Self {
+            redis: Duration::from_millis(500),
+            postgres: Duration::from_millis(1000),
+            memory: Duration::from_millis(2000),
+            http: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// Thresholds of `cache-health check`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSettings {
+    /// Probe latency above which a tier is degraded.
+    pub latency: LatencyThresholds,
+    /// Host memory in use, percent.
+    pub memory_percent: Level,
+    /// Disk space in use on each checked path, percent.
+    pub disk_percent: Level,
+    /// One-minute load average divided by the number of CPUs.
+    pub load_per_cpu: Level,
+    /// Redis `used_memory` as a percentage of `maxmemory` (when set).
+    pub redis_memory_percent: Level,
+    /// Redis hit ratio (0..1) below which the target is degraded.
+    pub hit_ratio_min: f64,
+    /// Lookups (hits + misses) needed before the hit ratio is judged.
+    pub hit_ratio_min_lookups: u64,
+    /// PostgreSQL connections as a percentage of `max_connections`.
+    pub postgres_connections_percent: Level,
+    /// Redis clients as a percentage of `maxclients`.
+    pub redis_clients_percent: Level,
+    /// A directory's size as a percentage of its `max_size`.
+    pub directory_percent: Level,
+    /// GPU temperature, degrees Celsius.
+    pub gpu_temperature_celsius: Level,
+    /// GPU memory in use, percent.
+    pub gpu_memory_percent: Level,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            latency: LatencyThresholds::default(),
+            memory_percent: Level::new(85.0, 95.0),
+            disk_percent: Level::new(85.0, 95.0),
+            load_per_cpu: Level::new(2.0, 4.0),
+            redis_memory_percent: Level::new(80.0, 95.0),
+            hit_ratio_min: 0.7,
+            hit_ratio_min_lookups: 1000,
+            postgres_connections_percent: Level::new(80.0, 90.0),
+            redis_clients_percent: Level::new(80.0, 90.0),
+            directory_percent: Level::new(85.0, 100.0),
+            gpu_temperature_celsius: Level::new(85.0, 95.0),
+            gpu_memory_percent: Level::new(90.0, 98.0),
+        }
+    }
+}
+
+/// Host resources checked by the `system` tier.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemSettings {
+    /// Paths whose file system's usage is checked.
+    pub disk_paths: Vec<PathBuf>,
+    /// Directories whose total size is reported (like `du -s`).
+    pub directories: Vec<PathBuf>,
+    /// systemd units that must be active.
+    pub systemd_units: Vec<String>,
+    /// `host:port` endpoints that must accept a TCP connection.
+    pub endpoints: Vec<String>,
+    /// Budget for the system probe as a whole (directory walks, unit queries, connects).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Probe GPUs through NVML when the library is present.
+    pub gpu: bool,
+}
+
+impl Default for SystemSettings {
+    fn default() -> Self {
+        Self {
+            disk_paths: vec![PathBuf::from("/")],
+            directories: Vec::new(),
+            systemd_units: Vec::new(),
+            endpoints: Vec::new(),
+            timeout: Duration::from_secs(5),
+            gpu: true,
+        }
+    }
+}
+
+fn redis_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn memory_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_table() -> String {
+    "cache_entries".into()
+}
+fn default_status() -> u16 {
+    200
+}
+fn mem0_platform_url() -> SafeUrl {
+    SafeUrl::parse(MEM0_PLATFORM_URL).unwrap_or_else(|_| unreachable!("constant URL parses"))
+}
+
+/// Base URL of the hosted Mem0 platform.
+pub const MEM0_PLATFORM_URL: &str = "https://api.mem0.ai";
+
+/// A Redis server (`redis://`, `rediss://` for TLS, `redis+unix://`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTarget {
+    /// Name, unique within the tier.
+    pub name: String,
+    /// Connection URL; the password is redacted everywhere.
+    pub url: SafeUrl,
+    /// Time allowed to establish the connection (default 2 s).
+    #[serde(default = "redis_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for one response, and for a whole health probe (default 5 s).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Overrides `health.latency.redis` for this target.
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub latency_warn: Option<Duration>,
+}
+
+/// PostgreSQL TLS settings, on top of the URL's `sslmode`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresTls {
+    /// Extra CA certificate (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate (encryption without authentication, like libpq's `require`).
+    pub accept_invalid_certs: bool,
+}
+
+/// A PostgreSQL database holding the cache table.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresTarget {
+    /// Name, unique within the tier.
+    pub name: String,
+    /// Connection URL (`postgres://`; `?host=/dir` for a Unix socket; `sslmode=` honoured).
+    pub url: SafeUrl,
+    /// The cache table (default `cache_entries`).
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// Time allowed to connect (default 2 s).
+    #[serde(default = "redis_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// `statement_timeout` of the session, and the budget of a health probe (default 5 s).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// TLS settings.
+    #[serde(default)]
+    pub tls: PostgresTls,
+    /// Overrides `health.latency.postgres` for this target.
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub latency_warn: Option<Duration>,
+}
+
+/// Which memory-API dialect a target speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemoryDialect {
+    /// Hosted platform: `/v1/...` or `/v2/...`, `Authorization: Token KEY`.
+    #[default]
+    Platform,
+    /// Self-hosted REST server: `/memories`, `/search`, `X-API-Key: KEY`.
+    SelfHosted,
+}
+
+/// Platform API version for listing and searching.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryApiVersion {
+    /// `GET /v1/memories/`, `POST /v1/memories/search/`.
+    #[default]
+    V1,
+    /// `POST /v2/memories/`, `POST /v2/memories/search/` with `filters`.
+    V2,
+}
+
+/// A Mem0-style memory API.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryTarget {
+    /// Name, unique within the tier.
+    pub name: String,
+    /// Base URL (default the hosted platform).
+    #[serde(default = "mem0_platform_url")]
+    pub url: SafeUrl,
+    /// API key; redacted everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    /// API dialect.
+    #[serde(default)]
+    pub dialect: MemoryDialect,
+    /// Platform API version.
+    #[serde(default)]
+    pub api_version: MemoryApiVersion,
+    /// User id whose memories are managed (default: `project_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Budget of one request and of a health probe (default 10 s).
+    #[serde(default = "memory_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Overrides `health.latency.memory` for this target.
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub latency_warn: Option<Duration>,
+}
+
+/// An HTTP application endpoint (seed 002's `/health`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTarget {
+    /// Name, unique within the tier.
+    pub name: String,
+    /// URL of the health endpoint.
+    pub url: SafeUrl,
+    /// Optional JSON metrics endpoint (`hit_rate`, `total_operations`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_url: Option<SafeUrl>,
+    /// Expected status code (default 200).
+    #[serde(default = "default_status")]
+    pub expect_status: u16,
+    /// Budget of the probe (default 5 s).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Overrides `health.latency.http` for this target.
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub latency_warn: Option<Duration>,
+}
+
+/// A directory of cache files or logs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirTarget {
+    /// Name, unique within the tier.
+    pub name: String,
+    /// The directory; `{state_dir}` expands to the state directory.
+    pub path: PathBuf,
+    /// Size cap (e.g. `"10 GiB"`); usage is judged against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<ByteSize>,
+}
+
+/// Where the configuration came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "path")]
+pub enum ConfigSource {
+    /// A file.
+    File(PathBuf),
+    /// The embedded default.
+    Embedded,
+}
+
+/// A loaded, validated configuration and where it came from.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// The file it was read from, or the embedded default.
+    pub source: ConfigSource,
+    /// Environment variables that overrode file values.
+    pub env_overrides: Vec<&'static str>,
+}
+
+/// Reads environment variables; a trait so tests can pass their own.
+pub trait Env {
+    /// The variable's value, when set and not empty.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+/// Finds, parses, overrides and validates the configuration.
+///
+/// `explicit` is `--config`. `state_dir` expands `{state_dir}` in directory paths.
+pub fn load(explicit: Option<&Path>, env: &dyn Env, state_dir: &Path) -> anyhow::Result<Loaded> {
+    let (mut config, source) = match find_file(explicit, env)? {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::new(path.display().to_string(), "(file)", format!("cannot read: {e}"))
+            })?;
+            (parse(&text, &path.display().to_string())?, ConfigSource::File(path))
+        }
+        None => (parse(DEFAULT_CONFIG_TOML, "(embedded default)")?, ConfigSource::Embedded),
+    };
+    let env_overrides = apply_env(&mut config, env)?;
+    let source_name = match &source {
+        ConfigSource::File(path) => path.display().to_string(),
+        ConfigSource::Embedded => "(embedded default)".to_owned(),
+    };
+    validate(&config, &source_name)?;
+    expand_state_dir(&mut config, state_dir);
+    Ok(Loaded { config, source, env_overrides })
+}
+
+fn find_file(explicit: Option<&Path>, env: &dyn Env) -> anyhow::Result<Option<PathBuf>> {
+    let named = explicit
+        .map(|p| (p.to_path_buf(), "--config"))
+        .or_else(|| env.var(EnvVars::CACHE_CONFIG).map(|p| (PathBuf::from(p), EnvVars::CACHE_CONFIG)));
+    if let Some((path, from)) = named {
+        if !path.is_file() {
+            return Err(ConfigError::new(
+                path.display().to_string(),
+                "(file)",
+                format!("the file named by {from} does not exist or is not a file"),
+            )
+            .into());
+        }
+        return Ok(Some(path));
+    }
+    let xdg = env
+        .var(EnvVars::XDG_CONFIG_HOME)
+        .map(PathBuf::from)
+        .or_else(|| env.var(EnvVars::HOME).map(|h| Path::new(&h).join(".config")));
+    let candidates =
+        xdg.map(|base| base.join("cache-toolkit/config.toml")).into_iter().chain([PathBuf::from(
+            "/etc/cache-toolkit/config.toml",
+        )]);
+    Ok(candidates.into_iter().find(|p| p.is_file()))
+}
+
+/// Parses `text` (from `source_name`) into a [`Config`], naming the key of any error.
+pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| ConfigError::new(source_name, "(syntax)", located(text, &e)))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        ConfigError::new(source_name, key, located(text, &inner))
+    })
+}
+
+fn located(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end().to_owned();
+    match error.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("{message} (line {line})")
+        }
+        None => message,
+    }
+}
+
+fn apply_env(config: &mut Config, env: &dyn Env) -> Result<Vec<&'static str>, ConfigError> {
+    let mut used = Vec::new();
+    let env_url = |name: &'static str, value: &str| {
+        SafeUrl::parse(value).map_err(|e| {
+            ConfigError::new(format!("environment variable {name}"), name, format!("not a valid URL: {e}"))
+        })
+    };
+    if let Some(project) = env.var(EnvVars::PROJECT_NAME) {
+        config.project_name = project;
+        used.push(EnvVars::PROJECT_NAME);
+    }
+    if let Some(raw) = env.var(EnvVars::REDIS_URL) {
+        let url = env_url(EnvVars::REDIS_URL, &raw)?;
+        match config.redis.first_mut() {
+            Some(target) => target.url = url,
+            None => config.redis.push(RedisTarget {
+                name: "default".into(),
+                url,
+                connect_timeout: redis_connect_timeout(),
+                timeout: default_timeout(),
+                latency_warn: None,
+            }),
+        }
+        used.push(EnvVars::REDIS_URL);
+    }
+    if let Some(raw) = env.var(EnvVars::DATABASE_URL) {
+        let url = env_url(EnvVars::DATABASE_URL, &raw)?;
+        match config.postgres.first_mut() {
+            Some(target) => target.url = url,
+            None => config.postgres.push(PostgresTarget {
+                name: "default".into(),
+                url,
+                table: default_table(),
+                connect_timeout: redis_connect_timeout(),
+                timeout: default_timeout(),
+                tls: PostgresTls::default(),
+                latency_warn: None,
+            }),
+        }
+        used.push(EnvVars::DATABASE_URL);
+    }
+    let mem_url = env.var(EnvVars::MEM0_URL);
+    let mem_key = env.var(EnvVars::MEM0_API_KEY);
+    if mem_url.is_some() || mem_key.is_some() {
+        if config.memory.is_empty() {
+            config.memory.push(MemoryTarget {
+                name: "default".into(),
+                url: mem0_platform_url(),
+                api_key: None,
+                dialect: MemoryDialect::default(),
+                api_version: MemoryApiVersion::default(),
+                user_id: None,
+                timeout: memory_timeout(),
+                latency_warn: None,
+            });
+        }
+        let target = &mut config.memory[0];
+        if let Some(raw) = mem_url {
+            target.url = env_url(EnvVars::MEM0_URL, &raw)?;
+            used.push(EnvVars::MEM0_URL);
+        }
+        if let Some(key) = mem_key {
+            target.api_key = Some(Secret::new(key));
+            used.push(EnvVars::MEM0_API_KEY);
+        }
+    }
+    Ok(used)
+}
+
+fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
+    let err = |key: String, msg: &str| ConfigError::new(source, key, msg);
+    if config.project_name.trim().is_empty() {
+        return Err(err("project_name".into(), "must not be empty"));
+    }
+    check_names(source, "redis", config.redis.iter().map(|t| t.name.as_str()))?;
+    check_names(source, "postgres", config.postgres.iter().map(|t| t.name.as_str()))?;
+    check_names(source, "memory", config.memory.iter().map(|t| t.name.as_str()))?;
+    check_names(source, "http", config.http.iter().map(|t| t.name.as_str()))?;
+    check_names(source, "files", config.files.iter().map(|t| t.name.as_str()))?;
+    check_names(source, "logs", config.logs.iter().map(|t| t.name.as_str()))?;
+    for (i, t) in config.redis.iter().enumerate() {
+        if !matches!(t.url.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
+            return Err(err(
+                format!("redis[{i}].url"),
+                "scheme must be redis://, rediss:// or redis+unix://",
+            ));
+        }
+        positive(source, format!("redis[{i}].timeout"), t.timeout)?;
+        positive(source, format!("redis[{i}].connect_timeout"), t.connect_timeout)?;
+    }
+    for (i, t) in config.postgres.iter().enumerate() {
+        if !matches!(t.url.scheme(), "postgres" | "postgresql") {
+            return Err(err(format!("postgres[{i}].url"), "scheme must be postgres://"));
+        }
+        let valid_ident = !t.table.is_empty()
+            && t.table.split('.').all(|part| {
+                !part.is_empty()
+                    && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !part.starts_with(|c: char| c.is_ascii_digit())
+            });
+        if !valid_ident {
+            return Err(err(
+                format!("postgres[{i}].table"),
+                "must be a plain identifier, optionally schema-qualified (letters, digits, _)",
+            ));
+        }
+        positive(source, format!("postgres[{i}].timeout"), t.timeout)?;
+        positive(source, format!("postgres[{i}].connect_timeout"), t.connect_timeout)?;
+    }
+    for (i, t) in config.memory.iter().enumerate() {
+        if !matches!(t.url.scheme(), "http" | "https") {
+            return Err(err(format!("memory[{i}].url"), "scheme must be http:// or https://"));
+        }
+        positive(source, format!("memory[{i}].timeout"), t.timeout)?;
+    }
+    for (i, t) in config.http.iter().enumerate() {
+        for (field, url) in [("url", Some(&t.url)), ("metrics_url", t.metrics_url.as_ref())] {
+            if let Some(url) = url
+                && !matches!(url.scheme(), "http" | "https")
+            {
+                return Err(err(format!("http[{i}].{field}"), "scheme must be http:// or https://"));
+            }
+        }
+        if !(100..=599).contains(&t.expect_status) {
+            return Err(err(format!("http[{i}].expect_status"), "must be an HTTP status (100-599)"));
+        }
+        positive(source, format!("http[{i}].timeout"), t.timeout)?;
+    }
+    for (i, endpoint) in config.system.endpoints.iter().enumerate() {
+        let valid = endpoint
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(err(format!("system.endpoints[{i}]"), "must be `host:port`"));
+        }
+    }
+    positive(source, "system.timeout".into(), config.system.timeout)?;
+    let h = &config.health;
+    for (key, level) in [
+        ("memory_percent", h.memory_percent),
+        ("disk_percent", h.disk_percent),
+        ("load_per_cpu", h.load_per_cpu),
+        ("redis_memory_percent", h.redis_memory_percent),
+        ("postgres_connections_percent", h.postgres_connections_percent),
+        ("redis_clients_percent", h.redis_clients_percent),
+        ("directory_percent", h.directory_percent),
+        ("gpu_temperature_celsius", h.gpu_temperature_celsius),
+        ("gpu_memory_percent", h.gpu_memory_percent),
+    ] {
+        if !(level.warn >= 0.0 && level.warn <= level.crit) {
+            return Err(err(format!("health.{key}"), "needs 0 <= warn <= crit"));
+        }
+    }
+    if !(0.0..=1.0).contains(&h.hit_ratio_min) {
+        return Err(err("health.hit_ratio_min".into(), "must be between 0 and 1"));
+    }
+    Ok(())
+}
+
+fn check_names<'a>(
+    source: &str,
+    tier: &str,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<(), ConfigError> {
+    let mut seen = BTreeSet::new();
+    for (i, name) in names.enumerate() {
+        let valid = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            return Err(ConfigError::new(
+                source,
+                format!("{tier}[{i}].name"),
+                "must be non-empty letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        if !seen.insert(name) {
+            return Err(ConfigError::new(
+                source,
+                format!("{tier}[{i}].name"),
+                format!("`{name}` is used twice in [[{tier}]]"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn positive(source: &str, key: String, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        return Err(ConfigError::new(source, key, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+fn expand_state_dir(config: &mut Config, state_dir: &Path) {
+    let expand = |path: &mut PathBuf| {
+        if let Some(s) = path.to_str()
+            && s.contains(STATE_DIR_PLACEHOLDER)
+        {
+            *path = PathBuf::from(s.replace(STATE_DIR_PLACEHOLDER, &state_dir.to_string_lossy()));
+        }
+    };
+    config.files.iter_mut().chain(config.logs.iter_mut()).for_each(|t| expand(&mut t.path));
+    config.system.directories.iter_mut().for_each(expand);
+}
+
+impl Config {
+    /// The memory API's user id for `target`: its own, else the project name.
+    pub fn memory_user_id<'a>(&'a self, target: &'a MemoryTarget) -> &'a str {
+        target.user_id.as_deref().unwrap_or(&self.project_name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

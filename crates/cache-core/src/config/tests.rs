@@ -1,0 +1,101 @@
+use std::collections::HashMap;
+
+use super::*;
+
+struct MapEnv(HashMap<&'static str, &'static str>);
+
+impl Env for MapEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).map(|v| (*v).to_owned())
+    }
+}
+
+fn no_env() -> MapEnv {
+    MapEnv(HashMap::from([(EnvVars::HOME, "/nonexistent-home")]))
+}
+
+#[test]
+fn embedded_default_matches_rust_defaults() {
+    let parsed = parse(DEFAULT_CONFIG_TOML, "default").unwrap();
+    assert_eq!(
+        serde_json::to_value(&parsed).unwrap(),
+        serde_json::to_value(Config::default()).unwrap(),
+        "default-config.toml and Config::default() disagree"
+    );
+}
+
+#[test]
+fn unknown_key_names_the_full_key_and_line() {
+    let text = "project_name = \"p\"\n\n[[redis]]\nname = \"main\"\nurl = \"redis://localhost\"\nurll = 1\n";
+    let e = parse(text, "cfg.toml").unwrap_err();
+    assert_eq!(e.source_name, "cfg.toml");
+    assert_eq!(e.key, "redis[0].urll");
+    assert!(e.message.contains("unknown field `urll`"), "{}", e.message);
+    assert!(e.message.contains("line 6"), "{}", e.message);
+}
+
+#[test]
+fn unknown_top_level_key_is_named() {
+    let e = parse("colour = true\n", "c.toml").unwrap_err();
+    assert_eq!(e.key, "colour");
+}
+
+#[test]
+fn bad_value_names_its_key() {
+    let e = parse("[health.latency]\nredis = \"fast\"\n", "c.toml").unwrap_err();
+    assert_eq!(e.key, "health.latency.redis");
+}
+
+#[test]
+fn validation_names_key() {
+    let text = "[[redis]]\nname = \"a\"\nurl = \"http://x\"\n";
+    let config = parse(text, "c.toml").unwrap();
+    let e = validate(&config, "c.toml").unwrap_err();
+    assert_eq!(e.key, "redis[0].url");
+    let text = "[[redis]]\nname = \"a\"\nurl = \"redis://x\"\n[[redis]]\nname = \"a\"\nurl = \"redis://y\"\n";
+    let e = validate(&parse(text, "c.toml").unwrap(), "c.toml").unwrap_err();
+    assert_eq!(e.key, "redis[1].name");
+    let e = validate(&parse("[health]\ndisk_percent = { warn = 99, crit = 90 }\n", "c").unwrap(), "c")
+        .unwrap_err();
+    assert_eq!(e.key, "health.disk_percent");
+}
+
+#[test]
+fn no_file_means_embedded_default_with_expanded_state_dir() {
+    let loaded = load(None, &no_env(), Path::new("/st")).unwrap();
+    assert_eq!(loaded.source, ConfigSource::Embedded);
+    assert!(loaded.config.redis.is_empty());
+    assert_eq!(loaded.config.logs[0].path, PathBuf::from("/st/logs"));
+}
+
+#[test]
+fn env_overrides_create_or_replace_first_target() {
+    let env = MapEnv(HashMap::from([
+        (EnvVars::HOME, "/nonexistent-home"),
+        (EnvVars::REDIS_URL, "redis://:pw-from-env@h:1/0"),
+        (EnvVars::MEM0_API_KEY, "m0-key-from-env"),
+        (EnvVars::PROJECT_NAME, "proj"),
+    ]));
+    let loaded = load(None, &env, Path::new("/st")).unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.redis[0].name, "default");
+    assert_eq!(c.redis[0].url.expose(), "redis://:pw-from-env@h:1/0");
+    assert_eq!(c.memory[0].url.expose(), "https://api.mem0.ai/");
+    assert_eq!(c.memory[0].api_key.as_ref().unwrap().expose(), "m0-key-from-env");
+    assert_eq!(c.memory_user_id(&c.memory[0]), "proj");
+    assert_eq!(loaded.env_overrides, [EnvVars::PROJECT_NAME, EnvVars::REDIS_URL, EnvVars::MEM0_API_KEY]);
+}
+
+#[test]
+fn bad_env_url_names_the_variable() {
+    let env = MapEnv(HashMap::from([(EnvVars::HOME, "/x"), (EnvVars::DATABASE_URL, "not a url")]));
+    let e = load(None, &env, Path::new("/st")).unwrap_err();
+    let e = e.downcast_ref::<ConfigError>().unwrap();
+    assert_eq!(e.source_name, "environment variable DATABASE_URL");
+}
+
+#[test]
+fn explicit_missing_file_is_an_error() {
+    let e = load(Some(Path::new("/no/such/file.toml")), &no_env(), Path::new("/st")).unwrap_err();
+    assert!(e.to_string().contains("/no/such/file.toml"), "{e}");
+}

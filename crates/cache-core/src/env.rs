@@ -1,0 +1,53 @@
+//! Every environment variable the toolkit reads, in one registry.
+//!
+//! Code never spells a variable's name as a string literal; it names a constant here, so that
+//! `docs/configuration.md` and this file list the same set.
+
+/// Names of the environment variables read by cache-toolkit.
+pub struct EnvVars;
+
+impl EnvVars {
+    /// Path of the configuration file (after `--config`).
+    pub const CACHE_CONFIG: &'static str = "CACHE_CONFIG";
+    /// State directory (after `--state-dir`).
+    pub const CACHE_STATE_DIR: &'static str = "CACHE_STATE_DIR";
+    /// State directory handed over by systemd (`StateDirectory=`).
+    pub const STATE_DIRECTORY: &'static str = "STATE_DIRECTORY";
+    /// Base of the XDG state directory.
+    pub const XDG_STATE_HOME: &'static str = "XDG_STATE_HOME";
+    /// Base of the XDG configuration directory.
+    pub const XDG_CONFIG_HOME: &'static str = "XDG_CONFIG_HOME";
+    /// Home directory, for the XDG fallbacks.
+    pub const HOME: &'static str = "HOME";
+    /// URL of the first Redis target (seed name).
+    pub const REDIS_URL: &'static str = "REDIS_URL";
+    /// URL of the first PostgreSQL target (seed name).
+    pub const DATABASE_URL: &'static str = "DATABASE_URL";
+    /// Base URL of the first memory-API target (seed name).
+    pub const MEM0_URL: &'static str = "MEM0_URL";
+    /// API key of the first memory-API target (seed name).
+    pub const MEM0_API_KEY: &'static str = "MEM0_API_KEY";
+    /// Project name: the memory API's user id and the cache table's `project_name` (seed name).
+    pub const PROJECT_NAME: &'static str = "PROJECT_NAME";
+    /// Disables colour in output when set to any value (<https://no-color.org>).
+    pub const NO_COLOR: &'static str = "NO_COLOR";
+    /// Log filter for `tracing` (overrides `-v`/`-q`), e.g. `cache_core=debug`.
+    pub const CACHE_LOG: &'static str = "CACHE_LOG";
+
+    /// Every variable, with a one-line description, for generated documentation.
+    pub const ALL: &'static [(&'static str, &'static str)] = &[
+        (Self::CACHE_CONFIG, "configuration file, when `--config` is not given"),
+        (Self::CACHE_STATE_DIR, "state directory, when `--state-dir` is not given"),
+        (Self::STATE_DIRECTORY, "state directory set by systemd's `StateDirectory=`"),
+        (Self::XDG_STATE_HOME, "base of the per-user state directory"),
+        (Self::XDG_CONFIG_HOME, "base of the per-user configuration file"),
+        (Self::HOME, "fallback base of the per-user directories"),
+        (Self::REDIS_URL, "URL of the first Redis target (creates `default` when none)"),
+        (Self::DATABASE_URL, "URL of the first PostgreSQL target (creates `default` when none)"),
+        (Self::MEM0_URL, "base URL of the first memory-API target"),
+        (Self::MEM0_API_KEY, "API key of the first memory-API target"),
+        (Self::PROJECT_NAME, "project name: memory-API user id and cache-table project"),
+        (Self::NO_COLOR, "disable colour in tables and messages"),
+        (Self::CACHE_LOG, "tracing filter for the log on stderr, overriding `-v`/`-q`"),
+    ];
+}

@@ -1,0 +1,25 @@
+//! cache-core: what every cache-toolkit binary shares.
+//!
+//! Configuration ([`config`]), the state directory ([`state`]), job locks ([`lock`]), run
+//! records ([`runs`]), clients of the remote tiers ([`clients`]), host probes ([`system`],
+//! [`gpu`]), output ([`output`]), secret redaction ([`redact`]), exit codes ([`exit`]) and the
+//! process life cycle of a tool ([`app`]). This crate never prints except through
+//! [`output::Printer`] and never exits the process.
+
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod cli;
+pub mod clients;
+pub mod config;
+pub mod env;
+pub mod error;
+pub mod exit;
+pub mod gpu;
+pub mod lock;
+pub mod output;
+pub mod redact;
+pub mod runs;
+pub mod state;
+pub mod system;
+pub mod tier;

@@ -1,0 +1,152 @@
+//! One lock per job, so two cron runs of the same job never run at once.
+//!
+//! The lock is an advisory `flock` on `locks/<job>.lock` in the state directory. The kernel
+//! drops it when the process exits, however it exits, so a crash never leaves a stale lock. The
+//! file's content names the holder (pid, host, start, command) for error messages and status.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::LockHeld;
+use crate::state::{StateDir, create_private_dir};
+
+/// Who holds a job's lock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// Process id.
+    pub pid: u32,
+    /// Host name.
+    pub host: String,
+    /// When the holder took the lock.
+    pub started_at: DateTime<Utc>,
+    /// The holder's command (tool and subcommand).
+    pub command: String,
+}
+
+/// A held job lock; released on drop.
+#[derive(Debug)]
+pub struct JobLock {
+    file: File,
+    path: PathBuf,
+}
+
+fn lock_path(state: &StateDir, job: &str) -> PathBuf {
+    state.path(&format!("locks/{job}.lock"))
+}
+
+fn open(path: &PathBuf) -> anyhow::Result<File> {
+    if let Some(parent) = path.parent() {
+        create_private_dir(parent)?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening lock file `{}`", path.display()))
+}
+
+fn read_holder(file: &mut File) -> Option<LockHolder> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+impl JobLock {
+    /// Takes `job`'s lock, or fails at once with [`LockHeld`].
+    pub fn try_acquire(state: &StateDir, job: &str, command: &str) -> anyhow::Result<Self> {
+        let path = lock_path(state, job);
+        let mut file = open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Self::held(file, path, command),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Err(LockHeld { job: job.to_owned(), holder: read_holder(&mut file) }.into())
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking `{}`", path.display()))
+            }
+        }
+    }
+
+    /// Takes `job`'s lock, waiting for the current holder to finish.
+    pub async fn acquire_waiting(state: &StateDir, job: &str, command: &str) -> anyhow::Result<Self> {
+        let path = lock_path(state, job);
+        let file = open(&path)?;
+        let wait_path = path.clone();
+        let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .context("waiting for the job lock")?
+            .with_context(|| format!("locking `{}`", wait_path.display()))?;
+        Self::held(file, path, command)
+    }
+
+    fn held(mut file: File, path: PathBuf, command: &str) -> anyhow::Result<Self> {
+        let holder = LockHolder {
+            pid: std::process::id(),
+            host: crate::system::hostname(),
+            started_at: Utc::now(),
+            command: command.to_owned(),
+        };
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(serde_json::to_string(&holder)?.as_bytes()))
+            .with_context(|| format!("writing lock file `{}`", path.display()))?;
+        Ok(Self { file, path })
+    }
+
+    /// Who holds `job`'s lock now, if anyone.
+    pub fn holder(state: &StateDir, job: &str) -> anyhow::Result<Option<LockHolder>> {
+        let path = lock_path(state, job);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let mut file = open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(None),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(read_holder(&mut file)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("probing `{}`", path.display()))
+            }
+        }
+    }
+}
+
+impl Drop for JobLock {
+    fn drop(&mut self) {
+        // Clear the holder before the kernel releases the lock when the file closes.
+        if let Err(e) = self.file.set_len(0) {
+            tracing::debug!("clearing lock file `{}`: {e}", self.path.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_acquire_fails_with_holder_until_first_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path().to_path_buf()).unwrap();
+        let first = JobLock::try_acquire(&state, "job", "tool cmd").unwrap();
+        let err = JobLock::try_acquire(&state, "job", "tool other").unwrap_err();
+        let held = err.downcast_ref::<LockHeld>().unwrap();
+        assert_eq!(held.holder.as_ref().unwrap().pid, std::process::id());
+        assert_eq!(held.holder.as_ref().unwrap().command, "tool cmd");
+        assert_eq!(JobLock::holder(&state, "job").unwrap().unwrap().command, "tool cmd");
+        // Another job is independent.
+        let _other = JobLock::try_acquire(&state, "job2", "x").unwrap();
+        drop(first);
+        assert_eq!(JobLock::holder(&state, "job").unwrap(), None);
+        JobLock::try_acquire(&state, "job", "tool again").unwrap();
+    }
+}

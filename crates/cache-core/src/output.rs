@@ -1,0 +1,124 @@
+//! All output goes through [`Printer`]: text for people, one JSON document for programs.
+//!
+//! Rules, for cron's sake: results go to stdout, diagnostics to stderr; under `-q` a successful
+//! run prints nothing (cron mails any output); colour only on a terminal and never with
+//! `NO_COLOR`; every line passes through [`crate::redact::scrub`].
+
+use std::io::{IsTerminal, Write};
+
+use comfy_table::{ContentArrangement, Table, presets};
+use serde::Serialize;
+
+use crate::env::EnvVars;
+use crate::redact;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Tables and sentences for people.
+    Text,
+    /// One JSON document on stdout, with `schema_version`.
+    Json,
+    /// One monitoring-plugin line with performance data (cache-health only).
+    Nagios,
+}
+
+/// Writes results and diagnostics.
+#[derive(Clone, Debug)]
+pub struct Printer {
+    format: Format,
+    quiet: u8,
+    color: bool,
+}
+
+impl Printer {
+    /// A printer for `format`, with `quiet` levels of `-q`.
+    pub fn new(format: Format, quiet: u8) -> Self {
+        let color = std::io::stdout().is_terminal() && std::env::var_os(EnvVars::NO_COLOR).is_none();
+        Self { format, quiet, color }
+    }
+
+    /// The output format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Whether `-q` was given.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet > 0
+    }
+
+    /// Whether colour may be used on stdout.
+    pub fn color(&self) -> bool {
+        self.color
+    }
+
+    /// Prints informational text on stdout, unless `-q`.
+    pub fn info(&self, text: &str) -> std::io::Result<()> {
+        if self.quiet > 0 { Ok(()) } else { self.always(text) }
+    }
+
+    /// Prints text on stdout even under `-q` (results that need attention).
+    pub fn always(&self, text: &str) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(redact::scrub(text).as_bytes())?;
+        if !text.ends_with('\n') {
+            out.write_all(b"\n")?;
+        }
+        out.flush()
+    }
+
+    /// Prints `doc` as one pretty JSON document with `schema_version` first.
+    pub fn json<T: Serialize>(&self, doc: &T) -> anyhow::Result<()> {
+        let mut value = serde_json::to_value(doc)?;
+        if let Some(object) = value.as_object_mut() {
+            let mut versioned = serde_json::Map::new();
+            versioned.insert("schema_version".into(), crate::state::SCHEMA_VERSION.into());
+            versioned.extend(std::mem::take(object));
+            *object = versioned;
+        }
+        self.always(&serde_json::to_string_pretty(&value)?)?;
+        Ok(())
+    }
+
+    /// Prints a warning on stderr, unless `-qq`.
+    pub fn warn(&self, text: &str) {
+        if self.quiet < 2 {
+            let _ = writeln!(std::io::stderr().lock(), "warning: {}", redact::scrub(text));
+        }
+    }
+
+    /// A table in the house style, coloured only where colour is allowed.
+    pub fn table(&self) -> Table {
+        let mut table = Table::new();
+        table.load_style(presets::UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic);
+        if !self.color {
+            table.force_no_tty();
+        }
+        table
+    }
+
+    /// A progress bar on stderr; hidden unless stderr is a terminal and the output is text
+    /// without `-q`.
+    pub fn progress(&self, len: u64, message: &str) -> indicatif::ProgressBar {
+        let visible = std::io::stderr().is_terminal() && self.quiet == 0 && self.format == Format::Text;
+        let bar = if visible {
+            indicatif::ProgressBar::new(len)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_message(message.to_owned());
+        bar
+    }
+}
+
+/// Formats a byte count for people (`1.5 GiB`).
+pub fn bytes(n: u64) -> String {
+    bytesize::ByteSize(n).display().iec().to_string()
+}
+
+/// Formats milliseconds for people (`12.3 ms`, `1.20 s`).
+pub fn millis(ms: f64) -> String {
+    if ms >= 1000.0 { format!("{:.2} s", ms / 1000.0) } else { format!("{ms:.1} ms") }
+}

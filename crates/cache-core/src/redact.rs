@@ -1,0 +1,220 @@
+//! Secrets never reach output, logs, reports or state files.
+//!
+//! Two layers: typed values that redact themselves ([`SafeUrl`], [`Secret`]), and a process-wide
+//! registry of every secret value seen while loading the configuration, which [`scrub`] removes
+//! from any text before it is printed or written. The second layer catches secrets echoed back
+//! inside third-party error messages.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use url::Url;
+
+/// What a secret is replaced with.
+pub const MASK: &str = "***";
+
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Adds `secret` to the registry scrubbed by [`scrub`]. Values shorter than 3 bytes are
+/// ignored: masking them would garble ordinary text and they protect nothing.
+pub fn register(secret: &str) {
+    if secret.len() < 3 {
+        return;
+    }
+    let mut secrets = SECRETS.lock().unwrap_or_else(PoisonError::into_inner);
+    if !secrets.iter().any(|s| s == secret) {
+        secrets.push(secret.to_owned());
+        // Longest first, so that a secret containing another is masked whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+}
+
+/// Returns `text` with every registered secret (and its percent-encoded form) masked.
+pub fn scrub(text: &str) -> Cow<'_, str> {
+    let secrets = SECRETS.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut out = Cow::Borrowed(text);
+    for secret in secrets.iter() {
+        for form in [Cow::Borrowed(secret.as_str()), percent_encode(secret)] {
+            if out.contains(form.as_ref()) {
+                out = Cow::Owned(out.replace(form.as_ref(), MASK));
+            }
+        }
+    }
+    out
+}
+
+fn percent_encode(s: &str) -> Cow<'_, str> {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>().into()
+}
+
+/// A URL whose `Display`, `Debug` and `Serialize` hide the password and secret query values.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SafeUrl(Url);
+
+/// Query parameters whose values are secrets.
+const SECRET_QUERY_KEYS: &[&str] = &["password", "pass", "token", "api_key", "apikey", "key"];
+
+impl SafeUrl {
+    /// Parses `raw` and registers its password and secret query values with [`register`].
+    pub fn parse(raw: &str) -> Result<Self, url::ParseError> {
+        let url = Url::parse(raw)?;
+        if let Some(password) = url.password() {
+            register(password);
+            if let Ok(decoded) = percent_decode(password) {
+                register(&decoded);
+            }
+        }
+        for (key, value) in url.query_pairs() {
+            if SECRET_QUERY_KEYS.contains(&key.to_ascii_lowercase().as_str()) {
+                register(&value);
+            }
+        }
+        Ok(Self(url))
+    }
+
+    /// The real URL, with its secrets, for handing to a client library. Never print it.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The parsed URL (secrets included). Never print it.
+    pub fn url(&self) -> &Url {
+        &self.0
+    }
+
+    /// The URL scheme.
+    pub fn scheme(&self) -> &str {
+        self.0.scheme()
+    }
+
+    /// The URL with secrets masked.
+    pub fn redacted(&self) -> String {
+        let mut url = self.0.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some(MASK));
+        }
+        if url.query().is_some() {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| {
+                    let masked = SECRET_QUERY_KEYS.contains(&k.to_ascii_lowercase().as_str());
+                    (k.into_owned(), if masked { MASK.to_owned() } else { v.into_owned() })
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        url.to_string()
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, std::str::Utf8Error> {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| Ok(v.into_owned()))
+        .unwrap_or_else(|| Ok(String::new()))
+}
+
+impl fmt::Display for SafeUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for SafeUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SafeUrl({})", self.redacted())
+    }
+}
+
+impl Serialize for SafeUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
+
+impl<'de> Deserialize<'de> for SafeUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        SafeUrl::parse(&raw).map_err(|e| serde::de::Error::custom(format!("not a valid URL: {e}")))
+    }
+}
+
+/// A secret string (token, API key): shown as `***` everywhere.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value` and registers it with [`register`].
+    pub fn new(value: impl Into<String>) -> Self {
+        let value = value.into();
+        register(&value);
+        Self(value)
+    }
+
+    /// The secret itself, for handing to a client library. Never print it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(MASK)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Secret::new(String::deserialize(deserializer)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_password_is_masked_in_every_rendering() {
+        let url = SafeUrl::parse("redis://user:hunter2xyz@localhost:6379/0").unwrap();
+        for shown in [url.to_string(), format!("{url:?}"), serde_json::to_string(&url).unwrap()] {
+            assert!(!shown.contains("hunter2xyz"), "{shown}");
+            assert!(shown.contains("user:***@localhost"), "{shown}");
+        }
+        assert!(url.expose().contains("hunter2xyz"));
+    }
+
+    #[test]
+    fn secret_query_values_are_masked() {
+        let url = SafeUrl::parse("https://h/x?token=abcdef123&db=1").unwrap();
+        assert_eq!(url.redacted(), "https://h/x?token=***&db=1");
+    }
+
+    #[test]
+    fn scrub_masks_registered_values_and_their_encodings() {
+        register("s3cr3t/with space");
+        let text = "failed: s3cr3t/with space and s3cr3t%2Fwith+space";
+        assert_eq!(scrub(text), "failed: *** and ***");
+        assert_eq!(scrub("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn secret_never_displays() {
+        let s = Secret::new("tok_123456");
+        assert_eq!(format!("{s} {s:?}"), "*** ***");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"***\"");
+    }
+}

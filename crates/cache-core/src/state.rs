@@ -1,0 +1,272 @@
+//! The state directory: JSON documents and JSON Lines histories, written safely.
+//!
+//! Resolved as the first of `--state-dir`, `CACHE_STATE_DIR`, `$STATE_DIRECTORY` (systemd),
+//! `/var/lib/cache-toolkit` for root, `$XDG_STATE_HOME/cache-toolkit`,
+//! `~/.local/state/cache-toolkit`. Directories are 0700 and files 0600. Every document carries
+//! `schema_version`; every write is atomic (temp file in the same directory, fsync, rename, fsync
+//! of the directory); histories are appended one line at a time. A file that cannot be parsed is
+//! a [`StateError`] naming it, and it is never replaced.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::Env;
+use crate::env::EnvVars;
+use crate::error::StateError;
+use crate::redact;
+
+/// The schema version written into every state document.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// An opened state directory.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// Picks the state directory from the flag, the environment and the user.
+pub fn resolve(explicit: Option<&Path>, env: &dyn Env) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(path) = env.var(EnvVars::CACHE_STATE_DIR) {
+        return Ok(PathBuf::from(path));
+    }
+    if let Some(list) = env.var(EnvVars::STATE_DIRECTORY) {
+        // systemd passes a colon-separated list when several directories are configured.
+        if let Some(first) = list.split(':').find(|s| !s.is_empty()) {
+            return Ok(PathBuf::from(first));
+        }
+    }
+    if rustix::process::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/cache-toolkit"));
+    }
+    if let Some(xdg) = env.var(EnvVars::XDG_STATE_HOME) {
+        return Ok(Path::new(&xdg).join("cache-toolkit"));
+    }
+    let home = env.var(EnvVars::HOME).context(
+        "cannot find a state directory: HOME is not set; pass --state-dir or set CACHE_STATE_DIR",
+    )?;
+    Ok(Path::new(&home).join(".local/state/cache-toolkit"))
+}
+
+impl StateDir {
+    /// Opens (creating, mode 0700) the state directory at `root`.
+    pub fn open(root: PathBuf) -> anyhow::Result<Self> {
+        create_private_dir(&root)?;
+        Ok(Self { root })
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The absolute path of `rel` inside the state directory.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    /// Reads a JSON document; `Ok(None)` when it does not exist.
+    ///
+    /// A document that is not valid JSON, lacks `schema_version`, has a newer one, or does not
+    /// match `T` is a [`StateError`], and the file is left untouched.
+    pub fn read_json<T: DeserializeOwned>(&self, rel: &str) -> anyhow::Result<Option<T>> {
+        let path = self.path(rel);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(StateError { path, message: format!("cannot be read: {e}") }.into());
+            }
+        };
+        let corrupt = |message: String| StateError { path: path.clone(), message };
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| corrupt(format!("is not valid JSON ({e})")))?;
+        check_version(&value).map_err(corrupt)?;
+        let doc = serde_json::from_value(value)
+            .map_err(|e| corrupt(format!("does not have the expected shape ({e})")))?;
+        Ok(Some(doc))
+    }
+
+    /// Writes a JSON document atomically, adding `schema_version`.
+    pub fn write_json<T: Serialize>(&self, rel: &str, doc: &T) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(&versioned(doc)?)? + "\n";
+        write_atomic(&self.path(rel), text.as_bytes())
+    }
+
+    /// Appends one JSON line (with `schema_version`) to a history file.
+    pub fn append_jsonl<T: Serialize>(&self, rel: &str, record: &T) -> anyhow::Result<()> {
+        let path = self.path(rel);
+        if let Some(parent) = path.parent() {
+            create_private_dir(parent)?;
+        }
+        let mut line = serde_json::to_string(&versioned(record)?)?;
+        line = redact::scrub(&line).into_owned();
+        line.push('\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("opening history `{}`", path.display()))?;
+        // One write call per line: with O_APPEND, concurrent writers never interleave a line.
+        file.write_all(line.as_bytes())
+            .with_context(|| format!("appending to history `{}`", path.display()))
+    }
+
+    /// Reads every record of a JSON Lines history; a bad line is an error naming file and line.
+    pub fn read_jsonl<T: DeserializeOwned>(&self, rel: &str) -> anyhow::Result<Vec<T>> {
+        let path = self.path(rel);
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(StateError { path, message: format!("cannot be read: {e}") }.into());
+            }
+        };
+        let mut records = Vec::new();
+        for (i, line) in BufReader::new(file).lines().enumerate() {
+            let corrupt = |message: String| StateError {
+                path: path.clone(),
+                message: format!("line {}: {message}", i + 1),
+            };
+            let line = line.map_err(|e| corrupt(format!("cannot be read ({e})")))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let value: serde_json::Value = serde_json::from_str(&line)
+                .map_err(|e| corrupt(format!("is not valid JSON ({e})")))?;
+            check_version(&value).map_err(corrupt)?;
+            records.push(
+                serde_json::from_value(value)
+                    .map_err(|e| corrupt(format!("does not have the expected shape ({e})")))?,
+            );
+        }
+        Ok(records)
+    }
+}
+
+fn versioned<T: Serialize>(doc: &T) -> anyhow::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(doc)?;
+    let object = value.as_object_mut().context("state documents must be JSON objects")?;
+    object.insert("schema_version".into(), SCHEMA_VERSION.into());
+    Ok(value)
+}
+
+fn check_version(value: &serde_json::Value) -> Result<(), String> {
+    match value.get("schema_version").and_then(serde_json::Value::as_u64) {
+        None => Err("has no `schema_version`".into()),
+        Some(v) if v > SCHEMA_VERSION => Err(format!(
+            "has schema_version {v}, newer than this build understands ({SCHEMA_VERSION})"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Creates `dir` and its missing parents with mode 0700.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating directory `{}`", dir.display()))
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600: temp file in the same directory, fsync,
+/// rename over the target, fsync of the directory. Secrets are scrubbed from text first.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().context("a state file needs a parent directory")?;
+    create_private_dir(dir)?;
+    let scrubbed;
+    let bytes = match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            scrubbed = redact::scrub(text).into_owned();
+            scrubbed.as_bytes()
+        }
+        Err(_) => bytes,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in `{}`", dir.display()))?;
+    tmp.write_all(bytes).and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing `{}`", path.display()))?;
+    tmp.persist(path).with_context(|| format!("replacing `{}`", path.display()))?;
+    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing `{}`", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct Doc {
+        n: u32,
+    }
+
+    fn state() -> (tempfile::TempDir, StateDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path().join("state")).unwrap();
+        (dir, state)
+    }
+
+    #[test]
+    fn round_trip_with_modes_and_version() {
+        let (_dir, state) = state();
+        state.write_json("a/doc.json", &Doc { n: 7 }).unwrap();
+        assert_eq!(state.read_json::<Doc>("a/doc.json").unwrap(), Some(Doc { n: 7 }));
+        let text = fs::read_to_string(state.path("a/doc.json")).unwrap();
+        assert!(text.contains("\"schema_version\": 1"));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state.path("a/doc.json")), 0o600);
+        assert_eq!(mode(&state.path("a")), 0o700);
+        assert_eq!(mode(state.root()), 0o700);
+        assert_eq!(state.read_json::<Doc>("missing.json").unwrap(), None);
+    }
+
+    #[test]
+    fn corrupt_document_is_named_and_left_alone() {
+        let (_dir, state) = state();
+        fs::write(state.path("bad.json"), "{\"schema_version\": 1, \"n\": ").unwrap();
+        let err = state.read_json::<Doc>("bad.json").unwrap_err();
+        let err = err.downcast_ref::<StateError>().unwrap();
+        assert_eq!(err.path, state.path("bad.json"));
+        assert_eq!(fs::read_to_string(state.path("bad.json")).unwrap(), "{\"schema_version\": 1, \"n\": ");
+        fs::write(state.path("new.json"), "{\"schema_version\": 9, \"n\": 1}").unwrap();
+        let err = state.read_json::<Doc>("new.json").unwrap_err();
+        assert!(err.to_string().contains("newer"), "{err}");
+        fs::write(state.path("nov.json"), "{\"n\": 1}").unwrap();
+        assert!(state.read_json::<Doc>("nov.json").is_err());
+    }
+
+    #[test]
+    fn jsonl_appends_and_names_bad_lines() {
+        let (_dir, state) = state();
+        state.append_jsonl("h.jsonl", &Doc { n: 1 }).unwrap();
+        state.append_jsonl("h.jsonl", &Doc { n: 2 }).unwrap();
+        assert_eq!(state.read_jsonl::<Doc>("h.jsonl").unwrap(), vec![Doc { n: 1 }, Doc { n: 2 }]);
+        let mut f = OpenOptions::new().append(true).open(state.path("h.jsonl")).unwrap();
+        f.write_all(b"garbage\n").unwrap();
+        let err = state.read_jsonl::<Doc>("h.jsonl").unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temp_files() {
+        let (_dir, state) = state();
+        for n in 0..3 {
+            state.write_json("d.json", &Doc { n }).unwrap();
+        }
+        let names: Vec<_> = fs::read_dir(state.root()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("d.json")]);
+    }
+}
