@@ -1,1 +1,5 @@
-fn main() {}
+//! `cache-health` built inside the test package, so the integration tests can run it.
+
+fn main() -> std::process::ExitCode {
+    cache_health::main()
+}

@@ -1,1 +1,75 @@
+//! The test kit: real servers and a clean environment for the integration tests.
+//!
+//! - [`RedisServer`]: a real `redis-server` on a free loopback port and a Unix socket.
+//! - [`PgServer`]: a real PostgreSQL (`initdb` + `postgres`), on a Unix socket, run as the
+//!   `postgres` user when the tests run as root.
+//! - [`Mem0Server`]: a small HTTP server speaking the Mem0 platform and self-hosted dialects.
+//! - [`Blackhole`]: a listener that accepts connections and never answers.
+//! - [`TestEnv`]: a temporary state directory and config, and a runner that scrubs `CACHE_*`
+//!   and the connection variables from the environment and dumps everything on failure.
+//!
+//! Servers live in temporary directories and are killed on drop. A missing server binary skips
+//! the test with a note, except when `CI` is set, where it fails the test.
 
+#![allow(clippy::unwrap_used, clippy::print_stderr, clippy::print_stdout, reason = "test kit: panics are failures")]
+
+mod env;
+mod mem0;
+mod net;
+mod pg;
+mod redis_server;
+mod stub_http;
+
+pub use env::{RunOutput, TestEnv};
+pub use mem0::{Mem0Server, RecordedRequest};
+pub use net::{Blackhole, free_port};
+pub use pg::{PG_BIN_ENV, PgServer};
+pub use redis_server::{REDIS_SERVER_ENV, RedisServer};
+pub use stub_http::StubHttp;
+
+use std::path::PathBuf;
+
+/// Finds `name` on PATH or in `extra` directories (globs allowed in `extra`).
+pub fn find_binary(name: &str, extra: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .chain(extra.iter().flat_map(|pattern| expand(pattern)).map(|dir| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+fn expand(pattern: &str) -> Vec<PathBuf> {
+    // Only a trailing `*/bin`-style glob is needed: /usr/lib/postgresql/*/bin.
+    match pattern.split_once('*') {
+        None => vec![PathBuf::from(pattern)],
+        Some((head, tail)) => {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(head)
+                .map(|rd| rd.filter_map(Result::ok).map(|e| e.path().join(tail.trim_start_matches('/'))).collect())
+                .unwrap_or_default();
+            found.sort();
+            found.reverse(); // Newest version first.
+            found
+        }
+    }
+}
+
+/// Called when a server binary is missing: a note and `None` locally, a panic under `CI`.
+pub fn missing(what: &str) -> Option<std::convert::Infallible> {
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} is not installed, and CI is set: install it (cargo xtask ci does)");
+    }
+    eprintln!("note: skipping: {what} is not installed");
+    None
+}
+
+/// Polls `ready` every 20 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: std::time::Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ready()
+}

@@ -17,10 +17,10 @@ pub const MASK: &str = "***";
 
 static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-/// Adds `secret` to the registry scrubbed by [`scrub`]. Values shorter than 3 bytes are
+/// Adds `secret` to the registry scrubbed by [`scrub`]. Values shorter than 4 bytes are
 /// ignored: masking them would garble ordinary text and they protect nothing.
 pub fn register(secret: &str) {
-    if secret.len() < 3 {
+    if secret.len() < 4 {
         return;
     }
     let mut secrets = SECRETS.lock().unwrap_or_else(PoisonError::into_inner);

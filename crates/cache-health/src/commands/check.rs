@@ -1,0 +1,257 @@
+//! `cache-health check`: probe everything concurrently, report, record, exit with the verdict.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use cache_core::app::{Context, JobResult};
+use cache_core::cli::CommonArgs;
+use cache_core::exit::Convention;
+use cache_core::output::{Format, Printer, millis};
+use cache_core::runs::Outcome;
+use cache_core::tier::{Tier, selected, tier_selected};
+use chrono::Utc;
+use comfy_table::{Cell, Color};
+use serde::Serialize;
+
+use crate::probes::{self, within_budget};
+use crate::report::{self, HealthReport, Status, TargetReport, Verdict};
+
+/// The report seed 000 writes, relative to the state directory.
+pub const REPORT_FILE: &str = "health/comprehensive-health.json";
+/// One line per check.
+pub const HISTORY_FILE: &str = "health/history.jsonl";
+/// The job's name for locks and run records.
+pub const JOB: &str = "health-check";
+
+/// Arguments of `check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {}
+
+type Probe<'a> = Pin<Box<dyn Future<Output = TargetReport> + Send + 'a>>;
+
+/// Runs the check.
+pub async fn run(common: &CommonArgs, format: Format, _args: CheckArgs) -> anyhow::Result<u8> {
+    let ctx = Context::load(common, format, Convention::MonitoringPlugin)?;
+    let job = ctx.begin_job(JOB, "cache-health check").await?;
+    let result = check(&ctx, &job).await;
+    job.finish(&ctx, result)
+}
+
+async fn check(ctx: &Context, job: &cache_core::app::Job) -> anyhow::Result<JobResult> {
+    // Read the previous report first: a corrupt one stops the check before anything is written.
+    let previous: Option<HealthReport> = ctx.state.read_json(REPORT_FILE)?;
+    let start = Instant::now();
+    let (probes, unconfigured) = plan(ctx);
+    let targets = futures::future::join_all(probes).await;
+    for target in &targets {
+        let outcome = match target.status.severity() {
+            0 => Outcome::Success,
+            1 => Outcome::Partial,
+            _ => Outcome::Failed,
+        };
+        let detail = target.error.clone().or_else(|| Some(target.status.as_str().to_owned()));
+        job.log().step(format!("probe {}", target.id()), outcome, target.latency_ms.unwrap_or(0.0) as u64, detail);
+    }
+    let report = report::assemble(targets, &unconfigured, previous.as_ref(), Utc::now(), start.elapsed());
+    ctx.state.write_json(REPORT_FILE, &report)?;
+    ctx.state.append_jsonl(HISTORY_FILE, &HistoryLine::of(&report))?;
+    print(&ctx.printer, &report)?;
+    let outcome = match report.status {
+        Verdict::Ok => Outcome::Success,
+        Verdict::Warning => Outcome::Partial,
+        Verdict::Critical => Outcome::Failed,
+    };
+    Ok(JobResult {
+        outcome,
+        exit_code: report.status.exit_code(),
+        summary: serde_json::json!({
+            "status": report.status,
+            "critical_issues": report.critical_issues,
+            "warnings": report.warnings,
+            "targets": report.targets.len(),
+        }),
+    })
+}
+
+/// Builds one budgeted probe per selected target, and lists selected tiers with no target.
+fn plan(ctx: &Context) -> (Vec<Probe<'_>>, Vec<Tier>) {
+    let config = &ctx.config;
+    let health = &config.health;
+    let filters = &ctx.common.tiers;
+    let mut probes: Vec<Probe<'_>> = Vec::new();
+    let mut unconfigured = Vec::new();
+    let mut note_empty = |tier: Tier, count: usize| {
+        if count == 0 && tier_selected(filters, tier) {
+            unconfigured.push(tier);
+        }
+    };
+    note_empty(Tier::Redis, config.redis.len());
+    note_empty(Tier::Postgres, config.postgres.len());
+    note_empty(Tier::Memory, config.memory.len());
+
+    for t in config.redis.iter().filter(|t| selected(filters, Tier::Redis, &t.name)) {
+        let endpoint = Some(t.url.to_string());
+        probes.push(Box::pin(within_budget(Tier::Redis, &t.name, endpoint, t.timeout, probes::redis::probe(t, health))));
+    }
+    for t in config.postgres.iter().filter(|t| selected(filters, Tier::Postgres, &t.name)) {
+        let endpoint = Some(t.url.to_string());
+        probes.push(Box::pin(within_budget(
+            Tier::Postgres,
+            &t.name,
+            endpoint,
+            t.timeout,
+            probes::postgres::probe(t, health),
+        )));
+    }
+    for t in config.memory.iter().filter(|t| selected(filters, Tier::Memory, &t.name)) {
+        let endpoint = Some(t.url.to_string());
+        let user = config.memory_user_id(t);
+        probes.push(Box::pin(within_budget(
+            Tier::Memory,
+            &t.name,
+            endpoint,
+            t.timeout,
+            probes::memory::probe(t, user, health),
+        )));
+    }
+    for t in config.http.iter().filter(|t| selected(filters, Tier::Http, &t.name)) {
+        let endpoint = Some(t.url.to_string());
+        probes.push(Box::pin(within_budget(Tier::Http, &t.name, endpoint, t.timeout, probes::http::probe(t, health))));
+    }
+    let dir_budget = config.system.timeout;
+    for (tier, targets) in [(Tier::Files, &config.files), (Tier::Logs, &config.logs)] {
+        for t in targets.iter().filter(|t| selected(filters, tier, &t.name)) {
+            let endpoint = Some(t.path.display().to_string());
+            probes.push(Box::pin(within_budget(
+                tier,
+                &t.name,
+                endpoint,
+                dir_budget + Duration::from_millis(500),
+                probes::dirs::probe(tier, t, health, dir_budget),
+            )));
+        }
+    }
+    if selected(filters, Tier::System, "host") {
+        probes.push(Box::pin(within_budget(
+            Tier::System,
+            "host",
+            None,
+            config.system.timeout + Duration::from_millis(500),
+            probes::system::host(&config.system, health),
+        )));
+    }
+    if config.system.gpu && selected(filters, Tier::System, "gpu") {
+        probes.push(Box::pin(probes::system::gpus(health, config.system.timeout)));
+    }
+    (probes, unconfigured)
+}
+
+/// A compact line of `health/history.jsonl`.
+#[derive(Debug, Serialize)]
+struct HistoryLine<'a> {
+    timestamp: chrono::DateTime<Utc>,
+    status: Verdict,
+    overall_health: &'a str,
+    duration_ms: f64,
+    targets: Vec<HistoryTarget<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct HistoryTarget<'a> {
+    tier: Tier,
+    name: &'a str,
+    status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<f64>,
+}
+
+impl<'a> HistoryLine<'a> {
+    fn of(report: &'a HealthReport) -> Self {
+        Self {
+            timestamp: report.timestamp,
+            status: report.status,
+            overall_health: &report.overall_health,
+            duration_ms: report.duration_ms,
+            targets: report
+                .targets
+                .iter()
+                .map(|t| HistoryTarget { tier: t.tier, name: &t.name, status: t.status, latency_ms: t.latency_ms })
+                .collect(),
+        }
+    }
+}
+
+fn print(printer: &Printer, report: &HealthReport) -> anyhow::Result<()> {
+    match printer.format() {
+        Format::Json => printer.json(report),
+        Format::Nagios => Ok(printer.always(&report.nagios_line())?),
+        Format::Text => {
+            // Silent on success under -q: cron mails whatever a job prints.
+            if printer.is_quiet() && report.status == Verdict::Ok {
+                return Ok(());
+            }
+            Ok(printer.always(&render_text(printer, report))?)
+        }
+    }
+}
+
+fn status_cell(printer: &Printer, status: Status) -> Cell {
+    let cell = Cell::new(status.as_str());
+    if !printer.color() {
+        return cell;
+    }
+    match status {
+        Status::Healthy => cell.fg(Color::Green),
+        Status::Degraded => cell.fg(Color::Yellow),
+        Status::Failed => cell.fg(Color::Red),
+        Status::NotConfigured | Status::NotAvailable => cell.fg(Color::DarkGrey),
+    }
+}
+
+fn render_text(printer: &Printer, report: &HealthReport) -> String {
+    let mut table = printer.table();
+    table.set_header(["Tier", "Target", "Status", "Latency", "Details"]);
+    for tier in Tier::ALL {
+        if report.systems.get(tier.as_str()) == Some(&Status::NotConfigured) {
+            table.add_row(vec![
+                Cell::new(tier),
+                Cell::new("-"),
+                status_cell(printer, Status::NotConfigured),
+                Cell::new(""),
+                Cell::new("no target configured"),
+            ]);
+        }
+        for target in report.targets.iter().filter(|t| t.tier == tier) {
+            let mut details: Vec<String> = target
+                .checks
+                .iter()
+                .filter(|c| c.status.severity() > 0)
+                .map(|c| format!("{}: {}", c.name, c.summary))
+                .collect();
+            if details.is_empty() {
+                details.push(target.headline.clone());
+            }
+            table.add_row(vec![
+                Cell::new(tier),
+                Cell::new(&target.name),
+                status_cell(printer, target.status),
+                Cell::new(target.latency_ms.map(millis).unwrap_or_default()),
+                Cell::new(details.join("\n")),
+            ]);
+        }
+    }
+    let mut out = format!(
+        "cache-health: {} ({}), checked in {}\n{table}\n",
+        report.status.as_str(),
+        report.counts(),
+        millis(report.duration_ms)
+    );
+    if !report.recommendations.is_empty() {
+        out.push_str("\nRecommendations:\n");
+        for r in &report.recommendations {
+            out.push_str(&format!("  - {r}\n"));
+        }
+    }
+    out
+}

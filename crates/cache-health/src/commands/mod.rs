@@ -1,0 +1,3 @@
+//! cache-health's commands.
+
+pub mod check;

@@ -1,0 +1,94 @@
+//! HTTP application endpoint (seed 002): the health URL's status, and optionally the JSON
+//! metrics endpoint's `hit_rate` and `total_operations`.
+
+use std::time::Instant;
+
+use cache_core::clients::http;
+use cache_core::config::{HealthSettings, HttpTarget};
+use cache_core::tier::Tier;
+use serde_json::Value;
+
+use crate::report::{Status, TargetReport, round3};
+
+/// Probes one HTTP target.
+pub async fn probe(target: &HttpTarget, settings: &HealthSettings) -> TargetReport {
+    let start = Instant::now();
+    let mut report = TargetReport::new(Tier::Http, &target.name);
+    report.endpoint = Some(target.url.to_string());
+    let client = match http::client(target.timeout) {
+        Ok(client) => client,
+        Err(e) => {
+            report.fail("client", format!("{e:#}"));
+            return report;
+        }
+    };
+    match client.get(target.url.url().clone()).send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            report.metric("http_status", status);
+            if status == target.expect_status {
+                report.check("status", Status::Healthy, format!("HTTP {status}"), None);
+            } else {
+                report.fail("status", format!("HTTP {status}, expected {}", target.expect_status));
+                report.recommendations.push(format!(
+                    "{}: the application's health endpoint answers {status}; look at the application's logs",
+                    report.id()
+                ));
+            }
+        }
+        Err(e) => {
+            report.fail("status", format!("GET {}: {e}", target.url));
+            report.recommendations.push(format!("{}: the application does not answer; is it running?", report.id()));
+            return report;
+        }
+    }
+    if let Some(metrics_url) = &target.metrics_url {
+        metrics(&client, metrics_url, settings, &mut report).await;
+    }
+    report.latency(start.elapsed(), target.latency_warn.unwrap_or(settings.latency.http));
+    report
+}
+
+async fn metrics(
+    client: &reqwest::Client,
+    url: &cache_core::redact::SafeUrl,
+    settings: &HealthSettings,
+    report: &mut TargetReport,
+) {
+    let body: Result<Value, String> = match client.get(url.url().clone()).send().await {
+        Ok(response) if response.status().is_success() => response.json().await.map_err(|e| e.to_string()),
+        Ok(response) => Err(format!("HTTP {}", response.status())),
+        Err(e) => Err(e.to_string()),
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => {
+            report.check("metrics", Status::Degraded, format!("metrics endpoint {url}: {e}"), None);
+            return;
+        }
+    };
+    let number = |key: &str| match body.get(key) {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim_end_matches('%').parse::<f64>().ok(),
+        _ => None,
+    };
+    let operations = number("total_operations");
+    if let Some(ops) = operations {
+        report.metric("total_operations", ops);
+    }
+    match number("hit_rate") {
+        Some(mut rate) => {
+            if rate > 1.0 {
+                rate /= 100.0; // Given as a percentage.
+            }
+            report.metric("hit_rate", round3(rate));
+            let judged = operations.is_none_or(|ops| ops >= settings.hit_ratio_min_lookups as f64);
+            let status = if judged && rate < settings.hit_ratio_min { Status::Degraded } else { Status::Healthy };
+            let mut perf = report.perf("hit_rate", round3(rate * 100.0), "%");
+            (perf.min, perf.max) = (Some(0.0), Some(100.0));
+            report.check("hit_rate", status, format!("application hit rate {:.1}%", rate * 100.0), Some(perf));
+            report.headline = format!("hit rate {:.1}%", rate * 100.0);
+        }
+        None => report.check("metrics", Status::Healthy, "metrics endpoint has no `hit_rate`", None),
+    }
+}

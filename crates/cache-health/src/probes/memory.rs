@@ -1,0 +1,55 @@
+//! Memory API: list one memory and run one search, as seed 000's health check does, in the
+//! target's dialect.
+
+use std::time::Instant;
+
+use cache_core::clients::memory::MemoryClient;
+use cache_core::config::{HealthSettings, MemoryTarget};
+use cache_core::tier::Tier;
+
+use crate::report::{Status, TargetReport, round3};
+
+/// Probes one memory-API target for `user_id`.
+pub async fn probe(target: &MemoryTarget, user_id: &str, settings: &HealthSettings) -> TargetReport {
+    let start = Instant::now();
+    let mut report = TargetReport::new(Tier::Memory, &target.name);
+    report.endpoint = Some(target.url.to_string());
+    let client = match MemoryClient::new(target, user_id) {
+        Ok(client) => client,
+        Err(e) => {
+            report.fail("client", format!("{e:#}"));
+            return report;
+        }
+    };
+    let list_start = Instant::now();
+    match client.list(1).await {
+        Ok(memories) => {
+            let ms = round3(list_start.elapsed().as_secs_f64() * 1000.0);
+            let mut perf = report.perf("list", ms, "ms");
+            perf.min = Some(0.0);
+            report.check("list", Status::Healthy, format!("listed {} memory", memories.len()), Some(perf));
+        }
+        Err(e) => {
+            report.fail("list", format!("{e:#}"));
+            report.recommendations.push(format!(
+                "{}: the memory API did not answer a list request; check the URL, the API key and the dialect (`platform` or `self-hosted`)",
+                report.id()
+            ));
+            return report;
+        }
+    }
+    let search_start = Instant::now();
+    match client.search("health check", 1).await {
+        Ok(found) => {
+            let ms = round3(search_start.elapsed().as_secs_f64() * 1000.0);
+            let mut perf = report.perf("search", ms, "ms");
+            perf.min = Some(0.0);
+            report.check("search", Status::Healthy, format!("search returned {}", found.len()), Some(perf));
+        }
+        Err(e) => report.fail("search", format!("{e:#}")),
+    }
+    report.metric("user_id", user_id.to_owned());
+    report.headline = format!("{:?} API, user `{user_id}`", target.dialect).to_lowercase();
+    report.latency(start.elapsed(), target.latency_warn.unwrap_or(settings.latency.memory));
+    report
+}

@@ -1,0 +1,153 @@
+//! PostgreSQL: connect, `SELECT 1`, connections against `max_connections`, and the cache
+//! table: existence, rows, size, dead tuples and index usage (seed 000's index-health query).
+
+use std::time::Instant;
+
+use cache_core::clients::postgres as client;
+use cache_core::config::{HealthSettings, PostgresTarget};
+use cache_core::output::bytes;
+use cache_core::tier::Tier;
+use tokio_postgres::Client;
+
+use crate::report::{Status, TargetReport, judge, round3};
+
+/// Below this many estimated rows the table is counted exactly; above, the estimate is used.
+const EXACT_COUNT_LIMIT: f64 = 1_000_000.0;
+
+/// Probes one PostgreSQL target.
+pub async fn probe(target: &PostgresTarget, settings: &HealthSettings) -> TargetReport {
+    let start = Instant::now();
+    let mut report = TargetReport::new(Tier::Postgres, &target.name);
+    report.endpoint = Some(target.url.to_string());
+    let db = match client::connect(target).await {
+        Ok(db) => db,
+        Err(e) => {
+            report.fail("connect", format!("{e:#}"));
+            report.recommendations.push(format!(
+                "{}: PostgreSQL is unreachable; check that the server runs and accepts this user, database and sslmode",
+                report.id()
+            ));
+            return report;
+        }
+    };
+    if let Err(e) = checks(&db, target, settings, &mut report).await {
+        report.fail("query", client::error_text(&e));
+    }
+    report.latency(start.elapsed(), target.latency_warn.unwrap_or(settings.latency.postgres));
+    report
+}
+
+async fn checks(
+    db: &Client,
+    target: &PostgresTarget,
+    settings: &HealthSettings,
+    report: &mut TargetReport,
+) -> Result<(), tokio_postgres::Error> {
+    let select_start = Instant::now();
+    let one: i32 = db.query_one("SELECT 1", &[]).await?.get(0);
+    let mut perf = report.perf("select1", round3(select_start.elapsed().as_secs_f64() * 1000.0), "ms");
+    perf.min = Some(0.0);
+    report.check("select", if one == 1 { Status::Healthy } else { Status::Failed }, "SELECT 1", Some(perf));
+
+    let row = db
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('max_connections')::int,
+                    (SELECT count(*) FROM pg_stat_activity)::int, pg_is_in_recovery()",
+            &[],
+        )
+        .await?;
+    let (version, max_conn, conns, recovery): (String, i32, i32, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    report.metric("server_version", version.clone());
+    report.metric("max_connections", max_conn);
+    report.metric("connections", conns);
+    report.metric("in_recovery", recovery);
+    let pct = f64::from(conns) * 100.0 / f64::from(max_conn.max(1));
+    let status = judge(pct, settings.postgres_connections_percent);
+    let mut perf = report.perf("connections", f64::from(conns), "");
+    (perf.min, perf.max) = (Some(0.0), Some(f64::from(max_conn)));
+    report.check("connections", status, format!("{conns} of {max_conn} connections ({pct:.1}%)"), Some(perf));
+    if status != Status::Healthy {
+        report.recommendations.push(format!(
+            "{}: {pct:.1}% of max_connections in use; look for idle sessions and pool sizes (cache-debug connections)",
+            report.id()
+        ));
+    }
+    let mut headline = vec![format!("PostgreSQL {version}")];
+
+    let table = db.query_one("SELECT to_regclass($1)::text", &[&target.table]).await?;
+    let Some(table_name) = table.get::<_, Option<String>>(0) else {
+        report.check("cache_table", Status::Degraded, format!("table `{}` does not exist", target.table), None);
+        report.recommendations.push(format!(
+            "{}: the cache table `{}` is missing; create it (docs/cache-table.md) or set `table` for this target",
+            report.id(),
+            target.table
+        ));
+        report.headline = headline.join(", ");
+        return Ok(());
+    };
+    let stats = db
+        .query_one(
+            "SELECT c.reltuples::float8, pg_total_relation_size(c.oid)::bigint,
+                    coalesce(s.n_live_tup, 0)::bigint, coalesce(s.n_dead_tup, 0)::bigint
+               FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+              WHERE c.oid = $1::text::regclass",
+            &[&table_name],
+        )
+        .await?;
+    let (estimate, size, live, dead): (f64, i64, i64, i64) = (stats.get(0), stats.get(1), stats.get(2), stats.get(3));
+    let rows = if estimate < EXACT_COUNT_LIMIT {
+        let sql = format!("SELECT count(*) FROM {}", client::quote_ident(&table_name));
+        db.query_one(&sql, &[]).await?.get::<_, i64>(0)
+    } else {
+        estimate as i64
+    };
+    report.metric("cache_table", table_name.clone());
+    report.metric("rows", rows);
+    report.metric("rows_exact", estimate < EXACT_COUNT_LIMIT);
+    report.metric("table_bytes", size);
+    report.metric("dead_tuples", dead);
+    let mut perf = report.perf("rows", rows as f64, "");
+    perf.min = Some(0.0);
+    report.check("cache_table", Status::Healthy, format!("{rows} rows, {}", bytes(size.max(0) as u64)), Some(perf));
+    headline.push(format!("{rows} rows in {table_name}"));
+    if dead > 1000 && dead as f64 > 0.2 * (live + dead) as f64 {
+        report.recommendations.push(format!(
+            "{}: {dead} dead tuples in `{table_name}` ({:.0}%); run VACUUM (ANALYZE) or check autovacuum",
+            report.id(),
+            dead as f64 * 100.0 / (live + dead) as f64
+        ));
+    }
+
+    let indexes = db
+        .query(
+            "SELECT indexrelname::text, idx_scan::bigint, pg_relation_size(indexrelid)::bigint
+               FROM pg_stat_user_indexes WHERE relid = $1::text::regclass ORDER BY indexrelname",
+            &[&table_name],
+        )
+        .await?;
+    let mut index_metrics = Vec::new();
+    let mut unused = Vec::new();
+    for row in &indexes {
+        let (name, scans, size): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        if scans == 0 {
+            unused.push(name.clone());
+        }
+        index_metrics.push(serde_json::json!({ "name": name, "scans": scans, "bytes": size }));
+    }
+    report.metric("indexes", index_metrics);
+    report.check(
+        "indexes",
+        Status::Healthy,
+        format!("{} indexes, {} never scanned", indexes.len(), unused.len()),
+        None,
+    );
+    if !unused.is_empty() && rows > 10_000 {
+        report.recommendations.push(format!(
+            "{}: indexes never scanned on `{table_name}`: {}; consider dropping them (cache-optimizer analyze)",
+            report.id(),
+            unused.join(", ")
+        ));
+    }
+    report.headline = headline.join(", ");
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! Redis: connect, PING, a SET/GET/DEL round trip on a health key with a TTL, then INFO
+//! (memory against maxmemory, clients against maxclients, hit ratio). Servers that refuse INFO
+//! (hosted Redis) are reported with that fact and stay healthy.
+
+use std::time::Instant;
+
+use cache_core::clients::redis as client;
+use cache_core::config::{HealthSettings, RedisTarget};
+use cache_core::output::bytes;
+use cache_core::tier::Tier;
+use redis::AsyncCommands as _;
+
+use crate::report::{Status, TargetReport, judge, round3};
+
+/// TTL of the health key, seconds: it disappears even if the DEL never arrives.
+const HEALTH_KEY_TTL: u64 = 60;
+
+/// Probes one Redis target.
+pub async fn probe(target: &RedisTarget, settings: &HealthSettings) -> TargetReport {
+    let start = Instant::now();
+    let mut report = TargetReport::new(Tier::Redis, &target.name);
+    report.endpoint = Some(target.url.to_string());
+    let mut connection = match client::connect(target).await {
+        Ok(connection) => connection,
+        Err(e) => {
+            report.fail("connect", format!("{e:#}"));
+            report.recommendations.push(format!(
+                "{}: Redis is unreachable; check that redis-server runs and that the URL, password and TLS setting are right",
+                report.id()
+            ));
+            return report;
+        }
+    };
+
+    let ping_start = Instant::now();
+    match redis::cmd("PING").query_async::<String>(&mut connection).await {
+        Ok(pong) if pong == "PONG" => {
+            let mut perf = report.perf("ping", round3(client::ms(ping_start.elapsed())), "ms");
+            perf.min = Some(0.0);
+            report.check("ping", Status::Healthy, "PONG", Some(perf));
+        }
+        Ok(other) => report.fail("ping", format!("unexpected reply to PING: {other}")),
+        Err(e) => {
+            report.fail("ping", format!("PING failed: {e}"));
+            return report;
+        }
+    }
+
+    write_round_trip(&mut connection, &mut report).await;
+    info(&mut connection, &mut report, settings).await;
+    report.latency(start.elapsed(), target.latency_warn.unwrap_or(settings.latency.redis));
+    report
+}
+
+async fn write_round_trip(connection: &mut redis::aio::MultiplexedConnection, report: &mut TargetReport) {
+    let key = format!("cache-toolkit:health:{}:{}", cache_core::system::hostname(), std::process::id());
+    let value = format!("{}", chrono::Utc::now().timestamp_millis());
+    let set: redis::RedisResult<()> = connection.set_ex(&key, &value, HEALTH_KEY_TTL).await;
+    match set {
+        Ok(()) => {}
+        Err(e) if e.to_string().contains("READONLY") => {
+            report.check("write", Status::Healthy, "read-only replica: write test skipped", None);
+            return;
+        }
+        Err(e) if client::is_refused(&e) => {
+            report.check("write", Status::Degraded, format!("SET refused: {e}"), None);
+            report.recommendations.push(format!(
+                "{}: the server refuses writes to the health key ({e}); grant SET/GET/DEL on `cache-toolkit:*`",
+                report.id()
+            ));
+            return;
+        }
+        Err(e) => {
+            report.fail("write", format!("SET failed: {e}"));
+            return;
+        }
+    }
+    let read: redis::RedisResult<Option<String>> = connection.get(&key).await;
+    let deleted: redis::RedisResult<i64> = connection.del(&key).await;
+    match (read, deleted) {
+        (Ok(Some(got)), Ok(_)) if got == value => {
+            report.check("write", Status::Healthy, "SET/GET/DEL round trip", None);
+        }
+        (Err(e), _) | (_, Err(e)) => report.fail("write", format!("GET/DEL failed: {e}")),
+        (Ok(got), Ok(_)) => report.fail("write", format!("read back {got:?} instead of the value written")),
+    }
+}
+
+async fn info(
+    connection: &mut redis::aio::MultiplexedConnection,
+    report: &mut TargetReport,
+    settings: &HealthSettings,
+) {
+    let info = match client::info(connection).await {
+        Ok(info) => info,
+        Err(e) if client::is_refused(&e) => {
+            report.check("info", Status::Healthy, "INFO not supported on this tier", None);
+            report.headline = "INFO not supported on this tier".into();
+            return;
+        }
+        Err(e) => {
+            report.fail("info", format!("INFO failed: {e}"));
+            return;
+        }
+    };
+    let num = |key: &str| info.get(key).and_then(|v| v.parse::<f64>().ok());
+    for key in ["redis_version", "role", "maxmemory_policy"] {
+        if let Some(v) = info.get(key) {
+            report.metric(key, v.clone());
+        }
+    }
+    for key in [
+        "used_memory",
+        "used_memory_peak",
+        "used_memory_rss",
+        "maxmemory",
+        "mem_fragmentation_ratio",
+        "connected_clients",
+        "maxclients",
+        "blocked_clients",
+        "keyspace_hits",
+        "keyspace_misses",
+        "evicted_keys",
+        "expired_keys",
+        "instantaneous_ops_per_sec",
+        "uptime_in_seconds",
+        "rejected_connections",
+    ] {
+        if let Some(v) = num(key) {
+            report.metric(key, v);
+        }
+    }
+    let keys: u64 = info
+        .iter()
+        .filter(|(k, _)| k.starts_with("db") && k[2..].chars().all(|c| c.is_ascii_digit()))
+        .filter_map(|(_, v)| v.split(',').find_map(|kv| kv.strip_prefix("keys=")?.parse::<u64>().ok()))
+        .sum();
+    report.metric("keys", keys);
+
+    let used = num("used_memory").unwrap_or(0.0);
+    let mut headline = vec![
+        format!("v{}", info.get("redis_version").map_or("?", String::as_str)),
+        format!("{} used", bytes(used as u64)),
+        format!("{keys} keys"),
+    ];
+    match num("maxmemory") {
+        Some(max) if max > 0.0 => {
+            let pct = used * 100.0 / max;
+            let status = judge(pct, settings.redis_memory_percent);
+            let mut perf = report.perf("memory", round3(pct), "%");
+            (perf.warn, perf.crit, perf.min, perf.max) =
+                (Some(settings.redis_memory_percent.warn), Some(settings.redis_memory_percent.crit), Some(0.0), Some(100.0));
+            report.check("memory", status, format!("{} of {} ({pct:.1}%)", bytes(used as u64), bytes(max as u64)), Some(perf));
+            if status != Status::Healthy {
+                report.recommendations.push(format!(
+                    "{}: memory at {pct:.1}% of maxmemory; expire or evict idle keys, or raise maxmemory",
+                    report.id()
+                ));
+            }
+        }
+        _ => {
+            let mut perf = report.perf("memory_used", used, "B");
+            perf.min = Some(0.0);
+            report.check("memory", Status::Healthy, format!("{} used, no maxmemory set", bytes(used as u64)), Some(perf));
+        }
+    }
+    if let (Some(clients), Some(max)) = (num("connected_clients"), num("maxclients"))
+        && max > 0.0
+    {
+        let pct = clients * 100.0 / max;
+        let status = judge(pct, settings.redis_clients_percent);
+        let mut perf = report.perf("clients", clients, "");
+        perf.min = Some(0.0);
+        perf.max = Some(max);
+        report.check("clients", status, format!("{clients} of {max} clients ({pct:.1}%)"), Some(perf));
+        headline.push(format!("{clients} clients"));
+    }
+    let hits = num("keyspace_hits").unwrap_or(0.0);
+    let misses = num("keyspace_misses").unwrap_or(0.0);
+    let lookups = hits + misses;
+    if lookups > 0.0 {
+        let ratio = hits / lookups;
+        report.metric("hit_ratio", round3(ratio));
+        headline.push(format!("hit ratio {:.1}%", ratio * 100.0));
+        let judged = lookups >= settings.hit_ratio_min_lookups as f64;
+        let status = if judged && ratio < settings.hit_ratio_min { Status::Degraded } else { Status::Healthy };
+        let mut perf = report.perf("hit_ratio", round3(ratio * 100.0), "%");
+        (perf.min, perf.max) = (Some(0.0), Some(100.0));
+        let summary = if judged {
+            format!("{:.1}% of {lookups} lookups (minimum {:.0}%)", ratio * 100.0, settings.hit_ratio_min * 100.0)
+        } else {
+            format!("{:.1}% of {lookups} lookups (too few to judge)", ratio * 100.0)
+        };
+        report.check("hit_ratio", status, summary, Some(perf));
+        if status == Status::Degraded {
+            report.recommendations.push(format!(
+                "{}: hit ratio {:.1}% is under {:.0}%; review TTLs and warm the hottest keys",
+                report.id(),
+                ratio * 100.0,
+                settings.hit_ratio_min * 100.0
+            ));
+        }
+    }
+    report.headline = headline.join(", ");
+}

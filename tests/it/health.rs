@@ -1,0 +1,392 @@
+//! `cache-health check` against real redis-server and PostgreSQL processes.
+
+use std::time::{Duration, Instant};
+
+use cache_tests::{Blackhole, Mem0Server, PgServer, RedisServer, StubHttp, TestEnv, wait_until};
+use serde_json::Value;
+
+use crate::HEALTH;
+
+fn target<'a>(report: &'a Value, tier: &str, name: &str) -> &'a Value {
+    report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tier"] == tier && t["name"] == name)
+        .unwrap_or_else(|| panic!("no target {tier}/{name} in {report:#}"))
+}
+
+fn check_names(target: &Value) -> Vec<String> {
+    target["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect()
+}
+
+const CACHE_TABLE: &str = "CREATE TABLE cache_entries (
+    key text PRIMARY KEY, value jsonb NOT NULL, project_name text NOT NULL DEFAULT 'default',
+    category text, access_count integer NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now(), accessed_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz, metadata jsonb NOT NULL DEFAULT '{}');
+  CREATE INDEX cache_entries_expires_at ON cache_entries (expires_at);
+  INSERT INTO cache_entries (key, value, category)
+    SELECT 'k' || i, '{}'::jsonb, 'cat' || (i % 3) FROM generate_series(1, 25) i;";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthy_redis_postgres_memory_and_app_exit_ok() {
+    let Some(redis) = RedisServer::start() else { return };
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.create_database("app").await;
+    pg.client("app").await.batch_execute(CACHE_TABLE).await.unwrap();
+    let mem0 = Mem0Server::platform("m0-test-key");
+    mem0.add_memory("m1", "proj", "likes tea", &["food"], "2026-11-01T00:00:00Z");
+    let app = StubHttp::new(vec![
+        ("/health", 200, "{\"status\":\"ok\"}".into()),
+        ("/metrics/cache", 200, "{\"hit_rate\": 0.93, \"total_operations\": 5000}".into()),
+    ]);
+    let env = TestEnv::new();
+    env.watch_log("redis", redis.dir().join("redis.log"));
+    env.watch_log("postgres", pg.socket_dir().join("postgres.log"));
+    env.write_config(&format!(
+        "project_name = \"proj\"\n\
+         [[redis]]\nname = \"main\"\nurl = \"{}\"\n\
+         [[redis]]\nname = \"sock\"\nurl = \"{}\"\n\
+         [[postgres]]\nname = \"main\"\nurl = \"{url}\"\n\
+         [[memory]]\nname = \"mem0\"\nurl = \"{}\"\napi_key = \"m0-test-key\"\n\
+         [[http]]\nname = \"app\"\nurl = \"{app}/health\"\nmetrics_url = \"{app}/metrics/cache\"\n",
+        redis.url(),
+        redis.unix_url(),
+        mem0.url(),
+        app = app.url(),
+    ));
+    let out = env.run(HEALTH, &["check", "--format", "json"]);
+    out.expect_code(0);
+    let report = out.json();
+    assert_eq!(report.as_object().unwrap().keys().next().unwrap(), "schema_version");
+    assert_eq!(report["status"], "OK", "{}", out.dump());
+    assert_eq!(report["overall_health"], "healthy");
+    assert_eq!(report["critical_issues"], 0);
+    for tier in ["redis", "postgres", "memory", "http", "system"] {
+        assert_eq!(report["systems"][tier], "healthy", "{tier}: {report:#}");
+    }
+    let main = target(&report, "redis", "main");
+    assert_eq!(check_names(main)[..3], ["ping", "write", "memory"]);
+    assert!(main["metrics"]["redis_version"].is_string());
+    assert_eq!(main["endpoint"], redis.url());
+    assert_eq!(target(&report, "redis", "sock")["status"], "healthy");
+    let pg_target = target(&report, "postgres", "main");
+    assert_eq!(pg_target["metrics"]["rows"], 25);
+    assert_eq!(pg_target["metrics"]["cache_table"], "cache_entries");
+    assert_eq!(pg_target["metrics"]["indexes"].as_array().unwrap().len(), 2);
+    assert_eq!(target(&report, "http", "app")["metrics"]["hit_rate"], 0.93);
+    // The memory API was asked with the platform's header, for the project's user.
+    let requests = mem0.requests();
+    assert!(requests.iter().all(|r| r.header("authorization") == Some("Token m0-test-key")));
+    assert!(requests.iter().any(|r| r.url.starts_with("/v1/memories/?user_id=proj")));
+    assert!(requests.iter().any(|r| r.url == "/v1/memories/search/" && r.body.contains("\"user_id\":\"proj\"")));
+    // The health key was cleaned up after the round trip.
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis.connection()).unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+
+    // The report on disk is the same document, in seed 000's shape.
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(env.state_dir().join("health/comprehensive-health.json")).unwrap()).unwrap();
+    for key in ["timestamp", "overall_health", "critical_issues", "warnings", "systems", "recommendations"] {
+        assert!(saved.get(key).is_some(), "missing {key}");
+    }
+    let history = std::fs::read_to_string(env.state_dir().join("health/history.jsonl")).unwrap();
+    assert_eq!(history.lines().count(), 1);
+    let run: Value = serde_json::from_slice(&std::fs::read(env.state_dir().join("jobs/health-check.json")).unwrap()).unwrap();
+    assert_eq!(run["outcome"], "success");
+    assert_eq!(run["exit_code"], 0);
+    assert!(run["steps"].as_array().unwrap().len() >= 6);
+}
+
+#[test]
+fn stopped_redis_is_critical() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", redis.url()));
+    env.run(HEALTH, &["check", "--tier", "redis"]).expect_code(0);
+    redis.stop();
+    let out = env.run(HEALTH, &["check", "--format", "json", "--tier", "redis"]);
+    out.expect_code(2);
+    let report = out.json();
+    assert_eq!(report["status"], "CRITICAL");
+    assert_eq!(report["critical_issues"], 1);
+    let main = target(&report, "redis", "main");
+    assert_eq!(main["status"], "failed");
+    assert!(main["error"].as_str().unwrap().contains("unreachable"), "{main:#}");
+    assert!(!report["recommendations"].as_array().unwrap().is_empty());
+    // `since` moved when the status changed.
+    let run: Value = serde_json::from_slice(&std::fs::read(env.state_dir().join("jobs/health-check.json")).unwrap()).unwrap();
+    assert_eq!(run["outcome"], "failed");
+    assert_eq!(run["exit_code"], 2);
+}
+
+#[test]
+fn blackholed_tiers_end_within_their_timeout() {
+    let hole = Blackhole::new();
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"hole\"\nurl = \"redis://{addr}/0\"\ntimeout = \"1s\"\n\
+         [[postgres]]\nname = \"hole\"\nurl = \"postgres://u@{addr}/db?sslmode=disable\"\ntimeout = \"1s\"\n\
+         [[memory]]\nname = \"hole\"\nurl = \"http://{addr}\"\napi_key = \"k\"\ntimeout = \"1s\"\n\
+         [[http]]\nname = \"hole\"\nurl = \"http://{addr}/health\"\ntimeout = \"1s\"\n",
+        addr = hole.addr()
+    ));
+    let out = env.run(HEALTH, &["check", "--format", "json"]);
+    out.expect_code(2);
+    assert!(out.elapsed < Duration::from_millis(1500), "took {:?}\n{}", out.elapsed, out.dump());
+    let report = out.json();
+    for tier in ["redis", "postgres", "memory", "http"] {
+        assert_eq!(target(&report, tier, "hole")["status"], "failed", "{tier}");
+    }
+    assert_eq!(report["critical_issues"], 4);
+}
+
+#[test]
+fn no_configuration_checks_the_host_and_reports_tiers_not_configured() {
+    let env = TestEnv::new();
+    let out = env.run(HEALTH, &["check"]);
+    out.expect_code(0);
+    for tier in ["redis", "postgres", "memory"] {
+        let row = out.stdout.lines().find(|l| l.contains(tier)).unwrap_or_else(|| panic!("{}", out.dump()));
+        assert!(row.contains("not_configured"), "{row}");
+    }
+    assert!(out.stdout.contains("host"));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(env.state_dir().join("health/comprehensive-health.json")).unwrap()).unwrap();
+    assert_eq!(report["systems"]["redis"], "not_configured");
+    // The seed counts unconfigured tiers as warnings, without raising the exit code.
+    assert_eq!(report["warnings"], 3);
+    assert_eq!(target(&report, "system", "gpu")["status"], "not_available");
+    // Under -q a healthy check prints nothing at all.
+    let quiet = env.run(HEALTH, &["check", "-q"]);
+    quiet.expect_code(0);
+    assert_eq!((quiet.stdout.as_str(), quiet.stderr.as_str()), ("", ""));
+}
+
+#[test]
+fn quiet_still_prints_problems() {
+    let hole = Blackhole::new();
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"hole\"\nurl = \"redis://{}\"\ntimeout = \"300ms\"\n", hole.addr()));
+    let out = env.run(HEALTH, &["check", "-q", "--tier", "redis"]);
+    out.expect_code(2);
+    assert!(out.stdout.contains("CRITICAL") && out.stdout.contains("hole"), "{}", out.dump());
+}
+
+#[test]
+fn unknown_config_key_is_unknown_naming_file_and_key() {
+    let env = TestEnv::new();
+    let path = env.write_config("[[redis]]\nname = \"main\"\nurl = \"redis://127.0.0.1:1\"\ntimout = \"1s\"\n");
+    let out = env.run(HEALTH, &["check"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains(&path.display().to_string()), "{}", out.dump());
+    assert!(out.stderr.contains("redis[0].timout"), "{}", out.dump());
+    assert!(out.stderr.contains("line 4"), "{}", out.dump());
+    assert_eq!(out.stdout, "");
+}
+
+#[test]
+fn usage_errors_are_unknown() {
+    let env = TestEnv::new();
+    env.run(HEALTH, &["check", "--format", "xml"]).expect_code(3);
+    env.run(HEALTH, &["check", "--tier", "nope"]).expect_code(3);
+    let help = env.run(HEALTH, &["check", "--help"]);
+    help.expect_code(0);
+    assert!(help.stdout.contains("Common options"));
+}
+
+#[test]
+fn corrupt_state_file_is_named_and_left_unchanged() {
+    let env = TestEnv::new();
+    let report = env.state_dir().join("health/comprehensive-health.json");
+    std::fs::create_dir_all(report.parent().unwrap()).unwrap();
+    let garbage = b"{\"schema_version\": 1, \"timestamp\": tru";
+    std::fs::write(&report, garbage).unwrap();
+    let out = env.run(HEALTH, &["check"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains(&report.display().to_string()), "{}", out.dump());
+    assert!(out.stderr.contains("not valid JSON"), "{}", out.dump());
+    assert_eq!(std::fs::read(&report).unwrap(), garbage);
+    assert!(!env.state_dir().join("health/history.jsonl").exists());
+}
+
+#[test]
+fn secrets_appear_in_no_output_or_state_file() {
+    let password = "Pa55-w0rd-that-must-not-leak";
+    let Some(redis) = RedisServer::start_with(&format!("requirepass {password}")) else { return };
+    let mem_key = "m0-secret-api-key-xyz";
+    let mem0 = Mem0Server::self_hosted(mem_key);
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n\
+         [[redis]]\nname = \"wrong\"\nurl = \"redis://:{password}-wrong@127.0.0.1:{}/0\"\n\
+         [[memory]]\nname = \"mem\"\nurl = \"{}\"\napi_key = \"{mem_key}\"\ndialect = \"self-hosted\"\n\
+         [[memory]]\nname = \"bad\"\nurl = \"{}/?token={mem_key}\"\napi_key = \"wrong-{mem_key}\"\ndialect = \"self-hosted\"\n",
+        redis.url(),
+        redis.port(),
+        mem0.url(),
+        mem0.url(),
+    ));
+    let mut outputs = Vec::new();
+    for format in ["text", "json", "nagios"] {
+        let out = env.run(HEALTH, &["check", "-vvv", "--format", format]);
+        out.expect_code(2); // The wrong password and the wrong key fail.
+        outputs.push(out.stdout.clone() + &out.stderr);
+    }
+    let json = env.run(HEALTH, &["check", "--format", "json"]).json();
+    assert_eq!(target(&json, "redis", "main")["status"], "healthy");
+    assert_eq!(target(&json, "memory", "mem")["status"], "healthy");
+    assert_eq!(target(&json, "redis", "wrong")["status"], "failed");
+    assert!(target(&json, "redis", "main")["endpoint"].as_str().unwrap().contains(":***@"));
+    for text in &outputs {
+        assert!(!text.contains(password), "password leaked:\n{text}");
+        assert!(!text.contains(mem_key), "API key leaked:\n{text}");
+    }
+    let files = env.state_files();
+    assert!(files.len() >= 4);
+    for (path, content) in files {
+        let content = String::from_utf8_lossy(&content);
+        assert!(!content.contains(password) && !content.contains(mem_key), "secret in {}", path.display());
+    }
+    // The self-hosted dialect sent its key as X-API-Key.
+    assert!(mem0.requests().iter().any(|r| r.header("x-api-key") == Some(mem_key) && r.url.starts_with("/memories?")));
+}
+
+#[test]
+fn a_second_run_of_the_job_gets_the_lock_exit_code() {
+    let hole = Blackhole::new();
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"slow\"\nurl = \"redis://{}\"\ntimeout = \"3s\"\n", hole.addr()));
+    let mut first = env.command(HEALTH, &["check", "--tier", "redis"]).spawn().unwrap();
+    let lock = env.state_dir().join("locks/health-check.lock");
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(&lock).is_ok_and(|s| s.contains("pid"))));
+    let started = Instant::now();
+    let second = env.run(HEALTH, &["check", "--tier", "redis"]);
+    second.expect_code(75);
+    assert!(started.elapsed() < Duration::from_secs(2), "the second run waited");
+    assert!(second.stderr.contains("holds its lock") && second.stderr.contains(&first.id().to_string()), "{}", second.dump());
+    // With --wait, the next run waits for the first and then runs.
+    let third = env.run(HEALTH, &["check", "--tier", "redis", "--wait"]);
+    assert_eq!(first.wait().unwrap().code(), Some(2));
+    third.expect_code(2);
+    let runs = std::fs::read_to_string(env.state_dir().join("runs.jsonl")).unwrap();
+    let outcomes: Vec<String> =
+        runs.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["outcome"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(outcomes.iter().filter(|o| *o == "locked").count(), 1, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| *o == "failed").count(), 2, "{outcomes:?}");
+}
+
+#[test]
+fn nagios_output_follows_the_plugin_guidelines() {
+    let Some(redis) = RedisServer::start() else { return };
+    let hole = Blackhole::new();
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[[redis]]\nname = \"down\"\nurl = \"redis://{}\"\ntimeout = \"300ms\"\n\
+         [system]\ndisk_paths = [\"/\", \"{}\"]\n",
+        redis.url(),
+        hole.addr(),
+        env.path("").display()
+    ));
+    let out = env.run(HEALTH, &["check", "--format", "nagios"]);
+    out.expect_code(2);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {}", out.dump());
+    let (text, perfdata) = lines[0].split_once(" | ").unwrap();
+    let head = regex::Regex::new(r"^CACHE (OK|WARNING|CRITICAL|UNKNOWN) - [^|]+$").unwrap();
+    assert!(head.is_match(text), "{text}");
+    assert!(text.starts_with("CACHE CRITICAL - redis/down failed"), "{text}");
+    // 'label'=value[UOM];[warn];[crit];[min];[max], separated by single spaces.
+    let perf = regex::Regex::new(
+        r"^'[^'=]+'=-?[0-9]+(\.[0-9]+)?(us|ms|s|%|B|KB|MB|TB|c)?(;(-?[0-9.]+)?){0,4}$",
+    )
+    .unwrap();
+    let items: Vec<&str> = perfdata.split(' ').collect();
+    assert!(items.len() >= 6, "{perfdata}");
+    for item in &items {
+        assert!(perf.is_match(item), "bad perfdata item `{item}` in {perfdata}");
+    }
+    let labels: Vec<&str> = items.iter().map(|i| i.split('=').next().unwrap()).collect();
+    let mut unique = labels.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), labels.len(), "duplicate labels: {labels:?}");
+    assert!(labels.contains(&"'redis_main_latency'") && labels.contains(&"'system_host_disk_root'"), "{labels:?}");
+}
+
+#[test]
+fn hosted_redis_refusing_info_stays_healthy() {
+    let Some(redis) = RedisServer::start_with("rename-command INFO \"\"\nrename-command CONFIG \"\"") else { return };
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"hosted\"\nurl = \"{}\"\n", redis.url()));
+    let out = env.run(HEALTH, &["check", "--format", "json", "--tier", "redis"]);
+    out.expect_code(0);
+    let hosted = target(&out.json(), "redis", "hosted").clone();
+    let info = hosted["checks"].as_array().unwrap().iter().find(|c| c["name"] == "info").unwrap().clone();
+    assert_eq!(info["summary"], "INFO not supported on this tier");
+    assert_eq!(hosted["status"], "healthy");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_cache_table_is_a_warning_with_advice() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.create_database("empty").await;
+    let env = TestEnv::new();
+    env.write_config(&format!("[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n"));
+    let out = env.run(HEALTH, &["check", "--format", "json", "--tier", "postgres"]);
+    out.expect_code(1);
+    let report = out.json();
+    assert_eq!(report["status"], "WARNING");
+    assert_eq!(target(&report, "postgres", "main")["status"], "degraded");
+    assert!(report["recommendations"][0].as_str().unwrap().contains("cache_entries"), "{report:#}");
+}
+
+#[test]
+fn memory_api_dialects_and_a_rejected_key() {
+    let platform = Mem0Server::platform("good");
+    platform.add_memory("a", "default", "cached search result", &[], "2026-11-01T00:00:00Z");
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[memory]]\nname = \"v1\"\nurl = \"{u}\"\napi_key = \"good\"\n\
+         [[memory]]\nname = \"v2\"\nurl = \"{u}\"\napi_key = \"good\"\napi_version = \"v2\"\n\
+         [[memory]]\nname = \"badkey\"\nurl = \"{u}\"\napi_key = \"rejected-key-123\"\n",
+        u = platform.url()
+    ));
+    let out = env.run(HEALTH, &["check", "--format", "json", "--tier", "memory"]);
+    out.expect_code(2);
+    let report = out.json();
+    assert_eq!(target(&report, "memory", "v1")["status"], "healthy");
+    assert_eq!(target(&report, "memory", "v2")["status"], "healthy");
+    let bad = target(&report, "memory", "badkey");
+    assert_eq!(bad["status"], "failed");
+    assert!(bad["error"].as_str().unwrap().contains("401"), "{bad:#}");
+    let v2 = platform.requests().into_iter().filter(|r| r.url.starts_with("/v2/")).collect::<Vec<_>>();
+    assert!(v2.iter().any(|r| r.url.starts_with("/v2/memories/?") && r.body.contains("\"user_id\":\"default\"")));
+    assert!(v2.iter().any(|r| r.url == "/v2/memories/search/" && r.body.contains("\"filters\"")));
+}
+
+#[test]
+fn directories_over_their_cap_and_failing_app_endpoint() {
+    let env = TestEnv::new();
+    let cache = env.path("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::write(cache.join("blob"), vec![7u8; 64 * 1024]).unwrap();
+    let app = StubHttp::new(vec![("/health", 503, "{\"status\":\"down\"}".into())]);
+    env.write_config(&format!(
+        "[[files]]\nname = \"models\"\npath = \"{}\"\nmax_size = \"64 KiB\"\n\
+         [[http]]\nname = \"app\"\nurl = \"{}/health\"\n",
+        cache.display(),
+        app.url()
+    ));
+    let out = env.run(HEALTH, &["check", "--format", "json", "--tier", "files", "--tier", "http"]);
+    out.expect_code(2);
+    let report = out.json();
+    let models = target(&report, "files", "models");
+    assert_eq!(models["status"], "failed", "{models:#}");
+    assert_eq!(models["metrics"]["usage"]["files"], 1);
+    let app_target = target(&report, "http", "app");
+    assert_eq!(app_target["status"], "failed");
+    assert_eq!(app_target["metrics"]["http_status"], 503);
+    assert!(report["systems"].get("redis").is_none(), "filtered out: {report:#}");
+}

@@ -1,0 +1,132 @@
+//! A real `redis-server` for one test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{find_binary, free_port, missing, wait_until};
+
+/// Overrides the `redis-server` binary.
+pub const REDIS_SERVER_ENV: &str = "CACHE_TEST_REDIS_SERVER";
+
+/// A running `redis-server`, killed on drop.
+pub struct RedisServer {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    password: Option<String>,
+}
+
+impl RedisServer {
+    /// Starts a server with no persistence. `None` (test skipped) when redis-server is missing.
+    pub fn start() -> Option<Self> {
+        Self::start_with("")
+    }
+
+    /// Starts a server with `extra` appended to its redis.conf (e.g. `requirepass x`).
+    pub fn start_with(extra: &str) -> Option<Self> {
+        let binary = match std::env::var_os(REDIS_SERVER_ENV) {
+            Some(path) => PathBuf::from(path),
+            None => match find_binary("redis-server", &[]) {
+                Some(path) => path,
+                None => {
+                    missing("redis-server")?;
+                    unreachable!()
+                }
+            },
+        };
+        let password = extra
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("requirepass "))
+            .map(|p| p.trim().to_owned());
+        for attempt in 1..=5 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let conf = dir.path().join("redis.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nunixsocket {sock}\nunixsocketperm 700\nsave \"\"\nappendonly no\n\
+                     dir {dir}\nlogfile {log}\ndaemonize no\nenable-debug-command yes\n{extra}\n",
+                    sock = dir.path().join("redis.sock").display(),
+                    dir = dir.path().display(),
+                    log = dir.path().join("redis.log").display(),
+                ),
+            )
+            .unwrap();
+            let child = Command::new(&binary)
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+            let mut server = Self { child, dir, port, password: password.clone() };
+            if wait_until(Duration::from_secs(10), || server.ping()) {
+                return Some(server);
+            }
+            // Most likely the port was taken between choosing and binding it: try another.
+            eprintln!("redis-server did not start (attempt {attempt}); log:\n{}", server.log());
+        }
+        panic!("redis-server would not start");
+    }
+
+    fn ping(&mut self) -> bool {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return false;
+        }
+        let Ok(client) = redis::Client::open(self.url()) else { return false };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(500)) else { return false };
+        redis::cmd("PING").query::<String>(&mut conn).is_ok()
+    }
+
+    /// `redis://[:password@]127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
+    }
+
+    /// `redis+unix:///path/redis.sock`.
+    pub fn unix_url(&self) -> String {
+        format!("redis+unix://{}", self.socket().display())
+    }
+
+    /// The Unix socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// A synchronous connection for seeding and assertions.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+
+    /// Stops the server now (as a crash would: SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
