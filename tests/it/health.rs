@@ -87,13 +87,15 @@ async fn healthy_redis_postgres_memory_and_app_exit_ok() {
 
     // The report on disk is the same document, in seed 000's shape.
     let saved: Value =
-        serde_json::from_slice(&std::fs::read(env.state_dir().join("health/comprehensive-health.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(env.state_dir().join("health/comprehensive-health.json")).unwrap())
+            .unwrap();
     for key in ["timestamp", "overall_health", "critical_issues", "warnings", "systems", "recommendations"] {
         assert!(saved.get(key).is_some(), "missing {key}");
     }
     let history = std::fs::read_to_string(env.state_dir().join("health/history.jsonl")).unwrap();
     assert_eq!(history.lines().count(), 1);
-    let run: Value = serde_json::from_slice(&std::fs::read(env.state_dir().join("jobs/health-check.json")).unwrap()).unwrap();
+    let run: Value =
+        serde_json::from_slice(&std::fs::read(env.state_dir().join("jobs/health-check.json")).unwrap()).unwrap();
     assert_eq!(run["outcome"], "success");
     assert_eq!(run["exit_code"], 0);
     assert!(run["steps"].as_array().unwrap().len() >= 6);
@@ -116,7 +118,8 @@ fn stopped_redis_is_critical() {
     assert!(main["error"].as_str().unwrap().contains("unreachable"), "{main:#}");
     assert!(!report["recommendations"].as_array().unwrap().is_empty());
     // `since` moved when the status changed.
-    let run: Value = serde_json::from_slice(&std::fs::read(env.state_dir().join("jobs/health-check.json")).unwrap()).unwrap();
+    let run: Value =
+        serde_json::from_slice(&std::fs::read(env.state_dir().join("jobs/health-check.json")).unwrap()).unwrap();
     assert_eq!(run["outcome"], "failed");
     assert_eq!(run["exit_code"], 2);
 }
@@ -153,7 +156,8 @@ fn no_configuration_checks_the_host_and_reports_tiers_not_configured() {
     }
     assert!(out.stdout.contains("host"));
     let report: Value =
-        serde_json::from_slice(&std::fs::read(env.state_dir().join("health/comprehensive-health.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(env.state_dir().join("health/comprehensive-health.json")).unwrap())
+            .unwrap();
     assert_eq!(report["systems"]["redis"], "not_configured");
     // The seed counts unconfigured tiers as warnings, without raising the exit code.
     assert_eq!(report["warnings"], 3);
@@ -265,14 +269,20 @@ fn a_second_run_of_the_job_gets_the_lock_exit_code() {
     let second = env.run(HEALTH, &["check", "--tier", "redis"]);
     second.expect_code(75);
     assert!(started.elapsed() < Duration::from_secs(2), "the second run waited");
-    assert!(second.stderr.contains("holds its lock") && second.stderr.contains(&first.id().to_string()), "{}", second.dump());
+    assert!(
+        second.stderr.contains("holds its lock") && second.stderr.contains(&first.id().to_string()),
+        "{}",
+        second.dump()
+    );
     // With --wait, the next run waits for the first and then runs.
     let third = env.run(HEALTH, &["check", "--tier", "redis", "--wait"]);
     assert_eq!(first.wait().unwrap().code(), Some(2));
     third.expect_code(2);
     let runs = std::fs::read_to_string(env.state_dir().join("runs.jsonl")).unwrap();
-    let outcomes: Vec<String> =
-        runs.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["outcome"].as_str().unwrap().to_owned()).collect();
+    let outcomes: Vec<String> = runs
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["outcome"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(outcomes.iter().filter(|o| *o == "locked").count(), 1, "{outcomes:?}");
     assert_eq!(outcomes.iter().filter(|o| *o == "failed").count(), 2, "{outcomes:?}");
 }
@@ -298,10 +308,8 @@ fn nagios_output_follows_the_plugin_guidelines() {
     assert!(head.is_match(text), "{text}");
     assert!(text.starts_with("CACHE CRITICAL - redis/down failed"), "{text}");
     // 'label'=value[UOM];[warn];[crit];[min];[max], separated by single spaces.
-    let perf = regex::Regex::new(
-        r"^'[^'=]+'=-?[0-9]+(\.[0-9]+)?(us|ms|s|%|B|KB|MB|TB|c)?(;(-?[0-9.]+)?){0,4}$",
-    )
-    .unwrap();
+    let perf =
+        regex::Regex::new(r"^'[^'=]+'=-?[0-9]+(\.[0-9]+)?(us|ms|s|%|B|KB|MB|TB|c)?(;(-?[0-9.]+)?){0,4}$").unwrap();
     let items: Vec<&str> = perfdata.split(' ').collect();
     assert!(items.len() >= 6, "{perfdata}");
     for item in &items {

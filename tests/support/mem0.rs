@@ -147,9 +147,8 @@ fn route(state: &State, req: &RecordedRequest) -> (u16, Value) {
     let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
-    let of_user = |user: &str| -> Vec<Value> {
-        state.memories.iter().filter(|m| m["user_id"] == user).cloned().collect()
-    };
+    let of_user =
+        |user: &str| -> Vec<Value> { state.memories.iter().filter(|m| m["user_id"] == user).cloned().collect() };
     let page = |items: Vec<Value>| {
         let size = param("page_size").and_then(|s| s.parse().ok()).unwrap_or(100usize);
         let count = items.len();

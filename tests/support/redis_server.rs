@@ -35,10 +35,7 @@ impl RedisServer {
                 }
             },
         };
-        let password = extra
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("requirepass "))
-            .map(|p| p.trim().to_owned());
+        let password = extra.lines().find_map(|l| l.trim().strip_prefix("requirepass ")).map(|p| p.trim().to_owned());
         for attempt in 1..=5 {
             let dir = tempfile::tempdir().unwrap();
             let port = free_port();

@@ -1,1 +1,46 @@
-fn main() {}
+//! Project automation: `cargo xtask codegen [--check]`, `cargo xtask ci`.
+//!
+//! Generated files (shell completions, man pages, the environment reference) come from the
+//! tools' own clap definitions and registries, are committed, and are checked in CI.
+
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::exit, reason = "xtask is a terminal program")]
+
+mod ci;
+mod codegen;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "cache-toolkit project automation")]
+struct Xtask {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Regenerate completions, man pages and docs/environment.md (or check them with --check)
+    Codegen {
+        /// Write nothing; fail with a diff when a generated file is stale
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run exactly what CI runs, installing missing test servers first
+    Ci,
+}
+
+fn main() {
+    let result = match Xtask::parse().command {
+        Task::Codegen { check } => codegen::run(if check { codegen::Mode::Check } else { codegen::Mode::Write }),
+        Task::Ci => ci::run(),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The workspace root (xtask's parent directory).
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}

@@ -209,8 +209,7 @@ impl Job {
             Ok(r) => (self.log.finish(r.outcome, r.exit_code, r.summary, None), Ok(r.exit_code)),
             Err(e) => {
                 let code = ctx.convention.for_error(&e);
-                let record =
-                    self.log.finish(Outcome::Failed, code, serde_json::Value::Null, Some(format!("{e:#}")));
+                let record = self.log.finish(Outcome::Failed, code, serde_json::Value::Null, Some(format!("{e:#}")));
                 (record, Err(e))
             }
         };

@@ -407,9 +407,8 @@ impl Env for ProcessEnv {
 pub fn load(explicit: Option<&Path>, env: &dyn Env, state_dir: &Path) -> anyhow::Result<Loaded> {
     let (mut config, source) = match find_file(explicit, env)? {
         Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::new(path.display().to_string(), "(file)", format!("cannot read: {e}"))
-            })?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::new(path.display().to_string(), "(file)", format!("cannot read: {e}")))?;
             (parse(&text, &path.display().to_string())?, ConfigSource::File(path))
         }
         None => (parse(DEFAULT_CONFIG_TOML, "(embedded default)")?, ConfigSource::Embedded),
@@ -443,17 +442,17 @@ fn find_file(explicit: Option<&Path>, env: &dyn Env) -> anyhow::Result<Option<Pa
         .var(EnvVars::XDG_CONFIG_HOME)
         .map(PathBuf::from)
         .or_else(|| env.var(EnvVars::HOME).map(|h| Path::new(&h).join(".config")));
-    let candidates =
-        xdg.map(|base| base.join("cache-toolkit/config.toml")).into_iter().chain([PathBuf::from(
-            "/etc/cache-toolkit/config.toml",
-        )]);
+    let candidates = xdg
+        .map(|base| base.join("cache-toolkit/config.toml"))
+        .into_iter()
+        .chain([PathBuf::from("/etc/cache-toolkit/config.toml")]);
     Ok(candidates.into_iter().find(|p| p.is_file()))
 }
 
 /// Parses `text` (from `source_name`) into a [`Config`], naming the key of any error.
 pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
-    let deserializer = toml::Deserializer::parse(text)
-        .map_err(|e| ConfigError::new(source_name, "(syntax)", located(text, &e)))?;
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|e| ConfigError::new(source_name, "(syntax)", located(text, &e)))?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
@@ -554,10 +553,7 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
     check_names(source, "logs", config.logs.iter().map(|t| t.name.as_str()))?;
     for (i, t) in config.redis.iter().enumerate() {
         if !matches!(t.url.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
-            return Err(err(
-                format!("redis[{i}].url"),
-                "scheme must be redis://, rediss:// or redis+unix://",
-            ));
+            return Err(err(format!("redis[{i}].url"), "scheme must be redis://, rediss:// or redis+unix://"));
         }
         positive(source, format!("redis[{i}].timeout"), t.timeout)?;
         positive(source, format!("redis[{i}].connect_timeout"), t.connect_timeout)?;
@@ -601,9 +597,8 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
         positive(source, format!("http[{i}].timeout"), t.timeout)?;
     }
     for (i, endpoint) in config.system.endpoints.iter().enumerate() {
-        let valid = endpoint
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        let valid =
+            endpoint.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
         if !valid {
             return Err(err(format!("system.endpoints[{i}]"), "must be `host:port`"));
         }
@@ -631,15 +626,10 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_names<'a>(
-    source: &str,
-    tier: &str,
-    names: impl Iterator<Item = &'a str>,
-) -> Result<(), ConfigError> {
+fn check_names<'a>(source: &str, tier: &str, names: impl Iterator<Item = &'a str>) -> Result<(), ConfigError> {
     let mut seen = BTreeSet::new();
     for (i, name) in names.enumerate() {
-        let valid = !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid {
             return Err(ConfigError::new(
                 source,

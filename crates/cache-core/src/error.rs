@@ -20,11 +20,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// Builds an error for `key` in `source_name`.
-    pub fn new(
-        source_name: impl Into<String>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn new(source_name: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
         Self { source_name: source_name.into(), key: key.into(), message: message.into() }
     }
 }
@@ -52,11 +48,7 @@ impl fmt::Display for LockHeld {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "another run of job `{}` holds its lock", self.job)?;
         if let Some(holder) = &self.holder {
-            write!(
-                f,
-                " (pid {} on {}, since {}: {})",
-                holder.pid, holder.host, holder.started_at, holder.command
-            )?;
+            write!(f, " (pid {} on {}, since {}: {})", holder.pid, holder.host, holder.started_at, holder.command)?;
         }
         write!(f, "; pass --wait to wait for it")
     }

@@ -71,9 +71,7 @@ impl JobLock {
             Err(std::fs::TryLockError::WouldBlock) => {
                 Err(LockHeld { job: job.to_owned(), holder: read_holder(&mut file) }.into())
             }
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(e).with_context(|| format!("locking `{}`", path.display()))
-            }
+            Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking `{}`", path.display())),
         }
     }
 
@@ -113,9 +111,7 @@ impl JobLock {
         match file.try_lock() {
             Ok(()) => Ok(None),
             Err(std::fs::TryLockError::WouldBlock) => Ok(read_holder(&mut file)),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(e).with_context(|| format!("probing `{}`", path.display()))
-            }
+            Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("probing `{}`", path.display())),
         }
     }
 }

@@ -103,11 +103,7 @@ impl Printer {
     /// without `-q`.
     pub fn progress(&self, len: u64, message: &str) -> indicatif::ProgressBar {
         let visible = std::io::stderr().is_terminal() && self.quiet == 0 && self.format == Format::Text;
-        let bar = if visible {
-            indicatif::ProgressBar::new(len)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let bar = if visible { indicatif::ProgressBar::new(len) } else { indicatif::ProgressBar::hidden() };
         bar.set_message(message.to_owned());
         bar
     }

@@ -50,9 +50,9 @@ pub fn resolve(explicit: Option<&Path>, env: &dyn Env) -> anyhow::Result<PathBuf
     if let Some(xdg) = env.var(EnvVars::XDG_STATE_HOME) {
         return Ok(Path::new(&xdg).join("cache-toolkit"));
     }
-    let home = env.var(EnvVars::HOME).context(
-        "cannot find a state directory: HOME is not set; pass --state-dir or set CACHE_STATE_DIR",
-    )?;
+    let home = env
+        .var(EnvVars::HOME)
+        .context("cannot find a state directory: HOME is not set; pass --state-dir or set CACHE_STATE_DIR")?;
     Ok(Path::new(&home).join(".local/state/cache-toolkit"))
 }
 
@@ -87,11 +87,11 @@ impl StateDir {
             }
         };
         let corrupt = |message: String| StateError { path: path.clone(), message };
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| corrupt(format!("is not valid JSON ({e})")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| corrupt(format!("is not valid JSON ({e})")))?;
         check_version(&value).map_err(corrupt)?;
-        let doc = serde_json::from_value(value)
-            .map_err(|e| corrupt(format!("does not have the expected shape ({e})")))?;
+        let doc =
+            serde_json::from_value(value).map_err(|e| corrupt(format!("does not have the expected shape ({e})")))?;
         Ok(Some(doc))
     }
 
@@ -117,8 +117,7 @@ impl StateDir {
             .open(&path)
             .with_context(|| format!("opening history `{}`", path.display()))?;
         // One write call per line: with O_APPEND, concurrent writers never interleave a line.
-        file.write_all(line.as_bytes())
-            .with_context(|| format!("appending to history `{}`", path.display()))
+        file.write_all(line.as_bytes()).with_context(|| format!("appending to history `{}`", path.display()))
     }
 
     /// Reads every record of a JSON Lines history; a bad line is an error naming file and line.
@@ -133,16 +132,14 @@ impl StateDir {
         };
         let mut records = Vec::new();
         for (i, line) in BufReader::new(file).lines().enumerate() {
-            let corrupt = |message: String| StateError {
-                path: path.clone(),
-                message: format!("line {}: {message}", i + 1),
-            };
+            let corrupt =
+                |message: String| StateError { path: path.clone(), message: format!("line {}: {message}", i + 1) };
             let line = line.map_err(|e| corrupt(format!("cannot be read ({e})")))?;
             if line.trim().is_empty() {
                 continue;
             }
-            let value: serde_json::Value = serde_json::from_str(&line)
-                .map_err(|e| corrupt(format!("is not valid JSON ({e})")))?;
+            let value: serde_json::Value =
+                serde_json::from_str(&line).map_err(|e| corrupt(format!("is not valid JSON ({e})")))?;
             check_version(&value).map_err(corrupt)?;
             records.push(
                 serde_json::from_value(value)
@@ -163,9 +160,9 @@ fn versioned<T: Serialize>(doc: &T) -> anyhow::Result<serde_json::Value> {
 fn check_version(value: &serde_json::Value) -> Result<(), String> {
     match value.get("schema_version").and_then(serde_json::Value::as_u64) {
         None => Err("has no `schema_version`".into()),
-        Some(v) if v > SCHEMA_VERSION => Err(format!(
-            "has schema_version {v}, newer than this build understands ({SCHEMA_VERSION})"
-        )),
+        Some(v) if v > SCHEMA_VERSION => {
+            Err(format!("has schema_version {v}, newer than this build understands ({SCHEMA_VERSION})"))
+        }
         Some(_) => Ok(()),
     }
 }
@@ -197,7 +194,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .permissions(fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in `{}`", dir.display()))?;
-    tmp.write_all(bytes).and_then(|()| tmp.as_file().sync_all())
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
         .with_context(|| format!("writing `{}`", path.display()))?;
     tmp.persist(path).with_context(|| format!("replacing `{}`", path.display()))?;
     File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("syncing `{}`", dir.display()))

@@ -170,7 +170,9 @@ pub async fn unit_state(unit: &str, timeout: Duration) -> UnitState {
     let mut command = tokio::process::Command::new("systemctl");
     command.args(["is-active", "--", unit]).kill_on_drop(true).stdin(std::process::Stdio::null());
     match tokio::time::timeout(timeout, command.output()).await {
-        Err(_) => UnitState::Unknown(format!("systemctl gave no answer within {}", humantime::format_duration(timeout))),
+        Err(_) => {
+            UnitState::Unknown(format!("systemctl gave no answer within {}", humantime::format_duration(timeout)))
+        }
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             UnitState::Unknown("systemctl not found (no systemd on this host)".into())
         }

@@ -85,8 +85,7 @@ impl FromStr for TierFilter {
 
 /// Whether `filters` (empty: everything) select target `name` of `tier`.
 pub fn selected(filters: &[TierFilter], tier: Tier, name: &str) -> bool {
-    filters.is_empty()
-        || filters.iter().any(|f| f.tier == tier && f.name.as_deref().is_none_or(|n| n == name))
+    filters.is_empty() || filters.iter().any(|f| f.tier == tier && f.name.as_deref().is_none_or(|n| n == name))
 }
 
 /// Whether `filters` select any target of `tier`.

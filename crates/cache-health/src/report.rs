@@ -214,9 +214,7 @@ impl TargetReport {
 
 /// Makes a performance-data label: letters, digits, `_`, `.`, `-` only.
 pub fn perf_label(raw: &str) -> String {
-    raw.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' })
-        .collect()
+    raw.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' }).collect()
 }
 
 /// Rounds to three decimals, for stable output.
@@ -303,10 +301,7 @@ pub fn assemble(
             Some(was) if was.status == target.status => was.since.or(Some(now)),
             _ => Some(now),
         };
-        systems
-            .entry(target.tier.to_string())
-            .and_modify(|s| *s = s.worst(target.status))
-            .or_insert(target.status);
+        systems.entry(target.tier.to_string()).and_modify(|s| *s = s.worst(target.status)).or_insert(target.status);
     }
     let critical_issues = targets.iter().filter(|t| t.status == Status::Failed).count();
     let degraded = targets.iter().filter(|t| t.status == Status::Degraded).count();
@@ -389,8 +384,13 @@ impl HealthReport {
         text.push_str(&self.counts());
         // The text part may not contain `|`, which starts the performance data.
         let text = text.replace('|', "/").replace('\n', " ");
-        let perf: Vec<String> =
-            self.targets.iter().flat_map(|t| t.checks.iter()).filter_map(|c| c.perf.as_ref()).map(Perf::render).collect();
+        let perf: Vec<String> = self
+            .targets
+            .iter()
+            .flat_map(|t| t.checks.iter())
+            .filter_map(|c| c.perf.as_ref())
+            .map(Perf::render)
+            .collect();
         if perf.is_empty() {
             format!("CACHE {} - {text}", self.status.as_str())
         } else {
@@ -409,8 +409,7 @@ impl HealthReport {
             (count(Status::NotAvailable), "not available"),
             (unconfigured, "not configured"),
         ];
-        let text: Vec<String> =
-            parts.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} {what}")).collect();
+        let text: Vec<String> = parts.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} {what}")).collect();
         if text.is_empty() { "nothing checked".into() } else { text.join(", ") }
     }
 }

@@ -38,9 +38,7 @@ impl MemoryClient {
     fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match (&self.target.api_key, self.target.dialect) {
             (None, _) => request,
-            (Some(key), MemoryDialect::Platform) => {
-                request.header("Authorization", format!("Token {}", key.expose()))
-            }
+            (Some(key), MemoryDialect::Platform) => request.header("Authorization", format!("Token {}", key.expose())),
             (Some(key), MemoryDialect::SelfHosted) => request.header("X-API-Key", key.expose()),
         }
     }
@@ -49,13 +47,10 @@ impl MemoryClient {
     pub async fn list(&self, limit: usize) -> anyhow::Result<Vec<Value>> {
         let user = self.user_id.as_str();
         let request = match (self.target.dialect, self.target.api_version) {
-            (MemoryDialect::SelfHosted, _) => {
-                self.http.get(self.url("memories")?).query(&[("user_id", user)])
+            (MemoryDialect::SelfHosted, _) => self.http.get(self.url("memories")?).query(&[("user_id", user)]),
+            (MemoryDialect::Platform, MemoryApiVersion::V1) => {
+                self.http.get(self.url("v1/memories/")?).query(&[("user_id", user), ("page_size", &limit.to_string())])
             }
-            (MemoryDialect::Platform, MemoryApiVersion::V1) => self
-                .http
-                .get(self.url("v1/memories/")?)
-                .query(&[("user_id", user), ("page_size", &limit.to_string())]),
             (MemoryDialect::Platform, MemoryApiVersion::V2) => self
                 .http
                 .post(self.url("v2/memories/")?)
@@ -71,10 +66,9 @@ impl MemoryClient {
     pub async fn search(&self, query: &str, limit: usize) -> anyhow::Result<Vec<Value>> {
         let user = self.user_id.as_str();
         let request = match (self.target.dialect, self.target.api_version) {
-            (MemoryDialect::SelfHosted, _) => self
-                .http
-                .post(self.url("search")?)
-                .json(&json!({ "query": query, "user_id": user })),
+            (MemoryDialect::SelfHosted, _) => {
+                self.http.post(self.url("search")?).json(&json!({ "query": query, "user_id": user }))
+            }
             (MemoryDialect::Platform, MemoryApiVersion::V1) => self
                 .http
                 .post(self.url("v1/memories/search/")?)
@@ -90,11 +84,8 @@ impl MemoryClient {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Vec<Value>> {
-        let response = self
-            .authorize(request)
-            .send()
-            .await
-            .with_context(|| format!("{what} at {}", self.target.url))?;
+        let response =
+            self.authorize(request).send().await.with_context(|| format!("{what} at {}", self.target.url))?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();

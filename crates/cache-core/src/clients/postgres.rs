@@ -54,8 +54,7 @@ fn tls_connector(target: &PostgresTarget) -> anyhow::Result<MakeTlsConnector> {
     if let Some(ca) = &target.tls.ca_file {
         let pem = std::fs::read(ca).with_context(|| format!("reading CA file `{}`", ca.display()))?;
         builder.add_root_certificate(
-            native_tls::Certificate::from_pem(&pem)
-                .with_context(|| format!("parsing CA file `{}`", ca.display()))?,
+            native_tls::Certificate::from_pem(&pem).with_context(|| format!("parsing CA file `{}`", ca.display()))?,
         );
     }
     if target.tls.accept_invalid_certs {

@@ -55,8 +55,7 @@ fn validation_names_key() {
     let text = "[[redis]]\nname = \"a\"\nurl = \"redis://x\"\n[[redis]]\nname = \"a\"\nurl = \"redis://y\"\n";
     let e = validate(&parse(text, "c.toml").unwrap(), "c.toml").unwrap_err();
     assert_eq!(e.key, "redis[1].name");
-    let e = validate(&parse("[health]\ndisk_percent = { warn = 99, crit = 90 }\n", "c").unwrap(), "c")
-        .unwrap_err();
+    let e = validate(&parse("[health]\ndisk_percent = { warn = 99, crit = 90 }\n", "c").unwrap(), "c").unwrap_err();
     assert_eq!(e.key, "health.disk_percent");
 }
 

@@ -92,7 +92,13 @@ fn plan(ctx: &Context) -> (Vec<Probe<'_>>, Vec<Tier>) {
 
     for t in config.redis.iter().filter(|t| selected(filters, Tier::Redis, &t.name)) {
         let endpoint = Some(t.url.to_string());
-        probes.push(Box::pin(within_budget(Tier::Redis, &t.name, endpoint, t.timeout, probes::redis::probe(t, health))));
+        probes.push(Box::pin(within_budget(
+            Tier::Redis,
+            &t.name,
+            endpoint,
+            t.timeout,
+            probes::redis::probe(t, health),
+        )));
     }
     for t in config.postgres.iter().filter(|t| selected(filters, Tier::Postgres, &t.name)) {
         let endpoint = Some(t.url.to_string());

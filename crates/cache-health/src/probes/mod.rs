@@ -16,7 +16,13 @@ use cache_core::tier::Tier;
 use crate::report::TargetReport;
 
 /// Runs `probe` within `budget`; past it, the target is reported failed with what timed out.
-pub async fn within_budget<F>(tier: Tier, name: &str, endpoint: Option<String>, budget: Duration, probe: F) -> TargetReport
+pub async fn within_budget<F>(
+    tier: Tier,
+    name: &str,
+    endpoint: Option<String>,
+    budget: Duration,
+    probe: F,
+) -> TargetReport
 where
     F: Future<Output = TargetReport>,
 {

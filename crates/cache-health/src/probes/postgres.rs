@@ -56,7 +56,8 @@ async fn checks(
             &[],
         )
         .await?;
-    let (version, max_conn, conns, recovery): (String, i32, i32, bool) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (version, max_conn, conns, recovery): (String, i32, i32, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     report.metric("server_version", version.clone());
     report.metric("max_connections", max_conn);
     report.metric("connections", conns);

@@ -46,14 +46,16 @@ pub async fn probe(target: &RedisTarget, settings: &HealthSettings) -> TargetRep
         }
     }
 
-    write_round_trip(&mut connection, &mut report).await;
+    write_round_trip(&mut connection, &target.name, &mut report).await;
     info(&mut connection, &mut report, settings).await;
     report.latency(start.elapsed(), target.latency_warn.unwrap_or(settings.latency.redis));
     report
 }
 
-async fn write_round_trip(connection: &mut redis::aio::MultiplexedConnection, report: &mut TargetReport) {
-    let key = format!("cache-toolkit:health:{}:{}", cache_core::system::hostname(), std::process::id());
+async fn write_round_trip(connection: &mut redis::aio::MultiplexedConnection, target: &str, report: &mut TargetReport) {
+    // Unique per host, process and target: several targets may point at one server, and
+    // several hosts may check the same server at the same moment.
+    let key = format!("cache-toolkit:health:{}:{}:{target}", cache_core::system::hostname(), std::process::id());
     let value = format!("{}", chrono::Utc::now().timestamp_millis());
     let set: redis::RedisResult<()> = connection.set_ex(&key, &value, HEALTH_KEY_TTL).await;
     match set {
@@ -148,9 +150,18 @@ async fn info(
             let pct = used * 100.0 / max;
             let status = judge(pct, settings.redis_memory_percent);
             let mut perf = report.perf("memory", round3(pct), "%");
-            (perf.warn, perf.crit, perf.min, perf.max) =
-                (Some(settings.redis_memory_percent.warn), Some(settings.redis_memory_percent.crit), Some(0.0), Some(100.0));
-            report.check("memory", status, format!("{} of {} ({pct:.1}%)", bytes(used as u64), bytes(max as u64)), Some(perf));
+            (perf.warn, perf.crit, perf.min, perf.max) = (
+                Some(settings.redis_memory_percent.warn),
+                Some(settings.redis_memory_percent.crit),
+                Some(0.0),
+                Some(100.0),
+            );
+            report.check(
+                "memory",
+                status,
+                format!("{} of {} ({pct:.1}%)", bytes(used as u64), bytes(max as u64)),
+                Some(perf),
+            );
             if status != Status::Healthy {
                 report.recommendations.push(format!(
                     "{}: memory at {pct:.1}% of maxmemory; expire or evict idle keys, or raise maxmemory",
@@ -161,7 +172,12 @@ async fn info(
         _ => {
             let mut perf = report.perf("memory_used", used, "B");
             perf.min = Some(0.0);
-            report.check("memory", Status::Healthy, format!("{} used, no maxmemory set", bytes(used as u64)), Some(perf));
+            report.check(
+                "memory",
+                Status::Healthy,
+                format!("{} used, no maxmemory set", bytes(used as u64)),
+                Some(perf),
+            );
         }
     }
     if let (Some(clients), Some(max)) = (num("connected_clients"), num("maxclients"))

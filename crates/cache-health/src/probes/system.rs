@@ -28,7 +28,10 @@ pub async fn host(settings: &SystemSettings, health: &HealthSettings) -> TargetR
         })
     };
     let units = futures::future::join_all(
-        settings.systemd_units.iter().map(|unit| async move { (unit, system::unit_state(unit, settings.timeout).await) }),
+        settings
+            .systemd_units
+            .iter()
+            .map(|unit| async move { (unit, system::unit_state(unit, settings.timeout).await) }),
     );
     let connect_timeout = settings.timeout.min(Duration::from_secs(3));
     let endpoints = futures::future::join_all(
@@ -79,10 +82,8 @@ pub async fn host(settings: &SystemSettings, health: &HealthSettings) -> TargetR
                     host.memory_percent
                 ));
             }
-            report.headline = format!(
-                "{} CPUs, load {:.2}, memory {:.1}%",
-                host.cpus, host.load[0], host.memory_percent
-            );
+            report.headline =
+                format!("{} CPUs, load {:.2}, memory {:.1}%", host.cpus, host.load[0], host.memory_percent);
             report.metric("host", serde_json::to_value(&host).unwrap_or_default());
         }
         Err(e) => report.check("host", Status::Degraded, format!("cannot read CPU and memory: {e:#}"), None),
@@ -160,7 +161,9 @@ pub async fn host(settings: &SystemSettings, health: &HealthSettings) -> TargetR
             }
             Err(e) => {
                 report.check(&name, Status::Failed, format!("{e:#}"), None);
-                report.recommendations.push(format!("system/host: `{endpoint}` is unreachable; check the network path"));
+                report
+                    .recommendations
+                    .push(format!("system/host: `{endpoint}` is unreachable; check the network path"));
             }
         }
     }
@@ -194,8 +197,12 @@ pub async fn gpus(health: &HealthSettings, budget: Duration) -> TargetReport {
                 let id = format!("gpu{}", gpu.index);
                 let status = judge(gpu.memory_percent, health.gpu_memory_percent);
                 let mut perf = report.perf(&format!("{id}_memory"), round3(gpu.memory_percent), "%");
-                (perf.warn, perf.crit, perf.min, perf.max) =
-                    (Some(health.gpu_memory_percent.warn), Some(health.gpu_memory_percent.crit), Some(0.0), Some(100.0));
+                (perf.warn, perf.crit, perf.min, perf.max) = (
+                    Some(health.gpu_memory_percent.warn),
+                    Some(health.gpu_memory_percent.crit),
+                    Some(0.0),
+                    Some(100.0),
+                );
                 report.check(
                     &format!("{id} memory"),
                     status,
@@ -209,10 +216,9 @@ pub async fn gpus(health: &HealthSettings, budget: Duration) -> TargetReport {
                         (Some(health.gpu_temperature_celsius.warn), Some(health.gpu_temperature_celsius.crit));
                     report.check(&format!("{id} temperature"), status, format!("{temp} °C"), Some(perf));
                     if status != Status::Healthy {
-                        report.recommendations.push(format!(
-                            "system/gpu: {} at {temp} °C; check cooling and the workload",
-                            gpu.name
-                        ));
+                        report
+                            .recommendations
+                            .push(format!("system/gpu: {} at {temp} °C; check cooling and the workload", gpu.name));
                     }
                 }
                 if let Some(util) = gpu.utilization_percent {

@@ -1,0 +1,103 @@
+//! `cargo xtask ci`: exactly what CI runs, on a fresh Debian machine too.
+//!
+//! It first installs what the tests need and the machine lacks (redis-server, PostgreSQL; with
+//! apt-get when root), then runs formatting, lints with and without default features, the
+//! generated-files check, the whole test suite (with `CI` set, so no server test can skip), and
+//! the documentation build.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+/// Debian packages providing each binary the tests run.
+const NEEDED: &[(&str, &str)] = &[
+    ("redis-server", "redis-server"),
+    ("redis-cli", "redis-tools"),
+    ("initdb", "postgresql"),
+    ("pkg-config", "pkg-config"),
+];
+
+pub(crate) fn run() -> anyhow::Result<()> {
+    install_missing()?;
+    let root = crate::root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let step = |title: &str, args: &[&str], env: &[(&str, &str)]| -> anyhow::Result<()> {
+        println!("\n==> {title}");
+        let status = Command::new(&cargo)
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(&root)
+            .status()
+            .with_context(|| format!("running cargo {}", args.join(" ")))?;
+        if !status.success() {
+            bail!("{title} failed ({status})");
+        }
+        Ok(())
+    };
+    step("cargo fmt --check", &["fmt", "--all", "--check"], &[])?;
+    step(
+        "clippy (all features)",
+        &["clippy", "--workspace", "--all-targets", "--all-features", "--locked", "--", "-D", "warnings"],
+        &[],
+    )?;
+    step(
+        "clippy (no default features)",
+        &["clippy", "--workspace", "--all-targets", "--no-default-features", "--locked", "--", "-D", "warnings"],
+        &[],
+    )?;
+    println!("\n==> codegen --check");
+    crate::codegen::run(crate::codegen::Mode::Check)?;
+    let nextest = Command::new(&cargo).args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success());
+    if nextest {
+        step("tests (nextest)", &["nextest", "run", "--workspace", "--profile", "ci", "--locked"], &[("CI", "true")])?;
+    } else {
+        step("tests (cargo test)", &["test", "--workspace", "--locked"], &[("CI", "true")])?;
+    }
+    step("rustdoc", &["doc", "--no-deps", "--workspace", "--locked"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    println!("\nci: all steps passed");
+    Ok(())
+}
+
+fn on_path(binary: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| dir.join(binary).is_file())
+        || (binary == "initdb"
+            && std::fs::read_dir("/usr/lib/postgresql")
+                .is_ok_and(|versions| versions.filter_map(Result::ok).any(|v| v.path().join("bin/initdb").is_file())))
+}
+
+fn install_missing() -> anyhow::Result<()> {
+    let mut packages: Vec<&str> = NEEDED.iter().filter(|(bin, _)| !on_path(bin)).map(|(_, pkg)| *pkg).collect();
+    if !Command::new("pkg-config").args(["--exists", "openssl"]).status().is_ok_and(|s| s.success()) {
+        packages.push("libssl-dev");
+    }
+    packages.dedup();
+    if packages.is_empty() {
+        return Ok(());
+    }
+    println!("==> installing missing packages: {}", packages.join(" "));
+    let root = rustix_is_root();
+    let (program, prefix): (&str, Vec<&str>) = if root { ("apt-get", vec![]) } else { ("sudo", vec!["-n", "apt-get"]) };
+    let apt = |args: &[&str]| -> anyhow::Result<()> {
+        let status = Command::new(program)
+            .args(&prefix)
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .with_context(|| {
+            format!("running {program} (install {} by hand if this machine has no apt-get)", packages.join(" "))
+        })?;
+        if !status.success() {
+            bail!("apt-get {} failed ({status}); install {} by hand", args.join(" "), packages.join(" "));
+        }
+        Ok(())
+    };
+    apt(&["update", "-q"])?;
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend(&packages);
+    apt(&install)
+}
+
+fn rustix_is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
