@@ -156,9 +156,11 @@ impl PgServer {
         Some(server)
     }
 
-    /// URL of database `db` as the superuser `postgres`, over the Unix socket.
+    /// URL of database `db` as the superuser `postgres`, over the Unix socket only (the
+    /// socket directory is the percent-encoded host).
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@localhost:{}/{db}?host={}", self.port, self.dir.path().display())
+        let dir: String = url::form_urlencoded::byte_serialize(self.dir.path().to_string_lossy().as_bytes()).collect();
+        format!("postgres://postgres@{dir}:{}/{db}", self.port)
     }
 
     /// The socket directory.

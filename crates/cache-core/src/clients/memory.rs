@@ -23,7 +23,7 @@ pub struct MemoryClient {
 impl MemoryClient {
     /// A client for `target`, acting for `user_id`.
     pub fn new(target: &MemoryTarget, user_id: &str) -> anyhow::Result<Self> {
-        Ok(Self { http: super::http::client(target.timeout)?, target: target.clone(), user_id: user_id.to_owned() })
+        Ok(Self { http: super::http::client()?, target: target.clone(), user_id: user_id.to_owned() })
     }
 
     fn url(&self, path: &str) -> anyhow::Result<url::Url> {

@@ -7,3 +7,4 @@ pub mod http;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
+pub mod tls;

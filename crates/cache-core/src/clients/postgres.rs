@@ -26,30 +26,49 @@ pub async fn connect(target: &PostgresTarget) -> anyhow::Result<Client> {
     if config.get_application_name().is_none() {
         config.application_name("cache-toolkit");
     }
-    let tls = tls_connector(target)?;
     let budget = target.connect_timeout + target.timeout;
     let unreachable = |message: String| Unreachable {
         tier: "postgres".into(),
         target: target.name.clone(),
         message: format!("{message} ({})", target.url),
     };
-    let (client, connection) = match tokio::time::timeout(budget, config.connect(tls)).await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return Err(unreachable(error_text(&e)).into()),
-        Err(_) => {
-            return Err(unreachable(format!("no connection within {}", humantime::format_duration(budget))).into());
-        }
+    // Build TLS only when the connection can use it: never over a Unix socket, not with
+    // sslmode=disable. (A URL with both a host name and `?host=/dir` lists two hosts.)
+    let only_unix = config.get_hosts().iter().all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+    let wants_tls = config.get_ssl_mode() != tokio_postgres::config::SslMode::Disable && !only_unix;
+    let connected = if wants_tls {
+        let tls = tls_connector(target)?;
+        tokio::time::timeout(budget, config.connect(tls)).await.map(|r| r.map(|(c, conn)| (c, spawn(conn, target))))
+    } else {
+        tokio::time::timeout(budget, config.connect(tokio_postgres::NoTls))
+            .await
+            .map(|r| r.map(|(c, conn)| (c, spawn(conn, target))))
     };
+    match connected {
+        Ok(Ok((client, ()))) => Ok(client),
+        Ok(Err(e)) => Err(unreachable(error_text(&e)).into()),
+        Err(_) => Err(unreachable(format!("no connection within {}", humantime::format_duration(budget))).into()),
+    }
+}
+
+/// Drives a connection in the background until the client is dropped.
+fn spawn<S, T>(connection: tokio_postgres::Connection<S, T>, target: &PostgresTarget)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let name = target.name.clone();
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("postgres target `{name}`: connection ended: {}", error_text(&e));
         }
     });
-    Ok(client)
 }
 
 fn tls_connector(target: &PostgresTarget) -> anyhow::Result<MakeTlsConnector> {
+    if target.tls.ca_file.is_none() && !target.tls.accept_invalid_certs {
+        return Ok(MakeTlsConnector::new(super::tls::shared()?));
+    }
     let mut builder = native_tls::TlsConnector::builder();
     if let Some(ca) = &target.tls.ca_file {
         let pem = std::fs::read(ca).with_context(|| format!("reading CA file `{}`", ca.display()))?;

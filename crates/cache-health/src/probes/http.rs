@@ -15,14 +15,14 @@ pub async fn probe(target: &HttpTarget, settings: &HealthSettings) -> TargetRepo
     let start = Instant::now();
     let mut report = TargetReport::new(Tier::Http, &target.name);
     report.endpoint = Some(target.url.to_string());
-    let client = match http::client(target.timeout) {
+    let client = match http::client() {
         Ok(client) => client,
         Err(e) => {
             report.fail("client", format!("{e:#}"));
             return report;
         }
     };
-    match client.get(target.url.url().clone()).send().await {
+    match client.get(target.url.url().clone()).timeout(target.timeout).send().await {
         Ok(response) => {
             let status = response.status().as_u16();
             report.metric("http_status", status);
@@ -43,7 +43,7 @@ pub async fn probe(target: &HttpTarget, settings: &HealthSettings) -> TargetRepo
         }
     }
     if let Some(metrics_url) = &target.metrics_url {
-        metrics(&client, metrics_url, settings, &mut report).await;
+        metrics(&client, metrics_url, target.timeout, settings, &mut report).await;
     }
     report.latency(start.elapsed(), target.latency_warn.unwrap_or(settings.latency.http));
     report
@@ -52,10 +52,11 @@ pub async fn probe(target: &HttpTarget, settings: &HealthSettings) -> TargetRepo
 async fn metrics(
     client: &reqwest::Client,
     url: &cache_core::redact::SafeUrl,
+    timeout: std::time::Duration,
     settings: &HealthSettings,
     report: &mut TargetReport,
 ) {
-    let body: Result<Value, String> = match client.get(url.url().clone()).send().await {
+    let body: Result<Value, String> = match client.get(url.url().clone()).timeout(timeout).send().await {
         Ok(response) if response.status().is_success() => response.json().await.map_err(|e| e.to_string()),
         Ok(response) => Err(format!("HTTP {}", response.status())),
         Err(e) => Err(e.to_string()),
