@@ -398,3 +398,95 @@ fn directories_over_their_cap_and_failing_app_endpoint() {
     assert_eq!(app_target["metrics"]["http_status"], 503);
     assert!(report["systems"].get("redis").is_none(), "filtered out: {report:#}");
 }
+
+#[test]
+fn redis_over_tls_verifies_the_certificate() {
+    let Some(cert) = cache_tests::SelfSigned::generate() else { return };
+    let Some(redis) = RedisServer::start_tls(&cert) else { return };
+    let env = TestEnv::new();
+    env.watch_log("redis", redis.dir().join("redis.log"));
+    env.write_config(&format!(
+        "[[redis]]\nname = \"insecure\"\nurl = \"{u}#insecure\"\n[[redis]]\nname = \"verified\"\nurl = \"{u}\"\n",
+        u = redis.tls_url()
+    ));
+    let out = env.run(HEALTH, &["check", "--format", "json", "--tier", "redis"]);
+    out.expect_code(2);
+    let report = out.json();
+    // Encrypted and working when the operator opts out of verification...
+    let insecure = target(&report, "redis", "insecure");
+    assert_eq!(insecure["status"], "healthy", "{}", out.dump());
+    assert_eq!(check_names(insecure)[..2], ["ping", "write"]);
+    // ...and refused by default: the self-signed certificate is not trusted.
+    let verified = target(&report, "redis", "verified");
+    assert_eq!(verified["status"], "failed");
+    assert!(verified["error"].as_str().unwrap().to_lowercase().contains("certificate"), "{verified:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_over_tls_with_ca_file_or_without_verification() {
+    let Some(cert) = cache_tests::SelfSigned::generate() else { return };
+    let Some(pg) = PgServer::start_with(cache_tests::PgOptions { tls: Some(&cert) }) else { return };
+    pg.create_database("app").await;
+    let env = TestEnv::new();
+    env.watch_log("postgres", pg.socket_dir().join("postgres.log"));
+    let url = pg.tcp_url("app");
+    env.write_config(&format!(
+        "[[postgres]]\nname = \"plain\"\nurl = \"{url}?sslmode=disable\"\n\
+         [[postgres]]\nname = \"untrusted\"\nurl = \"{url}?sslmode=require\"\n\
+         [[postgres]]\nname = \"ca\"\nurl = \"{url}?sslmode=require\"\ntls = {{ ca_file = \"{ca}\" }}\n\
+         [[postgres]]\nname = \"insecure\"\nurl = \"{url}?sslmode=require\"\ntls = {{ accept_invalid_certs = true }}\n\
+         [[postgres]]\nname = \"prefer\"\nurl = \"{url}\"\ntls = {{ ca_file = \"{ca}\" }}\n",
+        ca = cert.cert().display()
+    ));
+    let out = env.run(HEALTH, &["check", "--format", "json", "--tier", "postgres"]);
+    out.expect_code(2);
+    let report = out.json();
+    let status = |name: &str| target(&report, "postgres", name)["status"].as_str().unwrap().to_owned();
+    // The server accepts TCP clients only over TLS (hostssl): plaintext is refused.
+    assert_eq!(status("plain"), "failed");
+    assert!(target(&report, "postgres", "plain")["error"].as_str().unwrap().contains("no encryption"), "{report:#}");
+    // Without the CA the certificate does not verify; with it, or with verification off, it works.
+    assert_eq!(status("untrusted"), "failed");
+    assert_eq!(status("ca"), "degraded", "{}", out.dump()); // Healthy server, no cache table.
+    assert_eq!(status("insecure"), "degraded");
+    assert_eq!(status("prefer"), "degraded");
+}
+
+#[test]
+fn thresholds_units_and_endpoints_raise_the_right_status() {
+    let Some(redis) = RedisServer::start() else { return };
+    let closed = cache_tests::free_port();
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"slowish\"\nurl = \"{}\"\nlatency_warn = \"1us\"\n\
+         [system]\ndisk_paths = [\"/\"]\nsystemd_units = [\"cache-toolkit-no-such-unit.service\"]\n\
+         endpoints = [\"127.0.0.1:{}\", \"127.0.0.1:{closed}\"]\n\
+         [health]\ndisk_percent = {{ warn = 0.0, crit = 100.0 }}\n",
+        redis.url(),
+        redis.port(),
+    ));
+    let out = env.run(HEALTH, &["check", "--format", "json", "--tier", "redis", "--tier", "system:host"]);
+    out.expect_code(2);
+    let report = out.json();
+    let check = |tier: &str, name: &str, check: &str| -> Value {
+        target(&report, tier, name)["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == check)
+            .unwrap_or_else(|| panic!("no check {check} in {report:#}"))
+            .clone()
+    };
+    // A latency over its threshold degrades the target; nothing else is wrong with it.
+    assert_eq!(target(&report, "redis", "slowish")["status"], "degraded");
+    assert_eq!(check("redis", "slowish", "latency")["status"], "degraded");
+    assert!(report["recommendations"].to_string().contains("redis/slowish: the probe took"));
+    // Any disk usage is at or over a warning level of 0%.
+    assert_eq!(check("system", "host", "disk /")["status"], "degraded");
+    // A unit that does not exist is not active (or, without systemd, cannot be checked).
+    let unit = check("system", "host", "unit cache-toolkit-no-such-unit.service");
+    assert_ne!(unit["status"], "healthy", "{unit:#}");
+    assert_eq!(check("system", "host", &format!("endpoint 127.0.0.1:{}", redis.port()))["status"], "healthy");
+    assert_eq!(check("system", "host", &format!("endpoint 127.0.0.1:{closed}"))["status"], "failed");
+    assert_eq!(target(&report, "system", "host")["status"], "failed");
+}

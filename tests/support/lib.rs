@@ -19,13 +19,15 @@ mod net;
 mod pg;
 mod redis_server;
 mod stub_http;
+mod tls;
 
 pub use env::{RunOutput, TestEnv};
 pub use mem0::{Mem0Server, RecordedRequest};
 pub use net::{Blackhole, free_port};
-pub use pg::{PG_BIN_ENV, PgServer};
+pub use pg::{PG_BIN_ENV, PgOptions, PgServer};
 pub use redis_server::{REDIS_SERVER_ENV, RedisServer};
 pub use stub_http::StubHttp;
+pub use tls::SelfSigned;
 
 use std::path::PathBuf;
 

@@ -23,6 +23,14 @@ pub struct PgServer {
     port: u16,
 }
 
+/// How to start a server beyond the defaults (Unix socket only, no TLS).
+#[derive(Default)]
+pub struct PgOptions<'a> {
+    /// Also listen on 127.0.0.1, with TLS using this certificate, and accept TCP clients only
+    /// over TLS (`hostssl`), so a plaintext connection is refused.
+    pub tls: Option<&'a crate::SelfSigned>,
+}
+
 struct Binaries {
     initdb: PathBuf,
     postgres: PathBuf,
@@ -114,6 +122,11 @@ fn template(bins: &Binaries, owner: Option<(u32, u32)>) -> PathBuf {
 impl PgServer {
     /// Starts a server. `None` (test skipped) when PostgreSQL is not installed.
     pub fn start() -> Option<Self> {
+        Self::start_with(PgOptions::default())
+    }
+
+    /// Starts a server with `options`.
+    pub fn start_with(options: PgOptions<'_>) -> Option<Self> {
         let Some(bins) = binaries() else {
             missing("PostgreSQL (initdb, postgres)")?;
             unreachable!()
@@ -125,6 +138,18 @@ impl PgServer {
         let data = dir.path().join("data");
         run(Command::new("cp").arg("-a").arg(&template).arg(&data), "copying the template data directory");
         let port = crate::free_port();
+        let mut settings = vec!["listen_addresses=".to_owned()];
+        if let Some(cert) = options.tls {
+            // The server insists that its key is private to it.
+            for (from, to) in [(cert.cert(), "server.crt"), (cert.key(), "server.key")] {
+                let dest = data.join(to);
+                fs::copy(from, &dest).unwrap();
+                fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+                chown(&dest, owner);
+            }
+            fs::write(data.join("pg_hba.conf"), "local all all trust\nhostssl all all 127.0.0.1/32 trust\n").unwrap();
+            settings = vec!["listen_addresses=127.0.0.1".into(), "ssl=on".into()];
+        }
         let log = File::create(dir.path().join("postgres.log")).unwrap();
         let child = as_owner(
             Command::new(&bins.postgres)
@@ -133,7 +158,7 @@ impl PgServer {
                 .arg("-k")
                 .arg(dir.path())
                 .args(["-p", &port.to_string()])
-                .args(["-c", "listen_addresses="])
+                .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
                 .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
                 .args(["-c", "max_connections=40", "-c", "shared_buffers=16MB"])
                 .stdin(Stdio::null())
@@ -161,6 +186,11 @@ impl PgServer {
     pub fn url(&self, db: &str) -> String {
         let dir: String = url::form_urlencoded::byte_serialize(self.dir.path().to_string_lossy().as_bytes()).collect();
         format!("postgres://postgres@{dir}:{}/{db}", self.port)
+    }
+
+    /// URL of database `db` over TCP on 127.0.0.1 (only with [`PgOptions::tls`]).
+    pub fn tcp_url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
     /// The socket directory.

@@ -14,6 +14,7 @@ pub struct RedisServer {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
+    tls_port: Option<u16>,
     password: Option<String>,
 }
 
@@ -21,6 +22,19 @@ impl RedisServer {
     /// Starts a server with no persistence. `None` (test skipped) when redis-server is missing.
     pub fn start() -> Option<Self> {
         Self::start_with("")
+    }
+
+    /// Starts a server that also accepts TLS connections with `cert` on [`RedisServer::tls_url`].
+    pub fn start_tls(cert: &crate::SelfSigned) -> Option<Self> {
+        let tls_port = free_port();
+        let extra = format!(
+            "tls-port {tls_port}\ntls-cert-file {c}\ntls-key-file {k}\ntls-ca-cert-file {c}\ntls-auth-clients no\n",
+            c = cert.cert().display(),
+            k = cert.key().display()
+        );
+        let mut server = Self::start_with(&extra)?;
+        server.tls_port = Some(tls_port);
+        Some(server)
     }
 
     /// Starts a server with `extra` appended to its redis.conf (e.g. `requirepass x`).
@@ -58,7 +72,7 @@ impl RedisServer {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-            let mut server = Self { child, dir, port, password: password.clone() };
+            let mut server = Self { child, dir, port, tls_port: None, password: password.clone() };
             if wait_until(Duration::from_secs(10), || server.ping()) {
                 return Some(server);
             }
@@ -83,6 +97,11 @@ impl RedisServer {
             Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
             None => format!("redis://127.0.0.1:{}/0", self.port),
         }
+    }
+
+    /// `rediss://127.0.0.1:TLS_PORT/0` (only for [`RedisServer::start_tls`]).
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/0", self.tls_port.expect("started with start_tls"))
     }
 
     /// `redis+unix:///path/redis.sock`.

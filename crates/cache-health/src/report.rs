@@ -196,9 +196,8 @@ impl TargetReport {
         let limit = threshold.as_secs_f64() * 1000.0;
         self.latency_ms = Some(round3(ms));
         let status = if ms > limit { Status::Degraded } else { Status::Healthy };
-        let mut perf = self.perf("latency", round3(ms), "ms");
+        let mut perf = self.perf("latency", round3(ms), "ms").range(0.0, None);
         perf.warn = Some(limit);
-        perf.min = Some(0.0);
         let summary = format!("{} (threshold {})", cache_core::output::millis(ms), cache_core::output::millis(limit));
         self.check("latency", status, summary, Some(perf));
         if status == Status::Degraded {
@@ -342,6 +341,23 @@ fn perf_number(x: f64) -> String {
 }
 
 impl Perf {
+    /// Sets the warning and critical thresholds from `level`.
+    pub fn levels(mut self, level: Level) -> Self {
+        (self.warn, self.crit) = (Some(level.warn), Some(level.crit));
+        self
+    }
+
+    /// Sets the range of possible values.
+    pub fn range(mut self, min: f64, max: Option<f64>) -> Self {
+        (self.min, self.max) = (Some(min), max);
+        self
+    }
+
+    /// A percentage judged against `level`: thresholds from it, range 0..100.
+    pub fn percent(self, level: Level) -> Self {
+        self.levels(level).range(0.0, Some(100.0))
+    }
+
     /// `'label'=value[UOM];[warn];[crit];[min];[max]`, trailing empty fields dropped.
     pub fn render(&self) -> String {
         let opt = |x: Option<f64>| x.map(perf_number).unwrap_or_default();

@@ -25,8 +25,7 @@ pub async fn probe(tier: Tier, target: &DirTarget, health: &HealthSettings, budg
         report.headline = "absent (nothing stored yet)".into();
         return report;
     }
-    let mut perf = report.perf("size", usage.allocated_bytes as f64, "B");
-    perf.min = Some(0.0);
+    let mut perf = report.perf("size", usage.allocated_bytes as f64, "B").range(0.0, None);
     let partial = if usage.complete { "" } else { " (walk stopped at the deadline; at least)" };
     let summary = format!("{} in {} files{partial}", bytes(usage.allocated_bytes), usage.files);
     match target.max_size {

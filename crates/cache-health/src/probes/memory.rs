@@ -25,8 +25,7 @@ pub async fn probe(target: &MemoryTarget, user_id: &str, settings: &HealthSettin
     match client.list(1).await {
         Ok(memories) => {
             let ms = round3(list_start.elapsed().as_secs_f64() * 1000.0);
-            let mut perf = report.perf("list", ms, "ms");
-            perf.min = Some(0.0);
+            let perf = report.perf("list", ms, "ms").range(0.0, None);
             report.check("list", Status::Healthy, format!("listed {} memory", memories.len()), Some(perf));
         }
         Err(e) => {
@@ -42,8 +41,7 @@ pub async fn probe(target: &MemoryTarget, user_id: &str, settings: &HealthSettin
     match client.search("health check", 1).await {
         Ok(found) => {
             let ms = round3(search_start.elapsed().as_secs_f64() * 1000.0);
-            let mut perf = report.perf("search", ms, "ms");
-            perf.min = Some(0.0);
+            let perf = report.perf("search", ms, "ms").range(0.0, None);
             report.check("search", Status::Healthy, format!("search returned {}", found.len()), Some(perf));
         }
         Err(e) => report.fail("search", format!("{e:#}")),

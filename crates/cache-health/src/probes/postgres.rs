@@ -45,8 +45,7 @@ async fn checks(
 ) -> Result<(), tokio_postgres::Error> {
     let select_start = Instant::now();
     let one: i32 = db.query_one("SELECT 1", &[]).await?.get(0);
-    let mut perf = report.perf("select1", round3(select_start.elapsed().as_secs_f64() * 1000.0), "ms");
-    perf.min = Some(0.0);
+    let perf = report.perf("select1", round3(select_start.elapsed().as_secs_f64() * 1000.0), "ms").range(0.0, None);
     report.check("select", if one == 1 { Status::Healthy } else { Status::Failed }, "SELECT 1", Some(perf));
 
     let row = db
@@ -64,8 +63,7 @@ async fn checks(
     report.metric("in_recovery", recovery);
     let pct = f64::from(conns) * 100.0 / f64::from(max_conn.max(1));
     let status = judge(pct, settings.postgres_connections_percent);
-    let mut perf = report.perf("connections", f64::from(conns), "");
-    (perf.min, perf.max) = (Some(0.0), Some(f64::from(max_conn)));
+    let perf = report.perf("connections", f64::from(conns), "").range(0.0, Some(f64::from(max_conn)));
     report.check("connections", status, format!("{conns} of {max_conn} connections ({pct:.1}%)"), Some(perf));
     if status != Status::Healthy {
         report.recommendations.push(format!(
@@ -107,8 +105,7 @@ async fn checks(
     report.metric("rows_exact", estimate < EXACT_COUNT_LIMIT);
     report.metric("table_bytes", size);
     report.metric("dead_tuples", dead);
-    let mut perf = report.perf("rows", rows as f64, "");
-    perf.min = Some(0.0);
+    let perf = report.perf("rows", rows as f64, "").range(0.0, None);
     report.check("cache_table", Status::Healthy, format!("{rows} rows, {}", bytes(size.max(0) as u64)), Some(perf));
     headline.push(format!("{rows} rows in {table_name}"));
     if dead > 1000 && dead as f64 > 0.2 * (live + dead) as f64 {

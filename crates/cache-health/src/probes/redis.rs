@@ -35,8 +35,7 @@ pub async fn probe(target: &RedisTarget, settings: &HealthSettings) -> TargetRep
     let ping_start = Instant::now();
     match redis::cmd("PING").query_async::<String>(&mut connection).await {
         Ok(pong) if pong == "PONG" => {
-            let mut perf = report.perf("ping", round3(client::ms(ping_start.elapsed())), "ms");
-            perf.min = Some(0.0);
+            let perf = report.perf("ping", round3(client::ms(ping_start.elapsed())), "ms").range(0.0, None);
             report.check("ping", Status::Healthy, "PONG", Some(perf));
         }
         Ok(other) => report.fail("ping", format!("unexpected reply to PING: {other}")),
@@ -149,13 +148,7 @@ async fn info(
         Some(max) if max > 0.0 => {
             let pct = used * 100.0 / max;
             let status = judge(pct, settings.redis_memory_percent);
-            let mut perf = report.perf("memory", round3(pct), "%");
-            (perf.warn, perf.crit, perf.min, perf.max) = (
-                Some(settings.redis_memory_percent.warn),
-                Some(settings.redis_memory_percent.crit),
-                Some(0.0),
-                Some(100.0),
-            );
+            let perf = report.perf("memory", round3(pct), "%").percent(settings.redis_memory_percent);
             report.check(
                 "memory",
                 status,
@@ -170,8 +163,7 @@ async fn info(
             }
         }
         _ => {
-            let mut perf = report.perf("memory_used", used, "B");
-            perf.min = Some(0.0);
+            let perf = report.perf("memory_used", used, "B").range(0.0, None);
             report.check(
                 "memory",
                 Status::Healthy,
@@ -185,9 +177,7 @@ async fn info(
     {
         let pct = clients * 100.0 / max;
         let status = judge(pct, settings.redis_clients_percent);
-        let mut perf = report.perf("clients", clients, "");
-        perf.min = Some(0.0);
-        perf.max = Some(max);
+        let perf = report.perf("clients", clients, "").range(0.0, Some(max));
         report.check("clients", status, format!("{clients} of {max} clients ({pct:.1}%)"), Some(perf));
         headline.push(format!("{clients} clients"));
     }
@@ -200,8 +190,7 @@ async fn info(
         headline.push(format!("hit ratio {:.1}%", ratio * 100.0));
         let judged = lookups >= settings.hit_ratio_min_lookups as f64;
         let status = if judged && ratio < settings.hit_ratio_min { Status::Degraded } else { Status::Healthy };
-        let mut perf = report.perf("hit_ratio", round3(ratio * 100.0), "%");
-        (perf.min, perf.max) = (Some(0.0), Some(100.0));
+        let perf = report.perf("hit_ratio", round3(ratio * 100.0), "%").range(0.0, Some(100.0));
         let summary = if judged {
             format!("{:.1}% of {lookups} lookups (minimum {:.0}%)", ratio * 100.0, settings.hit_ratio_min * 100.0)
         } else {

@@ -51,9 +51,11 @@ pub async fn host(settings: &SystemSettings, health: &HealthSettings) -> TargetR
             let per_cpu = host.load[0] / host.cpus as f64;
             let status = judge(per_cpu, health.load_per_cpu);
             let mut perf = report.perf("load1", round3(host.load[0]), "");
-            perf.warn = Some(round3(health.load_per_cpu.warn * host.cpus as f64));
-            perf.crit = Some(round3(health.load_per_cpu.crit * host.cpus as f64));
-            perf.min = Some(0.0);
+            (perf.warn, perf.crit, perf.min) = (
+                Some(round3(health.load_per_cpu.warn * host.cpus as f64)),
+                Some(round3(health.load_per_cpu.crit * host.cpus as f64)),
+                Some(0.0),
+            );
             report.check(
                 "load",
                 status,
@@ -67,9 +69,7 @@ pub async fn host(settings: &SystemSettings, health: &HealthSettings) -> TargetR
                 ));
             }
             let status = judge(host.memory_percent, health.memory_percent);
-            let mut perf = report.perf("memory", round3(host.memory_percent), "%");
-            (perf.warn, perf.crit, perf.min, perf.max) =
-                (Some(health.memory_percent.warn), Some(health.memory_percent.crit), Some(0.0), Some(100.0));
+            let perf = report.perf("memory", round3(host.memory_percent), "%").percent(health.memory_percent);
             report.check(
                 "memory",
                 status,
@@ -94,9 +94,9 @@ pub async fn host(settings: &SystemSettings, health: &HealthSettings) -> TargetR
         match usage {
             Ok(usage) => {
                 let status = judge(usage.used_percent, health.disk_percent);
-                let mut perf = report.perf(&format!("disk_{}", path_label(&path)), round3(usage.used_percent), "%");
-                (perf.warn, perf.crit, perf.min, perf.max) =
-                    (Some(health.disk_percent.warn), Some(health.disk_percent.crit), Some(0.0), Some(100.0));
+                let perf = report
+                    .perf(&format!("disk_{}", path_label(&path)), round3(usage.used_percent), "%")
+                    .percent(health.disk_percent);
                 report.check(
                     &name,
                     status,
@@ -126,8 +126,9 @@ pub async fn host(settings: &SystemSettings, health: &HealthSettings) -> TargetR
             report.check(&name, Status::Degraded, "does not exist", None);
             continue;
         }
-        let mut perf = report.perf(&format!("dir_{}", path_label(&usage.path)), usage.allocated_bytes as f64, "B");
-        perf.min = Some(0.0);
+        let perf = report
+            .perf(&format!("dir_{}", path_label(&usage.path)), usage.allocated_bytes as f64, "B")
+            .range(0.0, None);
         let partial = if usage.complete { "" } else { " (walk stopped at the deadline; at least)" };
         report.check(
             &name,
@@ -155,8 +156,7 @@ pub async fn host(settings: &SystemSettings, health: &HealthSettings) -> TargetR
         let name = format!("endpoint {endpoint}");
         match result {
             Ok(took) => {
-                let mut perf = report.perf(&name, round3(took.as_secs_f64() * 1000.0), "ms");
-                perf.min = Some(0.0);
+                let perf = report.perf(&name, round3(took.as_secs_f64() * 1000.0), "ms").range(0.0, None);
                 report.check(&name, Status::Healthy, "reachable", Some(perf));
             }
             Err(e) => {
@@ -196,13 +196,9 @@ pub async fn gpus(health: &HealthSettings, budget: Duration) -> TargetReport {
             for gpu in &gpus {
                 let id = format!("gpu{}", gpu.index);
                 let status = judge(gpu.memory_percent, health.gpu_memory_percent);
-                let mut perf = report.perf(&format!("{id}_memory"), round3(gpu.memory_percent), "%");
-                (perf.warn, perf.crit, perf.min, perf.max) = (
-                    Some(health.gpu_memory_percent.warn),
-                    Some(health.gpu_memory_percent.crit),
-                    Some(0.0),
-                    Some(100.0),
-                );
+                let perf = report
+                    .perf(&format!("{id}_memory"), round3(gpu.memory_percent), "%")
+                    .percent(health.gpu_memory_percent);
                 report.check(
                     &format!("{id} memory"),
                     status,
@@ -211,9 +207,9 @@ pub async fn gpus(health: &HealthSettings, budget: Duration) -> TargetReport {
                 );
                 if let Some(temp) = gpu.temperature_celsius {
                     let status = judge(f64::from(temp), health.gpu_temperature_celsius);
-                    let mut perf = report.perf(&format!("{id}_temperature"), f64::from(temp), "");
-                    (perf.warn, perf.crit) =
-                        (Some(health.gpu_temperature_celsius.warn), Some(health.gpu_temperature_celsius.crit));
+                    let perf = report
+                        .perf(&format!("{id}_temperature"), f64::from(temp), "")
+                        .levels(health.gpu_temperature_celsius);
                     report.check(&format!("{id} temperature"), status, format!("{temp} °C"), Some(perf));
                     if status != Status::Healthy {
                         report
@@ -222,8 +218,7 @@ pub async fn gpus(health: &HealthSettings, budget: Duration) -> TargetReport {
                     }
                 }
                 if let Some(util) = gpu.utilization_percent {
-                    let mut perf = report.perf(&format!("{id}_utilization"), f64::from(util), "%");
-                    (perf.min, perf.max) = (Some(0.0), Some(100.0));
+                    let perf = report.perf(&format!("{id}_utilization"), f64::from(util), "%").range(0.0, Some(100.0));
                     report.check(&format!("{id} utilization"), Status::Healthy, format!("{util}%"), Some(perf));
                 }
                 names.push(gpu.name.clone());
