@@ -29,6 +29,11 @@ const CACHE_TABLE: &str = "CREATE TABLE cache_entries (
   INSERT INTO cache_entries (key, value, category)
     SELECT 'k' || i, '{}'::jsonb, 'cat' || (i % 3) FROM generate_series(1, 25) i;";
 
+/// The cache table of docs/cache-table.md with 25 fresh rows.
+pub(crate) fn health_table_sql() -> &'static str {
+    CACHE_TABLE
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn healthy_redis_postgres_memory_and_app_exit_ok() {
     let Some(redis) = RedisServer::start() else { return };

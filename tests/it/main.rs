@@ -2,7 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr, reason = "tests: panics are failures")]
 
+mod cleanup;
 mod health;
+
+pub(crate) use health::health_table_sql;
 
 /// The `cache-health` binary built in this package.
 pub(crate) const HEALTH: &str = env!("CARGO_BIN_EXE_cache-health-dup");
+
+/// The `cache-cleanup` binary built in this package.
+pub(crate) const CLEANUP: &str = env!("CARGO_BIN_EXE_cache-cleanup-dup");

@@ -127,7 +127,7 @@ fn handle(mut request: tiny_http::Request, state: &Mutex<State>) {
     let (status, reply) = {
         let mut state = state.lock().unwrap();
         state.requests.push(recorded.clone());
-        route(&state, &recorded)
+        route(&mut state, &recorded)
     };
     let response = tiny_http::Response::from_string(reply.to_string())
         .with_status_code(status)
@@ -135,7 +135,7 @@ fn handle(mut request: tiny_http::Request, state: &Mutex<State>) {
     let _ = request.respond(response);
 }
 
-fn route(state: &State, req: &RecordedRequest) -> (u16, Value) {
+fn route(state: &mut State, req: &RecordedRequest) -> (u16, Value) {
     let authorized = match state.dialect {
         Dialect::Platform => req.header("authorization") == Some(&format!("Token {}", state.key)),
         Dialect::SelfHosted => req.header("x-api-key") == Some(state.key.as_str()),
@@ -147,12 +147,18 @@ fn route(state: &State, req: &RecordedRequest) -> (u16, Value) {
     let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
+    if req.method == "DELETE" {
+        return delete(state, path, &body);
+    }
     let of_user =
         |user: &str| -> Vec<Value> { state.memories.iter().filter(|m| m["user_id"] == user).cloned().collect() };
     let page = |items: Vec<Value>| {
-        let size = param("page_size").and_then(|s| s.parse().ok()).unwrap_or(100usize);
+        let size = param("page_size").and_then(|s| s.parse().ok()).unwrap_or(100usize).max(1);
+        let number = param("page").and_then(|s| s.parse().ok()).unwrap_or(1usize).max(1);
         let count = items.len();
-        json!({ "count": count, "next": null, "previous": null, "results": items.into_iter().take(size).collect::<Vec<_>>() })
+        let results: Vec<Value> = items.into_iter().skip((number - 1) * size).take(size).collect();
+        let next = (number * size < count).then(|| format!("{path}?page={}&page_size={size}", number + 1));
+        json!({ "count": count, "next": next, "previous": null, "results": results })
     };
     let no_filter = (400, json!({ "error": "At least one of user_id, agent_id, run_id is required" }));
     match (state.dialect, req.method.as_str(), path) {
@@ -182,6 +188,44 @@ fn route(state: &State, req: &RecordedRequest) -> (u16, Value) {
             Some(user) => (200, json!({ "results": search(of_user(user), &body, "limit") })),
         },
         _ => (404, json!({ "detail": "Not found." })),
+    }
+}
+
+/// `DELETE /v1/batch/` (`{"memories": [{"memory_id": ...}]}`, at most 1000), `DELETE
+/// /v1/memories/{id}/` (platform), `DELETE /memories/{id}` (self-hosted).
+fn delete(state: &mut State, path: &str, body: &Value) -> (u16, Value) {
+    let ids: Vec<String> = match (state.dialect, path) {
+        (Dialect::Platform, "/v1/batch/") => {
+            let Some(list) = body["memories"].as_array() else {
+                return (400, json!({ "error": "memories is required" }));
+            };
+            if list.len() > 1000 {
+                return (400, json!({ "error": "at most 1000 memories per batch" }));
+            }
+            list.iter().filter_map(|m| m["memory_id"].as_str().map(str::to_owned)).collect()
+        }
+        (Dialect::Platform, p) if p.starts_with("/v1/memories/") => {
+            vec![p.trim_start_matches("/v1/memories/").trim_end_matches('/').to_owned()]
+        }
+        (Dialect::SelfHosted, p) if p.starts_with("/memories/") => vec![p.trim_start_matches("/memories/").to_owned()],
+        _ => return (404, json!({ "detail": "Not found." })),
+    };
+    let before = state.memories.len();
+    state.memories.retain(|m| !ids.iter().any(|id| m["id"] == id.as_str()));
+    if before - state.memories.len() != ids.len() {
+        return (404, json!({ "error": "Memory not found!" }));
+    }
+    (200, json!({ "message": "Memories deleted successfully!" }))
+}
+
+/// The ids of every memory held now.
+impl Mem0Server {
+    /// Ids of the memories it holds.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> =
+            self.state.lock().unwrap().memories.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect();
+        ids.sort();
+        ids
     }
 }
 

@@ -134,6 +134,53 @@ impl RedisServer {
         redis::Client::open(self.url()).unwrap().get_connection().unwrap()
     }
 
+    /// Starts the server again on the same port, directory and configuration (with
+    /// `appendonly yes` in the configuration, the data survives a [`RedisServer::stop`]).
+    pub fn restart(&mut self) {
+        self.stop();
+        let binary = std::env::var_os(REDIS_SERVER_ENV)
+            .map(PathBuf::from)
+            .or_else(|| find_binary("redis-server", &[]))
+            .expect("redis-server was found at start");
+        self.child = Command::new(binary)
+            .arg(self.dir.path().join("redis.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(10), || self.ping()), "redis-server did not restart:\n{}", self.log());
+    }
+
+    /// Every key, sorted (for assertions on small keyspaces).
+    pub fn keys(&self) -> Vec<String> {
+        let mut conn = self.connection();
+        let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+        keys.sort();
+        keys
+    }
+
+    /// `DEBUG DIGEST`: one hash of the whole dataset, TTLs included.
+    pub fn digest(&self) -> String {
+        redis::cmd("DEBUG").arg("DIGEST").query(&mut self.connection()).unwrap()
+    }
+
+    /// Sets `key` to `value` with a TTL (0: none) and an idle time, through DUMP and RESTORE.
+    pub fn set_aged(&self, key: &str, value: &[u8], ttl_ms: u64, idle_secs: u64) {
+        let mut conn = self.connection();
+        let _: () = redis::cmd("SET").arg(key).arg(value).query(&mut conn).unwrap();
+        let dump: Vec<u8> = redis::cmd("DUMP").arg(key).query(&mut conn).unwrap();
+        let _: () = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(ttl_ms)
+            .arg(dump)
+            .arg("REPLACE")
+            .arg("IDLETIME")
+            .arg(idle_secs)
+            .query(&mut conn)
+            .unwrap();
+    }
+
     /// Stops the server now (as a crash would: SIGKILL) and waits for it.
     pub fn stop(&mut self) {
         let _ = self.child.kill();

@@ -71,3 +71,47 @@ pub struct CompletionsArgs {
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
 }
+
+/// Options of every command that changes or deletes something.
+#[derive(clap::Args, Clone, Debug, Default)]
+#[command(next_help_heading = "Safety")]
+pub struct MutationArgs {
+    /// Change nothing: list what would be done, with the reason for each item
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// Do it without asking (needed when stdin is not a terminal, as under cron)
+    #[arg(long, short = 'y', global = true, conflicts_with = "dry_run")]
+    pub yes: bool,
+}
+
+impl MutationArgs {
+    /// Whether the run may change things: a dry run may not; otherwise `--yes`, or a "y"
+    /// typed at the terminal, is needed. Without a terminal and without `--yes` this is a
+    /// usage error, so that nothing is ever deleted by default.
+    pub fn confirm(&self, what: &str) -> anyhow::Result<bool> {
+        use std::io::{BufRead, IsTerminal, Write};
+        if self.dry_run {
+            return Ok(false);
+        }
+        if self.yes {
+            return Ok(true);
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err(crate::error::UsageError(format!(
+                "refusing to {what} without --yes (stdin is not a terminal); pass --dry-run to preview"
+            ))
+            .into());
+        }
+        let mut stderr = std::io::stderr().lock();
+        write!(stderr, "{what}? [y/N] ")?;
+        stderr.flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if matches!(answer.trim(), "y" | "Y" | "yes") {
+            Ok(true)
+        } else {
+            Err(crate::error::UsageError("cancelled at the prompt".into()).into())
+        }
+    }
+}

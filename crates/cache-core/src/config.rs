@@ -48,9 +48,11 @@ pub struct Config {
     /// HTTP application endpoints.
     pub http: Vec<HttpTarget>,
     /// File-cache directories.
-    pub files: Vec<DirTarget>,
+    pub files: Vec<FilesTarget>,
     /// Log directories.
-    pub logs: Vec<DirTarget>,
+    pub logs: Vec<LogsTarget>,
+    /// Cleanup policy: protected patterns, pacing, modes, smart thresholds.
+    pub cleanup: CleanupSettings,
 }
 
 impl Default for Config {
@@ -63,16 +65,27 @@ impl Default for Config {
             postgres: Vec::new(),
             memory: Vec::new(),
             http: Vec::new(),
-            files: vec![DirTarget {
+            files: vec![FilesTarget {
                 name: "toolkit-reports".into(),
                 path: PathBuf::from(format!("{STATE_DIR_PLACEHOLDER}/reports")),
                 max_size: None,
+                ttl: Some(Duration::from_secs(90 * 86400)),
+                use_atime: false,
+                protected: Vec::new(),
             }],
-            logs: vec![DirTarget {
+            logs: vec![LogsTarget {
                 name: "toolkit".into(),
                 path: PathBuf::from(format!("{STATE_DIR_PLACEHOLDER}/logs")),
                 max_size: None,
+                pattern: default_log_pattern(),
+                rotate_size: Some(ByteSize::mib(100)),
+                rotate_age: None,
+                keep: default_keep(),
+                max_age: Some(Duration::from_secs(30 * 86400)),
+                copytruncate: false,
+                compress_level: default_compress_level(),
             }],
+            cleanup: CleanupSettings::default(),
         }
     }
 }
@@ -242,6 +255,31 @@ pub struct RedisTarget {
     /// Overrides `health.latency.redis` for this target.
     #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub latency_warn: Option<Duration>,
+    /// Known key prefixes; a prefix with a `ttl` requires one (seed 002's TTL-required patterns).
+    /// Keys under no known prefix are orphans. With no prefixes, orphans are not judged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefixes: Vec<PrefixRule>,
+    /// Glob patterns of keys never touched, on top of `cleanup.protected`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected: Vec<String>,
+    /// Keys larger than this are oversized (default 1 MiB).
+    #[serde(default = "default_max_key_size")]
+    pub max_key_size: ByteSize,
+}
+
+/// A known key prefix and the TTL its keys must have.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixRule {
+    /// The prefix, e.g. `app:search:`.
+    pub prefix: String,
+    /// The TTL given to keys under it that have none (seed 002 `_get_default_ttl_for_key`).
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Duration>,
+}
+
+fn default_max_key_size() -> ByteSize {
+    ByteSize::mib(1)
 }
 
 /// PostgreSQL TLS settings, on top of the URL's `sslmode`.
@@ -274,9 +312,40 @@ pub struct PostgresTarget {
     /// TLS settings.
     #[serde(default)]
     pub tls: PostgresTls,
+    /// Column names of the cache table.
+    #[serde(default)]
+    pub columns: CacheColumns,
     /// Overrides `health.latency.postgres` for this target.
     #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub latency_warn: Option<Duration>,
+}
+
+/// Column names of the cache table (the defaults are seed 000's).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheColumns {
+    /// The key (`text`), shown in dry-run listings.
+    pub key: String,
+    /// Expiry time (`timestamptz`, NULL: never).
+    pub expires_at: String,
+    /// Last access time (`timestamptz`).
+    pub accessed_at: String,
+    /// Category (`text`).
+    pub category: String,
+    /// Project (`text`); empty: the table holds one project.
+    pub project: String,
+}
+
+impl Default for CacheColumns {
+    fn default() -> Self {
+        Self {
+            key: "key".into(),
+            expires_at: "expires_at".into(),
+            accessed_at: "accessed_at".into(),
+            category: "category".into(),
+            project: "project_name".into(),
+        }
+    }
 }
 
 /// Which memory-API dialect a target speaks.
@@ -352,17 +421,235 @@ pub struct HttpTarget {
     pub latency_warn: Option<Duration>,
 }
 
-/// A directory of cache files or logs.
+/// A directory of cache files.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DirTarget {
+pub struct FilesTarget {
     /// Name, unique within the tier.
     pub name: String,
     /// The directory; `{state_dir}` expands to the state directory.
     pub path: PathBuf,
-    /// Size cap (e.g. `"10 GiB"`); usage is judged against it.
+    /// Size cap (e.g. `"10 GiB"`): cleanup evicts the oldest files down to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_size: Option<ByteSize>,
+    /// Files not modified (or, with `use_atime`, not read) for this long are removed.
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Duration>,
+    /// Judge age by access time instead of modification time.
+    #[serde(default)]
+    pub use_atime: bool,
+    /// Glob patterns (relative to `path`) of files never removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected: Vec<String>,
+}
+
+fn default_log_pattern() -> String {
+    "*.log".into()
+}
+fn default_keep() -> u32 {
+    7
+}
+fn default_compress_level() -> u32 {
+    6
+}
+
+/// A directory of log files, rotated like logrotate does.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsTarget {
+    /// Name, unique within the tier.
+    pub name: String,
+    /// The directory; `{state_dir}` expands to the state directory.
+    pub path: PathBuf,
+    /// Size cap of the whole directory, judged by cache-health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<ByteSize>,
+    /// Which files are logs (a glob on the file name; default `*.log`).
+    #[serde(default = "default_log_pattern")]
+    pub pattern: String,
+    /// Rotate a log once it reaches this size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_size: Option<ByteSize>,
+    /// Rotate a log once its last rotation is this old (`"1d"` is logrotate's `daily`).
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub rotate_age: Option<Duration>,
+    /// Rotated files kept per log (`log.1.gz` ... `log.N.gz`).
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+    /// Rotated files older than this are removed, whatever `keep` says.
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
+    /// Copy the log and truncate it in place instead of renaming it (for programs that never
+    /// reopen their log; lines written during the copy can be lost).
+    #[serde(default)]
+    pub copytruncate: bool,
+    /// gzip level, 1 (fast) to 9 (small); 0 leaves rotated files uncompressed.
+    #[serde(default = "default_compress_level")]
+    pub compress_level: u32,
+}
+
+/// A directory target of either tier, as cache-health sees it.
+pub trait DirTarget: Send + Sync {
+    /// Its name.
+    fn name(&self) -> &str;
+    /// Its directory.
+    fn path(&self) -> &Path;
+    /// Its size cap.
+    fn max_size(&self) -> Option<ByteSize>;
+}
+
+impl DirTarget for FilesTarget {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn max_size(&self) -> Option<ByteSize> {
+        self.max_size
+    }
+}
+
+impl DirTarget for LogsTarget {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn max_size(&self) -> Option<ByteSize> {
+        self.max_size
+    }
+}
+
+/// What one cleanup mode does beyond what every mode does (TTL repair, expired rows, file TTLs,
+/// log rotation).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModePolicy {
+    /// Remove Redis keys idle this long (OBJECT IDLETIME), and cache rows not accessed this long.
+    #[serde(with = "humantime_serde::option")]
+    pub idle: Option<Duration>,
+    /// Under an LFU policy, remove keys whose access frequency counter is at most this.
+    pub lfu_max_freq: Option<u64>,
+    /// Remove keys under no known prefix (needs `prefixes` on the target).
+    pub delete_orphans: bool,
+    /// Remove keys over the target's `max_key_size`.
+    pub delete_oversized: bool,
+    /// Evict the idlest keys until Redis uses at most this percentage of `maxmemory`.
+    pub memory_target_percent: Option<f64>,
+    /// Remove duplicate memories (text similarity >= `cleanup.memory_similarity`).
+    pub memory_duplicates: bool,
+    /// Remove memories not updated this long.
+    #[serde(with = "humantime_serde::option")]
+    pub memory_stale: Option<Duration>,
+}
+
+/// The four modes of seed 000's decision tree.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Modes {
+    /// Maintenance: TTL repair and expiry only.
+    pub light: ModePolicy,
+    /// Low recent activity: idle keys and stale rows go.
+    pub moderate: ModePolicy,
+    /// Low hit ratio: rarely used and oversized entries go.
+    pub targeted: ModePolicy,
+    /// Too big: orphans, oversized and idle entries go, down to a memory target.
+    pub aggressive: ModePolicy,
+}
+
+const DAY: u64 = 86400;
+
+impl Default for Modes {
+    fn default() -> Self {
+        Self {
+            light: ModePolicy::default(),
+            moderate: ModePolicy {
+                idle: Some(Duration::from_secs(7 * DAY)),
+                lfu_max_freq: Some(0),
+                memory_duplicates: true,
+                ..ModePolicy::default()
+            },
+            targeted: ModePolicy {
+                idle: Some(Duration::from_secs(DAY)),
+                lfu_max_freq: Some(1),
+                delete_oversized: true,
+                memory_duplicates: true,
+                ..ModePolicy::default()
+            },
+            aggressive: ModePolicy {
+                idle: Some(Duration::from_secs(6 * 3600)),
+                lfu_max_freq: Some(2),
+                delete_orphans: true,
+                delete_oversized: true,
+                memory_target_percent: Some(70.0),
+                memory_duplicates: true,
+                memory_stale: Some(Duration::from_secs(90 * DAY)),
+            },
+        }
+    }
+}
+
+/// Seed 000's `cleanup_smart` thresholds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmartThresholds {
+    /// More entries than this in all tiers: aggressive.
+    pub aggressive_size: u64,
+    /// More entries than this with little recent activity: moderate.
+    pub moderate_size: u64,
+    /// "Little recent activity": fewer entries used in the last hour than this.
+    pub moderate_recent_activity: u64,
+    /// Hit ratio (0..1) under which the cleanup is targeted.
+    pub targeted_hit_ratio: f64,
+}
+
+impl Default for SmartThresholds {
+    fn default() -> Self {
+        Self { aggressive_size: 1500, moderate_size: 1000, moderate_recent_activity: 50, targeted_hit_ratio: 0.6 }
+    }
+}
+
+/// Cleanup policy shared by every tier.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CleanupSettings {
+    /// Glob patterns of Redis keys never touched, on every target.
+    pub protected: Vec<String>,
+    /// Keys per SCAN batch, rows per first DELETE batch, memories per delete batch (Redis).
+    pub batch_size: usize,
+    /// Keys examined per second at most (0: as fast as the server answers); `--max-ops-per-sec`.
+    pub max_ops_per_sec: u32,
+    /// Items listed per tier by `--dry-run` (the totals always count everything).
+    pub dry_run_sample: usize,
+    /// Longest a single DELETE of the cache table may run; batches shrink to stay under it.
+    #[serde(with = "humantime_serde")]
+    pub max_statement: Duration,
+    /// Memories whose texts are at least this similar (0..1) are duplicates; the newest stays.
+    pub memory_similarity: f64,
+    /// Memories deleted per request.
+    pub memory_batch_size: usize,
+    /// The decision tree of `smart`.
+    pub smart: SmartThresholds,
+    /// What each mode removes.
+    pub modes: Modes,
+}
+
+impl Default for CleanupSettings {
+    fn default() -> Self {
+        Self {
+            protected: Vec::new(),
+            batch_size: 1000,
+            max_ops_per_sec: 0,
+            dry_run_sample: 20,
+            max_statement: Duration::from_millis(250),
+            memory_similarity: 0.85,
+            memory_batch_size: 100,
+            smart: SmartThresholds::default(),
+            modes: Modes::default(),
+        }
+    }
 }
 
 /// Where the configuration came from.
@@ -492,6 +779,9 @@ fn apply_env(config: &mut Config, env: &dyn Env) -> Result<Vec<&'static str>, Co
                 connect_timeout: redis_connect_timeout(),
                 timeout: default_timeout(),
                 latency_warn: None,
+                prefixes: Vec::new(),
+                protected: Vec::new(),
+                max_key_size: default_max_key_size(),
             }),
         }
         used.push(EnvVars::REDIS_URL);
@@ -507,6 +797,7 @@ fn apply_env(config: &mut Config, env: &dyn Env) -> Result<Vec<&'static str>, Co
                 connect_timeout: redis_connect_timeout(),
                 timeout: default_timeout(),
                 tls: PostgresTls::default(),
+                columns: CacheColumns::default(),
                 latency_warn: None,
             }),
         }
@@ -604,6 +895,79 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
         }
     }
     positive(source, "system.timeout".into(), config.system.timeout)?;
+    for (i, t) in config.postgres.iter().enumerate() {
+        let c = &t.columns;
+        for (field, name) in [
+            ("key", &c.key),
+            ("expires_at", &c.expires_at),
+            ("accessed_at", &c.accessed_at),
+            ("category", &c.category),
+            ("project", &c.project),
+        ] {
+            let plain = name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+            if !plain || (name.is_empty() && field != "project") {
+                return Err(err(
+                    format!("postgres[{i}].columns.{field}"),
+                    "must be a plain column name (letters, digits, _)",
+                ));
+            }
+        }
+    }
+    for (i, t) in config.redis.iter().enumerate() {
+        for (j, rule) in t.prefixes.iter().enumerate() {
+            if rule.prefix.is_empty() {
+                return Err(err(
+                    format!("redis[{i}].prefixes[{j}].prefix"),
+                    "must not be empty: every key would match",
+                ));
+            }
+            if rule.ttl.is_some_and(|d| d.as_secs() == 0) {
+                return Err(err(format!("redis[{i}].prefixes[{j}].ttl"), "must be at least one second"));
+            }
+        }
+    }
+    for (i, t) in config.logs.iter().enumerate() {
+        if t.compress_level > 9 {
+            return Err(err(format!("logs[{i}].compress_level"), "must be 0 (no compression) to 9"));
+        }
+        if t.keep == 0 {
+            return Err(err(format!("logs[{i}].keep"), "must be at least 1 (rotated logs are kept)"));
+        }
+        if t.pattern.is_empty() || t.pattern.contains('/') {
+            return Err(err(format!("logs[{i}].pattern"), "must be a file-name glob such as `*.log`"));
+        }
+    }
+    let c = &config.cleanup;
+    if c.batch_size == 0 || c.batch_size > 100_000 {
+        return Err(err("cleanup.batch_size".into(), "must be between 1 and 100000"));
+    }
+    if c.memory_batch_size == 0 || c.memory_batch_size > 1000 {
+        return Err(err("cleanup.memory_batch_size".into(), "must be between 1 and 1000"));
+    }
+    if !(0.0..=1.0).contains(&c.memory_similarity) || c.memory_similarity < 0.5 {
+        return Err(err("cleanup.memory_similarity".into(), "must be between 0.5 and 1"));
+    }
+    positive(source, "cleanup.max_statement".into(), c.max_statement)?;
+    for (name, mode) in [
+        ("light", &c.modes.light),
+        ("moderate", &c.modes.moderate),
+        ("targeted", &c.modes.targeted),
+        ("aggressive", &c.modes.aggressive),
+    ] {
+        // A zero idle time would select every key: an unscoped delete-everything.
+        if mode.idle.is_some_and(|d| d.is_zero()) {
+            return Err(err(
+                format!("cleanup.modes.{name}.idle"),
+                "must be greater than zero (zero selects every key)",
+            ));
+        }
+        if mode.memory_stale.is_some_and(|d| d.is_zero()) {
+            return Err(err(format!("cleanup.modes.{name}.memory_stale"), "must be greater than zero"));
+        }
+        if mode.memory_target_percent.is_some_and(|p| !(1.0..=100.0).contains(&p)) {
+            return Err(err(format!("cleanup.modes.{name}.memory_target_percent"), "must be between 1 and 100"));
+        }
+    }
     let h = &config.health;
     for (key, level) in [
         ("memory_percent", h.memory_percent),
@@ -663,7 +1027,8 @@ fn expand_state_dir(config: &mut Config, state_dir: &Path) {
             *path = PathBuf::from(s.replace(STATE_DIR_PLACEHOLDER, &state_dir.to_string_lossy()));
         }
     };
-    config.files.iter_mut().chain(config.logs.iter_mut()).for_each(|t| expand(&mut t.path));
+    config.files.iter_mut().for_each(|t| expand(&mut t.path));
+    config.logs.iter_mut().for_each(|t| expand(&mut t.path));
     config.system.directories.iter_mut().for_each(expand);
 }
 

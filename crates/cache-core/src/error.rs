@@ -65,3 +65,8 @@ pub struct Unreachable {
     /// The underlying failure.
     pub message: String,
 }
+
+/// The command line asks for something the tool refuses (exit code `USAGE`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -4,7 +4,7 @@
 //! convention (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN) so that Nagios, Icinga and friends can
 //! run it directly; [`Convention`] maps the shared failure kinds onto each convention.
 
-use crate::error::{ConfigError, LockHeld, StateError, Unreachable};
+use crate::error::{ConfigError, LockHeld, StateError, Unreachable, UsageError};
 
 /// The run did everything it was asked to.
 pub const SUCCESS: u8 = 0;
@@ -61,6 +61,8 @@ impl Convention {
             STATE
         } else if error.downcast_ref::<Unreachable>().is_some() {
             UNREACHABLE
+        } else if error.downcast_ref::<UsageError>().is_some() {
+            USAGE
         } else {
             PARTIAL
         };

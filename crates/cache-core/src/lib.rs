@@ -20,6 +20,7 @@ pub mod lock;
 pub mod output;
 pub mod redact;
 pub mod runs;
+pub mod scan;
 pub mod state;
 pub mod system;
 pub mod tier;

@@ -120,6 +120,16 @@ impl StateDir {
         file.write_all(line.as_bytes()).with_context(|| format!("appending to history `{}`", path.display()))
     }
 
+    /// Removes a document; a missing one is fine.
+    pub fn remove(&self, rel: &str) -> anyhow::Result<()> {
+        match fs::remove_file(self.path(rel)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing `{}`", self.path(rel).display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Reads every record of a JSON Lines history; a bad line is an error naming file and line.
     pub fn read_jsonl<T: DeserializeOwned>(&self, rel: &str) -> anyhow::Result<Vec<T>> {
         let path = self.path(rel);

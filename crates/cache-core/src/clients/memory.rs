@@ -83,6 +83,77 @@ impl MemoryClient {
         Ok(memories)
     }
 
+    /// Every memory of the user, page by page.
+    pub async fn list_all(&self) -> anyhow::Result<Vec<Memory>> {
+        const PAGE: usize = 100;
+        let user = self.user_id.as_str();
+        anyhow::ensure!(!user.trim().is_empty(), "refusing to list memories without a user id");
+        let mut all = Vec::new();
+        for page in 1.. {
+            let request = match (self.target.dialect, self.target.api_version) {
+                (MemoryDialect::SelfHosted, _) => self.http.get(self.url("memories")?).query(&[("user_id", user)]),
+                (MemoryDialect::Platform, MemoryApiVersion::V1) => self.http.get(self.url("v1/memories/")?).query(&[
+                    ("user_id", user),
+                    ("page", &page.to_string()),
+                    ("page_size", &PAGE.to_string()),
+                ]),
+                (MemoryDialect::Platform, MemoryApiVersion::V2) => self
+                    .http
+                    .post(self.url("v2/memories/")?)
+                    .query(&[("page", page.to_string()), ("page_size", PAGE.to_string())])
+                    .json(&json!({ "filters": { "AND": [{ "user_id": user }] } })),
+            };
+            let items = self.send(request, "listing memories").await?;
+            let full_page = items.len() == PAGE;
+            all.extend(items.into_iter().filter_map(|v| Memory::from_json(&v)));
+            // The self-hosted server has no pages: one answer holds everything.
+            if !full_page || self.target.dialect == MemoryDialect::SelfHosted {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Deletes memories by id, `batch` per request where the API has a batch endpoint.
+    /// Returns how many were deleted; stops at the first failed request.
+    pub async fn delete(&self, ids: &[String], batch: usize) -> anyhow::Result<usize> {
+        let mut deleted = 0;
+        match self.target.dialect {
+            MemoryDialect::Platform => {
+                for chunk in ids.chunks(batch.clamp(1, 1000)) {
+                    let body: Vec<Value> = chunk.iter().map(|id| json!({ "memory_id": id })).collect();
+                    let request = self.http.delete(self.url("v1/batch/")?).json(&json!({ "memories": body }));
+                    self.send_empty(request, "deleting memories").await?;
+                    deleted += chunk.len();
+                }
+            }
+            MemoryDialect::SelfHosted => {
+                for id in ids {
+                    let path =
+                        format!("memories/{}", url::form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>());
+                    self.send_empty(self.http.delete(self.url(&path)?), "deleting a memory").await?;
+                    deleted += 1;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn send_empty(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<()> {
+        let response = self
+            .authorize(request)
+            .timeout(self.target.timeout)
+            .send()
+            .await
+            .with_context(|| format!("{what} at {}", self.target.url))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: String = response.text().await.unwrap_or_default().chars().take(200).collect();
+            bail!("{what} at {}: HTTP {status}: {body}", self.target.url);
+        }
+        Ok(())
+    }
+
     async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Vec<Value>> {
         let response =
             self.authorize(request).send().await.with_context(|| format!("{what} at {}", self.target.url))?;
@@ -97,6 +168,45 @@ impl MemoryClient {
             .await
             .with_context(|| format!("{what} at {}: the response is not JSON", self.target.url))?;
         memories_of(body).with_context(|| format!("{what} at {}: unexpected response shape", self.target.url))
+    }
+}
+
+/// One memory, as the cleanup needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Memory {
+    /// Its id.
+    pub id: String,
+    /// Its text.
+    pub text: String,
+    /// Its user, when the API says.
+    pub user_id: Option<String>,
+    /// Its categories.
+    pub categories: Vec<String>,
+    /// Creation time.
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Last update (creation time when never updated).
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Memory {
+    /// Reads a memory object; `None` without an id.
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let time = |key: &str| {
+            v.get(key)?.as_str().and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()).map(|t| t.to_utc())
+        };
+        let created_at = time("created_at");
+        Some(Self {
+            id: v.get("id")?.as_str()?.to_owned(),
+            text: v.get("memory").or_else(|| v.get("text")).and_then(Value::as_str).unwrap_or_default().to_owned(),
+            user_id: v.get("user_id").and_then(Value::as_str).map(str::to_owned),
+            categories: v
+                .get("categories")
+                .and_then(Value::as_array)
+                .map(|c| c.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default(),
+            created_at,
+            updated_at: time("updated_at").or(created_at),
+        })
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use cache_core::app::{Context, JobResult};
 use cache_core::cli::CommonArgs;
+use cache_core::config::DirTarget;
 use cache_core::exit::Convention;
 use cache_core::output::{Format, Printer, millis};
 use cache_core::runs::Outcome;
@@ -126,17 +127,20 @@ fn plan(ctx: &Context) -> (Vec<Probe<'_>>, Vec<Tier>) {
         probes.push(Box::pin(within_budget(Tier::Http, &t.name, endpoint, t.timeout, probes::http::probe(t, health))));
     }
     let dir_budget = config.system.timeout;
-    for (tier, targets) in [(Tier::Files, &config.files), (Tier::Logs, &config.logs)] {
-        for t in targets.iter().filter(|t| selected(filters, tier, &t.name)) {
-            let endpoint = Some(t.path.display().to_string());
-            probes.push(Box::pin(within_budget(
-                tier,
-                &t.name,
-                endpoint,
-                dir_budget + Duration::from_millis(500),
-                probes::dirs::probe(tier, t, health, dir_budget),
-            )));
-        }
+    let dirs = config
+        .files
+        .iter()
+        .map(|t| (Tier::Files, t as &dyn DirTarget))
+        .chain(config.logs.iter().map(|t| (Tier::Logs, t as &dyn DirTarget)));
+    for (tier, t) in dirs.filter(|(tier, t)| selected(filters, *tier, t.name())) {
+        let endpoint = Some(t.path().display().to_string());
+        probes.push(Box::pin(within_budget(
+            tier,
+            t.name(),
+            endpoint,
+            dir_budget + Duration::from_millis(500),
+            probes::dirs::probe(tier, t, health, dir_budget),
+        )));
     }
     if selected(filters, Tier::System, "host") {
         probes.push(Box::pin(within_budget(

@@ -10,11 +10,11 @@ use cache_core::tier::Tier;
 use crate::report::{Status, TargetReport, judge, round3};
 
 /// Probes one directory target of `tier` (files or logs), walking for at most `budget`.
-pub async fn probe(tier: Tier, target: &DirTarget, health: &HealthSettings, budget: Duration) -> TargetReport {
+pub async fn probe(tier: Tier, target: &dyn DirTarget, health: &HealthSettings, budget: Duration) -> TargetReport {
     let start = Instant::now();
-    let mut report = TargetReport::new(tier, &target.name);
-    report.endpoint = Some(target.path.display().to_string());
-    let path = target.path.clone();
+    let mut report = TargetReport::new(tier, target.name());
+    report.endpoint = Some(target.path().display().to_string());
+    let path = target.path().to_path_buf();
     let deadline = start + budget.mul_f64(0.8);
     let Ok(usage) = tokio::task::spawn_blocking(move || system::dir_usage(&path, deadline)).await else {
         report.fail("walk", "the directory walk panicked");
@@ -28,7 +28,7 @@ pub async fn probe(tier: Tier, target: &DirTarget, health: &HealthSettings, budg
     let mut perf = report.perf("size", usage.allocated_bytes as f64, "B").range(0.0, None);
     let partial = if usage.complete { "" } else { " (walk stopped at the deadline; at least)" };
     let summary = format!("{} in {} files{partial}", bytes(usage.allocated_bytes), usage.files);
-    match target.max_size {
+    match target.max_size() {
         Some(max) if max.as_u64() > 0 => {
             let pct = system::percent(usage.allocated_bytes, max.as_u64());
             let status = judge(pct, health.directory_percent);

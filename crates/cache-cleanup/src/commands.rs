@@ -1,0 +1,260 @@
+//! Running a cleanup: plan the targets, confirm, lock, clean concurrently, report, record.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use cache_core::app::{Context, JobResult};
+use cache_core::clients::{memory::MemoryClient, postgres, redis as redis_client};
+use cache_core::error::UsageError;
+use cache_core::exit::{self, Convention};
+use cache_core::output::Format;
+use cache_core::runs::Outcome;
+use cache_core::tier::{Tier, selected};
+
+use crate::plan::{self, Figures, Mode};
+use crate::report::{CleanupReport, TargetReport};
+use crate::tiers;
+use crate::{Cli, Command};
+
+/// The job's name for locks and run records: one cleanup at a time, whatever its mode.
+pub const JOB: &str = "cleanup";
+
+type Work<'a> = Pin<Box<dyn Future<Output = TargetReport> + Send + 'a>>;
+
+/// What a command asks for.
+struct Request {
+    /// `None` for smart (decided later).
+    mode: Option<Mode>,
+    category: Option<String>,
+    /// Tiers the command itself is limited to (on top of `--tier`).
+    only: Option<Tier>,
+    name: String,
+}
+
+fn request(command: &Command) -> anyhow::Result<Request> {
+    let r = |mode, only, name: &str| Request { mode, category: None, only, name: name.to_owned() };
+    Ok(match command {
+        Command::Smart => r(None, None, "smart"),
+        Command::Light => r(Some(Mode::Light), None, "light"),
+        Command::Moderate => r(Some(Mode::Moderate), None, "moderate"),
+        Command::Targeted => r(Some(Mode::Targeted), None, "targeted"),
+        Command::Aggressive => r(Some(Mode::Aggressive), None, "aggressive"),
+        Command::Files => r(Some(Mode::Light), Some(Tier::Files), "files"),
+        Command::Logs => r(Some(Mode::Light), Some(Tier::Logs), "logs"),
+        Command::Memory { mode } => r(Some(*mode), Some(Tier::Memory), "memory"),
+        Command::Category { name, mode } => {
+            validate_category(name)?;
+            Request { mode: Some(*mode), category: Some(name.clone()), only: None, name: "category".into() }
+        }
+        Command::Completions(_) => unreachable!("handled before"),
+    })
+}
+
+/// A category must name one segment: empty, glob or separator characters would widen the
+/// selection to everything.
+fn validate_category(name: &str) -> anyhow::Result<()> {
+    if name.trim().is_empty()
+        || name.chars().any(|c| matches!(c, '*' | '?' | '[' | ']' | '\\' | ':') || c.is_whitespace())
+    {
+        return Err(UsageError(format!(
+            "category `{name}` is refused: it must be one plain segment (no `*`, `?`, `[`, `]`, `\\`, `:` or spaces), \
+             since anything else could select every entry"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Runs a cleanup command.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let request = request(&cli.command)?;
+    let format: Format = cli.format.format.into();
+    let ctx = Context::load(&cli.common, format, Convention::Standard)?;
+    let apply = cli.mutation.confirm(&format!("clean up ({} mode) the selected tiers", request.name))?;
+    let job = ctx.begin_job(JOB, &format!("cache-cleanup {}", request.name)).await?;
+    let result = clean(&ctx, &cli, &request, !apply).await;
+    job.finish(&ctx, result)
+}
+
+fn wanted(ctx: &Context, request: &Request, tier: Tier, name: &str) -> bool {
+    request.only.is_none_or(|only| only == tier) && selected(&ctx.common.tiers, tier, name)
+}
+
+async fn clean(ctx: &Context, cli: &Cli, request: &Request, dry_run: bool) -> anyhow::Result<JobResult> {
+    let config = &ctx.config;
+    let settings = &config.cleanup;
+    let (mode, decision) = match request.mode {
+        Some(mode) => (mode, None),
+        None => {
+            let decision = plan::decide(figures(ctx, request).await, &settings.smart);
+            (decision.mode, Some(decision))
+        }
+    };
+    let category = request.category.as_deref();
+    let sample = settings.dry_run_sample;
+    let max_ops = cli.max_ops_per_sec.unwrap_or(settings.max_ops_per_sec);
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let mut work: Vec<Work<'_>> = Vec::new();
+    for target in config.redis.iter().filter(|t| wanted(ctx, request, Tier::Redis, &t.name)) {
+        let job = tiers::redis::RedisJob {
+            target,
+            settings,
+            mode,
+            category,
+            dry_run,
+            resume: cli.resume,
+            max_ops_per_sec: max_ops,
+            state: &ctx.state,
+        };
+        work.push(Box::pin(async move { job.run().await }));
+    }
+    for target in config.postgres.iter().filter(|t| wanted(ctx, request, Tier::Postgres, &t.name)) {
+        let job =
+            tiers::postgres::PostgresJob { target, settings, mode, category, project: &config.project_name, dry_run };
+        work.push(Box::pin(async move { job.run().await }));
+    }
+    for target in config.memory.iter().filter(|t| wanted(ctx, request, Tier::Memory, &t.name)) {
+        let user_id = config.memory_user_id(target);
+        let job = tiers::memory::MemoryJob { target, user_id, settings, mode, category, dry_run };
+        work.push(Box::pin(async move { job.run().await }));
+    }
+    // Files and logs have no categories: a category run leaves them alone.
+    if category.is_none() {
+        for target in config.files.iter().filter(|t| wanted(ctx, request, Tier::Files, &t.name)).cloned() {
+            work.push(Box::pin(async move {
+                let name = target.name.clone();
+                tokio::task::spawn_blocking(move || tiers::files::run(&target, dry_run, sample, threads))
+                    .await
+                    .unwrap_or_else(|e| panicked(Tier::Files, &name, &e))
+            }));
+        }
+        for target in config.logs.iter().filter(|t| wanted(ctx, request, Tier::Logs, &t.name)).cloned() {
+            let state = ctx.state.clone();
+            work.push(Box::pin(async move {
+                let name = target.name.clone();
+                tokio::task::spawn_blocking(move || tiers::logs::run(&target, &state, dry_run, sample, threads))
+                    .await
+                    .unwrap_or_else(|e| panicked(Tier::Logs, &name, &e))
+            }));
+        }
+    }
+    let targets = futures::future::join_all(work).await;
+    let report = CleanupReport { mode, decision, category: request.category.clone(), dry_run, targets };
+    print(ctx, &report)?;
+    let unreachable = report.targets.iter().any(|t| t.unreachable);
+    let errors = report.targets.iter().any(|t| !t.errors.is_empty());
+    let (outcome, exit_code) = match (unreachable, errors) {
+        (true, _) => (Outcome::Failed, exit::UNREACHABLE),
+        (false, true) => (Outcome::Partial, exit::PARTIAL),
+        (false, false) => (Outcome::Success, exit::SUCCESS),
+    };
+    Ok(JobResult { outcome, exit_code, summary: report.summary() })
+}
+
+fn panicked(tier: Tier, name: &str, e: &tokio::task::JoinError) -> TargetReport {
+    let mut report = TargetReport::new(tier, name);
+    report.errors.push(format!("the cleanup of this target panicked: {e}"));
+    report
+}
+
+fn print(ctx: &Context, report: &CleanupReport) -> anyhow::Result<()> {
+    let printer = &ctx.printer;
+    match printer.format() {
+        Format::Json => printer.json(report),
+        _ => {
+            let failed = report.targets.iter().any(|t| !t.errors.is_empty());
+            if printer.is_quiet() && !failed {
+                return Ok(());
+            }
+            Ok(printer.always(&report.render(printer))?)
+        }
+    }
+}
+
+/// Seed 000's figures: entries in every tier, entries used in the last hour, hit ratio.
+async fn figures(ctx: &Context, request: &Request) -> Figures {
+    let config = &ctx.config;
+    let mut figures = Figures::default();
+    let (mut hits, mut misses) = (0.0, 0.0);
+    for target in config.redis.iter().filter(|t| wanted(ctx, request, Tier::Redis, &t.name)) {
+        let Ok(mut conn) = redis_client::connect(target).await else { continue };
+        let Ok(info) = redis_client::info(&mut conn).await else { continue };
+        let num = |k: &str| info.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        hits += num("keyspace_hits");
+        misses += num("keyspace_misses");
+        let keys: u64 = info
+            .iter()
+            .filter(|(k, _)| k.starts_with("db") && k[2..].chars().all(|c| c.is_ascii_digit()))
+            .filter_map(|(_, v)| v.split(',').find_map(|kv| kv.strip_prefix("keys=")?.parse::<u64>().ok()))
+            .sum();
+        figures.total_entries += keys;
+        figures.recent_activity += recent_keys(&mut conn, keys).await;
+    }
+    for target in config.postgres.iter().filter(|t| wanted(ctx, request, Tier::Postgres, &t.name)) {
+        let Ok(db) = postgres::connect(target).await else { continue };
+        let c = &target.columns;
+        let project = if c.project.is_empty() {
+            "true".to_owned()
+        } else {
+            format!("{} = $1", postgres::quote_ident(&c.project))
+        };
+        let sql = format!(
+            "SELECT count(*)::bigint, count(*) FILTER (WHERE {} > now() - interval '1 hour')::bigint FROM {} WHERE {project}",
+            postgres::quote_ident(&c.accessed_at),
+            postgres::quote_ident(&target.table)
+        );
+        let row = if c.project.is_empty() {
+            db.query_one(&sql, &[]).await
+        } else {
+            db.query_one(&sql, &[&config.project_name]).await
+        };
+        if let Ok(row) = row {
+            figures.total_entries += row.get::<_, i64>(0) as u64;
+            figures.recent_activity += row.get::<_, i64>(1) as u64;
+        }
+    }
+    for target in config.memory.iter().filter(|t| wanted(ctx, request, Tier::Memory, &t.name)) {
+        if let Ok(client) = MemoryClient::new(target, config.memory_user_id(target))
+            && let Ok(all) = client.list_all().await
+        {
+            figures.total_entries += all.len() as u64;
+        }
+    }
+    figures.hit_ratio = (hits + misses > 0.0).then(|| hits / (hits + misses));
+    figures
+}
+
+/// Estimates keys used in the last hour from a random sample of 200 keys' idle times.
+async fn recent_keys(conn: &mut redis::aio::MultiplexedConnection, keys: u64) -> u64 {
+    const SAMPLE: usize = 200;
+    if keys == 0 {
+        return 0;
+    }
+    let mut pipe = redis::pipe();
+    for _ in 0..SAMPLE.min(keys as usize) {
+        pipe.cmd("RANDOMKEY");
+    }
+    let Ok(sampled) = pipe.query_async::<Vec<Option<Vec<u8>>>>(conn).await else { return 0 };
+    let sampled: Vec<Vec<u8>> = sampled.into_iter().flatten().collect();
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for key in &sampled {
+        pipe.cmd("OBJECT").arg("IDLETIME").arg(key);
+    }
+    let Ok(idle) = pipe.query_async::<Vec<redis::Value>>(conn).await else { return 0 };
+    let recent = idle.iter().filter(|v| matches!(v, redis::Value::Int(i) if *i < 3600)).count();
+    if sampled.is_empty() { 0 } else { (recent as f64 / sampled.len() as f64 * keys as f64).round() as u64 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_category;
+
+    #[test]
+    fn unscoped_categories_are_refused() {
+        assert!(validate_category("payments").is_ok());
+        for bad in ["", " ", "*", "pay*", "a:b", "x?", "[a]", "a b"] {
+            assert!(validate_category(bad).is_err(), "{bad:?}");
+        }
+    }
+}

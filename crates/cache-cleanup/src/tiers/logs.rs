@@ -1,0 +1,254 @@
+//! Logs, rotated the way logrotate does it, with its defaults where the configuration is
+//! silent: numbered rotations (`app.log.1.gz` is the newest), create mode (rename, then a new
+//! empty log with the old one's permissions) unless `copytruncate`, `notifempty`, gzip, `keep`
+//! rotations, rotations older than `max_age` removed. The time of each log's last rotation is
+//! kept in the state directory, as logrotate keeps its status file, so a second run the same
+//! day changes nothing. Logs are compressed in parallel, one file per core.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use cache_core::config::LogsTarget;
+use cache_core::output::bytes;
+use cache_core::state::StateDir;
+use cache_core::tier::Tier;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::report::{Action, Item, TargetReport};
+
+/// When each log was last rotated (logrotate's status file).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Status {
+    rotated: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// One log due for rotation.
+struct Due {
+    path: PathBuf,
+    name: String,
+    size: u64,
+    reason: String,
+}
+
+/// Cleans one logs target. Blocking: run it on a blocking thread.
+pub fn run(target: &LogsTarget, state: &StateDir, dry_run: bool, sample: usize, threads: usize) -> TargetReport {
+    let mut report = TargetReport::new(Tier::Logs, &target.name);
+    if !target.path.is_dir() {
+        report.notes.push(format!("`{}` does not exist: nothing to rotate", target.path.display()));
+        return report;
+    }
+    let status_file = format!("cleanup/logs-{}.json", target.name);
+    let mut status: Status = match state.read_json(&status_file) {
+        Ok(status) => status.unwrap_or_default(),
+        Err(e) => {
+            report.errors.push(format!("{e:#}"));
+            return report;
+        }
+    };
+    let pattern = match globset::Glob::new(&target.pattern) {
+        Ok(glob) => glob.compile_matcher(),
+        Err(e) => {
+            report.errors.push(format!("pattern `{}`: {e}", target.pattern));
+            return report;
+        }
+    };
+    let listed = if dry_run { sample } else { usize::MAX };
+    let now = Utc::now();
+    let mut due = Vec::new();
+    let entries = match fs::read_dir(&target.path) {
+        Ok(entries) => entries,
+        Err(e) => {
+            report.errors.push(format!("reading {}: {e}", target.path.display()));
+            return report;
+        }
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() || !pattern.is_match(&name) {
+            continue;
+        }
+        report.examined += 1;
+        let size = meta.len();
+        if size == 0 {
+            continue; // notifempty
+        }
+        let last = status.rotated.get(&name).copied();
+        let by_size = target
+            .rotate_size
+            .filter(|limit| size >= limit.as_u64())
+            .map(|l| format!("{} ≥ {}", bytes(size), bytes(l.as_u64())));
+        let by_age = target.rotate_age.and_then(|age| {
+            // A log never rotated counts from now, as logrotate's first run does.
+            let since = last.unwrap_or(now);
+            let elapsed = (now - since).to_std().unwrap_or_default();
+            (last.is_some() && elapsed >= age).then(|| {
+                format!("last rotated {} ago", humantime::format_duration(Duration::from_secs(elapsed.as_secs())))
+            })
+        });
+        if last.is_none() {
+            status.rotated.entry(name.clone()).or_insert(now);
+        }
+        if let Some(reason) = by_size.or(by_age) {
+            due.push(Due { path: entry.path(), name, size, reason });
+        }
+    }
+
+    for log in &due {
+        report.select(
+            Item {
+                name: log.path.display().to_string(),
+                action: Action::Rotate,
+                reason: log.reason.clone(),
+                bytes: Some(log.size),
+            },
+            listed,
+        );
+    }
+    if !dry_run {
+        let results = parallel(&due, threads, |log| rotate(target, log));
+        for (log, result) in due.iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    report.rotated += 1;
+                    status.rotated.insert(log.name.clone(), now);
+                }
+                Err(e) => report.errors.push(format!("rotating {}: {e}", log.path.display())),
+            }
+        }
+    }
+    expire_rotations(target, dry_run, listed, &mut report);
+    if !dry_run && let Err(e) = state.write_json(&status_file, &status) {
+        report.errors.push(format!("{e:#}"));
+    }
+    report
+}
+
+/// Runs `work` over `items` on up to `threads` threads, keeping the results in order.
+fn parallel<T: Sync, R: Send>(items: &[T], threads: usize, work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<R>>> = items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let result = work(item);
+                    *results[i].lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
+                }
+            });
+        }
+    });
+    results.into_iter().filter_map(|m| m.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)).collect()
+}
+
+fn rotated_name(log: &Path, n: u32, compressed: bool) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(format!(".{n}{}", if compressed { ".gz" } else { "" }));
+    PathBuf::from(name)
+}
+
+fn rotate(target: &LogsTarget, log: &Due) -> io::Result<()> {
+    let compressed = target.compress_level > 0;
+    let path = &log.path;
+    // Shift the older rotations up by one; the one past `keep` goes.
+    let _ = fs::remove_file(rotated_name(path, target.keep, compressed));
+    for n in (1..target.keep).rev() {
+        let from = rotated_name(path, n, compressed);
+        if from.exists() {
+            fs::rename(&from, rotated_name(path, n + 1, compressed))?;
+        }
+    }
+    let first = rotated_name(path, 1, false);
+    let meta = fs::metadata(path)?;
+    if target.copytruncate {
+        fs::copy(path, &first)?;
+        File::options().write(true).open(path)?.set_len(0)?;
+    } else {
+        fs::rename(path, &first)?;
+        let fresh = File::create(path)?;
+        fresh.set_permissions(meta.permissions())?;
+        {
+            use std::os::unix::fs::MetadataExt;
+            // Keep the owner when we may (root); otherwise the new log is ours, as logrotate's is.
+            let _ = std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()));
+        }
+    }
+    if compressed {
+        let gz = rotated_name(path, 1, true);
+        let mut input = BufReader::with_capacity(1 << 20, File::open(&first)?);
+        let tmp = gz.with_extension("gz.tmp");
+        let out = File::create(&tmp)?;
+        out.set_permissions(meta.permissions())?;
+        let mut encoder = flate2::write::GzEncoder::new(
+            BufWriter::with_capacity(1 << 20, out),
+            flate2::Compression::new(target.compress_level),
+        );
+        io::copy(&mut input, &mut encoder)?;
+        encoder.finish()?.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        fs::rename(&tmp, &gz)?;
+        let mtime = meta.modified().unwrap_or_else(|_| SystemTime::now());
+        File::options().write(true).open(&gz)?.set_modified(mtime)?;
+        fs::remove_file(&first)?;
+    }
+    Ok(())
+}
+
+/// Removes rotations beyond `keep` or older than `max_age`.
+fn expire_rotations(target: &LogsTarget, dry_run: bool, listed: usize, report: &mut TargetReport) {
+    let Ok(entries) = fs::read_dir(&target.path) else { return };
+    let now = SystemTime::now();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((base, n)) = rotation_number(&name) else { continue };
+        if !globset::Glob::new(&target.pattern).is_ok_and(|g| g.compile_matcher().is_match(base)) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        let age = meta.modified().ok().and_then(|m| now.duration_since(m).ok()).unwrap_or_default();
+        let reason = if n > target.keep {
+            format!("rotation {n} beyond keep = {}", target.keep)
+        } else if let Some(max) = target.max_age.filter(|max| age >= *max) {
+            format!("older than max_age {}", humantime::format_duration(max))
+        } else {
+            continue;
+        };
+        if !dry_run {
+            if let Err(e) = fs::remove_file(entry.path()) {
+                report.errors.push(format!("removing {}: {e}", entry.path().display()));
+                continue;
+            }
+            report.removed += 1;
+        }
+        report.bytes_freed += meta.len();
+        report.select(
+            Item { name: entry.path().display().to_string(), action: Action::Delete, reason, bytes: Some(meta.len()) },
+            listed,
+        );
+    }
+}
+
+/// `app.log.3.gz` → (`app.log`, 3).
+fn rotation_number(name: &str) -> Option<(&str, u32)> {
+    let stem = name.strip_suffix(".gz").unwrap_or(name);
+    let (base, n) = stem.rsplit_once('.')?;
+    Some((base, n.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rotation_number;
+
+    #[test]
+    fn rotation_numbers() {
+        assert_eq!(rotation_number("app.log.3.gz"), Some(("app.log", 3)));
+        assert_eq!(rotation_number("app.log.1"), Some(("app.log", 1)));
+        assert_eq!(rotation_number("app.log"), None);
+        assert_eq!(rotation_number("app.log.gz"), None);
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per tier.
+
+pub mod files;
+pub mod logs;
+pub mod memory;
+pub mod postgres;
+pub mod redis;

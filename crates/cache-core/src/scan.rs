@@ -1,0 +1,448 @@
+//! The keyspace scanner: SCAN in batches, with each key's type, TTL, idle time (or LFU
+//! frequency) and memory, streaming, paced and resumable. Never KEYS.
+//!
+//! Each batch is one round trip: a Lua script runs SCAN and asks about every key server-side.
+//! Where scripts are refused (hosted Redis, ACLs) or cannot work (Redis Cluster checks the slots
+//! of keys a script touches) the scanner falls back to SCAN plus one pipelined round of
+//! TYPE, PTTL, OBJECT and MEMORY USAGE. Facts the server refuses (OBJECT or MEMORY on hosted
+//! Redis) are recorded in [`Scanner::missing`] and the scan goes on with the rest.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+
+/// What is known of one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The key, as bytes (keys are binary-safe).
+    pub key: Vec<u8>,
+    /// `string`, `hash`, `list`, `set`, `zset`, `stream`...
+    pub kind: String,
+    /// Milliseconds to live; `None` when the key has no TTL.
+    pub ttl_ms: Option<i64>,
+    /// Seconds since last access (OBJECT IDLETIME), when known.
+    pub idle_s: Option<u64>,
+    /// LFU access-frequency counter (OBJECT FREQ), when the policy is LFU.
+    pub freq: Option<u64>,
+    /// Bytes used (MEMORY USAGE), when known.
+    pub bytes: Option<u64>,
+}
+
+impl KeyInfo {
+    /// The key for people (lossy UTF-8).
+    pub fn name(&self) -> String {
+        String::from_utf8_lossy(&self.key).into_owned()
+    }
+}
+
+/// How access recency is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// OBJECT IDLETIME (LRU policies and no eviction).
+    IdleTime,
+    /// OBJECT FREQ (LFU policies, where idle time is not tracked).
+    Freq,
+}
+
+/// How batches are fetched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// One Lua script per batch.
+    Script,
+    /// SCAN, then one pipelined round of per-key commands.
+    Pipeline,
+}
+
+/// What to scan.
+#[derive(Clone, Debug)]
+pub struct ScanOptions {
+    /// A MATCH pattern; `None` scans everything.
+    pub pattern: Option<String>,
+    /// SCAN COUNT.
+    pub count: usize,
+    /// Keys examined per second at most (0: unpaced).
+    pub max_keys_per_sec: u32,
+    /// Ask MEMORY USAGE of every key.
+    pub memory: bool,
+    /// Ask OBJECT IDLETIME or FREQ of every key.
+    pub access: bool,
+    /// Force a method (tests and benchmarks); `None` picks the fastest the server allows.
+    pub method: Option<Method>,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        Self { pattern: None, count: 1000, max_keys_per_sec: 0, memory: true, access: true, method: None }
+    }
+}
+
+const BATCH_SCRIPT: &str = r"
+local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local out = {r[1]}
+local access = ARGV[4]
+local memory = ARGV[5] == '1'
+for _, k in ipairs(r[2]) do
+  local t = redis.call('TYPE', k)['ok']
+  if t ~= 'none' then
+    local a = -1
+    if access ~= '' then
+      a = redis.pcall('OBJECT', access, k)
+      if type(a) ~= 'number' then a = -2 end
+    end
+    local m = -1
+    if memory then
+      m = redis.pcall('MEMORY', 'USAGE', k, 'SAMPLES', '5')
+      if type(m) ~= 'number' then m = -2 end
+    end
+    out[#out + 1] = k
+    out[#out + 1] = t
+    out[#out + 1] = redis.call('PTTL', k)
+    out[#out + 1] = a
+    out[#out + 1] = m
+  end
+end
+return out
+";
+
+/// A scan in progress.
+pub struct Scanner {
+    conn: MultiplexedConnection,
+    opts: ScanOptions,
+    cursor: u64,
+    finished: bool,
+    method: Method,
+    access: Access,
+    script: redis::Script,
+    missing: BTreeSet<String>,
+    started: Instant,
+    examined: u64,
+}
+
+impl Scanner {
+    /// Starts a scan at `cursor` (0 for a new one). Learns whether the policy is LFU, and
+    /// which method the server allows.
+    pub async fn new(mut conn: MultiplexedConnection, opts: ScanOptions, cursor: u64) -> redis::RedisResult<Self> {
+        let mut missing = BTreeSet::new();
+        let policy: redis::RedisResult<Vec<String>> =
+            redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await;
+        let access = match policy {
+            Ok(pair) if pair.get(1).is_some_and(|p| p.contains("lfu")) => Access::Freq,
+            Ok(_) => Access::IdleTime,
+            Err(e) if e.is_io_error() || e.is_timeout() => return Err(e),
+            Err(_) => {
+                missing.insert("CONFIG GET refused: eviction policy unknown, assuming LRU".to_owned());
+                Access::IdleTime
+            }
+        };
+        let method = opts.method.unwrap_or(Method::Script);
+        Ok(Self {
+            conn,
+            opts,
+            cursor,
+            finished: false,
+            method,
+            access,
+            script: redis::Script::new(BATCH_SCRIPT),
+            missing,
+            started: Instant::now(),
+            examined: 0,
+        })
+    }
+
+    /// The cursor to resume from after the batches returned so far.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// The method in use.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// How access is measured.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    /// Facts the server refused, in words.
+    pub fn missing(&self) -> &BTreeSet<String> {
+        &self.missing
+    }
+
+    /// Keys examined so far.
+    pub fn examined(&self) -> u64 {
+        self.examined
+    }
+
+    /// The next batch of keys, or `None` when the scan is complete.
+    pub async fn next_batch(&mut self) -> redis::RedisResult<Option<Vec<KeyInfo>>> {
+        if self.finished {
+            return Ok(None);
+        }
+        self.pace().await;
+        let (next, keys) = match self.method {
+            Method::Script => match self.script_batch().await {
+                Ok(batch) => batch,
+                Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => return Err(e),
+                Err(e) => {
+                    self.missing.insert(format!("scripts refused ({e}): used pipelined commands"));
+                    self.method = Method::Pipeline;
+                    self.pipeline_batch().await?
+                }
+            },
+            Method::Pipeline => self.pipeline_batch().await?,
+        };
+        self.cursor = next;
+        self.finished = next == 0;
+        self.examined += keys.len() as u64;
+        Ok(Some(keys))
+    }
+
+    async fn pace(&self) {
+        let rate = self.opts.max_keys_per_sec;
+        if rate == 0 {
+            return;
+        }
+        let due = self.started + Duration::from_secs_f64(self.examined as f64 / f64::from(rate));
+        tokio::time::sleep_until(due.into()).await;
+    }
+
+    fn access_word(&self) -> &'static str {
+        match (self.opts.access, self.access) {
+            (false, _) => "",
+            (true, Access::IdleTime) => "IDLETIME",
+            (true, Access::Freq) => "FREQ",
+        }
+    }
+
+    async fn script_batch(&mut self) -> redis::RedisResult<(u64, Vec<KeyInfo>)> {
+        let reply: Value = self
+            .script
+            .arg(self.cursor)
+            .arg(self.opts.pattern.as_deref().unwrap_or("*"))
+            .arg(self.opts.count)
+            .arg(self.access_word())
+            .arg(if self.opts.memory { "1" } else { "0" })
+            .invoke_async(&mut self.conn)
+            .await?;
+        let Value::Array(items) = reply else { return Err(unexpected("script reply is not an array")) };
+        let mut items = items.into_iter();
+        let cursor = parse_cursor(items.next())?;
+        let mut keys = Vec::new();
+        let rest: Vec<Value> = items.collect();
+        for chunk in rest.chunks(5) {
+            let [key, kind, ttl, access, bytes] = chunk else { return Err(unexpected("short script reply")) };
+            let (access, bytes) = (int(access), int(bytes));
+            self.note_refusals(access == Some(-2), bytes == Some(-2));
+            keys.push(self.info(bytes_of(key)?, text(kind), int(ttl), access, bytes));
+        }
+        Ok((cursor, keys))
+    }
+
+    async fn pipeline_batch(&mut self) -> redis::RedisResult<(u64, Vec<KeyInfo>)> {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(self.cursor).arg("COUNT").arg(self.opts.count);
+        if let Some(pattern) = &self.opts.pattern {
+            scan.arg("MATCH").arg(pattern);
+        }
+        let (cursor, found): (u64, Vec<Vec<u8>>) = scan.query_async(&mut self.conn).await?;
+        if found.is_empty() {
+            return Ok((cursor, Vec::new()));
+        }
+        let word = self.access_word();
+        let per_key = 2 + usize::from(!word.is_empty()) + usize::from(self.opts.memory);
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for key in &found {
+            pipe.cmd("TYPE").arg(key).cmd("PTTL").arg(key);
+            if !word.is_empty() {
+                pipe.cmd("OBJECT").arg(word).arg(key);
+            }
+            if self.opts.memory {
+                pipe.cmd("MEMORY").arg("USAGE").arg(key).arg("SAMPLES").arg(5);
+            }
+        }
+        let replies: Vec<Value> = pipe.query_async(&mut self.conn).await?;
+        let mut keys = Vec::with_capacity(found.len());
+        for (key, r) in found.into_iter().zip(replies.chunks(per_key)) {
+            let kind = text(&r[0]);
+            if kind == "none" {
+                continue; // Deleted or expired since SCAN saw it.
+            }
+            let access = if word.is_empty() { Some(-1) } else { Some(int(&r[2]).unwrap_or(-2)) };
+            let bytes = if self.opts.memory { Some(int(&r[per_key - 1]).unwrap_or(-2)) } else { Some(-1) };
+            self.note_refusals(access == Some(-2), bytes == Some(-2));
+            keys.push(self.info(key, kind, int(&r[1]), access, bytes));
+        }
+        Ok((cursor, keys))
+    }
+
+    fn note_refusals(&mut self, access_refused: bool, memory_refused: bool) {
+        if access_refused {
+            self.missing.insert(format!("OBJECT {} refused: idle keys cannot be judged", self.access_word()));
+        }
+        if memory_refused {
+            self.missing.insert("MEMORY USAGE refused: key sizes unknown".to_owned());
+        }
+    }
+
+    fn info(&self, key: Vec<u8>, kind: String, ttl: Option<i64>, access: Option<i64>, bytes: Option<i64>) -> KeyInfo {
+        let access = access.filter(|a| *a >= 0).map(|a| a as u64);
+        let (idle_s, freq) = match self.access {
+            Access::IdleTime => (access, None),
+            Access::Freq => (None, access),
+        };
+        KeyInfo {
+            key,
+            kind,
+            ttl_ms: ttl.filter(|t| *t >= 0),
+            idle_s,
+            freq,
+            bytes: bytes.filter(|b| *b >= 0).map(|b| b as u64),
+        }
+    }
+}
+
+fn unexpected(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Parse, what))
+}
+
+fn parse_cursor(value: Option<Value>) -> redis::RedisResult<u64> {
+    match value {
+        Some(Value::BulkString(b)) => {
+            std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).ok_or_else(|| unexpected("bad cursor"))
+        }
+        Some(Value::Int(i)) if i >= 0 => Ok(i as u64),
+        _ => Err(unexpected("missing cursor")),
+    }
+}
+
+fn int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::SimpleString(s) => s.clone(),
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::Okay => "OK".into(),
+        _ => String::new(),
+    }
+}
+
+fn bytes_of(value: &Value) -> redis::RedisResult<Vec<u8>> {
+    match value {
+        Value::BulkString(b) => Ok(b.clone()),
+        Value::SimpleString(s) => Ok(s.clone().into_bytes()),
+        _ => Err(unexpected("key is not a string")),
+    }
+}
+
+/// Whether `key` matches a Redis-style glob (`*`, `?`, `[abc]`, `\` escapes).
+pub fn glob_match(pattern: &[u8], key: &[u8]) -> bool {
+    let (mut p, mut k) = (0, 0);
+    let (mut star_p, mut star_k) = (None, 0);
+    while k < key.len() {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    star_p = Some(p);
+                    star_k = k;
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    k += 1;
+                    continue;
+                }
+                b'[' => {
+                    if let Some((matched, next)) = class(&pattern[p..], key[k]) {
+                        if matched {
+                            p += next;
+                            k += 1;
+                            continue;
+                        }
+                    } else if key[k] == b'[' {
+                        p += 1;
+                        k += 1;
+                        continue;
+                    }
+                }
+                b'\\' if p + 1 < pattern.len() && pattern[p + 1] == key[k] => {
+                    p += 2;
+                    k += 1;
+                    continue;
+                }
+                b'\\' if p + 1 < pattern.len() => {}
+                c if c == key[k] => {
+                    p += 1;
+                    k += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star_p {
+            Some(sp) => {
+                p = sp + 1;
+                star_k += 1;
+                k = star_k;
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|c| *c == b'*')
+}
+
+/// Matches `c` against the class at the start of `pattern` (`[...]`); returns whether it
+/// matched and the class's length, or `None` when the class is not closed.
+fn class(pattern: &[u8], c: u8) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let negate = pattern.get(1) == Some(&b'^');
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    while i < pattern.len() && pattern[i] != b']' {
+        if pattern[i] == b'\\' && i + 1 < pattern.len() {
+            matched |= pattern[i + 1] == c;
+            i += 2;
+        } else if i + 2 < pattern.len() && pattern[i + 1] == b'-' && pattern[i + 2] != b']' {
+            let (lo, hi) = (pattern[i].min(pattern[i + 2]), pattern[i].max(pattern[i + 2]));
+            matched |= (lo..=hi).contains(&c);
+            i += 3;
+        } else {
+            matched |= pattern[i] == c;
+            i += 1;
+        }
+    }
+    (i < pattern.len()).then_some((matched != negate, i + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs_match_like_redis() {
+        let m = |p: &str, k: &str| glob_match(p.as_bytes(), k.as_bytes());
+        assert!(m("*", "anything"));
+        assert!(m("app:session:*", "app:session:42"));
+        assert!(!m("app:session:*", "app:search:42"));
+        assert!(m("*:lock:*", "x:lock:y"));
+        assert!(m("h?llo", "hello") && !m("h?llo", "hllo"));
+        assert!(m("h[ae]llo", "hallo") && !m("h[ae]llo", "hillo"));
+        assert!(m("h[^e]llo", "hallo") && !m("h[^e]llo", "hello"));
+        assert!(m("k[a-c]", "kb") && !m("k[a-c]", "kd"));
+        assert!(m("a\\*b", "a*b") && !m("a\\*b", "axb"));
+        assert!(m("", "") && !m("", "x"));
+        assert!(m("*a*b*", "xxaxxbxx"));
+    }
+}

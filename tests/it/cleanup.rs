@@ -1,0 +1,498 @@
+//! `cache-cleanup` against real redis-server and PostgreSQL processes, and a Mem0 stand-in.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use cache_tests::{Mem0Server, PgServer, RedisServer, TestEnv, wait_until};
+use serde_json::Value;
+
+use crate::CLEANUP;
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+
+/// Prefix rules and protection used by the Redis tests.
+fn redis_config(url: &str) -> String {
+    format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{url}\"\nmax_key_size = \"1 MiB\"\n\
+         prefixes = [{{ prefix = \"app:search:\", ttl = \"30m\" }}, {{ prefix = \"app:embedding:\", ttl = \"2h\" }}, {{ prefix = \"app:session:\" }}]\n\
+         protected = [\"app:session:*\"]\n\
+         [cleanup]\nbatch_size = 7\n"
+    )
+}
+
+/// A keyspace with one small class of keys per rule, so each mode's selection is exact.
+fn seed(redis: &RedisServer) {
+    let ttl = 3_600_000;
+    for i in 0..3 {
+        redis.set_aged(&format!("app:search:fresh-{i}"), b"v", ttl, 0);
+        redis.set_aged(&format!("app:search:nottl-{i}"), b"v", 0, 0);
+        redis.set_aged(&format!("app:embedding:idle2d-{i}"), b"v", ttl, 2 * DAY);
+        redis.set_aged(&format!("app:embedding:idle8d-{i}"), b"v", ttl, 8 * DAY);
+        redis.set_aged(&format!("app:search:idle10h-{i}"), b"v", ttl, 10 * HOUR);
+        redis.set_aged(&format!("misc:orphan-{i}"), b"v", ttl, 0);
+        redis.set_aged(&format!("app:session:old-{i}"), b"v", 0, 30 * DAY);
+    }
+    redis.set_aged("app:search:big", &vec![b'x'; 2 << 20], ttl, 0);
+}
+
+fn class_keys(redis: &RedisServer, class: &str) -> usize {
+    redis.keys().iter().filter(|k| k.contains(class)).count()
+}
+
+#[test]
+fn each_mode_removes_exactly_its_classes_and_never_protected_keys() {
+    // (mode, classes removed)
+    let cases: &[(&str, &[&str])] = &[
+        ("light", &[]),
+        ("moderate", &["idle8d"]),
+        ("targeted", &["idle8d", "idle2d", "big"]),
+        ("aggressive", &["idle8d", "idle2d", "big", "idle10h", "orphan"]),
+    ];
+    let classes = ["fresh", "nottl", "idle2d", "idle8d", "idle10h", "orphan", "session:old", "big"];
+    for (mode, removed) in cases {
+        let Some(redis) = RedisServer::start() else { return };
+        seed(&redis);
+        let env = TestEnv::new();
+        env.watch_log("redis", redis.dir().join("redis.log"));
+        env.write_config(&redis_config(&redis.url()));
+        let out = env.run(CLEANUP, &[mode, "--yes", "--tier", "redis", "--format", "json"]);
+        out.expect_code(0);
+        let report = out.json();
+        let target = &report["targets"][0];
+        for class in classes {
+            let left = class_keys(&redis, class);
+            let expected = if removed.contains(&class) {
+                0
+            } else if class == "big" {
+                1
+            } else {
+                3
+            };
+            assert_eq!(left, expected, "{mode}: `{class}` keys left\n{}", out.dump());
+        }
+        // Every mode gives the TTL-less keys of a TTL-requiring prefix their pattern's TTL.
+        let mut conn = redis.connection();
+        for i in 0..3 {
+            let ttl: i64 = redis::cmd("TTL").arg(format!("app:search:nottl-{i}")).query(&mut conn).unwrap();
+            assert!((1..=1800).contains(&ttl), "{mode}: nottl-{i} has TTL {ttl}");
+        }
+        assert_eq!(target["expired"], 3, "{mode}");
+        assert_eq!(target["protected"], 3, "{mode}");
+        let removed_count = removed.iter().map(|c| if *c == "big" { 1 } else { 3 }).sum::<u64>();
+        assert_eq!(target["removed"], removed_count, "{mode}");
+        // Orphans are reported by every mode that keeps them.
+        if !removed.contains(&"orphan") {
+            assert!(target["reported"].as_u64().unwrap() >= 3, "{mode}: {target:#}");
+        }
+        let run: Value =
+            serde_json::from_slice(&std::fs::read(env.state_dir().join("jobs/cleanup.json")).unwrap()).unwrap();
+        assert_eq!(run["summary"]["removed"], removed_count, "{mode}");
+        assert!(!env.state_dir().join("cleanup/redis-main.cursor.json").exists(), "a finished pass keeps no cursor");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_changes_nothing_and_says_why() {
+    let Some(redis) = RedisServer::start() else { return };
+    seed(&redis);
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.create_database("app").await;
+    let db = pg.client("app").await;
+    db.batch_execute(crate::health_table_sql()).await.unwrap();
+    db.batch_execute(
+        "INSERT INTO cache_entries (key, value, category, expires_at, accessed_at)
+           SELECT 'row' || i, '{}', 'c' || (i % 2), now() - interval '1 day' * (i % 3), now() - interval '10 days'
+             FROM generate_series(1, 300) i",
+    )
+    .await
+    .unwrap();
+    let checksum = "SELECT md5(string_agg(t::text, ',' ORDER BY key)) FROM cache_entries t";
+    let before_rows: String = db.query_one(checksum, &[]).await.unwrap().get(0);
+    let before_digest = redis.digest();
+    let env = TestEnv::new();
+    env.write_config(&format!("{}\n[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n", redis_config(&redis.url())));
+    let out = env.run(CLEANUP, &["aggressive", "--dry-run", "--tier", "redis", "--tier", "postgres"]);
+    out.expect_code(0);
+    assert_eq!(redis.digest(), before_digest, "dry run changed Redis");
+    let after_rows: String = db.query_one(checksum, &[]).await.unwrap().get(0);
+    assert_eq!(after_rows, before_rows, "dry run changed the table");
+    assert!(out.stdout.contains("dry run: nothing changed"), "{}", out.dump());
+    assert!(out.stdout.contains("delete app:search:big (") && out.stdout.contains("> 1.0 MiB"), "{}", out.dump());
+    assert!(out.stdout.contains("orphan: under no known prefix"), "{}", out.dump());
+    assert!(out.stdout.contains("expire app:search:nottl-"), "{}", out.dump());
+    let json = env.run(CLEANUP, &["aggressive", "--dry-run", "--tier", "postgres", "--format", "json"]).json();
+    let pg_target = &json["targets"][0];
+    // 200 rows have expired (i % 3 != 0) and every row was last used 10 days ago (> 6h).
+    assert_eq!(pg_target["selected"], 300, "{json:#}");
+    assert_eq!(pg_target["removed"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_rows_go_in_bounded_statements_by_mode_and_category() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.create_database("app").await;
+    let db = pg.client("app").await;
+    db.batch_execute(crate::health_table_sql()).await.unwrap();
+    // 25 rows from the health fixture (not expired, fresh) plus four classes here.
+    db.batch_execute(
+        "INSERT INTO cache_entries (key, value, category, expires_at, accessed_at) SELECT 'expired-' || i, '{}', 'pay', now() - interval '1 hour', now() FROM generate_series(1, 4000) i;
+         INSERT INTO cache_entries (key, value, category, expires_at, accessed_at) SELECT 'stale-' || i, '{}', 'pay', NULL, now() - interval '8 days' FROM generate_series(1, 300) i;
+         INSERT INTO cache_entries (key, value, category, expires_at, accessed_at) SELECT 'other-' || i, '{}', 'search', now() - interval '1 hour', now() FROM generate_series(1, 50) i;
+         INSERT INTO cache_entries (key, value, project_name, category, expires_at) SELECT 'foreign-' || i, '{}', 'someone-else', 'pay', now() - interval '1 hour' FROM generate_series(1, 20) i;",
+    )
+    .await
+    .unwrap();
+    let env = TestEnv::new();
+    env.watch_log("postgres", pg.socket_dir().join("postgres.log"));
+    env.write_config(&format!(
+        "[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n[cleanup]\nmax_statement = \"100ms\"\n"
+    ));
+    let count = |prefix: &'static str| {
+        let db = &db;
+        async move {
+            db.query_one("SELECT count(*) FROM cache_entries WHERE key LIKE $1", &[&format!("{prefix}%")])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    // A category run touches only its category: expired `pay` rows go, expired `search` rows stay.
+    let out = env.run(CLEANUP, &["category", "pay", "--mode", "light", "--yes", "--format", "json"]);
+    out.expect_code(0);
+    assert_eq!((count("expired-").await, count("other-").await, count("stale-").await), (0, 50, 300));
+    // Another project's rows are never touched.
+    assert_eq!(count("foreign-").await, 20);
+    let target = &out.json()["targets"][0];
+    assert_eq!(target["removed"], 4000, "{target:#}");
+    let notes = target["notes"].to_string();
+    let longest: f64 = notes.split("longest DELETE ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(longest <= 250.0, "a statement ran {longest} ms: {notes}");
+    // Moderate also removes rows not accessed for a week.
+    env.run(CLEANUP, &["moderate", "--yes"]).expect_code(0);
+    assert_eq!((count("stale-").await, count("other-").await, count("k").await), (0, 0, 25));
+}
+
+#[test]
+fn unscoped_selections_are_refused() {
+    let env = TestEnv::new();
+    for bad in ["*", "", "a:b"] {
+        let out = env.run(CLEANUP, &["category", bad, "--yes"]);
+        out.expect_code(2);
+        assert!(out.stderr.contains("is refused"), "{}", out.dump());
+    }
+    env.write_config("[cleanup.modes.aggressive]\nidle = \"0s\"\n");
+    let out = env.run(CLEANUP, &["aggressive", "--yes"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("cleanup.modes.aggressive.idle") && out.stderr.contains("every key"), "{}", out.dump());
+    // Without --yes, and with no terminal to ask on, nothing is deleted.
+    std::fs::remove_file(env.path("config.toml")).unwrap();
+    let out = env.run(CLEANUP, &["light"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("without --yes"), "{}", out.dump());
+}
+
+fn keys_after_uninterrupted(seed_keys: impl Fn(&RedisServer)) -> Option<Vec<String>> {
+    let control = RedisServer::start()?;
+    seed_keys(&control);
+    let env = TestEnv::new();
+    env.write_config(&redis_config(&control.url()));
+    env.run(CLEANUP, &["moderate", "--yes", "--tier", "redis"]).expect_code(0);
+    Some(control.keys())
+}
+
+fn many_keys(redis: &RedisServer) {
+    let mut conn = redis.connection();
+    let mut pipe = redis::pipe();
+    for i in 0..3000 {
+        pipe.cmd("SET").arg(format!("app:search:k{i}")).arg("v").arg("EX").arg(3600).ignore();
+    }
+    pipe.query::<()>(&mut conn).unwrap();
+    for i in 0..300 {
+        redis.set_aged(&format!("app:embedding:old{i}"), b"v", 3_600_000, 9 * DAY);
+    }
+}
+
+#[test]
+fn an_interrupted_run_resumes_from_its_cursor() {
+    let Some(expected) = keys_after_uninterrupted(many_keys) else { return };
+    let Some(redis) = RedisServer::start() else { return };
+    many_keys(&redis);
+    let env = TestEnv::new();
+    env.write_config(&redis_config(&redis.url()));
+    // 3300 keys at 1000 keys/s take over three seconds: stop the run after the first save.
+    let mut child =
+        env.command(CLEANUP, &["moderate", "--yes", "--tier", "redis", "--max-ops-per-sec", "1000"]).spawn().unwrap();
+    let cursor = env.state_dir().join("cleanup/redis-main.cursor.json");
+    assert!(wait_until(Duration::from_secs(10), || cursor.exists()), "no cursor saved");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let saved: Value = serde_json::from_slice(&std::fs::read(&cursor).unwrap()).unwrap();
+    assert_ne!(saved["cursor"], 0);
+    let out = env.run(CLEANUP, &["moderate", "--yes", "--tier", "redis", "--resume", "--format", "json"]);
+    out.expect_code(0);
+    let notes = out.json()["targets"][0]["notes"].to_string();
+    assert!(notes.contains(&format!("resumed at cursor {}", saved["cursor"])), "{}", out.dump());
+    assert_eq!(redis.keys(), expected);
+    assert!(!cursor.exists());
+}
+
+#[test]
+fn redis_stopped_mid_scan_fails_clearly_and_resume_completes_the_work() {
+    let Some(expected) = keys_after_uninterrupted(many_keys) else { return };
+    let Some(mut redis) = RedisServer::start_with("appendonly yes\nappendfsync always") else { return };
+    many_keys(&redis);
+    let env = TestEnv::new();
+    env.watch_log("redis", redis.dir().join("redis.log"));
+    env.write_config(&redis_config(&redis.url()));
+    let child = env.command(CLEANUP, &["moderate", "--yes", "--tier", "redis", "--max-ops-per-sec", "1000"]);
+    let run = std::thread::spawn({
+        let mut child = child;
+        move || child.output().unwrap()
+    });
+    let cursor = env.state_dir().join("cleanup/redis-main.cursor.json");
+    assert!(wait_until(Duration::from_secs(10), || cursor.exists()), "no cursor saved");
+    redis.stop();
+    let output = run.join().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("rerun with --resume"), "{stderr}");
+    redis.restart();
+    let out = env.run(CLEANUP, &["moderate", "--yes", "--tier", "redis", "--resume", "--format", "json"]);
+    out.expect_code(0);
+    assert!(out.json()["targets"][0]["notes"].to_string().contains("server restarted"), "{}", out.dump());
+    assert_eq!(redis.keys(), expected);
+}
+
+#[test]
+fn memory_api_duplicates_and_stale_memories_within_the_user_only() {
+    let old = "2020-01-01T00:00:00Z";
+    let recent = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339();
+    let newer = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    for dialect in ["platform", "self-hosted"] {
+        let mem0 = if dialect == "platform" { Mem0Server::platform("key-1") } else { Mem0Server::self_hosted("key-1") };
+        mem0.add_memory("dup-old", "proj", "The user prefers green tea in the morning", &["food"], &recent);
+        mem0.add_memory("dup-new", "proj", "the user prefers green tea in the morning.", &["food"], &newer);
+        mem0.add_memory("unique", "proj", "Deploys happen on Fridays", &["work"], &recent);
+        mem0.add_memory("ancient", "proj", "Used to live in Lisbon", &["bio"], old);
+        mem0.add_memory("other-user", "someone", "The user prefers green tea in the morning", &["food"], &recent);
+        for i in 0..150 {
+            mem0.add_memory(
+                &format!("bulk-{i:03}"),
+                "proj",
+                &format!("fact number {i} about topic {}", i * 7919 % 1000),
+                &[],
+                &recent,
+            );
+        }
+        let env = TestEnv::new();
+        env.write_config(&format!(
+            "project_name = \"proj\"\n[[memory]]\nname = \"m\"\nurl = \"{}\"\napi_key = \"key-1\"\ndialect = \"{dialect}\"\n",
+            mem0.url()
+        ));
+        let dry = env.run(CLEANUP, &["memory", "--mode", "aggressive", "--dry-run"]);
+        dry.expect_code(0);
+        assert!(
+            dry.stdout.contains("delete dup-old") && dry.stdout.contains("duplicate of newer `dup-new`"),
+            "{}",
+            dry.dump()
+        );
+        assert!(
+            dry.stdout.contains("delete ancient") && dry.stdout.contains("stale: not updated for"),
+            "{}",
+            dry.dump()
+        );
+        assert_eq!(mem0.ids().len(), 155, "dry run deleted");
+        // Moderate removes duplicates only.
+        env.run(CLEANUP, &["memory", "--yes"]).expect_code(0);
+        let ids = mem0.ids();
+        assert!(!ids.contains(&"dup-old".to_owned()) && ids.contains(&"dup-new".to_owned()), "{dialect}: {ids:?}");
+        assert!(ids.contains(&"ancient".to_owned()) && ids.contains(&"other-user".to_owned()));
+        assert_eq!(ids.len(), 154, "{dialect}: the bulk facts are not duplicates: {ids:?}");
+        env.run(CLEANUP, &["memory", "--mode", "aggressive", "--yes"]).expect_code(0);
+        let ids = mem0.ids();
+        assert!(!ids.contains(&"ancient".to_owned()) && ids.contains(&"other-user".to_owned()), "{ids:?}");
+        // Every delete named only this user's memories; the platform's in one batch request.
+        let deletes: Vec<_> = mem0.requests().into_iter().filter(|r| r.method == "DELETE").collect();
+        assert!(deletes.iter().all(|r| !r.url.contains("other-user") && !r.body.contains("other-user")));
+        if dialect == "platform" {
+            assert!(deletes.iter().all(|r| r.url == "/v1/batch/" && r.body.contains("\"memory_id\"")), "{deletes:?}");
+            // Listing went through every page (155 memories, 100 a page).
+            assert!(mem0.requests().iter().any(|r| r.url.contains("page=2")));
+        } else {
+            assert!(deletes.iter().all(|r| r.url.starts_with("/memories/")), "{deletes:?}");
+        }
+    }
+}
+
+fn touch(path: &std::path::Path, bytes: usize, age: Duration) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, vec![b'x'; bytes]).unwrap();
+    let when = std::time::SystemTime::now() - age;
+    std::fs::File::options().write(true).open(path).unwrap().set_modified(when).unwrap();
+}
+
+#[test]
+fn files_past_ttl_and_over_the_cap_go_oldest_first() {
+    let env = TestEnv::new();
+    let dir = env.path("cache");
+    for i in 0..20 {
+        touch(&dir.join(format!("old/{i}.bin")), 100, Duration::from_secs(10 * DAY));
+    }
+    touch(&dir.join("keep/important.bin"), 100, Duration::from_secs(30 * DAY));
+    for i in 0..10 {
+        // Ten 8 KiB files, aged 1..10 hours: the cap keeps the newest.
+        touch(&dir.join(format!("new/{i}.bin")), 8192, Duration::from_secs((i + 1) * HOUR));
+    }
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("link-to-outside")).unwrap();
+    env.write_config(&format!(
+        "[[files]]\nname = \"models\"\npath = \"{}\"\nttl = \"7days\"\nmax_size = \"40 KiB\"\nprotected = [\"keep/**\"]\n",
+        dir.display()
+    ));
+    let dry = env.run(CLEANUP, &["files", "--dry-run", "--format", "json"]).json();
+    assert_eq!(dry["targets"][0]["selected"], 25, "{dry:#}");
+    assert_eq!(std::fs::read_dir(dir.join("old")).unwrap().count(), 20);
+    let out = env.run(CLEANUP, &["files", "--yes", "--format", "json"]);
+    out.expect_code(0);
+    assert_eq!(std::fs::read_dir(dir.join("old")).unwrap().count(), 0);
+    assert!(dir.join("keep/important.bin").exists(), "protected file removed");
+    let mut left: Vec<String> = std::fs::read_dir(dir.join("new"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["0.bin", "1.bin", "2.bin", "3.bin", "4.bin"], "the newest five fit 40 KiB");
+    assert!(
+        std::fs::symlink_metadata(dir.join("link-to-outside")).is_ok() && std::path::Path::new("/etc/passwd").exists()
+    );
+    assert_eq!(out.json()["targets"][0]["removed"], 25);
+}
+
+fn gunzip(path: &std::path::Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap()).read_to_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn logs_rotate_compress_keep_and_a_second_run_changes_nothing() {
+    let env = TestEnv::new();
+    let dir = env.path("logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = b"line of a busy log\n".repeat(600);
+    std::fs::write(dir.join("app.log"), &big).unwrap();
+    std::fs::write(dir.join("quiet.log"), b"small\n").unwrap();
+    std::fs::write(dir.join("empty.log"), b"").unwrap();
+    std::fs::write(dir.join("notes.txt"), &big).unwrap();
+    for n in 1..=3 {
+        touch(&dir.join(format!("app.log.{n}.gz")), 10, Duration::from_secs(n * DAY));
+    }
+    touch(&dir.join("quiet.log.1.gz"), 10, Duration::from_secs(40 * DAY));
+    std::fs::set_permissions(dir.join("app.log"), std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    env.write_config(&format!(
+        "[[logs]]\nname = \"app\"\npath = \"{}\"\nrotate_size = \"10 KiB\"\nkeep = 3\nmax_age = \"30days\"\n",
+        dir.display()
+    ));
+    let out = env.run(CLEANUP, &["logs", "--yes", "--format", "json"]);
+    out.expect_code(0);
+    let target = &out.json()["targets"][0];
+    assert_eq!(target["rotated"], 1, "{target:#}");
+    // The new rotation holds the log; the older ones moved up; the fourth went (keep = 3).
+    assert_eq!(gunzip(&dir.join("app.log.1.gz")), big);
+    assert!(dir.join("app.log.2.gz").exists() && dir.join("app.log.3.gz").exists());
+    assert!(!dir.join("app.log.4.gz").exists());
+    // Create mode: a new empty log with the old one's permissions.
+    let meta = std::fs::metadata(dir.join("app.log")).unwrap();
+    assert_eq!((meta.len(), std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777), (0, 0o640));
+    // Small and empty logs stay; other files are not logs; old rotations past max_age go.
+    assert_eq!(std::fs::read(dir.join("quiet.log")).unwrap(), b"small\n");
+    assert_eq!(std::fs::read(dir.join("notes.txt")).unwrap(), big);
+    assert!(!dir.join("quiet.log.1.gz").exists());
+    let snapshot = |d: &std::path::Path| -> BTreeSet<(String, u64)> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+            .collect()
+    };
+    let before = snapshot(&dir);
+    let again = env.run(CLEANUP, &["logs", "--yes", "--format", "json"]);
+    again.expect_code(0);
+    assert_eq!(again.json()["targets"][0]["rotated"], 0);
+    assert_eq!(snapshot(&dir), before, "a second run changed something");
+}
+
+#[test]
+fn logs_copytruncate_keeps_the_same_file() {
+    let env = TestEnv::new();
+    let dir = env.path("logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let content = b"0123456789\n".repeat(2000);
+    std::fs::write(dir.join("svc.log"), &content).unwrap();
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir.join("svc.log")).unwrap());
+    env.write_config(&format!(
+        "[[logs]]\nname = \"svc\"\npath = \"{}\"\nrotate_size = \"1 KiB\"\ncopytruncate = true\ncompress_level = 9\n",
+        dir.display()
+    ));
+    env.run(CLEANUP, &["logs", "--yes"]).expect_code(0);
+    let meta = std::fs::metadata(dir.join("svc.log")).unwrap();
+    assert_eq!((std::os::unix::fs::MetadataExt::ino(&meta), meta.len()), (inode, 0));
+    assert_eq!(gunzip(&dir.join("svc.log.1.gz")), content);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smart_says_which_branch_and_why() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut conn = redis.connection();
+    let mut pipe = redis::pipe();
+    for i in 0..1600 {
+        pipe.cmd("SET").arg(format!("app:search:k{i}")).arg("v").arg("EX").arg(600).ignore();
+    }
+    pipe.query::<()>(&mut conn).unwrap();
+    let env = TestEnv::new();
+    env.write_config(&redis_config(&redis.url()));
+    let out = env.run(CLEANUP, &["smart", "--dry-run", "--format", "json"]);
+    out.expect_code(0);
+    let report = out.json();
+    assert_eq!(report["mode"], "aggressive", "{report:#}");
+    assert_eq!(report["decision"]["figures"]["total_entries"], 1600);
+    assert_eq!(report["decision"]["reason"], "1600 entries > 1500");
+    let text = env.run(CLEANUP, &["smart", "--dry-run"]);
+    assert!(text.stdout.contains("smart: AGGRESSIVE because 1600 entries > 1500"), "{}", text.dump());
+    // Below the thresholds, with no lookups yet: light.
+    let _: () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
+    let light = env.run(CLEANUP, &["smart", "--dry-run", "--format", "json"]).json();
+    assert_eq!(light["mode"], "light", "{light:#}");
+}
+
+#[test]
+fn aggressive_evicts_the_idlest_keys_down_to_the_memory_target() {
+    let Some(redis) = RedisServer::start_with("maxmemory 4mb\nmaxmemory-policy noeviction") else { return };
+    // 400 keys of 4 KiB, idle 0 to 399 minutes.
+    for i in 0..400u64 {
+        redis.set_aged(&format!("app:search:k{i:03}"), &vec![b'v'; 4096], 3_600_000, i * 60);
+    }
+    let mut conn = redis.connection();
+    let used = |conn: &mut redis::Connection| -> f64 {
+        let info: String = redis::cmd("INFO").arg("memory").query(conn).unwrap();
+        info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap()
+    };
+    let target = 4.0 * 1024.0 * 1024.0 * 0.5;
+    assert!(used(&mut conn) > target, "the seed should be over the target");
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "{}\n[cleanup.modes.aggressive]\nidle = \"30days\"\nmemory_target_percent = 50.0\n",
+        redis_config(&redis.url())
+    ));
+    let out = env.run(CLEANUP, &["aggressive", "--yes", "--tier", "redis", "--format", "json"]);
+    out.expect_code(0);
+    let notes = out.json()["targets"][0]["notes"].to_string();
+    assert!(notes.contains("evicting keys idle at least"), "{}", out.dump());
+    assert!(used(&mut conn) <= target, "still over the target: {}", out.dump());
+    let kept: BTreeSet<u64> =
+        redis.keys().iter().filter_map(|k| k.strip_prefix("app:search:k")?.parse().ok()).collect();
+    let removed: BTreeSet<u64> = (0..400).filter(|i| !kept.contains(i)).collect();
+    assert!(!removed.is_empty() && !kept.is_empty(), "kept {}", kept.len());
+    assert!(kept.last() < removed.first(), "a kept key is idler than an evicted one: {kept:?} / {removed:?}");
+}

@@ -1,0 +1,5 @@
+//! `cache-cleanup` built inside the test package, so the integration tests can run it.
+
+fn main() -> std::process::ExitCode {
+    cache_cleanup::main()
+}
