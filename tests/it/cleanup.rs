@@ -496,3 +496,37 @@ fn aggressive_evicts_the_idlest_keys_down_to_the_memory_target() {
     assert!(!removed.is_empty() && !kept.is_empty(), "kept {}", kept.len());
     assert!(kept.last() < removed.first(), "a kept key is idler than an evicted one: {kept:?} / {removed:?}");
 }
+
+#[test]
+fn a_cluster_is_cleaned_on_every_primary() {
+    let Some(cluster) = cache_tests::RedisCluster::start() else { return };
+    for i in 0..60 {
+        cluster.set_aged(&format!("app:embedding:old{i}"), b"v", 3_600_000, 9 * DAY);
+        cluster.set_aged(&format!("app:search:fresh{i}"), b"v", 3_600_000, 0);
+        cluster.set_aged(&format!("app:search:nottl{i}"), b"v", 0, 0);
+    }
+    // The keys really are spread over the three primaries.
+    assert!(cluster.nodes().iter().all(|n| n.keys().iter().any(|k| k.contains(":old"))));
+    let env = TestEnv::new();
+    env.write_config(&redis_config(&cluster.nodes()[0].url()));
+    let out = env.run(CLEANUP, &["moderate", "--yes", "--tier", "redis", "--format", "json"]);
+    out.expect_code(0);
+    let target = &out.json()["targets"][0];
+    assert_eq!((target["removed"].as_u64(), target["expired"].as_u64()), (Some(60), Some(60)), "{}", out.dump());
+    assert!(target["notes"].to_string().contains("cluster: 3 primaries"));
+    let keys = cluster.keys();
+    assert!(!keys.iter().any(|k| k.contains(":old")), "{keys:?}");
+    assert_eq!(keys.len(), 120);
+    for node in cluster.nodes() {
+        let mut conn = node.connection();
+        for key in node.keys().iter().filter(|k| k.contains("nottl")) {
+            let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut conn).unwrap();
+            assert!(ttl > 0, "{key} has no TTL");
+        }
+    }
+    // The health check sees a healthy cluster through any node.
+    let health = env.run(crate::HEALTH, &["check", "--tier", "redis", "--format", "json"]);
+    health.expect_code(0);
+    let checks = health.json()["targets"][0]["checks"].to_string();
+    assert!(checks.contains("cluster_state ok, 16384 of 16384 slots assigned"), "{checks}");
+}

@@ -13,6 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr, clippy::print_stdout, reason = "test kit: panics are failures")]
 
+mod cluster;
 mod env;
 mod mem0;
 mod net;
@@ -21,6 +22,7 @@ mod redis_server;
 mod stub_http;
 mod tls;
 
+pub use cluster::RedisCluster;
 pub use env::{RunOutput, TestEnv};
 pub use mem0::{Mem0Server, RecordedRequest};
 pub use net::{Blackhole, free_port};

@@ -193,6 +193,11 @@ impl PgServer {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// The port (which also names the Unix socket).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The socket directory.
     pub fn socket_dir(&self) -> &Path {
         self.dir.path()

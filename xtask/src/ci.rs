@@ -67,11 +67,21 @@ fn on_path(binary: &str) -> bool {
 }
 
 fn install_missing() -> anyhow::Result<()> {
-    let mut packages: Vec<&str> = NEEDED.iter().filter(|(bin, _)| !on_path(bin)).map(|(_, pkg)| *pkg).collect();
+    install(NEEDED)?;
     if !Command::new("pkg-config").args(["--exists", "openssl"]).status().is_ok_and(|s| s.success()) {
-        packages.push("libssl-dev");
+        install_packages(&["libssl-dev"])?;
     }
+    Ok(())
+}
+
+/// Installs the Debian package of each (binary, package) whose binary is missing.
+pub(crate) fn install(needed: &[(&str, &str)]) -> anyhow::Result<()> {
+    let mut packages: Vec<&str> = needed.iter().filter(|(bin, _)| !on_path(bin)).map(|(_, pkg)| *pkg).collect();
     packages.dedup();
+    install_packages(&packages)
+}
+
+fn install_packages(packages: &[&str]) -> anyhow::Result<()> {
     if packages.is_empty() {
         return Ok(());
     }
@@ -94,7 +104,7 @@ fn install_missing() -> anyhow::Result<()> {
     };
     apt(&["update", "-q"])?;
     let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
-    install.extend(&packages);
+    install.extend(packages);
     apt(&install)
 }
 

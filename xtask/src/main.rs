@@ -1,10 +1,11 @@
-//! Project automation: `cargo xtask codegen [--check]`, `cargo xtask ci`.
+//! Project automation: `cargo xtask codegen [--check]`, `cargo xtask ci`, `cargo xtask bench`.
 //!
 //! Generated files (shell completions, man pages, the environment reference) come from the
 //! tools' own clap definitions and registries, are committed, and are checked in CI.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::exit, reason = "xtask is a terminal program")]
 
+mod bench;
 mod ci;
 mod codegen;
 
@@ -27,12 +28,21 @@ enum Task {
     },
     /// Run exactly what CI runs, installing missing test servers first
     Ci,
+    /// Measure a tool against the standard tools, in the same run (a command, not a test)
+    Bench {
+        /// Which benchmark: `cleanup`
+        what: String,
+        /// Run only these stages: analysis, unlink, postgres, files, logs
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
 }
 
 fn main() {
     let result = match Xtask::parse().command {
         Task::Codegen { check } => codegen::run(if check { codegen::Mode::Check } else { codegen::Mode::Write }),
         Task::Ci => ci::run(),
+        Task::Bench { what, only } => bench::run(&what, &only),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -105,8 +105,13 @@ async fn clean(ctx: &Context, cli: &Cli, request: &Request, dry_run: bool) -> an
             resume: cli.resume,
             max_ops_per_sec: max_ops,
             state: &ctx.state,
+            progress: ctx.printer.progress(0, &format!("redis/{}", target.name)),
         };
-        work.push(Box::pin(async move { job.run().await }));
+        work.push(Box::pin(async move {
+            let report = job.run().await;
+            job.progress.finish_and_clear();
+            report
+        }));
     }
     for target in config.postgres.iter().filter(|t| wanted(ctx, request, Tier::Postgres, &t.name)) {
         let job =
@@ -182,11 +187,7 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
         let num = |k: &str| info.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         hits += num("keyspace_hits");
         misses += num("keyspace_misses");
-        let keys: u64 = info
-            .iter()
-            .filter(|(k, _)| k.starts_with("db") && k[2..].chars().all(|c| c.is_ascii_digit()))
-            .filter_map(|(_, v)| v.split(',').find_map(|kv| kv.strip_prefix("keys=")?.parse::<u64>().ok()))
-            .sum();
+        let keys = redis_client::keyspace_keys(&info);
         figures.total_entries += keys;
         figures.recent_activity += recent_keys(&mut conn, keys).await;
     }

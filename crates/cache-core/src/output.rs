@@ -10,7 +10,10 @@ use comfy_table::{ContentArrangement, Table, presets};
 use serde::Serialize;
 
 use crate::env::EnvVars;
+
 use crate::redact;
+/// Progress bars, as [`Printer::progress`] makes them.
+pub use indicatif::ProgressBar;
 
 /// Output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]

@@ -148,11 +148,15 @@ impl PostgresJob<'_> {
             }
             return Ok(());
         }
-        let longest = if version >= 140_000 {
+        let phase = Instant::now();
+        let (statements, longest) = if version >= 140_000 {
             self.delete_by_pages(db, &t, &condition, &params, pages, report).await?
         } else {
             self.delete_by_limit(db, &t, &condition, &params, report).await?
         };
+        report
+            .notes
+            .push(format!("deleted in {statements} statements over {:.0} ms", phase.elapsed().as_secs_f64() * 1000.0));
         report.selected = report.removed;
         report.bytes_freed = (report.removed as f64 * row_bytes) as u64;
         report.notes.push(format!("longest DELETE {:.0} ms", longest.as_secs_f64() * 1000.0));
@@ -164,7 +168,7 @@ impl PostgresJob<'_> {
         Ok(())
     }
 
-    /// Deletes in chunks of heap pages; returns the longest statement's time.
+    /// Deletes in chunks of heap pages; returns the number of statements and the longest one's time.
     async fn delete_by_pages(
         &self,
         db: &Client,
@@ -173,11 +177,12 @@ impl PostgresJob<'_> {
         params: &[&(dyn ToSql + Sync)],
         pages: i64,
         report: &mut TargetReport,
-    ) -> Result<Duration, tokio_postgres::Error> {
+    ) -> Result<(u64, Duration), tokio_postgres::Error> {
         let budget = self.settings.max_statement;
-        let mut chunk: i64 = 64;
+        let mut chunk: i64 = 256;
         let mut page: i64 = 0;
         let mut longest = Duration::ZERO;
+        let mut statements = 0;
         // Rows appended while we work land past `pages`; the next run takes them.
         while page <= pages {
             let end = page + chunk;
@@ -188,11 +193,12 @@ impl PostgresJob<'_> {
             let removed = db.execute(&sql, params).await?;
             let took = start.elapsed();
             longest = longest.max(took);
+            statements += 1;
             report.removed += removed;
             page = end;
             chunk = adapt(chunk, took, budget, 8, 1 << 20);
         }
-        Ok(longest)
+        Ok((statements, longest))
     }
 
     /// Deletes `LIMIT`ed batches skipping locked rows (servers before PostgreSQL 14).
@@ -203,8 +209,9 @@ impl PostgresJob<'_> {
         condition: &str,
         params: &[&(dyn ToSql + Sync)],
         report: &mut TargetReport,
-    ) -> Result<Duration, tokio_postgres::Error> {
+    ) -> Result<(u64, Duration), tokio_postgres::Error> {
         let budget = self.settings.max_statement;
+        let mut statements = 0;
         let mut batch = self.settings.batch_size as i64;
         let mut longest = Duration::ZERO;
         loop {
@@ -215,24 +222,23 @@ impl PostgresJob<'_> {
             let removed = db.execute(&sql, params).await?;
             let took = start.elapsed();
             longest = longest.max(took);
+            statements += 1;
             report.removed += removed;
             if removed == 0 {
-                return Ok(longest);
+                return Ok((statements, longest));
             }
             batch = adapt(batch, took, budget, 10, 100_000);
         }
     }
 }
 
-/// Grows a chunk while statements take under a quarter of the budget, shrinks it past half.
+/// The next chunk size: proportional to how far the last statement was from half the budget
+/// (so statements settle near half the budget, leaving a margin of two), changing by at most
+/// four times down or two times up per step.
 fn adapt(size: i64, took: Duration, budget: Duration, min: i64, max: i64) -> i64 {
-    if took < budget / 4 {
-        (size * 2).min(max)
-    } else if took > budget / 2 {
-        (size / 2).max(min)
-    } else {
-        size
-    }
+    let target = budget.as_secs_f64() / 2.0;
+    let factor = (target / took.as_secs_f64().max(1e-6)).clamp(0.25, 2.0);
+    ((size as f64 * factor) as i64).clamp(min, max)
 }
 
 #[cfg(test)]
@@ -244,10 +250,13 @@ mod tests {
     #[test]
     fn chunks_adapt_to_the_statement_budget() {
         let budget = Duration::from_millis(200);
+        // Fast statements double the chunk, at most.
         assert_eq!(adapt(100, Duration::from_millis(10), budget, 8, 1000), 200);
         assert_eq!(adapt(800, Duration::from_millis(10), budget, 8, 1000), 1000);
-        assert_eq!(adapt(100, Duration::from_millis(75), budget, 8, 1000), 100);
-        assert_eq!(adapt(100, Duration::from_millis(150), budget, 8, 1000), 50);
+        // Near half the budget the chunk holds; past it, it shrinks in proportion.
+        assert_eq!(adapt(100, Duration::from_millis(100), budget, 8, 1000), 100);
+        assert_eq!(adapt(100, Duration::from_millis(200), budget, 8, 1000), 50);
+        assert_eq!(adapt(100, Duration::from_millis(900), budget, 8, 1000), 25);
         assert_eq!(adapt(10, Duration::from_millis(150), budget, 8, 1000), 8);
     }
 }

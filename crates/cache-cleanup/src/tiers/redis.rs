@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cache_core::clients::redis as client;
 use cache_core::config::{CleanupSettings, ModePolicy, PrefixRule, RedisTarget};
-use cache_core::output::bytes;
+use cache_core::output::{ProgressBar, bytes};
 use cache_core::scan::{Access, KeyInfo, ScanOptions, Scanner, glob_match};
 use cache_core::state::StateDir;
 use cache_core::tier::Tier;
@@ -43,6 +43,8 @@ pub struct RedisJob<'a> {
     pub max_ops_per_sec: u32,
     /// Where cursors are saved.
     pub state: &'a StateDir,
+    /// Keys examined, on a terminal.
+    pub progress: ProgressBar,
 }
 
 /// A cursor saved mid-pass.
@@ -57,8 +59,11 @@ struct SavedCursor {
 }
 
 impl RedisJob<'_> {
-    fn cursor_file(&self) -> String {
-        format!("cleanup/redis-{}.cursor.json", self.target.name)
+    fn cursor_file(&self, node: Option<&str>) -> String {
+        match node {
+            None => format!("cleanup/redis-{}.cursor.json", self.target.name),
+            Some(node) => format!("cleanup/redis-{}-{}.cursor.json", self.target.name, node.replace([':', '/'], "_")),
+        }
     }
 
     fn protected(&self, key: &[u8]) -> bool {
@@ -77,7 +82,7 @@ impl RedisJob<'_> {
         self.mode.policy(self.settings)
     }
 
-    /// Runs the cleanup of this target.
+    /// Runs the cleanup of this target: one pass per primary on a Redis Cluster.
     pub async fn run(&self) -> TargetReport {
         let mut report = TargetReport::new(Tier::Redis, &self.target.name);
         let mut conn = match client::connect(self.target).await {
@@ -89,37 +94,81 @@ impl RedisJob<'_> {
             }
         };
         let info = client::info(&mut conn).await.unwrap_or_default();
-        let run_id = info.get("run_id").cloned().unwrap_or_default();
-        let major: u32 = info.get("redis_version").and_then(|v| v.split('.').next()?.parse().ok()).unwrap_or(7);
-        let start = match self.start_cursor(&run_id, &mut report) {
-            Ok(start) => start,
-            Err(e) => {
-                report.errors.push(format!("{e:#}"));
-                return report;
+        match client::cluster_primaries(&mut conn, &info).await {
+            Ok(None) => self.run_node(conn, &info, None, &mut report).await,
+            Ok(Some(primaries)) => {
+                report.notes.push(format!("cluster: {} primaries, cleaned one after the other", primaries.len()));
+                for (host, port) in primaries {
+                    let node = match client::node_target(self.target, &host, port) {
+                        Ok(node) => node,
+                        Err(e) => {
+                            report.errors.push(format!("{e:#}"));
+                            continue;
+                        }
+                    };
+                    let mut node_conn = match client::connect(&node).await {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            report.unreachable = true;
+                            report.errors.push(format!("{e:#}"));
+                            continue;
+                        }
+                    };
+                    let node_info = client::info(&mut node_conn).await.unwrap_or_default();
+                    self.run_node(node_conn, &node_info, Some(&format!("{host}:{port}")), &mut report).await;
+                }
             }
-        };
-        if self.target.prefixes.is_empty() && self.policy().delete_orphans {
-            report.notes.push("no `prefixes` configured: orphans are not judged".into());
-        }
-        let mut histogram = Histogram::default();
-        let pass = Pass { job: self, run_id: &run_id, nx: major >= 7 };
-        let completed = pass.run(conn.clone(), start, None, &mut report, &mut histogram).await;
-        if !completed {
-            return report;
-        }
-        if !self.dry_run
-            && let Err(e) = self.state.remove(&self.cursor_file())
-        {
-            report.errors.push(format!("removing the saved cursor: {e:#}"));
-        }
-        if let Some(percent) = self.policy().memory_target_percent {
-            self.evict_to_target(&pass, conn, percent, &histogram, &mut report).await;
+            Err(e) => report.errors.push(format!("listing the cluster's primaries: {e}")),
         }
         report
     }
 
-    fn start_cursor(&self, run_id: &str, report: &mut TargetReport) -> anyhow::Result<u64> {
-        let saved: Option<SavedCursor> = self.state.read_json(&self.cursor_file())?;
+    /// Cleans one server (a standalone server, or one primary of a cluster: `node`).
+    async fn run_node(
+        &self,
+        conn: redis::aio::MultiplexedConnection,
+        info: &BTreeMap<String, String>,
+        node: Option<&str>,
+        report: &mut TargetReport,
+    ) {
+        let run_id = info.get("run_id").cloned().unwrap_or_default();
+        let major: u32 = info.get("redis_version").and_then(|v| v.split('.').next()?.parse().ok()).unwrap_or(7);
+        let cursor_file = self.cursor_file(node);
+        let keys = client::keyspace_keys(info);
+        self.progress.inc_length(keys);
+        let start = match self.start_cursor(&cursor_file, &run_id, report) {
+            Ok(start) => start,
+            Err(e) => {
+                report.errors.push(format!("{e:#}"));
+                return;
+            }
+        };
+        if self.target.prefixes.is_empty()
+            && self.policy().delete_orphans
+            && !report.notes.iter().any(|n| n.contains("orphans"))
+        {
+            report.notes.push("no `prefixes` configured: orphans are not judged".into());
+        }
+        let mut histogram = Histogram::default();
+        let pass =
+            Pass { job: self, run_id: &run_id, nx: major >= 7, cluster: node.is_some(), cursor_file: &cursor_file };
+        let freed_before = report.bytes_freed;
+        if !pass.run(conn.clone(), start, None, report, &mut histogram).await {
+            return;
+        }
+        if !self.dry_run
+            && let Err(e) = self.state.remove(&cursor_file)
+        {
+            report.errors.push(format!("removing the saved cursor: {e:#}"));
+        }
+        if let Some(percent) = self.policy().memory_target_percent {
+            let freed_here = report.bytes_freed - freed_before;
+            self.evict_to_target(&pass, conn, percent, &histogram, freed_here, report).await;
+        }
+    }
+
+    fn start_cursor(&self, cursor_file: &str, run_id: &str, report: &mut TargetReport) -> anyhow::Result<u64> {
+        let saved: Option<SavedCursor> = self.state.read_json(cursor_file)?;
         match (self.resume, saved) {
             (false, None) => Ok(0),
             (false, Some(saved)) => {
@@ -161,6 +210,7 @@ impl RedisJob<'_> {
         mut conn: redis::aio::MultiplexedConnection,
         percent: f64,
         histogram: &Histogram,
+        freed_by_first_pass: u64,
         report: &mut TargetReport,
     ) {
         let info = match client::info(&mut conn).await {
@@ -177,7 +227,7 @@ impl RedisJob<'_> {
             return;
         }
         // In a dry run nothing was freed yet: count what the first pass would have freed.
-        let used = if self.dry_run { used - report.bytes_freed as f64 } else { used };
+        let used = if self.dry_run { used - freed_by_first_pass as f64 } else { used };
         let target = max * percent / 100.0;
         if used <= target {
             report.notes.push(format!("memory {} is within the {percent:.0}% target", bytes(used as u64)));
@@ -212,6 +262,11 @@ struct Pass<'a> {
     run_id: &'a str,
     /// The server knows `PEXPIRE ... NX` (Redis 7).
     nx: bool,
+    /// A cluster node: no scripts (they may only touch declared keys of one slot) and one
+    /// UNLINK per key (a multi-key UNLINK across slots is refused).
+    cluster: bool,
+    /// Where this pass saves its cursor.
+    cursor_file: &'a str,
 }
 
 impl Pass<'_> {
@@ -231,6 +286,7 @@ impl Pass<'_> {
             pattern,
             count: job.settings.batch_size,
             max_keys_per_sec: job.max_ops_per_sec,
+            method: self.cluster.then_some(cache_core::scan::Method::Pipeline),
             ..ScanOptions::default()
         };
         let mut scanner = match Scanner::new(conn.clone(), opts, start).await {
@@ -257,6 +313,9 @@ impl Pass<'_> {
                     return false;
                 }
             };
+            if evict_from.is_none() {
+                job.progress.inc(batch.len() as u64);
+            }
             let actions = self.classify(&batch, scanner.access(), evict_from, report, histogram);
             if !job.dry_run
                 && let Err(e) = self.apply(&mut writer, &actions, report).await
@@ -291,7 +350,7 @@ impl Pass<'_> {
             run_id: self.run_id.to_owned(),
             saved_at: Utc::now(),
         };
-        if let Err(e) = job.state.write_json(&job.cursor_file(), &saved) {
+        if let Err(e) = job.state.write_json(self.cursor_file, &saved) {
             report.errors.push(format!("saving the cursor: {e:#}"));
         }
     }
@@ -399,9 +458,19 @@ impl Pass<'_> {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        if !deletes.is_empty() {
-            pipe.cmd("UNLINK").arg(deletes);
-        }
+        let unlinks = match (self.cluster, deletes.is_empty()) {
+            (_, true) => 0,
+            (false, false) => {
+                pipe.cmd("UNLINK").arg(deletes);
+                1
+            }
+            (true, false) => {
+                for key in deletes {
+                    pipe.cmd("UNLINK").arg(key);
+                }
+                deletes.len()
+            }
+        };
         for (key, ms) in expires {
             pipe.cmd("PEXPIRE").arg(key).arg(*ms);
             if self.nx {
@@ -410,9 +479,7 @@ impl Pass<'_> {
         }
         let replies: Vec<i64> = pipe.query_async(conn).await?;
         let mut replies = replies.into_iter();
-        if !deletes.is_empty() {
-            report.removed += replies.next().unwrap_or(0).max(0) as u64;
-        }
+        report.removed += replies.by_ref().take(unlinks).map(|r| r.max(0) as u64).sum::<u64>();
         report.expired += replies.filter(|r| *r == 1).count() as u64;
         Ok(())
     }

@@ -50,6 +50,14 @@ pub fn parse_info(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Keys in every database, from the `# Keyspace` lines of `info` (`db0:keys=12,expires=3,...`).
+pub fn keyspace_keys(info: &BTreeMap<String, String>) -> u64 {
+    info.iter()
+        .filter(|(k, _)| k.strip_prefix("db").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())))
+        .filter_map(|(_, v)| v.split(',').find_map(|kv| kv.strip_prefix("keys=")?.parse::<u64>().ok()))
+        .sum()
+}
+
 /// Whether a Redis error means the server refuses the command (hosted Redis, ACLs,
 /// `rename-command`) rather than that the connection failed.
 pub fn is_refused(error: &redis::RedisError) -> bool {
@@ -63,6 +71,52 @@ pub fn is_refused(error: &redis::RedisError) -> bool {
         || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
 }
 
+/// The primaries of a Redis Cluster as `(host, port)`, from `CLUSTER NODES`; `None` when the
+/// server is not in cluster mode (`cluster_enabled` in `info`).
+pub async fn cluster_primaries(
+    connection: &mut MultiplexedConnection,
+    info: &BTreeMap<String, String>,
+) -> redis::RedisResult<Option<Vec<(String, u16)>>> {
+    if info.get("cluster_enabled").map(String::as_str) != Some("1") {
+        return Ok(None);
+    }
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(connection).await?;
+    Ok(Some(parse_cluster_primaries(&nodes)))
+}
+
+/// Primaries in the text of `CLUSTER NODES` (`id ip:port@cport[,host] flags master ...`),
+/// skipping failed nodes and those without slots.
+pub fn parse_cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
+    let mut primaries: Vec<(String, u16)> = nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            let serves_slots = fields.len() > 8;
+            if !flags.split(',').any(|f| f == "master") || flags.contains("fail") || !serves_slots {
+                return None;
+            }
+            let address = fields.get(1)?.split(['@', ',']).next()?;
+            let (host, port) = address.rsplit_once(':')?;
+            Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
+        })
+        .collect();
+    primaries.sort();
+    primaries
+}
+
+/// `target` pointed at one node (`host:port`), with the same scheme, credentials and timeouts.
+pub fn node_target(target: &RedisTarget, host: &str, port: u16) -> anyhow::Result<RedisTarget> {
+    let mut url = target.url.url().clone();
+    url.set_host(Some(host)).map_err(|e| anyhow::anyhow!("cluster node `{host}`: {e}"))?;
+    url.set_port(Some(port)).map_err(|()| anyhow::anyhow!("cluster node port {port}"))?;
+    url.set_path("/0");
+    let mut node = target.clone();
+    node.url = crate::redact::SafeUrl::parse(url.as_str())?;
+    node.name = format!("{}@{host}:{port}", target.name);
+    Ok(node)
+}
+
 /// Milliseconds in a duration, as a float.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -73,10 +127,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cluster_nodes_parsing_keeps_serving_primaries() {
+        let nodes = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7002@17002,host-b master - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7003@17003 master,fail - 0 0 3 connected 10923-16383
+d4 127.0.0.1:7004@17004 slave a1 0 0 1 connected
+e5 127.0.0.1:7005@17005 master - 0 0 5 connected
+";
+        assert_eq!(parse_cluster_primaries(nodes), [("127.0.0.1".to_owned(), 7001), ("127.0.0.1".to_owned(), 7002)]);
+    }
+
+    #[test]
     fn info_parsing_skips_headers() {
         let info = parse_info("# Memory\r\nused_memory:1024\r\nmaxmemory:0\r\n\r\n# Stats\r\nkeyspace_hits:5\r\n");
         assert_eq!(info["used_memory"], "1024");
         assert_eq!(info["keyspace_hits"], "5");
         assert_eq!(info.len(), 3);
+        let keyspace =
+            parse_info("# Keyspace\r\ndb0:keys=12,expires=3,avg_ttl=0\r\ndb5:keys=3,expires=0\r\ndbx:keys=9\r\n");
+        assert_eq!(keyspace_keys(&keyspace), 15);
     }
 }

@@ -63,6 +63,15 @@ async fn write_round_trip(connection: &mut redis::aio::MultiplexedConnection, ta
             report.check("write", Status::Healthy, "read-only replica: write test skipped", None);
             return;
         }
+        Err(e) if e.redirect_node().is_some() => {
+            report.check(
+                "write",
+                Status::Healthy,
+                "cluster node: the health key's slot is served by another node",
+                None,
+            );
+            return;
+        }
         Err(e) if client::is_refused(&e) => {
             report.check("write", Status::Degraded, format!("SET refused: {e}"), None);
             report.recommendations.push(format!(
@@ -104,6 +113,9 @@ async fn info(
             return;
         }
     };
+    if info.get("cluster_enabled").map(String::as_str) == Some("1") {
+        cluster(connection, report).await;
+    }
     let num = |key: &str| info.get(key).and_then(|v| v.parse::<f64>().ok());
     for key in ["redis_version", "role", "maxmemory_policy"] {
         if let Some(v) = info.get(key) {
@@ -131,11 +143,7 @@ async fn info(
             report.metric(key, v);
         }
     }
-    let keys: u64 = info
-        .iter()
-        .filter(|(k, _)| k.starts_with("db") && k[2..].chars().all(|c| c.is_ascii_digit()))
-        .filter_map(|(_, v)| v.split(',').find_map(|kv| kv.strip_prefix("keys=")?.parse::<u64>().ok()))
-        .sum();
+    let keys = client::keyspace_keys(&info);
     report.metric("keys", keys);
 
     let used = num("used_memory").unwrap_or(0.0);
@@ -207,4 +215,28 @@ async fn info(
         }
     }
     report.headline = headline.join(", ");
+}
+
+/// A cluster node: the cluster's state and slot coverage, from `CLUSTER INFO`.
+async fn cluster(connection: &mut redis::aio::MultiplexedConnection, report: &mut TargetReport) {
+    let text: redis::RedisResult<String> = redis::cmd("CLUSTER").arg("INFO").query_async(connection).await;
+    let Ok(text) = text else {
+        report.check("cluster", Status::Healthy, "CLUSTER INFO not supported on this tier", None);
+        return;
+    };
+    let info = client::parse_info(&text);
+    let state = info.get("cluster_state").map_or("unknown", String::as_str);
+    let assigned = info.get("cluster_slots_assigned").map_or("?", String::as_str);
+    let failing = info.get("cluster_slots_fail").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    report.metric("cluster_state", state.to_owned());
+    let summary = format!("cluster_state {state}, {assigned} of 16384 slots assigned, {failing} failing");
+    if state == "ok" {
+        report.check("cluster", Status::Healthy, summary, None);
+    } else {
+        report.check("cluster", Status::Failed, summary, None);
+        report.recommendations.push(format!(
+            "{}: the cluster is `{state}`; see CLUSTER NODES for failed primaries and unassigned slots",
+            report.id()
+        ));
+    }
 }

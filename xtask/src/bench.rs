@@ -1,0 +1,447 @@
+//! `cargo xtask bench cleanup`: cache-cleanup against the standard tools, measured in the same
+//! run on the same data, printed as ratios (standard tool's time / ours: above 1 is faster).
+//!
+//! Targets (issue 3): per-key analysis of 1M keys ≥ 4× `redis-cli --memkeys` with peak RSS ≤ 32 MB
+//! and RSS at 1M ≤ 1.2× RSS at 100k; deleting ~400k keys by prefix ≥ 1.5× `redis-cli --scan |
+//! xargs redis-cli unlink`; deleting 800k expired rows of 2M ≥ 0.8× one DELETE, no statement over
+//! 250 ms; sweeping 200k files ≥ 1× `find -mtime +7 -delete`; rotating 50 × 20 MiB logs ≥ 1.5×
+//! `logrotate -f`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, bail};
+use cache_tests::{PgServer, RedisServer};
+
+/// One comparison.
+struct Row {
+    task: &'static str,
+    standard: Duration,
+    ours: Duration,
+    target: f64,
+    detail: String,
+}
+
+/// Wall time and peak RSS (KiB) of a command, through GNU time.
+fn measure(command: &mut Command) -> anyhow::Result<(Duration, u64, String)> {
+    let out_file = tempfile::NamedTempFile::new()?;
+    let program = command.get_program().to_owned();
+    let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
+    let mut timed = Command::new("/usr/bin/time");
+    timed.arg("-f").arg("%M").arg("-o").arg(out_file.path()).arg(&program).args(&args);
+    for (k, v) in command.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    let start = Instant::now();
+    let output = timed.output().with_context(|| format!("running {program:?}"))?;
+    let took = start.elapsed();
+    if !output.status.success() {
+        bail!(
+            "{program:?} {args:?} failed: {}\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let rss = std::fs::read_to_string(out_file.path())?.lines().last().unwrap_or("0").trim().parse().unwrap_or(0);
+    Ok((took, rss, String::from_utf8_lossy(&output.stdout).into_owned()))
+}
+
+fn shell(script: &str) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let status = Command::new("bash").arg("-c").arg(script).status()?;
+    if !status.success() {
+        bail!("`{script}` failed: {status}");
+    }
+    Ok(start.elapsed())
+}
+
+const SEED: &str = r"
+local start, n, prefix, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+for i = start, start + n - 1 do
+  local k = prefix .. i
+  local kind = i % 5
+  if kind == 0 then redis.call('SET', k, string.rep('x', 10 + (i % 300)))
+  elseif kind == 1 then redis.call('HSET', k, 'field', i, 'other', 'value' .. i)
+  elseif kind == 2 then redis.call('RPUSH', k, 'a', 'b', i)
+  elseif kind == 3 then redis.call('SADD', k, 'm1', 'm2', i)
+  else redis.call('ZADD', k, 1, 'a', 2, i) end
+  if i % 10 >= 4 then redis.call('EXPIRE', k, 86400) end
+  if idle > 0 then
+    local dump = redis.call('DUMP', k)
+    local ttl = redis.call('PTTL', k)
+    if ttl < 0 then ttl = 0 end
+    redis.call('RESTORE', k, ttl, dump, 'REPLACE', 'IDLETIME', idle)
+  end
+end
+return n
+";
+
+/// Adds `n` keys named `prefix{i}` (mixed types and sizes, 40% without TTL), idle `idle` seconds.
+fn seed(redis: &RedisServer, prefix: &str, n: u64, idle: u64) -> anyhow::Result<()> {
+    let mut conn = redis.connection();
+    let script = redis::Script::new(SEED);
+    let mut start = 0;
+    while start < n {
+        let chunk = (n - start).min(50_000);
+        let _: i64 = script.arg(start).arg(chunk).arg(prefix).arg(idle).invoke(&mut conn)?;
+        start += chunk;
+    }
+    Ok(())
+}
+
+struct Bench {
+    cleanup: PathBuf,
+    work: tempfile::TempDir,
+}
+
+impl Bench {
+    fn cleanup(&self, config: &str, args: &[&str]) -> anyhow::Result<Command> {
+        let path = self.work.path().join(format!("config-{}.toml", std::process::id()));
+        std::fs::write(&path, config)?;
+        let state = self.work.path().join("state");
+        let mut command = Command::new(&self.cleanup);
+        command.args(args).arg("--config").arg(&path).arg("--state-dir").arg(&state).arg("-q");
+        Ok(command)
+    }
+}
+
+pub(crate) fn run(what: &str, only: &[String]) -> anyhow::Result<()> {
+    if what != "cleanup" {
+        bail!("unknown benchmark `{what}`; there is: cleanup");
+    }
+    crate::ci::install(&[("logrotate", "logrotate"), ("redis-cli", "redis-tools"), ("time", "time")])?;
+    let root = crate::root();
+    println!("==> building cache-cleanup (release)");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "-p", "cache-cleanup"])
+        .current_dir(&root)
+        .status()?;
+    if !status.success() {
+        bail!("build failed");
+    }
+    let bench = Bench { cleanup: root.join("target/release/cache-cleanup"), work: tempfile::tempdir()? };
+    type Stage = fn(&Bench) -> anyhow::Result<Row>;
+    let stages: [(&str, Stage); 5] = [
+        ("analysis", redis_analysis),
+        ("unlink", redis_delete),
+        ("postgres", postgres_delete),
+        ("files", files),
+        ("logs", logs),
+    ];
+    let mut failed = 0;
+    let mut ran = 0;
+    for (name, stage) in stages {
+        if !only.is_empty() && !only.iter().any(|o| o == name) {
+            continue;
+        }
+        let row = stage(&bench)?;
+        let ratio = row.standard.as_secs_f64() / row.ours.as_secs_f64();
+        let pass = ratio >= row.target;
+        failed += usize::from(!pass);
+        ran += 1;
+        println!(
+            "RESULT {:<52} standard {:>7.2}s  ours {:>7.2}s  ratio {:>5.2}×  target {:.1}×  {}  {}",
+            row.task,
+            row.standard.as_secs_f64(),
+            row.ours.as_secs_f64(),
+            ratio,
+            row.target,
+            if pass { "ok" } else { "BELOW TARGET" },
+            row.detail
+        );
+    }
+    println!("\n{ran} comparisons, {failed} below target");
+    Ok(())
+}
+
+fn redis_config(url: &str) -> String {
+    format!(
+        "[[redis]]\nname = \"bench\"\nurl = \"{url}\"\ntimeout = \"60s\"\n[[files]]\nname = \"none\"\npath = \"/nonexistent\"\n"
+    )
+}
+
+fn redis_analysis(bench: &Bench) -> anyhow::Result<Row> {
+    println!("==> per-key analysis: seeding 100k and 1M keys");
+    let small = RedisServer::start().context("redis-server is needed")?;
+    seed(&small, "bench:app:", 100_000, 0)?;
+    let large = RedisServer::start().context("redis-server is needed")?;
+    seed(&large, "bench:app:", 1_000_000, 0)?;
+    let analyse = |server: &RedisServer| -> anyhow::Result<(Duration, u64)> {
+        let mut command = bench
+            .cleanup(&redis_config(&server.url()), &["light", "--dry-run", "--tier", "redis", "--format", "json"])?;
+        let (took, rss, _) = measure(&mut command)?;
+        Ok((took, rss))
+    };
+    let (_, rss_small) = analyse(&small)?;
+    let (ours, rss_large) = analyse(&large)?;
+    let (memkeys, memkeys_rss, _) =
+        measure(Command::new("redis-cli").args(["-p", &large.port().to_string(), "--memkeys"]))?;
+    Ok(Row {
+        task: "per-key analysis, 1M keys (vs redis-cli --memkeys)",
+        standard: memkeys,
+        ours,
+        target: 4.0,
+        detail: format!(
+            "keys/s: {:.0} vs {:.0}; peak RSS {} MiB (≤ 32), 1M/100k RSS {:.2} (≤ 1.2); redis-cli RSS {} MiB",
+            1e6 / ours.as_secs_f64(),
+            1e6 / memkeys.as_secs_f64(),
+            rss_large / 1024,
+            rss_large as f64 / rss_small.max(1) as f64,
+            memkeys_rss / 1024
+        ),
+    })
+}
+
+fn redis_delete(bench: &Bench) -> anyhow::Result<Row> {
+    println!("==> delete by prefix: seeding two servers with 600k keys plus 400k under `bench:del:`");
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let server = RedisServer::start().context("redis-server is needed")?;
+        seed(&server, "bench:keep:", 600_000, 0)?;
+        // Idle for ten days, so that a moderate cleanup of the category selects every one.
+        seed(&server, "bench:del:", 400_000, 10 * 86_400)?;
+        servers.push(server);
+    }
+    let port = servers[0].port();
+    let standard = shell(&format!(
+        "redis-cli -p {port} --scan --pattern 'bench:del:*' | xargs -n 1000 redis-cli -p {port} unlink > /dev/null"
+    ))?;
+    let mut command = bench.cleanup(
+        &redis_config(&servers[1].url()),
+        &["category", "del", "--mode", "moderate", "--yes", "--tier", "redis"],
+    )?;
+    let (ours, _, _) = measure(&mut command)?;
+    for server in &servers {
+        let left: Vec<String> = redis::cmd("SCAN")
+            .arg(0)
+            .arg("MATCH")
+            .arg("bench:del:*")
+            .arg("COUNT")
+            .arg(1_000_000)
+            .query::<(u64, Vec<String>)>(&mut server.connection())?
+            .1;
+        let size: u64 = redis::cmd("DBSIZE").query(&mut server.connection())?;
+        if !left.is_empty() || size != 600_000 {
+            bail!("delete by prefix left {} keys under the prefix and {size} in all", left.len());
+        }
+    }
+    Ok(Row {
+        task: "delete 400k keys by prefix (vs scan | xargs unlink)",
+        standard,
+        ours,
+        target: 1.5,
+        detail: String::new(),
+    })
+}
+
+/// `psql` from PATH, else from the installation of the server's `initdb`.
+fn which_psql(_pg: &PgServer) -> String {
+    let on_path =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join("psql").is_file())).unwrap_or(false);
+    if on_path {
+        return "psql".into();
+    }
+    std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|rd| rd.filter_map(Result::ok).map(|e| e.path().join("bin/psql")).find(|p| p.is_file()))
+        .map_or_else(|| "psql".into(), |p| p.display().to_string())
+}
+
+async fn pg_exec(pg: &PgServer, db: &str, sql: &str) -> anyhow::Result<Duration> {
+    let client = pg.client(db).await;
+    let start = Instant::now();
+    client.batch_execute(sql).await?;
+    Ok(start.elapsed())
+}
+
+fn postgres_delete(bench: &Bench) -> anyhow::Result<Row> {
+    println!("==> expired rows: seeding 2M rows (800k expired) twice");
+    let runtime = tokio::runtime::Runtime::new()?;
+    let pg = PgServer::start().context("PostgreSQL is needed")?;
+    let url = runtime.block_on(async {
+        let url = pg.create_database("a").await;
+        pg_exec(
+            &pg,
+            "a",
+            "CREATE TABLE cache_entries (key text PRIMARY KEY, value jsonb NOT NULL, project_name text NOT NULL DEFAULT 'default',
+               category text, access_count integer NOT NULL DEFAULT 0, created_at timestamptz NOT NULL DEFAULT now(),
+               accessed_at timestamptz NOT NULL DEFAULT now(), expires_at timestamptz, metadata jsonb NOT NULL DEFAULT '{}');
+             INSERT INTO cache_entries (key, value, category, expires_at)
+               SELECT 'k' || i, jsonb_build_object('payload', repeat('v', 40 + i % 100)), 'c' || (i % 7),
+                      CASE WHEN i % 5 < 2 THEN now() - interval '1 hour' ELSE now() + interval '1 day' END
+                 FROM generate_series(1, 2000000) i;
+             CREATE INDEX cache_entries_expires_at ON cache_entries (expires_at);",
+        )
+        .await?;
+        // VACUUM may not run inside the implicit transaction of a multi-statement batch.
+        pg_exec(&pg, "a", "VACUUM ANALYZE cache_entries").await?;
+        pg_exec(&pg, "postgres", "CREATE DATABASE b TEMPLATE a").await?;
+        anyhow::Ok(url)
+    })?;
+    // The standard tool, end to end like ours: psql starts, connects, runs one DELETE.
+    let psql = which_psql(&pg);
+    let standard = shell(&format!(
+        "{psql} -X -q -h {} -p {} -U postgres -d b -c 'DELETE FROM cache_entries WHERE expires_at < now()'",
+        pg.socket_dir().display(),
+        pg.port()
+    ))?;
+    let config = format!(
+        "[[postgres]]\nname = \"bench\"\nurl = \"{url}\"\ntimeout = \"60s\"\n[[files]]\nname = \"none\"\npath = \"/nonexistent\"\n"
+    );
+    let mut command = bench.cleanup(&config, &["light", "--yes", "--tier", "postgres", "--format", "json"])?;
+    let (total, _, out) = measure(&mut command)?;
+    let report: serde_json::Value = serde_json::from_str(&out).context("the cleanup's JSON report")?;
+    let target = &report["targets"][0];
+    let notes: Vec<&str> = target["notes"].as_array().into_iter().flatten().filter_map(|n| n.as_str()).collect();
+    let phase = notes.iter().find(|n| n.starts_with("deleted in ")).copied().unwrap_or_default().to_owned();
+    let vacuum = notes
+        .iter()
+        .find_map(|n| n.strip_prefix("VACUUM (ANALYZE) took ")?.strip_suffix(" ms")?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let longest = notes
+        .iter()
+        .find_map(|n| n.strip_prefix("longest DELETE ")?.strip_suffix(" ms")?.parse::<f64>().ok())
+        .unwrap_or(f64::NAN);
+    let ours = total.saturating_sub(Duration::from_secs_f64(vacuum / 1000.0));
+    let removed = target["removed"].as_u64().unwrap_or(0);
+    if removed != 800_000 {
+        bail!("the cleanup removed {removed} rows, not 800000");
+    }
+    Ok(Row {
+        task: "delete 800k expired rows of 2M (vs one DELETE)",
+        standard,
+        ours,
+        target: 0.8,
+        detail: format!(
+            "{phase}, longest {longest:.0} ms (≤ 250); VACUUM (ANALYZE) afterwards {vacuum:.0} ms, not counted"
+        ),
+    })
+}
+
+fn files(bench: &Bench) -> anyhow::Result<Row> {
+    println!("==> file sweep: creating two trees of 200k files (90k past their TTL)");
+    let a = bench.work.path().join("tree-a");
+    let b = bench.work.path().join("tree-b");
+    for dir in [&a, &b] {
+        make_tree_exact(dir, 200_000, 90_000)?;
+    }
+    let standard = shell(&format!("find {} -type f -mtime +7 -delete", a.display()))?;
+    let config = format!("[[files]]\nname = \"bench\"\npath = \"{}\"\nttl = \"7days\"\n", b.display());
+    let mut command = bench.cleanup(&config, &["files", "--yes"])?;
+    let (ours, _, _) = measure(&mut command)?;
+    let (left_a, left_b) = (walk_count(&a), walk_count(&b));
+    if left_a != 110_000 || left_b != 110_000 {
+        bail!("the sweeps left {left_a} and {left_b} files, not 110000");
+    }
+    Ok(Row {
+        task: "sweep 200k files, 90k past TTL (vs find -delete)",
+        standard,
+        ours,
+        target: 1.0,
+        detail: String::new(),
+    })
+}
+
+/// Creates `total` files in 200 directories, `old` of them modified ten days ago.
+fn make_tree_exact(dir: &Path, total: u32, old: u32) -> anyhow::Result<()> {
+    let old_time = SystemTime::now() - Duration::from_secs(10 * 86_400);
+    for d in 0..200 {
+        std::fs::create_dir_all(dir.join(format!("d{d:03}")))?;
+    }
+    for i in 0..total {
+        let path = dir.join(format!("d{:03}/f{i}.bin", i % 200));
+        let mut file = std::fs::File::create(&path)?;
+        file.write_all(&[b'x'; 64])?;
+        if i < old {
+            file.set_modified(old_time)?;
+        }
+    }
+    Ok(())
+}
+
+fn walk_count(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(Result::ok).map(|e| if e.path().is_dir() { walk_count(&e.path()) } else { 1 }).sum())
+        .unwrap_or(0)
+}
+
+/// 20 MiB of log-like text: timestamps, levels, request ids, paths, durations.
+fn log_text(seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(21 << 20);
+    let levels = ["INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"];
+    let paths = ["/api/search", "/api/embed", "/health", "/api/cache/metrics", "/v1/memories/"];
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut i = 0u64;
+    while out.len() < 20 << 20 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let r = x >> 33;
+        let line = format!(
+            "2026-11-{:02}T{:02}:{:02}:{:02}.{:03}Z {} req={:016x} {} {} {}ms bytes={}\n",
+            1 + i / 86_400_000 % 28,
+            r % 24,
+            (r >> 5) % 60,
+            (r >> 11) % 60,
+            r % 1000,
+            levels[(r % levels.len() as u64) as usize],
+            x,
+            ["GET", "POST"][(r % 2) as usize],
+            paths[((r >> 3) % paths.len() as u64) as usize],
+            r % 900,
+            (r >> 7) % 100_000
+        );
+        out.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    out
+}
+
+fn logs(bench: &Bench) -> anyhow::Result<Row> {
+    println!("==> log rotation: writing two directories of 50 × 20 MiB logs");
+    let a = bench.work.path().join("logs-a");
+    let b = bench.work.path().join("logs-b");
+    for dir in [&a, &b] {
+        std::fs::create_dir_all(dir)?;
+    }
+    for i in 0..50 {
+        let text = log_text(i);
+        std::fs::write(a.join(format!("svc{i:02}.log")), &text)?;
+        std::fs::write(b.join(format!("svc{i:02}.log")), &text)?;
+    }
+    let conf = bench.work.path().join("logrotate.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "{}/*.log {{\n  rotate 7\n  size 10M\n  compress\n  compresscmd /bin/gzip\n  compressoptions -6\n  create\n  notifempty\n  nodelaycompress\n}}\n",
+            a.display()
+        ),
+    )?;
+    let status_file = bench.work.path().join("logrotate.status");
+    let standard = shell(&format!("logrotate -f -s {} {}", status_file.display(), conf.display()))?;
+    let config = format!(
+        "[[logs]]\nname = \"bench\"\npath = \"{}\"\nrotate_size = \"10 MiB\"\nkeep = 7\ncompress_level = 6\n",
+        b.display()
+    );
+    let mut command = bench.cleanup(&config, &["logs", "--yes"])?;
+    let (ours, _, _) = measure(&mut command)?;
+    for dir in [&a, &b] {
+        if !dir.join("svc00.log.1.gz").exists() || std::fs::metadata(dir.join("svc49.log"))?.len() != 0 {
+            bail!("{} was not rotated", dir.display());
+        }
+    }
+    let size = |d: &Path| -> u64 {
+        (0..50).map(|i| std::fs::metadata(d.join(format!("svc{i:02}.log.1.gz"))).map_or(0, |m| m.len())).sum()
+    };
+    Ok(Row {
+        task: "rotate + gzip 50 × 20 MiB logs (vs logrotate -f)",
+        standard,
+        ours,
+        target: 1.5,
+        detail: format!("compressed {} MiB vs logrotate's {} MiB", size(&b) >> 20, size(&a) >> 20),
+    })
+}
