@@ -530,3 +530,91 @@ fn a_cluster_is_cleaned_on_every_primary() {
     let checks = health.json()["targets"][0]["checks"].to_string();
     assert!(checks.contains("cluster_state ok, 16384 of 16384 slots assigned"), "{checks}");
 }
+
+#[test]
+fn a_server_refusing_object_and_memory_is_cleaned_with_what_it_allows() {
+    let Some(redis) =
+        RedisServer::start_with("rename-command OBJECT \"\"\nrename-command MEMORY \"\"\nrename-command CONFIG \"\"")
+    else {
+        return;
+    };
+    seed(&redis);
+    let env = TestEnv::new();
+    env.write_config(&redis_config(&redis.url()));
+    let out = env.run(CLEANUP, &["aggressive", "--yes", "--tier", "redis", "--format", "json"]);
+    out.expect_code(0);
+    let target = &out.json()["targets"][0];
+    let notes = target["notes"].to_string();
+    assert!(notes.contains("OBJECT IDLETIME refused") && notes.contains("MEMORY USAGE refused"), "{notes}");
+    // Without idle times and sizes, only what needs neither happens: orphans go, TTLs are set.
+    assert_eq!(class_keys(&redis, "orphan"), 0);
+    assert_eq!(class_keys(&redis, "idle8d"), 3);
+    assert_eq!(class_keys(&redis, "big"), 1);
+    assert_eq!(target["expired"], 3);
+}
+
+#[test]
+fn under_an_lfu_policy_the_coldest_keys_go() {
+    let Some(redis) = RedisServer::start_with("maxmemory-policy allkeys-lfu") else { return };
+    let mut conn = redis.connection();
+    for (name, freq) in [("cold", 0), ("warm", 40), ("hot", 200)] {
+        for i in 0..4 {
+            let key = format!("app:search:{name}-{i}");
+            let _: () = redis::cmd("SET").arg(&key).arg("v").arg("EX").arg(3600).query(&mut conn).unwrap();
+            let dump: Vec<u8> = redis::cmd("DUMP").arg(&key).query(&mut conn).unwrap();
+            let _: () = redis::cmd("RESTORE")
+                .arg(&key)
+                .arg(3_600_000)
+                .arg(dump)
+                .arg("REPLACE")
+                .arg("FREQ")
+                .arg(freq)
+                .query(&mut conn)
+                .unwrap();
+        }
+    }
+    let env = TestEnv::new();
+    env.write_config(&redis_config(&redis.url()));
+    let out = env.run(CLEANUP, &["moderate", "--dry-run", "--tier", "redis"]);
+    assert!(out.stdout.contains("LFU frequency 0 (≤ 0)"), "{}", out.dump());
+    env.run(CLEANUP, &["moderate", "--yes", "--tier", "redis"]).expect_code(0);
+    assert_eq!((class_keys(&redis, "cold"), class_keys(&redis, "warm"), class_keys(&redis, "hot")), (0, 4, 4));
+}
+
+#[test]
+fn logs_rotate_by_age_from_the_last_rotation() {
+    let env = TestEnv::new();
+    let dir = env.path("logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("daily.log"), b"a few lines\n").unwrap();
+    std::fs::write(dir.join("fresh.log"), b"a few lines\n").unwrap();
+    env.write_config(&format!("[[logs]]\nname = \"d\"\npath = \"{}\"\nrotate_age = \"1day\"\n", dir.display()));
+    // First sight: like logrotate, a log's age counts from now.
+    env.run(CLEANUP, &["logs", "--yes"]).expect_code(0);
+    assert!(!dir.join("daily.log.1.gz").exists());
+    // Pretend `daily.log` was last rotated two days ago.
+    let status = env.state_dir().join("cleanup/logs-d.json");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&status).unwrap()).unwrap();
+    doc["rotated"]["daily.log"] = Value::String((chrono::Utc::now() - chrono::Duration::days(2)).to_rfc3339());
+    std::fs::write(&status, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let out = env.run(CLEANUP, &["logs", "--yes", "--format", "json"]);
+    out.expect_code(0);
+    assert_eq!(out.json()["targets"][0]["rotated"], 1, "{}", out.dump());
+    assert_eq!(gunzip(&dir.join("daily.log.1.gz")), b"a few lines\n");
+    assert!(!dir.join("fresh.log.1.gz").exists());
+}
+
+#[test]
+fn a_rotation_left_half_done_is_never_overwritten() {
+    let env = TestEnv::new();
+    let dir = env.path("logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.log"), b"new lines\n".repeat(200)).unwrap();
+    std::fs::write(dir.join("app.log.1"), b"the previous rotation, never compressed\n").unwrap();
+    env.write_config(&format!("[[logs]]\nname = \"a\"\npath = \"{}\"\nrotate_size = \"1 KiB\"\n", dir.display()));
+    let out = env.run(CLEANUP, &["logs", "--yes"]);
+    out.expect_code(1);
+    assert!(out.stdout.contains("left from an interrupted rotation"), "{}", out.dump());
+    assert_eq!(std::fs::read(dir.join("app.log.1")).unwrap(), b"the previous rotation, never compressed\n");
+    assert_eq!(std::fs::read(dir.join("app.log")).unwrap(), b"new lines\n".repeat(200));
+}

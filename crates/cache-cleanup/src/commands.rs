@@ -182,8 +182,18 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
     let mut figures = Figures::default();
     let (mut hits, mut misses) = (0.0, 0.0);
     for target in config.redis.iter().filter(|t| wanted(ctx, request, Tier::Redis, &t.name)) {
-        let Ok(mut conn) = redis_client::connect(target).await else { continue };
-        let Ok(info) = redis_client::info(&mut conn).await else { continue };
+        let measured = async {
+            let mut conn = redis_client::connect(target).await?;
+            let info = redis_client::info(&mut conn).await?;
+            anyhow::Ok((conn, info))
+        };
+        let (mut conn, info) = match measured.await {
+            Ok(pair) => pair,
+            Err(e) => {
+                figures.unmeasured.push(format!("redis/{}: {e:#}", target.name));
+                continue;
+            }
+        };
         let num = |k: &str| info.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         hits += num("keyspace_hits");
         misses += num("keyspace_misses");
@@ -192,7 +202,13 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
         figures.recent_activity += recent_keys(&mut conn, keys).await;
     }
     for target in config.postgres.iter().filter(|t| wanted(ctx, request, Tier::Postgres, &t.name)) {
-        let Ok(db) = postgres::connect(target).await else { continue };
+        let db = match postgres::connect(target).await {
+            Ok(db) => db,
+            Err(e) => {
+                figures.unmeasured.push(format!("postgres/{}: {e:#}", target.name));
+                continue;
+            }
+        };
         let c = &target.columns;
         let project = if c.project.is_empty() {
             "true".to_owned()
@@ -209,16 +225,19 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
         } else {
             db.query_one(&sql, &[&config.project_name]).await
         };
-        if let Ok(row) = row {
-            figures.total_entries += row.get::<_, i64>(0) as u64;
-            figures.recent_activity += row.get::<_, i64>(1) as u64;
+        match row {
+            Ok(row) => {
+                figures.total_entries += row.get::<_, i64>(0) as u64;
+                figures.recent_activity += row.get::<_, i64>(1) as u64;
+            }
+            Err(e) => figures.unmeasured.push(format!("postgres/{}: {}", target.name, postgres::error_text(&e))),
         }
     }
     for target in config.memory.iter().filter(|t| wanted(ctx, request, Tier::Memory, &t.name)) {
-        if let Ok(client) = MemoryClient::new(target, config.memory_user_id(target))
-            && let Ok(all) = client.list_all().await
-        {
-            figures.total_entries += all.len() as u64;
+        let listed = async { MemoryClient::new(target, config.memory_user_id(target))?.list_all().await };
+        match listed.await {
+            Ok(all) => figures.total_entries += all.len() as u64,
+            Err(e) => figures.unmeasured.push(format!("memory/{}: {e:#}", target.name)),
         }
     }
     figures.hit_ratio = (hits + misses > 0.0).then(|| hits / (hits + misses));

@@ -49,6 +49,8 @@ pub struct Figures {
     pub recent_activity: u64,
     /// Redis hit ratio (0..1), when there were lookups.
     pub hit_ratio: Option<f64>,
+    /// Targets that could not be measured, and why: their entries are not counted.
+    pub unmeasured: Vec<String>,
 }
 
 /// The branch `smart` took, and why.
@@ -85,6 +87,11 @@ pub fn decide(figures: Figures, t: &SmartThresholds) -> Decision {
             format!("{size} entries, {} used in the last hour, {ratio}: maintenance only", figures.recent_activity),
         )
     };
+    let reason = if figures.unmeasured.is_empty() {
+        reason
+    } else {
+        format!("{reason} (not counted: {})", figures.unmeasured.join("; "))
+    };
     Decision { mode, reason, figures }
 }
 
@@ -93,8 +100,11 @@ mod tests {
     use super::*;
 
     fn decide_for(total: u64, recent: u64, hit: Option<f64>) -> Mode {
-        decide(Figures { total_entries: total, recent_activity: recent, hit_ratio: hit }, &SmartThresholds::default())
-            .mode
+        decide(
+            Figures { total_entries: total, recent_activity: recent, hit_ratio: hit, unmeasured: vec![] },
+            &SmartThresholds::default(),
+        )
+        .mode
     }
 
     #[test]
@@ -106,8 +116,15 @@ mod tests {
         assert_eq!(decide_for(1000, 0, Some(0.59)), Mode::Targeted);
         assert_eq!(decide_for(1000, 0, Some(0.60)), Mode::Light);
         assert_eq!(decide_for(10, 0, None), Mode::Light);
-        let d =
-            decide(Figures { total_entries: 1200, recent_activity: 3, hit_ratio: None }, &SmartThresholds::default());
+        let figures = Figures { total_entries: 1200, recent_activity: 3, hit_ratio: None, unmeasured: vec![] };
+        let d = decide(figures, &SmartThresholds::default());
         assert_eq!(d.reason, "1200 entries > 1000 and 3 used in the last hour < 50");
+        let figures = Figures {
+            total_entries: 10,
+            recent_activity: 0,
+            hit_ratio: None,
+            unmeasured: vec!["redis/a: down".into()],
+        };
+        assert!(decide(figures, &SmartThresholds::default()).reason.ends_with("(not counted: redis/a: down)"));
     }
 }

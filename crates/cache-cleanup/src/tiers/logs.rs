@@ -156,6 +156,15 @@ fn rotated_name(log: &Path, n: u32, compressed: bool) -> PathBuf {
 fn rotate(target: &LogsTarget, log: &Due) -> io::Result<()> {
     let compressed = target.compress_level > 0;
     let path = &log.path;
+    let first = rotated_name(path, 1, false);
+    if compressed && first.exists() {
+        // A rotation was interrupted between the rename and the compression: rotating now
+        // would overwrite it.
+        return Err(io::Error::other(format!(
+            "`{}` is left from an interrupted rotation; compress or move it, then run again",
+            first.display()
+        )));
+    }
     // Shift the older rotations up by one; the one past `keep` goes.
     let _ = fs::remove_file(rotated_name(path, target.keep, compressed));
     for n in (1..target.keep).rev() {
@@ -164,7 +173,6 @@ fn rotate(target: &LogsTarget, log: &Due) -> io::Result<()> {
             fs::rename(&from, rotated_name(path, n + 1, compressed))?;
         }
     }
-    let first = rotated_name(path, 1, false);
     let meta = fs::metadata(path)?;
     if target.copytruncate {
         fs::copy(path, &first)?;
@@ -202,11 +210,12 @@ fn rotate(target: &LogsTarget, log: &Due) -> io::Result<()> {
 /// Removes rotations beyond `keep` or older than `max_age`.
 fn expire_rotations(target: &LogsTarget, dry_run: bool, listed: usize, report: &mut TargetReport) {
     let Ok(entries) = fs::read_dir(&target.path) else { return };
+    let Ok(pattern) = globset::Glob::new(&target.pattern).map(|g| g.compile_matcher()) else { return };
     let now = SystemTime::now();
     for entry in entries.filter_map(Result::ok) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some((base, n)) = rotation_number(&name) else { continue };
-        if !globset::Glob::new(&target.pattern).is_ok_and(|g| g.compile_matcher().is_match(base)) {
+        if !pattern.is_match(base) {
             continue;
         }
         let Ok(meta) = entry.metadata() else { continue };
