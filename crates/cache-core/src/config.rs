@@ -611,6 +611,19 @@ impl Default for SmartThresholds {
     }
 }
 
+/// How the keyspace scanner asks about each batch of keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScanMethod {
+    /// A script per batch where the server allows it, else pipelined commands.
+    #[default]
+    Auto,
+    /// One Lua script per batch (one round trip, fewest commands parsed).
+    Script,
+    /// SCAN, then one pipelined round of per-key commands (for servers that restrict EVAL).
+    Pipeline,
+}
+
 /// Cleanup policy shared by every tier.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -621,6 +634,8 @@ pub struct CleanupSettings {
     pub batch_size: usize,
     /// Keys examined per second at most (0: as fast as the server answers); `--max-ops-per-sec`.
     pub max_ops_per_sec: u32,
+    /// How each batch of keys is examined.
+    pub scan_method: ScanMethod,
     /// Items listed per tier by `--dry-run` (the totals always count everything).
     pub dry_run_sample: usize,
     /// Longest a single DELETE of the cache table may run; batches shrink to stay under it.
@@ -642,6 +657,7 @@ impl Default for CleanupSettings {
             protected: Vec::new(),
             batch_size: 1000,
             max_ops_per_sec: 0,
+            scan_method: ScanMethod::Auto,
             dry_run_sample: 20,
             max_statement: Duration::from_millis(250),
             memory_similarity: 0.85,

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cache_core::clients::redis as client;
-use cache_core::config::{CleanupSettings, ModePolicy, PrefixRule, RedisTarget};
+use cache_core::config::{CleanupSettings, ModePolicy, PrefixRule, RedisTarget, ScanMethod};
 use cache_core::output::{ProgressBar, bytes};
-use cache_core::scan::{Access, KeyInfo, ScanOptions, Scanner, glob_match};
+use cache_core::scan::{Access, KeyInfo, Method, ScanOptions, Scanner, glob_match};
 use cache_core::state::StateDir;
 use cache_core::tier::Tier;
 use chrono::{DateTime, Utc};
@@ -286,7 +286,11 @@ impl Pass<'_> {
             pattern,
             count: job.settings.batch_size,
             max_keys_per_sec: job.max_ops_per_sec,
-            method: self.cluster.then_some(cache_core::scan::Method::Pipeline),
+            method: match (self.cluster, job.settings.scan_method) {
+                (true, _) | (false, ScanMethod::Pipeline) => Some(Method::Pipeline),
+                (false, ScanMethod::Script) => Some(Method::Script),
+                (false, ScanMethod::Auto) => None,
+            },
             ..ScanOptions::default()
         };
         let mut scanner = match Scanner::new(conn.clone(), opts, start).await {
