@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod archive;
 pub mod cli;
 pub mod clients;
 pub mod config;

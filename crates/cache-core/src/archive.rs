@@ -1,0 +1,283 @@
+//! Backup archives: streaming SHA-256, parallel gzip (pigz-style), tar.gz of directories that
+//! never follows symbolic links, extraction that refuses anything escaping its target, and the
+//! manifest that lists every file of a backup with its size and checksum.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A writer that hashes (SHA-256) and counts what passes through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        Self { inner, hasher: Sha256::new(), bytes: 0 }
+    }
+
+    /// The hex SHA-256 and byte count so far, and the inner writer.
+    pub fn finish(self) -> (String, u64, W) {
+        (hex(&self.hasher.finalize()), self.bytes, self.inner)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hex SHA-256 and size of a file, read in 1 MiB blocks.
+pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok((hex(&hasher.finalize()), total));
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
+/// A gzip writer compressing on `threads` threads (pigz-style blocks) at `level` (1-9).
+/// Call `finish` on it: dropping it unfinished loses the tail.
+pub fn gzip_writer<W: Write + Send + 'static>(out: W, level: u32, threads: usize) -> Box<dyn gzp::ZWriter<W>> {
+    let level = gzp::Compression::new(level.clamp(1, 9));
+    gzp::ZBuilder::<gzp::deflate::Gzip, W>::new().num_threads(threads.max(1)).compression_level(level).from_writer(out)
+}
+
+/// Writes `dir` as a tar stream into `out` under the name `name`, storing symbolic links as
+/// links (never following them).
+pub fn tar_dir<W: Write>(out: W, name: &str, dir: &Path) -> io::Result<W> {
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    builder.mode(tar::HeaderMode::Complete);
+    builder.append_dir_all(name, dir)?;
+    builder.into_inner()
+}
+
+/// Why an archive entry is refused.
+fn unsafe_path(path: &Path) -> Option<&'static str> {
+    if path.is_absolute() || path.components().any(|c| matches!(c, Component::RootDir | Component::Prefix(_))) {
+        return Some("an absolute path");
+    }
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Some("a `..` component");
+    }
+    None
+}
+
+/// Whether a link at `entry` (relative to the target) pointing to `target` stays inside.
+fn link_stays_inside(entry: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth: i64 =
+        entry.parent().map_or(0, |p| p.components().filter(|c| matches!(c, Component::Normal(_))).count() as i64);
+    for component in target.components() {
+        match component {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+        if depth < 0 {
+            return false;
+        }
+    }
+    true
+}
+
+/// Checks every entry of the tar.gz at `archive`: no absolute path, no `..`, no link (symbolic
+/// or hard) that leads outside, no device files. Returns the entries' paths.
+pub fn check_tar_gz(archive: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let file = File::open(archive).with_context(|| format!("opening `{}`", archive.display()))?;
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)));
+    let mut paths = Vec::new();
+    for entry in tar.entries().with_context(|| format!("reading `{}`", archive.display()))? {
+        let entry = entry.with_context(|| format!("reading `{}`", archive.display()))?;
+        let path = entry.path()?.into_owned();
+        if let Some(why) = unsafe_path(&path) {
+            bail!("`{}` holds `{}`, {why}: refusing to extract it", archive.display(), path.display());
+        }
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            let target = entry.link_name()?.map(|t| t.into_owned()).unwrap_or_default();
+            let inside =
+                if kind.is_hard_link() { unsafe_path(&target).is_none() } else { link_stays_inside(&path, &target) };
+            if !inside {
+                bail!(
+                    "`{}` holds the link `{}` -> `{}`, which leads outside: refusing to extract it",
+                    archive.display(),
+                    path.display(),
+                    target.display()
+                );
+            }
+        }
+        if kind.is_block_special() || kind.is_character_special() || kind.is_fifo() {
+            bail!("`{}` holds the device or pipe `{}`: refusing to extract it", archive.display(), path.display());
+        }
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// Extracts the tar.gz at `archive` into `dest` after [`check_tar_gz`] accepted every entry;
+/// nothing is written when one is refused.
+pub fn extract_tar_gz(archive: &Path, dest: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let paths = check_tar_gz(archive)?;
+    std::fs::create_dir_all(dest).with_context(|| format!("creating `{}`", dest.display()))?;
+    let file = File::open(archive)?;
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)));
+    tar.set_preserve_permissions(true);
+    tar.set_overwrite(false);
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        if !entry.unpack_in(dest).with_context(|| format!("extracting `{}`", path.display()))? {
+            bail!("`{}` would be written outside `{}`: stopped", path.display(), dest.display());
+        }
+    }
+    Ok(paths)
+}
+
+/// One file of a backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// Path relative to the backup's directory.
+    pub path: String,
+    /// What it holds: `redis-rdb`, `redis-logical`, `postgres-copy`, `config`, `state`.
+    pub content: String,
+    /// Size on disk.
+    pub bytes: u64,
+    /// Hex SHA-256 of the file as stored.
+    pub sha256: String,
+}
+
+/// Where a backed-up dataset came from (no secrets: the URL is redacted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestSource {
+    /// Tier.
+    pub tier: String,
+    /// Target name.
+    pub target: String,
+    /// Redacted URL or path.
+    pub endpoint: String,
+    /// The server's version, when known.
+    pub server_version: Option<String>,
+    /// How the data was taken (`bgsave`, `replication`, `logical`, `copy`, `tar`).
+    pub method: String,
+}
+
+/// The manifest of one backup: written last, so a backup without one is incomplete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The backup's id (its directory name).
+    pub id: String,
+    /// When it was taken.
+    pub created_at: DateTime<Utc>,
+    /// The host that took it.
+    pub host: String,
+    /// The toolkit's version.
+    pub tool_version: String,
+    /// Where each dataset came from.
+    pub sources: Vec<ManifestSource>,
+    /// Every file, with size and checksum.
+    pub files: Vec<ManifestFile>,
+}
+
+/// A problem found by [`verify`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The file.
+    pub path: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Re-reads every file of the backup in `dir`: size, SHA-256, gzip integrity of `.gz` files,
+/// and the RDB magic of Redis dumps. Returns the problems found (none: the backup is sound).
+pub fn verify(dir: &Path, manifest: &Manifest) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for file in &manifest.files {
+        let mut problem = |p: String| problems.push(Problem { path: file.path.clone(), problem: p });
+        if unsafe_path(Path::new(&file.path)).is_some() {
+            problem("the manifest names a path outside the backup".into());
+            continue;
+        }
+        let path = dir.join(&file.path);
+        match sha256_file(&path) {
+            Err(e) => {
+                problem(format!("cannot be read: {e}"));
+                continue;
+            }
+            Ok((_, bytes)) if bytes != file.bytes => {
+                problem(format!("size {bytes} differs from the manifest's {}", file.bytes));
+                continue;
+            }
+            Ok((sha, _)) if sha != file.sha256 => {
+                problem(format!("SHA-256 {sha} differs from the manifest's {}", file.sha256));
+                continue;
+            }
+            Ok(_) => {}
+        }
+        if file.path.ends_with(".gz") {
+            match gunzip_head(&path, 9) {
+                Err(e) => problem(format!("gzip data is damaged: {e}")),
+                Ok(head) if file.content == "redis-rdb" && !head.starts_with(b"REDIS") => {
+                    problem("not an RDB file: the REDIS magic is missing".into());
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    problems
+}
+
+/// Decompresses the whole gzip file (checking its CRCs) and returns its first `n` bytes.
+fn gunzip_head(path: &Path, n: usize) -> io::Result<Vec<u8>> {
+    let mut decoder = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, File::open(path)?));
+    let mut head = vec![0u8; n];
+    let got = read_full(&mut decoder, &mut head)?;
+    head.truncate(got);
+    io::copy(&mut decoder, &mut io::sink())?;
+    Ok(head)
+}
+
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests;
