@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr, reason = "tests: panics are failures")]
 
+mod backup;
 mod cleanup;
 mod health;
 
@@ -12,3 +13,6 @@ pub(crate) const HEALTH: &str = env!("CARGO_BIN_EXE_cache-health-dup");
 
 /// The `cache-cleanup` binary built in this package.
 pub(crate) const CLEANUP: &str = env!("CARGO_BIN_EXE_cache-cleanup-dup");
+
+/// The `cache-backup` binary built in this package.
+pub(crate) const BACKUP: &str = env!("CARGO_BIN_EXE_cache-backup-dup");

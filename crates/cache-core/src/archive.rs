@@ -70,14 +70,35 @@ pub fn gzip_writer<W: Write + Send + 'static>(out: W, level: u32, threads: usize
     gzp::ZBuilder::<gzp::deflate::Gzip, W>::new().num_threads(threads.max(1)).compression_level(level).from_writer(out)
 }
 
-/// Writes `dir` as a tar stream into `out` under the name `name`, storing symbolic links as
-/// links (never following them).
-pub fn tar_dir<W: Write>(out: W, name: &str, dir: &Path) -> io::Result<W> {
+/// Writes each `(name, path)` (a directory tree or a single file) as a tar stream into `out`,
+/// storing symbolic links as links (never following them) and leaving out every path under
+/// one of `exclude`.
+pub fn tar_paths<W: Write>(out: W, items: &[(String, PathBuf)], exclude: &[PathBuf]) -> io::Result<W> {
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Complete);
-    builder.append_dir_all(name, dir)?;
+    for (name, root) in items {
+        let walk = walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name();
+        let mut entries = walk.into_iter();
+        while let Some(entry) = entries.next() {
+            let entry = entry.map_err(io::Error::other)?;
+            if exclude.iter().any(|x| entry.path().starts_with(x)) {
+                if entry.file_type().is_dir() {
+                    entries.skip_current_dir();
+                }
+                continue;
+            }
+            let rel = entry.path().strip_prefix(root).map_err(io::Error::other)?;
+            let archived = if rel.as_os_str().is_empty() { PathBuf::from(name) } else { Path::new(name).join(rel) };
+            builder.append_path_with_name(entry.path(), archived)?;
+        }
+    }
     builder.into_inner()
+}
+
+/// Writes `dir` as a tar stream into `out` under the name `name` (see [`tar_paths`]).
+pub fn tar_dir<W: Write>(out: W, name: &str, dir: &Path) -> io::Result<W> {
+    tar_paths(out, &[(name.to_owned(), dir.to_path_buf())], &[])
 }
 
 /// Why an archive entry is refused.

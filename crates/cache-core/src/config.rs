@@ -53,6 +53,8 @@ pub struct Config {
     pub logs: Vec<LogsTarget>,
     /// Cleanup policy: protected patterns, pacing, modes, smart thresholds.
     pub cleanup: CleanupSettings,
+    /// Backups: where, what, compression, retention.
+    pub backup: BackupSettings,
 }
 
 impl Default for Config {
@@ -86,6 +88,7 @@ impl Default for Config {
                 compress_level: default_compress_level(),
             }],
             cleanup: CleanupSettings::default(),
+            backup: BackupSettings::default(),
         }
     }
 }
@@ -611,6 +614,66 @@ impl Default for SmartThresholds {
     }
 }
 
+/// Backups: where they go, what they hold, how they are compressed and kept.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSettings {
+    /// Where backups are written; `{state_dir}` is the state directory.
+    pub dir: PathBuf,
+    /// gzip level, 1 (fast) to 9 (small).
+    pub level: u32,
+    /// Compression threads (0: one per CPU).
+    pub threads: usize,
+    /// Extra directories archived with every backup (never following links).
+    pub paths: Vec<PathBuf>,
+    /// How long to wait for a BGSAVE to finish.
+    #[serde(with = "humantime_serde")]
+    pub bgsave_timeout: Duration,
+    /// How Redis datasets are taken.
+    pub redis_method: RedisBackupMethod,
+    /// Keep this many newest backups.
+    pub keep_last: u32,
+    /// Keep the newest backup of each of this many days.
+    pub keep_daily: u32,
+    /// Keep the newest backup of each of this many ISO weeks.
+    pub keep_weekly: u32,
+    /// Remove backups older than this, whatever the other rules say (never the newest verified).
+    #[serde(with = "humantime_serde::option")]
+    pub max_age: Option<Duration>,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(format!("{STATE_DIR_PLACEHOLDER}/backups")),
+            level: 6,
+            threads: 0,
+            paths: Vec::new(),
+            bgsave_timeout: Duration::from_secs(600),
+            redis_method: RedisBackupMethod::Auto,
+            keep_last: 7,
+            keep_daily: 7,
+            keep_weekly: 4,
+            max_age: Some(Duration::from_secs(90 * DAY)),
+        }
+    }
+}
+
+/// How a Redis dataset is taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisBackupMethod {
+    /// BGSAVE when the dump file is readable here, else replication, else logical.
+    #[default]
+    Auto,
+    /// BGSAVE, then copy the dump file (the server must be on this host).
+    Bgsave,
+    /// The RDB over the replication protocol, as `redis-cli --rdb` fetches it.
+    Replication,
+    /// SCAN + DUMP + expiry times, in the toolkit's own format (any server that allows DUMP).
+    Logical,
+}
+
 /// How the keyspace scanner asks about each batch of keys.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -953,6 +1016,10 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
             return Err(err(format!("logs[{i}].pattern"), "must be a file-name glob such as `*.log`"));
         }
     }
+    if !(1..=9).contains(&config.backup.level) {
+        return Err(err("backup.level".into(), "must be 1 (fast) to 9 (small)"));
+    }
+    positive(source, "backup.bgsave_timeout".into(), config.backup.bgsave_timeout)?;
     let c = &config.cleanup;
     if c.batch_size == 0 || c.batch_size > 100_000 {
         return Err(err("cleanup.batch_size".into(), "must be between 1 and 100000"));
@@ -1046,6 +1113,8 @@ fn expand_state_dir(config: &mut Config, state_dir: &Path) {
     config.files.iter_mut().for_each(|t| expand(&mut t.path));
     config.logs.iter_mut().for_each(|t| expand(&mut t.path));
     config.system.directories.iter_mut().for_each(expand);
+    expand(&mut config.backup.dir);
+    config.backup.paths.iter_mut().for_each(expand);
 }
 
 impl Config {

@@ -1,0 +1,598 @@
+//! The commands: create, list, verify, restore, prune.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use cache_core::app::{Context, JobResult};
+use cache_core::archive::{self, Manifest, ManifestFile, ManifestSource};
+use cache_core::clients::{postgres, redis as redis_client};
+use cache_core::config::ConfigSource;
+use cache_core::exit::{self, Convention};
+use cache_core::output::{Format, bytes};
+use cache_core::runs::Outcome;
+use cache_core::tier::{Tier, selected};
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::redis_dump::{self, Gzip};
+use crate::store::{self, Backup, Store, Verification};
+use crate::{Cli, Command, Part, pg_dump, retention};
+
+/// One lock for every command that reads or changes backups, so prune never removes what a
+/// restore is reading.
+pub const JOB: &str = "backup";
+
+/// Runs a command.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let ctx = Context::load(&cli.common, cli.format.format.into(), Convention::Standard)?;
+    let store = Store::open(&ctx.config.backup.dir)?;
+    if let Command::List = cli.command {
+        return list(&ctx, &store);
+    }
+    let (name, apply) = match &cli.command {
+        Command::Create { .. } => ("create", true),
+        Command::Verify { .. } => ("verify", true),
+        Command::Restore { backup, .. } => {
+            ("restore", cli.mutation.confirm(&format!("restore backup `{backup}` into the configured targets"))?)
+        }
+        Command::Prune => ("prune", cli.mutation.confirm("delete the backups no retention rule keeps")?),
+        Command::List | Command::Completions(_) => unreachable!("handled before"),
+    };
+    let job = ctx.begin_job(JOB, &format!("cache-backup {name}")).await?;
+    let result = match &cli.command {
+        Command::Create { only, level } => create(&ctx, &store, only, *level).await,
+        Command::Verify { backup, all } => verify(&ctx, &store, backup, *all),
+        Command::Restore { backup, postgres } => restore(&ctx, &store, backup, *postgres, !apply, &cli).await,
+        Command::Prune => prune(&ctx, &store, !apply),
+        Command::List | Command::Completions(_) => unreachable!("handled before"),
+    };
+    job.finish(&ctx, result)
+}
+
+fn gzip(ctx: &Context, level: Option<u32>) -> Gzip {
+    let threads = match ctx.config.backup.threads {
+        0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+        n => n,
+    };
+    Gzip { level: level.unwrap_or(ctx.config.backup.level), threads }
+}
+
+/// One tar.gz of a backup: its file name, content kind, `(name in the archive, path)` items,
+/// and paths left out.
+struct Tarball {
+    file: &'static str,
+    content: &'static str,
+    items: Vec<(String, PathBuf)>,
+    exclude: Vec<PathBuf>,
+}
+
+/// What `create` reports.
+#[derive(Debug, Serialize)]
+struct Created<'a> {
+    id: &'a str,
+    dir: String,
+    files: &'a [ManifestFile],
+    sources: &'a [ManifestSource],
+    notes: Vec<String>,
+    errors: Vec<String>,
+    seconds: f64,
+}
+
+async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>) -> anyhow::Result<JobResult> {
+    let start = Instant::now();
+    let config = &ctx.config;
+    let wants = |part: Part| only.is_empty() || only.contains(&part);
+    let gzip = gzip(ctx, level);
+    let (id, partial) = store.begin(Utc::now())?;
+    let mut files = Vec::new();
+    let mut sources = Vec::new();
+    let (mut notes, mut errors) = (Vec::new(), Vec::new());
+    let mut unreachable = false;
+    let mut add = |path: &Path, content: &str| -> anyhow::Result<()> {
+        let (sha256, bytes) = archive::sha256_file(path)?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        files.push(ManifestFile { path: name, content: content.to_owned(), bytes, sha256 });
+        Ok(())
+    };
+    if wants(Part::Redis) {
+        for target in config.redis.iter().filter(|t| selected(&ctx.common.tiers, Tier::Redis, &t.name)) {
+            let base = partial.join(format!("redis-{}", target.name));
+            match redis_dump::take(target, &base, gzip, config.backup.bgsave_timeout, config.backup.redis_method).await
+            {
+                Ok((path, taken)) => {
+                    add(&path, taken.content)?;
+                    notes.extend(taken.notes.into_iter().map(|n| format!("redis/{}: {n}", target.name)));
+                    sources.push(ManifestSource {
+                        tier: "redis".into(),
+                        target: target.name.clone(),
+                        endpoint: target.url.to_string(),
+                        server_version: taken.version,
+                        method: taken.method.into(),
+                    });
+                }
+                Err(e) => {
+                    unreachable |= e.downcast_ref::<cache_core::error::Unreachable>().is_some();
+                    errors.push(format!("redis/{}: {e:#}", target.name));
+                }
+            }
+        }
+    }
+    if wants(Part::Postgres) {
+        for target in config.postgres.iter().filter(|t| selected(&ctx.common.tiers, Tier::Postgres, &t.name)) {
+            let taken = async {
+                let db = postgres::connect(target).await?;
+                let version: String = db.query_one("SHOW server_version", &[]).await?.get(0);
+                let schema = pg_dump::schema_sql(&db, &target.table).await?;
+                let schema_path = partial.join(format!("postgres-{}.schema.sql", target.name));
+                redis_dump::private_file(&schema_path)?.write_all_ok(schema.as_bytes())?;
+                let data_path = partial.join(format!("postgres-{}.copy.gz", target.name));
+                let rows = pg_dump::copy_out(&db, &target.table, &data_path, gzip).await?;
+                anyhow::Ok((version, schema_path, data_path, rows))
+            };
+            match taken.await {
+                Ok((version, schema_path, data_path, rows)) => {
+                    add(&schema_path, "postgres-schema")?;
+                    add(&data_path, "postgres-copy")?;
+                    notes.push(format!("postgres/{}: {rows} rows of `{}`", target.name, target.table));
+                    sources.push(ManifestSource {
+                        tier: "postgres".into(),
+                        target: target.name.clone(),
+                        endpoint: target.url.to_string(),
+                        server_version: Some(version),
+                        method: "copy".into(),
+                    });
+                }
+                Err(e) => {
+                    unreachable |= e.downcast_ref::<cache_core::error::Unreachable>().is_some();
+                    errors.push(format!("postgres/{}: {e:#}", target.name));
+                }
+            }
+        }
+    }
+    let mut tarballs: Vec<Tarball> = Vec::new();
+    if wants(Part::Config)
+        && let ConfigSource::File(path) = &ctx.config_source
+    {
+        tarballs.push(Tarball {
+            file: "config.tar.gz",
+            content: "config",
+            items: vec![("config.toml".into(), path.clone())],
+            exclude: vec![],
+        });
+    }
+    if wants(Part::State) {
+        let root = ctx.state.root().to_path_buf();
+        // Never the backups themselves, nor the lock files.
+        let exclude = vec![store.dir().to_path_buf(), root.join("locks")];
+        tarballs.push(Tarball { file: "state.tar.gz", content: "state", items: vec![("state".into(), root)], exclude });
+    }
+    if wants(Part::Paths) && !config.backup.paths.is_empty() {
+        let items = config
+            .backup
+            .paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (format!("paths/{i}-{}", p.file_name().map_or("root".into(), |n| n.to_string_lossy())), p.clone())
+            })
+            .collect();
+        tarballs.push(Tarball {
+            file: "paths.tar.gz",
+            content: "paths",
+            items,
+            exclude: vec![store.dir().to_path_buf()],
+        });
+    }
+    for Tarball { file, content, items, exclude } in tarballs {
+        let path = partial.join(file);
+        let written = (|| {
+            let gz = archive::gzip_writer(redis_dump::private_file(&path)?, gzip.level, gzip.threads);
+            let mut gz = archive::tar_paths(gz, &items, &exclude)?;
+            let file = gz.finish().map_err(|e| anyhow::anyhow!("compressing: {e}"))?;
+            anyhow::Ok(file.sync_all()?)
+        })();
+        match written {
+            Ok(()) => add(&path, content)?,
+            Err(e) => errors.push(format!("{file}: {e:#}")),
+        }
+    }
+    if files.is_empty() {
+        let _ = std::fs::remove_dir_all(&partial);
+        bail!(
+            "nothing was backed up: {}",
+            if errors.is_empty() { "no part selected".into() } else { errors.join("; ") }
+        );
+    }
+    let manifest = Manifest {
+        id: id.clone(),
+        created_at: Utc::now(),
+        host: cache_core::system::hostname(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        sources,
+        files,
+    };
+    let dir = store.commit(&partial, &manifest)?;
+    let created = Created {
+        id: &id,
+        dir: dir.display().to_string(),
+        files: &manifest.files,
+        sources: &manifest.sources,
+        notes,
+        errors: errors.clone(),
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    let printer = &ctx.printer;
+    if printer.format() == Format::Json {
+        printer.json(&created)?;
+    } else if !printer.is_quiet() || !errors.is_empty() {
+        let mut table = printer.table();
+        table.set_header(["File", "Content", "Size", "SHA-256"]);
+        for f in &manifest.files {
+            table.add_row(vec![f.path.clone(), f.content.clone(), bytes(f.bytes), f.sha256[..16].to_owned()]);
+        }
+        let mut text = format!("backup {id} complete in {:.2} s: {}\n{table}\n", created.seconds, dir.display());
+        for note in &created.notes {
+            text.push_str(&format!("note: {note}\n"));
+        }
+        for error in &errors {
+            text.push_str(&format!("error: {error}\n"));
+        }
+        printer.always(&text)?;
+    }
+    let (outcome, exit_code) = match (errors.is_empty(), unreachable) {
+        (true, _) => (Outcome::Success, exit::SUCCESS),
+        (false, true) => (Outcome::Partial, exit::UNREACHABLE),
+        (false, false) => (Outcome::Partial, exit::PARTIAL),
+    };
+    Ok(JobResult {
+        outcome,
+        exit_code,
+        summary: serde_json::json!({ "id": id, "files": manifest.files.len(), "bytes": manifest.files.iter().map(|f| f.bytes).sum::<u64>(), "errors": errors }),
+    })
+}
+
+/// `File::write_all`, as an expression that returns the error with context.
+trait WriteAllOk {
+    fn write_all_ok(self, data: &[u8]) -> anyhow::Result<()>;
+}
+
+impl WriteAllOk for std::fs::File {
+    fn write_all_ok(mut self, data: &[u8]) -> anyhow::Result<()> {
+        use std::io::Write;
+        self.write_all(data)?;
+        self.sync_all()?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Listed {
+    id: String,
+    created_at: chrono::DateTime<Utc>,
+    bytes: u64,
+    contents: String,
+    verified: Option<Verification>,
+}
+
+fn list(ctx: &Context, store: &Store) -> anyhow::Result<u8> {
+    let verified = store::verifications(&ctx.state)?;
+    let backups: Vec<Listed> = store
+        .backups()?
+        .into_iter()
+        .rev()
+        .map(|b| Listed {
+            id: b.manifest.id.clone(),
+            created_at: b.manifest.created_at,
+            bytes: b.bytes(),
+            contents: b.contents(),
+            verified: verified.get(&b.manifest.id).cloned(),
+        })
+        .collect();
+    let partials = store.partials()?;
+    let printer = &ctx.printer;
+    if printer.format() == Format::Json {
+        let partials: Vec<String> = partials.iter().map(|p| p.display().to_string()).collect();
+        printer.json(&serde_json::json!({ "backups": backups, "incomplete": partials }))?;
+        return Ok(exit::SUCCESS);
+    }
+    let mut table = printer.table();
+    table.set_header(["ID", "Age", "Size", "Contents", "Verified"]);
+    let now = Utc::now();
+    for b in &backups {
+        let age = humantime::format_duration(Duration::from_secs((now - b.created_at).num_seconds().max(0) as u64));
+        let verified = match &b.verified {
+            None => "never".to_owned(),
+            Some(v) if v.ok => format!("ok at {}", v.at.format("%Y-%m-%d %H:%M")),
+            Some(v) => format!("FAILED at {}: {}", v.at.format("%Y-%m-%d %H:%M"), v.problems.join("; ")),
+        };
+        table.add_row(vec![b.id.clone(), age.to_string(), bytes(b.bytes), b.contents.clone(), verified]);
+    }
+    let mut text = format!("{} backups in {}\n{table}\n", backups.len(), store.dir().display());
+    for p in &partials {
+        text.push_str(&format!("incomplete (a failed or interrupted create; prune removes it): {}\n", p.display()));
+    }
+    printer.info(&text)?;
+    Ok(exit::SUCCESS)
+}
+
+/// Verifies `backup`, also with `redis-check-rdb` when installed; records and returns the result.
+fn check(ctx: &Context, backup: &Backup) -> anyhow::Result<Verification> {
+    let mut problems: Vec<String> = archive::verify(&backup.dir, &backup.manifest)
+        .into_iter()
+        .map(|p| format!("{}: {}", p.path, p.problem))
+        .collect();
+    if problems.is_empty() {
+        for file in backup.manifest.files.iter().filter(|f| f.content == "redis-rdb") {
+            if let Some(problem) = redis_check_rdb(&backup.dir.join(&file.path))? {
+                problems.push(format!("{}: {problem}", file.path));
+            }
+        }
+    }
+    let verification = Verification { at: Utc::now(), ok: problems.is_empty(), problems };
+    store::record_verification(&ctx.state, &backup.manifest.id, verification.clone())?;
+    Ok(verification)
+}
+
+/// Runs `redis-check-rdb` on a compressed RDB when the tool is installed.
+fn redis_check_rdb(rdb_gz: &Path) -> anyhow::Result<Option<String>> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let Some(tool) = std::env::split_paths(&path).map(|d| d.join("redis-check-rdb")).find(|p| p.is_file()) else {
+        return Ok(None);
+    };
+    let dir = tempfile::tempdir()?;
+    let rdb = dir.path().join("dump.rdb");
+    let mut input = flate2::read::MultiGzDecoder::new(std::fs::File::open(rdb_gz)?);
+    std::io::copy(&mut input, &mut std::fs::File::create(&rdb)?)?;
+    let output = std::process::Command::new(tool).arg(&rdb).output()?;
+    Ok((!output.status.success()).then(|| {
+        let text = String::from_utf8_lossy(&output.stdout);
+        format!("redis-check-rdb: {}", text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("failed"))
+    }))
+}
+
+fn verify(ctx: &Context, store: &Store, selector: &str, all: bool) -> anyhow::Result<JobResult> {
+    let backups = if all { store.backups()? } else { vec![store.find(selector)?] };
+    let mut results = Vec::new();
+    for backup in &backups {
+        results.push((backup.manifest.id.clone(), check(ctx, backup)?));
+    }
+    let failed = results.iter().filter(|(_, v)| !v.ok).count();
+    let printer = &ctx.printer;
+    if printer.format() == Format::Json {
+        let doc: Vec<_> =
+            results.iter().map(|(id, v)| serde_json::json!({ "id": id, "ok": v.ok, "problems": v.problems })).collect();
+        printer.json(&serde_json::json!({ "verified": doc }))?;
+    } else if !printer.is_quiet() || failed > 0 {
+        let mut text = String::new();
+        for (id, v) in &results {
+            if v.ok {
+                text.push_str(&format!("{id}: ok\n"));
+            } else {
+                text.push_str(&format!("{id}: FAILED\n"));
+                for p in &v.problems {
+                    text.push_str(&format!("  {p}\n"));
+                }
+            }
+        }
+        printer.always(&text)?;
+    }
+    let (outcome, exit_code) =
+        if failed == 0 { (Outcome::Success, exit::SUCCESS) } else { (Outcome::Failed, exit::PARTIAL) };
+    Ok(JobResult { outcome, exit_code, summary: serde_json::json!({ "verified": results.len(), "failed": failed }) })
+}
+
+/// What a restore did, kept in `backup/restores.jsonl`.
+#[derive(Debug, Default, Serialize)]
+struct Recovery {
+    backup: String,
+    dry_run: bool,
+    restored: Vec<String>,
+    skipped: Vec<String>,
+    extracted: Vec<String>,
+    seconds: f64,
+}
+
+async fn restore(
+    ctx: &Context,
+    store: &Store,
+    selector: &str,
+    pg_mode: Option<pg_dump::Mode>,
+    dry_run: bool,
+    cli: &Cli,
+) -> anyhow::Result<JobResult> {
+    let start = Instant::now();
+    let backup = store.find(selector)?;
+    let verification = check(ctx, &backup)?;
+    if !verification.ok {
+        bail!(
+            "backup {} failed verification, so nothing was restored: {}",
+            backup.manifest.id,
+            verification.problems.join("; ")
+        );
+    }
+    let holds_table = backup.manifest.files.iter().any(|f| f.content == "postgres-copy");
+    if holds_table && pg_mode.is_none() && !dry_run {
+        return Err(cache_core::error::UsageError(format!(
+            "backup {} holds a cache table: choose --postgres truncate (the table becomes the backup) or --postgres merge (add the missing rows)",
+            backup.manifest.id
+        ))
+        .into());
+    }
+    let _ = cli;
+    let mut recovery = Recovery { backup: backup.manifest.id.clone(), dry_run, ..Recovery::default() };
+    for source in &backup.manifest.sources {
+        let label = format!("{}/{}", source.tier, source.target);
+        match source.tier.as_str() {
+            "redis" => {
+                let Some(target) = ctx
+                    .config
+                    .redis
+                    .iter()
+                    .find(|t| t.name == source.target && selected(&ctx.common.tiers, Tier::Redis, &t.name))
+                else {
+                    recovery.skipped.push(format!("{label}: no such target selected in the configuration"));
+                    continue;
+                };
+                let file = backup
+                    .manifest
+                    .files
+                    .iter()
+                    .find(|f| {
+                        f.path.starts_with(&format!("redis-{}.", source.target)) && f.content.starts_with("redis-")
+                    })
+                    .with_context(|| format!("{label}: the manifest lists no file for it"))?;
+                let path = backup.dir.join(&file.path);
+                let keys = if file.content == "redis-rdb" {
+                    // Prove the RDB loads, then read every key back from the scratch server.
+                    let scratch = crate::scratch::Scratch::load(&path, ctx.config.backup.bgsave_timeout).await?;
+                    let mut from = redis_client::connect(&scratch_target(target, &scratch.url())?).await?;
+                    let mut keys = Vec::new();
+                    redis_dump::dump_all(&mut from, |batch| keys.extend(batch)).await?;
+                    keys
+                } else {
+                    tokio::task::block_in_place(|| redis_dump::read_logical(&path))?
+                };
+                if dry_run {
+                    recovery.restored.push(format!("{label}: would restore {} keys", keys.len()));
+                    continue;
+                }
+                let mut conn = redis_client::connect(target).await?;
+                let (n, expired) = redis_dump::restore_keys(&mut conn, &keys).await?;
+                recovery
+                    .restored
+                    .push(format!("{label}: {n} keys restored with their expiry times ({expired} had expired)"));
+            }
+            "postgres" => {
+                let Some(target) = ctx
+                    .config
+                    .postgres
+                    .iter()
+                    .find(|t| t.name == source.target && selected(&ctx.common.tiers, Tier::Postgres, &t.name))
+                else {
+                    recovery.skipped.push(format!("{label}: no such target selected in the configuration"));
+                    continue;
+                };
+                let schema =
+                    std::fs::read_to_string(backup.dir.join(format!("postgres-{}.schema.sql", source.target)))?;
+                let data = backup.dir.join(format!("postgres-{}.copy.gz", source.target));
+                let Some(mode) = pg_mode else {
+                    recovery.restored.push(format!("{label}: would load `{}`", target.table));
+                    continue;
+                };
+                if dry_run {
+                    recovery.restored.push(format!("{label}: would load `{}` ({mode:?})", target.table));
+                    continue;
+                }
+                let mut db = postgres::connect(target).await?;
+                let rows = pg_dump::restore(&mut db, &target.table, &schema, &data, mode).await?;
+                recovery.restored.push(format!("{label}: {rows} rows loaded into `{}` ({mode:?})", target.table));
+            }
+            _ => {}
+        }
+    }
+    recovery.seconds = start.elapsed().as_secs_f64();
+    if !dry_run {
+        ctx.state.append_jsonl("backup/restores.jsonl", &recovery)?;
+    }
+    let printer = &ctx.printer;
+    if printer.format() == Format::Json {
+        printer.json(&recovery)?;
+    } else if !printer.is_quiet() {
+        let mut text = format!("restore of backup {}{}:\n", recovery.backup, if dry_run { " (dry run)" } else { "" });
+        for line in recovery.restored.iter().chain(&recovery.skipped) {
+            text.push_str(&format!("  {line}\n"));
+        }
+        printer.always(&text)?;
+    }
+    let exit_code = if recovery.skipped.is_empty() { exit::SUCCESS } else { exit::PARTIAL };
+    Ok(JobResult {
+        outcome: if exit_code == 0 { Outcome::Success } else { Outcome::Partial },
+        exit_code,
+        summary: serde_json::to_value(&recovery)?,
+    })
+}
+
+/// `target` pointed at the scratch server (same timeouts, no credentials).
+fn scratch_target(
+    target: &cache_core::config::RedisTarget,
+    url: &str,
+) -> anyhow::Result<cache_core::config::RedisTarget> {
+    let mut scratch = target.clone();
+    scratch.url = cache_core::redact::SafeUrl::parse(url)?;
+    scratch.name = format!("{}-scratch", target.name);
+    Ok(scratch)
+}
+
+fn prune(ctx: &Context, store: &Store, dry_run: bool) -> anyhow::Result<JobResult> {
+    let settings = &ctx.config.backup;
+    let verified = store::verifications(&ctx.state)?;
+    let backups = store.backups()?;
+    let candidates: Vec<retention::Candidate> = backups
+        .iter()
+        .map(|b| retention::Candidate {
+            id: b.manifest.id.clone(),
+            created_at: b.manifest.created_at,
+            verified: verified.get(&b.manifest.id).is_some_and(|v| v.ok),
+        })
+        .collect();
+    let policy = retention::Policy {
+        keep_last: settings.keep_last,
+        keep_daily: settings.keep_daily,
+        keep_weekly: settings.keep_weekly,
+        max_age: settings.max_age,
+    };
+    let decisions = retention::plan(&candidates, policy, Utc::now());
+    let mut removed = Vec::new();
+    let mut errors = Vec::new();
+    for decision in decisions.iter().filter(|d| !d.keep) {
+        if dry_run {
+            continue;
+        }
+        match std::fs::remove_dir_all(store.dir().join(&decision.id)) {
+            Ok(()) => removed.push(decision.id.clone()),
+            Err(e) => errors.push(format!("{}: {e}", decision.id)),
+        }
+    }
+    // The job lock is held: no create is running, so partial directories are leftovers.
+    let partials = store.partials()?;
+    if !dry_run {
+        for p in &partials {
+            if let Err(e) = std::fs::remove_dir_all(p) {
+                errors.push(format!("{}: {e}", p.display()));
+            }
+        }
+        store::forget_verifications(&ctx.state, &removed)?;
+    }
+    let printer = &ctx.printer;
+    if printer.format() == Format::Json {
+        printer.json(&serde_json::json!({ "dry_run": dry_run, "decisions": decisions, "removed": removed, "incomplete_removed": if dry_run { 0 } else { partials.len() }, "errors": errors }))?;
+    } else if !printer.is_quiet() || !errors.is_empty() {
+        let mut text = String::new();
+        for d in &decisions {
+            let verb = match (d.keep, dry_run) {
+                (true, _) => "keep",
+                (false, true) => "would delete",
+                (false, false) => "delete",
+            };
+            text.push_str(&format!("{verb:>12} {}: {}\n", d.id, d.reason));
+        }
+        for p in &partials {
+            text.push_str(&format!(
+                "{:>12} {} (incomplete)\n",
+                if dry_run { "would delete" } else { "delete" },
+                p.display()
+            ));
+        }
+        for e in &errors {
+            text.push_str(&format!("error: {e}\n"));
+        }
+        printer.always(&text)?;
+    }
+    let exit_code = if errors.is_empty() { exit::SUCCESS } else { exit::PARTIAL };
+    Ok(JobResult {
+        outcome: if exit_code == 0 { Outcome::Success } else { Outcome::Partial },
+        exit_code,
+        summary: serde_json::json!({ "dry_run": dry_run, "kept": decisions.iter().filter(|d| d.keep).count(), "removed": removed.len() }),
+    })
+}

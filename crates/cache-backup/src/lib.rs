@@ -1,0 +1,151 @@
+//! cache-backup: checksummed backups of every cache tier, verified, restorable and pruned.
+//!
+//! A backup is one directory: the Redis RDB (or a logical export where the server allows
+//! neither the dump file nor replication), the PostgreSQL cache table (schema and COPY data),
+//! the configuration and the state directory as tar.gz, and a manifest with the size and
+//! SHA-256 of every file, written last.
+
+pub mod commands;
+pub mod pg_dump;
+pub mod redis_dump;
+pub mod retention;
+pub mod scratch;
+pub mod store;
+
+use std::process::ExitCode;
+
+use cache_core::app::{self, ToolCli};
+use cache_core::cli::{CommonArgs, CompletionsArgs, FormatArgs, MutationArgs};
+use cache_core::exit::Convention;
+use clap::{Parser, Subcommand};
+
+/// Checksummed backups of every cache tier, verified, restorable and pruned.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cache-backup",
+    bin_name = "cache-backup",
+    version,
+    about = "Checksummed backups of every cache tier, verified, restorable and pruned",
+    after_help = "Examples:\n  cache-backup create -q\n  cache-backup verify --all\n  \
+                  cache-backup restore latest --postgres merge --yes\n  cache-backup prune --dry-run"
+)]
+pub struct Cli {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub format: FormatArgs,
+    /// Dry run and confirmation (restore and prune).
+    #[command(flatten)]
+    pub mutation: MutationArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What a backup may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Every Redis target's dataset
+    Redis,
+    /// Every PostgreSQL target's cache table
+    Postgres,
+    /// The configuration file
+    Config,
+    /// The state directory (histories, reports; not the backups)
+    State,
+    /// The directories of `backup.paths`
+    Paths,
+}
+
+/// cache-backup's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take a backup
+    Create {
+        /// Only these parts [default: all]
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<Part>,
+        /// gzip level, 1 (fast) to 9 (small) [default: backup.level]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=9))]
+        level: Option<u32>,
+    },
+    /// List the backups: age, size, contents, last verification
+    List,
+    /// Re-read every file: sizes, SHA-256, gzip integrity, RDB header
+    Verify {
+        /// `latest`, an id, or a date (YYYY-MM-DD)
+        #[arg(default_value = "latest", conflicts_with = "all")]
+        backup: String,
+        /// Verify every backup
+        #[arg(long)]
+        all: bool,
+    },
+    /// Verify a backup, prove its RDB loads, then restore it into the configured targets
+    Restore {
+        /// `latest`, an id, or a date (YYYY-MM-DD: the newest of that day)
+        #[arg(default_value = "latest")]
+        backup: String,
+        /// How cache-table rows come back (needed when the backup holds a table)
+        #[arg(long, value_enum)]
+        postgres: Option<pg_dump::Mode>,
+    },
+    /// Remove backups no retention rule keeps (never the newest verified one)
+    Prune,
+    /// Print shell completions
+    Completions(CompletionsArgs),
+}
+
+impl ToolCli for Cli {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+}
+
+/// The process entry point, shared by the binary and the test shim.
+pub fn main() -> ExitCode {
+    app::main::<Cli, _, _>(Convention::Standard, run)
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Completions(args) = &cli.command {
+        return app::print_completions::<Cli>(args.shell);
+    }
+    commands::run(cli).await
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn argument_parsing() {
+        for argv in [
+            &["cache-backup", "create", "--only", "redis,postgres", "--level", "9"][..],
+            &["cache-backup", "verify", "--all"],
+            &["cache-backup", "restore", "2026-11-20", "--postgres", "merge", "--yes"],
+            &["cache-backup", "prune", "--dry-run"],
+            &["cache-backup", "list", "--format", "json"],
+        ] {
+            Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        }
+        for (argv, kind) in [
+            (&["cache-backup", "create", "--level", "0"][..], ErrorKind::ValueValidation),
+            (&["cache-backup", "create", "--only", "disk"], ErrorKind::InvalidValue),
+            (&["cache-backup", "verify", "x", "--all"], ErrorKind::ArgumentConflict),
+            (&["cache-backup", "restore", "--postgres", "upsert"], ErrorKind::InvalidValue),
+        ] {
+            assert_eq!(Cli::try_parse_from(argv).expect_err("should fail").kind(), kind, "{argv:?}");
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! Taking a Redis dataset: the RDB file after a BGSAVE when it is readable from this host,
+//! else the RDB over the replication protocol (as `redis-cli --rdb` does), else a logical
+//! export (SCAN + DUMP + PTTL) for hosted servers that allow neither. And putting one back.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use cache_core::clients::redis as client;
+use cache_core::config::{RedisBackupMethod, RedisTarget};
+use redis::aio::MultiplexedConnection;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+/// Magic line of the logical export format.
+pub const LOGICAL_MAGIC: &[u8] = b"CACHE-TOOLKIT-LOGICAL-1\n";
+/// Ends a logical export.
+const LOGICAL_END: u32 = u32::MAX;
+
+/// How a dataset was taken.
+pub struct Taken {
+    /// `bgsave`, `replication` or `logical`.
+    pub method: &'static str,
+    /// `redis-rdb` or `redis-logical`.
+    pub content: &'static str,
+    /// Notes for the report (why a method was not used).
+    pub notes: Vec<String>,
+    /// The server's version.
+    pub version: Option<String>,
+}
+
+/// Compression settings.
+#[derive(Clone, Copy)]
+pub struct Gzip {
+    /// Level 1-9.
+    pub level: u32,
+    /// Threads.
+    pub threads: usize,
+}
+
+/// Takes `target`'s dataset into `out_base` + `.rdb.gz` or `.logical.gz`, the way `method`
+/// says.
+pub async fn take(
+    target: &RedisTarget,
+    out_base: &Path,
+    gzip: Gzip,
+    timeout: Duration,
+    method: RedisBackupMethod,
+) -> anyhow::Result<(PathBuf, Taken)> {
+    let mut conn = client::connect(target).await?;
+    let version = client::info(&mut conn).await.ok().and_then(|i| i.get("redis_version").cloned());
+    let mut notes = Vec::new();
+    let rdb = PathBuf::from(format!("{}.rdb.gz", out_base.display()));
+    let auto = method == RedisBackupMethod::Auto;
+    if method == RedisBackupMethod::Bgsave {
+        let path = dump_path(&mut conn).await.context("CONFIG GET dir/dbfilename (needed for bgsave)")?;
+        bgsave(&mut conn, timeout).await?;
+        let rdb2 = rdb.clone();
+        tokio::task::spawn_blocking(move || copy_gz(&path, &rdb2, gzip)).await??;
+        return Ok((rdb, Taken { method: "bgsave", content: "redis-rdb", notes, version }));
+    }
+    if method == RedisBackupMethod::Replication {
+        tokio::time::timeout(timeout, replicate(target, &rdb, gzip))
+            .await
+            .context("replication gave no dump in time")??;
+        return Ok((rdb, Taken { method: "replication", content: "redis-rdb", notes, version }));
+    }
+    if auto && is_local(target) {
+        match dump_path(&mut conn).await {
+            Ok(path) if std::fs::File::open(&path).is_ok() => {
+                bgsave(&mut conn, timeout).await?;
+                let path2 = path.clone();
+                let rdb2 = rdb.clone();
+                tokio::task::spawn_blocking(move || copy_gz(&path2, &rdb2, gzip)).await??;
+                return Ok((rdb, Taken { method: "bgsave", content: "redis-rdb", notes, version }));
+            }
+            Ok(path) => notes.push(format!("dump file `{}` is not readable here", path.display())),
+            Err(e) => notes.push(format!("CONFIG GET refused ({e}): the dump file's place is unknown")),
+        }
+    }
+    if auto && target.url.scheme() != "rediss" {
+        match tokio::time::timeout(timeout, replicate(target, &rdb, gzip)).await {
+            Ok(Ok(())) => return Ok((rdb, Taken { method: "replication", content: "redis-rdb", notes, version })),
+            Ok(Err(e)) => notes.push(format!("replication refused: {e:#}")),
+            Err(_) => notes.push("replication gave no dump in time".into()),
+        }
+        let _ = std::fs::remove_file(&rdb);
+    } else if auto {
+        notes.push("replication over TLS is not supported: logical export".into());
+    }
+    if auto {
+        notes.push("not supported on this tier: neither the dump file nor replication; used a logical export".into());
+    }
+    let logical = PathBuf::from(format!("{}.logical.gz", out_base.display()));
+    logical_export(&mut conn, &logical, gzip).await?;
+    Ok((logical, Taken { method: "logical", content: "redis-logical", notes, version }))
+}
+
+fn is_local(target: &RedisTarget) -> bool {
+    let url = target.url.url();
+    matches!(url.scheme(), "redis+unix" | "unix")
+        || matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]" | "::1"))
+}
+
+async fn dump_path(conn: &mut MultiplexedConnection) -> redis::RedisResult<PathBuf> {
+    let dir: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("dir").query_async(conn).await?;
+    let file: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("dbfilename").query_async(conn).await?;
+    Ok(Path::new(dir.get(1).map_or("", String::as_str)).join(file.get(1).map_or("dump.rdb", String::as_str)))
+}
+
+/// Runs BGSAVE (or joins one in progress) and waits for a successful save that started after
+/// this call.
+async fn bgsave(conn: &mut MultiplexedConnection, timeout: Duration) -> anyhow::Result<()> {
+    let saves = |info: &std::collections::BTreeMap<String, String>| {
+        info.get("rdb_saves").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let before = saves(&client::info(conn).await?);
+    let started: redis::RedisResult<String> = redis::cmd("BGSAVE").query_async(conn).await;
+    let mut wanted = before + 1;
+    if let Err(e) = started {
+        if !e.to_string().contains("in progress") {
+            bail!("BGSAVE failed: {e}");
+        }
+        // The save in progress began before us: wait for ours after it.
+        wanted = before + 2;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let info = client::info(conn).await?;
+            if info.get("rdb_bgsave_in_progress").map(String::as_str) == Some("0") {
+                let _: String = redis::cmd("BGSAVE").query_async(conn).await.context("BGSAVE")?;
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("a BGSAVE in progress did not finish within {}", humantime::format_duration(timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let info = client::info(conn).await?;
+        if saves(&info) >= wanted && info.get("rdb_bgsave_in_progress").map(String::as_str) == Some("0") {
+            return match info.get("rdb_last_bgsave_status").map(String::as_str) {
+                Some("ok") => Ok(()),
+                status => bail!("BGSAVE failed (rdb_last_bgsave_status: {})", status.unwrap_or("unknown")),
+            };
+        }
+        if Instant::now() > deadline {
+            bail!("BGSAVE did not finish within {}", humantime::format_duration(timeout));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn copy_gz(from: &Path, to: &Path, gzip: Gzip) -> anyhow::Result<()> {
+    let mut input = std::fs::File::open(from).with_context(|| format!("opening `{}`", from.display()))?;
+    let mut out = cache_core::archive::gzip_writer(private_file(to)?, gzip.level, gzip.threads);
+    std::io::copy(&mut input, &mut out).with_context(|| format!("compressing `{}`", from.display()))?;
+    out.finish().map_err(|e| anyhow::anyhow!("compressing `{}`: {e}", from.display()))?.sync_all()?;
+    Ok(())
+}
+
+/// A new file with mode 0600.
+pub fn private_file(path: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating `{}`", path.display()))
+}
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Fetches the RDB as a replica would: AUTH, `REPLCONF rdb-only 1`, SYNC, then the payload
+/// (`$<len>` bulk, or the diskless `$EOF:<mark>` form).
+async fn replicate(target: &RedisTarget, out: &Path, gzip: Gzip) -> anyhow::Result<()> {
+    let info = redis::IntoConnectionInfo::into_connection_info(target.url.expose())?;
+    let stream: Box<dyn Stream> = match info.addr() {
+        redis::ConnectionAddr::Tcp(host, port) => {
+            Box::new(tokio::net::TcpStream::connect((host.as_str(), *port)).await?)
+        }
+        redis::ConnectionAddr::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+        _ => bail!("replication over TLS is not supported"),
+    };
+    let mut stream = BufReader::new(stream);
+    let settings = info.redis_settings();
+    if let Some(password) = settings.password() {
+        let mut auth = vec!["AUTH"];
+        if let Some(user) = settings.username() {
+            auth.push(user);
+        }
+        auth.push(password);
+        command(&mut stream, &auth).await?;
+        let reply = line(&mut stream).await?;
+        if !reply.starts_with('+') {
+            bail!("AUTH: {reply}");
+        }
+    }
+    command(&mut stream, &["REPLCONF", "rdb-only", "1"]).await?;
+    let _ = line(&mut stream).await?; // Older servers answer -ERR: the full sync still works.
+    command(&mut stream, &["SYNC"]).await?;
+    let header = loop {
+        let header = line(&mut stream).await?;
+        if !header.is_empty() {
+            break header; // Empty lines are keep-alives while the server forks.
+        }
+    };
+    let mut out = cache_core::archive::gzip_writer(private_file(out)?, gzip.level, gzip.threads);
+    if let Some(mark) = header.strip_prefix("$EOF:") {
+        let mark = mark.as_bytes().to_vec();
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                bail!("the connection closed before the end of the RDB");
+            }
+            tail.extend_from_slice(&buf[..n]);
+            if tail.ends_with(&mark) {
+                tail.truncate(tail.len() - mark.len());
+                tokio::task::block_in_place(|| out.write_all(&tail))?;
+                break;
+            }
+            // Keep enough of the end to recognise the mark when it arrives split.
+            if tail.len() > mark.len() {
+                let keep = tail.split_off(tail.len() - mark.len());
+                tokio::task::block_in_place(|| out.write_all(&tail))?;
+                tail = keep;
+            }
+        }
+    } else if let Some(len) = header.strip_prefix('$').and_then(|n| n.parse::<u64>().ok()) {
+        let mut left = len;
+        let mut buf = vec![0u8; 1 << 16];
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = stream.read(&mut buf[..want]).await?;
+            if n == 0 {
+                bail!("the connection closed {left} bytes before the end of the RDB");
+            }
+            tokio::task::block_in_place(|| out.write_all(&buf[..n]))?;
+            left -= n as u64;
+        }
+    } else {
+        bail!("SYNC: {header}");
+    }
+    tokio::task::block_in_place(|| out.finish())
+        .map_err(|e| anyhow::anyhow!("compressing the RDB: {e}"))?
+        .sync_all()?;
+    Ok(())
+}
+
+async fn command(stream: &mut BufReader<Box<dyn Stream>>, args: &[&str]) -> std::io::Result<()> {
+    let mut buf = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        buf.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        buf.extend_from_slice(arg.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    stream.get_mut().write_all(&buf).await
+}
+
+async fn line(stream: &mut BufReader<Box<dyn Stream>>) -> anyhow::Result<String> {
+    let mut line = String::new();
+    if stream.read_line(&mut line).await? == 0 {
+        bail!("the server closed the connection");
+    }
+    Ok(line.trim_end().to_owned())
+}
+
+/// Writes every key (SCAN + DUMP + PTTL) in the logical format.
+async fn logical_export(conn: &mut MultiplexedConnection, out: &Path, gzip: Gzip) -> anyhow::Result<u64> {
+    let mut writer = cache_core::archive::gzip_writer(private_file(out)?, gzip.level, gzip.threads);
+    tokio::task::block_in_place(|| writer.write_all(LOGICAL_MAGIC))?;
+    let mut cursor = 0u64;
+    let mut count = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) =
+            redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(conn).await?;
+        if !keys.is_empty() {
+            let mut record = Vec::new();
+            for (key, at, dump) in dump_batch(conn, keys).await? {
+                record.extend_from_slice(&(key.len() as u32).to_be_bytes());
+                record.extend_from_slice(&key);
+                record.extend_from_slice(&at.unwrap_or(-1).to_be_bytes());
+                record.extend_from_slice(&(dump.len() as u32).to_be_bytes());
+                record.extend_from_slice(&dump);
+                count += 1;
+            }
+            tokio::task::block_in_place(|| writer.write_all(&record))?;
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    tokio::task::block_in_place(|| {
+        writer.write_all(&LOGICAL_END.to_be_bytes())?;
+        writer.finish().map_err(std::io::Error::other)?.sync_all()
+    })?;
+    Ok(count)
+}
+
+/// One key of a dataset: name, absolute expiry in Unix milliseconds (`None`: no TTL), DUMP
+/// payload. Absolute times make a restore exact: the keys expire when they would have.
+pub type KeyDump = (Vec<u8>, Option<i64>, Vec<u8>);
+
+/// DUMP and absolute expiry time of `keys` (PEXPIRETIME, Redis 7; PTTL from now before).
+async fn dump_batch(conn: &mut MultiplexedConnection, keys: Vec<Vec<u8>>) -> anyhow::Result<Vec<KeyDump>> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for key in &keys {
+        pipe.cmd("DUMP").arg(key).cmd("PEXPIRETIME").arg(key).cmd("PTTL").arg(key);
+    }
+    let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut out = Vec::with_capacity(keys.len());
+    for (key, r) in keys.into_iter().zip(replies.chunks(3)) {
+        let dump = match &r[0] {
+            redis::Value::BulkString(b) => b.clone(),
+            redis::Value::Nil => continue, // Gone since SCAN.
+            redis::Value::ServerError(e) => bail!("DUMP refused: {e:?}"),
+            other => bail!("unexpected DUMP reply {other:?}"),
+        };
+        let at = match (&r[1], &r[2]) {
+            (redis::Value::Int(at), _) if *at >= 0 => Some(*at),
+            (redis::Value::Int(_), _) => None,
+            (_, redis::Value::Int(ttl)) if *ttl >= 0 => Some(now + ttl),
+            _ => None,
+        };
+        out.push((key, at, dump));
+    }
+    Ok(out)
+}
+
+/// Reads a logical export.
+pub fn read_logical(path: &Path) -> anyhow::Result<Vec<KeyDump>> {
+    let mut reader = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(path)?));
+    let mut magic = vec![0u8; LOGICAL_MAGIC.len()];
+    reader.read_exact(&mut magic)?;
+    if magic != LOGICAL_MAGIC {
+        bail!("`{}` is not a logical export", path.display());
+    }
+    let mut keys = Vec::new();
+    loop {
+        let mut n = [0u8; 4];
+        reader.read_exact(&mut n)?;
+        let len = u32::from_be_bytes(n);
+        if len == LOGICAL_END {
+            return Ok(keys);
+        }
+        let mut key = vec![0u8; len as usize];
+        reader.read_exact(&mut key)?;
+        let mut ttl = [0u8; 8];
+        reader.read_exact(&mut ttl)?;
+        reader.read_exact(&mut n)?;
+        let mut dump = vec![0u8; u32::from_be_bytes(n) as usize];
+        reader.read_exact(&mut dump)?;
+        let ttl = i64::from_be_bytes(ttl);
+        keys.push((key, (ttl >= 0).then_some(ttl), dump));
+    }
+}
+
+/// Every key of the server behind `conn`, as DUMP payloads with their TTLs, batch by batch.
+pub async fn dump_all(conn: &mut MultiplexedConnection, mut each: impl FnMut(Vec<KeyDump>)) -> anyhow::Result<()> {
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) =
+            redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(conn).await?;
+        if !keys.is_empty() {
+            let batch = dump_batch(conn, keys).await?;
+            each(batch);
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// RESTOREs `keys` into the server behind `conn` with REPLACE and their absolute expiry times
+/// (ABSTTL), pipelined. Keys whose time has passed are skipped. Returns (restored, expired).
+pub async fn restore_keys(conn: &mut MultiplexedConnection, keys: &[KeyDump]) -> anyhow::Result<(u64, u64)> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let (live, gone): (Vec<&KeyDump>, Vec<&KeyDump>) = keys.iter().partition(|(_, at, _)| at.is_none_or(|at| at > now));
+    for chunk in live.chunks(500) {
+        let mut pipe = redis::pipe();
+        for (key, at, dump) in chunk {
+            pipe.cmd("RESTORE").arg(key).arg(at.unwrap_or(0)).arg(dump).arg("REPLACE");
+            if at.is_some() {
+                pipe.arg("ABSTTL");
+            }
+            pipe.ignore();
+        }
+        let () = pipe.query_async(conn).await.context("RESTORE")?;
+    }
+    Ok((live.len() as u64, gone.len() as u64))
+}

@@ -1,0 +1,211 @@
+//! `cache-backup` against real redis-server and PostgreSQL processes.
+
+use std::time::Duration;
+
+use cache_tests::{PgServer, RedisServer, TestEnv, wait_until};
+use serde_json::Value;
+
+use crate::BACKUP;
+
+/// Strings, hashes, lists, sets and sorted sets, some with TTLs.
+fn seed_redis(redis: &RedisServer) {
+    let mut conn = redis.connection();
+    let mut pipe = redis::pipe();
+    for i in 0..200 {
+        pipe.cmd("SET").arg(format!("s:{i}")).arg(format!("value-{i}")).ignore();
+        pipe.cmd("HSET").arg(format!("h:{i}")).arg("a").arg(i).arg("b").arg("x").ignore();
+        pipe.cmd("RPUSH").arg(format!("l:{i}")).arg("1").arg("2").arg(i).ignore();
+        pipe.cmd("SADD").arg(format!("set:{i}")).arg("m").arg(i).ignore();
+        pipe.cmd("ZADD").arg(format!("z:{i}")).arg(1).arg("a").arg(i).arg("b").ignore();
+        if i % 3 == 0 {
+            pipe.cmd("PEXPIRE").arg(format!("s:{i}")).arg(3_600_000 + i).ignore();
+            pipe.cmd("PEXPIRE").arg(format!("z:{i}")).arg(7_200_000).ignore();
+        }
+    }
+    pipe.query::<()>(&mut conn).unwrap();
+}
+
+const TABLE: &str = "CREATE TABLE cache_entries (key text PRIMARY KEY, value jsonb NOT NULL, project_name text NOT NULL DEFAULT 'default',
+      category text, access_count integer NOT NULL DEFAULT 0, created_at timestamptz NOT NULL DEFAULT now(),
+      accessed_at timestamptz NOT NULL DEFAULT now(), expires_at timestamptz, metadata jsonb NOT NULL DEFAULT '{}');
+    CREATE INDEX cache_entries_expires_at ON cache_entries (expires_at);
+    INSERT INTO cache_entries (key, value, category, expires_at)
+      SELECT 'k' || i, jsonb_build_object('n', i, 'text', E'tab\\there, newline\\nhere'), 'c' || (i % 4), now() + interval '1 hour' * i
+        FROM generate_series(1, 500) i;";
+
+const CHECKSUM: &str = "SELECT md5(string_agg(t::text, ',' ORDER BY key)) FROM cache_entries t";
+
+async fn checksum(pg: &PgServer, db: &str) -> String {
+    pg.client(db).await.query_one(CHECKSUM, &[]).await.unwrap().get(0)
+}
+
+fn config(redis_url: &str, pg_url: &str, method: &str) -> String {
+    format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{redis_url}\"\n[[postgres]]\nname = \"main\"\nurl = \"{pg_url}\"\n\
+         [backup]\nredis_method = \"{method}\"\nthreads = 2\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_trip_through_every_method_is_exact() {
+    let Some(pg) = PgServer::start() else { return };
+    let pg_url = pg.create_database("app").await;
+    pg.client("app").await.batch_execute(TABLE).await.unwrap();
+    let rows = checksum(&pg, "app").await;
+    for (method, extra) in
+        [("bgsave", ""), ("replication", ""), ("replication", "repl-diskless-sync no"), ("logical", "")]
+    {
+        let Some(redis) = RedisServer::start_with(extra) else { return };
+        seed_redis(&redis);
+        let digest = redis.digest();
+        let env = TestEnv::new();
+        env.watch_log("redis", redis.dir().join("redis.log"));
+        env.write_config(&config(&redis.url(), &pg_url, method));
+        let out = env.run(BACKUP, &["create", "--format", "json"]);
+        out.expect_code(0);
+        let created = out.json();
+        assert_eq!(created["sources"][0]["method"], method, "{}", out.dump());
+        let manifest: Value = serde_json::from_slice(
+            &std::fs::read(env.state_dir().join("backups").join(created["id"].as_str().unwrap()).join("manifest.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        for file in manifest["files"].as_array().unwrap() {
+            assert_eq!(file["sha256"].as_str().unwrap().len(), 64);
+        }
+        // The manifest holds no secret and names every file.
+        assert!(manifest["files"].as_array().unwrap().len() >= 4, "{manifest:#}");
+        env.run(BACKUP, &["verify"]).expect_code(0);
+
+        let mut conn = redis.connection();
+        let _: () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
+        pg.client("app").await.batch_execute("TRUNCATE cache_entries").await.unwrap();
+        let out = env.run(BACKUP, &["restore", "--postgres", "truncate", "--yes", "--format", "json"]);
+        out.expect_code(0);
+        assert_eq!(redis.digest(), digest, "{method} {extra}: the dataset differs after restore\n{}", out.dump());
+        assert_eq!(checksum(&pg, "app").await, rows, "{method}: the table differs after restore");
+        let ttl: i64 = redis::cmd("PTTL").arg("s:3").query(&mut conn).unwrap();
+        assert!(ttl > 3_500_000, "TTL lost: {ttl}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_into_a_second_server_key_by_key_and_merge_rows() {
+    let Some(first) = RedisServer::start() else { return };
+    let Some(second) = RedisServer::start() else { return };
+    let Some(pg) = PgServer::start() else { return };
+    let pg_url = pg.create_database("app").await;
+    pg.client("app").await.batch_execute(TABLE).await.unwrap();
+    seed_redis(&first);
+    let env = TestEnv::new();
+    env.write_config(&config(&first.url(), &pg_url, "auto"));
+    env.run(BACKUP, &["create", "--only", "redis,postgres"]).expect_code(0);
+    // Without a choice for the table, nothing happens.
+    env.write_config(&config(&second.url(), &pg_url, "auto"));
+    let out = env.run(BACKUP, &["restore", "--yes"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("--postgres truncate") && out.stderr.contains("--postgres merge"), "{}", out.dump());
+    assert!(second.keys().is_empty());
+    // Merge: rows missing come back, rows present stay as they are.
+    let db = pg.client("app").await;
+    db.batch_execute("DELETE FROM cache_entries WHERE key IN ('k1', 'k2'); UPDATE cache_entries SET category = 'changed' WHERE key = 'k3'")
+        .await
+        .unwrap();
+    env.run(BACKUP, &["restore", "--postgres", "merge", "--yes"]).expect_code(0);
+    assert_eq!(second.digest(), first.digest());
+    let count: i64 = db.query_one("SELECT count(*) FROM cache_entries", &[]).await.unwrap().get(0);
+    let changed: String =
+        db.query_one("SELECT category FROM cache_entries WHERE key = 'k3'", &[]).await.unwrap().get(0);
+    assert_eq!((count, changed.as_str()), (500, "changed"));
+    let report = std::fs::read_to_string(env.state_dir().join("backup/restores.jsonl")).unwrap();
+    assert!(report.contains("keys restored"), "{report}");
+}
+
+#[test]
+fn a_corrupted_byte_fails_verify_and_restore_refuses() {
+    let Some(redis) = RedisServer::start() else { return };
+    seed_redis(&redis);
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", redis.url()));
+    let id = env.run(BACKUP, &["create", "--format", "json"]).json()["id"].as_str().unwrap().to_owned();
+    let rdb = env.state_dir().join("backups").join(&id).join("redis-main.rdb.gz");
+    let mut raw = std::fs::read(&rdb).unwrap();
+    let middle = raw.len() / 2;
+    raw[middle] ^= 0x01;
+    std::fs::write(&rdb, raw).unwrap();
+    let out = env.run(BACKUP, &["verify"]);
+    out.expect_code(1);
+    assert!(out.stdout.contains("FAILED") && out.stdout.contains("SHA-256"), "{}", out.dump());
+    let list = env.run(BACKUP, &["list"]);
+    assert!(list.stdout.contains("FAILED at"), "{}", list.dump());
+    let digest = redis.digest();
+    let out = env.run(BACKUP, &["restore", "--yes"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("failed verification, so nothing was restored"), "{}", out.dump());
+    assert_eq!(redis.digest(), digest);
+}
+
+#[test]
+fn a_killed_create_leaves_nothing_that_looks_complete() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut conn = redis.connection();
+    // Enough data that the create is still running when it is killed.
+    let _: () = redis::cmd("DEBUG").arg("POPULATE").arg(300_000).arg("key").arg(200).query(&mut conn).unwrap();
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[backup]\nlevel = 9\nthreads = 1\n",
+        redis.url()
+    ));
+    let mut child = env.command(BACKUP, &["create"]).spawn().unwrap();
+    let backups = env.state_dir().join("backups");
+    let started = wait_until(Duration::from_secs(10), || {
+        std::fs::read_dir(&backups)
+            .is_ok_and(|rd| rd.filter_map(Result::ok).any(|e| e.path().join("redis-main.rdb.gz").exists()))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(started, "the create never started writing");
+    let list = env.run(BACKUP, &["list", "--format", "json"]).json();
+    assert_eq!(list["backups"].as_array().unwrap().len(), 0, "{list:#}");
+    assert_eq!(list["incomplete"].as_array().unwrap().len(), 1);
+    env.run(BACKUP, &["create", "--only", "state"]).expect_code(0);
+    env.run(BACKUP, &["prune", "--yes"]).expect_code(0);
+    let list = env.run(BACKUP, &["list", "--format", "json"]).json();
+    assert_eq!((list["backups"].as_array().unwrap().len(), list["incomplete"].as_array().unwrap().len()), (1, 0));
+}
+
+#[test]
+fn prune_keeps_by_rule_and_never_the_newest_verified() {
+    let env = TestEnv::new();
+    env.write_config("[backup]\nkeep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\n");
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            env.run(BACKUP, &["create", "--only", "state", "--format", "json"]).json()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Only the oldest is verified: it survives as the newest verified backup.
+    env.run(BACKUP, &["verify", &ids[0]]).expect_code(0);
+    let dry = env.run(BACKUP, &["prune", "--dry-run"]);
+    dry.expect_code(0);
+    assert!(dry.stdout.contains(&format!("would delete {}: kept by no rule", ids[1])), "{}", dry.dump());
+    assert!(
+        dry.stdout.contains(&format!("keep {}: the newest verified backup is never deleted", ids[0])),
+        "{}",
+        dry.dump()
+    );
+    assert_eq!(std::fs::read_dir(env.state_dir().join("backups")).unwrap().count(), 3);
+    let out = env.run(BACKUP, &["prune"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("without --yes"));
+    env.run(BACKUP, &["prune", "--yes"]).expect_code(0);
+    let mut left: Vec<String> = std::fs::read_dir(env.state_dir().join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [ids[0].clone(), ids[2].clone()]);
+}
