@@ -97,6 +97,7 @@ fn seed(redis: &RedisServer, prefix: &str, n: u64, idle: u64) -> anyhow::Result<
 
 struct Bench {
     cleanup: PathBuf,
+    backup: PathBuf,
     work: tempfile::TempDir,
 }
 
@@ -109,31 +110,49 @@ impl Bench {
         command.args(args).arg("--config").arg(&path).arg("--state-dir").arg(&state).arg("-q");
         Ok(command)
     }
+
+    fn backup(&self, config: &str, args: &[&str]) -> anyhow::Result<Command> {
+        let path = self.work.path().join("backup-config.toml");
+        std::fs::write(&path, config)?;
+        let mut command = Command::new(&self.backup);
+        command.args(args).arg("--config").arg(&path).arg("--state-dir").arg(self.work.path().join("backup-state"));
+        Ok(command)
+    }
 }
 
 pub(crate) fn run(what: &str, only: &[String]) -> anyhow::Result<()> {
-    if what != "cleanup" {
-        bail!("unknown benchmark `{what}`; there is: cleanup");
-    }
-    crate::ci::install(&[("logrotate", "logrotate"), ("redis-cli", "redis-tools"), ("time", "time")])?;
+    type Stage = fn(&Bench) -> anyhow::Result<Row>;
+    let stages: Vec<(&str, Stage)> = match what {
+        "cleanup" => vec![
+            ("analysis", redis_analysis),
+            ("unlink", redis_delete),
+            ("postgres", postgres_delete),
+            ("files", files),
+            ("logs", logs),
+        ],
+        "backup" => vec![("archive", backup_archive), ("verify", backup_verify)],
+        _ => bail!("unknown benchmark `{what}`; there are: cleanup, backup"),
+    };
+    crate::ci::install(&[
+        ("logrotate", "logrotate"),
+        ("redis-cli", "redis-tools"),
+        ("time", "time"),
+        ("pigz", "pigz"),
+    ])?;
     let root = crate::root();
-    println!("==> building cache-cleanup (release)");
+    println!("==> building cache-cleanup and cache-backup (release)");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", "cache-cleanup"])
+        .args(["build", "--release", "--quiet", "-p", "cache-cleanup", "-p", "cache-backup"])
         .current_dir(&root)
         .status()?;
     if !status.success() {
         bail!("build failed");
     }
-    let bench = Bench { cleanup: root.join("target/release/cache-cleanup"), work: tempfile::tempdir()? };
-    type Stage = fn(&Bench) -> anyhow::Result<Row>;
-    let stages: [(&str, Stage); 5] = [
-        ("analysis", redis_analysis),
-        ("unlink", redis_delete),
-        ("postgres", postgres_delete),
-        ("files", files),
-        ("logs", logs),
-    ];
+    let bench = Bench {
+        cleanup: root.join("target/release/cache-cleanup"),
+        backup: root.join("target/release/cache-backup"),
+        work: tempfile::tempdir()?,
+    };
     let mut failed = 0;
     let mut ran = 0;
     for (name, stage) in stages {
@@ -447,5 +466,83 @@ fn logs(bench: &Bench) -> anyhow::Result<Row> {
         ours,
         target: 1.5,
         detail: format!("compressed {} MiB vs logrotate's {} MiB", size(&b) >> 20, size(&a) >> 20),
+    })
+}
+
+/// 1 GiB of log-like text and a redis.conf, once per run.
+fn archive_input(bench: &Bench) -> anyhow::Result<PathBuf> {
+    let dir = bench.work.path().join("archive-input");
+    if !dir.exists() {
+        println!("==> writing 1 GiB of log-like text");
+        std::fs::create_dir_all(&dir)?;
+        for i in 0..51 {
+            std::fs::write(dir.join(format!("app{i:02}.log")), log_text(1000 + i))?;
+        }
+        std::fs::write(
+            dir.join("redis.conf"),
+            "port 6379\nbind 127.0.0.1\nmaxmemory 4gb\nmaxmemory-policy allkeys-lru\n",
+        )?;
+    }
+    Ok(dir)
+}
+
+fn backup_config(bench: &Bench, input: &Path) -> String {
+    let _ = bench;
+    format!("[backup]\npaths = [\"{}\"]\nlevel = 6\nthreads = 0\n", input.display())
+}
+
+fn backup_archive(bench: &Bench) -> anyhow::Result<Row> {
+    let input = archive_input(bench)?;
+    let parent = input.parent().context("input has a parent")?;
+    let pigz_out = bench.work.path().join("pigz.tar.gz");
+    let gzip_out = bench.work.path().join("gzip.tar.gz");
+    let pigz = shell(&format!("tar -I pigz -cf {} -C {} archive-input", pigz_out.display(), parent.display()))?;
+    let gzip = shell(&format!("tar czf {} -C {} archive-input", gzip_out.display(), parent.display()))?;
+    let mut command = bench.backup(&backup_config(bench, &input), &["create", "--only", "paths", "-q"])?;
+    let (ours, rss, _) = measure(&mut command)?;
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len()) >> 20;
+    let ours_file = std::fs::read_dir(bench.work.path().join("backup-state/backups"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("paths.tar.gz"))
+        .find(|p| p.exists())
+        .context("the backup's paths.tar.gz")?;
+    Ok(Row {
+        task: "1 GiB of logs + redis.conf into tar.gz (vs tar -I pigz)",
+        standard: pigz,
+        ours,
+        target: 1.0,
+        detail: format!(
+            "vs tar czf: {:.2}s, ratio {:.2}× (target 2.4×); sizes: ours {} MiB, pigz {} MiB, gzip {} MiB; peak RSS {} MiB",
+            gzip.as_secs_f64(),
+            gzip.as_secs_f64() / ours.as_secs_f64(),
+            size(&ours_file),
+            size(&pigz_out),
+            size(&gzip_out),
+            rss / 1024
+        ),
+    })
+}
+
+fn backup_verify(bench: &Bench) -> anyhow::Result<Row> {
+    let input = archive_input(bench)?;
+    let config = backup_config(bench, &input);
+    let backups = bench.work.path().join("backup-state/backups");
+    if !backups.exists() {
+        bench.backup(&config, &["create", "--only", "paths", "-q"])?.status()?;
+    }
+    let file = std::fs::read_dir(&backups)?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("paths.tar.gz"))
+        .find(|p| p.exists())
+        .context("a backup to verify")?;
+    let standard = shell(&format!("gzip -t {f} && sha256sum {f} > /dev/null", f = file.display()))?;
+    let mut command = bench.backup(&config, &["verify", "-q"])?;
+    let (ours, _, _) = measure(&mut command)?;
+    Ok(Row {
+        task: "verify that tar.gz (vs gzip -t, then sha256sum)",
+        standard,
+        ours,
+        target: 1.0,
+        detail: String::new(),
     })
 }
