@@ -336,7 +336,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__restore)
-            opts="-v -q -y -h --postgres --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --postgres --extract-files --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -344,6 +344,10 @@ _cache__backup() {
             case "${prev}" in
                 --postgres)
                     COMPREPLY=($(compgen -W "truncate merge" -- "${cur}"))
+                    return 0
+                    ;;
+                --extract-files)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --config)

@@ -209,3 +209,49 @@ fn prune_keeps_by_rule_and_never_the_newest_verified() {
     left.sort();
     assert_eq!(left, [ids[0].clone(), ids[2].clone()]);
 }
+
+#[test]
+fn extraction_from_a_backup_refuses_entries_that_escape() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.state_dir().join("reports")).unwrap();
+    std::fs::write(env.state_dir().join("reports/daily.json"), b"{}").unwrap();
+    let id =
+        env.run(BACKUP, &["create", "--only", "state", "--format", "json"]).json()["id"].as_str().unwrap().to_owned();
+    let dest = env.path("restored");
+    let out = env.run(BACKUP, &["restore", &id, "--extract-files", dest.to_str().unwrap(), "--yes"]);
+    out.expect_code(0);
+    assert_eq!(std::fs::read(dest.join("state/reports/daily.json")).unwrap(), b"{}");
+
+    // Swap in an archive whose second entry climbs out, with a manifest that vouches for it.
+    let dir = env.state_dir().join("backups").join(&id);
+    let evil = dir.join("state.tar.gz");
+    {
+        let gz = flate2::write::GzEncoder::new(std::fs::File::create(&evil).unwrap(), flate2::Compression::fast());
+        let mut tar = tar_builder(gz);
+        for name in ["state/ok.txt", "../../escaped.txt"] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(2);
+            header.set_mode(0o644);
+            header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            header.set_cksum();
+            tar.append(&header, &b"hi"[..]).unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    let manifest_path = dir.join("manifest.json");
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let (sha, bytes) = cache_core::archive::sha256_file(&evil).unwrap();
+    manifest["files"][0]["sha256"] = Value::String(sha);
+    manifest["files"][0]["bytes"] = Value::from(bytes);
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let elsewhere = env.path("elsewhere/deeper");
+    let out = env.run(BACKUP, &["restore", &id, "--extract-files", elsewhere.to_str().unwrap(), "--yes"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("../../escaped.txt") && out.stderr.contains("refusing to extract"), "{}", out.dump());
+    assert!(!elsewhere.exists(), "something was written");
+    assert!(!env.path("escaped.txt").exists() && !env.path("elsewhere/escaped.txt").exists());
+}
+
+fn tar_builder<W: std::io::Write>(w: W) -> tar::Builder<W> {
+    tar::Builder::new(w)
+}

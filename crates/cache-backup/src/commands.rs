@@ -43,7 +43,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let result = match &cli.command {
         Command::Create { only, level } => create(&ctx, &store, only, *level).await,
         Command::Verify { backup, all } => verify(&ctx, &store, backup, *all),
-        Command::Restore { backup, postgres } => restore(&ctx, &store, backup, *postgres, !apply, &cli).await,
+        Command::Restore { backup, postgres, extract_files } => {
+            restore(&ctx, &store, backup, *postgres, extract_files.as_deref(), !apply).await
+        }
         Command::Prune => prune(&ctx, &store, !apply),
         Command::List | Command::Completions(_) => unreachable!("handled before"),
     };
@@ -85,6 +87,10 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
     let wants = |part: Part| only.is_empty() || only.contains(&part);
     let gzip = gzip(ctx, level);
     let (id, partial) = store.begin(Utc::now())?;
+    let steps = config.redis.len() * usize::from(wants(Part::Redis))
+        + config.postgres.len() * usize::from(wants(Part::Postgres))
+        + 3;
+    let progress = ctx.printer.progress(steps as u64, "backup");
     let mut files = Vec::new();
     let mut sources = Vec::new();
     let (mut notes, mut errors) = (Vec::new(), Vec::new());
@@ -97,6 +103,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
     };
     if wants(Part::Redis) {
         for target in config.redis.iter().filter(|t| selected(&ctx.common.tiers, Tier::Redis, &t.name)) {
+            progress.set_message(format!("redis/{}", target.name));
             let base = partial.join(format!("redis-{}", target.name));
             match redis_dump::take(target, &base, gzip, config.backup.bgsave_timeout, config.backup.redis_method).await
             {
@@ -116,10 +123,12 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
                     errors.push(format!("redis/{}: {e:#}", target.name));
                 }
             }
+            progress.inc(1);
         }
     }
     if wants(Part::Postgres) {
         for target in config.postgres.iter().filter(|t| selected(&ctx.common.tiers, Tier::Postgres, &t.name)) {
+            progress.set_message(format!("postgres/{}", target.name));
             let taken = async {
                 let db = postgres::connect(target).await?;
                 let version: String = db.query_one("SHOW server_version", &[]).await?.get(0);
@@ -148,6 +157,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
                     errors.push(format!("postgres/{}: {e:#}", target.name));
                 }
             }
+            progress.inc(1);
         }
     }
     let mut tarballs: Vec<Tarball> = Vec::new();
@@ -185,6 +195,8 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         });
     }
     for Tarball { file, content, items, exclude } in tarballs {
+        progress.set_message(file);
+        progress.inc(1);
         let path = partial.join(file);
         let written = (|| {
             let gz = archive::gzip_writer(redis_dump::private_file(&path)?, gzip.level, gzip.threads);
@@ -197,6 +209,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
             Err(e) => errors.push(format!("{file}: {e:#}")),
         }
     }
+    progress.finish_and_clear();
     if files.is_empty() {
         let _ = std::fs::remove_dir_all(&partial);
         bail!(
@@ -354,9 +367,13 @@ fn redis_check_rdb(rdb_gz: &Path) -> anyhow::Result<Option<String>> {
 fn verify(ctx: &Context, store: &Store, selector: &str, all: bool) -> anyhow::Result<JobResult> {
     let backups = if all { store.backups()? } else { vec![store.find(selector)?] };
     let mut results = Vec::new();
+    let progress = ctx.printer.progress(backups.len() as u64, "verify");
     for backup in &backups {
+        progress.set_message(backup.manifest.id.clone());
         results.push((backup.manifest.id.clone(), check(ctx, backup)?));
+        progress.inc(1);
     }
+    progress.finish_and_clear();
     let failed = results.iter().filter(|(_, v)| !v.ok).count();
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
@@ -398,8 +415,8 @@ async fn restore(
     store: &Store,
     selector: &str,
     pg_mode: Option<pg_dump::Mode>,
+    extract_to: Option<&Path>,
     dry_run: bool,
-    cli: &Cli,
 ) -> anyhow::Result<JobResult> {
     let start = Instant::now();
     let backup = store.find(selector)?;
@@ -419,10 +436,12 @@ async fn restore(
         ))
         .into());
     }
-    let _ = cli;
     let mut recovery = Recovery { backup: backup.manifest.id.clone(), dry_run, ..Recovery::default() };
+    let progress = ctx.printer.progress(backup.manifest.sources.len() as u64, "restore");
     for source in &backup.manifest.sources {
         let label = format!("{}/{}", source.tier, source.target);
+        progress.set_message(label.clone());
+        progress.inc(1);
         match source.tier.as_str() {
             "redis" => {
                 let Some(target) = ctx
@@ -491,6 +510,29 @@ async fn restore(
             _ => {}
         }
     }
+    progress.finish_and_clear();
+    if let Some(dest) = extract_to {
+        for file in backup.manifest.files.iter().filter(|f| f.path.ends_with(".tar.gz")) {
+            let archive = backup.dir.join(&file.path);
+            if dry_run {
+                let entries = archive::check_tar_gz(&archive)?;
+                recovery.extracted.push(format!(
+                    "{}: would extract {} entries into {}",
+                    file.path,
+                    entries.len(),
+                    dest.display()
+                ));
+            } else {
+                let entries = archive::extract_tar_gz(&archive, dest)?;
+                recovery.extracted.push(format!(
+                    "{}: {} entries extracted into {}",
+                    file.path,
+                    entries.len(),
+                    dest.display()
+                ));
+            }
+        }
+    }
     recovery.seconds = start.elapsed().as_secs_f64();
     if !dry_run {
         ctx.state.append_jsonl("backup/restores.jsonl", &recovery)?;
@@ -500,7 +542,7 @@ async fn restore(
         printer.json(&recovery)?;
     } else if !printer.is_quiet() {
         let mut text = format!("restore of backup {}{}:\n", recovery.backup, if dry_run { " (dry run)" } else { "" });
-        for line in recovery.restored.iter().chain(&recovery.skipped) {
+        for line in recovery.restored.iter().chain(&recovery.extracted).chain(&recovery.skipped) {
             text.push_str(&format!("  {line}\n"));
         }
         printer.always(&text)?;

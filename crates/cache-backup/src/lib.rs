@@ -90,6 +90,10 @@ pub enum Command {
         /// How cache-table rows come back (needed when the backup holds a table)
         #[arg(long, value_enum)]
         postgres: Option<pg_dump::Mode>,
+        /// Also extract the configuration, state and path archives into DIR (refusing any
+        /// entry that would land outside it)
+        #[arg(long, value_name = "DIR")]
+        extract_files: Option<std::path::PathBuf>,
     },
     /// Remove backups no retention rule keeps (never the newest verified one)
     Prune,

@@ -107,6 +107,9 @@ impl Printer {
     pub fn progress(&self, len: u64, message: &str) -> indicatif::ProgressBar {
         let visible = std::io::stderr().is_terminal() && self.quiet == 0 && self.format == Format::Text;
         let bar = if visible { indicatif::ProgressBar::new(len) } else { indicatif::ProgressBar::hidden() };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(PROGRESS_TEMPLATE) {
+            bar.set_style(style.progress_chars("=> "));
+        }
         bar.set_message(message.to_owned());
         bar
     }
@@ -120,4 +123,15 @@ pub fn bytes(n: u64) -> String {
 /// Formats milliseconds for people (`12.3 ms`, `1.20 s`).
 pub fn millis(ms: f64) -> String {
     if ms >= 1000.0 { format!("{:.2} s", ms / 1000.0) } else { format!("{ms:.1} ms") }
+}
+
+/// The progress bar's look.
+const PROGRESS_TEMPLATE: &str = "{msg:>16} [{bar:30}] {pos}/{len} {per_sec} eta {eta}";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_progress_template_parses() {
+        indicatif::ProgressStyle::with_template(super::PROGRESS_TEMPLATE).unwrap();
+    }
 }
