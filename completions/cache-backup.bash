@@ -35,6 +35,9 @@ _cache__backup() {
             cache__backup,restore)
                 cmd="cache__backup__subcmd__restore"
                 ;;
+            cache__backup,schedule)
+                cmd="cache__backup__subcmd__schedule"
+                ;;
             cache__backup,verify)
                 cmd="cache__backup__subcmd__verify"
                 ;;
@@ -56,6 +59,9 @@ _cache__backup() {
             cache__backup__subcmd__help,restore)
                 cmd="cache__backup__subcmd__help__subcmd__restore"
                 ;;
+            cache__backup__subcmd__help,schedule)
+                cmd="cache__backup__subcmd__help__subcmd__schedule"
+                ;;
             cache__backup__subcmd__help,verify)
                 cmd="cache__backup__subcmd__help__subcmd__verify"
                 ;;
@@ -66,7 +72,7 @@ _cache__backup() {
 
     case "${cmd}" in
         cache__backup)
-            opts="-v -q -y -h -V --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --help --version create list verify restore prune completions help"
+            opts="-v -q -y -h -V --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --help --version create list verify restore prune schedule completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -164,7 +170,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__help)
-            opts="create list verify restore prune completions help"
+            opts="create list verify restore prune schedule completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -261,6 +267,20 @@ _cache__backup() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cache__subcmd__backup__subcmd__help__subcmd__schedule)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cache__subcmd__backup__subcmd__help__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -336,7 +356,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__restore)
-            opts="-v -q -y -h --postgres --extract-files --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --postgres --extract-files --replace-dump --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -347,6 +367,40 @@ _cache__backup() {
                     return 0
                     ;;
                 --extract-files)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__backup__subcmd__schedule)
+            opts="-v -q -y -h --set --enable --disable --reset --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --set)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -42,6 +42,7 @@ complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "list" -d 
 complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "verify" -d 'Re-read every file: sizes, SHA-256, gzip integrity, RDB header'
 complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "restore" -d 'Verify a backup, prove its RDB loads, then restore it into the configured targets'
 complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "prune" -d 'Remove backups no retention rule keeps (never the newest verified one)'
+complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "schedule" -d 'Show or change when the backup job runs (kept in the scheduler\'s state)'
 complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "completions" -d 'Print shell completions'
 complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand create" -l only -d 'Only these parts [default: all]' -r -f -a "redis\t'Every Redis target\'s dataset'
@@ -92,6 +93,7 @@ complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l st
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l format -d 'Output format' -r -f -a "text\t'Tables and sentences for people'
 json\t'One JSON document on stdout, with `schema_version`'"
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l replace-dump -d 'For a Redis server on this host: put the RDB in place of its dump file (keeping the old one beside it) and reload it, instead of restoring key by key'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l wait -d 'Wait for another run of the same job to finish instead of exiting at once'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
@@ -109,6 +111,21 @@ complete -c cache-backup -n "__fish_cache_backup_using_subcommand prune" -s q -l
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand prune" -l dry-run -d 'Change nothing: list what would be done, with the reason for each item'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand prune" -s y -l yes -d 'Do it without asking (needed when stdin is not a terminal, as under cron)'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand prune" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand schedule" -l set -d 'A new five-field cron expression, e.g. "30 2 * * *"' -r
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand schedule" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand schedule" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand schedule" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand schedule" -l format -d 'Output format' -r -f -a "text\t'Tables and sentences for people'
+json\t'One JSON document on stdout, with `schema_version`'"
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand schedule" -l enable -d 'Run the job on schedule'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand schedule" -l disable -d 'Stop running the job on schedule'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand schedule" -l reset -d 'Back to the documented schedule'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand schedule" -l wait -d 'Wait for another run of the same job to finish instead of exiting at once'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand schedule" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand schedule" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand schedule" -l dry-run -d 'Change nothing: list what would be done, with the reason for each item'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand schedule" -s y -l yes -d 'Do it without asking (needed when stdin is not a terminal, as under cron)'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand schedule" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand completions" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand completions" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand completions" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
@@ -120,10 +137,11 @@ complete -c cache-backup -n "__fish_cache_backup_using_subcommand completions" -
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand completions" -l dry-run -d 'Change nothing: list what would be done, with the reason for each item'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand completions" -s y -l yes -d 'Do it without asking (needed when stdin is not a terminal, as under cron)'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune completions help" -f -a "create" -d 'Take a backup'
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune completions help" -f -a "list" -d 'List the backups: age, size, contents, last verification'
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune completions help" -f -a "verify" -d 'Re-read every file: sizes, SHA-256, gzip integrity, RDB header'
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune completions help" -f -a "restore" -d 'Verify a backup, prove its RDB loads, then restore it into the configured targets'
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune completions help" -f -a "prune" -d 'Remove backups no retention rule keeps (never the newest verified one)'
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune completions help" -f -a "completions" -d 'Print shell completions'
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "create" -d 'Take a backup'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "list" -d 'List the backups: age, size, contents, last verification'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "verify" -d 'Re-read every file: sizes, SHA-256, gzip integrity, RDB header'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "restore" -d 'Verify a backup, prove its RDB loads, then restore it into the configured targets'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "prune" -d 'Remove backups no retention rule keeps (never the newest verified one)'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "schedule" -d 'Show or change when the backup job runs (kept in the scheduler\'s state)'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "completions" -d 'Print shell completions'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -117,6 +117,7 @@ merge\:"Add the backup'\''s rows that are missing; rows present stay as they are
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--replace-dump[For a Redis server on this host\: put the RDB in place of its dump file (keeping the old one beside it) and reload it, instead of restoring key by key]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
@@ -137,6 +138,29 @@ _arguments "${_arguments_options[@]}" : \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--dry-run[Change nothing\: list what would be done, with the reason for each item]' \
+'(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+&& ret=0
+;;
+(schedule)
+_arguments "${_arguments_options[@]}" : \
+'(--reset)--set=[A new five-field cron expression, e.g. "30 2 * * *"]:CRON:_default' \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'(--disable --reset)--enable[Run the job on schedule]' \
+'(--reset)--disable[Stop running the job on schedule]' \
+'--reset[Back to the documented schedule]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
@@ -201,6 +225,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(schedule)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (completions)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -226,6 +254,7 @@ _cache-backup_commands() {
 'verify:Re-read every file\: sizes, SHA-256, gzip integrity, RDB header' \
 'restore:Verify a backup, prove its RDB loads, then restore it into the configured targets' \
 'prune:Remove backups no retention rule keeps (never the newest verified one)' \
+'schedule:Show or change when the backup job runs (kept in the scheduler'\''s state)' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -249,6 +278,7 @@ _cache-backup__subcmd__help_commands() {
 'verify:Re-read every file\: sizes, SHA-256, gzip integrity, RDB header' \
 'restore:Verify a backup, prove its RDB loads, then restore it into the configured targets' \
 'prune:Remove backups no retention rule keeps (never the newest verified one)' \
+'schedule:Show or change when the backup job runs (kept in the scheduler'\''s state)' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -284,6 +314,11 @@ _cache-backup__subcmd__help__subcmd__restore_commands() {
     local commands; commands=()
     _describe -t commands 'cache-backup help restore commands' commands "$@"
 }
+(( $+functions[_cache-backup__subcmd__help__subcmd__schedule_commands] )) ||
+_cache-backup__subcmd__help__subcmd__schedule_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-backup help schedule commands' commands "$@"
+}
 (( $+functions[_cache-backup__subcmd__help__subcmd__verify_commands] )) ||
 _cache-backup__subcmd__help__subcmd__verify_commands() {
     local commands; commands=()
@@ -303,6 +338,11 @@ _cache-backup__subcmd__prune_commands() {
 _cache-backup__subcmd__restore_commands() {
     local commands; commands=()
     _describe -t commands 'cache-backup restore commands' commands "$@"
+}
+(( $+functions[_cache-backup__subcmd__schedule_commands] )) ||
+_cache-backup__subcmd__schedule_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-backup schedule commands' commands "$@"
 }
 (( $+functions[_cache-backup__subcmd__verify_commands] )) ||
 _cache-backup__subcmd__verify_commands() {

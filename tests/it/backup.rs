@@ -255,3 +255,55 @@ fn extraction_from_a_backup_refuses_entries_that_escape() {
 fn tar_builder<W: std::io::Write>(w: W) -> tar::Builder<W> {
     tar::Builder::new(w)
 }
+
+#[test]
+fn replace_dump_swaps_the_file_keeps_the_old_one_and_reloads() {
+    let Some(redis) = RedisServer::start() else { return };
+    seed_redis(&redis);
+    let digest = redis.digest();
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", redis.url()));
+    env.run(BACKUP, &["create", "--only", "redis"]).expect_code(0);
+    let mut conn = redis.connection();
+    let _: () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
+    let _: () = redis::cmd("SET").arg("written-after").arg("1").query(&mut conn).unwrap();
+    let _: () = redis::cmd("SAVE").query(&mut conn).unwrap();
+    let out = env.run(BACKUP, &["restore", "--replace-dump", "--yes"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("replaced and reloaded"), "{}", out.dump());
+    assert_eq!(redis.digest(), digest);
+    let kept: Vec<_> = std::fs::read_dir(redis.dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains("before-restore"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the old dump is kept beside the new one");
+    // With AOF on, the server would not load the dump: refused, nothing replaced.
+    let Some(aof) = RedisServer::start_with("appendonly yes") else { return };
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", aof.url()));
+    let out = env.run(BACKUP, &["restore", "--replace-dump", "--yes"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("AOF on"), "{}", out.dump());
+}
+
+#[test]
+fn the_backup_schedule_is_shown_and_changed_through_the_scheduler_state() {
+    let env = TestEnv::new();
+    let shown = env.run(BACKUP, &["schedule", "--format", "json"]).json();
+    assert_eq!(shown["job"]["schedule"], "0 1 * * *");
+    assert_eq!(shown["job"]["enabled"], true);
+    assert_eq!(shown["next_runs"].as_array().unwrap().len(), 3);
+    let out = env.run(BACKUP, &["schedule", "--set", "30 2 * * *", "--format", "json"]);
+    out.expect_code(0);
+    assert!(out.json()["next_runs"][0].as_str().unwrap().contains("T02:30:00"), "{}", out.dump());
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(env.state_dir().join("scheduler/schedule.json")).unwrap()).unwrap();
+    assert_eq!(state["jobs"]["backup"]["schedule"], "30 2 * * *");
+    let bad = env.run(BACKUP, &["schedule", "--set", "every night"]);
+    bad.expect_code(2);
+    assert!(bad.stderr.contains("`every night` is not a five-field cron expression"), "{}", bad.dump());
+    let off = env.run(BACKUP, &["schedule", "--disable"]);
+    assert!(off.stdout.contains("`30 2 * * *`") && off.stdout.contains("DISABLED"), "{}", off.dump());
+    let reset = env.run(BACKUP, &["schedule", "--reset", "--format", "json"]).json();
+    assert_eq!((reset["job"]["schedule"].as_str(), reset["job"]["enabled"].as_bool()), (Some("0 1 * * *"), Some(true)));
+}

@@ -30,6 +30,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::List = cli.command {
         return list(&ctx, &store);
     }
+    if let Command::Schedule { set, enable, disable, reset } = &cli.command {
+        let enabled = if *enable {
+            Some(true)
+        } else if *disable {
+            Some(false)
+        } else {
+            None
+        };
+        return schedule(&ctx, set.as_deref(), enabled, *reset);
+    }
     let (name, apply) = match &cli.command {
         Command::Create { .. } => ("create", true),
         Command::Verify { .. } => ("verify", true),
@@ -37,17 +47,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             ("restore", cli.mutation.confirm(&format!("restore backup `{backup}` into the configured targets"))?)
         }
         Command::Prune => ("prune", cli.mutation.confirm("delete the backups no retention rule keeps")?),
-        Command::List | Command::Completions(_) => unreachable!("handled before"),
+        Command::List | Command::Schedule { .. } | Command::Completions(_) => unreachable!("handled before"),
     };
     let job = ctx.begin_job(JOB, &format!("cache-backup {name}")).await?;
     let result = match &cli.command {
         Command::Create { only, level } => create(&ctx, &store, only, *level).await,
         Command::Verify { backup, all } => verify(&ctx, &store, backup, *all),
-        Command::Restore { backup, postgres, extract_files } => {
-            restore(&ctx, &store, backup, *postgres, extract_files.as_deref(), !apply).await
+        Command::Restore { backup, postgres, extract_files, replace_dump } => {
+            let how = How { pg_mode: *postgres, extract_to: extract_files.as_deref(), replace_dump: *replace_dump };
+            restore(&ctx, &store, backup, how, !apply).await
         }
         Command::Prune => prune(&ctx, &store, !apply),
-        Command::List | Command::Completions(_) => unreachable!("handled before"),
+        Command::List | Command::Schedule { .. } | Command::Completions(_) => unreachable!("handled before"),
     };
     job.finish(&ctx, result)
 }
@@ -410,14 +421,21 @@ struct Recovery {
     seconds: f64,
 }
 
+/// How a restore puts data back.
+struct How<'a> {
+    pg_mode: Option<pg_dump::Mode>,
+    extract_to: Option<&'a Path>,
+    replace_dump: bool,
+}
+
 async fn restore(
     ctx: &Context,
     store: &Store,
     selector: &str,
-    pg_mode: Option<pg_dump::Mode>,
-    extract_to: Option<&Path>,
+    how: How<'_>,
     dry_run: bool,
 ) -> anyhow::Result<JobResult> {
+    let How { pg_mode, extract_to, replace_dump } = how;
     let start = Instant::now();
     let backup = store.find(selector)?;
     let verification = check(ctx, &backup)?;
@@ -462,6 +480,20 @@ async fn restore(
                     })
                     .with_context(|| format!("{label}: the manifest lists no file for it"))?;
                 let path = backup.dir.join(&file.path);
+                if replace_dump {
+                    if file.content != "redis-rdb" {
+                        bail!("{label}: --replace-dump needs an RDB, and this backup holds a logical export");
+                    }
+                    // Prove it loads first, as for any restore.
+                    drop(crate::scratch::Scratch::load(&path, ctx.config.backup.bgsave_timeout).await?);
+                    if dry_run {
+                        recovery.restored.push(format!("{label}: would replace the dump file and reload it"));
+                        continue;
+                    }
+                    let done = redis_dump::replace_dump(target, &path).await?;
+                    recovery.restored.push(format!("{label}: {done}"));
+                    continue;
+                }
                 let keys = if file.content == "redis-rdb" {
                     // Prove the RDB loads, then read every key back from the scratch server.
                     let scratch = crate::scratch::Scratch::load(&path, ctx.config.backup.bgsave_timeout).await?;
@@ -637,4 +669,43 @@ fn prune(ctx: &Context, store: &Store, dry_run: bool) -> anyhow::Result<JobResul
         exit_code,
         summary: serde_json::json!({ "dry_run": dry_run, "kept": decisions.iter().filter(|d| d.keep).count(), "removed": removed.len() }),
     })
+}
+
+/// The backup job's name in the schedule table.
+const SCHEDULED_JOB: &str = "backup";
+
+fn schedule(ctx: &Context, set: Option<&str>, enabled: Option<bool>, reset: bool) -> anyhow::Result<u8> {
+    use cache_core::schedule;
+    let by = "cache-backup schedule";
+    let job = if reset {
+        schedule::reset(&ctx.state, SCHEDULED_JOB)?
+    } else if set.is_some() || enabled.is_some() {
+        schedule::change(&ctx.state, SCHEDULED_JOB, set, enabled, by)?
+    } else {
+        schedule::effective(&ctx.state, SCHEDULED_JOB)?
+    };
+    let next = if job.enabled { schedule::next_runs(&job.schedule, Utc::now(), 3)? } else { Vec::new() };
+    let printer = &ctx.printer;
+    if printer.format() == Format::Json {
+        printer.json(&serde_json::json!({ "job": job, "next_runs": next }))?;
+        return Ok(exit::SUCCESS);
+    }
+    let origin = match &job.changed {
+        None => "the documented schedule".to_owned(),
+        Some(c) => format!("changed {} by {}", c.changed_at.format("%Y-%m-%d %H:%M UTC"), c.changed_by),
+    };
+    let mut text = format!(
+        "job `{}`: `{}` ({origin}), {}
+  runs: {}
+",
+        job.spec.name,
+        job.schedule,
+        if job.enabled { "enabled" } else { "DISABLED" },
+        job.spec.command
+    );
+    for run in &next {
+        text.push_str(&format!("  next: {}\n", run.format("%Y-%m-%d %H:%M UTC")));
+    }
+    printer.info(&text)?;
+    Ok(exit::SUCCESS)
 }

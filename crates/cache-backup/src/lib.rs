@@ -94,9 +94,28 @@ pub enum Command {
         /// entry that would land outside it)
         #[arg(long, value_name = "DIR")]
         extract_files: Option<std::path::PathBuf>,
+        /// For a Redis server on this host: put the RDB in place of its dump file (keeping the
+        /// old one beside it) and reload it, instead of restoring key by key
+        #[arg(long)]
+        replace_dump: bool,
     },
     /// Remove backups no retention rule keeps (never the newest verified one)
     Prune,
+    /// Show or change when the backup job runs (kept in the scheduler's state)
+    Schedule {
+        /// A new five-field cron expression, e.g. "30 2 * * *"
+        #[arg(long, value_name = "CRON", conflicts_with = "reset")]
+        set: Option<String>,
+        /// Run the job on schedule
+        #[arg(long, conflicts_with_all = ["disable", "reset"])]
+        enable: bool,
+        /// Stop running the job on schedule
+        #[arg(long, conflicts_with = "reset")]
+        disable: bool,
+        /// Back to the documented schedule
+        #[arg(long)]
+        reset: bool,
+    },
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -140,6 +159,7 @@ mod tests {
             &["cache-backup", "restore", "2026-11-20", "--postgres", "merge", "--yes"],
             &["cache-backup", "prune", "--dry-run"],
             &["cache-backup", "list", "--format", "json"],
+            &["cache-backup", "schedule", "--set", "30 2 * * *", "--disable"],
         ] {
             Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         }
@@ -148,6 +168,7 @@ mod tests {
             (&["cache-backup", "create", "--only", "disk"], ErrorKind::InvalidValue),
             (&["cache-backup", "verify", "x", "--all"], ErrorKind::ArgumentConflict),
             (&["cache-backup", "restore", "--postgres", "upsert"], ErrorKind::InvalidValue),
+            (&["cache-backup", "schedule", "--enable", "--disable"], ErrorKind::ArgumentConflict),
         ] {
             assert_eq!(Cli::try_parse_from(argv).expect_err("should fail").kind(), kind, "{argv:?}");
         }

@@ -398,3 +398,42 @@ pub async fn restore_keys(conn: &mut MultiplexedConnection, keys: &[KeyDump]) ->
     }
     Ok((live.len() as u64, gone.len() as u64))
 }
+
+/// Puts the RDB `rdb_gz` in place of the dump file of the local server `target` (the old file
+/// is kept as `<file>.before-restore-<time>`) and reloads it with `DEBUG RELOAD NOSAVE`.
+pub async fn replace_dump(target: &RedisTarget, rdb_gz: &Path) -> anyhow::Result<String> {
+    if !is_local(target) {
+        bail!("--replace-dump needs the server on this host; `{}` is not: restore key by key instead", target.url);
+    }
+    let mut conn = client::connect(target).await?;
+    let info = client::info(&mut conn).await?;
+    if info.get("aof_enabled").map(String::as_str) == Some("1") {
+        bail!("the server has AOF on, so it would load its AOF rather than the dump: restore key by key instead");
+    }
+    let dump = dump_path(&mut conn).await.context("CONFIG GET dir/dbfilename")?;
+    let fresh = dump.with_extension("restore-tmp");
+    {
+        let mut input = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(rdb_gz)?));
+        let mut output = private_file(&fresh)?;
+        std::io::copy(&mut input, &mut output)?;
+        output.sync_all()?;
+    }
+    let kept = if dump.exists() {
+        let kept =
+            PathBuf::from(format!("{}.before-restore-{}", dump.display(), chrono::Utc::now().format("%Y%m%dT%H%M%SZ")));
+        std::fs::hard_link(&dump, &kept).with_context(|| format!("keeping the old dump as `{}`", kept.display()))?;
+        Some(kept)
+    } else {
+        None
+    };
+    std::fs::rename(&fresh, &dump).with_context(|| format!("replacing `{}`", dump.display()))?;
+    let kept = kept.map(|k| format!(" (the old one is `{}`)", k.display())).unwrap_or_default();
+    let reloaded: redis::RedisResult<()> = redis::cmd("DEBUG").arg("RELOAD").arg("NOSAVE").query_async(&mut conn).await;
+    match reloaded {
+        Ok(()) => Ok(format!("dump file `{}` replaced and reloaded{kept}", dump.display())),
+        Err(e) => bail!(
+            "the dump file `{}` is in place{kept}, but DEBUG RELOAD was refused ({e}): restart redis-server to load it",
+            dump.display()
+        ),
+    }
+}

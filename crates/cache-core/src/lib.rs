@@ -22,6 +22,7 @@ pub mod output;
 pub mod redact;
 pub mod runs;
 pub mod scan;
+pub mod schedule;
 pub mod state;
 pub mod system;
 pub mod tier;

@@ -1,0 +1,268 @@
+//! The documented schedule (seed 000's "Cron-Based Automation") as one table, and the changes
+//! made to it, kept in the scheduler's state (`scheduler/schedule.json`).
+//!
+//! Every tool that shows or changes a job's schedule goes through here, and the scheduler
+//! renders the same table, so the two never drift apart. Expressions are standard five-field
+//! cron (minute hour day-of-month month day-of-week), read by croner; times are UTC.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+use serde::{Deserialize, Serialize};
+
+use crate::error::UsageError;
+use crate::state::StateDir;
+
+/// One scheduled job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct JobSpec {
+    /// Its name (also its lock's name where the tool uses it).
+    pub name: &'static str,
+    /// The default cron expression.
+    pub schedule: &'static str,
+    /// The command it runs.
+    pub command: &'static str,
+    /// Its kind of task, for maintenance windows.
+    pub task: &'static str,
+    /// Whether it is heavy (runs only inside maintenance windows).
+    pub heavy: bool,
+    /// What it is, in seed 000's words.
+    pub description: &'static str,
+}
+
+/// Seed 000's jobs.
+pub const DEFAULT_JOBS: &[JobSpec] = &[
+    JobSpec {
+        name: "analytics-collect",
+        schedule: "*/15 * * * *",
+        command: "cache-analytics collect -q",
+        task: "analytics",
+        heavy: false,
+        description: "Analytics collection every 15 minutes",
+    },
+    JobSpec {
+        name: "health-check",
+        schedule: "*/30 * * * *",
+        command: "cache-health check -q",
+        task: "health",
+        heavy: false,
+        description: "Health checks every 30 minutes",
+    },
+    JobSpec {
+        name: "cleanup-light",
+        schedule: "0 */2 * * *",
+        command: "cache-cleanup light --yes -q",
+        task: "cleanup",
+        heavy: false,
+        description: "Light cleanup every 2 hours",
+    },
+    JobSpec {
+        name: "backup",
+        schedule: "0 1 * * *",
+        command: "cache-backup create -q",
+        task: "backup",
+        heavy: true,
+        description: "Backup operations at 1 AM",
+    },
+    JobSpec {
+        name: "cleanup-deep",
+        schedule: "0 2 * * *",
+        command: "cache-cleanup smart --yes -q",
+        task: "cleanup",
+        heavy: true,
+        description: "Deep cleanup at 2 AM",
+    },
+    JobSpec {
+        name: "memory-maintenance",
+        schedule: "0 3 * * *",
+        command: "cache-cleanup memory --yes -q",
+        task: "memory",
+        heavy: true,
+        description: "Memory-tier maintenance at 3 AM",
+    },
+    JobSpec {
+        name: "optimize",
+        schedule: "0 4 * * *",
+        command: "cache-optimizer run -q",
+        task: "optimization",
+        heavy: true,
+        description: "Performance optimization at 4 AM",
+    },
+    JobSpec {
+        name: "optimize-weekly",
+        schedule: "0 4 * * 0",
+        command: "cache-optimizer run -q",
+        task: "optimization",
+        heavy: true,
+        description: "Full system optimization on Sundays at 4 AM",
+    },
+    JobSpec {
+        name: "reports-weekly",
+        schedule: "0 5 * * 0",
+        command: "cache-analytics generate --period week -q",
+        task: "reports",
+        heavy: false,
+        description: "Weekly reports generation",
+    },
+    JobSpec {
+        name: "archival-monthly",
+        schedule: "0 6 1 * *",
+        command: "cache-analytics generate --period month -q",
+        task: "archival",
+        heavy: true,
+        description: "Monthly archival and deep analysis",
+    },
+];
+
+const STATE_FILE: &str = "scheduler/schedule.json";
+
+/// A change to one job.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Override {
+    /// Another cron expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Turned off (or explicitly on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// When and by what it was changed.
+    pub changed_at: DateTime<Utc>,
+    /// Who changed it (tool and subcommand).
+    pub changed_by: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Overrides {
+    jobs: BTreeMap<String, Override>,
+}
+
+/// A job as it runs now: the table and its changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Effective {
+    /// The job.
+    pub spec: JobSpec,
+    /// Its cron expression.
+    pub schedule: String,
+    /// Whether it runs.
+    pub enabled: bool,
+    /// The change in force, if any.
+    pub changed: Option<Override>,
+}
+
+/// The job named `name`.
+pub fn job(name: &str) -> anyhow::Result<&'static JobSpec> {
+    DEFAULT_JOBS.iter().find(|j| j.name == name).with_context(|| {
+        let names: Vec<&str> = DEFAULT_JOBS.iter().map(|j| j.name).collect();
+        format!("no job `{name}`; the jobs are: {}", names.join(", "))
+    })
+}
+
+/// Parses a five-field cron expression; a bad one is a usage error naming it.
+pub fn parse(expression: &str) -> anyhow::Result<Cron> {
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .build()
+        .parse(expression)
+        .map_err(|e| UsageError(format!("`{expression}` is not a five-field cron expression: {e}")).into())
+}
+
+/// The next `n` runs of `expression` after `from`.
+pub fn next_runs(expression: &str, from: DateTime<Utc>, n: usize) -> anyhow::Result<Vec<DateTime<Utc>>> {
+    let cron = parse(expression)?;
+    Ok(cron.iter_after(from).take(n).collect())
+}
+
+/// Job `name` as it runs now.
+pub fn effective(state: &StateDir, name: &str) -> anyhow::Result<Effective> {
+    let spec = *job(name)?;
+    let changed = state.read_json::<Overrides>(STATE_FILE)?.unwrap_or_default().jobs.remove(name);
+    let schedule = changed.as_ref().and_then(|c| c.schedule.clone()).unwrap_or_else(|| spec.schedule.to_owned());
+    let enabled = changed.as_ref().and_then(|c| c.enabled).unwrap_or(true);
+    Ok(Effective { spec, schedule, enabled, changed })
+}
+
+/// Changes job `name`: a new expression (validated) and/or on/off; `None` keeps what is there.
+pub fn change(
+    state: &StateDir,
+    name: &str,
+    schedule: Option<&str>,
+    enabled: Option<bool>,
+    by: &str,
+) -> anyhow::Result<Effective> {
+    job(name)?;
+    if let Some(expression) = schedule {
+        parse(expression)?;
+    }
+    let mut overrides = state.read_json::<Overrides>(STATE_FILE)?.unwrap_or_default();
+    let entry = overrides.jobs.entry(name.to_owned()).or_insert_with(|| Override {
+        changed_at: Utc::now(),
+        changed_by: by.to_owned(),
+        ..Override::default()
+    });
+    if let Some(expression) = schedule {
+        entry.schedule = Some(expression.to_owned());
+    }
+    if enabled.is_some() {
+        entry.enabled = enabled;
+    }
+    entry.changed_at = Utc::now();
+    entry.changed_by = by.to_owned();
+    state.write_json(STATE_FILE, &overrides)?;
+    effective(state, name)
+}
+
+/// Drops every change to job `name`.
+pub fn reset(state: &StateDir, name: &str) -> anyhow::Result<Effective> {
+    job(name)?;
+    let mut overrides = state.read_json::<Overrides>(STATE_FILE)?.unwrap_or_default();
+    overrides.jobs.remove(name);
+    state.write_json(STATE_FILE, &overrides)?;
+    effective(state, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_default_schedule_parses_and_names_are_unique() {
+        let mut names: Vec<&str> = DEFAULT_JOBS.iter().map(|j| j.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DEFAULT_JOBS.len());
+        for job in DEFAULT_JOBS {
+            parse(job.schedule).unwrap_or_else(|e| panic!("{}: {e}", job.name));
+        }
+    }
+
+    #[test]
+    fn next_runs_and_bad_expressions() {
+        let from = DateTime::parse_from_rfc3339("2026-11-22T00:30:00Z").unwrap().to_utc();
+        let runs = next_runs("0 1 * * *", from, 2).unwrap();
+        assert_eq!(runs[0].to_rfc3339(), "2026-11-22T01:00:00+00:00");
+        assert_eq!(runs[1].to_rfc3339(), "2026-11-23T01:00:00+00:00");
+        let sunday = next_runs("0 4 * * 0", from, 1).unwrap();
+        assert_eq!(sunday[0].to_rfc3339(), "2026-11-22T04:00:00+00:00");
+        for bad in ["", "0 1 * *", "0 0 1 * * *", "61 * * * *", "every day"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn changes_are_kept_in_state_and_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path().to_path_buf()).unwrap();
+        assert_eq!(effective(&state, "backup").unwrap().schedule, "0 1 * * *");
+        let changed = change(&state, "backup", Some("30 2 * * *"), None, "test").unwrap();
+        assert_eq!((changed.schedule.as_str(), changed.enabled), ("30 2 * * *", true));
+        let off = change(&state, "backup", None, Some(false), "test").unwrap();
+        assert_eq!((off.schedule.as_str(), off.enabled), ("30 2 * * *", false));
+        assert!(change(&state, "backup", Some("nope"), None, "test").is_err());
+        assert!(change(&state, "no-such-job", None, Some(true), "test").is_err());
+        let back = reset(&state, "backup").unwrap();
+        assert_eq!((back.schedule.as_str(), back.enabled, back.changed), ("0 1 * * *", true, None));
+    }
+}
