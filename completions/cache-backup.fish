@@ -85,6 +85,7 @@ complete -c cache-backup -n "__fish_cache_backup_using_subcommand verify" -s q -
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand verify" -l dry-run -d 'Change nothing: list what would be done, with the reason for each item'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand verify" -s y -l yes -d 'Do it without asking (needed when stdin is not a terminal, as under cron)'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand verify" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l date -d 'The newest backup of this day (YYYY-MM-DD), instead of naming one' -r
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l postgres -d 'How cache-table rows come back (needed when the backup holds a table)' -r -f -a "truncate\t'Empty the table, then load the backup: the table becomes the backup'
 merge\t'Add the backup\'s rows that are missing; rows present stay as they are'"
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l extract-files -d 'Also extract the configuration, state and path archives into DIR (refusing any entry that would land outside it)' -r -F

@@ -109,6 +109,7 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 ;;
 (restore)
 _arguments "${_arguments_options[@]}" : \
+'--date=[The newest backup of this day (YYYY-MM-DD), instead of naming one]:YYYY-MM-DD:_default' \
 '--postgres=[How cache-table rows come back (needed when the backup holds a table)]:POSTGRES:((truncate\:"Empty the table, then load the backup\: the table becomes the backup"
 merge\:"Add the backup'\''s rows that are missing; rows present stay as they are"))' \
 '--extract-files=[Also extract the configuration, state and path archives into DIR (refusing any entry that would land outside it)]:DIR:_files' \

@@ -122,6 +122,36 @@ async fn restore_into_a_second_server_key_by_key_and_merge_rows() {
 }
 
 #[test]
+fn backups_are_private_and_hold_no_secret() {
+    use std::os::unix::fs::PermissionsExt;
+    let password = "backup-pass-never-shown";
+    let Some(redis) = RedisServer::start_with(&format!("requirepass {password}")) else { return };
+    seed_redis(&redis);
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", redis.url()));
+    for method in ["bgsave", "replication", "logical"] {
+        let config =
+            format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n[backup]\nredis_method = \"{method}\"\n", redis.url());
+        env.write_config(&config);
+        let out = env.run(BACKUP, &["create", "--format", "json"]);
+        out.expect_code(0);
+        assert!(!out.stdout.contains(password) && !out.stderr.contains(password), "{}", out.dump());
+        let dir = env.state_dir().join("backups").join(out.json()["id"].as_str().unwrap());
+        let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+        assert!(manifest.contains("\"schema_version\": 1") && manifest.contains(":***@"), "{manifest}");
+        assert!(!manifest.contains(password), "{manifest}");
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let mode = entry.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+    // The latest backup of today, by date.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    env.run(BACKUP, &["restore", "--date", &today, "--dry-run"]).expect_code(0);
+}
+
+#[test]
 fn a_corrupted_byte_fails_verify_and_restore_refuses() {
     let Some(redis) = RedisServer::start() else { return };
     seed_redis(&redis);

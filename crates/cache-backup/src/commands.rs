@@ -53,9 +53,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let result = match &cli.command {
         Command::Create { only, level } => create(&ctx, &store, only, *level).await,
         Command::Verify { backup, all } => verify(&ctx, &store, backup, *all),
-        Command::Restore { backup, postgres, extract_files, replace_dump } => {
+        Command::Restore { backup, date, postgres, extract_files, replace_dump } => {
             let how = How { pg_mode: *postgres, extract_to: extract_files.as_deref(), replace_dump: *replace_dump };
-            restore(&ctx, &store, backup, how, !apply).await
+            let selector = date.as_deref().unwrap_or(backup);
+            restore(&ctx, &store, selector, how, !apply).await
         }
         Command::Prune => prune(&ctx, &store, !apply),
         Command::List | Command::Schedule { .. } | Command::Completions(_) => unreachable!("handled before"),
@@ -229,6 +230,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         );
     }
     let manifest = Manifest {
+        schema_version: cache_core::state::SCHEMA_VERSION,
         id: id.clone(),
         created_at: Utc::now(),
         host: cache_core::system::hostname(),

@@ -87,6 +87,9 @@ pub enum Command {
         /// `latest`, an id, or a date (YYYY-MM-DD: the newest of that day)
         #[arg(default_value = "latest")]
         backup: String,
+        /// The newest backup of this day (YYYY-MM-DD), instead of naming one
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_day)]
+        date: Option<String>,
         /// How cache-table rows come back (needed when the backup holds a table)
         #[arg(long, value_enum)]
         postgres: Option<pg_dump::Mode>,
@@ -118,6 +121,12 @@ pub enum Command {
     },
     /// Print shell completions
     Completions(CompletionsArgs),
+}
+
+fn parse_day(s: &str) -> Result<String, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("`{s}`: {e} (expected YYYY-MM-DD)"))
 }
 
 impl ToolCli for Cli {
@@ -157,6 +166,7 @@ mod tests {
             &["cache-backup", "create", "--only", "redis,postgres", "--level", "9"][..],
             &["cache-backup", "verify", "--all"],
             &["cache-backup", "restore", "2026-11-20", "--postgres", "merge", "--yes"],
+            &["cache-backup", "restore", "--date", "2026-11-20", "--dry-run"],
             &["cache-backup", "prune", "--dry-run"],
             &["cache-backup", "list", "--format", "json"],
             &["cache-backup", "schedule", "--set", "30 2 * * *", "--disable"],
@@ -169,6 +179,7 @@ mod tests {
             (&["cache-backup", "verify", "x", "--all"], ErrorKind::ArgumentConflict),
             (&["cache-backup", "restore", "--postgres", "upsert"], ErrorKind::InvalidValue),
             (&["cache-backup", "schedule", "--enable", "--disable"], ErrorKind::ArgumentConflict),
+            (&["cache-backup", "restore", "--date", "yesterday"], ErrorKind::ValueValidation),
         ] {
             assert_eq!(Cli::try_parse_from(argv).expect_err("should fail").kind(), kind, "{argv:?}");
         }

@@ -217,6 +217,8 @@ pub struct ManifestSource {
 /// The manifest of one backup: written last, so a backup without one is incomplete.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The manifest format's version ([`crate::state::SCHEMA_VERSION`]).
+    pub schema_version: u64,
     /// The backup's id (its directory name).
     pub id: String,
     /// When it was taken.

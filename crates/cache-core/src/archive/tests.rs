@@ -19,6 +19,7 @@ fn parallel_gzip_round_trips_and_verifies() {
     assert_eq!(back, data);
     let (sha, bytes) = sha256_file(&dir.path().join("a.gz")).unwrap();
     let manifest = Manifest {
+        schema_version: 1,
         id: "x".into(),
         created_at: Utc::now(),
         host: "h".into(),
@@ -56,6 +57,7 @@ fn rdb_magic_and_gzip_damage_are_found() {
     let (sha, bytes) = sha256_file(&dir.path().join("dump.rdb.gz")).unwrap();
     let file = ManifestFile { path: "dump.rdb.gz".into(), content: "redis-rdb".into(), bytes, sha256: sha };
     let manifest = Manifest {
+        schema_version: 1,
         id: "x".into(),
         created_at: Utc::now(),
         host: "h".into(),
