@@ -149,7 +149,7 @@ impl PostgresJob<'_> {
             return Ok(());
         }
         let phase = Instant::now();
-        let (statements, longest) = if version >= 140_000 {
+        let Statements { count: statements, longest } = if version >= 140_000 {
             self.delete_by_pages(db, &t, &condition, &params, pages, report).await?
         } else {
             self.delete_by_limit(db, &t, &condition, &params, report).await?
@@ -168,7 +168,7 @@ impl PostgresJob<'_> {
         Ok(())
     }
 
-    /// Deletes in chunks of heap pages; returns the number of statements and the longest one's time.
+    /// Deletes in chunks of heap pages.
     async fn delete_by_pages(
         &self,
         db: &Client,
@@ -177,28 +177,22 @@ impl PostgresJob<'_> {
         params: &[&(dyn ToSql + Sync)],
         pages: i64,
         report: &mut TargetReport,
-    ) -> Result<(u64, Duration), tokio_postgres::Error> {
-        let budget = self.settings.max_statement;
+    ) -> Result<Statements, tokio_postgres::Error> {
+        let mut stats = Statements::default();
         let mut chunk: i64 = 256;
         let mut page: i64 = 0;
-        let mut longest = Duration::ZERO;
-        let mut statements = 0;
         // Rows appended while we work land past `pages`; the next run takes them.
         while page <= pages {
             let end = page + chunk;
             let sql = format!(
                 "DELETE FROM {table} WHERE ctid >= '({page},0)'::tid AND ctid < '({end},0)'::tid AND {condition}"
             );
-            let start = Instant::now();
-            let removed = db.execute(&sql, params).await?;
-            let took = start.elapsed();
-            longest = longest.max(took);
-            statements += 1;
+            let (removed, took) = stats.execute(db, &sql, params).await?;
             report.removed += removed;
             page = end;
-            chunk = adapt(chunk, took, budget, 8, 1 << 20);
+            chunk = adapt(chunk, took, self.settings.max_statement, 8, 1 << 20);
         }
-        Ok((statements, longest))
+        Ok(stats)
     }
 
     /// Deletes `LIMIT`ed batches skipping locked rows (servers before PostgreSQL 14).
@@ -209,26 +203,44 @@ impl PostgresJob<'_> {
         condition: &str,
         params: &[&(dyn ToSql + Sync)],
         report: &mut TargetReport,
-    ) -> Result<(u64, Duration), tokio_postgres::Error> {
-        let budget = self.settings.max_statement;
-        let mut statements = 0;
+    ) -> Result<Statements, tokio_postgres::Error> {
+        let mut stats = Statements::default();
         let mut batch = self.settings.batch_size as i64;
-        let mut longest = Duration::ZERO;
         loop {
             let sql = format!(
                 "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {condition} LIMIT {batch} FOR UPDATE SKIP LOCKED))"
             );
-            let start = Instant::now();
-            let removed = db.execute(&sql, params).await?;
-            let took = start.elapsed();
-            longest = longest.max(took);
-            statements += 1;
+            let (removed, took) = stats.execute(db, &sql, params).await?;
             report.removed += removed;
             if removed == 0 {
-                return Ok((statements, longest));
+                return Ok(stats);
             }
-            batch = adapt(batch, took, budget, 10, 100_000);
+            batch = adapt(batch, took, self.settings.max_statement, 10, 100_000);
         }
+    }
+}
+
+/// DELETE statements run, and the longest one's time.
+#[derive(Debug, Default)]
+struct Statements {
+    count: u64,
+    longest: Duration,
+}
+
+impl Statements {
+    /// Runs one statement, timing it; returns the rows it affected and its time.
+    async fn execute(
+        &mut self,
+        db: &Client,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<(u64, Duration), tokio_postgres::Error> {
+        let start = Instant::now();
+        let rows = db.execute(sql, params).await?;
+        let took = start.elapsed();
+        self.count += 1;
+        self.longest = self.longest.max(took);
+        Ok((rows, took))
     }
 }
 
