@@ -107,11 +107,9 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
     let mut sources = Vec::new();
     let (mut notes, mut errors) = (Vec::new(), Vec::new());
     let mut unreachable = false;
-    let mut add = |path: &Path, content: &str| -> anyhow::Result<()> {
-        let (sha256, bytes) = archive::sha256_file(path)?;
+    let mut add = |path: &Path, content: &str, (sha256, bytes): (String, u64)| {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         files.push(ManifestFile { path: name, content: content.to_owned(), bytes, sha256 });
-        Ok(())
     };
     if wants(Part::Redis) {
         for target in config.redis.iter().filter(|t| selected(&ctx.common.tiers, Tier::Redis, &t.name)) {
@@ -120,7 +118,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
             match redis_dump::take(target, &base, gzip, config.backup.bgsave_timeout, config.backup.redis_method).await
             {
                 Ok((path, taken)) => {
-                    add(&path, taken.content)?;
+                    add(&path, taken.content, taken.written);
                     notes.extend(taken.notes.into_iter().map(|n| format!("redis/{}: {n}", target.name)));
                     sources.push(ManifestSource {
                         tier: "redis".into(),
@@ -146,15 +144,16 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
                 let version: String = db.query_one("SHOW server_version", &[]).await?.get(0);
                 let schema = pg_dump::schema_sql(&db, &target.table).await?;
                 let schema_path = partial.join(format!("postgres-{}.schema.sql", target.name));
-                redis_dump::private_file(&schema_path)?.write_all_ok(schema.as_bytes())?;
+                write_private(&schema_path, schema.as_bytes())?;
+                let schema_written = archive::sha256_file(&schema_path)?;
                 let data_path = partial.join(format!("postgres-{}.copy.gz", target.name));
-                let rows = pg_dump::copy_out(&db, &target.table, &data_path, gzip).await?;
-                anyhow::Ok((version, schema_path, data_path, rows))
+                let (rows, data_written) = pg_dump::copy_out(&db, &target.table, &data_path, gzip).await?;
+                anyhow::Ok((version, schema_path, schema_written, data_path, data_written, rows))
             };
             match taken.await {
-                Ok((version, schema_path, data_path, rows)) => {
-                    add(&schema_path, "postgres-schema")?;
-                    add(&data_path, "postgres-copy")?;
+                Ok((version, schema_path, schema_written, data_path, data_written, rows)) => {
+                    add(&schema_path, "postgres-schema", schema_written);
+                    add(&data_path, "postgres-copy", data_written);
                     notes.push(format!("postgres/{}: {rows} rows of `{}`", target.name, target.table));
                     sources.push(ManifestSource {
                         tier: "postgres".into(),
@@ -210,14 +209,11 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         progress.set_message(file);
         progress.inc(1);
         let path = partial.join(file);
-        let written = (|| {
-            let gz = archive::gzip_writer(redis_dump::private_file(&path)?, gzip.level, gzip.threads);
-            let mut gz = archive::tar_paths(gz, &items, &exclude)?;
-            let file = gz.finish().map_err(|e| anyhow::anyhow!("compressing: {e}"))?;
-            anyhow::Ok(file.sync_all()?)
-        })();
+        let written = archive::GzFile::create(&path, gzip.level, gzip.threads)
+            .and_then(|gz| Ok(archive::tar_paths(gz, &items, &exclude)?))
+            .and_then(archive::GzFile::finish);
         match written {
-            Ok(()) => add(&path, content)?,
+            Ok(written) => add(&path, content, written),
             Err(e) => errors.push(format!("{file}: {e:#}")),
         }
     }
@@ -278,18 +274,11 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
     })
 }
 
-/// `File::write_all`, as an expression that returns the error with context.
-trait WriteAllOk {
-    fn write_all_ok(self, data: &[u8]) -> anyhow::Result<()>;
-}
-
-impl WriteAllOk for std::fs::File {
-    fn write_all_ok(mut self, data: &[u8]) -> anyhow::Result<()> {
-        use std::io::Write;
-        self.write_all(data)?;
-        self.sync_all()?;
-        Ok(())
-    }
+/// Writes `data` to the new file `path` (mode 0600) and syncs it.
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut file = archive::private_file(path)?;
+    file.write_all(data).and_then(|()| file.sync_all()).with_context(|| format!("writing `{}`", path.display()))
 }
 
 #[derive(Debug, Serialize)]

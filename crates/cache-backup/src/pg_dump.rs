@@ -9,7 +9,9 @@ use cache_core::clients::postgres::quote_ident;
 use futures::{SinkExt, StreamExt};
 use tokio_postgres::Client;
 
-use crate::redis_dump::{Gzip, private_file};
+use cache_core::archive::GzFile;
+
+use crate::redis_dump::Gzip;
 
 /// The `CREATE TABLE` and `CREATE INDEX` statements that rebuild `table`.
 pub async fn schema_sql(db: &Client, table: &str) -> anyhow::Result<String> {
@@ -53,9 +55,10 @@ pub async fn schema_sql(db: &Client, table: &str) -> anyhow::Result<String> {
     ))
 }
 
-/// Streams `table` as COPY text into the gzip file `out`; returns the rows copied.
-pub async fn copy_out(db: &Client, table: &str, out: &Path, gzip: Gzip) -> anyhow::Result<u64> {
-    let mut writer = cache_core::archive::gzip_writer(private_file(out)?, gzip.level, gzip.threads);
+/// Streams `table` as COPY text into the gzip file `out`; returns the rows copied and the
+/// file's SHA-256 and size.
+pub async fn copy_out(db: &Client, table: &str, out: &Path, gzip: Gzip) -> anyhow::Result<(u64, (String, u64))> {
+    let mut writer = GzFile::create(out, gzip.level, gzip.threads)?;
     let stream = db.copy_out(&format!("COPY {} TO STDOUT", quote_ident(table))).await?;
     futures::pin_mut!(stream);
     let mut rows = 0u64;
@@ -64,10 +67,8 @@ pub async fn copy_out(db: &Client, table: &str, out: &Path, gzip: Gzip) -> anyho
         rows += chunk.iter().filter(|b| **b == b'\n').count() as u64;
         tokio::task::block_in_place(|| writer.write_all(&chunk))?;
     }
-    tokio::task::block_in_place(|| writer.finish())
-        .map_err(|e| anyhow::anyhow!("compressing `{}`: {e}", out.display()))?
-        .sync_all()?;
-    Ok(rows)
+    let written = tokio::task::block_in_place(|| writer.finish())?;
+    Ok((rows, written))
 }
 
 /// How rows come back.

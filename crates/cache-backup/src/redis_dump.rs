@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use cache_core::archive::GzFile;
 use cache_core::clients::redis as client;
 use cache_core::config::{RedisBackupMethod, RedisTarget};
 use redis::aio::MultiplexedConnection;
@@ -27,6 +28,8 @@ pub struct Taken {
     pub notes: Vec<String>,
     /// The server's version.
     pub version: Option<String>,
+    /// SHA-256 and size of the file written.
+    pub written: (String, u64),
 }
 
 /// Compression settings.
@@ -56,14 +59,14 @@ pub async fn take(
         let path = dump_path(&mut conn).await.context("CONFIG GET dir/dbfilename (needed for bgsave)")?;
         bgsave(&mut conn, timeout).await?;
         let rdb2 = rdb.clone();
-        tokio::task::spawn_blocking(move || copy_gz(&path, &rdb2, gzip)).await??;
-        return Ok((rdb, Taken { method: "bgsave", content: "redis-rdb", notes, version }));
+        let written = tokio::task::spawn_blocking(move || copy_gz(&path, &rdb2, gzip)).await??;
+        return Ok((rdb, Taken { method: "bgsave", content: "redis-rdb", notes, version, written }));
     }
     if method == RedisBackupMethod::Replication {
-        tokio::time::timeout(timeout, replicate(target, &rdb, gzip))
+        let written = tokio::time::timeout(timeout, replicate(target, &rdb, gzip))
             .await
             .context("replication gave no dump in time")??;
-        return Ok((rdb, Taken { method: "replication", content: "redis-rdb", notes, version }));
+        return Ok((rdb, Taken { method: "replication", content: "redis-rdb", notes, version, written }));
     }
     if auto && is_local(target) {
         match dump_path(&mut conn).await {
@@ -71,8 +74,8 @@ pub async fn take(
                 bgsave(&mut conn, timeout).await?;
                 let path2 = path.clone();
                 let rdb2 = rdb.clone();
-                tokio::task::spawn_blocking(move || copy_gz(&path2, &rdb2, gzip)).await??;
-                return Ok((rdb, Taken { method: "bgsave", content: "redis-rdb", notes, version }));
+                let written = tokio::task::spawn_blocking(move || copy_gz(&path2, &rdb2, gzip)).await??;
+                return Ok((rdb, Taken { method: "bgsave", content: "redis-rdb", notes, version, written }));
             }
             Ok(path) => notes.push(format!("dump file `{}` is not readable here", path.display())),
             Err(e) => notes.push(format!("CONFIG GET refused ({e}): the dump file's place is unknown")),
@@ -80,7 +83,9 @@ pub async fn take(
     }
     if auto && target.url.scheme() != "rediss" {
         match tokio::time::timeout(timeout, replicate(target, &rdb, gzip)).await {
-            Ok(Ok(())) => return Ok((rdb, Taken { method: "replication", content: "redis-rdb", notes, version })),
+            Ok(Ok(written)) => {
+                return Ok((rdb, Taken { method: "replication", content: "redis-rdb", notes, version, written }));
+            }
             Ok(Err(e)) => notes.push(format!("replication refused: {e:#}")),
             Err(_) => notes.push("replication gave no dump in time".into()),
         }
@@ -92,8 +97,8 @@ pub async fn take(
         notes.push("not supported on this tier: neither the dump file nor replication; used a logical export".into());
     }
     let logical = PathBuf::from(format!("{}.logical.gz", out_base.display()));
-    logical_export(&mut conn, &logical, gzip).await?;
-    Ok((logical, Taken { method: "logical", content: "redis-logical", notes, version }))
+    let written = logical_export(&mut conn, &logical, gzip).await?;
+    Ok((logical, Taken { method: "logical", content: "redis-logical", notes, version, written }))
 }
 
 fn is_local(target: &RedisTarget) -> bool {
@@ -152,23 +157,11 @@ async fn bgsave(conn: &mut MultiplexedConnection, timeout: Duration) -> anyhow::
     }
 }
 
-fn copy_gz(from: &Path, to: &Path, gzip: Gzip) -> anyhow::Result<()> {
+fn copy_gz(from: &Path, to: &Path, gzip: Gzip) -> anyhow::Result<(String, u64)> {
     let mut input = std::fs::File::open(from).with_context(|| format!("opening `{}`", from.display()))?;
-    let mut out = cache_core::archive::gzip_writer(private_file(to)?, gzip.level, gzip.threads);
+    let mut out = GzFile::create(to, gzip.level, gzip.threads)?;
     std::io::copy(&mut input, &mut out).with_context(|| format!("compressing `{}`", from.display()))?;
-    out.finish().map_err(|e| anyhow::anyhow!("compressing `{}`: {e}", from.display()))?.sync_all()?;
-    Ok(())
-}
-
-/// A new file with mode 0600.
-pub fn private_file(path: &Path) -> anyhow::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating `{}`", path.display()))
+    out.finish()
 }
 
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
@@ -176,7 +169,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for 
 
 /// Fetches the RDB as a replica would: AUTH, `REPLCONF rdb-only 1`, SYNC, then the payload
 /// (`$<len>` bulk, or the diskless `$EOF:<mark>` form).
-async fn replicate(target: &RedisTarget, out: &Path, gzip: Gzip) -> anyhow::Result<()> {
+async fn replicate(target: &RedisTarget, out: &Path, gzip: Gzip) -> anyhow::Result<(String, u64)> {
     let info = redis::IntoConnectionInfo::into_connection_info(target.url.expose())?;
     let stream: Box<dyn Stream> = match info.addr() {
         redis::ConnectionAddr::Tcp(host, port) => {
@@ -208,7 +201,7 @@ async fn replicate(target: &RedisTarget, out: &Path, gzip: Gzip) -> anyhow::Resu
             break header; // Empty lines are keep-alives while the server forks.
         }
     };
-    let mut out = cache_core::archive::gzip_writer(private_file(out)?, gzip.level, gzip.threads);
+    let mut out = GzFile::create(out, gzip.level, gzip.threads)?;
     if let Some(mark) = header.strip_prefix("$EOF:") {
         let mark = mark.as_bytes().to_vec();
         let mut tail: Vec<u8> = Vec::new();
@@ -247,9 +240,6 @@ async fn replicate(target: &RedisTarget, out: &Path, gzip: Gzip) -> anyhow::Resu
         bail!("SYNC: {header}");
     }
     tokio::task::block_in_place(|| out.finish())
-        .map_err(|e| anyhow::anyhow!("compressing the RDB: {e}"))?
-        .sync_all()?;
-    Ok(())
 }
 
 async fn command(stream: &mut BufReader<Box<dyn Stream>>, args: &[&str]) -> std::io::Result<()> {
@@ -270,12 +260,11 @@ async fn line(stream: &mut BufReader<Box<dyn Stream>>) -> anyhow::Result<String>
     Ok(line.trim_end().to_owned())
 }
 
-/// Writes every key (SCAN + DUMP + PTTL) in the logical format.
-async fn logical_export(conn: &mut MultiplexedConnection, out: &Path, gzip: Gzip) -> anyhow::Result<u64> {
-    let mut writer = cache_core::archive::gzip_writer(private_file(out)?, gzip.level, gzip.threads);
+/// Writes every key (SCAN + DUMP + expiry time) in the logical format.
+async fn logical_export(conn: &mut MultiplexedConnection, out: &Path, gzip: Gzip) -> anyhow::Result<(String, u64)> {
+    let mut writer = GzFile::create(out, gzip.level, gzip.threads)?;
     tokio::task::block_in_place(|| writer.write_all(LOGICAL_MAGIC))?;
     let mut cursor = 0u64;
-    let mut count = 0;
     loop {
         let (next, keys): (u64, Vec<Vec<u8>>) =
             redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(conn).await?;
@@ -287,7 +276,6 @@ async fn logical_export(conn: &mut MultiplexedConnection, out: &Path, gzip: Gzip
                 record.extend_from_slice(&at.unwrap_or(-1).to_be_bytes());
                 record.extend_from_slice(&(dump.len() as u32).to_be_bytes());
                 record.extend_from_slice(&dump);
-                count += 1;
             }
             tokio::task::block_in_place(|| writer.write_all(&record))?;
         }
@@ -298,9 +286,8 @@ async fn logical_export(conn: &mut MultiplexedConnection, out: &Path, gzip: Gzip
     }
     tokio::task::block_in_place(|| {
         writer.write_all(&LOGICAL_END.to_be_bytes())?;
-        writer.finish().map_err(std::io::Error::other)?.sync_all()
-    })?;
-    Ok(count)
+        writer.finish()
+    })
 }
 
 /// One key of a dataset: name, absolute expiry in Unix milliseconds (`None`: no TTL), DUMP
@@ -414,7 +401,7 @@ pub async fn replace_dump(target: &RedisTarget, rdb_gz: &Path) -> anyhow::Result
     let fresh = dump.with_extension("restore-tmp");
     {
         let mut input = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(rdb_gz)?));
-        let mut output = private_file(&fresh)?;
+        let mut output = cache_core::archive::private_file(&fresh)?;
         std::io::copy(&mut input, &mut output)?;
         output.sync_all()?;
     }

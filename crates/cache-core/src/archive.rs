@@ -96,9 +96,50 @@ pub fn tar_paths<W: Write>(out: W, items: &[(String, PathBuf)], exclude: &[PathB
     builder.into_inner()
 }
 
-/// Writes `dir` as a tar stream into `out` under the name `name` (see [`tar_paths`]).
-pub fn tar_dir<W: Write>(out: W, name: &str, dir: &Path) -> io::Result<W> {
-    tar_paths(out, &[(name.to_owned(), dir.to_path_buf())], &[])
+/// A new gzip file (mode 0600, never overwriting one): compressed on threads as it is
+/// written, and hashed (SHA-256 of the compressed bytes) on the way to the disk, so that the
+/// manifest needs no second read.
+pub struct GzFile {
+    path: PathBuf,
+    writer: Box<dyn gzp::ZWriter<HashingWriter<File>>>,
+}
+
+impl GzFile {
+    /// Creates `path` (it must not exist) for gzip at `level` on `threads` threads.
+    pub fn create(path: &Path, level: u32, threads: usize) -> anyhow::Result<Self> {
+        let file = private_file(path)?;
+        Ok(Self { path: path.to_path_buf(), writer: gzip_writer(HashingWriter::new(file), level, threads) })
+    }
+
+    /// Flushes the compressor and fsyncs the file; returns its SHA-256 and size.
+    pub fn finish(mut self) -> anyhow::Result<(String, u64)> {
+        let hashing =
+            self.writer.finish().map_err(|e| anyhow::anyhow!("compressing `{}`: {e}", self.path.display()))?;
+        let (sha, bytes, file) = hashing.finish();
+        file.sync_all().with_context(|| format!("syncing `{}`", self.path.display()))?;
+        Ok((sha, bytes))
+    }
+}
+
+impl Write for GzFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+/// Creates `path` with mode 0600, failing if it exists.
+pub fn private_file(path: &Path) -> anyhow::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating `{}`", path.display()))
 }
 
 /// Why an archive entry is refused.

@@ -1,7 +1,7 @@
 //! The host: CPU load, memory, disks, directory sizes, systemd units, TCP endpoints.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -199,11 +199,6 @@ pub async fn tcp_connect(endpoint: &str, timeout: Duration) -> anyhow::Result<Du
         Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("connecting to `{endpoint}`"))),
         Err(_) => anyhow::bail!("connecting to `{endpoint}`: no answer within {}", humantime::format_duration(timeout)),
     }
-}
-
-/// Seconds since `t` (0 for times in the future).
-pub fn age_seconds(t: SystemTime) -> u64 {
-    SystemTime::now().duration_since(t).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]

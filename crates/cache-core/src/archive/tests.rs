@@ -144,15 +144,19 @@ fn directories_are_archived_without_following_links() {
     std::fs::write(src.join("sub/a.json"), b"{}").unwrap();
     std::os::unix::fs::symlink("/etc", src.join("etc-link")).unwrap();
     let archive = dir.path().join("state.tar.gz");
+    let items = [("state".to_owned(), src.clone())];
     let gz = gzip_writer(File::create(&archive).unwrap(), 6, 2);
-    let mut gz = tar_dir(gz, "state", &src).unwrap();
+    let mut gz = tar_paths(gz, &items, &[]).unwrap();
     gz.finish().unwrap();
     // The link to /etc is stored as a link, and extraction refuses it as an escape.
     let err = extract_tar_gz(&archive, &dir.path().join("out")).unwrap_err().to_string();
     assert!(err.contains("state/etc-link") && err.contains("leads outside"), "{err}");
     std::fs::remove_file(src.join("etc-link")).unwrap();
-    let gz = gzip_writer(File::create(&archive).unwrap(), 6, 1);
-    tar_dir(gz, "state", &src).unwrap().finish().unwrap();
+    // GzFile: the same bytes, hashed while written.
+    std::fs::remove_file(&archive).unwrap();
+    let gz = GzFile::create(&archive, 6, 1).unwrap();
+    let (sha, bytes) = tar_paths(gz, &items, &[]).unwrap().finish().unwrap();
+    assert_eq!(sha256_file(&archive).unwrap(), (sha, bytes));
     let paths = extract_tar_gz(&archive, &dir.path().join("out")).unwrap();
     assert!(paths.iter().any(|p| p.ends_with("sub/a.json")));
     assert_eq!(std::fs::read(dir.path().join("out/state/sub/a.json")).unwrap(), b"{}");
