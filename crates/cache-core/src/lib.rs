@@ -16,6 +16,7 @@ pub mod config;
 pub mod env;
 pub mod error;
 pub mod exit;
+pub mod forecast;
 pub mod gpu;
 pub mod lock;
 pub mod output;
