@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr, reason = "tests: panics are failures")]
 
+mod analytics;
 mod backup;
 mod cleanup;
 mod health;
@@ -16,3 +17,6 @@ pub(crate) const CLEANUP: &str = env!("CARGO_BIN_EXE_cache-cleanup-dup");
 
 /// The `cache-backup` binary built in this package.
 pub(crate) const BACKUP: &str = env!("CARGO_BIN_EXE_cache-backup-dup");
+
+/// The `cache-analytics` binary built in this package.
+pub(crate) const ANALYTICS: &str = env!("CARGO_BIN_EXE_cache-analytics-dup");

@@ -147,6 +147,32 @@ pub fn save(state: &StateDir, record: &RunRecord) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// For each job: its last run and its last successful run, from the whole history.
+pub fn summary_by_job(
+    state: &StateDir,
+) -> anyhow::Result<std::collections::BTreeMap<String, (RunRecord, Option<RunRecord>)>> {
+    let mut jobs: std::collections::BTreeMap<String, (RunRecord, Option<RunRecord>)> =
+        std::collections::BTreeMap::new();
+    for record in state.read_jsonl::<RunRecord>(RUNS_FILE)? {
+        if record.outcome == Outcome::Locked {
+            continue;
+        }
+        let success = (record.outcome == Outcome::Success).then(|| record.clone());
+        match jobs.get_mut(&record.job) {
+            Some((last, last_success)) => {
+                if success.is_some() {
+                    *last_success = success;
+                }
+                *last = record;
+            }
+            None => {
+                jobs.insert(record.job.clone(), (record, success));
+            }
+        }
+    }
+    Ok(jobs)
+}
+
 /// The last run of `job`, if any.
 pub fn last(state: &StateDir, job: &str) -> anyhow::Result<Option<RunRecord>> {
     state.read_json(&format!("jobs/{job}.json"))

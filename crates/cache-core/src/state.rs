@@ -191,6 +191,13 @@ pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("a state file needs a parent directory")?;
     create_private_dir(dir)?;
+    write_atomic_mode(path, bytes, 0o600)
+}
+
+/// [`write_atomic`] with another mode, into an existing directory (e.g. 0644 for a file another
+/// program reads, like node_exporter's textfile collector).
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let scrubbed;
     let bytes = match std::str::from_utf8(bytes) {
         Ok(text) => {
@@ -201,7 +208,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     };
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
-        .permissions(fs::Permissions::from_mode(0o600))
+        .permissions(fs::Permissions::from_mode(mode))
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in `{}`", dir.display()))?;
     tmp.write_all(bytes)

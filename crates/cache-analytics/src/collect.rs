@@ -1,0 +1,297 @@
+//! `collect`: one snapshot of every configured target, taken concurrently, appended to the
+//! history. Cheap enough for every 15 minutes on a large keyspace: per-prefix figures come from
+//! a sample of at most [`SAMPLE_KEYS`] keys, taken within [`SAMPLE_TIME`].
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cache_core::app::{Context, JobResult};
+use cache_core::cli::CommonArgs;
+use cache_core::clients::memory::MemoryClient;
+use cache_core::clients::{postgres, redis as redis_client};
+use cache_core::config::{DirTarget, PostgresTarget, RedisTarget};
+use cache_core::exit::{self, Convention};
+use cache_core::output::{Format, bytes};
+use cache_core::runs::Outcome;
+use cache_core::scan::{ScanOptions, Scanner};
+use cache_core::tier::{Tier, selected};
+use chrono::Utc;
+
+use crate::snapshot::{
+    DirFigures, HISTORY, HostFigures, Latency, MemoryFigures, PostgresFigures, PrefixFigures, RedisFigures, Snapshot,
+};
+
+/// Keys sampled per Redis target for the per-prefix figures.
+pub const SAMPLE_KEYS: u64 = 10_000;
+/// Time allowed for that sample.
+pub const SAMPLE_TIME: Duration = Duration::from_secs(5);
+/// Latency samples per tier (seed 002).
+const LATENCY_SAMPLES: usize = 10;
+
+/// Runs `collect`.
+pub async fn run(common: &CommonArgs, format: Format) -> anyhow::Result<u8> {
+    let ctx = Context::load(common, format, Convention::Standard)?;
+    let job = ctx.begin_job("analytics-collect", "cache-analytics collect").await?;
+    let result = collect(&ctx).await;
+    job.finish(&ctx, result)
+}
+
+async fn collect(ctx: &Context) -> anyhow::Result<JobResult> {
+    let config = &ctx.config;
+    let filters = &ctx.common.tiers;
+    let redis = futures::future::join_all(
+        config.redis.iter().filter(|t| selected(filters, Tier::Redis, &t.name)).map(redis_figures),
+    );
+    let pg = futures::future::join_all(
+        config
+            .postgres
+            .iter()
+            .filter(|t| selected(filters, Tier::Postgres, &t.name))
+            .map(|t| postgres_figures(t, &config.project_name)),
+    );
+    let memory = futures::future::join_all(
+        config.memory.iter().filter(|t| selected(filters, Tier::Memory, &t.name)).map(|t| async {
+            let mut figures = MemoryFigures { name: t.name.clone(), ..MemoryFigures::default() };
+            let client = MemoryClient::new(t, config.memory_user_id(t));
+            match client {
+                Ok(client) => {
+                    let mut samples = Vec::new();
+                    for _ in 0..3 {
+                        let start = Instant::now();
+                        if let Err(e) = client.list(1).await {
+                            figures.error = Some(format!("{e:#}"));
+                            break;
+                        }
+                        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    figures.latency = Latency::of(&samples);
+                    match client.list_all().await {
+                        Ok(all) => figures.memories = all.len() as u64,
+                        Err(e) => figures.error = Some(format!("{e:#}")),
+                    }
+                }
+                Err(e) => figures.error = Some(format!("{e:#}")),
+            }
+            figures
+        }),
+    );
+    let (redis, postgres, memory) = tokio::join!(redis, pg, memory);
+    let mut dirs = Vec::new();
+    let deadline = Instant::now() + SAMPLE_TIME;
+    for (tier, t) in config
+        .files
+        .iter()
+        .map(|t| (Tier::Files, t as &dyn DirTarget))
+        .chain(config.logs.iter().map(|t| (Tier::Logs, t as &dyn DirTarget)))
+        .filter(|(tier, t)| selected(filters, *tier, t.name()))
+    {
+        let usage = cache_core::system::dir_usage(t.path(), deadline);
+        dirs.push(DirFigures {
+            tier: tier.to_string(),
+            name: t.name().to_owned(),
+            bytes: usage.allocated_bytes,
+            files: usage.files,
+        });
+    }
+    let host = cache_core::system::host()
+        .map(|h| HostFigures { load1: h.load[0], memory_percent: h.memory_percent, cpus: h.cpus })
+        .unwrap_or_default();
+    let snapshot = Snapshot { timestamp: Utc::now(), redis, postgres, memory, dirs, host };
+    ctx.state.append_jsonl(HISTORY, &snapshot)?;
+    let errors: Vec<String> = snapshot
+        .redis
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| format!("redis/{}: {e}", r.name)))
+        .chain(snapshot.postgres.iter().filter_map(|p| p.error.as_ref().map(|e| format!("postgres/{}: {e}", p.name))))
+        .chain(snapshot.memory.iter().filter_map(|m| m.error.as_ref().map(|e| format!("memory/{}: {e}", m.name))))
+        .collect();
+    print(ctx, &snapshot, &errors)?;
+    let (outcome, exit_code) =
+        if errors.is_empty() { (Outcome::Success, exit::SUCCESS) } else { (Outcome::Partial, exit::PARTIAL) };
+    Ok(JobResult { outcome, exit_code, summary: serde_json::json!({ "errors": errors }) })
+}
+
+async fn redis_figures(target: &RedisTarget) -> RedisFigures {
+    let mut figures = RedisFigures { name: target.name.clone(), ..RedisFigures::default() };
+    let mut conn = match redis_client::connect(target).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            figures.error = Some(format!("{e:#}"));
+            return figures;
+        }
+    };
+    let mut samples = Vec::new();
+    for _ in 0..LATENCY_SAMPLES {
+        let start = Instant::now();
+        if redis::cmd("PING").query_async::<String>(&mut conn).await.is_err() {
+            break;
+        }
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    figures.latency = Latency::of(&samples);
+    match redis_client::info(&mut conn).await {
+        Ok(info) => {
+            figures.keys = redis_client::keyspace_keys(&info);
+            for key in [
+                "used_memory",
+                "used_memory_peak",
+                "maxmemory",
+                "mem_fragmentation_ratio",
+                "keyspace_hits",
+                "keyspace_misses",
+                "instantaneous_ops_per_sec",
+                "connected_clients",
+                "evicted_keys",
+                "expired_keys",
+            ] {
+                if let Some(v) = info.get(key).and_then(|v| v.parse::<f64>().ok()) {
+                    figures.info.insert(key.to_owned(), v);
+                }
+            }
+            let (hits, misses) = (
+                figures.info.get("keyspace_hits").copied().unwrap_or(0.0),
+                figures.info.get("keyspace_misses").copied().unwrap_or(0.0),
+            );
+            figures.hit_ratio = (hits + misses > 0.0).then(|| hits / (hits + misses));
+        }
+        Err(e) => figures.error = Some(format!("INFO: {e}")),
+    }
+    sample_prefixes(target, conn, &mut figures).await;
+    figures
+}
+
+async fn sample_prefixes(target: &RedisTarget, conn: redis::aio::MultiplexedConnection, figures: &mut RedisFigures) {
+    let opts = ScanOptions { count: 1000, access: false, ..ScanOptions::default() };
+    let Ok(mut scanner) = Scanner::new(conn, opts, 0).await else { return };
+    let deadline = Instant::now() + SAMPLE_TIME;
+    let mut per: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut sampled = 0u64;
+    while sampled < SAMPLE_KEYS && Instant::now() < deadline {
+        let Ok(Some(batch)) = scanner.next_batch().await else { break };
+        for key in batch {
+            let prefix = target
+                .prefixes
+                .iter()
+                .find(|r| key.key.starts_with(r.prefix.as_bytes()))
+                .map(|r| r.prefix.clone())
+                .unwrap_or_else(|| {
+                    let name = key.name();
+                    match name.split_once(':') {
+                        Some((first, _)) => format!("{first}:"),
+                        None => "(no prefix)".to_owned(),
+                    }
+                });
+            let entry = per.entry(prefix).or_default();
+            entry.0 += 1;
+            entry.1 += key.bytes.unwrap_or(0);
+            sampled += 1;
+        }
+    }
+    let scale = if sampled == 0 { 0.0 } else { figures.keys.max(sampled) as f64 / sampled as f64 };
+    figures.sampled = sampled;
+    figures.prefixes = per
+        .into_iter()
+        .map(|(prefix, (keys, bytes))| PrefixFigures {
+            prefix,
+            keys: (keys as f64 * scale).round() as u64,
+            bytes: (bytes as f64 * scale).round() as u64,
+        })
+        .collect();
+}
+
+async fn postgres_figures(target: &PostgresTarget, project: &str) -> PostgresFigures {
+    let mut figures = PostgresFigures { name: target.name.clone(), ..PostgresFigures::default() };
+    let db = match postgres::connect(target).await {
+        Ok(db) => db,
+        Err(e) => {
+            figures.error = Some(format!("{e:#}"));
+            return figures;
+        }
+    };
+    let mut samples = Vec::new();
+    for _ in 0..LATENCY_SAMPLES {
+        let start = Instant::now();
+        if db.query_one("SELECT 1", &[]).await.is_err() {
+            break;
+        }
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    figures.latency = Latency::of(&samples);
+    let c = &target.columns;
+    let q = postgres::quote_ident;
+    let (filter, params): (String, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) = if c.project.is_empty() {
+        ("true".into(), vec![])
+    } else {
+        (format!("{} = $1", q(&c.project)), vec![&project])
+    };
+    // Seed 000's statistics query.
+    let sql = format!(
+        "SELECT count(*)::bigint, coalesce(avg(access_count), 0)::float8,
+                count(*) FILTER (WHERE {acc} > now() - interval '1 hour')::bigint,
+                count(DISTINCT {cat})::bigint,
+                coalesce(avg(extract(epoch FROM (now() - created_at))), 0)::float8,
+                coalesce(sum(CASE WHEN metadata ? 'optimized' THEN 1 ELSE 0 END), 0)::bigint
+           FROM {table} WHERE {filter}",
+        acc = q(&c.accessed_at),
+        cat = q(&c.category),
+        table = q(&target.table),
+    );
+    match db.query_one(&sql, &params).await {
+        Ok(row) => {
+            figures.total_entries = row.get(0);
+            figures.avg_access_count = row.get(1);
+            figures.hot_entries = row.get(2);
+            figures.active_categories = row.get(3);
+            figures.avg_age_seconds = row.get(4);
+            figures.optimized_entries = row.get(5);
+        }
+        Err(e) => figures.error = Some(postgres::error_text(&e)),
+    }
+    figures
+}
+
+fn print(ctx: &Context, snapshot: &Snapshot, errors: &[String]) -> anyhow::Result<()> {
+    let printer = &ctx.printer;
+    if printer.format() == Format::Json {
+        return printer.json(snapshot);
+    }
+    if printer.is_quiet() && errors.is_empty() {
+        return Ok(());
+    }
+    let mut table = printer.table();
+    table.set_header(["Tier", "Target", "Figures"]);
+    for r in &snapshot.redis {
+        let figures = r.error.clone().unwrap_or_else(|| {
+            format!(
+                "{} keys, {} used, hit ratio {}, {:.2} ms avg",
+                r.keys,
+                bytes(r.info.get("used_memory").copied().unwrap_or(0.0) as u64),
+                r.hit_ratio.map_or("n/a".into(), |h| format!("{:.1}%", h * 100.0)),
+                r.latency.avg_ms
+            )
+        });
+        table.add_row(vec!["redis".to_owned(), r.name.clone(), figures]);
+    }
+    for p in &snapshot.postgres {
+        let figures = p.error.clone().unwrap_or_else(|| {
+            format!(
+                "{} entries, {} hot, {} categories, {:.2} ms avg",
+                p.total_entries, p.hot_entries, p.active_categories, p.latency.avg_ms
+            )
+        });
+        table.add_row(vec!["postgres".to_owned(), p.name.clone(), figures]);
+    }
+    for m in &snapshot.memory {
+        let figures =
+            m.error.clone().unwrap_or_else(|| format!("{} memories, {:.1} ms avg", m.memories, m.latency.avg_ms));
+        table.add_row(vec!["memory".to_owned(), m.name.clone(), figures]);
+    }
+    for d in &snapshot.dirs {
+        table.add_row(vec![d.tier.clone(), d.name.clone(), format!("{} in {} files", bytes(d.bytes), d.files)]);
+    }
+    printer.always(&format!(
+        "snapshot at {} appended to the history\n{table}",
+        snapshot.timestamp.format("%Y-%m-%d %H:%M:%S UTC")
+    ))?;
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! cache-analytics: one snapshot of every tier every 15 minutes into a history, and exports of
+//! it (JSON, CSV, and the Prometheus text format for node_exporter's textfile collector).
+
+pub mod collect;
+pub mod export;
+pub mod snapshot;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cache_core::app::{self, ToolCli};
+use cache_core::cli::{CommonArgs, CompletionsArgs};
+use cache_core::exit::Convention;
+use clap::{Parser, Subcommand};
+
+/// Metrics of every cache tier: collection into a history, and export.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cache-analytics",
+    bin_name = "cache-analytics",
+    version,
+    about = "Metrics of every cache tier: collection into a history, and export"
+)]
+pub struct Cli {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Export formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// The latest snapshot as one JSON document
+    Json,
+    /// Every snapshot's figures, one `timestamp,tier,target,metric,value` row each
+    Csv,
+    /// The Prometheus text exposition format (classic), with job run times
+    Prometheus,
+}
+
+/// cache-analytics's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take one snapshot of every tier and append it to the history
+    Collect {
+        /// Output format of the snapshot printed
+        #[arg(long, value_enum, default_value = "text")]
+        format: cache_core::cli::TextOrJson,
+    },
+    /// Export the history
+    Export {
+        /// What to write
+        #[arg(long, value_enum, default_value = "json")]
+        format: ExportFormat,
+        /// Write here (atomically, mode 0644) instead of stdout, e.g. for node_exporter's
+        /// textfile collector: /var/lib/node_exporter/textfile_collector/cache.prom
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print shell completions
+    Completions(CompletionsArgs),
+}
+
+impl ToolCli for Cli {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+}
+
+/// The process entry point, shared by the binary and the test shim.
+pub fn main() -> ExitCode {
+    app::main::<Cli, _, _>(Convention::Standard, run)
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Collect { format } => collect::run(&cli.common, format.into()).await,
+        Command::Export { format, output } => export::run(&cli.common, format, output.as_deref()),
+        Command::Completions(args) => app::print_completions::<Cli>(args.shell),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+        Cli::try_parse_from(["cache-analytics", "export", "--format", "prometheus", "-o", "x.prom"]).unwrap();
+        assert!(Cli::try_parse_from(["cache-analytics", "export", "--format", "xml"]).is_err());
+    }
+}
