@@ -26,8 +26,14 @@ _cache__analytics() {
             cache__analytics,export)
                 cmd="cache__analytics__subcmd__export"
                 ;;
+            cache__analytics,forecast)
+                cmd="cache__analytics__subcmd__forecast"
+                ;;
             cache__analytics,help)
                 cmd="cache__analytics__subcmd__help"
+                ;;
+            cache__analytics,windows)
+                cmd="cache__analytics__subcmd__windows"
                 ;;
             cache__analytics__subcmd__help,collect)
                 cmd="cache__analytics__subcmd__help__subcmd__collect"
@@ -38,8 +44,14 @@ _cache__analytics() {
             cache__analytics__subcmd__help,export)
                 cmd="cache__analytics__subcmd__help__subcmd__export"
                 ;;
+            cache__analytics__subcmd__help,forecast)
+                cmd="cache__analytics__subcmd__help__subcmd__forecast"
+                ;;
             cache__analytics__subcmd__help,help)
                 cmd="cache__analytics__subcmd__help__subcmd__help"
+                ;;
+            cache__analytics__subcmd__help,windows)
+                cmd="cache__analytics__subcmd__help__subcmd__windows"
                 ;;
             *)
                 ;;
@@ -48,7 +60,7 @@ _cache__analytics() {
 
     case "${cmd}" in
         cache__analytics)
-            opts="-v -q -h -V --config --state-dir --tier --wait --verbose --quiet --help --version collect export completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --verbose --quiet --help --version collect export forecast windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -167,8 +179,38 @@ _cache__analytics() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cache__subcmd__analytics__subcmd__forecast)
+            opts="-v -q -h --format --config --state-dir --tier --wait --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cache__subcmd__analytics__subcmd__help)
-            opts="collect export completions help"
+            opts="collect export forecast windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -223,6 +265,20 @@ _cache__analytics() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cache__subcmd__analytics__subcmd__help__subcmd__forecast)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cache__subcmd__analytics__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -230,6 +286,50 @@ _cache__analytics() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__analytics__subcmd__help__subcmd__windows)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__analytics__subcmd__windows)
+            opts="-v -q -h --format --config --state-dir --tier --wait --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -35,6 +35,8 @@ complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -s h -l he
 complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -s V -l version -d 'Print version'
 complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -f -a "collect" -d 'Take one snapshot of every tier and append it to the history'
 complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -f -a "export" -d 'Export the history'
+complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -f -a "forecast" -d 'Forecast each Redis target 7 days ahead: memory (and when it reaches maxmemory), hit ratio, latency'
+complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -f -a "windows" -d 'Find the low-usage windows of the day and leave them for the scheduler'
 complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -f -a "completions" -d 'Print shell completions'
 complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand collect" -l format -d 'Output format of the snapshot printed' -r -f -a "text\t'Tables and sentences for people'
@@ -57,6 +59,24 @@ complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" 
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand forecast" -l format -d 'Output format' -r -f -a "text\t'Tables and sentences for people'
+json\t'One JSON document on stdout, with `schema_version`'"
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand forecast" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand forecast" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand forecast" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand forecast" -l wait -d 'Wait for another run of the same job to finish instead of exiting at once'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand forecast" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand forecast" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand forecast" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand windows" -l format -d 'Output format' -r -f -a "text\t'Tables and sentences for people'
+json\t'One JSON document on stdout, with `schema_version`'"
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand windows" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand windows" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand windows" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand windows" -l wait -d 'Wait for another run of the same job to finish instead of exiting at once'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand windows" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand windows" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand windows" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand completions" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand completions" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand completions" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
@@ -64,7 +84,9 @@ complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand completi
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand completions" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand completions" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export completions help" -f -a "collect" -d 'Take one snapshot of every tier and append it to the history'
-complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export completions help" -f -a "export" -d 'Export the history'
-complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export completions help" -f -a "completions" -d 'Print shell completions'
-complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export forecast windows completions help" -f -a "collect" -d 'Take one snapshot of every tier and append it to the history'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export forecast windows completions help" -f -a "export" -d 'Export the history'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export forecast windows completions help" -f -a "forecast" -d 'Forecast each Redis target 7 days ahead: memory (and when it reaches maxmemory), hit ratio, latency'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export forecast windows completions help" -f -a "windows" -d 'Find the low-usage windows of the day and leave them for the scheduler'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export forecast windows completions help" -f -a "completions" -d 'Print shell completions'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export forecast windows completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -72,6 +72,38 @@ prometheus\:"The Prometheus text exposition format (classic), with job run times
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
+(forecast)
+_arguments "${_arguments_options[@]}" : \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+&& ret=0
+;;
+(windows)
+_arguments "${_arguments_options[@]}" : \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+&& ret=0
+;;
 (completions)
 _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
@@ -107,6 +139,14 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(forecast)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(windows)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (completions)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -129,6 +169,8 @@ _cache-analytics_commands() {
     local commands; commands=(
 'collect:Take one snapshot of every tier and append it to the history' \
 'export:Export the history' \
+'forecast:Forecast each Redis target 7 days ahead\: memory (and when it reaches maxmemory), hit ratio, latency' \
+'windows:Find the low-usage windows of the day and leave them for the scheduler' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -149,11 +191,18 @@ _cache-analytics__subcmd__export_commands() {
     local commands; commands=()
     _describe -t commands 'cache-analytics export commands' commands "$@"
 }
+(( $+functions[_cache-analytics__subcmd__forecast_commands] )) ||
+_cache-analytics__subcmd__forecast_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-analytics forecast commands' commands "$@"
+}
 (( $+functions[_cache-analytics__subcmd__help_commands] )) ||
 _cache-analytics__subcmd__help_commands() {
     local commands; commands=(
 'collect:Take one snapshot of every tier and append it to the history' \
 'export:Export the history' \
+'forecast:Forecast each Redis target 7 days ahead\: memory (and when it reaches maxmemory), hit ratio, latency' \
+'windows:Find the low-usage windows of the day and leave them for the scheduler' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -174,10 +223,25 @@ _cache-analytics__subcmd__help__subcmd__export_commands() {
     local commands; commands=()
     _describe -t commands 'cache-analytics help export commands' commands "$@"
 }
+(( $+functions[_cache-analytics__subcmd__help__subcmd__forecast_commands] )) ||
+_cache-analytics__subcmd__help__subcmd__forecast_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-analytics help forecast commands' commands "$@"
+}
 (( $+functions[_cache-analytics__subcmd__help__subcmd__help_commands] )) ||
 _cache-analytics__subcmd__help__subcmd__help_commands() {
     local commands; commands=()
     _describe -t commands 'cache-analytics help help commands' commands "$@"
+}
+(( $+functions[_cache-analytics__subcmd__help__subcmd__windows_commands] )) ||
+_cache-analytics__subcmd__help__subcmd__windows_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-analytics help windows commands' commands "$@"
+}
+(( $+functions[_cache-analytics__subcmd__windows_commands] )) ||
+_cache-analytics__subcmd__windows_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-analytics windows commands' commands "$@"
 }
 
 if [ "$funcstack[1]" = "_cache-analytics" ]; then

@@ -105,3 +105,65 @@ fn export_before_any_collect_says_so_and_unreachable_targets_are_recorded() {
     let text = env.run(ANALYTICS, &["export", "--format", "prometheus"]).stdout;
     assert!(text.contains("cache_redis_up{target=\"gone\"} 0\n"), "{text}");
 }
+
+/// Two days of snapshots every 15 minutes: memory grows 10 000 bytes a step towards a 10 MB
+/// maxmemory, the hit ratio falls by 1% a day, latency is flat at 2 ms, and the hours 02:00 to
+/// 04:59 are quiet.
+fn synthetic_history(env: &TestEnv) {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().to_utc();
+    let mut lines = String::new();
+    for i in 0..192i64 {
+        let t = start + chrono::Duration::minutes(15 * i);
+        let day = i as f64 / 96.0;
+        let hour = (i / 4) % 24;
+        let ops = if (2..5).contains(&hour) { 1.0 } else { 100.0 };
+        let line = serde_json::json!({
+            "schema_version": 1,
+            "timestamp": t.to_rfc3339(),
+            "redis": [{
+                "name": "main",
+                "info": { "used_memory": 1_000_000.0 + 10_000.0 * i as f64, "maxmemory": 10_000_000.0, "instantaneous_ops_per_sec": ops },
+                "keys": 1000, "hit_ratio": 0.9 - 0.01 * day,
+                "latency": { "avg_ms": 2.0, "min_ms": 1.0, "max_ms": 3.0, "samples": 10 },
+                "prefixes": [], "sampled": 0
+            }],
+            "postgres": [], "memory": [], "dirs": [],
+            "host": { "load1": 0.1, "memory_percent": 10.0, "cpus": 2 }
+        });
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    std::fs::create_dir_all(env.state_dir().join("analytics")).unwrap();
+    std::fs::write(env.state_dir().join("analytics/history.jsonl"), lines).unwrap();
+}
+
+#[test]
+fn forecasts_and_windows_from_a_known_history() {
+    let env = TestEnv::new();
+    let out = env.run(ANALYTICS, &["forecast"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("at least two snapshots"), "{}", out.dump());
+    synthetic_history(&env);
+    let out = env.run(ANALYTICS, &["forecast", "--format", "json"]);
+    out.expect_code(0);
+    let f = &out.json()["targets"][0];
+    let close = |v: &Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-6 * want.abs().max(1.0);
+    // Last value 2 910 000, +10 000 a step, 672 steps in 7 days.
+    assert!(close(&f["memory"]["value"], 2_910_000.0 + 10_000.0 * 672.0), "{f:#}");
+    // (10 000 000 - 2 910 000) / 10 000 = 709 steps = 7.385 days.
+    assert!(close(&f["days_to_maxmemory"], 709.0 / 96.0), "{f:#}");
+    // The last point is at day 191/96; seven days later the ratio has fallen 7% more.
+    assert!(close(&f["hit_ratio"]["value"], 0.9 - 0.01 * (191.0 / 96.0 + 7.0)), "{f:#}");
+    assert!(close(&f["latency_ms"], 2.0));
+    let text = env.run(ANALYTICS, &["forecast"]).stdout;
+    assert!(text.contains("in ~7.4 days"), "{text}");
+
+    let out = env.run(ANALYTICS, &["windows", "--format", "json"]);
+    out.expect_code(0);
+    let starts: Vec<u64> =
+        out.json()["windows"].as_array().unwrap().iter().map(|w| w["start_hour"].as_u64().unwrap()).collect();
+    assert_eq!(starts, [2, 3]);
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(env.state_dir().join("analytics/windows.json")).unwrap()).unwrap();
+    assert_eq!(saved["windows"].as_array().unwrap().len(), 2);
+}

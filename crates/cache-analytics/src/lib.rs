@@ -3,6 +3,7 @@
 
 pub mod collect;
 pub mod export;
+pub mod predict;
 pub mod snapshot;
 
 use std::path::PathBuf;
@@ -60,6 +61,19 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Forecast each Redis target 7 days ahead: memory (and when it reaches maxmemory), hit
+    /// ratio, latency
+    Forecast {
+        /// Output format
+        #[arg(long, value_enum, default_value = "text")]
+        format: cache_core::cli::TextOrJson,
+    },
+    /// Find the low-usage windows of the day and leave them for the scheduler
+    Windows {
+        /// Output format
+        #[arg(long, value_enum, default_value = "text")]
+        format: cache_core::cli::TextOrJson,
+    },
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -80,6 +94,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Collect { format } => collect::run(&cli.common, format.into()).await,
         Command::Export { format, output } => export::run(&cli.common, format, output.as_deref()),
+        Command::Forecast { format } => predict::run_forecast(&cli.common, format.into()),
+        Command::Windows { format } => predict::run_windows(&cli.common, format.into()),
         Command::Completions(args) => app::print_completions::<Cli>(args.shell),
     }
 }
