@@ -98,7 +98,7 @@ pub fn hourly_profile(history: &[Snapshot]) -> Option<[f64; 24]> {
         sums[hour] += ops;
         counts[hour] += 1;
     }
-    if counts.iter().any(|c| *c == 0) {
+    if counts.contains(&0) {
         return None; // A whole day is needed.
     }
     let mut profile = [0.0; 24];
