@@ -486,8 +486,7 @@ fn archive_input(bench: &Bench) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn backup_config(bench: &Bench, input: &Path) -> String {
-    let _ = bench;
+fn backup_config(input: &Path) -> String {
     format!("[backup]\npaths = [\"{}\"]\nlevel = 6\nthreads = 0\n", input.display())
 }
 
@@ -498,7 +497,7 @@ fn backup_archive(bench: &Bench) -> anyhow::Result<Row> {
     let gzip_out = bench.work.path().join("gzip.tar.gz");
     let pigz = shell(&format!("tar -I pigz -cf {} -C {} archive-input", pigz_out.display(), parent.display()))?;
     let gzip = shell(&format!("tar czf {} -C {} archive-input", gzip_out.display(), parent.display()))?;
-    let mut command = bench.backup(&backup_config(bench, &input), &["create", "--only", "paths", "-q"])?;
+    let mut command = bench.backup(&backup_config(&input), &["create", "--only", "paths", "-q"])?;
     let (ours, rss, _) = measure(&mut command)?;
     let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len()) >> 20;
     let ours_file = std::fs::read_dir(bench.work.path().join("backup-state/backups"))?
@@ -525,7 +524,7 @@ fn backup_archive(bench: &Bench) -> anyhow::Result<Row> {
 
 fn backup_verify(bench: &Bench) -> anyhow::Result<Row> {
     let input = archive_input(bench)?;
-    let config = backup_config(bench, &input);
+    let config = backup_config(&input);
     let backups = bench.work.path().join("backup-state/backups");
     if !backups.exists() {
         bench.backup(&config, &["create", "--only", "paths", "-q"])?.status()?;

@@ -111,6 +111,23 @@ async fn collect(ctx: &Context) -> anyhow::Result<JobResult> {
     Ok(JobResult { outcome, exit_code, summary: serde_json::json!({ "errors": errors }) })
 }
 
+/// Times up to [`LATENCY_SAMPLES`] calls of `probe`, stopping at the first failure (the
+/// failure itself is reported by the figures' own queries).
+async fn sample_latency<Fut, T, E>(probe: impl Fn() -> Fut) -> Latency
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
+    for _ in 0..LATENCY_SAMPLES {
+        let start = Instant::now();
+        if probe().await.is_err() {
+            break;
+        }
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    Latency::of(&samples)
+}
+
 async fn redis_figures(target: &RedisTarget) -> RedisFigures {
     let mut figures = RedisFigures { name: target.name.clone(), ..RedisFigures::default() };
     let mut conn = match redis_client::connect(target).await {
@@ -120,15 +137,11 @@ async fn redis_figures(target: &RedisTarget) -> RedisFigures {
             return figures;
         }
     };
-    let mut samples = Vec::new();
-    for _ in 0..LATENCY_SAMPLES {
-        let start = Instant::now();
-        if redis::cmd("PING").query_async::<String>(&mut conn).await.is_err() {
-            break;
-        }
-        samples.push(start.elapsed().as_secs_f64() * 1000.0);
-    }
-    figures.latency = Latency::of(&samples);
+    figures.latency = sample_latency(|| {
+        let mut conn = conn.clone();
+        async move { redis::cmd("PING").query_async::<String>(&mut conn).await }
+    })
+    .await;
     match redis_client::info(&mut conn).await {
         Ok(info) => {
             figures.keys = redis_client::keyspace_keys(&info);
@@ -148,11 +161,7 @@ async fn redis_figures(target: &RedisTarget) -> RedisFigures {
                     figures.info.insert(key.to_owned(), v);
                 }
             }
-            let (hits, misses) = (
-                figures.info.get("keyspace_hits").copied().unwrap_or(0.0),
-                figures.info.get("keyspace_misses").copied().unwrap_or(0.0),
-            );
-            figures.hit_ratio = (hits + misses > 0.0).then(|| hits / (hits + misses));
+            figures.hit_ratio = redis_client::hit_ratio(redis_client::lookups(&info));
         }
         Err(e) => figures.error = Some(format!("INFO: {e}")),
     }
@@ -208,15 +217,7 @@ async fn postgres_figures(target: &PostgresTarget, project: &str) -> PostgresFig
             return figures;
         }
     };
-    let mut samples = Vec::new();
-    for _ in 0..LATENCY_SAMPLES {
-        let start = Instant::now();
-        if db.query_one("SELECT 1", &[]).await.is_err() {
-            break;
-        }
-        samples.push(start.elapsed().as_secs_f64() * 1000.0);
-    }
-    figures.latency = Latency::of(&samples);
+    figures.latency = sample_latency(|| db.query_one("SELECT 1", &[])).await;
     let c = &target.columns;
     let q = postgres::quote_ident;
     let (filter, params): (String, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) = if c.project.is_empty() {

@@ -180,7 +180,7 @@ fn print(ctx: &Context, report: &CleanupReport) -> anyhow::Result<()> {
 async fn figures(ctx: &Context, request: &Request) -> Figures {
     let config = &ctx.config;
     let mut figures = Figures::default();
-    let (mut hits, mut misses) = (0.0, 0.0);
+    let (mut hits, mut misses) = (0u64, 0u64);
     for target in config.redis.iter().filter(|t| wanted(ctx, request, Tier::Redis, &t.name)) {
         let measured = async {
             let mut conn = redis_client::connect(target).await?;
@@ -194,9 +194,8 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
                 continue;
             }
         };
-        let num = |k: &str| info.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        hits += num("keyspace_hits");
-        misses += num("keyspace_misses");
+        let (h, m) = redis_client::lookups(&info);
+        (hits, misses) = (hits + h, misses + m);
         let keys = redis_client::keyspace_keys(&info);
         figures.total_entries += keys;
         figures.recent_activity += recent_keys(&mut conn, keys).await;
@@ -240,7 +239,7 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
             Err(e) => figures.unmeasured.push(format!("memory/{}: {e:#}", target.name)),
         }
     }
-    figures.hit_ratio = (hits + misses > 0.0).then(|| hits / (hits + misses));
+    figures.hit_ratio = redis_client::hit_ratio((hits, misses));
     figures
 }
 

@@ -189,11 +189,9 @@ async fn info(
         report.check("clients", status, format!("{clients} of {max} clients ({pct:.1}%)"), Some(perf));
         headline.push(format!("{clients} clients"));
     }
-    let hits = num("keyspace_hits").unwrap_or(0.0);
-    let misses = num("keyspace_misses").unwrap_or(0.0);
-    let lookups = hits + misses;
-    if lookups > 0.0 {
-        let ratio = hits / lookups;
+    let (hits, misses) = client::lookups(&info);
+    let lookups = (hits + misses) as f64;
+    if let Some(ratio) = client::hit_ratio((hits, misses)) {
         report.metric("hit_ratio", round3(ratio));
         headline.push(format!("hit ratio {:.1}%", ratio * 100.0));
         let judged = lookups >= settings.hit_ratio_min_lookups as f64;
