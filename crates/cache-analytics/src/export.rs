@@ -19,18 +19,19 @@ use crate::snapshot::{HISTORY, Snapshot};
 /// Runs `export`.
 pub fn run(common: &CommonArgs, format: ExportFormat, output: Option<&Path>) -> anyhow::Result<u8> {
     let ctx = Context::load(common, Format::Text, Convention::Standard)?;
-    let history: Vec<Snapshot> = ctx.state.read_jsonl(HISTORY)?;
+    let latest = || ctx.state.read_last_jsonl::<Snapshot>(HISTORY);
     let text = match format {
         ExportFormat::Json => {
-            let latest = history.last().context("no snapshot yet: run `cache-analytics collect` first")?;
-            let mut value = serde_json::to_value(latest)?;
+            let latest = latest()?.context("no snapshot yet: run `cache-analytics collect` first")?;
+            let mut value = serde_json::to_value(&latest)?;
             if let Some(object) = value.as_object_mut() {
                 object.insert("schema_version".into(), cache_core::state::SCHEMA_VERSION.into());
             }
             serde_json::to_string_pretty(&value)? + "\n"
         }
-        ExportFormat::Csv => csv(&history),
-        ExportFormat::Prometheus => prometheus(history.last(), &runs::summary_by_job(&ctx.state)?),
+        // CSV is the whole history; the others need the latest snapshot only.
+        ExportFormat::Csv => csv(&ctx.state.read_jsonl::<Snapshot>(HISTORY)?),
+        ExportFormat::Prometheus => prometheus(latest()?.as_ref(), &runs::summary_by_job(&ctx.state)?),
     };
     match output {
         Some(path) => cache_core::state::write_atomic_mode(path, text.as_bytes(), 0o644)

@@ -130,6 +130,49 @@ impl StateDir {
         }
     }
 
+    /// Reads only the last record of a JSON Lines history (from the end of the file, so the cost
+    /// does not grow with the history); `Ok(None)` when there is none.
+    pub fn read_last_jsonl<T: DeserializeOwned>(&self, rel: &str) -> anyhow::Result<Option<T>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self.path(rel);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StateError { path, message: format!("cannot be read: {e}") }.into()),
+        };
+        let len = file.metadata()?.len();
+        let mut tail: Vec<u8> = Vec::new();
+        let mut pos = len;
+        // Grow the tail block by block until it holds a whole last line.
+        loop {
+            let trimmed = tail.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+            if let Some(start) = tail[..trimmed].iter().rposition(|b| *b == b'\n') {
+                tail.drain(..=start);
+                break;
+            }
+            if pos == 0 {
+                break;
+            }
+            let step = pos.min(64 * 1024);
+            pos -= step;
+            file.seek(SeekFrom::Start(pos))?;
+            let mut block = vec![0u8; step as usize];
+            file.read_exact(&mut block)?;
+            block.extend_from_slice(&tail);
+            tail = block;
+        }
+        let line = String::from_utf8_lossy(&tail);
+        let line = line.trim();
+        if line.is_empty() {
+            return Ok(None);
+        }
+        let corrupt = |message: String| StateError { path: path.clone(), message: format!("last line: {message}") };
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| corrupt(format!("is not valid JSON ({e})")))?;
+        check_version(&value).map_err(corrupt)?;
+        Ok(Some(serde_json::from_value(value).map_err(|e| corrupt(format!("does not have the expected shape ({e})")))?))
+    }
+
     /// Reads every record of a JSON Lines history; a bad line is an error naming file and line.
     pub fn read_jsonl<T: DeserializeOwned>(&self, rel: &str) -> anyhow::Result<Vec<T>> {
         let path = self.path(rel);
@@ -273,6 +316,23 @@ mod tests {
         f.write_all(b"garbage\n").unwrap();
         let err = state.read_jsonl::<Doc>("h.jsonl").unwrap_err();
         assert!(err.to_string().contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn the_last_record_is_read_from_the_end() {
+        let (_dir, state) = state();
+        assert_eq!(state.read_last_jsonl::<Doc>("h.jsonl").unwrap(), None);
+        for n in 0..5000 {
+            state.append_jsonl("h.jsonl", &Doc { n }).unwrap();
+        }
+        assert_eq!(state.read_last_jsonl::<Doc>("h.jsonl").unwrap(), Some(Doc { n: 4999 }));
+        let mut f = OpenOptions::new().append(true).open(state.path("h.jsonl")).unwrap();
+        f.write_all(b"\n\n").unwrap();
+        assert_eq!(state.read_last_jsonl::<Doc>("h.jsonl").unwrap(), Some(Doc { n: 4999 }));
+        std::fs::write(state.path("one.jsonl"), "{\"schema_version\":1,\"n\":7}").unwrap();
+        assert_eq!(state.read_last_jsonl::<Doc>("one.jsonl").unwrap(), Some(Doc { n: 7 }));
+        std::fs::write(state.path("bad.jsonl"), "{\"schema_version\":1,\"n\":7}\ngarbage\n").unwrap();
+        assert!(state.read_last_jsonl::<Doc>("bad.jsonl").unwrap_err().to_string().contains("last line"));
     }
 
     #[test]
