@@ -1,6 +1,7 @@
 //! `cache-analytics collect` and `export` against real servers, checked by the real promtool.
 
-use cache_tests::{PgServer, RedisServer, TestEnv, find_binary, missing};
+use cache_tests::{PgServer, RedisServer, TestEnv, find_binary, history, missing};
+use chrono::Timelike;
 use serde_json::Value;
 
 use crate::ANALYTICS;
@@ -110,29 +111,19 @@ fn export_before_any_collect_says_so_and_unreachable_targets_are_recorded() {
 /// maxmemory, the hit ratio falls by 1% a day, latency is flat at 2 ms, and the hours 02:00 to
 /// 04:59 are quiet.
 fn synthetic_history(env: &TestEnv) {
-    let start = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().to_utc();
-    let mut lines = String::new();
-    for i in 0..192i64 {
-        let t = start + chrono::Duration::minutes(15 * i);
-        let day = i as f64 / 96.0;
-        let hour = (i / 4) % 24;
-        let ops = if (2..5).contains(&hour) { 1.0 } else { 100.0 };
-        let line = serde_json::json!({
-            "schema_version": 1,
-            "timestamp": t.to_rfc3339(),
-            "redis": [{
-                "name": "main",
-                "info": { "used_memory": 1_000_000.0 + 10_000.0 * i as f64, "maxmemory": 10_000_000.0, "instantaneous_ops_per_sec": ops },
-                "keys": 1000, "hit_ratio": 0.9 - 0.01 * day,
-                "latency": { "avg_ms": 2.0, "min_ms": 1.0, "max_ms": 3.0, "samples": 10 },
-                "prefixes": [], "sampled": 0
-            }],
-            "postgres": [], "memory": [], "dirs": [],
-            "host": { "load1": 0.1, "memory_percent": 10.0, "cpus": 2 }
-        });
-        lines.push_str(&line.to_string());
-        lines.push('\n');
-    }
+    let lines = history::history("2026-11-01T00:00:00Z", 2, |i, t| history::Sample {
+        used_memory: 1_000_000.0 + 10_000.0 * i as f64,
+        maxmemory: 10_000_000.0,
+        hits: 0.0,
+        misses: 0.0,
+        ops_per_sec: if (2..5).contains(&t.hour()) { 1.0 } else { 100.0 },
+        latency_ms: 2.0,
+        hit_ratio: Some(0.9 - 0.01 * i as f64 / 96.0),
+    });
+    write_history(env, &lines);
+}
+
+fn write_history(env: &TestEnv, lines: &str) {
     std::fs::create_dir_all(env.state_dir().join("analytics")).unwrap();
     std::fs::write(env.state_dir().join("analytics/history.jsonl"), lines).unwrap();
 }
@@ -166,4 +157,84 @@ fn forecasts_and_windows_from_a_known_history() {
     let saved: Value =
         serde_json::from_slice(&std::fs::read(env.state_dir().join("analytics/windows.json")).unwrap()).unwrap();
     assert_eq!(saved["windows"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn reports_of_a_known_week_carry_the_expected_figures_insights_and_anomalies() {
+    let env = TestEnv::new();
+    let out = env.run(ANALYTICS, &["generate", "--period", "week", "--date", "2026-03-07"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("no snapshots"), "{}", out.dump());
+    write_history(&env, &history::known_week(7));
+    let close = |v: &Value, want: f64, tol: f64| (v.as_f64().unwrap() - want).abs() < tol;
+
+    let out = env.run(ANALYTICS, &["generate", "--period", "week", "--date", "2026-03-07", "--format", "json"]);
+    out.expect_code(0);
+    let week = out.json();
+    let saved: Value = serde_json::from_slice(
+        &std::fs::read(env.state_dir().join("analytics/reports/weekly_report_2026-03-07.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved["hit_rate_analysis"], week["hit_rate_analysis"]);
+    let h = &week["hit_rate_analysis"];
+    assert!(close(&h["average_hit_rate"], (6.0 * 0.9 + 0.8) / 7.0, 1e-9), "{h:#}");
+    assert!(close(&h["min_hit_rate"], 0.8, 1e-9) && close(&h["max_hit_rate"], 0.9, 1e-9), "{h:#}");
+    assert_eq!(h["trend"], "declining");
+    assert_eq!(week["period"]["days"], 7);
+    assert_eq!(week["period"]["snapshots"], 7 * 96);
+    // 672 latencies: 671 between 1.00 and 1.09, one of 50: p95 is 1.09.
+    assert!(close(&week["latency_analysis"]["p95_latency"], 1.09, 1e-9), "{:#}", week["latency_analysis"]);
+    assert!(close(&week["latency_analysis"]["max_latency"], 50.0, 1e-9));
+    assert_eq!(week["operation_analysis"]["total_operations"], 7.0 * 96.0 * 1000.0 - 1000.0);
+    let kinds: Vec<&str> = week["insights"].as_array().unwrap().iter().map(|i| i["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["performance_decline", "capacity_planning"], "{:#}", week["insights"]);
+    // 90% -> 80% of lookups: 11.1% worse.
+    assert!(close(&week["insights"][0]["rate"], 1.0 / 9.0, 1e-9), "{:#}", week["insights"]);
+    // 15 MiB a day on 100 MiB.
+    assert!(close(&week["insights"][1]["rate"], 0.15, 1e-9), "{:#}", week["insights"]);
+    assert_eq!(week["insights"][1]["message"], "Cache growing at 15.0%/day");
+    let latency_anomalies: Vec<&Value> =
+        week["anomalies"]["found"].as_array().unwrap().iter().filter(|a| a["metric"] == "latency_ms").collect();
+    assert_eq!(latency_anomalies.len(), 1, "{:#}", week["anomalies"]);
+    assert_eq!(latency_anomalies[0]["timestamp"], "2026-03-05T12:00:00Z");
+    assert_eq!(week["anomalies"]["threshold"], 3.5);
+
+    // A day inside the steady part: no decline, one anomaly (the spike).
+    let out = env.run(ANALYTICS, &["generate", "--period", "day", "--date", "2026-03-05"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("Hit Rate: 90.0%"), "{}", out.dump());
+    assert!(out.stdout.contains("Anomalies: 1 "), "{}", out.dump());
+    let day: Value = serde_json::from_slice(
+        &std::fs::read(env.state_dir().join("analytics/reports/cache_metrics_2026-03-05.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(day["cache_stats"]["total_operations"], 96_000.0);
+    assert!(close(&day["cache_stats"]["hit_rate"], 0.9, 1e-9));
+    assert_eq!(day["performance_metrics"]["max_latency_ms"], 50.0);
+    assert_eq!(day["health_info"]["redis_connected"], true);
+    assert!(day["insights"].as_array().unwrap().iter().all(|i| i["type"] != "performance_decline"), "{day:#}");
+
+    // The month: memory at 15 MiB/day reaches 2 GiB in the third projected month.
+    let out = env.run(ANALYTICS, &["generate", "--period", "month", "--date", "2026-03-07", "--format", "json"]);
+    out.expect_code(0);
+    let month = out.json();
+    assert!(env.state_dir().join("analytics/reports/capacity_report_2026-03.json").is_file());
+    assert_eq!(month["memory_trends"]["trend"], "increasing");
+    let over: Vec<bool> = month["growth_projections"]["monthly"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["memory_over_maxmemory"].as_bool().unwrap())
+        .collect();
+    assert_eq!(over, [false, false, true, true, true, true], "{:#}", month["growth_projections"]);
+    let issues: Vec<&str> =
+        month["capacity_recommendations"].as_array().unwrap().iter().map(|r| r["issue"].as_str().unwrap()).collect();
+    assert!(issues.contains(&"Rapid memory growth detected"), "{issues:?}");
+    assert!(issues.contains(&"Memory reaches maxmemory in about 3 month(s) at this growth"), "{issues:?}");
+
+    // And the low-usage windows of the same week.
+    let out = env.run(ANALYTICS, &["windows", "--format", "json"]);
+    let starts: Vec<u64> =
+        out.json()["windows"].as_array().unwrap().iter().map(|w| w["start_hour"].as_u64().unwrap()).collect();
+    assert_eq!(starts, [2, 3]);
 }

@@ -5,6 +5,7 @@
 //!   `postgres` user when the tests run as root.
 //! - [`Mem0Server`]: a small HTTP server speaking the Mem0 platform and self-hosted dialects.
 //! - [`Blackhole`]: a listener that accepts connections and never answers.
+//! - [`history`]: synthetic analytics histories with known answers.
 //! - [`TestEnv`]: a temporary state directory and config, and a runner that scrubs `CACHE_*`
 //!   and the connection variables from the environment and dumps everything on failure.
 //!
@@ -15,6 +16,7 @@
 
 mod cluster;
 mod env;
+pub mod history;
 mod mem0;
 mod net;
 mod pg;

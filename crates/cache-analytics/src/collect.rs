@@ -153,6 +153,7 @@ async fn redis_figures(target: &RedisTarget) -> RedisFigures {
                 "keyspace_hits",
                 "keyspace_misses",
                 "instantaneous_ops_per_sec",
+                "total_commands_processed",
                 "connected_clients",
                 "evicted_keys",
                 "expired_keys",

@@ -4,6 +4,7 @@
 pub mod collect;
 pub mod export;
 pub mod predict;
+pub mod report;
 pub mod snapshot;
 
 use std::path::PathBuf;
@@ -61,6 +62,19 @@ pub enum Command {
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Write a report: seed 002's daily metrics, the weekly analysis, or the monthly capacity
+    /// report with 6-month projections; each with insights and anomalies
+    Generate {
+        /// Which report
+        #[arg(long, value_enum, default_value = "day")]
+        period: report::Period,
+        /// The last UTC day the report covers (YYYY-MM-DD); today by default
+        #[arg(long, value_name = "DATE")]
+        date: Option<chrono::NaiveDate>,
+        /// Output format of what is printed (the report file is always JSON)
+        #[arg(long, value_enum, default_value = "text")]
+        format: cache_core::cli::TextOrJson,
+    },
     /// Forecast each Redis target 7 days ahead: memory (and when it reaches maxmemory), hit
     /// ratio, latency
     Forecast {
@@ -94,6 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Collect { format } => collect::run(&cli.common, format.into()).await,
         Command::Export { format, output } => export::run(&cli.common, format, output.as_deref()),
+        Command::Generate { period, date, format } => report::run(&cli.common, format.into(), period, date).await,
         Command::Forecast { format } => predict::run_forecast(&cli.common, format.into()),
         Command::Windows { format } => predict::run_windows(&cli.common, format.into()),
         Command::Completions(args) => app::print_completions::<Cli>(args.shell),
