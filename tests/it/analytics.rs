@@ -4,7 +4,7 @@ use cache_tests::{PgServer, RedisServer, TestEnv, find_binary, history, missing}
 use chrono::Timelike;
 use serde_json::Value;
 
-use crate::ANALYTICS;
+use crate::{ANALYTICS, CLEANUP};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn collect_then_export_json_csv_and_prometheus() {
@@ -237,4 +237,129 @@ fn reports_of_a_known_week_carry_the_expected_figures_insights_and_anomalies() {
     let starts: Vec<u64> =
         out.json()["windows"].as_array().unwrap().iter().map(|w| w["start_hour"].as_u64().unwrap()).collect();
     assert_eq!(starts, [2, 3]);
+}
+
+/// Runs headless Chromium on `url` with `args`, killed after a minute; returns stdout and the
+/// console messages the page logged.
+fn chromium(chrome: &std::path::Path, env: &TestEnv, url: &str, args: &[&str]) -> (String, Vec<String>) {
+    let mut child = std::process::Command::new(chrome)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr", "--v=0"])
+        .arg(format!("--user-data-dir={}", env.path("chromium-profile").display()))
+        .args(args)
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = cache_tests::wait_until(std::time::Duration::from_secs(60), || child.try_wait().unwrap().is_some());
+    if !exited {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(exited, "chromium did not finish in 60 s");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let console = stderr.lines().filter(|l| l.contains(":CONSOLE")).map(str::to_owned).collect();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), console)
+}
+
+fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
+#[test]
+fn dashboard_renders_in_headless_chromium_with_its_cards_and_charts() {
+    let env = TestEnv::new();
+    write_history(&env, &history::known_week(7));
+    let dir = env.path("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..3 {
+        std::fs::write(dir.join(format!("f{i}.bin")), vec![7u8; 10 * 1024]).unwrap();
+    }
+    env.write_config(&format!(
+        "project_name = \"shop <prod>\"\n[[files]]\nname = \"models\"\npath = \"{}\"\nmax_size = \"15 KiB\"\n",
+        dir.display()
+    ));
+    let cleanup = env.run(CLEANUP, &["files", "--yes", "--format", "json"]);
+    cleanup.expect_code(0);
+    let freed = cleanup.json()["targets"][0]["bytes_freed"].as_u64().unwrap();
+    assert!(freed >= 20 * 1024, "{}", cleanup.dump());
+    env.run(ANALYTICS, &["generate", "--period", "week", "--date", "2026-03-07", "-q"]).expect_code(0);
+    env.run(ANALYTICS, &["windows", "-q"]).expect_code(0);
+
+    let page = env.path("dashboard.html");
+    env.run(ANALYTICS, &["dashboard", "--output", page.to_str().unwrap()]).expect_code(0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<meta http-equiv=\"refresh\" content=\"30\">"));
+    // Self-contained: nothing loaded from elsewhere; the project name is escaped.
+    for outside in ["src=", "href=", "<link", "@import", "url("] {
+        assert!(!html.contains(outside), "the page loads `{outside}`");
+    }
+    assert!(html.contains("shop &lt;prod&gt;") && !html.contains("shop <prod>"));
+    assert!(
+        html.contains("Analytics: 0 | Health checks: 0 | Cleanups: 1 | Optimizations: 0 | Backups: 0 | Reports: 1"),
+        "{html}"
+    );
+    assert!(html.contains(&format!("<span>files:</span><span>{}</span>", cache_core::output::bytes(freed))), "{html}");
+    assert!(html.contains("Low usage 02:00–04:00 UTC"), "{html}");
+    // The last day of the known week: 80% hits.
+    assert!(html.contains("<span id=\"hit-ratio\">80.0%</span>"), "{html}");
+    // Without `--output` it goes to the state directory.
+    env.run(ANALYTICS, &["dashboard", "-q"]).expect_code(0);
+    assert!(env.state_dir().join("analytics/dashboard.html").is_file());
+
+    let Some(chrome) = ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|b| find_binary(b, &[]))
+    else {
+        missing("chromium (Debian package chromium)");
+        return;
+    };
+    let url = format!("file://{}", page.display());
+    let (dom, console) = chromium(&chrome, &env, &url, &["--dump-dom"]);
+    assert!(console.is_empty(), "console messages: {console:#?}");
+    for range in ["24h", "7d"] {
+        for chart in ["hit-ratio", "memory", "latency", "operations"] {
+            let id = format!("id=\"chart-{chart}-{range}\"");
+            let at = dom.find(&id).unwrap_or_else(|| panic!("no {id} in the rendered page"));
+            let svg = &dom[at..at + dom[at..].find("</svg>").unwrap()];
+            assert!(svg.contains("<polyline class=\"line\" points=\""), "{id} has no line: {svg}");
+        }
+    }
+    let shot = env.path("dashboard.png");
+    let (_, console) =
+        chromium(&chrome, &env, &url, &[&format!("--screenshot={}", shot.display()), "--window-size=1400,2200"]);
+    assert!(console.is_empty(), "console messages: {console:#?}");
+    let png = std::fs::read(&shot).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 20_000, "screenshot of {} bytes", png.len());
+    // Kept where people can look at it after the run.
+    std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png"), &png).unwrap();
+
+    // Served: the page and the metrics API, on loopback.
+    let port = cache_tests::free_port();
+    let mut server = env.command(ANALYTICS, &["dashboard", "--serve", &format!("127.0.0.1:{port}")]).spawn().unwrap();
+    let up = cache_tests::wait_until(std::time::Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let result = std::panic::catch_unwind(|| {
+        assert!(up, "the dashboard server did not listen");
+        let (head, body) = http_get(port, "/api/cache/metrics");
+        assert!(head.starts_with("HTTP/1.") && head.contains(" 200 "), "{head}");
+        let metrics: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(metrics["hit_ratio"], 80.0, "{metrics:#}");
+        let (head, _) = http_get(port, "/nope");
+        assert!(head.contains(" 404 "), "{head}");
+        let (dom, console) = chromium(&chrome, &env, &format!("http://127.0.0.1:{port}/"), &["--dump-dom"]);
+        assert!(console.is_empty(), "console messages: {console:#?}");
+        assert!(dom.contains("id=\"chart-latency-7d\""));
+    });
+    server.kill().unwrap();
+    server.wait().unwrap();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }

@@ -1,7 +1,7 @@
 //! `cargo xtask ci`: exactly what CI runs, on a fresh Debian machine too.
 //!
 //! It first installs what the tests need and the machine lacks (redis-server, PostgreSQL,
-//! promtool; with apt-get when root), then runs formatting, lints with and without default features, the
+//! promtool, chromium; with apt-get when root), then runs formatting, lints with and without default features, the
 //! generated-files check, the whole test suite (with `CI` set, so no server test can skip), and
 //! the documentation build.
 
@@ -16,6 +16,7 @@ const NEEDED: &[(&str, &str)] = &[
     ("initdb", "postgresql"),
     ("pkg-config", "pkg-config"),
     ("promtool", "prometheus"),
+    ("chromium", "chromium"),
 ];
 
 pub(crate) fn run() -> anyhow::Result<()> {

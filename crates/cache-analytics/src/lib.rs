@@ -2,6 +2,7 @@
 //! it (JSON, CSV, and the Prometheus text format for node_exporter's textfile collector).
 
 pub mod collect;
+pub mod dashboard;
 pub mod export;
 pub mod predict;
 pub mod report;
@@ -51,6 +52,15 @@ pub enum Command {
         /// Output format of the snapshot printed
         #[arg(long, value_enum, default_value = "text")]
         format: cache_core::cli::TextOrJson,
+    },
+    /// Write the dashboard: one self-contained HTML page with the status cards and charts
+    Dashboard {
+        /// Write the page here instead of `analytics/dashboard.html` in the state directory
+        #[arg(long, short, value_name = "FILE", conflicts_with = "serve")]
+        output: Option<PathBuf>,
+        /// Serve the page, and `/api/cache/metrics`, on this address until stopped
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
+        serve: Option<String>,
     },
     /// Export the history
     Export {
@@ -107,6 +117,7 @@ pub fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Collect { format } => collect::run(&cli.common, format.into()).await,
+        Command::Dashboard { output, serve } => dashboard::run(&cli.common, output.as_deref(), serve.as_deref()),
         Command::Export { format, output } => export::run(&cli.common, format, output.as_deref()),
         Command::Generate { period, date, format } => report::run(&cli.common, format.into(), period, date).await,
         Command::Forecast { format } => predict::run_forecast(&cli.common, format.into()),
