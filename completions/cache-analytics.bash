@@ -23,11 +23,17 @@ _cache__analytics() {
             cache__analytics,completions)
                 cmd="cache__analytics__subcmd__completions"
                 ;;
+            cache__analytics,dashboard)
+                cmd="cache__analytics__subcmd__dashboard"
+                ;;
             cache__analytics,export)
                 cmd="cache__analytics__subcmd__export"
                 ;;
             cache__analytics,forecast)
                 cmd="cache__analytics__subcmd__forecast"
+                ;;
+            cache__analytics,generate)
+                cmd="cache__analytics__subcmd__generate"
                 ;;
             cache__analytics,help)
                 cmd="cache__analytics__subcmd__help"
@@ -41,11 +47,17 @@ _cache__analytics() {
             cache__analytics__subcmd__help,completions)
                 cmd="cache__analytics__subcmd__help__subcmd__completions"
                 ;;
+            cache__analytics__subcmd__help,dashboard)
+                cmd="cache__analytics__subcmd__help__subcmd__dashboard"
+                ;;
             cache__analytics__subcmd__help,export)
                 cmd="cache__analytics__subcmd__help__subcmd__export"
                 ;;
             cache__analytics__subcmd__help,forecast)
                 cmd="cache__analytics__subcmd__help__subcmd__forecast"
+                ;;
+            cache__analytics__subcmd__help,generate)
+                cmd="cache__analytics__subcmd__help__subcmd__generate"
                 ;;
             cache__analytics__subcmd__help,help)
                 cmd="cache__analytics__subcmd__help__subcmd__help"
@@ -60,7 +72,7 @@ _cache__analytics() {
 
     case "${cmd}" in
         cache__analytics)
-            opts="-v -q -h -V --config --state-dir --tier --wait --verbose --quiet --help --version collect export forecast windows completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --verbose --quiet --help --version collect dashboard export generate forecast windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -122,6 +134,44 @@ _cache__analytics() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__analytics__subcmd__dashboard)
+            opts="-o -v -q -h --output --serve --config --state-dir --tier --wait --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --serve)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -209,8 +259,46 @@ _cache__analytics() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cache__subcmd__analytics__subcmd__generate)
+            opts="-v -q -h --period --date --format --config --state-dir --tier --wait --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --period)
+                    COMPREPLY=($(compgen -W "day week month" -- "${cur}"))
+                    return 0
+                    ;;
+                --date)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cache__subcmd__analytics__subcmd__help)
-            opts="collect export forecast windows completions help"
+            opts="collect dashboard export generate forecast windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -251,6 +339,20 @@ _cache__analytics() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cache__subcmd__analytics__subcmd__help__subcmd__dashboard)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cache__subcmd__analytics__subcmd__help__subcmd__export)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -266,6 +368,20 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__help__subcmd__forecast)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__analytics__subcmd__help__subcmd__generate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -34,7 +34,9 @@ complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -s q -l qu
 complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -s h -l help -d 'Print help'
 complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -s V -l version -d 'Print version'
 complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -f -a "collect" -d 'Take one snapshot of every tier and append it to the history'
+complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -f -a "dashboard" -d 'Write the dashboard: one self-contained HTML page with the status cards and charts'
 complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -f -a "export" -d 'Export the history'
+complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -f -a "generate" -d 'Write a report: seed 002\'s daily metrics, the weekly analysis, or the monthly capacity report with 6-month projections; each with insights and anomalies'
 complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -f -a "forecast" -d 'Forecast each Redis target 7 days ahead: memory (and when it reaches maxmemory), hit ratio, latency'
 complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -f -a "windows" -d 'Find the low-usage windows of the day and leave them for the scheduler'
 complete -c cache-analytics -n "__fish_cache_analytics_needs_command" -f -a "completions" -d 'Print shell completions'
@@ -48,6 +50,15 @@ complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand collect"
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand collect" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand collect" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand collect" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -s o -l output -d 'Write the page here instead of `analytics/dashboard.html` in the state directory' -r -F
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -l serve -d 'Serve the page, and `/api/cache/metrics`, on this address until stopped' -r
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -l wait -d 'Wait for another run of the same job to finish instead of exiting at once'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -s h -l help -d 'Print help'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -l format -d 'What to write' -r -f -a "json\t'The latest snapshot as one JSON document'
 csv\t'Every snapshot\'s figures, one `timestamp,tier,target,metric,value` row each'
 prometheus\t'The Prometheus text exposition format (classic), with job run times'"
@@ -59,6 +70,19 @@ complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" 
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand generate" -l period -d 'Which report' -r -f -a "day\t'Seed 002\'s daily metrics file for one UTC day'
+week\t'The weekly analysis of the 7 days ending on the date'
+month\t'The capacity report of the 30 days ending on the date, with 6-month projections'"
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand generate" -l date -d 'The last UTC day the report covers (YYYY-MM-DD); today by default' -r
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand generate" -l format -d 'Output format of what is printed (the report file is always JSON)' -r -f -a "text\t'Tables and sentences for people'
+json\t'One JSON document on stdout, with `schema_version`'"
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand generate" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand generate" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand generate" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand generate" -l wait -d 'Wait for another run of the same job to finish instead of exiting at once'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand generate" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand generate" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand generate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand forecast" -l format -d 'Output format' -r -f -a "text\t'Tables and sentences for people'
 json\t'One JSON document on stdout, with `schema_version`'"
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand forecast" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
@@ -84,9 +108,11 @@ complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand completi
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand completions" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand completions" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand completions" -s h -l help -d 'Print help'
-complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export forecast windows completions help" -f -a "collect" -d 'Take one snapshot of every tier and append it to the history'
-complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export forecast windows completions help" -f -a "export" -d 'Export the history'
-complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export forecast windows completions help" -f -a "forecast" -d 'Forecast each Redis target 7 days ahead: memory (and when it reaches maxmemory), hit ratio, latency'
-complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export forecast windows completions help" -f -a "windows" -d 'Find the low-usage windows of the day and leave them for the scheduler'
-complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export forecast windows completions help" -f -a "completions" -d 'Print shell completions'
-complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect export forecast windows completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect dashboard export generate forecast windows completions help" -f -a "collect" -d 'Take one snapshot of every tier and append it to the history'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect dashboard export generate forecast windows completions help" -f -a "dashboard" -d 'Write the dashboard: one self-contained HTML page with the status cards and charts'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect dashboard export generate forecast windows completions help" -f -a "export" -d 'Export the history'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect dashboard export generate forecast windows completions help" -f -a "generate" -d 'Write a report: seed 002\'s daily metrics, the weekly analysis, or the monthly capacity report with 6-month projections; each with insights and anomalies'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect dashboard export generate forecast windows completions help" -f -a "forecast" -d 'Forecast each Redis target 7 days ahead: memory (and when it reaches maxmemory), hit ratio, latency'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect dashboard export generate forecast windows completions help" -f -a "windows" -d 'Find the low-usage windows of the day and leave them for the scheduler'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect dashboard export generate forecast windows completions help" -f -a "completions" -d 'Print shell completions'
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand help; and not __fish_seen_subcommand_from collect dashboard export generate forecast windows completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

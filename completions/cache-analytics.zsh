@@ -53,6 +53,23 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
+(dashboard)
+_arguments "${_arguments_options[@]}" : \
+'(--serve)-o+[Write the page here instead of \`analytics/dashboard.html\` in the state directory]:FILE:_files' \
+'(--serve)--output=[Write the page here instead of \`analytics/dashboard.html\` in the state directory]:FILE:_files' \
+'--serve=[Serve the page, and \`/api/cache/metrics\`, on this address until stopped]::ADDR:_default' \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
 (export)
 _arguments "${_arguments_options[@]}" : \
 '--format=[What to write]:FORMAT:((json\:"The latest snapshot as one JSON document"
@@ -60,6 +77,26 @@ csv\:"Every snapshot'\''s figures, one \`timestamp,tier,target,metric,value\` ro
 prometheus\:"The Prometheus text exposition format (classic), with job run times"))' \
 '-o+[Write here (atomically, mode 0644) instead of stdout, e.g. for node_exporter'\''s textfile collector\: /var/lib/node_exporter/textfile_collector/cache.prom]:FILE:_files' \
 '--output=[Write here (atomically, mode 0644) instead of stdout, e.g. for node_exporter'\''s textfile collector\: /var/lib/node_exporter/textfile_collector/cache.prom]:FILE:_files' \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+&& ret=0
+;;
+(generate)
+_arguments "${_arguments_options[@]}" : \
+'--period=[Which report]:PERIOD:((day\:"Seed 002'\''s daily metrics file for one UTC day"
+week\:"The weekly analysis of the 7 days ending on the date"
+month\:"The capacity report of the 30 days ending on the date, with 6-month projections"))' \
+'--date=[The last UTC day the report covers (YYYY-MM-DD); today by default]:DATE:_default' \
+'--format=[Output format of what is printed (the report file is always JSON)]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -135,7 +172,15 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(dashboard)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (export)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(generate)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
@@ -168,7 +213,9 @@ esac
 _cache-analytics_commands() {
     local commands; commands=(
 'collect:Take one snapshot of every tier and append it to the history' \
+'dashboard:Write the dashboard\: one self-contained HTML page with the status cards and charts' \
 'export:Export the history' \
+'generate:Write a report\: seed 002'\''s daily metrics, the weekly analysis, or the monthly capacity report with 6-month projections; each with insights and anomalies' \
 'forecast:Forecast each Redis target 7 days ahead\: memory (and when it reaches maxmemory), hit ratio, latency' \
 'windows:Find the low-usage windows of the day and leave them for the scheduler' \
 'completions:Print shell completions' \
@@ -186,6 +233,11 @@ _cache-analytics__subcmd__completions_commands() {
     local commands; commands=()
     _describe -t commands 'cache-analytics completions commands' commands "$@"
 }
+(( $+functions[_cache-analytics__subcmd__dashboard_commands] )) ||
+_cache-analytics__subcmd__dashboard_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-analytics dashboard commands' commands "$@"
+}
 (( $+functions[_cache-analytics__subcmd__export_commands] )) ||
 _cache-analytics__subcmd__export_commands() {
     local commands; commands=()
@@ -196,11 +248,18 @@ _cache-analytics__subcmd__forecast_commands() {
     local commands; commands=()
     _describe -t commands 'cache-analytics forecast commands' commands "$@"
 }
+(( $+functions[_cache-analytics__subcmd__generate_commands] )) ||
+_cache-analytics__subcmd__generate_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-analytics generate commands' commands "$@"
+}
 (( $+functions[_cache-analytics__subcmd__help_commands] )) ||
 _cache-analytics__subcmd__help_commands() {
     local commands; commands=(
 'collect:Take one snapshot of every tier and append it to the history' \
+'dashboard:Write the dashboard\: one self-contained HTML page with the status cards and charts' \
 'export:Export the history' \
+'generate:Write a report\: seed 002'\''s daily metrics, the weekly analysis, or the monthly capacity report with 6-month projections; each with insights and anomalies' \
 'forecast:Forecast each Redis target 7 days ahead\: memory (and when it reaches maxmemory), hit ratio, latency' \
 'windows:Find the low-usage windows of the day and leave them for the scheduler' \
 'completions:Print shell completions' \
@@ -218,6 +277,11 @@ _cache-analytics__subcmd__help__subcmd__completions_commands() {
     local commands; commands=()
     _describe -t commands 'cache-analytics help completions commands' commands "$@"
 }
+(( $+functions[_cache-analytics__subcmd__help__subcmd__dashboard_commands] )) ||
+_cache-analytics__subcmd__help__subcmd__dashboard_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-analytics help dashboard commands' commands "$@"
+}
 (( $+functions[_cache-analytics__subcmd__help__subcmd__export_commands] )) ||
 _cache-analytics__subcmd__help__subcmd__export_commands() {
     local commands; commands=()
@@ -227,6 +291,11 @@ _cache-analytics__subcmd__help__subcmd__export_commands() {
 _cache-analytics__subcmd__help__subcmd__forecast_commands() {
     local commands; commands=()
     _describe -t commands 'cache-analytics help forecast commands' commands "$@"
+}
+(( $+functions[_cache-analytics__subcmd__help__subcmd__generate_commands] )) ||
+_cache-analytics__subcmd__help__subcmd__generate_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-analytics help generate commands' commands "$@"
 }
 (( $+functions[_cache-analytics__subcmd__help__subcmd__help_commands] )) ||
 _cache-analytics__subcmd__help__subcmd__help_commands() {

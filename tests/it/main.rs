@@ -6,6 +6,7 @@ mod analytics;
 mod backup;
 mod cleanup;
 mod health;
+mod optimizer;
 
 pub(crate) use health::health_table_sql;
 
@@ -20,3 +21,6 @@ pub(crate) const BACKUP: &str = env!("CARGO_BIN_EXE_cache-backup-dup");
 
 /// The `cache-analytics` binary built in this package.
 pub(crate) const ANALYTICS: &str = env!("CARGO_BIN_EXE_cache-analytics-dup");
+
+/// The `cache-optimizer` binary built in this package.
+pub(crate) const OPTIMIZER: &str = env!("CARGO_BIN_EXE_cache-optimizer-dup");

@@ -22,6 +22,7 @@ fn tools() -> Vec<clap::Command> {
         cache_cleanup::Cli::command(),
         cache_backup::Cli::command(),
         cache_analytics::Cli::command(),
+        cache_optimizer::Cli::command(),
     ]
 }
 

@@ -55,6 +55,8 @@ pub struct Config {
     pub cleanup: CleanupSettings,
     /// Backups: where, what, compression, retention.
     pub backup: BackupSettings,
+    /// cache-optimizer.
+    pub optimizer: OptimizerSettings,
 }
 
 impl Default for Config {
@@ -89,6 +91,7 @@ impl Default for Config {
             }],
             cleanup: CleanupSettings::default(),
             backup: BackupSettings::default(),
+            optimizer: OptimizerSettings::default(),
         }
     }
 }
@@ -337,6 +340,10 @@ pub struct CacheColumns {
     pub category: String,
     /// Project (`text`); empty: the table holds one project.
     pub project: String,
+    /// The cached value (any type with a text form; `jsonb` in seed 000), copied by `warm`.
+    pub value: String,
+    /// How often the entry was read (`integer`), ranking entries for `warm`.
+    pub access_count: String,
 }
 
 impl Default for CacheColumns {
@@ -347,6 +354,8 @@ impl Default for CacheColumns {
             accessed_at: "accessed_at".into(),
             category: "category".into(),
             project: "project_name".into(),
+            value: "value".into(),
+            access_count: "access_count".into(),
         }
     }
 }
@@ -655,6 +664,53 @@ impl Default for BackupSettings {
             keep_daily: 7,
             keep_weekly: 4,
             max_age: Some(Duration::from_secs(90 * DAY)),
+        }
+    }
+}
+
+/// cache-optimizer: what it judges worth changing, and how it warms Redis.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerSettings {
+    /// An index is bloated when this share of it is estimated to be waste...
+    pub bloat_ratio: f64,
+    /// ...and the waste is at least this big.
+    pub bloat_min_size: ByteSize,
+    /// A table needs VACUUM when this share of its tuples are dead (autovacuum's default).
+    pub dead_tuple_ratio: f64,
+    /// Redis keys without a TTL above this share of a sample are worth a TTL strategy.
+    pub ttl_less_share: f64,
+    /// `MEMORY PURGE` runs when `mem_fragmentation_ratio` is above this.
+    pub fragmentation_ratio: f64,
+    /// The `maxmemory-policy` recommended for a cache (applied only with `run --apply`).
+    pub eviction_policy: String,
+    /// Keys given a pattern TTL per run at most (each is recorded in the rollback point).
+    pub ttl_max_keys: u64,
+    /// `warm`: TTL of the entries copied into Redis (shorter when the row expires sooner).
+    #[serde(with = "humantime_serde")]
+    pub warm_ttl: Duration,
+    /// `warm`: entries copied per run at most.
+    pub warm_max_entries: u64,
+    /// `warm`: bytes of values copied per run at most.
+    pub warm_max_bytes: ByteSize,
+    /// `warm`: prepended to each cache-table key to make the Redis key.
+    pub warm_key_prefix: String,
+}
+
+impl Default for OptimizerSettings {
+    fn default() -> Self {
+        Self {
+            bloat_ratio: 0.3,
+            bloat_min_size: ByteSize::mib(1),
+            dead_tuple_ratio: 0.2,
+            ttl_less_share: 0.2,
+            fragmentation_ratio: 1.5,
+            eviction_policy: "allkeys-lru".into(),
+            ttl_max_keys: 100_000,
+            warm_ttl: Duration::from_secs(3600),
+            warm_max_entries: 1000,
+            warm_max_bytes: ByteSize::mib(64),
+            warm_key_prefix: String::new(),
         }
     }
 }

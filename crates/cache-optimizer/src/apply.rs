@@ -1,0 +1,592 @@
+//! `run` and `rollback`: applying recommendations, with a rollback point (seed 003).
+//!
+//! Before any change, `run` writes a rollback point to `optimizer/rollback/<id>.json`; before
+//! each change it records the old value there (and syncs the file), then applies the change
+//! and records how it went. `rollback ID` puts back every recorded value, newest first:
+//! storage parameters and `CONFIG SET` values to what they were, pattern TTLs removed
+//! (`PERSIST`) from exactly the keys that got them. ANALYZE, VACUUM, REINDEX and MEMORY PURGE
+//! change no value, so they are recorded as not reversible.
+
+use std::collections::HashMap;
+
+use cache_core::app::{Context, JobResult};
+use cache_core::cli::CommonArgs;
+use cache_core::clients::{postgres, redis as redis_client};
+use cache_core::config::{PostgresTarget, RedisTarget};
+use cache_core::error::UsageError;
+use cache_core::exit::{self, Convention};
+use cache_core::output::Format;
+use cache_core::runs::Outcome;
+use cache_core::scan::{ScanOptions, Scanner, glob_match};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::analyze;
+use crate::model::Action;
+
+/// Rollback points, in the state directory.
+pub const ROLLBACK_DIR: &str = "optimizer/rollback";
+/// The job (and lock) `run` and `rollback` share.
+pub const JOB: &str = "optimize";
+
+/// Where a rollback point stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PointStatus {
+    /// Changes are being made (a run that died here left some applied).
+    Open,
+    /// The run finished.
+    Applied,
+    /// `rollback` restored it.
+    RolledBack,
+}
+
+/// One change and what it replaced.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Change {
+    /// What was done.
+    pub action: Action,
+    /// Whether `rollback` can undo it.
+    pub reversible: bool,
+    /// The value before: a setting's old value (null: not set), or `{"keys": [...]}`.
+    pub before: Value,
+    /// `pending`, `applied`, or `failed: ...`.
+    pub outcome: String,
+    /// What `rollback` did, once it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<String>,
+}
+
+/// A rollback point.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RollbackPoint {
+    /// Its id, e.g. `20261122-040000-812`.
+    pub id: String,
+    /// When the run started.
+    pub created_at: DateTime<Utc>,
+    /// Where it stands.
+    pub status: PointStatus,
+    /// When it was rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_at: Option<DateTime<Utc>>,
+    /// The changes, in the order made.
+    pub changes: Vec<Change>,
+}
+
+fn point_path(id: &str) -> String {
+    format!("{ROLLBACK_DIR}/{id}.json")
+}
+
+/// Order of application: statistics and space first, then index rebuilds, then settings.
+fn phase(a: &Action) -> u8 {
+    match a {
+        Action::PgVacuum { .. } => 0,
+        Action::PgAnalyze { .. } => 1,
+        Action::PgReindex { .. } => 2,
+        Action::PgTableSetting { .. } => 3,
+        Action::RedisConfig { .. } => 4,
+        Action::RedisPatternTtl { .. } => 5,
+        Action::RedisMemoryPurge { .. } => 6,
+    }
+}
+
+/// A storage parameter name or value read back from a rollback point: only what the optimizer
+/// itself writes (identifiers and numbers) is accepted, so an edited file cannot inject SQL.
+fn plain(text: &str) -> anyhow::Result<&str> {
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.')) {
+        Ok(text)
+    } else {
+        anyhow::bail!("`{text}` is not a plain storage parameter or value")
+    }
+}
+
+/// Escapes glob specials so a prefix matches itself in SCAN MATCH.
+fn glob_escape(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+struct Targets<'a> {
+    ctx: &'a Context,
+    pg: HashMap<String, tokio_postgres::Client>,
+    redis: HashMap<String, redis::aio::MultiplexedConnection>,
+}
+
+impl<'a> Targets<'a> {
+    fn new(ctx: &'a Context) -> Self {
+        Self { ctx, pg: HashMap::new(), redis: HashMap::new() }
+    }
+
+    fn pg_target(&self, name: &str) -> anyhow::Result<&'a PostgresTarget> {
+        self.ctx
+            .config
+            .postgres
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| anyhow::anyhow!("postgres target `{name}` is not in the configuration"))
+    }
+
+    fn redis_target(&self, name: &str) -> anyhow::Result<&'a RedisTarget> {
+        self.ctx
+            .config
+            .redis
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| anyhow::anyhow!("redis target `{name}` is not in the configuration"))
+    }
+
+    async fn pg(&mut self, name: &str) -> anyhow::Result<&tokio_postgres::Client> {
+        if !self.pg.contains_key(name) {
+            let client = postgres::connect(self.pg_target(name)?).await?;
+            self.pg.insert(name.to_owned(), client);
+        }
+        self.pg.get(name).ok_or_else(|| anyhow::anyhow!("postgres connection `{name}` lost"))
+    }
+
+    async fn redis(&mut self, name: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        if !self.redis.contains_key(name) {
+            let conn = redis_client::connect(self.redis_target(name)?).await?;
+            self.redis.insert(name.to_owned(), conn);
+        }
+        self.redis.get(name).cloned().ok_or_else(|| anyhow::anyhow!("redis connection `{name}` lost"))
+    }
+}
+
+async fn pg_exec(db: &tokio_postgres::Client, sql: &str) -> anyhow::Result<()> {
+    // One statement per call: VACUUM and REINDEX CONCURRENTLY refuse transaction blocks.
+    db.batch_execute(sql).await.map_err(|e| anyhow::anyhow!("{}", postgres::error_text(&e)))
+}
+
+async fn table_setting(db: &tokio_postgres::Client, table: &str, setting: &str) -> anyhow::Result<Option<String>> {
+    let row = db
+        .query_opt(
+            "SELECT option_value FROM pg_options_to_table((SELECT reloptions FROM pg_class WHERE oid = to_regclass($1)))
+              WHERE option_name = $2",
+            &[&table, &setting],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", postgres::error_text(&e)))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+async fn index_size(db: &tokio_postgres::Client, index: &str) -> i64 {
+    db.query_one("SELECT pg_relation_size(to_regclass($1))", &[&index]).await.map_or(0, |r| r.get(0))
+}
+
+/// The keys under `prefix` without a TTL (and not protected), at most `limit`.
+async fn ttl_less_keys(
+    ctx: &Context,
+    target: &RedisTarget,
+    conn: redis::aio::MultiplexedConnection,
+    prefix: &str,
+    limit: u64,
+) -> anyhow::Result<Vec<String>> {
+    let opts = ScanOptions {
+        pattern: Some(format!("{}*", glob_escape(prefix))),
+        count: 1000,
+        access: false,
+        memory: false,
+        ..ScanOptions::default()
+    };
+    let mut scanner = Scanner::new(conn, opts, 0).await?;
+    let protected: Vec<&String> = ctx.config.cleanup.protected.iter().chain(&target.protected).collect();
+    let mut keys = Vec::new();
+    while let Some(batch) = scanner.next_batch().await? {
+        for k in batch {
+            if k.ttl_ms.is_none()
+                && !protected.iter().any(|p| glob_match(p.as_bytes(), &k.key))
+                && let Ok(name) = String::from_utf8(k.key)
+            {
+                keys.push(name);
+                if keys.len() as u64 >= limit {
+                    return Ok(keys);
+                }
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// Applies one action, recording the old value in `change.before` first through `save`.
+async fn apply(
+    targets: &mut Targets<'_>,
+    change: &mut Change,
+    save: &mut dyn FnMut(&Change) -> anyhow::Result<()>,
+) -> anyhow::Result<String> {
+    let ctx = targets.ctx;
+    match change.action.clone() {
+        Action::PgAnalyze { target, table } => {
+            pg_exec(targets.pg(&target).await?, &format!("ANALYZE {table}")).await?;
+            Ok("analyzed".into())
+        }
+        Action::PgVacuum { target, table } => {
+            pg_exec(targets.pg(&target).await?, &format!("VACUUM {table}")).await?;
+            Ok("vacuumed".into())
+        }
+        Action::PgReindex { target, index } => {
+            let db = targets.pg(&target).await?;
+            let before = index_size(db, &index).await;
+            pg_exec(db, &format!("REINDEX INDEX CONCURRENTLY {index}")).await?;
+            let after = index_size(db, &index).await;
+            Ok(format!(
+                "rebuilt: {} → {}",
+                cache_core::output::bytes(before as u64),
+                cache_core::output::bytes(after as u64)
+            ))
+        }
+        Action::PgTableSetting { target, table, setting, value } => {
+            let db = targets.pg(&target).await?;
+            let old = table_setting(db, &table, &setting).await?;
+            change.before = json!(old);
+            save(change)?;
+            pg_exec(db, &format!("ALTER TABLE {table} SET ({} = {})", plain(&setting)?, plain(&value)?)).await?;
+            Ok(format!("{setting}: {} → {value}", old.as_deref().unwrap_or("(default)")))
+        }
+        Action::RedisConfig { target, parameter, value } => {
+            let mut conn = targets.redis(&target).await?;
+            let old: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(&parameter).query_async(&mut conn).await?;
+            let old =
+                old.get(1).cloned().ok_or_else(|| anyhow::anyhow!("CONFIG GET {parameter}: no such parameter"))?;
+            change.before = json!(old);
+            save(change)?;
+            redis::cmd("CONFIG").arg("SET").arg(&parameter).arg(&value).query_async::<()>(&mut conn).await?;
+            Ok(format!("{parameter}: {old} → {value}"))
+        }
+        Action::RedisPatternTtl { target, prefix, ttl_ms } => {
+            let conn = targets.redis(&target).await?;
+            let t = targets.redis_target(&target)?;
+            let keys = ttl_less_keys(ctx, t, conn.clone(), &prefix, ctx.config.optimizer.ttl_max_keys).await?;
+            // Recorded before any is changed: a run that dies midway can still be rolled back.
+            change.before = json!({ "keys": keys });
+            save(change)?;
+            let mut conn = conn;
+            let mut changed = Vec::new();
+            for chunk in keys.chunks(1000) {
+                let mut pipe = redis::pipe();
+                for k in chunk {
+                    pipe.cmd("PEXPIRE").arg(k).arg(ttl_ms).arg("NX");
+                }
+                let set: Vec<i64> = pipe.query_async(&mut conn).await?;
+                changed.extend(chunk.iter().zip(set).filter(|(_, s)| *s == 1).map(|(k, _)| k.clone()));
+            }
+            // Only the keys this run changed: one that got a TTL meanwhile is not ours to undo.
+            let n = changed.len();
+            change.before = json!({ "keys": changed });
+            Ok(format!("TTL set on {n} keys"))
+        }
+        Action::RedisMemoryPurge { target } => {
+            let mut conn = targets.redis(&target).await?;
+            redis::cmd("MEMORY").arg("PURGE").query_async::<()>(&mut conn).await?;
+            Ok("purged".into())
+        }
+    }
+}
+
+/// Undoes one applied change.
+async fn restore(targets: &mut Targets<'_>, change: &Change) -> anyhow::Result<String> {
+    match &change.action {
+        Action::PgTableSetting { target, table, setting, .. } => {
+            let db = targets.pg(target).await?;
+            let setting = plain(setting)?;
+            match change.before.as_str() {
+                Some(old) => {
+                    pg_exec(db, &format!("ALTER TABLE {table} SET ({setting} = {})", plain(old)?)).await?;
+                    Ok(format!("{setting} = {old} again"))
+                }
+                None => {
+                    pg_exec(db, &format!("ALTER TABLE {table} RESET ({setting})")).await?;
+                    Ok(format!("{setting} reset to the default"))
+                }
+            }
+        }
+        Action::RedisConfig { target, parameter, .. } => {
+            let old = change.before.as_str().ok_or_else(|| anyhow::anyhow!("no old value recorded"))?;
+            let mut conn = targets.redis(target).await?;
+            redis::cmd("CONFIG").arg("SET").arg(parameter).arg(old).query_async::<()>(&mut conn).await?;
+            Ok(format!("{parameter} = {old} again"))
+        }
+        Action::RedisPatternTtl { target, .. } => {
+            let keys: Vec<String> = serde_json::from_value(change.before["keys"].clone()).unwrap_or_default();
+            let mut conn = targets.redis(target).await?;
+            let mut persisted = 0;
+            for chunk in keys.chunks(1000) {
+                let mut pipe = redis::pipe();
+                for k in chunk {
+                    pipe.cmd("PERSIST").arg(k);
+                }
+                let done: Vec<i64> = pipe.query_async(&mut conn).await?;
+                persisted += done.iter().filter(|d| **d == 1).count();
+            }
+            Ok(format!("TTL removed from {persisted} of {} keys (the others expired or changed since)", keys.len()))
+        }
+        other => Ok(format!("nothing to restore ({})", other.describe())),
+    }
+}
+
+fn new_id(now: DateTime<Utc>) -> String {
+    format!("{}-{}", now.format("%Y%m%d-%H%M%S"), std::process::id())
+}
+
+/// Runs `run`.
+pub async fn run(common: &CommonArgs, format: Format, apply_config: bool, dry_run: bool) -> anyhow::Result<u8> {
+    let ctx = Context::load(common, format, Convention::Standard)?;
+    let job = ctx.begin_job(JOB, "cache-optimizer run").await?;
+    let result = run_job(&ctx, apply_config, dry_run).await;
+    job.finish(&ctx, result)
+}
+
+async fn run_job(ctx: &Context, apply_config: bool, dry_run: bool) -> anyhow::Result<JobResult> {
+    let findings = analyze::findings(ctx).await?;
+    let mut actions: Vec<Action> = findings.recommendations.iter().filter_map(|r| r.action.clone()).collect();
+    actions.sort_by_key(phase);
+    let (todo, held): (Vec<Action>, Vec<Action>) = actions.into_iter().partition(|a| a.is_safe() || apply_config);
+    let printer = &ctx.printer;
+    let mut table = printer.table();
+    table.set_header(["Change", "Result"]);
+    if dry_run {
+        for a in &todo {
+            table.add_row(vec![a.describe(), "would be done".into()]);
+        }
+        for a in &held {
+            table.add_row(vec![a.describe(), "needs --apply".into()]);
+        }
+        let doc = json!({ "dry_run": true, "would_apply": todo, "needs_apply": held, "notes": findings.notes });
+        if printer.format() == Format::Json {
+            printer.json(&doc)?;
+        } else {
+            printer.info(&format!("cache-optimizer run (dry run: nothing changed)\n{table}"))?;
+        }
+        return Ok(JobResult { outcome: Outcome::Success, exit_code: exit::SUCCESS, summary: doc });
+    }
+    let now = Utc::now();
+    let mut point = RollbackPoint {
+        id: new_id(now),
+        created_at: now,
+        status: PointStatus::Open,
+        rolled_back_at: None,
+        changes: vec![],
+    };
+    let rel = point_path(&point.id);
+    if !todo.is_empty() {
+        ctx.state.write_json(&rel, &point)?;
+    }
+    let mut targets = Targets::new(ctx);
+    let mut failed = 0;
+    for action in todo {
+        let reversible = !matches!(
+            action,
+            Action::PgAnalyze { .. }
+                | Action::PgVacuum { .. }
+                | Action::PgReindex { .. }
+                | Action::RedisMemoryPurge { .. }
+        );
+        let mut change = Change {
+            action: action.clone(),
+            reversible,
+            before: Value::Null,
+            outcome: "pending".into(),
+            restored: None,
+        };
+        let mut save = |c: &Change| -> anyhow::Result<()> {
+            let mut p = point.clone();
+            p.changes.push(c.clone());
+            ctx.state.write_json(&rel, &p)
+        };
+        let result = apply(&mut targets, &mut change, &mut save).await;
+        let text = match result {
+            Ok(text) => {
+                change.outcome = "applied".into();
+                text
+            }
+            Err(e) => {
+                failed += 1;
+                change.outcome = format!("failed: {e:#}");
+                change.outcome.clone()
+            }
+        };
+        table.add_row(vec![action.describe(), text]);
+        point.changes.push(change);
+        ctx.state.write_json(&rel, &point)?;
+    }
+    for a in &held {
+        table.add_row(vec![a.describe(), "not applied: configuration changes need --apply".into()]);
+    }
+    let applied = point.changes.iter().filter(|c| c.outcome == "applied").count();
+    if !point.changes.is_empty() {
+        point.status = PointStatus::Applied;
+        ctx.state.write_json(&rel, &point)?;
+    }
+    let doc = json!({
+        "rollback_point": (!point.changes.is_empty()).then_some(&point.id),
+        "changes": point.changes,
+        "needs_apply": held,
+        "notes": findings.notes,
+    });
+    if printer.format() == Format::Json {
+        printer.json(&doc)?;
+    } else if !printer.is_quiet() || failed > 0 {
+        let mut text = format!("cache-optimizer run: {applied} change(s) applied, {failed} failed\n");
+        if point.changes.is_empty() && held.is_empty() {
+            text.push_str("nothing to do\n");
+        } else {
+            text.push_str(&format!("{table}\n"));
+        }
+        if !point.changes.is_empty() {
+            text.push_str(&format!("rollback point {} (undo with: cache-optimizer rollback {})\n", point.id, point.id));
+        }
+        for n in &findings.notes {
+            text.push_str(&format!("note: {n}\n"));
+        }
+        printer.always(&text)?;
+    }
+    let (outcome, code) =
+        if failed > 0 { (Outcome::Partial, exit::PARTIAL) } else { (Outcome::Success, exit::SUCCESS) };
+    Ok(JobResult {
+        outcome,
+        exit_code: code,
+        summary: json!({ "rollback_point": point.id, "applied": applied, "failed": failed, "needs_apply": held.len() }),
+    })
+}
+
+/// Every rollback point, oldest first.
+pub fn points(ctx: &Context) -> anyhow::Result<Vec<RollbackPoint>> {
+    let dir = ctx.state.path(ROLLBACK_DIR);
+    let mut ids: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_owned))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(anyhow::anyhow!("reading `{}`: {e}", dir.display())),
+    };
+    ids.sort();
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(p) = ctx.state.read_json::<RollbackPoint>(&point_path(&id))? {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `rollback`.
+pub async fn rollback(
+    common: &CommonArgs,
+    format: Format,
+    id: Option<&str>,
+    list: bool,
+    dry_run: bool,
+) -> anyhow::Result<u8> {
+    let ctx = Context::load(common, format, Convention::Standard)?;
+    let printer = &ctx.printer;
+    if list {
+        let all = points(&ctx)?;
+        if printer.format() == Format::Json {
+            printer.json(&json!({ "points": all }))?;
+            return Ok(exit::SUCCESS);
+        }
+        let mut table = printer.table();
+        table.set_header(["Id", "Created", "Status", "Changes"]);
+        for p in &all {
+            table.add_row(vec![
+                p.id.clone(),
+                p.created_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                format!("{:?}", p.status).to_lowercase(),
+                p.changes.iter().map(|c| c.action.describe()).collect::<Vec<_>>().join("\n"),
+            ]);
+        }
+        printer.always(&format!("{table}"))?;
+        return Ok(exit::SUCCESS);
+    }
+    let id = id.ok_or_else(|| UsageError("name a rollback point (an id, or `latest`), or pass --list".into()))?;
+    let job = ctx.begin_job(JOB, "cache-optimizer rollback").await?;
+    let result = rollback_job(&ctx, id, dry_run).await;
+    job.finish(&ctx, result)
+}
+
+async fn rollback_job(ctx: &Context, id: &str, dry_run: bool) -> anyhow::Result<JobResult> {
+    let mut point = if id == "latest" {
+        points(ctx)?.into_iter().rev().find(|p| p.status != PointStatus::RolledBack).ok_or_else(|| {
+            UsageError("no rollback point that has not been rolled back (cache-optimizer rollback --list)".into())
+        })?
+    } else {
+        if id.contains('/') || id.contains("..") {
+            return Err(UsageError(format!("`{id}` is not a rollback point id")).into());
+        }
+        ctx.state.read_json::<RollbackPoint>(&point_path(id))?.ok_or_else(|| {
+            UsageError(format!("no rollback point `{id}` (cache-optimizer rollback --list shows them)"))
+        })?
+    };
+    if point.status == PointStatus::RolledBack {
+        let when = point.rolled_back_at.map(|t| t.to_rfc3339()).unwrap_or_default();
+        return Err(UsageError(format!("rollback point `{}` was already rolled back at {when}", point.id)).into());
+    }
+    let rel = point_path(&point.id);
+    let mut targets = Targets::new(ctx);
+    let mut table = ctx.printer.table();
+    table.set_header(["Change", "Restored"]);
+    let mut failed = 0;
+    for i in (0..point.changes.len()).rev() {
+        let change = point.changes[i].clone();
+        // A pending change may have been partly made before the run died: undo it too.
+        let undo = change.reversible && (change.outcome == "applied" || change.outcome == "pending");
+        let text = if !undo {
+            "nothing to restore".to_owned()
+        } else if dry_run {
+            format!("would restore {}", change.before)
+        } else {
+            match restore(&mut targets, &change).await {
+                Ok(t) => {
+                    point.changes[i].restored = Some(t.clone());
+                    t
+                }
+                Err(e) => {
+                    failed += 1;
+                    format!("failed: {e:#}")
+                }
+            }
+        };
+        table.add_row(vec![change.action.describe(), text]);
+    }
+    if !dry_run && failed == 0 {
+        point.status = PointStatus::RolledBack;
+        point.rolled_back_at = Some(Utc::now());
+    }
+    if !dry_run {
+        ctx.state.write_json(&rel, &point)?;
+    }
+    if ctx.printer.format() == Format::Json {
+        ctx.printer.json(&point)?;
+    } else {
+        let dry = if dry_run { " (dry run: nothing changed)" } else { "" };
+        ctx.printer.always(&format!("rollback of {}{dry}\n{table}", point.id))?;
+    }
+    let (outcome, code) =
+        if failed > 0 { (Outcome::Partial, exit::PARTIAL) } else { (Outcome::Success, exit::SUCCESS) };
+    Ok(JobResult { outcome, exit_code: code, summary: json!({ "rollback_point": point.id, "failed": failed }) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_parameters_come_back_from_a_point() {
+        assert_eq!(plain("autovacuum_vacuum_scale_factor").unwrap(), "autovacuum_vacuum_scale_factor");
+        assert_eq!(plain("0.05").unwrap(), "0.05");
+        assert!(plain("0); DROP TABLE x; --").is_err());
+        assert!(plain("").is_err());
+    }
+
+    #[test]
+    fn prefixes_match_themselves() {
+        assert_eq!(glob_escape("app:[v1]*?"), "app:\\[v1\\]\\*\\?");
+    }
+}

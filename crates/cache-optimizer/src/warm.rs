@@ -1,0 +1,233 @@
+//! `warm`: seed 002's cache warming across tiers. Before an hour the usage profile marks busy,
+//! the hottest entries of the PostgreSQL cache table (by access count, then recency; taken
+//! round-robin across categories so one category cannot crowd out the rest) are copied into
+//! Redis with a TTL, bounded by a count and a byte budget. Keys already in Redis are left as
+//! they are (`SET ... NX`), and protected patterns are never written.
+
+use cache_analytics::predict::hourly_profile;
+use cache_analytics::snapshot::{HISTORY, Snapshot};
+use cache_core::app::{Context, JobResult};
+use cache_core::cli::CommonArgs;
+use cache_core::clients::{postgres, redis as redis_client};
+use cache_core::error::UsageError;
+use cache_core::exit::{self, Convention};
+use cache_core::output::{Format, bytes};
+use cache_core::runs::Outcome;
+use cache_core::scan::glob_match;
+use chrono::{Duration, Timelike, Utc};
+use serde::Serialize;
+use serde_json::json;
+
+/// The job (and lock) name.
+pub const JOB: &str = "optimize-warm";
+
+/// `warm`'s options.
+#[derive(Clone, Debug, Default)]
+pub struct WarmOptions {
+    /// The PostgreSQL target to read (default: the first).
+    pub from: Option<String>,
+    /// The Redis target to fill (default: the first).
+    pub into: Option<String>,
+    /// Overrides `optimizer.warm_max_entries`.
+    pub max_entries: Option<u64>,
+    /// Warm whatever the usage profile says.
+    pub force: bool,
+    /// Only list what would be copied.
+    pub dry_run: bool,
+}
+
+/// One entry chosen for warming.
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    /// The Redis key.
+    pub key: String,
+    /// Its category.
+    pub category: Option<String>,
+    /// Its access count.
+    pub access_count: i64,
+    /// Bytes of the value.
+    pub bytes: u64,
+    /// TTL given, milliseconds.
+    pub ttl_ms: u64,
+    /// Whether it was written (false: already in Redis, or a dry run).
+    pub written: bool,
+}
+
+/// Whether the hour after `now` is busy: at or above the day's average operations per second.
+/// `Err` says why not (or that there is no profile yet).
+pub fn next_hour_busy(history: &[Snapshot], now: chrono::DateTime<Utc>) -> Result<String, String> {
+    let Some(profile) = hourly_profile(history) else {
+        return Err("there is no usage profile yet (it needs a day of `cache-analytics collect`)".into());
+    };
+    let hour = (now + Duration::hours(1)).hour() as usize;
+    let average = profile.iter().sum::<f64>() / 24.0;
+    let text = format!("{hour:02}:00 UTC averages {:.0} ops/s against {average:.0} over the day", profile[hour]);
+    if profile[hour] >= average { Ok(text) } else { Err(text) }
+}
+
+/// Runs `warm`.
+pub async fn run(common: &CommonArgs, format: Format, opts: WarmOptions) -> anyhow::Result<u8> {
+    let ctx = Context::load(common, format, Convention::Standard)?;
+    let job = ctx.begin_job(JOB, "cache-optimizer warm").await?;
+    let result = warm(&ctx, &opts).await;
+    job.finish(&ctx, result)
+}
+
+async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
+    let config = &ctx.config;
+    let settings = &config.optimizer;
+    let pick = |name: &Option<String>, names: Vec<&str>, tier: &str| -> anyhow::Result<usize> {
+        match name {
+            Some(n) => names.iter().position(|t| t == n).ok_or_else(|| {
+                UsageError(format!(
+                    "--{}: no {tier} target named `{n}` in the configuration",
+                    if tier == "postgres" { "from" } else { "into" }
+                ))
+                .into()
+            }),
+            None if names.is_empty() => {
+                Err(UsageError(format!("warming needs a {tier} target in the configuration")).into())
+            }
+            None => Ok(0),
+        }
+    };
+    let pg = &config.postgres[pick(&opts.from, config.postgres.iter().map(|t| t.name.as_str()).collect(), "postgres")?];
+    let redis_target =
+        &config.redis[pick(&opts.into, config.redis.iter().map(|t| t.name.as_str()).collect(), "redis")?];
+    let history: Vec<Snapshot> = ctx.state.read_jsonl(HISTORY)?;
+    let reason = match next_hour_busy(&history, Utc::now()) {
+        Ok(why) => format!("busy hour ahead: {why}"),
+        Err(why) if opts.force => format!("forced ({why})"),
+        Err(why) => {
+            let text = format!("nothing warmed: {why}; --force warms anyway");
+            ctx.printer.info(&text)?;
+            return Ok(JobResult {
+                outcome: Outcome::Skipped,
+                exit_code: exit::SUCCESS,
+                summary: json!({ "skipped": text }),
+            });
+        }
+    };
+    let max_entries = opts.max_entries.unwrap_or(settings.warm_max_entries);
+    let c = &pg.columns;
+    let q = postgres::quote_ident;
+    let (filter, project) = if c.project.is_empty() {
+        ("true".to_owned(), None)
+    } else {
+        (format!("{} = $2", q(&c.project)), Some(config.project_name.clone()))
+    };
+    // Round-robin over categories: every category's hottest entry, then every second...
+    let sql = format!(
+        "SELECT k, v, cat, ac, ttl_ms FROM (
+            SELECT {key}::text AS k, {value}::text AS v, {cat}::text AS cat, {ac}::bigint AS ac, {acc} AS acc,
+                   CASE WHEN {exp} IS NULL THEN NULL
+                        ELSE (extract(epoch FROM {exp} - now()) * 1000)::bigint END AS ttl_ms,
+                   row_number() OVER (PARTITION BY {cat} ORDER BY {ac} DESC, {acc} DESC) AS rn
+              FROM {table}
+             WHERE {filter} AND ({exp} IS NULL OR {exp} > now())
+         ) s ORDER BY rn, ac DESC, acc DESC LIMIT $1",
+        key = q(&c.key),
+        value = q(&c.value),
+        cat = q(&c.category),
+        ac = q(&c.access_count),
+        acc = q(&c.accessed_at),
+        exp = q(&c.expires_at),
+        table = q(&pg.table),
+    );
+    let db = postgres::connect(pg).await?;
+    let limit = i64::try_from(max_entries).unwrap_or(i64::MAX);
+    let rows = match &project {
+        Some(p) => db.query(&sql, &[&limit, p]).await,
+        None => db.query(&sql, &[&limit]).await,
+    }
+    .map_err(|e| anyhow::anyhow!("postgres/{}: reading the hottest entries: {}", pg.name, postgres::error_text(&e)))?;
+    let protected: Vec<&String> = config.cleanup.protected.iter().chain(&redis_target.protected).collect();
+    let budget = settings.warm_max_bytes.as_u64();
+    let ttl_cap = settings.warm_ttl.as_millis() as u64;
+    let mut used = 0u64;
+    let mut entries: Vec<(Entry, String)> = Vec::new();
+    let mut skipped_protected = 0;
+    for row in rows {
+        let key = format!("{}{}", settings.warm_key_prefix, row.get::<_, String>(0));
+        let value: String = row.get(1);
+        if protected.iter().any(|p| glob_match(p.as_bytes(), key.as_bytes())) {
+            skipped_protected += 1;
+            continue;
+        }
+        let size = (key.len() + value.len()) as u64;
+        if used + size > budget {
+            break;
+        }
+        used += size;
+        let ttl_ms = row.get::<_, Option<i64>>(4).map_or(ttl_cap, |t| (t.max(1) as u64).min(ttl_cap));
+        let entry = Entry {
+            key,
+            category: row.get(2),
+            access_count: row.get(3),
+            bytes: value.len() as u64,
+            ttl_ms,
+            written: false,
+        };
+        entries.push((entry, value));
+    }
+    if !opts.dry_run && !entries.is_empty() {
+        let mut conn = redis_client::connect(redis_target).await?;
+        for chunk in entries.chunks_mut(500) {
+            let mut pipe = redis::pipe();
+            for (e, v) in chunk.iter() {
+                pipe.cmd("SET").arg(&e.key).arg(v).arg("PX").arg(e.ttl_ms).arg("NX");
+            }
+            let answers: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+            for ((e, _), a) in chunk.iter_mut().zip(answers) {
+                e.written = a.is_some();
+            }
+        }
+    }
+    let written = entries.iter().filter(|(e, _)| e.written).count();
+    let entries: Vec<Entry> = entries.into_iter().map(|(e, _)| e).collect();
+    let doc = json!({
+        "dry_run": opts.dry_run,
+        "reason": reason,
+        "from": format!("postgres/{}", pg.name),
+        "into": format!("redis/{}", redis_target.name),
+        "selected": entries.len(),
+        "written": written,
+        "already_present": if opts.dry_run { 0 } else { entries.len() - written },
+        "protected": skipped_protected,
+        "bytes": used,
+        "entries": entries,
+    });
+    let printer = &ctx.printer;
+    if printer.format() == Format::Json {
+        printer.json(&doc)?;
+    } else {
+        let mut text = format!(
+            "cache-optimizer warm: {reason}\npostgres/{} → redis/{}: {} entries selected ({}), {written} written{}\n",
+            pg.name,
+            redis_target.name,
+            entries.len(),
+            bytes(used),
+            if opts.dry_run { " (dry run: nothing written)" } else { "" },
+        );
+        if opts.dry_run {
+            let mut table = printer.table();
+            table.set_header(["Key", "Category", "Accesses", "Size", "TTL"]);
+            for e in entries.iter().take(config.cleanup.dry_run_sample) {
+                table.add_row(vec![
+                    e.key.clone(),
+                    e.category.clone().unwrap_or_default(),
+                    e.access_count.to_string(),
+                    bytes(e.bytes),
+                    cache_core::output::millis(e.ttl_ms as f64),
+                ]);
+            }
+            text.push_str(&format!("{table}\n"));
+        }
+        printer.info(&text)?;
+    }
+    Ok(JobResult {
+        outcome: Outcome::Success,
+        exit_code: exit::SUCCESS,
+        summary: json!({ "written": written, "bytes": used }),
+    })
+}
