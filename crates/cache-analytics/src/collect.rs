@@ -17,7 +17,7 @@ use cache_core::scan::{ScanOptions, Scanner};
 use cache_core::tier::{Tier, selected};
 use chrono::Utc;
 
-use crate::snapshot::{
+use cache_core::history::{
     DirFigures, HISTORY, HostFigures, Latency, MemoryFigures, PostgresFigures, PrefixFigures, RedisFigures, Snapshot,
 };
 

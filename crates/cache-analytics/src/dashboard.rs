@@ -23,9 +23,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::predict::WINDOWS_FILE;
-use crate::report::{Point, increase};
-use crate::snapshot::{HISTORY, Snapshot};
+use cache_core::history::WINDOWS_FILE;
+use cache_core::history::{HISTORY, Snapshot};
+use cache_core::history::{Point, increase};
 
 /// Where the page is written when no `--output` is given.
 pub const DEFAULT_OUTPUT: &str = "analytics/dashboard.html";

@@ -14,7 +14,7 @@ use cache_core::output::Format;
 use cache_core::runs;
 
 use crate::ExportFormat;
-use crate::snapshot::{HISTORY, Snapshot};
+use cache_core::history::{HISTORY, Snapshot};
 
 /// Runs `export`.
 pub fn run(common: &CommonArgs, format: ExportFormat, output: Option<&Path>) -> anyhow::Result<u8> {

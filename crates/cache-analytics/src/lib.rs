@@ -6,7 +6,6 @@ pub mod dashboard;
 pub mod export;
 pub mod predict;
 pub mod report;
-pub mod snapshot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -12,15 +12,13 @@ use cache_core::cli::CommonArgs;
 use cache_core::exit::{self, Convention};
 use cache_core::forecast::{self, Estimate, Window};
 use cache_core::output::{Format, bytes};
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::snapshot::{HISTORY, Snapshot};
+use cache_core::history::{HISTORY, Snapshot, WINDOWS_FILE, hourly_profile};
 
 /// How far ahead forecasts look.
 pub const HORIZON_DAYS: f64 = 7.0;
-/// Where `windows` leaves its result for the scheduler.
-pub const WINDOWS_FILE: &str = "analytics/windows.json";
 
 /// One Redis target's forecasts.
 #[derive(Debug, Serialize)]
@@ -39,7 +37,7 @@ pub struct TargetForecast {
     pub latency_ms: Option<f64>,
 }
 
-fn series(history: &[Snapshot]) -> BTreeMap<String, Vec<(DateTime<Utc>, &crate::snapshot::RedisFigures)>> {
+fn series(history: &[Snapshot]) -> BTreeMap<String, Vec<(DateTime<Utc>, &cache_core::history::RedisFigures)>> {
     let mut by_target: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for s in history {
         for r in s.redis.iter().filter(|r| r.error.is_none()) {
@@ -86,26 +84,6 @@ pub fn forecasts(history: &[Snapshot]) -> Vec<TargetForecast> {
             }
         })
         .collect()
-}
-
-/// The hour-of-day profile of operations per second (mean over targets and days), UTC.
-pub fn hourly_profile(history: &[Snapshot]) -> Option<[f64; 24]> {
-    let mut sums = [0.0; 24];
-    let mut counts = [0u32; 24];
-    for s in history {
-        let ops: f64 = s.redis.iter().filter_map(|r| r.info.get("instantaneous_ops_per_sec")).sum();
-        let hour = s.timestamp.hour() as usize;
-        sums[hour] += ops;
-        counts[hour] += 1;
-    }
-    if counts.contains(&0) {
-        return None; // A whole day is needed.
-    }
-    let mut profile = [0.0; 24];
-    for hour in 0..24 {
-        profile[hour] = sums[hour] / f64::from(counts[hour]);
-    }
-    Some(profile)
 }
 
 /// Runs `forecast`.

@@ -27,10 +27,9 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::snapshot::{HISTORY, Snapshot};
-
-/// Where reports are written, in the state directory.
-pub const REPORTS_DIR: &str = "analytics/reports";
+use cache_core::history::{
+    Day, HISTORY, Point, REPORTS_DIR, Snapshot, days, increase, load_points, mean, weekly_analysis,
+};
 
 /// A report's period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -68,163 +67,6 @@ impl Period {
             Self::Month => "archival-monthly",
         }
     }
-}
-
-/// One snapshot reduced to the figures reports use: the Redis targets added up.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Point {
-    /// When.
-    pub t: DateTime<Utc>,
-    /// `used_memory`, bytes.
-    pub used_memory: f64,
-    /// `maxmemory`, bytes (0 when any target has none).
-    pub maxmemory: f64,
-    /// Counter `keyspace_hits`.
-    pub hits: f64,
-    /// Counter `keyspace_misses`.
-    pub misses: f64,
-    /// Counter `total_commands_processed`, or hits + misses where not collected.
-    pub commands: f64,
-    /// Counter `evicted_keys`.
-    pub evicted: f64,
-    /// `instantaneous_ops_per_sec`.
-    pub ops_per_sec: f64,
-    /// Mean PING latency, milliseconds.
-    pub latency_ms: f64,
-    /// Whether every Redis target answered.
-    pub connected: bool,
-}
-
-impl Point {
-    /// Reduces a snapshot; `None` when it has no readable Redis target.
-    pub fn of(s: &Snapshot) -> Option<Self> {
-        let ok: Vec<_> = s.redis.iter().filter(|r| r.error.is_none()).collect();
-        if ok.is_empty() {
-            return None;
-        }
-        let sum = |key: &str| ok.iter().filter_map(|r| r.info.get(key)).sum::<f64>();
-        let hits = sum("keyspace_hits");
-        let misses = sum("keyspace_misses");
-        let commands = if ok.iter().all(|r| r.info.contains_key("total_commands_processed")) {
-            sum("total_commands_processed")
-        } else {
-            hits + misses
-        };
-        let maxmemory =
-            if ok.iter().all(|r| r.info.get("maxmemory").is_some_and(|m| *m > 0.0)) { sum("maxmemory") } else { 0.0 };
-        Some(Self {
-            t: s.timestamp,
-            used_memory: sum("used_memory"),
-            maxmemory,
-            hits,
-            misses,
-            commands,
-            evicted: sum("evicted_keys"),
-            ops_per_sec: sum("instantaneous_ops_per_sec"),
-            latency_ms: ok.iter().map(|r| r.latency.avg_ms).sum::<f64>() / ok.len() as f64,
-            connected: ok.len() == s.redis.len(),
-        })
-    }
-}
-
-/// The increase of a counter over a series, as Prometheus's `increase()` without
-/// extrapolation: a value lower than the one before is a reset, and counts from zero.
-pub fn increase(values: impl IntoIterator<Item = f64>) -> f64 {
-    let mut total = 0.0;
-    let mut last: Option<f64> = None;
-    for v in values {
-        if let Some(prev) = last {
-            total += if v >= prev { v - prev } else { v };
-        }
-        last = Some(v);
-    }
-    total
-}
-
-/// One UTC day of points.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Day {
-    /// The day.
-    pub date: NaiveDate,
-    /// Snapshots in it.
-    pub snapshots: usize,
-    /// Hits / lookups of the day (`None` without lookups).
-    pub hit_rate: Option<f64>,
-    /// Keyspace hits of the day.
-    pub hit_count: f64,
-    /// Keyspace misses of the day.
-    pub miss_count: f64,
-    /// Commands processed in the day.
-    pub total_operations: f64,
-    /// Keys evicted in the day.
-    pub evicted_keys: f64,
-    /// `used_memory` at the last snapshot of the day.
-    pub used_memory: f64,
-    /// Highest `used_memory` of the day.
-    pub peak_memory: f64,
-    /// `maxmemory` at the last snapshot.
-    pub maxmemory: f64,
-    /// Mean, lowest and highest PING latency, milliseconds.
-    pub avg_latency_ms: f64,
-    /// Lowest.
-    pub min_latency_ms: f64,
-    /// Highest.
-    pub max_latency_ms: f64,
-}
-
-/// Groups points (in time order) into UTC days. Counter increases are taken from the last
-/// point of the day before, so nothing between midnight snapshots is lost.
-pub fn days(points: &[Point]) -> Vec<Day> {
-    let mut out: Vec<Day> = Vec::new();
-    let mut start = 0;
-    while start < points.len() {
-        let date = points[start].t.date_naive();
-        let end = start + points[start..].iter().take_while(|p| p.t.date_naive() == date).count();
-        let from = start.saturating_sub(1);
-        let span = &points[from..end];
-        let counter = |f: fn(&Point) -> f64| increase(span.iter().map(f));
-        let (hit_count, miss_count) = (counter(|p| p.hits), counter(|p| p.misses));
-        let day = &points[start..end];
-        let latencies: Vec<f64> = day.iter().map(|p| p.latency_ms).collect();
-        out.push(Day {
-            date,
-            snapshots: day.len(),
-            hit_rate: (hit_count + miss_count > 0.0).then(|| hit_count / (hit_count + miss_count)),
-            hit_count,
-            miss_count,
-            total_operations: counter(|p| p.commands),
-            evicted_keys: counter(|p| p.evicted),
-            used_memory: day[day.len() - 1].used_memory,
-            peak_memory: day.iter().map(|p| p.used_memory).fold(0.0, f64::max),
-            maxmemory: day[day.len() - 1].maxmemory,
-            avg_latency_ms: mean(&latencies).unwrap_or(0.0),
-            min_latency_ms: latencies.iter().copied().fold(f64::INFINITY, f64::min),
-            max_latency_ms: latencies.iter().copied().fold(0.0, f64::max),
-        });
-        start = end;
-    }
-    out
-}
-
-fn mean(values: &[f64]) -> Option<f64> {
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-}
-
-/// Sample standard deviation (0 for fewer than two values), as Python's `statistics.stdev`.
-fn stdev(values: &[f64]) -> f64 {
-    let Some(m) = mean(values) else { return 0.0 };
-    if values.len() < 2 {
-        return 0.0;
-    }
-    (values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (values.len() - 1) as f64).sqrt()
-}
-
-/// The nearest-rank percentile `q` (0–1) of `values`.
-fn percentile(values: &[f64], q: f64) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
-    sorted.get(rank - 1).copied()
 }
 
 /// Growth per day relative to the level: the slope of a least-squares line through
@@ -360,77 +202,6 @@ pub fn anomalies(points: &[Point]) -> Vec<AnomalyReport> {
     out
 }
 
-/// Seed 002's trend of a series from its first to its last value ("stable" when equal).
-fn trend(first: f64, last: f64, higher_is_better: bool) -> &'static str {
-    if last == first {
-        "stable"
-    } else if (last > first) == higher_is_better {
-        "improving"
-    } else {
-        "declining"
-    }
-}
-
-/// Seed 002's weekly analysis of `days` (and the snapshots behind them, for latency p95).
-pub fn weekly_analysis(days: &[Day], points: &[Point]) -> Value {
-    let rates: Vec<f64> = days.iter().filter_map(|d| d.hit_rate).collect();
-    let hit_rate_analysis = match (rates.first(), rates.last()) {
-        (Some(first), Some(last)) => json!({
-            "average_hit_rate": mean(&rates),
-            "min_hit_rate": rates.iter().copied().fold(f64::INFINITY, f64::min),
-            "max_hit_rate": rates.iter().copied().fold(0.0, f64::max),
-            "trend": trend(*first, *last, true),
-            "volatility": stdev(&rates),
-        }),
-        _ => json!({ "status": "no_data" }),
-    };
-    let daily_latency: Vec<f64> = days.iter().map(|d| d.avg_latency_ms).collect();
-    let all_latency: Vec<f64> = points.iter().map(|p| p.latency_ms).collect();
-    let latency_analysis = match (daily_latency.first(), daily_latency.last()) {
-        (Some(first), Some(last)) => json!({
-            "average_latency": mean(&all_latency),
-            "min_latency": all_latency.iter().copied().fold(f64::INFINITY, f64::min),
-            "max_latency": all_latency.iter().copied().fold(0.0, f64::max),
-            "trend": trend(*first, *last, false),
-            "p95_latency": percentile(&all_latency, 0.95),
-        }),
-        _ => json!({ "status": "no_data" }),
-    };
-    let peak = days.iter().map(|d| d.peak_memory).fold(0.0, f64::max);
-    let maxmemory = days.last().map_or(0.0, |d| d.maxmemory);
-    let evicted: f64 = days.iter().map(|d| d.evicted_keys).sum();
-    let memory_analysis = if days.is_empty() {
-        json!({ "status": "no_data" })
-    } else {
-        let used: Vec<f64> = days.iter().map(|d| d.used_memory).collect();
-        json!({
-            "average_used_memory": mean(&used),
-            "peak_used_memory": peak,
-            "maxmemory": maxmemory,
-            "peak_utilization": (maxmemory > 0.0).then(|| peak / maxmemory),
-            "evicted_keys": evicted,
-            "memory_pressure": (maxmemory > 0.0 && peak > 0.8 * maxmemory) || evicted > 0.0,
-        })
-    };
-    let ops: Vec<f64> = days.iter().map(|d| d.total_operations).collect();
-    let operation_analysis = match (ops.first(), ops.last()) {
-        (Some(first), Some(last)) => json!({
-            "total_operations": ops.iter().sum::<f64>(),
-            "average_daily_operations": mean(&ops),
-            "peak_daily_operations": ops.iter().copied().fold(0.0, f64::max),
-            "peak_ops_per_sec": points.iter().map(|p| p.ops_per_sec).fold(0.0, f64::max),
-            "trend": if last > first { "increasing" } else if last < first { "decreasing" } else { "stable" },
-        }),
-        _ => json!({ "status": "no_data" }),
-    };
-    json!({
-        "hit_rate_analysis": hit_rate_analysis,
-        "latency_analysis": latency_analysis,
-        "memory_analysis": memory_analysis,
-        "operation_analysis": operation_analysis,
-    })
-}
-
 /// Growth per month (fraction) of a daily series, from its least-squares line.
 fn monthly_growth(series: &[f64]) -> f64 {
     let points: Vec<(f64, f64)> = series.iter().enumerate().map(|(i, v)| (i as f64, *v)).collect();
@@ -520,25 +291,10 @@ pub fn capacity_analysis(days: &[Day]) -> Value {
     })
 }
 
-/// The points of the `period` ending with UTC day `date`, plus the day before it (the base of
-/// the first day's counters), in time order.
-pub fn load_points(history: &[Snapshot], date: NaiveDate, period: Period) -> Vec<Point> {
-    let end = date + Duration::days(1);
-    let start = end - Duration::days(period.days() + 1);
-    history
-        .iter()
-        .filter(|s| {
-            let d = s.timestamp.date_naive();
-            d >= start && d < end
-        })
-        .filter_map(Point::of)
-        .collect()
-}
-
 /// Builds the report of `period` ending on `date`; returns its file name (in [`REPORTS_DIR`])
 /// and document.
 pub fn build(history: &[Snapshot], date: NaiveDate, period: Period) -> anyhow::Result<(String, Value)> {
-    let all = load_points(history, date, period);
+    let all = load_points(history, date, period.days());
     let first_day = date - Duration::days(period.days() - 1);
     let days: Vec<Day> = days(&all).into_iter().filter(|d| d.date >= first_day).collect();
     let points: Vec<Point> = all.iter().filter(|p| p.t.date_naive() >= first_day).cloned().collect();
@@ -787,53 +543,6 @@ pub fn points_since(history: &[Snapshot], since: DateTime<Utc>) -> Vec<Point> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn point(t: DateTime<Utc>, hits: f64, misses: f64, memory: f64, latency: f64) -> Point {
-        Point {
-            t,
-            used_memory: memory,
-            maxmemory: 0.0,
-            hits,
-            misses,
-            commands: hits + misses,
-            evicted: 0.0,
-            ops_per_sec: 10.0,
-            latency_ms: latency,
-            connected: true,
-        }
-    }
-
-    #[test]
-    fn increase_counts_from_zero_after_a_reset() {
-        assert_eq!(increase([10.0, 15.0, 20.0]), 10.0);
-        assert_eq!(increase([10.0, 15.0, 3.0, 8.0]), 5.0 + 3.0 + 5.0);
-        assert_eq!(increase([7.0]), 0.0);
-    }
-
-    #[test]
-    fn days_take_counters_from_the_last_point_of_the_day_before() {
-        let t0 = DateTime::parse_from_rfc3339("2026-03-01T23:45:00Z").unwrap().to_utc();
-        let points = vec![
-            point(t0, 100.0, 100.0, 1.0, 1.0),
-            point(t0 + Duration::minutes(15), 190.0, 110.0, 2.0, 3.0),
-            point(t0 + Duration::minutes(30), 280.0, 120.0, 5.0, 5.0),
-        ];
-        let d = days(&points);
-        assert_eq!(d.len(), 2);
-        assert_eq!(d[1].date.to_string(), "2026-03-02");
-        assert_eq!((d[1].hit_count, d[1].miss_count), (180.0, 20.0));
-        assert_eq!(d[1].hit_rate, Some(0.9));
-        assert_eq!((d[1].used_memory, d[1].peak_memory), (5.0, 5.0));
-        assert_eq!((d[1].avg_latency_ms, d[1].min_latency_ms, d[1].max_latency_ms), (4.0, 3.0, 5.0));
-    }
-
-    #[test]
-    fn percentile_is_nearest_rank() {
-        let v: Vec<f64> = (1..=20).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.95), Some(19.0));
-        assert_eq!(percentile(&v, 1.0), Some(20.0));
-        assert_eq!(percentile(&[], 0.95), None);
-    }
 
     #[test]
     fn monthly_growth_of_a_straight_line() {

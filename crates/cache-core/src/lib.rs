@@ -18,6 +18,7 @@ pub mod error;
 pub mod exit;
 pub mod forecast;
 pub mod gpu;
+pub mod history;
 pub mod lock;
 pub mod output;
 pub mod redact;

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use cache_analytics::report::{self, Period, REPORTS_DIR};
-use cache_analytics::snapshot::{HISTORY, Snapshot};
 use cache_core::app::Context;
 use cache_core::cli::CommonArgs;
 use cache_core::clients::{postgres, redis as redis_client};
 use cache_core::config::{OptimizerSettings, PostgresTarget, RedisTarget};
 use cache_core::exit::{self, Convention};
+use cache_core::history::{self, REPORTS_DIR};
+use cache_core::history::{HISTORY, Snapshot};
 use cache_core::output::{Format, bytes};
 use cache_core::scan::{ScanOptions, Scanner, glob_match};
 use cache_core::tier::{Tier, selected};
@@ -110,14 +110,14 @@ pub async fn findings(ctx: &Context) -> anyhow::Result<Findings> {
     let mut findings = Findings::default();
     let history: Vec<Snapshot> = ctx.state.read_jsonl(HISTORY)?;
     let today = Utc::now().date_naive();
-    let points = report::load_points(&history, today, Period::Week);
+    let points = history::load_points(&history, today, 7);
     if !points.is_empty() {
-        let days = report::days(&points);
+        let days = history::days(&points);
         let first = today - chrono::Duration::days(6);
         let days: Vec<_> = days.into_iter().filter(|d| d.date >= first).collect();
         let points: Vec<_> = points.into_iter().filter(|p| p.t.date_naive() >= first).collect();
         if !points.is_empty() {
-            let weekly = report::weekly_analysis(&days, &points);
+            let weekly = history::weekly_analysis(&days, &points);
             findings.recommendations.extend(weekly_recommendations(&weekly));
             findings.weekly = Some(weekly);
         }

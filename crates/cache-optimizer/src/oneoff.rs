@@ -1,11 +1,11 @@
 //! `schedule`: a one-off optimization at a given time or in the next low-usage window, left in
 //! the scheduler's state (`scheduler/oneoff.json`) for cache-scheduler to run.
 
-use cache_analytics::predict::WINDOWS_FILE;
 use cache_core::app::Context;
 use cache_core::cli::CommonArgs;
 use cache_core::error::UsageError;
 use cache_core::exit::{self, Convention};
+use cache_core::history::WINDOWS_FILE;
 use cache_core::output::Format;
 use chrono::{DateTime, Duration, NaiveDateTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};

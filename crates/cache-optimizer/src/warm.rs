@@ -4,13 +4,13 @@
 //! Redis with a TTL, bounded by a count and a byte budget. Keys already in Redis are left as
 //! they are (`SET ... NX`), and protected patterns are never written.
 
-use cache_analytics::predict::hourly_profile;
-use cache_analytics::snapshot::{HISTORY, Snapshot};
 use cache_core::app::{Context, JobResult};
 use cache_core::cli::CommonArgs;
 use cache_core::clients::{postgres, redis as redis_client};
 use cache_core::error::UsageError;
 use cache_core::exit::{self, Convention};
+use cache_core::history::hourly_profile;
+use cache_core::history::{HISTORY, Snapshot};
 use cache_core::output::{Format, bytes};
 use cache_core::runs::Outcome;
 use cache_core::scan::glob_match;
