@@ -56,6 +56,14 @@ async fn collect_then_export_json_csv_and_prometheus() {
     env.run(ANALYTICS, &["collect", "-q"]).expect_code(0);
     let history = std::fs::read_to_string(env.state_dir().join("analytics/history.jsonl")).unwrap();
     assert_eq!(history.lines().count(), 2);
+    // The sample's own TYPE/PTTL lookups count as hits in Redis...
+    let (before, after) =
+        (r["info"]["keyspace_hits"].as_f64().unwrap(), r["info"]["keyspace_hits_after"].as_f64().unwrap());
+    assert!(after >= before + 400.0, "the sample looked up {} keys", after - before);
+    // ...but not in reports: nothing else looked a key up between the two collects.
+    let day = env.run(ANALYTICS, &["generate", "--period", "day", "--format", "json"]).json();
+    assert_eq!(day["cache_stats"]["hit_count"], 0.0, "{day:#}");
+    assert_eq!(day["cache_stats"]["miss_count"], 0.0, "{day:#}");
 
     let json = env.run(ANALYTICS, &["export", "--format", "json"]).json();
     assert_eq!(json["schema_version"], 1);

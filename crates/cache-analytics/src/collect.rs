@@ -166,7 +166,17 @@ async fn redis_figures(target: &RedisTarget) -> RedisFigures {
         }
         Err(e) => figures.error = Some(format!("INFO: {e}")),
     }
-    sample_prefixes(target, conn, &mut figures).await;
+    sample_prefixes(target, conn.clone(), &mut figures).await;
+    // The sample's TYPE and PTTL lookups count as keyspace hits: note where the counters stand
+    // after it, so the next interval counts only the applications' lookups.
+    if let Ok(text) = redis::cmd("INFO").arg("stats").query_async::<String>(&mut conn).await {
+        let stats = redis_client::parse_info(&text);
+        for key in ["keyspace_hits", "keyspace_misses"] {
+            if let Some(v) = stats.get(key).and_then(|v| v.parse::<f64>().ok()) {
+                figures.info.insert(format!("{key}_after"), v);
+            }
+        }
+    }
     figures
 }
 

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use cache_core::history::WINDOWS_FILE;
 use cache_core::history::{HISTORY, Snapshot};
-use cache_core::history::{Point, increase};
+use cache_core::history::{Point, lookups};
 
 /// Where the page is written when no `--output` is given.
 pub const DEFAULT_OUTPUT: &str = "analytics/dashboard.html";
@@ -124,8 +124,8 @@ impl Data {
         let last = self.last.as_ref();
         let redis: Vec<_> = last.map(|s| s.redis.iter().filter(|r| r.error.is_none()).collect()).unwrap_or_default();
         // The hit ratio of the last day, from the counters; INFO's since-start ratio otherwise.
-        let day: Vec<&Point> = self.history.iter().filter(|p| p.t > self.end() - Duration::days(1)).collect();
-        let (h, m) = (increase(day.iter().map(|p| p.hits)), increase(day.iter().map(|p| p.misses)));
+        let from = self.history.iter().position(|p| p.t > self.end() - Duration::days(1)).unwrap_or(self.history.len());
+        let (h, m) = lookups(&self.history[from..]);
         let hit_ratio = if h + m > 0.0 {
             Some(h / (h + m))
         } else {
@@ -517,8 +517,7 @@ fn render(d: &Data) -> String {
         .history
         .windows(2)
         .filter_map(|w| {
-            let h = increase([w[0].hits, w[1].hits]);
-            let m = increase([w[0].misses, w[1].misses]);
+            let (h, m) = lookups(w);
             (h + m > 0.0).then(|| (w[1].t, h / (h + m)))
         })
         .collect();

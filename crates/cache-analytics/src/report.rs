@@ -28,7 +28,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use cache_core::history::{
-    Day, HISTORY, Point, REPORTS_DIR, Snapshot, days, increase, load_points, mean, weekly_analysis,
+    Day, HISTORY, Point, REPORTS_DIR, Snapshot, days, load_points, lookups, mean, weekly_analysis,
 };
 
 /// A report's period.
@@ -112,7 +112,7 @@ pub fn insights(points: &[Point]) -> Vec<Insight> {
     let before: Vec<Point> = points.iter().filter(|p| p.t <= last.t - day && p.t > last.t - day * 2).cloned().collect();
     if !recent.is_empty() && !before.is_empty() {
         let ratio = |span: &[Point]| {
-            let (h, m) = (increase(span.iter().map(|p| p.hits)), increase(span.iter().map(|p| p.misses)));
+            let (h, m) = lookups(span);
             (h + m > 0.0).then(|| h / (h + m))
         };
         let mut recent_span = vec![before[before.len() - 1].clone()];
@@ -192,8 +192,7 @@ pub fn anomalies(points: &[Point]) -> Vec<AnomalyReport> {
         points
             .windows(2)
             .filter_map(|w| {
-                let h = increase([w[0].hits, w[1].hits]);
-                let m = increase([w[0].misses, w[1].misses]);
+                let (h, m) = lookups(w);
                 (h + m > 0.0).then(|| (w[1].t, h / (h + m)))
             })
             .collect(),

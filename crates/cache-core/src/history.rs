@@ -174,6 +174,11 @@ pub struct Point {
     pub hits: f64,
     /// Counter `keyspace_misses`.
     pub misses: f64,
+    /// `keyspace_hits` once `collect` had taken its key sample, whose TYPE and PTTL lookups
+    /// Redis counts as hits: the next interval's lookups are counted from here.
+    pub hits_after: f64,
+    /// `keyspace_misses` likewise.
+    pub misses_after: f64,
     /// Counter `total_commands_processed`, or hits + misses where not collected.
     pub commands: f64,
     /// Counter `evicted_keys`.
@@ -196,6 +201,9 @@ impl Point {
         let sum = |key: &str| ok.iter().filter_map(|r| r.info.get(key)).sum::<f64>();
         let hits = sum("keyspace_hits");
         let misses = sum("keyspace_misses");
+        let after = |key: &str, before: &str| {
+            ok.iter().filter_map(|r| r.info.get(key).or_else(|| r.info.get(before))).sum::<f64>()
+        };
         let commands = if ok.iter().all(|r| r.info.contains_key("total_commands_processed")) {
             sum("total_commands_processed")
         } else {
@@ -209,6 +217,8 @@ impl Point {
             maxmemory,
             hits,
             misses,
+            hits_after: after("keyspace_hits_after", "keyspace_hits"),
+            misses_after: after("keyspace_misses_after", "keyspace_misses"),
             commands,
             evicted: sum("evicted_keys"),
             ops_per_sec: sum("instantaneous_ops_per_sec"),
@@ -230,6 +240,16 @@ pub fn increase(values: impl IntoIterator<Item = f64>) -> f64 {
         last = Some(v);
     }
     total
+}
+
+/// Keyspace hits and misses of the applications between the first and the last of `span`:
+/// each interval counts from the counters left after the earlier point's own sample to the
+/// later point's counters, so the toolkit's lookups are not counted as the applications'. A
+/// counter lower than where it stood is a restart, and counts from zero.
+pub fn lookups(span: &[Point]) -> (f64, f64) {
+    let step = |from: f64, to: f64| if to >= from { to - from } else { to };
+    span.windows(2)
+        .fold((0.0, 0.0), |(h, m), w| (h + step(w[0].hits_after, w[1].hits), m + step(w[0].misses_after, w[1].misses)))
 }
 
 /// One UTC day of points.
@@ -274,7 +294,7 @@ pub fn days(points: &[Point]) -> Vec<Day> {
         let from = start.saturating_sub(1);
         let span = &points[from..end];
         let counter = |f: fn(&Point) -> f64| increase(span.iter().map(f));
-        let (hit_count, miss_count) = (counter(|p| p.hits), counter(|p| p.misses));
+        let (hit_count, miss_count) = lookups(span);
         let day = &points[start..end];
         let latencies: Vec<f64> = day.iter().map(|p| p.latency_ms).collect();
         out.push(Day {
@@ -436,12 +456,26 @@ mod tests {
             maxmemory: 0.0,
             hits,
             misses,
+            hits_after: hits,
+            misses_after: misses,
             commands: hits + misses,
             evicted: 0.0,
             ops_per_sec: 10.0,
             latency_ms: latency,
             connected: true,
         }
+    }
+
+    #[test]
+    fn lookups_leave_out_the_toolkits_own_sample() {
+        let t0 = DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z").unwrap().to_utc();
+        let mut a = point(t0, 100.0, 10.0, 1.0, 1.0);
+        (a.hits_after, a.misses_after) = (600.0, 10.0); // 500 TYPE/PTTL lookups of the sample
+        let b = point(t0 + Duration::minutes(15), 650.0, 15.0, 1.0, 1.0);
+        assert_eq!(lookups(&[a.clone(), b]), (50.0, 5.0));
+        // A restart in between: the new counters count from zero.
+        let c = point(t0 + Duration::minutes(15), 30.0, 3.0, 1.0, 1.0);
+        assert_eq!(lookups(&[a, c]), (30.0, 3.0));
     }
 
     #[test]
