@@ -12,6 +12,7 @@
 //! Unknown keys and bad values are [`ConfigError`]s naming the file (or the environment
 //! variable) and the dotted key.
 
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -57,6 +58,8 @@ pub struct Config {
     pub backup: BackupSettings,
     /// cache-optimizer.
     pub optimizer: OptimizerSettings,
+    /// Alert rules, channels and self-healing (`cache-health monitor`).
+    pub alerts: AlertSettings,
 }
 
 impl Default for Config {
@@ -92,6 +95,7 @@ impl Default for Config {
             cleanup: CleanupSettings::default(),
             backup: BackupSettings::default(),
             optimizer: OptimizerSettings::default(),
+            alerts: AlertSettings::default(),
         }
     }
 }
@@ -668,6 +672,211 @@ impl Default for BackupSettings {
     }
 }
 
+/// Alerting: rules over the health metrics, where notifications go, and self-healing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// Time between two rounds of `monitor` (seed 002: 60 s).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A firing alert is sent again after this (seed 002: 30 minutes); rules may override.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// Seed 000's and seed 002's rules apply when `rules` is empty.
+    pub default_rules: bool,
+    /// Channels of rules that name none (and of the default rules).
+    pub default_channels: Vec<String>,
+    /// The rules.
+    pub rules: Vec<AlertRule>,
+    /// Named channels; `log` (JSON Lines in the state directory) always exists.
+    pub channels: BTreeMap<String, Channel>,
+    /// Self-healing limits.
+    pub remediation: Remediation,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            cooldown: Duration::from_secs(30 * 60),
+            default_rules: true,
+            default_channels: vec!["log".into()],
+            rules: Vec::new(),
+            channels: BTreeMap::new(),
+            remediation: Remediation::default(),
+        }
+    }
+}
+
+/// How bad an alert is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// For information.
+    Info,
+    /// Needs attention.
+    #[default]
+    Warning,
+    /// Needs attention now.
+    Critical,
+}
+
+/// What `monitor` does by itself when a rule fires (seed 000 `auto_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoAction {
+    /// `cache-cleanup smart --yes -q`
+    TriggerCleanup,
+    /// `cache-optimizer run -q`
+    TriggerOptimization,
+    /// `cache-optimizer run -q --tier postgres`: the index and statistics maintenance
+    PostgresMaintenance,
+    /// Mark the failing target disabled for `remediation.disable_for`, so other tools skip it
+    DisableTier,
+}
+
+/// One alert rule.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRule {
+    /// Its name, unique.
+    pub name: String,
+    /// When it is bad (see `cache_core::alerting`).
+    pub condition: String,
+    /// How bad.
+    #[serde(default)]
+    pub severity: Severity,
+    /// Where notifications go (default: `alerts.default_channels`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+    /// The message, with `{metric:.1%}` placeholders and `{target}`, `{rule}`.
+    #[serde(default = "default_message")]
+    pub message: String,
+    /// Where the runbook is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
+    /// Consecutive bad rounds before it fires.
+    #[serde(default = "one", rename = "for")]
+    pub for_rounds: u32,
+    /// Overrides `alerts.cooldown`.
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<Duration>,
+    /// Send a notice when the condition clears.
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
+    /// What to do by itself when it fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_action: Option<AutoAction>,
+}
+
+fn default_message() -> String {
+    "{rule} on {target}".into()
+}
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+/// A notification channel.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Channel {
+    /// JSON Lines in `alerts/log.jsonl`.
+    Log,
+    /// A POST of the Alertmanager webhook JSON.
+    Webhook {
+        /// Where to POST.
+        url: Secret,
+        /// Signs the body: `X-Cache-Toolkit-Signature: sha256=<hex HMAC>`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hmac_secret: Option<Secret>,
+        /// Time allowed for the request.
+        #[serde(default = "default_timeout", with = "humantime_serde")]
+        timeout: Duration,
+    },
+    /// A Slack incoming webhook.
+    Slack {
+        /// The webhook URL (a secret: its path is the credential).
+        url: Secret,
+        /// Time allowed for the request.
+        #[serde(default = "default_timeout", with = "humantime_serde")]
+        timeout: Duration,
+    },
+    /// Email over SMTP.
+    Email {
+        /// SMTP server host.
+        server: String,
+        /// Port (587 for STARTTLS).
+        #[serde(default = "smtp_port")]
+        port: u16,
+        /// `required` (STARTTLS or nothing), `opportunistic`, or `none`.
+        #[serde(default)]
+        starttls: SmtpTls,
+        /// Login, when the server wants one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+        /// Its password.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<Secret>,
+        /// Sender.
+        from: String,
+        /// Recipients.
+        to: Vec<String>,
+        /// Time allowed for the whole exchange.
+        #[serde(default = "default_timeout", with = "humantime_serde")]
+        timeout: Duration,
+    },
+}
+
+fn smtp_port() -> u16 {
+    587
+}
+
+/// SMTP transport security.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// STARTTLS, or no mail at all.
+    #[default]
+    Required,
+    /// STARTTLS when offered.
+    Opportunistic,
+    /// Plain SMTP (a relay on localhost).
+    None,
+}
+
+/// Self-healing limits (Monit's "if N restarts within M cycles").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Remediation {
+    /// At most this many auto-actions per rule...
+    pub max_actions: u32,
+    /// ...within this many rounds; past it the rule's actions stop and an alert says so.
+    pub rounds: u32,
+    /// Time between an action and the check that verifies it.
+    #[serde(with = "humantime_serde")]
+    pub verify_delay: Duration,
+    /// How long `disable_tier` keeps a target disabled.
+    #[serde(with = "humantime_serde")]
+    pub disable_for: Duration,
+    /// The command lines of the actions; empty: the sibling binaries next to this one.
+    pub commands: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for Remediation {
+    fn default() -> Self {
+        Self {
+            max_actions: 3,
+            rounds: 10,
+            verify_delay: Duration::from_secs(30),
+            disable_for: Duration::from_secs(600),
+            commands: BTreeMap::new(),
+        }
+    }
+}
+
 /// cache-optimizer: what it judges worth changing, and how it warms Redis.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -966,8 +1175,64 @@ fn apply_env(config: &mut Config, env: &dyn Env) -> Result<Vec<&'static str>, Co
     Ok(used)
 }
 
+fn validate_alerts(alerts: &AlertSettings, source: &str) -> Result<(), ConfigError> {
+    let channel_known = |c: &str| c == "log" || alerts.channels.contains_key(c);
+    for (i, c) in alerts.default_channels.iter().enumerate() {
+        if !channel_known(c) {
+            return Err(ConfigError::new(
+                source,
+                format!("alerts.default_channels[{i}]"),
+                format!("no channel `{c}` in [alerts.channels]"),
+            ));
+        }
+    }
+    positive(source, "alerts.interval".into(), alerts.interval)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, rule) in alerts.rules.iter().enumerate() {
+        let key = |field: &str| format!("alerts.rules[{i}] (\"{}\").{field}", rule.name);
+        let err = |field: &str, msg: String| ConfigError::new(source, key(field), msg);
+        if rule.name.trim().is_empty() {
+            return Err(ConfigError::new(source, format!("alerts.rules[{i}].name"), "must not be empty"));
+        }
+        if !seen.insert(rule.name.as_str()) {
+            return Err(err("name", "another rule has this name".into()));
+        }
+        crate::alerting::parse(&rule.condition).map_err(|e| err("condition", e.to_string()))?;
+        crate::alerting::check_template(&rule.message).map_err(|e| err("message", e.to_string()))?;
+        for c in &rule.channels {
+            if !channel_known(c) {
+                return Err(err("channels", format!("no channel `{c}` in [alerts.channels]")));
+            }
+        }
+        if rule.for_rounds == 0 {
+            return Err(err("for", "must be at least 1 (rounds in a row)".into()));
+        }
+    }
+    for (name, channel) in &alerts.channels {
+        let err = |field: &str, msg: &str| ConfigError::new(source, format!("alerts.channels.{name}.{field}"), msg);
+        match channel {
+            Channel::Webhook { url, .. } | Channel::Slack { url, .. } => {
+                if !(url.expose().starts_with("http://") || url.expose().starts_with("https://")) {
+                    return Err(err("url", "must be an http:// or https:// URL"));
+                }
+            }
+            Channel::Email { to, from, .. } => {
+                if to.is_empty() {
+                    return Err(err("to", "needs at least one recipient"));
+                }
+                if !from.contains('@') {
+                    return Err(err("from", "must be an email address"));
+                }
+            }
+            Channel::Log => {}
+        }
+    }
+    Ok(())
+}
+
 fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
     let err = |key: String, msg: &str| ConfigError::new(source, key, msg);
+    validate_alerts(&config.alerts, source)?;
     if config.project_name.trim().is_empty() {
         return Err(err("project_name".into(), "must not be empty"));
     }

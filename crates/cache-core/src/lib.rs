@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod alerting;
 pub mod app;
 pub mod archive;
 pub mod cli;

@@ -98,3 +98,28 @@ fn explicit_missing_file_is_an_error() {
     let e = load(Some(Path::new("/no/such/file.toml")), &no_env(), Path::new("/st")).unwrap_err();
     assert!(e.to_string().contains("/no/such/file.toml"), "{e}");
 }
+
+#[test]
+fn alert_rules_are_validated_naming_the_rule_and_field() {
+    let rule = |body: &str| format!("[[alerts.rules]]\nname = \"Low Hit Ratio\"\n{body}\n");
+    let check = |text: String| validate(&parse(&text, "c.toml").unwrap(), "c.toml").unwrap_err();
+    let e = check(rule("condition = \"hit_ratio <\""));
+    assert_eq!(e.key, "alerts.rules[0] (\"Low Hit Ratio\").condition");
+    assert!(e.message.contains("compared with a number"), "{}", e.message);
+    let e = check(rule("condition = \"hit_ratio < 70%\"\nmessage = \"at {hit_ratio:.1q}\""));
+    assert_eq!(e.key, "alerts.rules[0] (\"Low Hit Ratio\").message");
+    let e = check(rule("condition = \"hit_ratio < 70%\"\nchannels = [\"pager\"]"));
+    assert_eq!(e.key, "alerts.rules[0] (\"Low Hit Ratio\").channels");
+    let e = check(rule("condition = \"hit_ratio < 70%\"\nfor = 0"));
+    assert_eq!(e.key, "alerts.rules[0] (\"Low Hit Ratio\").for");
+    let e = check(format!("{}{}", rule("condition = \"hit_ratio < 0.7\""), rule("condition = \"hit_ratio < 0.5\"")));
+    assert_eq!(e.key, "alerts.rules[1] (\"Low Hit Ratio\").name");
+    let e = parse(&rule("condition = \"x > 1\"\nseverity = \"loud\""), "c.toml").unwrap_err();
+    assert!(e.key.starts_with("alerts.rules"), "{}", e.key);
+    let e = check("[alerts.channels.chat]\ntype = \"slack\"\nurl = \"hooks.slack.com/x\"\n".into());
+    assert_eq!(e.key, "alerts.channels.chat.url");
+    let ok = rule(
+        "condition = \"hit_ratio < 70%\"\nseverity = \"critical\"\nfor = 3\nauto_action = \"trigger_optimization\"",
+    );
+    validate(&parse(&ok, "c.toml").unwrap(), "c.toml").unwrap();
+}

@@ -1,0 +1,377 @@
+//! Alert rule conditions and message templates (seed 000's `ALERT_RULES`).
+//!
+//! A condition is comparisons of metrics with numbers and named conditions, combined with
+//! `and`, `or`, `not` and parentheses:
+//!
+//! ```text
+//! memory_usage > 0.8
+//! hit_ratio < 70% and not tier_unavailable
+//! (latency_ms >= 50 or connection_usage > 90%) and status >= 1
+//! ```
+//!
+//! A number may end in `%` (`70%` is `0.7`). A comparison with a metric the target does not
+//! have is false. A message template puts metrics in with Python's format specs, as seed 000
+//! writes them: `{hit_ratio:.1%}`, `{latency_ms:.0f}`, `{target}`; `{{` and `}}` are braces.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Named conditions, true or false per target.
+pub const NAMED: &[&str] = &["all_tiers_unavailable", "tier_unavailable", "tier_degraded"];
+
+/// A comparison operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+}
+
+/// A parsed condition.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Condition {
+    /// `metric op number`
+    Compare(String, Op, f64),
+    /// A named condition.
+    Named(String),
+    /// Both.
+    And(Box<Condition>, Box<Condition>),
+    /// Either.
+    Or(Box<Condition>, Box<Condition>),
+    /// Not.
+    Not(Box<Condition>),
+}
+
+/// Why a condition does not parse.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Token {
+    Ident(String),
+    Number(f64),
+    Op(Op),
+    Open,
+    Close,
+}
+
+fn tokens(text: &str) -> Result<Vec<Token>, ParseError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '(' || c == ')' {
+            out.push(if c == '(' { Token::Open } else { Token::Close });
+            i += 1;
+        } else if "<>=!".contains(c) {
+            let two = chars.get(i + 1) == Some(&'=');
+            let op = match (c, two) {
+                ('<', false) => Op::Lt,
+                ('<', true) => Op::Le,
+                ('>', false) => Op::Gt,
+                ('>', true) => Op::Ge,
+                ('=', true) => Op::Eq,
+                ('!', true) => Op::Ne,
+                _ => return Err(ParseError(format!("unexpected `{c}` at character {}", i + 1))),
+            };
+            out.push(Token::Op(op));
+            i += if two { 2 } else { 1 };
+        } else if c.is_ascii_digit() || c == '.' || c == '-' {
+            let start = i;
+            i += 1;
+            while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.' || chars[i] == 'e') {
+                i += 1;
+            }
+            let text: String = chars[start..i].iter().collect();
+            let mut n: f64 = text.parse().map_err(|_| ParseError(format!("`{text}` is not a number")))?;
+            if chars.get(i) == Some(&'%') {
+                n /= 100.0;
+                i += 1;
+            }
+            out.push(Token::Number(n));
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            out.push(Token::Ident(chars[start..i].iter().collect()));
+        } else {
+            return Err(ParseError(format!("unexpected `{c}` at character {}", i + 1)));
+        }
+    }
+    Ok(out)
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    at: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.at)
+    }
+
+    fn keyword(&mut self, word: &str) -> bool {
+        if matches!(self.peek(), Some(Token::Ident(w)) if w == word) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn or(&mut self) -> Result<Condition, ParseError> {
+        let mut left = self.and()?;
+        while self.keyword("or") {
+            left = Condition::Or(Box::new(left), Box::new(self.and()?));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Condition, ParseError> {
+        let mut left = self.not()?;
+        while self.keyword("and") {
+            left = Condition::And(Box::new(left), Box::new(self.not()?));
+        }
+        Ok(left)
+    }
+
+    fn not(&mut self) -> Result<Condition, ParseError> {
+        if self.keyword("not") {
+            return Ok(Condition::Not(Box::new(self.not()?)));
+        }
+        self.atom()
+    }
+
+    fn atom(&mut self) -> Result<Condition, ParseError> {
+        match self.tokens.get(self.at).cloned() {
+            Some(Token::Open) => {
+                self.at += 1;
+                let inner = self.or()?;
+                if self.peek() != Some(&Token::Close) {
+                    return Err(ParseError("missing `)`".into()));
+                }
+                self.at += 1;
+                Ok(inner)
+            }
+            Some(Token::Ident(name)) if !matches!(name.as_str(), "and" | "or" | "not") => {
+                self.at += 1;
+                match self.peek().cloned() {
+                    Some(Token::Op(op)) => {
+                        self.at += 1;
+                        match self.peek().cloned() {
+                            Some(Token::Number(n)) => {
+                                self.at += 1;
+                                Ok(Condition::Compare(name, op, n))
+                            }
+                            _ => Err(ParseError(format!("`{name}` must be compared with a number"))),
+                        }
+                    }
+                    _ if NAMED.contains(&name.as_str()) => Ok(Condition::Named(name)),
+                    _ => Err(ParseError(format!(
+                        "`{name}` is not a named condition ({}); compare a metric, e.g. `{name} > 0.8`",
+                        NAMED.join(", ")
+                    ))),
+                }
+            }
+            Some(t) => Err(ParseError(format!("unexpected {t:?}"))),
+            None => Err(ParseError("the condition ends too soon".into())),
+        }
+    }
+}
+
+/// Parses a condition.
+pub fn parse(text: &str) -> Result<Condition, ParseError> {
+    let mut p = Parser { tokens: tokens(text)?, at: 0 };
+    let c = p.or()?;
+    if p.at != p.tokens.len() {
+        return Err(ParseError(format!("unexpected {:?} after a complete condition", p.tokens[p.at])));
+    }
+    Ok(c)
+}
+
+impl Condition {
+    /// Evaluates against one target's metrics and the named conditions' values.
+    pub fn eval(&self, metrics: &BTreeMap<String, f64>, named: &dyn Fn(&str) -> bool) -> bool {
+        match self {
+            Self::Compare(m, op, n) => metrics.get(m).is_some_and(|v| match op {
+                Op::Lt => v < n,
+                Op::Le => v <= n,
+                Op::Gt => v > n,
+                Op::Ge => v >= n,
+                Op::Eq => (v - n).abs() < f64::EPSILON,
+                Op::Ne => (v - n).abs() >= f64::EPSILON,
+            }),
+            Self::Named(name) => named(name),
+            Self::And(a, b) => a.eval(metrics, named) && b.eval(metrics, named),
+            Self::Or(a, b) => a.eval(metrics, named) || b.eval(metrics, named),
+            Self::Not(a) => !a.eval(metrics, named),
+        }
+    }
+
+    /// The metrics it compares, in order of appearance.
+    pub fn metrics(&self) -> Vec<&str> {
+        match self {
+            Self::Compare(m, ..) => vec![m.as_str()],
+            Self::Named(_) => Vec::new(),
+            Self::And(a, b) | Self::Or(a, b) => {
+                let mut v = a.metrics();
+                v.extend(b.metrics());
+                v
+            }
+            Self::Not(a) => a.metrics(),
+        }
+    }
+
+    /// Whether it is about the whole system rather than one target.
+    pub fn is_global(&self) -> bool {
+        match self {
+            Self::Named(n) => n == "all_tiers_unavailable",
+            Self::Compare(..) => false,
+            Self::And(a, b) | Self::Or(a, b) => a.is_global() && b.is_global(),
+            Self::Not(a) => a.is_global(),
+        }
+    }
+}
+
+/// Checks a template's syntax; returns the first problem.
+pub fn check_template(template: &str) -> Result<(), ParseError> {
+    render(template, &BTreeMap::new(), &BTreeMap::new()).map(|_| ())
+}
+
+/// Renders a template with numeric `metrics` and text `labels` (`target`, `rule`...). A
+/// metric the target lacks renders as `n/a`.
+pub fn render(
+    template: &str,
+    metrics: &BTreeMap<String, f64>,
+    labels: &BTreeMap<&str, String>,
+) -> Result<String, ParseError> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let c = rest.as_bytes()[i];
+        if rest[i + 1..].starts_with(c as char) {
+            out.push(c as char);
+            rest = &rest[i + 2..];
+            continue;
+        }
+        if c == b'}' {
+            return Err(ParseError("a lone `}` (write `}}` for a brace)".into()));
+        }
+        let end = rest[i..].find('}').ok_or_else(|| ParseError("a `{` without its `}`".into()))? + i;
+        let field = &rest[i + 1..end];
+        let (name, spec) = field.split_once(':').unwrap_or((field, ""));
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ParseError(format!("`{{{field}}}` does not name a metric")));
+        }
+        out.push_str(&format_value(name, spec, metrics, labels)?);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn format_value(
+    name: &str,
+    spec: &str,
+    metrics: &BTreeMap<String, f64>,
+    labels: &BTreeMap<&str, String>,
+) -> Result<String, ParseError> {
+    let bad = || ParseError(format!("format spec `{spec}` of `{name}`: use `.Nf`, `.N%` or nothing"));
+    let (precision, percent) = if spec.is_empty() {
+        (None, false)
+    } else {
+        let body = spec.strip_prefix('.').ok_or_else(bad)?;
+        let (digits, kind) = body.split_at(body.find(|c: char| !c.is_ascii_digit()).unwrap_or(body.len()));
+        let p: usize = digits.parse().map_err(|_| bad())?;
+        match kind {
+            "" | "f" => (Some(p), false),
+            "%" => (Some(p), true),
+            _ => return Err(bad()),
+        }
+    };
+    if let Some(text) = labels.get(name) {
+        return Ok(text.clone());
+    }
+    let Some(v) = metrics.get(name) else { return Ok("n/a".into()) };
+    let v = if percent { v * 100.0 } else { *v };
+    let text = match precision {
+        Some(p) => format!("{v:.p$}"),
+        None => format!("{v}"),
+    };
+    Ok(if percent { text + "%" } else { text })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    #[test]
+    fn conditions_parse_and_evaluate() {
+        let c = parse("hit_ratio < 70% and not tier_unavailable").unwrap();
+        let named = |n: &str| n == "tier_unavailable";
+        assert!(c.eval(&m(&[("hit_ratio", 0.5)]), &|_| false));
+        assert!(!c.eval(&m(&[("hit_ratio", 0.5)]), &named));
+        assert!(!c.eval(&m(&[("hit_ratio", 0.7)]), &|_| false));
+        // A metric the target lacks makes the comparison false.
+        assert!(!c.eval(&m(&[]), &|_| false));
+        let c = parse("(latency_ms >= 50 or connection_usage > 90%) and status >= 1").unwrap();
+        assert!(c.eval(&m(&[("latency_ms", 50.0), ("status", 1.0)]), &|_| false));
+        assert!(!c.eval(&m(&[("connection_usage", 0.9), ("status", 1.0)]), &|_| false));
+        assert_eq!(c.metrics(), ["latency_ms", "connection_usage", "status"]);
+        assert!(parse("all_tiers_unavailable").unwrap().is_global());
+        assert!(!parse("tier_unavailable").unwrap().is_global());
+    }
+
+    #[test]
+    fn bad_conditions_say_what_is_wrong() {
+        assert!(parse("memory_usage >").unwrap_err().0.contains("compared with a number"));
+        assert!(parse("memory_usage").unwrap_err().0.contains("not a named condition"));
+        assert!(parse("(a > 1").unwrap_err().0.contains("missing `)`"));
+        assert!(parse("a > 1 b").unwrap_err().0.contains("after a complete condition"));
+        assert!(parse("a ~ 1").unwrap_err().0.contains("unexpected `~`"));
+        assert!(parse("").unwrap_err().0.contains("ends too soon"));
+    }
+
+    #[test]
+    fn templates_format_like_seed_000() {
+        let labels: BTreeMap<&str, String> = [("target", "redis/main".to_owned())].into();
+        let text = render(
+            "{target}: memory at {memory_usage:.1%}, {latency_ms:.0f} ms, {hits} hits, {missing:.2f} {{x}}",
+            &m(&[("memory_usage", 0.8734), ("latency_ms", 12.6), ("hits", 3.0)]),
+            &labels,
+        )
+        .unwrap();
+        assert_eq!(text, "redis/main: memory at 87.3%, 13 ms, 3 hits, n/a {x}");
+        assert!(check_template("{hit_ratio:.1x}").is_err());
+        assert!(check_template("{hit_ratio").is_err());
+        assert!(check_template("oops }").is_err());
+        assert!(check_template("{}").is_err());
+    }
+}
