@@ -17,6 +17,9 @@ _cache__health() {
             ",$1")
                 cmd="cache__health"
                 ;;
+            cache__health,alerts)
+                cmd="cache__health__subcmd__alerts"
+                ;;
             cache__health,check)
                 cmd="cache__health__subcmd__check"
                 ;;
@@ -25,6 +28,24 @@ _cache__health() {
                 ;;
             cache__health,help)
                 cmd="cache__health__subcmd__help"
+                ;;
+            cache__health,monitor)
+                cmd="cache__health__subcmd__monitor"
+                ;;
+            cache__health__subcmd__alerts,help)
+                cmd="cache__health__subcmd__alerts__subcmd__help"
+                ;;
+            cache__health__subcmd__alerts,test)
+                cmd="cache__health__subcmd__alerts__subcmd__test"
+                ;;
+            cache__health__subcmd__alerts__subcmd__help,help)
+                cmd="cache__health__subcmd__alerts__subcmd__help__subcmd__help"
+                ;;
+            cache__health__subcmd__alerts__subcmd__help,test)
+                cmd="cache__health__subcmd__alerts__subcmd__help__subcmd__test"
+                ;;
+            cache__health__subcmd__help,alerts)
+                cmd="cache__health__subcmd__help__subcmd__alerts"
                 ;;
             cache__health__subcmd__help,check)
                 cmd="cache__health__subcmd__help__subcmd__check"
@@ -35,6 +56,12 @@ _cache__health() {
             cache__health__subcmd__help,help)
                 cmd="cache__health__subcmd__help__subcmd__help"
                 ;;
+            cache__health__subcmd__help,monitor)
+                cmd="cache__health__subcmd__help__subcmd__monitor"
+                ;;
+            cache__health__subcmd__help__subcmd__alerts,test)
+                cmd="cache__health__subcmd__help__subcmd__alerts__subcmd__test"
+                ;;
             *)
                 ;;
         esac
@@ -42,8 +69,114 @@ _cache__health() {
 
     case "${cmd}" in
         cache__health)
-            opts="-v -q -h -V --config --state-dir --tier --wait --verbose --quiet --format --help --version check completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --verbose --quiet --format --help --version check monitor alerts completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json nagios" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__health__subcmd__alerts)
+            opts="-v -q -h --ack --all --config --state-dir --tier --wait --verbose --quiet --format --help test help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ack)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json nagios" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__health__subcmd__alerts__subcmd__help)
+            opts="test help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__health__subcmd__alerts__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__health__subcmd__alerts__subcmd__help__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__health__subcmd__alerts__subcmd__test)
+            opts="-v -q -h --config --state-dir --tier --wait --verbose --quiet --format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -132,8 +265,36 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__help)
-            opts="check completions help"
+            opts="check monitor alerts completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__health__subcmd__help__subcmd__alerts)
+            opts="test"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__health__subcmd__help__subcmd__alerts__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -180,6 +341,54 @@ _cache__health() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__health__subcmd__help__subcmd__monitor)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__health__subcmd__monitor)
+            opts="-v -q -h --once --interval --config --state-dir --tier --wait --verbose --quiet --format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json nagios" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

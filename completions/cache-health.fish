@@ -37,6 +37,8 @@ complete -c cache-health -n "__fish_cache_health_needs_command" -s q -l quiet -d
 complete -c cache-health -n "__fish_cache_health_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cache-health -n "__fish_cache_health_needs_command" -s V -l version -d 'Print version'
 complete -c cache-health -n "__fish_cache_health_needs_command" -f -a "check" -d 'Probe every configured tier once, write the health report and exit with its status'
+complete -c cache-health -n "__fish_cache_health_needs_command" -f -a "monitor" -d 'Evaluate the alert rules every interval (or once, for cron): notify, self-heal'
+complete -c cache-health -n "__fish_cache_health_needs_command" -f -a "alerts" -d 'List active alerts, acknowledge one, or send a test notification'
 complete -c cache-health -n "__fish_cache_health_needs_command" -f -a "completions" -d 'Print shell completions'
 complete -c cache-health -n "__fish_cache_health_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cache-health -n "__fish_cache_health_using_subcommand check" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
@@ -49,6 +51,44 @@ complete -c cache-health -n "__fish_cache_health_using_subcommand check" -l wait
 complete -c cache-health -n "__fish_cache_health_using_subcommand check" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c cache-health -n "__fish_cache_health_using_subcommand check" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
 complete -c cache-health -n "__fish_cache_health_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cache-health -n "__fish_cache_health_using_subcommand monitor" -l interval -d 'Time between rounds (default: `alerts.interval`)' -r
+complete -c cache-health -n "__fish_cache_health_using_subcommand monitor" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
+complete -c cache-health -n "__fish_cache_health_using_subcommand monitor" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
+complete -c cache-health -n "__fish_cache_health_using_subcommand monitor" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
+complete -c cache-health -n "__fish_cache_health_using_subcommand monitor" -l format -d 'Output format: a table, one JSON document, or one monitoring-plugin line with perfdata' -r -f -a "text\t'Tables and sentences for people'
+json\t'One JSON document on stdout, with `schema_version`'
+nagios\t'One monitoring-plugin line with performance data (cache-health only)'"
+complete -c cache-health -n "__fish_cache_health_using_subcommand monitor" -l once -d 'Evaluate one round and exit (for cron)'
+complete -c cache-health -n "__fish_cache_health_using_subcommand monitor" -l wait -d 'Wait for another run of the same job to finish instead of exiting at once'
+complete -c cache-health -n "__fish_cache_health_using_subcommand monitor" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c cache-health -n "__fish_cache_health_using_subcommand monitor" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
+complete -c cache-health -n "__fish_cache_health_using_subcommand monitor" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and not __fish_seen_subcommand_from test help" -l ack -d 'Acknowledge an alert (by id): no repeats until it resolves' -r
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and not __fish_seen_subcommand_from test help" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and not __fish_seen_subcommand_from test help" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and not __fish_seen_subcommand_from test help" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and not __fish_seen_subcommand_from test help" -l format -d 'Output format: a table, one JSON document, or one monitoring-plugin line with perfdata' -r -f -a "text\t'Tables and sentences for people'
+json\t'One JSON document on stdout, with `schema_version`'
+nagios\t'One monitoring-plugin line with performance data (cache-health only)'"
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and not __fish_seen_subcommand_from test help" -l all -d 'Also list alerts that have resolved'
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and not __fish_seen_subcommand_from test help" -l wait -d 'Wait for another run of the same job to finish instead of exiting at once'
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and not __fish_seen_subcommand_from test help" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and not __fish_seen_subcommand_from test help" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and not __fish_seen_subcommand_from test help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and not __fish_seen_subcommand_from test help" -f -a "test" -d 'Send a test notification of RULE to its channels now'
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and not __fish_seen_subcommand_from test help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and __fish_seen_subcommand_from test" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and __fish_seen_subcommand_from test" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and __fish_seen_subcommand_from test" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and __fish_seen_subcommand_from test" -l format -d 'Output format: a table, one JSON document, or one monitoring-plugin line with perfdata' -r -f -a "text\t'Tables and sentences for people'
+json\t'One JSON document on stdout, with `schema_version`'
+nagios\t'One monitoring-plugin line with performance data (cache-health only)'"
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and __fish_seen_subcommand_from test" -l wait -d 'Wait for another run of the same job to finish instead of exiting at once'
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and __fish_seen_subcommand_from test" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and __fish_seen_subcommand_from test" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and __fish_seen_subcommand_from test" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and __fish_seen_subcommand_from help" -f -a "test" -d 'Send a test notification of RULE to its channels now'
+complete -c cache-health -n "__fish_cache_health_using_subcommand alerts; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cache-health -n "__fish_cache_health_using_subcommand completions" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
 complete -c cache-health -n "__fish_cache_health_using_subcommand completions" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
 complete -c cache-health -n "__fish_cache_health_using_subcommand completions" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
@@ -59,6 +99,9 @@ complete -c cache-health -n "__fish_cache_health_using_subcommand completions" -
 complete -c cache-health -n "__fish_cache_health_using_subcommand completions" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c cache-health -n "__fish_cache_health_using_subcommand completions" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
 complete -c cache-health -n "__fish_cache_health_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c cache-health -n "__fish_cache_health_using_subcommand help; and not __fish_seen_subcommand_from check completions help" -f -a "check" -d 'Probe every configured tier once, write the health report and exit with its status'
-complete -c cache-health -n "__fish_cache_health_using_subcommand help; and not __fish_seen_subcommand_from check completions help" -f -a "completions" -d 'Print shell completions'
-complete -c cache-health -n "__fish_cache_health_using_subcommand help; and not __fish_seen_subcommand_from check completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cache-health -n "__fish_cache_health_using_subcommand help; and not __fish_seen_subcommand_from check monitor alerts completions help" -f -a "check" -d 'Probe every configured tier once, write the health report and exit with its status'
+complete -c cache-health -n "__fish_cache_health_using_subcommand help; and not __fish_seen_subcommand_from check monitor alerts completions help" -f -a "monitor" -d 'Evaluate the alert rules every interval (or once, for cron): notify, self-heal'
+complete -c cache-health -n "__fish_cache_health_using_subcommand help; and not __fish_seen_subcommand_from check monitor alerts completions help" -f -a "alerts" -d 'List active alerts, acknowledge one, or send a test notification'
+complete -c cache-health -n "__fish_cache_health_using_subcommand help; and not __fish_seen_subcommand_from check monitor alerts completions help" -f -a "completions" -d 'Print shell completions'
+complete -c cache-health -n "__fish_cache_health_using_subcommand help; and not __fish_seen_subcommand_from check monitor alerts completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cache-health -n "__fish_cache_health_using_subcommand help; and __fish_seen_subcommand_from alerts" -f -a "test" -d 'Send a test notification of RULE to its channels now'

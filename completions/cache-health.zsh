@@ -57,6 +57,98 @@ nagios\:"One monitoring-plugin line with performance data (cache-health only)"))
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
+(monitor)
+_arguments "${_arguments_options[@]}" : \
+'--interval=[Time between rounds (default\: \`alerts.interval\`)]:DURATION:_default' \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--format=[Output format\: a table, one JSON document, or one monitoring-plugin line with perfdata]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"
+nagios\:"One monitoring-plugin line with performance data (cache-health only)"))' \
+'--once[Evaluate one round and exit (for cron)]' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+&& ret=0
+;;
+(alerts)
+_arguments "${_arguments_options[@]}" : \
+'--ack=[Acknowledge an alert (by id)\: no repeats until it resolves]:ID:_default' \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--format=[Output format\: a table, one JSON document, or one monitoring-plugin line with perfdata]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"
+nagios\:"One monitoring-plugin line with performance data (cache-health only)"))' \
+'--all[Also list alerts that have resolved]' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+":: :_cache-health__subcmd__alerts_commands" \
+"*::: :->alerts" \
+&& ret=0
+
+    case $state in
+    (alerts)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:cache-health-alerts-command-$line[1]:"
+        case $line[1] in
+            (test)
+_arguments "${_arguments_options[@]}" : \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--format=[Output format\: a table, one JSON document, or one monitoring-plugin line with perfdata]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"
+nagios\:"One monitoring-plugin line with performance data (cache-health only)"))' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+':rule -- The rule'\''s name:_default' \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+":: :_cache-health__subcmd__alerts__subcmd__help_commands" \
+"*::: :->help" \
+&& ret=0
+
+    case $state in
+    (help)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:cache-health-alerts-help-command-$line[1]:"
+        case $line[1] in
+            (test)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+        esac
+    ;;
+esac
+;;
 (completions)
 _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
@@ -91,6 +183,30 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(monitor)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(alerts)
+_arguments "${_arguments_options[@]}" : \
+":: :_cache-health__subcmd__help__subcmd__alerts_commands" \
+"*::: :->alerts" \
+&& ret=0
+
+    case $state in
+    (alerts)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:cache-health-help-alerts-command-$line[1]:"
+        case $line[1] in
+            (test)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
 (completions)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -112,10 +228,43 @@ esac
 _cache-health_commands() {
     local commands; commands=(
 'check:Probe every configured tier once, write the health report and exit with its status' \
+'monitor:Evaluate the alert rules every interval (or once, for cron)\: notify, self-heal' \
+'alerts:List active alerts, acknowledge one, or send a test notification' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'cache-health commands' commands "$@"
+}
+(( $+functions[_cache-health__subcmd__alerts_commands] )) ||
+_cache-health__subcmd__alerts_commands() {
+    local commands; commands=(
+'test:Send a test notification of RULE to its channels now' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'cache-health alerts commands' commands "$@"
+}
+(( $+functions[_cache-health__subcmd__alerts__subcmd__help_commands] )) ||
+_cache-health__subcmd__alerts__subcmd__help_commands() {
+    local commands; commands=(
+'test:Send a test notification of RULE to its channels now' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'cache-health alerts help commands' commands "$@"
+}
+(( $+functions[_cache-health__subcmd__alerts__subcmd__help__subcmd__help_commands] )) ||
+_cache-health__subcmd__alerts__subcmd__help__subcmd__help_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-health alerts help help commands' commands "$@"
+}
+(( $+functions[_cache-health__subcmd__alerts__subcmd__help__subcmd__test_commands] )) ||
+_cache-health__subcmd__alerts__subcmd__help__subcmd__test_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-health alerts help test commands' commands "$@"
+}
+(( $+functions[_cache-health__subcmd__alerts__subcmd__test_commands] )) ||
+_cache-health__subcmd__alerts__subcmd__test_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-health alerts test commands' commands "$@"
 }
 (( $+functions[_cache-health__subcmd__check_commands] )) ||
 _cache-health__subcmd__check_commands() {
@@ -131,10 +280,24 @@ _cache-health__subcmd__completions_commands() {
 _cache-health__subcmd__help_commands() {
     local commands; commands=(
 'check:Probe every configured tier once, write the health report and exit with its status' \
+'monitor:Evaluate the alert rules every interval (or once, for cron)\: notify, self-heal' \
+'alerts:List active alerts, acknowledge one, or send a test notification' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
     _describe -t commands 'cache-health help commands' commands "$@"
+}
+(( $+functions[_cache-health__subcmd__help__subcmd__alerts_commands] )) ||
+_cache-health__subcmd__help__subcmd__alerts_commands() {
+    local commands; commands=(
+'test:Send a test notification of RULE to its channels now' \
+    )
+    _describe -t commands 'cache-health help alerts commands' commands "$@"
+}
+(( $+functions[_cache-health__subcmd__help__subcmd__alerts__subcmd__test_commands] )) ||
+_cache-health__subcmd__help__subcmd__alerts__subcmd__test_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-health help alerts test commands' commands "$@"
 }
 (( $+functions[_cache-health__subcmd__help__subcmd__check_commands] )) ||
 _cache-health__subcmd__help__subcmd__check_commands() {
@@ -150,6 +313,16 @@ _cache-health__subcmd__help__subcmd__completions_commands() {
 _cache-health__subcmd__help__subcmd__help_commands() {
     local commands; commands=()
     _describe -t commands 'cache-health help help commands' commands "$@"
+}
+(( $+functions[_cache-health__subcmd__help__subcmd__monitor_commands] )) ||
+_cache-health__subcmd__help__subcmd__monitor_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-health help monitor commands' commands "$@"
+}
+(( $+functions[_cache-health__subcmd__monitor_commands] )) ||
+_cache-health__subcmd__monitor_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-health monitor commands' commands "$@"
 }
 
 if [ "$funcstack[1]" = "_cache-health" ]; then

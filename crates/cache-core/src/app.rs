@@ -134,6 +134,14 @@ pub struct Context {
 impl Context {
     /// Resolves the state directory, loads the configuration and builds the printer.
     pub fn load(common: &CommonArgs, format: Format, convention: Convention) -> anyhow::Result<Self> {
+        let mut ctx = Self::load_all(common, format, convention)?;
+        ctx.skip_disabled()?;
+        Ok(ctx)
+    }
+
+    /// [`Context::load`], keeping the targets cache-health disabled (cache-health itself probes
+    /// them, to see them recover).
+    pub fn load_all(common: &CommonArgs, format: Format, convention: Convention) -> anyhow::Result<Self> {
         let env = ProcessEnv;
         let state_root = state::resolve(common.state_dir.as_deref(), &env)?;
         let loaded = config::load(common.config.as_deref(), &env, &state_root)?;
@@ -149,6 +157,33 @@ impl Context {
             common: common.clone(),
             convention,
         })
+    }
+
+    /// Leaves out the targets in [`crate::tier::DISABLED_FILE`] whose time has not run out,
+    /// saying so on stderr.
+    fn skip_disabled(&mut self) -> anyhow::Result<()> {
+        let Some(disabled) = self.state.read_json::<crate::tier::Disabled>(crate::tier::DISABLED_FILE)? else {
+            return Ok(());
+        };
+        let now = crate::clock::now()?;
+        let printer = &self.printer;
+        let keep = |tier: crate::tier::Tier, name: &str| match disabled.get(tier, name, now) {
+            Some(d) => {
+                printer.warn(&format!(
+                    "{tier}/{name} is disabled until {} ({}); skipping it",
+                    d.until.format("%Y-%m-%d %H:%M:%S UTC"),
+                    d.reason
+                ));
+                false
+            }
+            None => true,
+        };
+        let c = &mut self.config;
+        c.redis.retain(|t| keep(crate::tier::Tier::Redis, &t.name));
+        c.postgres.retain(|t| keep(crate::tier::Tier::Postgres, &t.name));
+        c.memory.retain(|t| keep(crate::tier::Tier::Memory, &t.name));
+        c.http.retain(|t| keep(crate::tier::Tier::Http, &t.name));
+        Ok(())
     }
 
     /// Starts job `job` run by `command`: takes its lock (waiting with `--wait`) and starts its

@@ -34,6 +34,9 @@ impl EnvVars {
     /// Log filter for `tracing` (overrides `-v`/`-q`), e.g. `cache_core=debug`.
     pub const CACHE_LOG: &'static str = "CACHE_LOG";
 
+    /// A fixed "now" (RFC 3339) for the alert engine's clock: drills and tests drive time with it.
+    pub const CACHE_NOW: &'static str = "CACHE_NOW";
+
     /// Every variable, with a one-line description, for generated documentation.
     pub const ALL: &'static [(&'static str, &'static str)] = &[
         (Self::CACHE_CONFIG, "configuration file, when `--config` is not given"),
@@ -49,5 +52,6 @@ impl EnvVars {
         (Self::PROJECT_NAME, "project name: memory-API user id and cache-table project"),
         (Self::NO_COLOR, "disable colour in tables and messages"),
         (Self::CACHE_LOG, "tracing filter for the log on stderr, overriding `-v`/`-q`"),
+        (Self::CACHE_NOW, "fixed current time (RFC 3339) for `cache-health monitor` and `alerts`: drills and tests"),
     ];
 }

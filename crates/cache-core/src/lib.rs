@@ -13,6 +13,7 @@ pub mod app;
 pub mod archive;
 pub mod cli;
 pub mod clients;
+pub mod clock;
 pub mod config;
 pub mod env;
 pub mod error;

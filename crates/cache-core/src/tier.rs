@@ -109,3 +109,31 @@ mod tests {
         assert!("redis:".parse::<TierFilter>().is_err());
     }
 }
+
+/// Targets `cache-health monitor` took out of service after a connection failure
+/// (`auto_action = "disable_tier"`), in the state directory. Every tool but cache-health skips
+/// them until their time runs out, and says so.
+pub const DISABLED_FILE: &str = "health/disabled.json";
+
+/// The disabled targets.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Disabled {
+    /// By `tier/name`.
+    pub targets: std::collections::BTreeMap<String, DisabledTarget>,
+}
+
+/// One disabled target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DisabledTarget {
+    /// Disabled until then.
+    pub until: chrono::DateTime<chrono::Utc>,
+    /// Why.
+    pub reason: String,
+}
+
+impl Disabled {
+    /// Whether `tier/name` is disabled at `now`; the reason and end when it is.
+    pub fn get(&self, tier: Tier, name: &str, now: chrono::DateTime<chrono::Utc>) -> Option<&DisabledTarget> {
+        self.targets.get(&format!("{tier}/{name}")).filter(|d| d.until > now)
+    }
+}

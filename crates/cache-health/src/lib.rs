@@ -4,6 +4,7 @@
 //! `health/comprehensive-health.json` (seed 000's report) and a history line, prints a table,
 //! JSON or one monitoring-plugin line, and exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN.
 
+pub mod alerts;
 pub mod commands;
 pub mod probes;
 pub mod report;
@@ -50,6 +51,10 @@ pub struct Cli {
 pub enum Command {
     /// Probe every configured tier once, write the health report and exit with its status
     Check(commands::check::CheckArgs),
+    /// Evaluate the alert rules every interval (or once, for cron): notify, self-heal
+    Monitor(commands::monitor::MonitorArgs),
+    /// List active alerts, acknowledge one, or send a test notification
+    Alerts(commands::alerts::AlertsArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -69,6 +74,8 @@ pub fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Check(args) => commands::check::run(&cli.common, cli.format, args).await,
+        Command::Monitor(args) => commands::monitor::run(&cli.common, cli.format, args).await,
+        Command::Alerts(args) => commands::alerts::run(&cli.common, cli.format, args).await,
         Command::Completions(args) => app::print_completions::<Cli>(args.shell),
     }
 }

@@ -33,30 +33,14 @@ type Probe<'a> = Pin<Box<dyn Future<Output = TargetReport> + Send + 'a>>;
 
 /// Runs the check.
 pub async fn run(common: &CommonArgs, format: Format, _args: CheckArgs) -> anyhow::Result<u8> {
-    let ctx = Context::load(common, format, Convention::MonitoringPlugin)?;
+    let ctx = Context::load_all(common, format, Convention::MonitoringPlugin)?;
     let job = ctx.begin_job(JOB, "cache-health check").await?;
     let result = check(&ctx, &job).await;
     job.finish(&ctx, result)
 }
 
 async fn check(ctx: &Context, job: &cache_core::app::Job) -> anyhow::Result<JobResult> {
-    // Read the previous report first: a corrupt one stops the check before anything is written.
-    let previous: Option<HealthReport> = ctx.state.read_json(REPORT_FILE)?;
-    let start = Instant::now();
-    let (probes, unconfigured) = plan(ctx);
-    let targets = futures::future::join_all(probes).await;
-    for target in &targets {
-        let outcome = match target.status.severity() {
-            0 => Outcome::Success,
-            1 => Outcome::Partial,
-            _ => Outcome::Failed,
-        };
-        let detail = target.error.clone().or_else(|| Some(target.status.as_str().to_owned()));
-        job.log().step(format!("probe {}", target.id()), outcome, target.latency_ms.unwrap_or(0.0) as u64, detail);
-    }
-    let report = report::assemble(targets, &unconfigured, previous.as_ref(), Utc::now(), start.elapsed());
-    ctx.state.write_json(REPORT_FILE, &report)?;
-    ctx.state.append_jsonl(HISTORY_FILE, &HistoryLine::of(&report))?;
+    let report = probe_and_record(ctx, Some(job)).await?;
     print(&ctx.printer, &report)?;
     let outcome = match report.status {
         Verdict::Ok => Outcome::Success,
@@ -73,6 +57,31 @@ async fn check(ctx: &Context, job: &cache_core::app::Job) -> anyhow::Result<JobR
             "targets": report.targets.len(),
         }),
     })
+}
+
+/// Probes every selected target concurrently, assembles the report, and records it (the report
+/// file and a history line); steps go to `job`'s run record when given.
+pub async fn probe_and_record(ctx: &Context, job: Option<&cache_core::app::Job>) -> anyhow::Result<HealthReport> {
+    // Read the previous report first: a corrupt one stops the check before anything is written.
+    let previous: Option<HealthReport> = ctx.state.read_json(REPORT_FILE)?;
+    let start = Instant::now();
+    let (probes, unconfigured) = plan(ctx);
+    let targets = futures::future::join_all(probes).await;
+    if let Some(job) = job {
+        for target in &targets {
+            let outcome = match target.status.severity() {
+                0 => Outcome::Success,
+                1 => Outcome::Partial,
+                _ => Outcome::Failed,
+            };
+            let detail = target.error.clone().or_else(|| Some(target.status.as_str().to_owned()));
+            job.log().step(format!("probe {}", target.id()), outcome, target.latency_ms.unwrap_or(0.0) as u64, detail);
+        }
+    }
+    let report = report::assemble(targets, &unconfigured, previous.as_ref(), Utc::now(), start.elapsed());
+    ctx.state.write_json(REPORT_FILE, &report)?;
+    ctx.state.append_jsonl(HISTORY_FILE, &HistoryLine::of(&report))?;
+    Ok(report)
 }
 
 /// Builds one budgeted probe per selected target, and lists selected tiers with no target.

@@ -1,0 +1,452 @@
+//! The alert engine: rules evaluated over a health report, per target, with `for` (bad rounds
+//! in a row before firing), cooldown between repeats, resolved notices and acknowledgement.
+//!
+//! Alert state lives in `alerts/state.json`: one entry per rule and target (the fingerprint),
+//! with its status, since when, when it was last sent and how often. [`evaluate`] is pure: a
+//! round's observations and the clock in, notices out, so the rules are tested without time
+//! passing.
+
+pub mod channels;
+pub mod remediate;
+
+use std::collections::BTreeMap;
+
+use cache_core::alerting::{self, Condition};
+use cache_core::config::{AlertRule, AlertSettings, AutoAction, Severity};
+use cache_core::tier::Tier;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::report::{HealthReport, Status};
+
+/// Alert state, in the state directory.
+pub const STATE_FILE: &str = "alerts/state.json";
+
+/// Where an alert stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    /// Bad, but not yet for `for` rounds.
+    Pending,
+    /// Firing.
+    Firing,
+    /// Was firing; the condition cleared.
+    Resolved,
+}
+
+/// One alert: a rule on a target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Short id for `alerts --ack`.
+    pub id: String,
+    /// `rule|target`.
+    pub fingerprint: String,
+    /// The rule's name.
+    pub rule: String,
+    /// `tier/name`, or `all`.
+    pub target: String,
+    /// The rule's severity (raised to critical when an auto-action did not help).
+    pub severity: Severity,
+    /// Where it stands.
+    pub status: AlertStatus,
+    /// Bad rounds in a row.
+    pub bad_rounds: u32,
+    /// When the status last changed.
+    pub since: DateTime<Utc>,
+    /// When it started firing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+    /// When a notification was last queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sent: Option<DateTime<Utc>>,
+    /// Notifications queued.
+    pub notifications: u32,
+    /// Acknowledged: no repeats until it resolves.
+    pub acked: bool,
+    /// The rendered message.
+    pub message: String,
+    /// The runbook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
+    /// The figures the condition read.
+    pub values: BTreeMap<String, f64>,
+}
+
+/// All alert state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Book {
+    /// Rounds evaluated so far.
+    pub round: u64,
+    /// Alerts by fingerprint.
+    pub alerts: BTreeMap<String, Alert>,
+    /// Per rule, the rounds in which an auto-action ran.
+    #[serde(default)]
+    pub actions: BTreeMap<String, Vec<u64>>,
+}
+
+/// Why a notification is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// It started firing.
+    Firing,
+    /// Still firing after the cooldown.
+    Repeat,
+    /// It cleared.
+    Resolved,
+    /// An auto-action did not fix it.
+    Escalated,
+    /// `alerts test`.
+    Test,
+}
+
+/// A notification to deliver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notice {
+    /// Why.
+    pub kind: Kind,
+    /// The alert as it stands.
+    pub alert: Alert,
+    /// The channels to deliver to.
+    pub channels: Vec<String>,
+}
+
+/// What one target looked like in a round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    /// `tier/name`, or `all` for the system as a whole.
+    pub target: String,
+    /// Numeric figures, by the names conditions use.
+    pub metrics: BTreeMap<String, f64>,
+    /// Failed (`tier_unavailable`).
+    pub unavailable: bool,
+    /// Degraded or failed (`tier_degraded`).
+    pub degraded: bool,
+}
+
+/// Seed 000's `ALERT_RULES` and seed 002's thresholds, the rules used when none are configured.
+pub fn default_rules(settings: &AlertSettings) -> Vec<AlertRule> {
+    let rule = |name: &str, condition: &str, severity: Severity, message: &str, action: Option<AutoAction>| AlertRule {
+        name: name.into(),
+        condition: condition.into(),
+        severity,
+        channels: Vec::new(),
+        message: message.into(),
+        runbook_url: None,
+        for_rounds: 1,
+        cooldown: None,
+        send_resolved: true,
+        auto_action: action,
+    };
+    let _ = settings;
+    vec![
+        rule(
+            "Critical System Down",
+            "all_tiers_unavailable",
+            Severity::Critical,
+            "CRITICAL: All cache tiers are down. Immediate attention required.",
+            None,
+        ),
+        rule(
+            "Tier Unavailable",
+            "tier_unavailable",
+            Severity::Critical,
+            "{target} is unavailable.",
+            Some(AutoAction::DisableTier),
+        ),
+        rule(
+            "High Memory Usage",
+            "memory_usage > 80%",
+            Severity::Warning,
+            "Memory usage of {target} is at {memory_usage:.1%}. Consider cleanup.",
+            Some(AutoAction::TriggerCleanup),
+        ),
+        rule(
+            "Low Hit Ratio",
+            "hit_ratio < 70%",
+            Severity::Warning,
+            "Cache hit ratio of {target} dropped to {hit_ratio:.1%}.",
+            Some(AutoAction::TriggerOptimization),
+        ),
+        rule("High Latency", "latency_ms > 50", Severity::Warning, "{target} answers in {latency_ms:.0f} ms.", None),
+        rule(
+            "Connection Usage",
+            "connection_usage > 90% or clients_usage > 90%",
+            Severity::Warning,
+            "{target} uses {connection_usage:.0%} of its connections.",
+            None,
+        ),
+    ]
+}
+
+/// The rules in force: the configured ones, or the defaults.
+pub fn rules(settings: &AlertSettings) -> Vec<AlertRule> {
+    if settings.rules.is_empty() && settings.default_rules { default_rules(settings) } else { settings.rules.clone() }
+}
+
+fn num(v: &serde_json::Value) -> Option<f64> {
+    v.as_f64()
+}
+
+/// What each target of a health report looks like to the rules.
+pub fn observe(report: &HealthReport) -> Vec<Observation> {
+    let mut out = Vec::new();
+    let mut cache_targets = 0;
+    let mut cache_down = 0;
+    for t in &report.targets {
+        if matches!(t.status, Status::NotConfigured | Status::NotAvailable) {
+            continue;
+        }
+        let mut m = BTreeMap::new();
+        m.insert("status".to_owned(), f64::from(t.status.severity()));
+        if let Some(l) = t.latency_ms {
+            m.insert("latency_ms".to_owned(), l);
+        }
+        let get = |k: &str| t.metrics.get(k).and_then(num);
+        match t.tier {
+            Tier::Redis => {
+                if let (Some(used), Some(max)) = (get("used_memory"), get("maxmemory").filter(|m| *m > 0.0)) {
+                    m.insert("memory_usage".into(), used / max);
+                }
+                if let (Some(c), Some(max)) = (get("connected_clients"), get("maxclients").filter(|m| *m > 0.0)) {
+                    m.insert("clients_usage".into(), c / max);
+                }
+                for (from, to) in [
+                    ("hit_ratio", "hit_ratio"),
+                    ("mem_fragmentation_ratio", "fragmentation"),
+                    ("evicted_keys", "evicted_keys"),
+                    ("used_memory", "used_memory"),
+                    ("keys", "keys"),
+                ] {
+                    if let Some(v) = get(from) {
+                        m.insert(to.into(), v);
+                    }
+                }
+            }
+            Tier::Postgres => {
+                if let (Some(c), Some(max)) = (get("connections"), get("max_connections").filter(|m| *m > 0.0)) {
+                    m.insert("connection_usage".into(), c / max);
+                }
+                for k in ["dead_tuples", "rows"] {
+                    if let Some(v) = get(k) {
+                        m.insert(k.into(), v);
+                    }
+                }
+            }
+            Tier::Http => {
+                if let Some(v) = get("hit_rate") {
+                    m.insert("hit_ratio".into(), v);
+                }
+                if let Some(v) = get("http_status") {
+                    m.insert("http_status".into(), v);
+                }
+            }
+            Tier::System => {
+                if let Some(host) = t.metrics.get("host") {
+                    if let Some(p) = host.get("memory_percent").and_then(num) {
+                        m.insert("memory_usage".into(), p / 100.0);
+                    }
+                    let load = host.get("load").and_then(|l| l.get(0)).and_then(num);
+                    let cpus = host.get("cpus").and_then(num).filter(|c| *c > 0.0);
+                    if let (Some(l), Some(c)) = (load, cpus) {
+                        m.insert("load_per_cpu".into(), l / c);
+                    }
+                }
+            }
+            _ => {}
+        }
+        if matches!(t.tier, Tier::Redis | Tier::Postgres | Tier::Memory) {
+            cache_targets += 1;
+            cache_down += usize::from(t.status == Status::Failed);
+        }
+        out.push(Observation {
+            target: format!("{}/{}", t.tier, t.name),
+            metrics: m,
+            unavailable: t.status == Status::Failed,
+            degraded: t.status.severity() >= 1,
+        });
+    }
+    out.push(Observation {
+        target: "all".into(),
+        metrics: BTreeMap::new(),
+        unavailable: cache_targets > 0 && cache_down == cache_targets,
+        degraded: cache_down > 0,
+    });
+    out
+}
+
+/// A short stable id of a fingerprint.
+pub fn short_id(fingerprint: &str) -> String {
+    hex::encode(&Sha256::digest(fingerprint.as_bytes())[..4])
+}
+
+/// The channels a rule notifies.
+pub fn channels_of(rule: &AlertRule, settings: &AlertSettings) -> Vec<String> {
+    if rule.channels.is_empty() { settings.default_channels.clone() } else { rule.channels.clone() }
+}
+
+/// Evaluates every rule against a round's observations at `now`, updating `book`. Rules named
+/// in `silenced` (maintenance windows) change state but send nothing. Returns the notices
+/// and the alerts that started firing in this round (for auto-actions).
+pub fn evaluate(
+    book: &mut Book,
+    rules: &[AlertRule],
+    settings: &AlertSettings,
+    observations: &[Observation],
+    silenced: &[String],
+    now: DateTime<Utc>,
+) -> (Vec<Notice>, Vec<(AlertRule, Alert)>) {
+    book.round += 1;
+    let mut notices = Vec::new();
+    let mut fired = Vec::new();
+    for rule in rules {
+        // Validated when the configuration was loaded.
+        let Ok(condition) = alerting::parse(&rule.condition) else { continue };
+        let global = condition.is_global();
+        let all_down = observations.iter().any(|o| o.target == "all" && o.unavailable);
+        for obs in observations.iter().filter(|o| (o.target == "all") == global) {
+            let named = |n: &str| match n {
+                "all_tiers_unavailable" => all_down,
+                "tier_unavailable" => obs.unavailable,
+                "tier_degraded" => obs.degraded,
+                _ => false,
+            };
+            let bad = condition.eval(&obs.metrics, &named);
+            let fingerprint = format!("{}|{}", rule.name, obs.target);
+            let values = values_of(&condition, &obs.metrics);
+            let cooldown =
+                chrono::Duration::from_std(rule.cooldown.unwrap_or(settings.cooldown)).unwrap_or(chrono::Duration::MAX);
+            let channels = channels_of(rule, settings);
+            let quiet = silenced.contains(&rule.name);
+            let notify = |kind: Kind, alert: &mut Alert, notices: &mut Vec<Notice>| {
+                if quiet {
+                    return;
+                }
+                alert.last_sent = Some(now);
+                alert.notifications += 1;
+                notices.push(Notice { kind, alert: alert.clone(), channels: channels.clone() });
+            };
+            if bad {
+                let alert = book.alerts.entry(fingerprint.clone()).or_insert_with(|| Alert {
+                    id: short_id(&fingerprint),
+                    fingerprint: fingerprint.clone(),
+                    rule: rule.name.clone(),
+                    target: obs.target.clone(),
+                    severity: rule.severity,
+                    status: AlertStatus::Pending,
+                    bad_rounds: 0,
+                    since: now,
+                    started_at: None,
+                    ended_at: None,
+                    last_sent: None,
+                    notifications: 0,
+                    acked: false,
+                    message: String::new(),
+                    runbook_url: rule.runbook_url.clone(),
+                    values: BTreeMap::new(),
+                });
+                if alert.status == AlertStatus::Resolved {
+                    alert.status = AlertStatus::Pending;
+                    alert.bad_rounds = 0;
+                    alert.since = now;
+                    alert.acked = false;
+                    alert.ended_at = None;
+                    alert.severity = rule.severity;
+                }
+                alert.bad_rounds += 1;
+                alert.values = values;
+                alert.message = render(rule, obs, &alert.values);
+                if alert.status == AlertStatus::Pending && alert.bad_rounds >= rule.for_rounds {
+                    alert.status = AlertStatus::Firing;
+                    alert.since = now;
+                    alert.started_at = Some(now);
+                    notify(Kind::Firing, alert, &mut notices);
+                    fired.push((rule.clone(), alert.clone()));
+                } else if alert.status == AlertStatus::Firing
+                    && !alert.acked
+                    && alert.last_sent.is_none_or(|t| now - t >= cooldown)
+                {
+                    notify(Kind::Repeat, alert, &mut notices);
+                }
+            } else if let Some(alert) = book.alerts.get_mut(&fingerprint) {
+                match alert.status {
+                    AlertStatus::Firing => {
+                        alert.status = AlertStatus::Resolved;
+                        alert.since = now;
+                        alert.ended_at = Some(now);
+                        alert.bad_rounds = 0;
+                        alert.values = values;
+                        if rule.send_resolved {
+                            notify(Kind::Resolved, alert, &mut notices);
+                        }
+                    }
+                    AlertStatus::Pending => {
+                        book.alerts.remove(&fingerprint);
+                    }
+                    AlertStatus::Resolved => {}
+                }
+            }
+        }
+    }
+    (notices, fired)
+}
+
+/// Maintenance windows, in the scheduler's state.
+pub const WINDOWS_FILE: &str = "scheduler/windows.json";
+
+/// A maintenance window as the scheduler keeps it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct MaintenanceWindow {
+    /// Its name.
+    pub name: String,
+    /// When it opens (five-field cron, UTC).
+    pub start: String,
+    /// How long it stays open.
+    #[serde(with = "humantime_serde")]
+    pub duration: std::time::Duration,
+    /// The rules it silences.
+    #[serde(default)]
+    pub silence: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Windows {
+    #[serde(default)]
+    windows: Vec<MaintenanceWindow>,
+}
+
+/// The rules silenced at `now` by an open maintenance window.
+pub fn silenced(
+    state: &cache_core::state::StateDir,
+    rules: &[AlertRule],
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<String>> {
+    let windows: Windows = state.read_json(WINDOWS_FILE)?.unwrap_or_default();
+    let mut out = Vec::new();
+    for w in windows.windows {
+        let length = chrono::Duration::from_std(w.duration).unwrap_or(chrono::Duration::zero());
+        // Open when it started within the last `duration`.
+        let open =
+            cache_core::schedule::next_runs(&w.start, now - length, 1)?.first().is_some_and(|start| *start <= now);
+        if open {
+            out.extend(w.silence.iter().filter(|r| rules.iter().any(|rule| &rule.name == *r)).cloned());
+        }
+    }
+    Ok(out)
+}
+
+fn values_of(condition: &Condition, metrics: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    condition.metrics().into_iter().filter_map(|m| metrics.get(m).map(|v| (m.to_owned(), *v))).collect()
+}
+
+fn render(rule: &AlertRule, obs: &Observation, _values: &BTreeMap<String, f64>) -> String {
+    let labels: BTreeMap<&str, String> = [("target", obs.target.clone()), ("rule", rule.name.clone())].into();
+    alerting::render(&rule.message, &obs.metrics, &labels).unwrap_or_else(|_| rule.message.clone())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! Auto-actions (seed 000's `auto_recovery_system`): when a rule with an `auto_action` starts
+//! firing, `monitor` runs the sibling tool for it (or disables the failing target), waits
+//! `remediation.verify_delay`, probes again and checks the rule on that target: recovered, the
+//! alert resolves; not, it escalates to critical. A rule gets at most
+//! `remediation.max_actions` actions within `remediation.rounds` rounds (Monit's "N restarts
+//! within M cycles"); past that it stops acting and a budget alert says so.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cache_core::alerting;
+use cache_core::app::Context;
+use cache_core::config::{AlertRule, AutoAction, ConfigSource, Severity};
+use cache_core::tier::{DISABLED_FILE, Disabled, DisabledTarget};
+use chrono::{DateTime, Utc};
+
+use super::channels::Outbox;
+use super::{Alert, AlertStatus, Book, Kind, Notice, channels_of, observe, short_id};
+use crate::commands::check::probe_and_record;
+
+/// Longest an action's command may run.
+const ACTION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+fn action_name(action: AutoAction) -> &'static str {
+    match action {
+        AutoAction::TriggerCleanup => "trigger_cleanup",
+        AutoAction::TriggerOptimization => "trigger_optimization",
+        AutoAction::PostgresMaintenance => "postgres_maintenance",
+        AutoAction::DisableTier => "disable_tier",
+    }
+}
+
+/// The command line of an action: `remediation.commands.<action>`, or the sibling tool next to
+/// this binary (or on PATH).
+fn command_of(ctx: &Context, action: AutoAction) -> Vec<String> {
+    if let Some(c) = ctx.config.alerts.remediation.commands.get(action_name(action)).filter(|c| !c.is_empty()) {
+        return c.clone();
+    }
+    let sibling = |name: &str| -> String {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join(name)))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from(name))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let words: &[&str] = match action {
+        AutoAction::TriggerCleanup => &["cache-cleanup", "smart", "--yes", "-q"],
+        AutoAction::TriggerOptimization => &["cache-optimizer", "run", "-q"],
+        AutoAction::PostgresMaintenance => &["cache-optimizer", "run", "-q", "--tier", "postgres"],
+        AutoAction::DisableTier => &[],
+    };
+    let mut out: Vec<String> = words.iter().map(|w| (*w).to_owned()).collect();
+    if let Some(first) = out.first_mut() {
+        *first = sibling(first);
+    }
+    out
+}
+
+async fn run_command(ctx: &Context, argv: &[String]) -> anyhow::Result<String> {
+    let (program, args) = argv.split_first().ok_or_else(|| anyhow::anyhow!("empty command"))?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).arg("--state-dir").arg(ctx.state.root()).kill_on_drop(true).stdin(std::process::Stdio::null());
+    if let ConfigSource::File(path) = &ctx.config_source {
+        cmd.arg("--config").arg(path);
+    }
+    let out = tokio::time::timeout(ACTION_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| anyhow::anyhow!("`{program}` did not finish within 30 minutes"))?
+        .map_err(|e| anyhow::anyhow!("running `{program}`: {e}"))?;
+    let code = out.status.code().map_or("a signal".to_owned(), |c| format!("exit {c}"));
+    if out.status.success() {
+        Ok(format!("`{}` ({code})", argv.join(" ")))
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        anyhow::bail!("`{}` failed ({code}): {}", argv.join(" "), stderr.trim())
+    }
+}
+
+fn budget_alert(rule: &AlertRule, actions: usize, rounds: u32, now: DateTime<Utc>) -> Alert {
+    let fingerprint = format!("{}|remediation-budget", rule.name);
+    Alert {
+        id: short_id(&fingerprint),
+        fingerprint,
+        rule: format!("{} (remediation budget)", rule.name),
+        target: "all".into(),
+        severity: Severity::Critical,
+        status: AlertStatus::Firing,
+        bad_rounds: 0,
+        since: now,
+        started_at: Some(now),
+        ended_at: None,
+        last_sent: Some(now),
+        notifications: 1,
+        acked: false,
+        message: format!(
+            "{actions} auto-actions of rule `{}` in the last {rounds} rounds did not keep it from firing; \
+             no more actions until the budget frees up: a person is needed",
+            rule.name
+        ),
+        runbook_url: rule.runbook_url.clone(),
+        values: Default::default(),
+    }
+}
+
+/// Runs the auto-actions of the alerts that started firing this round; returns what was done.
+pub async fn run(
+    ctx: &Context,
+    book: &mut Book,
+    outbox: &mut Outbox,
+    fired: &[(AlertRule, Alert)],
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<String>> {
+    let settings = &ctx.config.alerts;
+    let limits = &settings.remediation;
+    let mut done = Vec::new();
+    for (rule, alert) in fired {
+        let Some(action) = rule.auto_action else { continue };
+        let round = book.round;
+        let recent = book.actions.entry(rule.name.clone()).or_default();
+        recent.retain(|r| *r + u64::from(limits.rounds) > round);
+        if recent.len() >= limits.max_actions as usize {
+            let budget = budget_alert(rule, recent.len(), limits.rounds, now);
+            let fresh = book.alerts.get(&budget.fingerprint).is_none_or(|a| a.status != AlertStatus::Firing);
+            if fresh {
+                let channels = channels_of(rule, settings);
+                outbox.enqueue(&[Notice { kind: Kind::Firing, alert: budget.clone(), channels }], now);
+                book.alerts.insert(budget.fingerprint.clone(), budget);
+            }
+            done.push(format!(
+                "{}: budget of {} actions in {} rounds spent; not acting",
+                rule.name, limits.max_actions, limits.rounds
+            ));
+            continue;
+        }
+        recent.push(round);
+        if action == AutoAction::DisableTier {
+            if alert.target == "all" {
+                continue;
+            }
+            let mut disabled: Disabled = ctx.state.read_json(DISABLED_FILE)?.unwrap_or_default();
+            let until = now + chrono::Duration::from_std(limits.disable_for).unwrap_or(chrono::Duration::MAX);
+            disabled.targets.insert(alert.target.clone(), DisabledTarget { until, reason: alert.message.clone() });
+            ctx.state.write_json(DISABLED_FILE, &disabled)?;
+            done.push(format!("{}: {} disabled until {}", rule.name, alert.target, until.format("%H:%M:%S UTC")));
+            continue;
+        }
+        let argv = command_of(ctx, action);
+        match run_command(ctx, &argv).await {
+            Ok(text) => done.push(format!("{}: ran {text}", rule.name)),
+            Err(e) => done.push(format!("{}: {e:#}", rule.name)),
+        }
+        // Verify: probe again after the delay and judge the rule on the same target.
+        tokio::time::sleep(limits.verify_delay).await;
+        let report = probe_and_record(ctx, None).await?;
+        let observations = observe(&report);
+        let still_bad = match (alerting::parse(&rule.condition), observations.iter().find(|o| o.target == alert.target))
+        {
+            (Ok(condition), Some(obs)) => {
+                let all_down = observations.iter().any(|o| o.target == "all" && o.unavailable);
+                condition.eval(&obs.metrics, &|n| match n {
+                    "all_tiers_unavailable" => all_down,
+                    "tier_unavailable" => obs.unavailable,
+                    "tier_degraded" => obs.degraded,
+                    _ => false,
+                })
+            }
+            _ => true,
+        };
+        let channels = channels_of(rule, settings);
+        let Some(entry) = book.alerts.get_mut(&alert.fingerprint) else { continue };
+        if still_bad {
+            entry.severity = Severity::Critical;
+            entry.last_sent = Some(now);
+            entry.notifications += 1;
+            entry.message = format!("{} (still so after {}; escalated)", entry.message, action_name(action));
+            outbox.enqueue(&[Notice { kind: Kind::Escalated, alert: entry.clone(), channels }], now);
+            done.push(format!("{}: not recovered on {}: escalated", rule.name, alert.target));
+        } else {
+            entry.status = AlertStatus::Resolved;
+            entry.since = now;
+            entry.ended_at = Some(now);
+            entry.bad_rounds = 0;
+            if rule.send_resolved {
+                entry.last_sent = Some(now);
+                entry.notifications += 1;
+                outbox.enqueue(&[Notice { kind: Kind::Resolved, alert: entry.clone(), channels }], now);
+            }
+            done.push(format!("{}: verified: {} recovered", rule.name, alert.target));
+        }
+    }
+    Ok(done)
+}

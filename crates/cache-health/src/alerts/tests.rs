@@ -1,0 +1,100 @@
+//! The alert engine on hand-made rounds: `for`, cooldown, resolved, acknowledgement, silence.
+
+use super::*;
+
+fn rule(condition: &str, for_rounds: u32) -> AlertRule {
+    AlertRule {
+        name: "Low Hit Ratio".into(),
+        condition: condition.into(),
+        severity: Severity::Warning,
+        channels: vec![],
+        message: "hit ratio of {target} at {hit_ratio:.1%}".into(),
+        runbook_url: None,
+        for_rounds,
+        cooldown: None,
+        send_resolved: true,
+        auto_action: None,
+    }
+}
+
+fn obs(hit: f64) -> Vec<Observation> {
+    vec![Observation {
+        target: "redis/main".into(),
+        metrics: [("hit_ratio".to_owned(), hit)].into(),
+        unavailable: false,
+        degraded: false,
+    }]
+}
+
+fn at(minutes: i64) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z").unwrap().to_utc() + chrono::Duration::minutes(minutes)
+}
+
+fn kinds(n: &[Notice]) -> Vec<Kind> {
+    n.iter().map(|n| n.kind).collect()
+}
+
+#[test]
+fn fires_on_the_third_bad_round_repeats_after_the_cooldown_and_resolves_once() {
+    let settings = AlertSettings::default();
+    let rules = [rule("hit_ratio < 70%", 3)];
+    let mut book = Book::default();
+    let round =
+        |hit: f64, minute: i64, book: &mut Book| evaluate(book, &rules, &settings, &obs(hit), &[], at(minute)).0;
+    assert!(round(0.5, 0, &mut book).is_empty());
+    assert!(round(0.5, 1, &mut book).is_empty());
+    let n = round(0.5, 2, &mut book);
+    assert_eq!(kinds(&n), [Kind::Firing]);
+    assert_eq!(n[0].alert.message, "hit ratio of redis/main at 50.0%");
+    assert_eq!(n[0].channels, ["log"]);
+    // Within the 30-minute cooldown: nothing; past it: one repeat.
+    assert!(round(0.5, 20, &mut book).is_empty());
+    assert_eq!(kinds(&round(0.4, 33, &mut book)), [Kind::Repeat]);
+    assert!(round(0.4, 40, &mut book).is_empty());
+    // Recovered: one resolved notice, then silence.
+    let n = round(0.9, 41, &mut book);
+    assert_eq!(kinds(&n), [Kind::Resolved]);
+    assert_eq!(n[0].alert.status, AlertStatus::Resolved);
+    assert!(round(0.9, 42, &mut book).is_empty());
+    // A pending alert that recovers before `for` leaves nothing.
+    round(0.5, 50, &mut book);
+    round(0.9, 51, &mut book);
+    assert!(book.alerts.is_empty(), "{book:#?}");
+    assert_eq!(book.round, 10);
+}
+
+#[test]
+fn acknowledged_alerts_stop_repeating_and_silenced_rules_send_nothing() {
+    let settings = AlertSettings::default();
+    let rules = [rule("hit_ratio < 70%", 1)];
+    let mut book = Book::default();
+    assert_eq!(kinds(&evaluate(&mut book, &rules, &settings, &obs(0.5), &[], at(0)).0), [Kind::Firing]);
+    book.alerts.values_mut().for_each(|a| a.acked = true);
+    assert!(evaluate(&mut book, &rules, &settings, &obs(0.5), &[], at(90)).0.is_empty());
+    let silenced = ["Low Hit Ratio".to_owned()];
+    let (n, _) = evaluate(&mut book, &rules, &settings, &obs(0.9), &silenced, at(91));
+    assert!(n.is_empty());
+    assert_eq!(book.alerts.values().next().unwrap().status, AlertStatus::Resolved);
+}
+
+#[test]
+fn global_rules_see_the_whole_system() {
+    let settings = AlertSettings::default();
+    let mut rules = vec![rule("all_tiers_unavailable", 1)];
+    rules[0].message = "all down".into();
+    let mut book = Book::default();
+    let mut o = obs(0.9);
+    o.push(Observation { target: "all".into(), metrics: BTreeMap::new(), unavailable: true, degraded: true });
+    let (n, fired) = evaluate(&mut book, &rules, &settings, &o, &[], at(0));
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].alert.target, "all");
+    assert_eq!(fired.len(), 1);
+}
+
+#[test]
+fn default_rules_are_valid() {
+    for r in default_rules(&AlertSettings::default()) {
+        cache_core::alerting::parse(&r.condition).unwrap();
+        cache_core::alerting::check_template(&r.message).unwrap();
+    }
+}
