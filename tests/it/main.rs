@@ -6,6 +6,7 @@ mod analytics;
 mod backup;
 mod cleanup;
 mod health;
+mod monitor;
 mod optimizer;
 
 pub(crate) use health::health_table_sql;

@@ -4,6 +4,7 @@
 //! - [`PgServer`]: a real PostgreSQL (`initdb` + `postgres`), on a Unix socket, run as the
 //!   `postgres` user when the tests run as root.
 //! - [`Mem0Server`]: a small HTTP server speaking the Mem0 platform and self-hosted dialects.
+//! - [`HttpReceiver`], [`SmtpServer`]: notification receivers speaking HTTP and SMTP.
 //! - [`Blackhole`]: a listener that accepts connections and never answers.
 //! - [`history`]: synthetic analytics histories with known answers.
 //! - [`TestEnv`]: a temporary state directory and config, and a runner that scrubs `CACHE_*`
@@ -20,6 +21,7 @@ pub mod history;
 mod mem0;
 mod net;
 mod pg;
+mod receivers;
 mod redis_server;
 mod stub_http;
 mod tls;
@@ -29,6 +31,7 @@ pub use env::{RunOutput, TestEnv};
 pub use mem0::{Mem0Server, RecordedRequest};
 pub use net::{Blackhole, free_port};
 pub use pg::{PG_BIN_ENV, PgOptions, PgServer};
+pub use receivers::{HttpReceiver, Mail, Received, SmtpServer};
 pub use redis_server::{REDIS_SERVER_ENV, RedisServer};
 pub use stub_http::StubHttp;
 pub use tls::SelfSigned;

@@ -74,6 +74,9 @@ pub struct Alert {
     pub runbook_url: Option<String>,
     /// The figures the condition read.
     pub values: BTreeMap<String, f64>,
+    /// An auto-action did not fix it: raised to critical, notified once.
+    #[serde(default)]
+    pub escalated: bool,
 }
 
 /// All alert state.
@@ -291,7 +294,8 @@ pub fn channels_of(rule: &AlertRule, settings: &AlertSettings) -> Vec<String> {
 
 /// Evaluates every rule against a round's observations at `now`, updating `book`. Rules named
 /// in `silenced` (maintenance windows) change state but send nothing. Returns the notices
-/// and the alerts that started firing in this round (for auto-actions).
+/// and the alerts firing after this round (for auto-actions, which act on every bad round
+/// until their budget is spent, as Monit restarts a failing service every cycle).
 pub fn evaluate(
     book: &mut Book,
     rules: &[AlertRule],
@@ -348,6 +352,7 @@ pub fn evaluate(
                     message: String::new(),
                     runbook_url: rule.runbook_url.clone(),
                     values: BTreeMap::new(),
+                    escalated: false,
                 });
                 if alert.status == AlertStatus::Resolved {
                     alert.status = AlertStatus::Pending;
@@ -356,6 +361,7 @@ pub fn evaluate(
                     alert.acked = false;
                     alert.ended_at = None;
                     alert.severity = rule.severity;
+                    alert.escalated = false;
                 }
                 alert.bad_rounds += 1;
                 alert.values = values;
@@ -365,12 +371,14 @@ pub fn evaluate(
                     alert.since = now;
                     alert.started_at = Some(now);
                     notify(Kind::Firing, alert, &mut notices);
-                    fired.push((rule.clone(), alert.clone()));
                 } else if alert.status == AlertStatus::Firing
                     && !alert.acked
                     && alert.last_sent.is_none_or(|t| now - t >= cooldown)
                 {
                     notify(Kind::Repeat, alert, &mut notices);
+                }
+                if alert.status == AlertStatus::Firing {
+                    fired.push((rule.clone(), alert.clone()));
                 }
             } else if let Some(alert) = book.alerts.get_mut(&fingerprint) {
                 match alert.status {

@@ -101,10 +101,11 @@ fn budget_alert(rule: &AlertRule, actions: usize, rounds: u32, now: DateTime<Utc
         ),
         runbook_url: rule.runbook_url.clone(),
         values: Default::default(),
+        escalated: false,
     }
 }
 
-/// Runs the auto-actions of the alerts that started firing this round; returns what was done.
+/// Runs the auto-actions of the alerts firing this round; returns what was done.
 pub async fn run(
     ctx: &Context,
     book: &mut Book,
@@ -171,12 +172,15 @@ pub async fn run(
         let channels = channels_of(rule, settings);
         let Some(entry) = book.alerts.get_mut(&alert.fingerprint) else { continue };
         if still_bad {
-            entry.severity = Severity::Critical;
-            entry.last_sent = Some(now);
-            entry.notifications += 1;
-            entry.message = format!("{} (still so after {}; escalated)", entry.message, action_name(action));
-            outbox.enqueue(&[Notice { kind: Kind::Escalated, alert: entry.clone(), channels }], now);
-            done.push(format!("{}: not recovered on {}: escalated", rule.name, alert.target));
+            if !entry.escalated {
+                entry.escalated = true;
+                entry.severity = Severity::Critical;
+                entry.last_sent = Some(now);
+                entry.notifications += 1;
+                entry.message = format!("{} (still so after {}; escalated)", entry.message, action_name(action));
+                outbox.enqueue(&[Notice { kind: Kind::Escalated, alert: entry.clone(), channels }], now);
+            }
+            done.push(format!("{}: not recovered on {}", rule.name, alert.target));
         } else {
             entry.status = AlertStatus::Resolved;
             entry.since = now;

@@ -117,6 +117,7 @@ async fn test(ctx: &Context, rule_name: &str) -> anyhow::Result<u8> {
         message: format!("Test notification of rule `{}` from cache-health alerts test", rule.name),
         runbook_url: rule.runbook_url.clone(),
         values: Default::default(),
+        escalated: false,
     };
     let notice = Notice { kind: Kind::Test, alert, channels: alerts::channels_of(rule, settings) };
     let mut outbox = Outbox::default();

@@ -1,0 +1,292 @@
+//! `cache-health monitor` and `alerts` with real Redis, and real HTTP and SMTP receivers; time
+//! is driven with `CACHE_NOW`, so cooldowns and retries take no waiting.
+
+use cache_tests::{HttpReceiver, RedisServer, SmtpServer, TestEnv};
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+
+use crate::{ANALYTICS, CLEANUP, HEALTH};
+
+const T0: &str = "2026-11-22T10:00:00Z";
+
+fn at(minutes: i64) -> String {
+    let t = chrono::DateTime::parse_from_rfc3339(T0).unwrap().to_utc() + chrono::Duration::minutes(minutes);
+    t.to_rfc3339()
+}
+
+/// One `monitor --once` round at `T0 + minutes`.
+fn round(env: &TestEnv, minutes: i64) -> Value {
+    let mut cmd = env.command(HEALTH, &["monitor", "--once", "--format", "json"]);
+    cmd.env("CACHE_NOW", at(minutes));
+    let out = env.run_command(cmd);
+    out.expect_code(0);
+    out.json()
+}
+
+fn used_memory(conn: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("memory").query(conn).unwrap();
+    info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap()
+}
+
+/// Sets `maxmemory` so that `used_memory` is `share` of it.
+fn memory_share(conn: &mut redis::Connection, share: f64) {
+    let max = (used_memory(conn) as f64 / share) as u64;
+    redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(max).query::<()>(conn).unwrap();
+}
+
+#[test]
+fn a_rule_fires_on_its_third_bad_round_repeats_after_the_cooldown_and_resolves_once_on_every_channel() {
+    let Some(redis) = RedisServer::start() else { return };
+    let hook = HttpReceiver::start("");
+    let slack = HttpReceiver::start("ok");
+    let smtp = SmtpServer::start();
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n\
+         [system]\ngpu = false\n\
+         [alerts.channels.hook]\ntype = \"webhook\"\nurl = \"{}\"\nhmac_secret = \"s3cret-hmac\"\n\
+         [alerts.channels.chat]\ntype = \"slack\"\nurl = \"{}\"\n\
+         [alerts.channels.mail]\ntype = \"email\"\nserver = \"127.0.0.1\"\nport = {}\nstarttls = \"none\"\n\
+         from = \"cache@example.com\"\nto = [\"ops@example.com\"]\n\
+         [[alerts.rules]]\nname = \"High Memory Usage\"\ncondition = \"memory_usage > 80%\"\nfor = 3\n\
+         channels = [\"log\", \"hook\", \"chat\", \"mail\"]\nrunbook_url = \"https://runbooks.example/memory\"\n\
+         message = \"Memory usage of {{target}} is at {{memory_usage:.1%}}.\"\n",
+        redis.url(),
+        hook.url("/alerts"),
+        slack.url("/services/T0/B0/XYZ"),
+        smtp.port()
+    ));
+    let mut conn = redis.connection();
+    memory_share(&mut conn, 0.9);
+    for minute in 0..2 {
+        let r = round(&env, minute);
+        assert_eq!(r["notices"].as_array().unwrap().len(), 0, "fired before its third bad round: {r:#}");
+    }
+    assert!(hook.received().is_empty());
+    let r = round(&env, 2);
+    assert_eq!(r["notices"][0]["kind"], "firing", "{r:#}");
+    assert_eq!(r["delivered"], 4, "{r:#}");
+
+    // Webhook: the Alertmanager payload, signed.
+    let got = hook.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].method.as_str(), got[0].path.as_str()), ("POST", "/alerts"));
+    let body = got[0].json();
+    assert_eq!(body["version"], "4");
+    assert_eq!(body["status"], "firing");
+    assert_eq!(body["receiver"], "hook");
+    let alert = &body["alerts"][0];
+    assert_eq!(alert["labels"]["alertname"], "High Memory Usage");
+    assert_eq!(alert["labels"]["severity"], "warning");
+    assert_eq!(alert["labels"]["target"], "redis/main");
+    assert_eq!(alert["annotations"]["runbook_url"], "https://runbooks.example/memory");
+    assert!(alert["annotations"]["summary"].as_str().unwrap().starts_with("Memory usage of redis/main is at "));
+    assert_eq!(alert["startsAt"], "2026-11-22T10:02:00Z");
+    assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(b"s3cret-hmac").unwrap();
+    mac.update(&got[0].body);
+    let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(got[0].header("X-Cache-Toolkit-Signature"), Some(want.as_str()));
+    // Slack: an incoming-webhook message.
+    let chat = slack.received();
+    assert_eq!(chat.len(), 1);
+    assert_eq!(chat[0].path, "/services/T0/B0/XYZ");
+    let text = chat[0].json()["text"].as_str().unwrap().to_owned();
+    assert!(text.contains("[FIRING] [WARNING] High Memory Usage on redis/main"), "{text}");
+    // Email: one message with the headline as its subject.
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(
+        (mails[0].from.as_str(), mails[0].to.as_slice()),
+        ("cache@example.com", &["ops@example.com".to_owned()][..])
+    );
+    assert!(mails[0].data.contains("Subject: [FIRING] [WARNING] High Memory Usage on redis/main"), "{}", mails[0].data);
+
+    // Within the 30-minute cooldown: nothing. Past it: one repeat on each channel.
+    assert_eq!(round(&env, 20)["notices"].as_array().unwrap().len(), 0);
+    let r = round(&env, 33);
+    assert_eq!(r["notices"][0]["kind"], "repeat", "{r:#}");
+    assert_eq!((hook.received().len(), slack.received().len(), smtp.mails().len()), (2, 2, 2));
+    let listed = env.run(HEALTH, &["alerts", "--format", "json"]).json();
+    assert_eq!(listed["alerts"][0]["status"], "firing");
+    assert_eq!(listed["alerts"][0]["notifications"], 2);
+
+    // Recovered: one resolved notice, then silence.
+    memory_share(&mut conn, 0.3);
+    let r = round(&env, 34);
+    assert_eq!(r["notices"][0]["kind"], "resolved", "{r:#}");
+    let last = hook.received().pop().unwrap().json();
+    assert_eq!(last["status"], "resolved");
+    assert_eq!(last["alerts"][0]["endsAt"], "2026-11-22T10:34:00Z");
+    assert!(smtp.mails().last().unwrap().data.contains("Subject: [RESOLVED]"));
+    assert_eq!(round(&env, 35)["notices"].as_array().unwrap().len(), 0);
+    assert_eq!((hook.received().len(), slack.received().len(), smtp.mails().len()), (3, 3, 3));
+    let log = std::fs::read_to_string(env.state_dir().join("alerts/log.jsonl")).unwrap();
+    let kinds: Vec<String> =
+        log.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(kinds, ["firing", "repeat", "resolved"]);
+    // Secrets stay out of the state directory.
+    for (path, bytes) in env.state_files() {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("s3cret-hmac") && !text.contains("B0/XYZ"), "a secret in {}", path.display());
+    }
+}
+
+#[test]
+fn a_receiver_that_is_down_gets_the_alert_exactly_once_when_it_is_back() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut hook = HttpReceiver::down("");
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[system]\ngpu = false\n\
+         [alerts.channels.hook]\ntype = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n\
+         [[alerts.rules]]\nname = \"High Memory Usage\"\ncondition = \"memory_usage > 80%\"\nchannels = [\"hook\"]\n",
+        redis.url(),
+        hook.url("/alerts")
+    ));
+    let mut conn = redis.connection();
+    memory_share(&mut conn, 0.9);
+    let r = round(&env, 0);
+    assert_eq!((r["delivered"].as_u64(), r["outbox"].as_u64()), (Some(0), Some(1)), "{r:#}");
+    assert!(r["failed"][0].as_str().unwrap().starts_with("hook: "), "{r:#}");
+    let out = env.run(HEALTH, &["alerts"]);
+    assert!(out.stdout.contains("1 notification(s) waiting in the outbox"), "{}", out.dump());
+    // Before its backoff (1 minute) nothing is tried.
+    hook.up();
+    let r = round(&env, 0);
+    assert_eq!(r["outbox"], 1, "{r:#}");
+    assert!(hook.received().is_empty());
+    // Then it is delivered, once.
+    let r = round(&env, 2);
+    assert_eq!((r["delivered"].as_u64(), r["outbox"].as_u64()), (Some(1), Some(0)), "{r:#}");
+    round(&env, 3);
+    round(&env, 4);
+    let got = hook.received();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].json()["status"], "firing");
+    assert_eq!(got[0].json()["alerts"][0]["startsAt"], "2026-11-22T10:00:00Z");
+}
+
+#[test]
+fn high_memory_runs_cleanup_smart_and_the_verification_resolves_the_alert() {
+    let Some(redis) = RedisServer::start() else { return };
+    // 3000 keys idle for a day: smart picks aggressive, which removes them.
+    let value = vec![b'x'; 1024];
+    for i in 0..3000 {
+        redis.set_aged(&format!("old:{i}"), &value, 0, 86_400);
+    }
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[system]\ngpu = false\n\
+         [alerts.remediation]\nverify_delay = \"0s\"\n\
+         [alerts.remediation.commands]\ntrigger_cleanup = [\"{CLEANUP}\", \"smart\", \"--yes\", \"-q\"]\n",
+        redis.url()
+    ));
+    let mut conn = redis.connection();
+    memory_share(&mut conn, 0.9);
+    // The default rules: "High Memory Usage" runs the cleanup.
+    let r = round(&env, 0);
+    let actions: Vec<&str> = r["actions"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(actions.iter().any(|a| a.starts_with("High Memory Usage: ran `")), "{r:#}");
+    assert!(actions.contains(&"High Memory Usage: verified: redis/main recovered"), "{r:#}");
+    let left: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    assert_eq!(left, 0);
+    let kinds: Vec<String> = std::fs::read_to_string(env.state_dir().join("alerts/log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["firing", "resolved"]);
+    let runs = std::fs::read_to_string(env.state_dir().join("runs.jsonl")).unwrap();
+    assert!(runs.contains("\"job\":\"cleanup\""), "the cleanup left no run record");
+}
+
+#[test]
+fn a_remediation_that_never_helps_stops_after_its_budget_and_raises_the_budget_alert() {
+    let Some(redis) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    let marker = env.path("actions.txt");
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[system]\ngpu = false\n\
+         [[alerts.rules]]\nname = \"Always Low\"\ncondition = \"keys >= 0\"\nauto_action = \"trigger_optimization\"\n\
+         [alerts.remediation]\nmax_actions = 2\nrounds = 10\nverify_delay = \"0s\"\n\
+         [alerts.remediation.commands]\ntrigger_optimization = [\"/bin/sh\", \"-c\", \"echo ran >> {}\"]\n",
+        redis.url(),
+        marker.display()
+    ));
+    let mut notices = Vec::new();
+    for minute in 0..5 {
+        let r = round(&env, minute);
+        notices.extend(r["notices"].as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap().to_owned()));
+    }
+    let ran = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(ran.lines().count(), 2, "actions past the budget");
+    let alerts = env.run(HEALTH, &["alerts", "--format", "json"]).json();
+    let rules: Vec<&str> = alerts["alerts"].as_array().unwrap().iter().map(|a| a["rule"].as_str().unwrap()).collect();
+    assert!(rules.contains(&"Always Low (remediation budget)"), "{alerts:#}");
+    let log: Vec<Value> = std::fs::read_to_string(env.state_dir().join("alerts/log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<(&str, &str)> =
+        log.iter().map(|l| (l["kind"].as_str().unwrap(), l["alert"]["rule"].as_str().unwrap())).collect();
+    assert_eq!(
+        kinds,
+        [("firing", "Always Low"), ("escalated", "Always Low"), ("firing", "Always Low (remediation budget)"),]
+    );
+}
+
+#[test]
+fn a_failed_target_is_disabled_and_the_other_tools_skip_it() {
+    let hole = cache_tests::Blackhole::new();
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"gone\"\nurl = \"redis://{}\"\ntimeout = \"300ms\"\nconnect_timeout = \"300ms\"\n[system]\ngpu = false\n",
+        hole.addr()
+    ));
+    let r = round(&env, 0);
+    let actions: Vec<&str> = r["actions"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(actions.iter().any(|a| a.starts_with("Tier Unavailable: redis/gone disabled until")), "{r:#}");
+    let mut cmd = env.command(ANALYTICS, &["collect", "--format", "json"]);
+    cmd.env("CACHE_NOW", at(1));
+    let out = env.run_command(cmd);
+    out.expect_code(0);
+    assert!(out.stderr.contains("redis/gone is disabled until 2026-11-22 10:10:00 UTC"), "{}", out.dump());
+    assert!(out.json()["redis"].as_array().unwrap().is_empty());
+    // Once the time has run out, it is back.
+    let mut cmd = env.command(ANALYTICS, &["collect", "--format", "json"]);
+    cmd.env("CACHE_NOW", at(11));
+    let out = env.run_command(cmd);
+    assert_eq!(out.json()["redis"][0]["name"], "gone", "{}", out.dump());
+}
+
+#[test]
+fn alerts_test_sends_to_every_channel_of_the_rule_and_ack_stops_repeats() {
+    let Some(redis) = RedisServer::start() else { return };
+    let hook = HttpReceiver::start("");
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[system]\ngpu = false\n\
+         [alerts.channels.hook]\ntype = \"webhook\"\nurl = \"{}\"\n\
+         [[alerts.rules]]\nname = \"Low Hit Ratio\"\ncondition = \"memory_usage > 80%\"\nchannels = [\"hook\", \"log\"]\n",
+        redis.url(),
+        hook.url("/a")
+    ));
+    let out = env.run(HEALTH, &["alerts", "test", "Low Hit Ratio"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("hook: delivered") && out.stdout.contains("log: delivered"), "{}", out.dump());
+    assert_eq!(hook.received()[0].json()["commonAnnotations"]["kind"], "test");
+    let out = env.run(HEALTH, &["alerts", "test", "Nope"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("no rule `Nope`"), "{}", out.dump());
+
+    let mut conn = redis.connection();
+    memory_share(&mut conn, 0.9);
+    round(&env, 0);
+    let id = env.run(HEALTH, &["alerts", "--format", "json"]).json()["alerts"][0]["id"].as_str().unwrap().to_owned();
+    env.run(HEALTH, &["alerts", "--ack", &id]).expect_code(0);
+    round(&env, 45);
+    assert_eq!(hook.received().len(), 2, "an acknowledged alert repeated");
+    env.run(HEALTH, &["alerts", "--ack", "feedbeef"]).expect_code(3);
+}

@@ -1,0 +1,208 @@
+//! Real servers standing in for notification receivers: an HTTP receiver (Alertmanager-style
+//! webhooks, Slack incoming webhooks) that records every request, and an SMTP server that
+//! speaks RFC 5321 (EHLO, MAIL, RCPT, DATA, QUIT) and records every message.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// A recorded HTTP request.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// Method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// The first header called `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// An HTTP receiver on a fixed loopback port, which can be stopped and started again on the
+/// same port (a receiver that is down refuses connections).
+pub struct HttpReceiver {
+    port: u16,
+    answer: &'static str,
+    received: Arc<Mutex<Vec<Received>>>,
+    running: Option<(Arc<tiny_http::Server>, JoinHandle<()>)>,
+}
+
+impl HttpReceiver {
+    /// Starts a receiver answering 200 with `answer` (Slack answers `ok`).
+    pub fn start(answer: &'static str) -> Self {
+        let mut r = Self { port: crate::free_port(), answer, received: Arc::default(), running: None };
+        r.up();
+        r
+    }
+
+    /// A receiver on a free port that is down until [`HttpReceiver::up`].
+    pub fn down(answer: &'static str) -> Self {
+        Self { port: crate::free_port(), answer, received: Arc::default(), running: None }
+    }
+
+    /// Starts listening (again).
+    pub fn up(&mut self) {
+        if self.running.is_some() {
+            return;
+        }
+        let server = Arc::new(tiny_http::Server::http(("127.0.0.1", self.port)).unwrap());
+        let received = Arc::clone(&self.received);
+        let answer = self.answer;
+        let thread = {
+            let server = Arc::clone(&server);
+            std::thread::spawn(move || {
+                for mut request in server.incoming_requests() {
+                    let mut body = Vec::new();
+                    let _ = request.as_reader().read_to_end(&mut body);
+                    received.lock().unwrap().push(Received {
+                        method: request.method().to_string(),
+                        path: request.url().to_owned(),
+                        headers: request
+                            .headers()
+                            .iter()
+                            .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned()))
+                            .collect(),
+                        body,
+                    });
+                    let _ = request.respond(tiny_http::Response::from_string(answer));
+                }
+            })
+        };
+        self.running = Some((server, thread));
+    }
+
+    /// Stops listening.
+    pub fn stop(&mut self) {
+        if let Some((server, thread)) = self.running.take() {
+            server.unblock();
+            let _ = thread.join();
+        }
+    }
+
+    /// Its URL, with `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for HttpReceiver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A message an [`SmtpServer`] accepted.
+#[derive(Clone, Debug)]
+pub struct Mail {
+    /// `MAIL FROM` address.
+    pub from: String,
+    /// `RCPT TO` addresses.
+    pub to: Vec<String>,
+    /// The message (headers and body), dot-unstuffed.
+    pub data: String,
+}
+
+/// A plain SMTP server on loopback, one session at a time.
+pub struct SmtpServer {
+    port: u16,
+    mails: Arc<Mutex<Vec<Mail>>>,
+    _thread: JoinHandle<()>,
+}
+
+impl SmtpServer {
+    /// Starts it.
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mails: Arc<Mutex<Vec<Mail>>> = Arc::default();
+        let sink = Arc::clone(&mails);
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = session(stream, &sink);
+            }
+        });
+        Self { port, mails, _thread: thread }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Messages accepted so far.
+    pub fn mails(&self) -> Vec<Mail> {
+        self.mails.lock().unwrap().clone()
+    }
+}
+
+fn session(stream: TcpStream, sink: &Mutex<Vec<Mail>>) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut out = stream.try_clone()?;
+    let mut lines = BufReader::new(stream);
+    out.write_all(b"220 localhost ESMTP test\r\n")?;
+    let (mut from, mut to) = (String::new(), Vec::new());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let upper = line.trim_end().to_ascii_uppercase();
+        if upper.starts_with("EHLO") {
+            out.write_all(b"250-localhost\r\n250-8BITMIME\r\n250 SIZE 1000000\r\n")?;
+        } else if upper.starts_with("HELO") {
+            out.write_all(b"250 localhost\r\n")?;
+        } else if upper.starts_with("MAIL FROM:") {
+            from = addr(&line);
+            to.clear();
+            out.write_all(b"250 OK\r\n")?;
+        } else if upper.starts_with("RCPT TO:") {
+            to.push(addr(&line));
+            out.write_all(b"250 OK\r\n")?;
+        } else if upper == "DATA" {
+            out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
+            let mut data = String::new();
+            loop {
+                line.clear();
+                lines.read_line(&mut line)?;
+                if line == ".\r\n" || line == ".\n" {
+                    break;
+                }
+                data.push_str(line.strip_prefix('.').unwrap_or(&line));
+            }
+            sink.lock().unwrap().push(Mail { from: from.clone(), to: to.clone(), data });
+            out.write_all(b"250 OK queued\r\n")?;
+        } else if upper == "QUIT" {
+            out.write_all(b"221 Bye\r\n")?;
+            return Ok(());
+        } else if upper == "RSET" || upper == "NOOP" {
+            out.write_all(b"250 OK\r\n")?;
+        } else {
+            out.write_all(b"502 Command not implemented\r\n")?;
+        }
+    }
+}
+
+fn addr(line: &str) -> String {
+    line.split_once('<').and_then(|(_, r)| r.split_once('>')).map(|(a, _)| a.to_owned()).unwrap_or_default()
+}
