@@ -290,3 +290,52 @@ fn alerts_test_sends_to_every_channel_of_the_rule_and_ack_stops_repeats() {
     assert_eq!(hook.received().len(), 2, "an acknowledged alert repeated");
     env.run(HEALTH, &["alerts", "--ack", "feedbeef"]).expect_code(3);
 }
+
+#[test]
+fn an_open_maintenance_window_silences_the_rules_it_names() {
+    let Some(redis) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[system]\ngpu = false\n\
+         [[alerts.rules]]\nname = \"High Memory Usage\"\ncondition = \"memory_usage > 80%\"\n",
+        redis.url()
+    ));
+    // Opens at 10:00 every day for an hour.
+    std::fs::create_dir_all(env.state_dir().join("scheduler")).unwrap();
+    std::fs::write(
+        env.state_dir().join("scheduler/windows.json"),
+        r#"{"schema_version": 1, "windows": [{"name": "nightly", "start": "0 10 * * *", "duration": "1h", "silence": ["High Memory Usage"]}]}"#,
+    )
+    .unwrap();
+    let mut conn = redis.connection();
+    memory_share(&mut conn, 0.9);
+    let r = round(&env, 30);
+    assert_eq!(r["notices"].as_array().unwrap().len(), 0, "{r:#}");
+    assert_eq!(r["firing"], 1, "silenced, the alert still fires");
+    // After the window, a firing alert is notified once its cooldown allows.
+    let r = round(&env, 90);
+    assert_eq!(r["notices"][0]["kind"], "repeat", "{r:#}");
+}
+
+#[test]
+fn sigterm_stops_the_monitor_after_its_round() {
+    let Some(redis) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n[system]\ngpu = false\n", redis.url()));
+    let mut child = env.command(HEALTH, &["monitor", "--interval", "1h", "-q"]).spawn().unwrap();
+    let state = env.state_dir().join("alerts/state.json");
+    assert!(cache_tests::wait_until(std::time::Duration::from_secs(20), || state.is_file()), "no round ran");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let stopped = cache_tests::wait_until(std::time::Duration::from_secs(10), || child.try_wait().unwrap().is_some());
+    if !stopped {
+        child.kill().unwrap();
+    }
+    assert!(stopped, "the monitor did not stop on SIGTERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let runs = std::fs::read_to_string(env.state_dir().join("runs.jsonl")).unwrap();
+    assert!(runs.contains("\"job\":\"health-monitor\"") && runs.contains("\"rounds\":1"), "{runs}");
+}

@@ -177,6 +177,13 @@ pub fn default_rules(settings: &AlertSettings) -> Vec<AlertRule> {
         ),
         rule("High Latency", "latency_ms > 50", Severity::Warning, "{target} answers in {latency_ms:.0f} ms.", None),
         rule(
+            "Slow Cache Table",
+            "rows >= 0 and latency_ms > 1000",
+            Severity::Warning,
+            "{target} answers in {latency_ms:.0f} ms: running index and statistics maintenance.",
+            Some(AutoAction::PostgresMaintenance),
+        ),
+        rule(
             "Connection Usage",
             "connection_usage > 90% or clients_usage > 90%",
             Severity::Warning,
