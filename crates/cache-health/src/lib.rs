@@ -3,6 +3,9 @@
 //! `check` probes every configured target concurrently, each within its own budget, writes
 //! `health/comprehensive-health.json` (seed 000's report) and a history line, prints a table,
 //! JSON or one monitoring-plugin line, and exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN.
+//! `monitor` repeats the probes every interval and evaluates alert rules over them: notices
+//! through a durable outbox, auto-actions within a budget (see [`alerts`]); `alerts` lists,
+//! acknowledges and tests them.
 
 pub mod alerts;
 pub mod commands;
