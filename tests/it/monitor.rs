@@ -237,26 +237,60 @@ fn a_remediation_that_never_helps_stops_after_its_budget_and_raises_the_budget_a
     );
 }
 
-#[test]
-fn a_failed_target_is_disabled_and_the_other_tools_skip_it() {
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_target_is_disabled_the_others_keep_entries_longer_and_the_other_tools_skip_it() {
+    let Some(redis) = RedisServer::start() else { return };
+    let Some(pg) = cache_tests::PgServer::start() else { return };
+    let url = pg.create_database("app").await;
+    let db = pg.client("app").await;
+    db.batch_execute(crate::health_table_sql()).await.unwrap();
+    db.batch_execute("UPDATE cache_entries SET expires_at = '2030-01-01T00:00:00Z' WHERE key = 'k1'").await.unwrap();
+    let mut conn = redis.connection();
+    redis::cmd("SET").arg("short").arg("v").arg("EX").arg(60).query::<()>(&mut conn).unwrap();
+    redis::cmd("SET").arg("forever").arg("v").query::<()>(&mut conn).unwrap();
     let hole = cache_tests::Blackhole::new();
     let env = TestEnv::new();
     env.write_config(&format!(
-        "[[redis]]\nname = \"gone\"\nurl = \"redis://{}\"\ntimeout = \"300ms\"\nconnect_timeout = \"300ms\"\n[system]\ngpu = false\n",
-        hole.addr()
+        "project_name = \"default\"\n\
+         [[redis]]\nname = \"gone\"\nurl = \"redis://{}\"\ntimeout = \"300ms\"\nconnect_timeout = \"300ms\"\n\
+         [[redis]]\nname = \"main\"\nurl = \"{}\"\n[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n\
+         [system]\ngpu = false\n[alerts.remediation]\nextend_ttl = \"1h\"\n",
+        hole.addr(),
+        redis.url()
     ));
     let r = round(&env, 0);
     let actions: Vec<&str> = r["actions"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert!(actions.iter().any(|a| a.starts_with("Tier Unavailable: redis/gone disabled until")), "{r:#}");
+    assert!(actions.contains(&"redis/main: 1 TTLs extended by 1h while redis/gone is out"), "{actions:#?}");
+    assert!(actions.contains(&"postgres/main: 1 rows expire 1h later while redis/gone is out"), "{actions:#?}");
+    let ttl: i64 = redis::cmd("TTL").arg("short").query(&mut conn).unwrap();
+    assert!(ttl > 3600 && ttl <= 3660, "{ttl}");
+    let forever: i64 = redis::cmd("TTL").arg("forever").query(&mut conn).unwrap();
+    assert_eq!(forever, -1);
+    let expires: String = db
+        .query_one(
+            "SELECT to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM cache_entries WHERE key = 'k1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(expires, "2030-01-01 01:00");
+    // The next round keeps it disabled but extends nothing again.
+    let r = round(&env, 1);
+    assert!(r["actions"].as_array().unwrap().iter().all(|a| !a.as_str().unwrap().contains("extended")), "{r:#}");
+
     let mut cmd = env.command(ANALYTICS, &["collect", "--format", "json"]);
-    cmd.env("CACHE_NOW", at(1));
+    cmd.env("CACHE_NOW", at(2));
     let out = env.run_command(cmd);
     out.expect_code(0);
-    assert!(out.stderr.contains("redis/gone is disabled until 2026-11-22 10:10:00 UTC"), "{}", out.dump());
-    assert!(out.json()["redis"].as_array().unwrap().is_empty());
+    assert!(out.stderr.contains("redis/gone is disabled until 2026-11-22 10:11:00 UTC"), "{}", out.dump());
+    let snap = out.json();
+    let names: Vec<&str> = snap["redis"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["main"]);
     // Once the time has run out, it is back.
     let mut cmd = env.command(ANALYTICS, &["collect", "--format", "json"]);
-    cmd.env("CACHE_NOW", at(11));
+    cmd.env("CACHE_NOW", at(12));
     let out = env.run_command(cmd);
     assert_eq!(out.json()["redis"][0]["name"], "gone", "{}", out.dump());
 }

@@ -861,6 +861,11 @@ pub struct Remediation {
     /// How long `disable_tier` keeps a target disabled.
     #[serde(with = "humantime_serde")]
     pub disable_for: Duration,
+    /// When a target is disabled, the entries of the remaining tiers live this much longer
+    /// (seed 000: Redis TTLs when the memory API or PostgreSQL fails, cache-table expiry when
+    /// Redis fails); none by default.
+    #[serde(with = "humantime_serde::option")]
+    pub extend_ttl: Option<Duration>,
     /// The command lines of the actions; empty: the sibling binaries next to this one.
     pub commands: BTreeMap<String, Vec<String>>,
 }
@@ -872,6 +877,7 @@ impl Default for Remediation {
             rounds: 10,
             verify_delay: Duration::from_secs(30),
             disable_for: Duration::from_secs(600),
+            extend_ttl: None,
             commands: BTreeMap::new(),
         }
     }

@@ -105,6 +105,98 @@ fn budget_alert(rule: &AlertRule, actions: usize, rounds: u32, now: DateTime<Utc
     }
 }
 
+/// Seed 000's fallback when a tier fails: the remaining tiers keep their entries `extra`
+/// longer. Redis keys that have a TTL get `extra` more (protected keys excepted); cache-table
+/// rows with an expiry get it later. Targets that are disabled themselves are left alone.
+async fn extend_ttls(
+    ctx: &Context,
+    failed: &str,
+    disabled: &Disabled,
+    extra: Duration,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    use cache_core::clients::{postgres, redis as redis_client};
+    use cache_core::scan::{ScanOptions, Scanner, glob_match};
+    use cache_core::tier::Tier;
+
+    let mut done = Vec::new();
+    let config = &ctx.config;
+    let extra_ms = extra.as_millis() as i64;
+    for t in config.redis.iter().filter(|t| format!("redis/{}", t.name) != failed) {
+        if disabled.get(Tier::Redis, &t.name, now).is_some() {
+            continue;
+        }
+        let result: anyhow::Result<u64> = async {
+            let conn = redis_client::connect(t).await?;
+            let opts = ScanOptions { count: 1000, access: false, memory: false, ..ScanOptions::default() };
+            let mut scanner = Scanner::new(conn.clone(), opts, 0).await?;
+            let protected: Vec<&String> = config.cleanup.protected.iter().chain(&t.protected).collect();
+            let mut extended = 0;
+            let mut conn = conn;
+            while let Some(batch) = scanner.next_batch().await? {
+                let mut pipe = redis::pipe();
+                for k in batch.iter().filter(|k| !protected.iter().any(|p| glob_match(p.as_bytes(), &k.key))) {
+                    if let Some(ttl) = k.ttl_ms.filter(|t| *t > 0) {
+                        // GT: never shortens a TTL the application set meanwhile.
+                        pipe.cmd("PEXPIRE").arg(&k.key).arg(ttl + extra_ms).arg("GT").ignore();
+                        extended += 1;
+                    }
+                }
+                pipe.query_async::<()>(&mut conn).await?;
+            }
+            Ok(extended)
+        }
+        .await;
+        done.push(match result {
+            Ok(n) => format!(
+                "redis/{}: {n} TTLs extended by {} while {failed} is out",
+                t.name,
+                humantime::format_duration(extra)
+            ),
+            Err(e) => format!("redis/{}: extending TTLs failed: {e:#}", t.name),
+        });
+    }
+    for t in config.postgres.iter().filter(|t| format!("postgres/{}", t.name) != failed) {
+        if disabled.get(Tier::Postgres, &t.name, now).is_some() {
+            continue;
+        }
+        let c = &t.columns;
+        let q = postgres::quote_ident;
+        let result: anyhow::Result<u64> = async {
+            let db = postgres::connect(t).await?;
+            let seconds = extra.as_secs_f64();
+            let n = if c.project.is_empty() {
+                let sql = format!(
+                    "UPDATE {table} SET {exp} = {exp} + make_interval(secs => $1) WHERE {exp} > now()",
+                    table = q(&t.table),
+                    exp = q(&c.expires_at)
+                );
+                db.execute(&sql, &[&seconds]).await
+            } else {
+                let sql = format!(
+                    "UPDATE {table} SET {exp} = {exp} + make_interval(secs => $1) WHERE {exp} > now() AND {project} = $2",
+                    table = q(&t.table),
+                    exp = q(&c.expires_at),
+                    project = q(&c.project)
+                );
+                db.execute(&sql, &[&seconds, &config.project_name]).await
+            }
+            .map_err(|e| anyhow::anyhow!("{}", postgres::error_text(&e)))?;
+            Ok(n)
+        }
+        .await;
+        done.push(match result {
+            Ok(n) => format!(
+                "postgres/{}: {n} rows expire {} later while {failed} is out",
+                t.name,
+                humantime::format_duration(extra)
+            ),
+            Err(e) => format!("postgres/{}: extending expiry failed: {e:#}", t.name),
+        });
+    }
+    done
+}
+
 /// Runs the auto-actions of the alerts firing this round; returns what was done.
 pub async fn run(
     ctx: &Context,
@@ -141,10 +233,14 @@ pub async fn run(
                 continue;
             }
             let mut disabled: Disabled = ctx.state.read_json(DISABLED_FILE)?.unwrap_or_default();
+            let newly = disabled.targets.get(&alert.target).is_none_or(|d| d.until <= now);
             let until = now + chrono::Duration::from_std(limits.disable_for).unwrap_or(chrono::Duration::MAX);
             disabled.targets.insert(alert.target.clone(), DisabledTarget { until, reason: alert.message.clone() });
             ctx.state.write_json(DISABLED_FILE, &disabled)?;
             done.push(format!("{}: {} disabled until {}", rule.name, alert.target, until.format("%H:%M:%S UTC")));
+            if let (true, Some(extra)) = (newly, limits.extend_ttl) {
+                done.extend(extend_ttls(ctx, &alert.target, &disabled, extra, now).await);
+            }
             continue;
         }
         let argv = command_of(ctx, action);
