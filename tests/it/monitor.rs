@@ -373,3 +373,35 @@ fn sigterm_stops_the_monitor_after_its_round() {
     let runs = std::fs::read_to_string(env.state_dir().join("runs.jsonl")).unwrap();
     assert!(runs.contains("\"job\":\"health-monitor\"") && runs.contains("\"rounds\":1"), "{runs}");
 }
+
+#[test]
+fn email_goes_over_starttls_and_is_refused_plaintext_by_default() {
+    let Some(redis) = RedisServer::start() else { return };
+    let Some(cert) = cache_tests::SelfSigned::generate() else { return };
+    let smtp = SmtpServer::start_tls(&cert);
+    let config = |extra: &str| {
+        format!(
+            "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[system]\ngpu = false\n\
+             [alerts.channels.mail]\ntype = \"email\"\nserver = \"localhost\"\nport = {}\n{extra}\
+             from = \"cache@example.com\"\nto = [\"ops@example.com\"]\ntimeout = \"5s\"\n\
+             [[alerts.rules]]\nname = \"High Memory Usage\"\ncondition = \"memory_usage > 80%\"\nchannels = [\"mail\"]\n",
+            redis.url(),
+            smtp.port()
+        )
+    };
+    let env = TestEnv::new();
+    // Without trusting the relay's certificate, nothing is sent in the clear: the test fails.
+    env.write_config(&config(""));
+    let out = env.run(HEALTH, &["alerts", "test", "High Memory Usage"]);
+    out.expect_code(2);
+    assert!(out.stdout.contains("mail: FAILED"), "{}", out.dump());
+    assert!(smtp.mails().is_empty());
+    // Trusting its CA: delivered over STARTTLS.
+    env.write_config(&config(&format!("ca_file = \"{}\"\n", cert.cert().display())));
+    let out = env.run(HEALTH, &["alerts", "test", "High Memory Usage"]);
+    out.expect_code(0);
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1, "{}", out.dump());
+    assert!(mails[0].encrypted, "mail sent before STARTTLS");
+    assert!(mails[0].data.contains("Subject: [TEST] [WARNING] High Memory Usage on test"), "{}", mails[0].data);
+}

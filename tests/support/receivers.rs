@@ -1,8 +1,9 @@
 //! Real servers standing in for notification receivers: an HTTP receiver (Alertmanager-style
 //! webhooks, Slack incoming webhooks) that records every request, and an SMTP server that
-//! speaks RFC 5321 (EHLO, MAIL, RCPT, DATA, QUIT) and records every message.
+//! speaks RFC 5321 (EHLO, MAIL, RCPT, DATA, QUIT, and STARTTLS per RFC 3207) and records every
+//! message.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -120,25 +121,43 @@ pub struct Mail {
     pub to: Vec<String>,
     /// The message (headers and body), dot-unstuffed.
     pub data: String,
+    /// Whether it came over a STARTTLS-encrypted session.
+    pub encrypted: bool,
 }
 
-/// A plain SMTP server on loopback, one session at a time.
+/// An SMTP server on loopback, one session at a time. With a certificate it offers STARTTLS
+/// and refuses mail until the session is encrypted.
 pub struct SmtpServer {
     port: u16,
     mails: Arc<Mutex<Vec<Mail>>>,
     _thread: JoinHandle<()>,
 }
 
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
 impl SmtpServer {
-    /// Starts it.
+    /// Starts a plain server.
     pub fn start() -> Self {
+        Self::spawn(None)
+    }
+
+    /// Starts a server that requires STARTTLS with this certificate.
+    pub fn start_tls(cert: &crate::SelfSigned) -> Self {
+        let pem = std::fs::read(cert.cert()).unwrap();
+        let key = std::fs::read(cert.key()).unwrap();
+        let identity = native_tls::Identity::from_pkcs8(&pem, &key).unwrap();
+        Self::spawn(Some(native_tls::TlsAcceptor::new(identity).unwrap()))
+    }
+
+    fn spawn(tls: Option<native_tls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let mails: Arc<Mutex<Vec<Mail>>> = Arc::default();
         let sink = Arc::clone(&mails);
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let _ = session(stream, &sink);
+                let _ = session(stream, tls.as_ref(), &sink);
             }
         });
         Self { port, mails, _thread: thread }
@@ -155,50 +174,83 @@ impl SmtpServer {
     }
 }
 
-fn session(stream: TcpStream, sink: &Mutex<Vec<Mail>>) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    let mut out = stream.try_clone()?;
-    let mut lines = BufReader::new(stream);
-    out.write_all(b"220 localhost ESMTP test\r\n")?;
-    let (mut from, mut to) = (String::new(), Vec::new());
-    let mut line = String::new();
+fn read_line(stream: &mut dyn Stream) -> std::io::Result<Option<String>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
     loop {
-        line.clear();
-        if lines.read_line(&mut line)? == 0 {
-            return Ok(());
+        if stream.read(&mut byte)? == 0 {
+            return Ok(if line.is_empty() { None } else { Some(String::from_utf8_lossy(&line).into_owned()) });
         }
+        line.push(byte[0]);
+        if byte[0] == b'\n' {
+            return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+        }
+    }
+}
+
+fn session(stream: TcpStream, tls: Option<&native_tls::TlsAcceptor>, sink: &Mutex<Vec<Mail>>) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut plain = Some(stream);
+    let mut secure: Option<native_tls::TlsStream<TcpStream>> = None;
+    let (mut from, mut to) = (String::new(), Vec::new());
+    let mut greeted = false;
+    loop {
+        let s: &mut dyn Stream = match (&mut secure, &mut plain) {
+            (Some(t), _) => t,
+            (None, Some(p)) => p,
+            (None, None) => return Ok(()),
+        };
+        if !greeted {
+            s.write_all(b"220 localhost ESMTP test\r\n")?;
+            greeted = true;
+        }
+        let Some(line) = read_line(s)? else { return Ok(()) };
         let upper = line.trim_end().to_ascii_uppercase();
+        let encrypted = secure.is_some();
+        let s: &mut dyn Stream = match (&mut secure, &mut plain) {
+            (Some(t), _) => t,
+            (None, Some(p)) => p,
+            (None, None) => return Ok(()),
+        };
         if upper.starts_with("EHLO") {
-            out.write_all(b"250-localhost\r\n250-8BITMIME\r\n250 SIZE 1000000\r\n")?;
-        } else if upper.starts_with("HELO") {
-            out.write_all(b"250 localhost\r\n")?;
+            if tls.is_some() && !encrypted {
+                s.write_all(b"250-localhost\r\n250-STARTTLS\r\n250 8BITMIME\r\n")?;
+            } else {
+                s.write_all(b"250-localhost\r\n250 8BITMIME\r\n")?;
+            }
+        } else if upper == "STARTTLS" && tls.is_some() && !encrypted {
+            s.write_all(b"220 Ready to start TLS\r\n")?;
+            let (Some(acceptor), Some(tcp)) = (tls, plain.take()) else { return Ok(()) };
+            secure = Some(acceptor.accept(tcp).map_err(std::io::Error::other)?);
         } else if upper.starts_with("MAIL FROM:") {
+            if tls.is_some() && !encrypted {
+                s.write_all(b"530 Must issue a STARTTLS command first\r\n")?;
+                continue;
+            }
             from = addr(&line);
             to.clear();
-            out.write_all(b"250 OK\r\n")?;
+            s.write_all(b"250 OK\r\n")?;
         } else if upper.starts_with("RCPT TO:") {
             to.push(addr(&line));
-            out.write_all(b"250 OK\r\n")?;
+            s.write_all(b"250 OK\r\n")?;
         } else if upper == "DATA" {
-            out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
+            s.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
             let mut data = String::new();
-            loop {
-                line.clear();
-                lines.read_line(&mut line)?;
-                if line == ".\r\n" || line == ".\n" {
+            while let Some(l) = read_line(s)? {
+                if l == ".\r\n" || l == ".\n" {
                     break;
                 }
-                data.push_str(line.strip_prefix('.').unwrap_or(&line));
+                data.push_str(l.strip_prefix('.').unwrap_or(&l));
             }
-            sink.lock().unwrap().push(Mail { from: from.clone(), to: to.clone(), data });
-            out.write_all(b"250 OK queued\r\n")?;
+            sink.lock().unwrap().push(Mail { from: from.clone(), to: to.clone(), data, encrypted });
+            s.write_all(b"250 OK queued\r\n")?;
         } else if upper == "QUIT" {
-            out.write_all(b"221 Bye\r\n")?;
+            s.write_all(b"221 Bye\r\n")?;
             return Ok(());
         } else if upper == "RSET" || upper == "NOOP" {
-            out.write_all(b"250 OK\r\n")?;
+            s.write_all(b"250 OK\r\n")?;
         } else {
-            out.write_all(b"502 Command not implemented\r\n")?;
+            s.write_all(b"502 Command not implemented\r\n")?;
         }
     }
 }

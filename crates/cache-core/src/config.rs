@@ -814,6 +814,9 @@ pub enum Channel {
         /// `required` (STARTTLS or nothing), `opportunistic`, or `none`.
         #[serde(default)]
         starttls: SmtpTls,
+        /// An extra CA certificate (PEM) to trust, for a relay with a private CA.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_file: Option<PathBuf>,
         /// Login, when the server wants one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         username: Option<String>,

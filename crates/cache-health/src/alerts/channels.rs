@@ -170,19 +170,18 @@ pub async fn deliver(state: &StateDir, settings: &AlertSettings, item: &Item) ->
             post(cache_core::clients::http::client()?.post(url.expose()).timeout(timeout).json(&body), &item.channel)
                 .await
         }
-        Channel::Email { server, port, starttls, username, password, from, to, timeout } => send_mail(
-            &server,
-            port,
-            starttls,
-            username.as_deref(),
-            password.as_ref().map(|p| p.expose()),
-            &from,
-            &to,
-            timeout,
-            &item.notice,
-        )
-        .await
-        .with_context(|| format!("email through {server}:{port}")),
+        Channel::Email { server, port, starttls, ca_file, username, password, from, to, timeout } => {
+            let smtp = Smtp {
+                server: &server,
+                port,
+                tls: starttls,
+                ca_file: ca_file.as_deref(),
+                username: username.as_deref(),
+                password: password.as_ref().map(|p| p.expose()),
+                timeout,
+            };
+            send_mail(&smtp, &from, &to, &item.notice).await.with_context(|| format!("email through {server}:{port}"))
+        }
     }
 }
 
@@ -265,18 +264,19 @@ fn slack_text(n: &Notice) -> String {
     text
 }
 
-#[allow(clippy::too_many_arguments, reason = "the fields of one configured channel")]
-async fn send_mail(
-    server: &str,
+/// How to reach an SMTP server.
+struct Smtp<'a> {
+    server: &'a str,
     port: u16,
     tls: SmtpTls,
-    username: Option<&str>,
-    password: Option<&str>,
-    from: &str,
-    to: &[String],
+    ca_file: Option<&'a std::path::Path>,
+    username: Option<&'a str>,
+    password: Option<&'a str>,
     timeout: Duration,
-    n: &Notice,
-) -> anyhow::Result<()> {
+}
+
+async fn send_mail(smtp: &Smtp<'_>, from: &str, to: &[String], n: &Notice) -> anyhow::Result<()> {
+    let Smtp { server, port, tls, ca_file, username, password, timeout } = *smtp;
     use lettre::message::{Mailbox, header::ContentType};
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::transport::smtp::client::{Tls, TlsParameters};
@@ -298,10 +298,18 @@ async fn send_mail(
     }
     body.push_str(&format!("\nSince {} (alert {})\n", n.alert.since.to_rfc3339(), n.alert.id));
     let message = message.body(body)?;
+    let parameters = || -> anyhow::Result<TlsParameters> {
+        let mut builder = TlsParameters::builder(server.to_owned());
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path).with_context(|| format!("reading ca_file `{}`", path.display()))?;
+            builder = builder.add_root_certificate(lettre::transport::smtp::client::Certificate::from_pem(&pem)?);
+        }
+        Ok(builder.build()?)
+    };
     let tls = match tls {
         SmtpTls::None => Tls::None,
-        SmtpTls::Opportunistic => Tls::Opportunistic(TlsParameters::new(server.to_owned())?),
-        SmtpTls::Required => Tls::Required(TlsParameters::new(server.to_owned())?),
+        SmtpTls::Opportunistic => Tls::Opportunistic(parameters()?),
+        SmtpTls::Required => Tls::Required(parameters()?),
     };
     let mut transport =
         AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(server).port(port).tls(tls).timeout(Some(timeout));
