@@ -72,7 +72,7 @@ _cache__analytics() {
 
     case "${cmd}" in
         cache__analytics)
-            opts="-v -q -h -V --config --state-dir --tier --wait --verbose --quiet --help --version collect dashboard export generate forecast windows completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help --version collect dashboard export generate forecast windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -90,6 +90,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -98,7 +102,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__collect)
-            opts="-v -q -h --format --config --state-dir --tier --wait --verbose --quiet --help"
+            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -120,6 +124,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -128,7 +136,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__completions)
-            opts="-v -q -h --config --state-dir --tier --wait --verbose --quiet --help bash elvish fish powershell zsh"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -146,6 +154,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -154,7 +166,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__dashboard)
-            opts="-o -v -q -h --output --serve --config --state-dir --tier --wait --verbose --quiet --help"
+            opts="-o -v -q -h --output --serve --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -184,6 +196,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -192,7 +208,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__export)
-            opts="-o -v -q -h --format --output --config --state-dir --tier --wait --verbose --quiet --help"
+            opts="-o -v -q -h --format --output --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -222,6 +238,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -230,7 +250,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__forecast)
-            opts="-v -q -h --format --config --state-dir --tier --wait --verbose --quiet --help"
+            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -252,6 +272,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -260,7 +284,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__generate)
-            opts="-v -q -h --period --date --format --config --state-dir --tier --wait --verbose --quiet --help"
+            opts="-v -q -h --period --date --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -287,6 +311,10 @@ _cache__analytics() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -424,7 +452,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__windows)
-            opts="-v -q -h --format --config --state-dir --tier --wait --verbose --quiet --help"
+            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -443,6 +471,10 @@ _cache__analytics() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

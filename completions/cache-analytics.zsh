@@ -19,7 +19,9 @@ _cache-analytics() {
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -44,7 +46,9 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -61,7 +65,9 @@ _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -80,7 +86,9 @@ prometheus\:"The Prometheus text exposition format (classic), with job run times
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -100,7 +108,9 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -116,7 +126,9 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -132,7 +144,9 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -146,7 +160,9 @@ _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \

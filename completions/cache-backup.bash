@@ -72,7 +72,7 @@ _cache__backup() {
 
     case "${cmd}" in
         cache__backup)
-            opts="-v -q -y -h -V --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --help --version create list verify restore prune schedule completions help"
+            opts="-v -q -y -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help --version create list verify restore prune schedule completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -90,6 +90,10 @@ _cache__backup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -102,7 +106,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__completions)
-            opts="-v -q -y -h --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --help bash elvish fish powershell zsh"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -120,6 +124,10 @@ _cache__backup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -132,7 +140,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__create)
-            opts="-v -q -y -h --only --level --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --only --level --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -155,6 +163,10 @@ _cache__backup() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -296,7 +308,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__list)
-            opts="-v -q -y -h --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -311,6 +323,10 @@ _cache__backup() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -326,7 +342,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__prune)
-            opts="-v -q -y -h --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -344,6 +360,10 @@ _cache__backup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -356,7 +376,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__restore)
-            opts="-v -q -y -h --date --postgres --extract-files --replace-dump --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --date --postgres --extract-files --replace-dump --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -386,6 +406,10 @@ _cache__backup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -398,7 +422,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__schedule)
-            opts="-v -q -y -h --set --enable --disable --reset --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --set --enable --disable --reset --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -420,6 +444,10 @@ _cache__backup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -432,7 +460,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__verify)
-            opts="-v -q -y -h --all --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --all --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -447,6 +475,10 @@ _cache__backup() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -19,9 +19,11 @@ _cache-backup() {
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -53,9 +55,11 @@ paths\:"The directories of \`backup.paths\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -72,9 +76,11 @@ _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -91,10 +97,12 @@ _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--all[Verify every backup]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -116,10 +124,12 @@ merge\:"Add the backup'\''s rows that are missing; rows present stay as they are
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--replace-dump[For a Redis server on this host\: put the RDB in place of its dump file (keeping the old one beside it) and reload it, instead of restoring key by key]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -137,9 +147,11 @@ _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -157,12 +169,14 @@ _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '(--disable --reset)--enable[Run the job on schedule]' \
 '(--reset)--disable[Stop running the job on schedule]' \
 '--reset[Back to the documented schedule]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -179,9 +193,11 @@ _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \

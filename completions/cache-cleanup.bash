@@ -90,7 +90,7 @@ _cache__cleanup() {
 
     case "${cmd}" in
         cache__cleanup)
-            opts="-v -q -y -h -V --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help --version smart light moderate targeted aggressive category files logs memory completions help"
+            opts="-v -q -y -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help --version smart light moderate targeted aggressive category files logs memory completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -105,6 +105,10 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -124,7 +128,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__aggressive)
-            opts="-v -q -y -h --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -139,6 +143,10 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -158,7 +166,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__category)
-            opts="-v -q -y -h --mode --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --mode --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -180,6 +188,10 @@ _cache__cleanup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -196,7 +208,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__completions)
-            opts="-v -q -y -h --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help bash elvish fish powershell zsh"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -211,6 +223,10 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -230,7 +246,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__files)
-            opts="-v -q -y -h --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -245,6 +261,10 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -432,7 +452,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__light)
-            opts="-v -q -y -h --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -447,6 +467,10 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -466,7 +490,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__logs)
-            opts="-v -q -y -h --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -481,6 +505,10 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -500,7 +528,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__memory)
-            opts="-v -q -y -h --mode --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --mode --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -522,6 +550,10 @@ _cache__cleanup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -538,7 +570,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__moderate)
-            opts="-v -q -y -h --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -553,6 +585,10 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -572,7 +608,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__smart)
-            opts="-v -q -y -h --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -587,6 +623,10 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -606,7 +646,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__targeted)
-            opts="-v -q -y -h --config --state-dir --tier --wait --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -621,6 +661,10 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -69,7 +69,7 @@ _cache__health() {
 
     case "${cmd}" in
         cache__health)
-            opts="-v -q -h -V --config --state-dir --tier --wait --verbose --quiet --format --help --version check monitor alerts completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help --version check monitor alerts completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -87,6 +87,10 @@ _cache__health() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json nagios" -- "${cur}"))
                     return 0
@@ -99,7 +103,7 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__alerts)
-            opts="-v -q -h --ack --all --config --state-dir --tier --wait --verbose --quiet --format --help test help"
+            opts="-v -q -h --ack --all --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help test help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -118,6 +122,10 @@ _cache__health() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -175,7 +183,7 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__alerts__subcmd__test)
-            opts="-v -q -h --config --state-dir --tier --wait --verbose --quiet --format --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -193,6 +201,10 @@ _cache__health() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json nagios" -- "${cur}"))
                     return 0
@@ -205,7 +217,7 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__check)
-            opts="-v -q -h --config --state-dir --tier --wait --verbose --quiet --format --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -220,6 +232,10 @@ _cache__health() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -235,7 +251,7 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__completions)
-            opts="-v -q -h --config --state-dir --tier --wait --verbose --quiet --format --help bash elvish fish powershell zsh"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -250,6 +266,10 @@ _cache__health() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -363,7 +383,7 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__monitor)
-            opts="-v -q -h --once --interval --config --state-dir --tier --wait --verbose --quiet --format --help"
+            opts="-v -q -h --once --interval --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -382,6 +402,10 @@ _cache__health() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

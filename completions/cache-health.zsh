@@ -19,10 +19,12 @@ _cache-health() {
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--format=[Output format\: a table, one JSON document, or one monitoring-plugin line with perfdata]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"
 nagios\:"One monitoring-plugin line with performance data (cache-health only)"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -45,10 +47,12 @@ _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--format=[Output format\: a table, one JSON document, or one monitoring-plugin line with perfdata]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"
 nagios\:"One monitoring-plugin line with performance data (cache-health only)"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -63,11 +67,13 @@ _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--format=[Output format\: a table, one JSON document, or one monitoring-plugin line with perfdata]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"
 nagios\:"One monitoring-plugin line with performance data (cache-health only)"))' \
 '--once[Evaluate one round and exit (for cron)]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -82,11 +88,13 @@ _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--format=[Output format\: a table, one JSON document, or one monitoring-plugin line with perfdata]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"
 nagios\:"One monitoring-plugin line with performance data (cache-health only)"))' \
 '--all[Also list alerts that have resolved]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -108,10 +116,12 @@ _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--format=[Output format\: a table, one JSON document, or one monitoring-plugin line with perfdata]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"
 nagios\:"One monitoring-plugin line with performance data (cache-health only)"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
@@ -154,10 +164,12 @@ _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--format=[Output format\: a table, one JSON document, or one monitoring-plugin line with perfdata]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"
 nagios\:"One monitoring-plugin line with performance data (cache-health only)"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \

@@ -66,7 +66,7 @@ _cache__optimizer() {
 
     case "${cmd}" in
         cache__optimizer)
-            opts="-v -q -h -V --config --state-dir --tier --wait --verbose --quiet --help --version analyze run rollback warm schedule completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help --version analyze run rollback warm schedule completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -84,6 +84,10 @@ _cache__optimizer() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -92,7 +96,7 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__analyze)
-            opts="-v -q -h --format --config --state-dir --tier --wait --verbose --quiet --help"
+            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -114,6 +118,10 @@ _cache__optimizer() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -122,7 +130,7 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__completions)
-            opts="-v -q -h --config --state-dir --tier --wait --verbose --quiet --help bash elvish fish powershell zsh"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -137,6 +145,10 @@ _cache__optimizer() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -260,7 +272,7 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__rollback)
-            opts="-v -q -h --list --dry-run --format --config --state-dir --tier --wait --verbose --quiet --help"
+            opts="-v -q -h --list --dry-run --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -279,6 +291,10 @@ _cache__optimizer() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -290,7 +306,7 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__run)
-            opts="-v -q -h --apply --dry-run --format --config --state-dir --tier --wait --verbose --quiet --help"
+            opts="-v -q -h --apply --dry-run --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -312,6 +328,10 @@ _cache__optimizer() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -320,7 +340,7 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__schedule)
-            opts="-v -q -h --at --next-window --list --cancel --format --config --state-dir --tier --wait --verbose --quiet --help"
+            opts="-v -q -h --at --next-window --list --cancel --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -350,6 +370,10 @@ _cache__optimizer() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -358,7 +382,7 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__warm)
-            opts="-v -q -h --from --into --max-entries --force --dry-run --format --config --state-dir --tier --wait --verbose --quiet --help"
+            opts="-v -q -h --from --into --max-entries --force --dry-run --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -389,6 +413,10 @@ _cache__optimizer() {
                     return 0
                     ;;
                 --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

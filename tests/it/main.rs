@@ -8,6 +8,7 @@ mod cleanup;
 mod health;
 mod monitor;
 mod optimizer;
+mod scheduler;
 
 pub(crate) use health::health_table_sql;
 
@@ -25,3 +26,6 @@ pub(crate) const ANALYTICS: &str = env!("CARGO_BIN_EXE_cache-analytics-dup");
 
 /// The `cache-optimizer` binary built in this package.
 pub(crate) const OPTIMIZER: &str = env!("CARGO_BIN_EXE_cache-optimizer-dup");
+
+/// The `cache-scheduler` binary built in this package.
+pub(crate) const SCHEDULER: &str = env!("CARGO_BIN_EXE_cache-scheduler-dup");

@@ -1,7 +1,7 @@
 //! `cargo xtask ci`: exactly what CI runs, on a fresh Debian machine too.
 //!
 //! It first installs what the tests need and the machine lacks (redis-server, PostgreSQL,
-//! promtool, chromium; with apt-get when root), then runs formatting, lints with and without default features, the
+//! promtool, chromium, cron, systemd-analyze; with apt-get when root), then runs formatting, lints with and without default features, the
 //! generated-files check, the whole test suite (with `CI` set, so no server test can skip), and
 //! the documentation build.
 
@@ -17,6 +17,8 @@ const NEEDED: &[(&str, &str)] = &[
     ("pkg-config", "pkg-config"),
     ("promtool", "prometheus"),
     ("chromium", "chromium"),
+    ("crontab", "cron"),
+    ("systemd-analyze", "systemd"),
 ];
 
 pub(crate) fn run() -> anyhow::Result<()> {

@@ -1,4 +1,5 @@
-//! Generated files: shell completions, man pages, the environment-variable reference.
+//! Generated files: shell completions, man pages, the environment-variable reference, and
+//! `contrib/crontab-cache` (the documented schedule).
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,7 @@ fn tools() -> Vec<clap::Command> {
         cache_backup::Cli::command(),
         cache_analytics::Cli::command(),
         cache_optimizer::Cli::command(),
+        cache_scheduler::Cli::command(),
     ]
 }
 
@@ -45,7 +47,20 @@ pub(crate) fn generate() -> anyhow::Result<Vec<(PathBuf, String)>> {
         files.extend(man_pages(command, &name)?);
     }
     files.push((PathBuf::from("docs/environment.md"), environment()));
+    files.push((PathBuf::from("contrib/crontab-cache"), crontab()?));
     Ok(files)
+}
+
+/// Seed 000's schedule as a crontab block, the tools in /usr/local/bin (`cache-scheduler
+/// install` renders the same lines for the host's settings).
+fn crontab() -> anyhow::Result<String> {
+    let settings = cache_core::config::SchedulerSettings::default();
+    let jobs = cache_core::schedule::configured(&settings)?;
+    let block = cache_scheduler::render::crontab_block(&jobs, Path::new("/usr/local/bin"));
+    Ok(format!(
+        "# contrib/crontab-cache: {PREAMBLE}\n# Install with `crontab contrib/crontab-cache`, or better `cache-scheduler install`,\n\
+         # which keeps the rest of your crontab and follows your configuration.\n{block}"
+    ))
 }
 
 fn man_pages(command: clap::Command, name: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {

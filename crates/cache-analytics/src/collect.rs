@@ -33,7 +33,7 @@ pub async fn run(common: &CommonArgs, format: Format) -> anyhow::Result<u8> {
     let ctx = Context::load(common, format, Convention::Standard)?;
     let job = ctx.begin_job("analytics-collect", "cache-analytics collect").await?;
     let result = collect(&ctx).await;
-    job.finish(&ctx, result)
+    job.finish(&ctx, result).await
 }
 
 async fn collect(ctx: &Context) -> anyhow::Result<JobResult> {

@@ -81,7 +81,12 @@ struct Data {
 }
 
 impl Data {
-    fn load(state: &StateDir, project: &str, now: DateTime<Utc>) -> anyhow::Result<Self> {
+    fn load(
+        state: &StateDir,
+        settings: &cache_core::config::SchedulerSettings,
+        project: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Self> {
         let snapshots: Vec<Snapshot> = state.read_jsonl(HISTORY)?;
         let end = snapshots.last().map_or(now, |s| s.timestamp);
         let history =
@@ -98,8 +103,12 @@ impl Data {
             .collect();
         let mut next_runs = Vec::new();
         for spec in schedule::DEFAULT_JOBS {
-            let job = schedule::effective(state, spec.name)?;
-            let next = if job.enabled { schedule::next_runs(&job.schedule, now, 1)?.first().copied() } else { None };
+            let job = schedule::effective(settings, state, spec.name)?;
+            let next = if job.enabled {
+                schedule::next_runs_in(&job.schedule, now, 1, &settings.timezone)?.first().copied()
+            } else {
+                None
+            };
             next_runs.push((spec.name.to_owned(), next, spec.heavy));
         }
         Ok(Self {
@@ -590,7 +599,7 @@ pub fn run(common: &CommonArgs, output: Option<&Path>, serve: Option<&str>) -> a
     if let Some(addr) = serve {
         return serve_forever(&ctx, &project, addr);
     }
-    let html = render(&Data::load(&ctx.state, &project, Utc::now())?);
+    let html = render(&Data::load(&ctx.state, &ctx.config.scheduler, &project, Utc::now())?);
     let path = match output {
         Some(p) => p.to_path_buf(),
         None => ctx.state.path(DEFAULT_OUTPUT),
@@ -609,14 +618,18 @@ fn serve_forever(ctx: &Context, project: &str, addr: &str) -> anyhow::Result<u8>
     for request in server.incoming_requests() {
         let path = request.url().split('?').next().unwrap_or("").to_owned();
         let response = match (request.method(), path.as_str()) {
-            (tiny_http::Method::Get, "/" | "/index.html") => match Data::load(&ctx.state, project, Utc::now()) {
-                Ok(d) => respond(200, "text/html; charset=utf-8", render(&d)),
-                Err(e) => respond(500, "text/plain; charset=utf-8", format!("{e:#}\n")),
-            },
-            (tiny_http::Method::Get, "/api/cache/metrics") => match Data::load(&ctx.state, project, Utc::now()) {
-                Ok(d) => respond(200, "application/json", d.metrics().to_string()),
-                Err(e) => respond(500, "application/json", json!({ "error": format!("{e:#}") }).to_string()),
-            },
+            (tiny_http::Method::Get, "/" | "/index.html") => {
+                match Data::load(&ctx.state, &ctx.config.scheduler, project, Utc::now()) {
+                    Ok(d) => respond(200, "text/html; charset=utf-8", render(&d)),
+                    Err(e) => respond(500, "text/plain; charset=utf-8", format!("{e:#}\n")),
+                }
+            }
+            (tiny_http::Method::Get, "/api/cache/metrics") => {
+                match Data::load(&ctx.state, &ctx.config.scheduler, project, Utc::now()) {
+                    Ok(d) => respond(200, "application/json", d.metrics().to_string()),
+                    Err(e) => respond(500, "application/json", json!({ "error": format!("{e:#}") }).to_string()),
+                }
+            }
             (tiny_http::Method::Get, _) => respond(404, "text/plain; charset=utf-8", "not found\n".into()),
             _ => respond(405, "text/plain; charset=utf-8", "only GET\n".into()),
         };

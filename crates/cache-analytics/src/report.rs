@@ -512,7 +512,7 @@ pub async fn run(common: &CommonArgs, format: Format, period: Period, date: Opti
     let ctx = Context::load(common, format, Convention::Standard)?;
     let job = ctx.begin_job(period.job(), &format!("cache-analytics generate --period {}", period.name())).await?;
     let result = generate(&ctx, period, date);
-    job.finish(&ctx, result)
+    job.finish(&ctx, result).await
 }
 
 fn generate(ctx: &Context, period: Period, date: Option<NaiveDate>) -> anyhow::Result<JobResult> {

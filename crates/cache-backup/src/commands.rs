@@ -61,7 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Prune => prune(&ctx, &store, !apply),
         Command::List | Command::Schedule { .. } | Command::Completions(_) => unreachable!("handled before"),
     };
-    job.finish(&ctx, result)
+    job.finish(&ctx, result).await
 }
 
 fn gzip(ctx: &Context, level: Option<u32>) -> Gzip {
@@ -669,13 +669,17 @@ fn schedule(ctx: &Context, set: Option<&str>, enabled: Option<bool>, reset: bool
     use cache_core::schedule;
     let by = "cache-backup schedule";
     let job = if reset {
-        schedule::reset(&ctx.state, SCHEDULED_JOB)?
+        schedule::reset(&ctx.config.scheduler, &ctx.state, SCHEDULED_JOB)?
     } else if set.is_some() || enabled.is_some() {
-        schedule::change(&ctx.state, SCHEDULED_JOB, set, enabled, by)?
+        schedule::change(&ctx.config.scheduler, &ctx.state, SCHEDULED_JOB, set, enabled, by)?
     } else {
-        schedule::effective(&ctx.state, SCHEDULED_JOB)?
+        schedule::effective(&ctx.config.scheduler, &ctx.state, SCHEDULED_JOB)?
     };
-    let next = if job.enabled { schedule::next_runs(&job.schedule, Utc::now(), 3)? } else { Vec::new() };
+    let next = if job.enabled {
+        schedule::next_runs_in(&job.schedule, Utc::now(), 3, &ctx.config.scheduler.timezone)?
+    } else {
+        Vec::new()
+    };
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
         printer.json(&serde_json::json!({ "job": job, "next_runs": next }))?;

@@ -73,7 +73,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let apply = cli.mutation.confirm(&format!("clean up ({} mode) the selected tiers", request.name))?;
     let job = ctx.begin_job(JOB, &format!("cache-cleanup {}", request.name)).await?;
     let result = clean(&ctx, &cli, &request, !apply).await;
-    job.finish(&ctx, result)
+    job.finish(&ctx, result).await
 }
 
 fn wanted(ctx: &Context, request: &Request, tier: Tier, name: &str) -> bool {

@@ -41,6 +41,7 @@ where
         }
     };
     init_tracing(cli.common());
+    let cli_quiet = cli.common().quiet;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -54,6 +55,13 @@ where
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<crate::gate::Skipped>().is_some() => {
+            // A scheduled run that must not run: not an error, but said (cron mails it unless -q).
+            if cli_quiet == 0 {
+                let _ = writeln!(std::io::stderr().lock(), "{}", redact::scrub(&format!("{e}")));
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             report_error(&e);
             ExitCode::from(convention.for_error(&e))
@@ -194,11 +202,13 @@ impl Context {
         } else {
             JobLock::try_acquire(&self.state, job, command)
         };
-        match lock {
-            Ok(lock) => Ok(Job { _lock: lock, log: RunLog::begin(job, command) }),
+        // A scheduled run is recorded under its schedule entry's name.
+        let record_as = self.common.scheduled.as_deref().unwrap_or(job);
+        let lock = match lock {
+            Ok(lock) => lock,
             Err(e) => {
                 if e.downcast_ref::<LockHeld>().is_some() {
-                    let record = RunLog::begin(job, command).finish(
+                    let record = RunLog::begin(record_as, command).finish(
                         Outcome::Locked,
                         crate::exit::LOCKED,
                         serde_json::Value::Null,
@@ -208,9 +218,26 @@ impl Context {
                         tracing::warn!("recording the locked-out run: {save:#}");
                     }
                 }
-                Err(e)
+                return Err(e);
+            }
+        };
+        let mut pass = None;
+        if let Some(name) = &self.common.scheduled {
+            match crate::gate::check(self, name, self.common.emergency).await? {
+                Ok(p) => pass = Some(p),
+                Err(skipped) => {
+                    let record = RunLog::begin(record_as, command).finish(
+                        Outcome::Skipped,
+                        crate::exit::SUCCESS,
+                        serde_json::Value::Null,
+                        Some(skipped.0.clone()),
+                    );
+                    runs::save(&self.state, &record)?;
+                    return Err(skipped.into());
+                }
             }
         }
+        Ok(Job { _lock: lock, log: RunLog::begin(record_as, command), pass })
     }
 }
 
@@ -230,6 +257,7 @@ pub struct JobResult {
 pub struct Job {
     _lock: JobLock,
     log: RunLog,
+    pass: Option<crate::gate::Pass>,
 }
 
 impl Job {
@@ -239,7 +267,13 @@ impl Job {
     }
 
     /// Ends the job: saves its run record and passes on the exit code or the error.
-    pub fn finish(self, ctx: &Context, result: anyhow::Result<JobResult>) -> anyhow::Result<u8> {
+    pub async fn finish(self, ctx: &Context, result: anyhow::Result<JobResult>) -> anyhow::Result<u8> {
+        if let Some(pass) = self.pass {
+            if let Some(token) = pass.fencing_token() {
+                tracing::info!("fleet lock fencing token {token}");
+            }
+            pass.release().await;
+        }
         let (record, result) = match result {
             Ok(r) => (self.log.finish(r.outcome, r.exit_code, r.summary, None), Ok(r.exit_code)),
             Err(e) => {

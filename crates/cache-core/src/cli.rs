@@ -29,6 +29,15 @@ pub struct CommonArgs {
     #[arg(long, global = true)]
     pub wait: bool,
 
+    /// Run as scheduled job JOB (the rendered crontab passes it): the scheduler's gates apply
+    /// (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB
+    #[arg(long, global = true, value_name = "JOB")]
+    pub scheduled: Option<String>,
+
+    /// With --scheduled: run a heavy job even outside the maintenance windows
+    #[arg(long, global = true, requires = "scheduled")]
+    pub emergency: bool,
+
     /// More log output on stderr (-v info, -vv debug, -vvv trace)
     #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,

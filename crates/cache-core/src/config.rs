@@ -60,6 +60,8 @@ pub struct Config {
     pub optimizer: OptimizerSettings,
     /// Alert rules, channels and self-healing (`cache-health monitor`).
     pub alerts: AlertSettings,
+    /// The schedule and how cache-scheduler renders and gates it.
+    pub scheduler: SchedulerSettings,
 }
 
 impl Default for Config {
@@ -96,6 +98,7 @@ impl Default for Config {
             backup: BackupSettings::default(),
             optimizer: OptimizerSettings::default(),
             alerts: AlertSettings::default(),
+            scheduler: SchedulerSettings::default(),
         }
     }
 }
@@ -672,6 +675,80 @@ impl Default for BackupSettings {
     }
 }
 
+/// The schedule: changes to the documented jobs, where the tools are, and the gates a scheduled
+/// run passes (automation on, maintenance windows, dependencies, the fleet lock).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSettings {
+    /// Time zone of the cron expressions (IANA name).
+    pub timezone: String,
+    /// Changes per job, by name.
+    pub jobs: BTreeMap<String, JobSettings>,
+    /// The user field of `/etc/cron.d/cache-toolkit`.
+    pub user: String,
+    /// `MAILTO` of the rendered crontab (empty: cron's default).
+    pub mailto: String,
+    /// `PATH` of the rendered crontab.
+    pub path: String,
+    /// Where the tools are installed (default: beside cache-scheduler).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bin_dir: Option<PathBuf>,
+    /// A job is overdue this long after a run it missed.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Consecutive failures that flag a job in `status`.
+    pub max_failures: u32,
+    /// A Redis target holding the fleet lock: heavy jobs then run once per tick across hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet_lock: Option<String>,
+    /// The fleet lock's lease, renewed every third of it while the job runs.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self {
+            timezone: "UTC".into(),
+            jobs: BTreeMap::new(),
+            user: "root".into(),
+            mailto: String::new(),
+            path: "/usr/local/bin:/usr/bin:/bin".into(),
+            bin_dir: None,
+            grace: Duration::from_secs(15 * 60),
+            max_failures: 3,
+            fleet_lock: None,
+            lease: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Changes to one job of the schedule.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// Another cron expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Off (or on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Another job that must have succeeded recently (replaces the default dependency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires: Option<Requirement>,
+}
+
+/// "Run only after `job` succeeded within `within`" (seed 003 dependencies).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirement {
+    /// The job.
+    pub job: String,
+    /// How recently.
+    #[serde(with = "humantime_serde")]
+    pub within: Duration,
+}
+
 /// Alerting: rules over the health metrics, where notifications go, and self-healing.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1184,6 +1261,43 @@ fn apply_env(config: &mut Config, env: &dyn Env) -> Result<Vec<&'static str>, Co
     Ok(used)
 }
 
+fn validate_scheduler(config: &Config, source: &str) -> Result<(), ConfigError> {
+    let s = &config.scheduler;
+    if s.timezone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(ConfigError::new(
+            source,
+            "scheduler.timezone",
+            format!("`{}` is not an IANA time zone", s.timezone),
+        ));
+    }
+    for (name, job) in &s.jobs {
+        let key = |field: &str| format!("scheduler.jobs.{name}.{field}");
+        if crate::schedule::job(name).is_err() {
+            let names: Vec<&str> = crate::schedule::DEFAULT_JOBS.iter().map(|j| j.name).collect();
+            return Err(ConfigError::new(
+                source,
+                format!("scheduler.jobs.{name}"),
+                format!("no such job; the jobs are {}", names.join(", ")),
+            ));
+        }
+        if let Some(expr) = &job.schedule {
+            crate::schedule::parse(expr).map_err(|e| ConfigError::new(source, key("schedule"), e.to_string()))?;
+        }
+        if let Some(r) = &job.requires
+            && crate::schedule::job(&r.job).is_err()
+        {
+            return Err(ConfigError::new(source, key("requires"), format!("no job `{}`", r.job)));
+        }
+    }
+    if let Some(target) = &s.fleet_lock
+        && !config.redis.iter().any(|t| &t.name == target)
+    {
+        return Err(ConfigError::new(source, "scheduler.fleet_lock", format!("no [[redis]] target named `{target}`")));
+    }
+    positive(source, "scheduler.lease".into(), s.lease)?;
+    Ok(())
+}
+
 fn validate_alerts(alerts: &AlertSettings, source: &str) -> Result<(), ConfigError> {
     let channel_known = |c: &str| c == "log" || alerts.channels.contains_key(c);
     for (i, c) in alerts.default_channels.iter().enumerate() {
@@ -1242,6 +1356,7 @@ fn validate_alerts(alerts: &AlertSettings, source: &str) -> Result<(), ConfigErr
 fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
     let err = |key: String, msg: &str| ConfigError::new(source, key, msg);
     validate_alerts(&config.alerts, source)?;
+    validate_scheduler(config, source)?;
     if config.project_name.trim().is_empty() {
         return Err(err("project_name".into(), "must not be empty"));
     }

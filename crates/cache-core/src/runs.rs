@@ -88,12 +88,13 @@ pub struct RunLog {
 }
 
 impl RunLog {
-    /// Starts the record of a run of `job`.
+    /// Starts the record of a run of `job`, at [`crate::clock::now`] (so drills and tests that fix
+    /// the clock see their runs at the time they chose).
     pub fn begin(job: &str, command: &str) -> Self {
         Self {
             job: job.to_owned(),
             command: command.to_owned(),
-            started_at: Utc::now(),
+            started_at: crate::clock::now().unwrap_or_else(|_| Utc::now()),
             start: Instant::now(),
             steps: Mutex::new(Vec::new()),
         }
@@ -118,7 +119,8 @@ impl RunLog {
         summary: serde_json::Value,
         error: Option<String>,
     ) -> RunRecord {
-        let ended_at = Utc::now();
+        let elapsed = self.start.elapsed();
+        let ended_at = self.started_at + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::zero());
         let pid = std::process::id();
         RunRecord {
             id: format!("{}-{pid}", self.started_at.format("%Y%m%dT%H%M%S%.3fZ")),
@@ -128,7 +130,7 @@ impl RunLog {
             pid,
             started_at: self.started_at,
             ended_at,
-            duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             outcome,
             exit_code,
             steps: self.steps.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),

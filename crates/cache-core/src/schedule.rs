@@ -3,7 +3,12 @@
 //!
 //! Every tool that shows or changes a job's schedule goes through here, and the scheduler
 //! renders the same table, so the two never drift apart. Expressions are standard five-field
-//! cron (minute hour day-of-month month day-of-week), read by croner; times are UTC.
+//! cron (minute hour day-of-month month day-of-week), read by croner, in
+//! `scheduler.timezone` (UTC by default).
+//!
+//! A job's schedule is, in order of precedence: a change made at run time (`scheduler/schedule.json`,
+//! by `cache-backup schedule` or `cache-scheduler optimize`), the configuration
+//! (`[scheduler.jobs.NAME]`), then this table.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +18,7 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{Requirement, SchedulerSettings};
 use crate::error::UsageError;
 use crate::state::StateDir;
 
@@ -31,6 +37,10 @@ pub struct JobSpec {
     pub heavy: bool,
     /// What it is, in seed 000's words.
     pub description: &'static str,
+    /// A job that must have succeeded within so many hours before this one runs (seed 003).
+    pub requires: Option<(&'static str, u64)>,
+    /// The lock its tool takes (shared by jobs of the same tool, so they never overlap).
+    pub lock: &'static str,
 }
 
 /// Seed 000's jobs.
@@ -42,6 +52,8 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
         task: "analytics",
         heavy: false,
         description: "Analytics collection every 15 minutes",
+        lock: "analytics-collect",
+        requires: None,
     },
     JobSpec {
         name: "health-check",
@@ -50,6 +62,8 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
         task: "health",
         heavy: false,
         description: "Health checks every 30 minutes",
+        lock: "health-check",
+        requires: None,
     },
     JobSpec {
         name: "cleanup-light",
@@ -58,6 +72,8 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
         task: "cleanup",
         heavy: false,
         description: "Light cleanup every 2 hours",
+        lock: "cleanup",
+        requires: None,
     },
     JobSpec {
         name: "backup",
@@ -66,6 +82,8 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
         task: "backup",
         heavy: true,
         description: "Backup operations at 1 AM",
+        lock: "backup",
+        requires: None,
     },
     JobSpec {
         name: "cleanup-deep",
@@ -74,6 +92,8 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
         task: "cleanup",
         heavy: true,
         description: "Deep cleanup at 2 AM",
+        lock: "cleanup",
+        requires: Some(("backup", 12)),
     },
     JobSpec {
         name: "memory-maintenance",
@@ -82,14 +102,19 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
         task: "memory",
         heavy: true,
         description: "Memory-tier maintenance at 3 AM",
+        lock: "cleanup",
+        requires: None,
     },
     JobSpec {
         name: "optimize",
-        schedule: "0 4 * * *",
+        // Not on Sundays, when optimize-weekly runs at the same time under the same lock.
+        schedule: "0 4 * * 1-6",
         command: "cache-optimizer run -q",
         task: "optimization",
         heavy: true,
         description: "Performance optimization at 4 AM",
+        lock: "optimize",
+        requires: None,
     },
     JobSpec {
         name: "optimize-weekly",
@@ -98,6 +123,8 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
         task: "optimization",
         heavy: true,
         description: "Full system optimization on Sundays at 4 AM",
+        lock: "optimize",
+        requires: None,
     },
     JobSpec {
         name: "reports-weekly",
@@ -106,6 +133,8 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
         task: "reports",
         heavy: false,
         description: "Weekly reports generation",
+        lock: "reports-weekly",
+        requires: None,
     },
     JobSpec {
         name: "archival-monthly",
@@ -114,6 +143,8 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
         task: "archival",
         heavy: true,
         description: "Monthly archival and deep analysis",
+        lock: "archival-monthly",
+        requires: None,
     },
 ];
 
@@ -148,8 +179,10 @@ pub struct Effective {
     pub schedule: String,
     /// Whether it runs.
     pub enabled: bool,
-    /// The change in force, if any.
+    /// The run-time change in force, if any.
     pub changed: Option<Override>,
+    /// The job that must have succeeded recently, and how recently.
+    pub requires: Option<Requirement>,
 }
 
 /// The job named `name`.
@@ -175,17 +208,52 @@ pub fn next_runs(expression: &str, from: DateTime<Utc>, n: usize) -> anyhow::Res
     Ok(cron.iter_after(from).take(n).collect())
 }
 
+/// The next `n` runs of `expression` after `from`, read in time zone `tz` (IANA name).
+pub fn next_runs_in(expression: &str, from: DateTime<Utc>, n: usize, tz: &str) -> anyhow::Result<Vec<DateTime<Utc>>> {
+    let cron = parse(expression)?;
+    let tz: chrono_tz::Tz = tz.parse().map_err(|_| UsageError(format!("`{tz}` is not an IANA time zone")))?;
+    Ok(cron.iter_after(from.with_timezone(&tz)).take(n).map(|t| t.with_timezone(&Utc)).collect())
+}
+
 /// Job `name` as it runs now.
-pub fn effective(state: &StateDir, name: &str) -> anyhow::Result<Effective> {
-    let spec = *job(name)?;
+pub fn effective(settings: &SchedulerSettings, state: &StateDir, name: &str) -> anyhow::Result<Effective> {
     let changed = state.read_json::<Overrides>(STATE_FILE)?.unwrap_or_default().jobs.remove(name);
-    let schedule = changed.as_ref().and_then(|c| c.schedule.clone()).unwrap_or_else(|| spec.schedule.to_owned());
-    let enabled = changed.as_ref().and_then(|c| c.enabled).unwrap_or(true);
-    Ok(Effective { spec, schedule, enabled, changed })
+    resolve(settings, name, changed)
+}
+
+/// Every job as the table and the configuration make it, without run-time changes (what
+/// `cargo xtask codegen` renders to `contrib/crontab-cache`).
+pub fn configured(settings: &SchedulerSettings) -> anyhow::Result<Vec<Effective>> {
+    DEFAULT_JOBS.iter().map(|j| resolve(settings, j.name, None)).collect()
+}
+
+fn resolve(settings: &SchedulerSettings, name: &str, changed: Option<Override>) -> anyhow::Result<Effective> {
+    let spec = *job(name)?;
+    let configured = settings.jobs.get(name);
+    let schedule = changed
+        .as_ref()
+        .and_then(|c| c.schedule.clone())
+        .or_else(|| configured.and_then(|c| c.schedule.clone()))
+        .unwrap_or_else(|| spec.schedule.to_owned());
+    let enabled =
+        changed.as_ref().and_then(|c| c.enabled).or_else(|| configured.and_then(|c| c.enabled)).unwrap_or(true);
+    let requires = configured.and_then(|c| c.requires.clone()).or_else(|| {
+        spec.requires.map(|(job, hours)| Requirement {
+            job: job.to_owned(),
+            within: std::time::Duration::from_secs(hours * 3600),
+        })
+    });
+    Ok(Effective { spec, schedule, enabled, changed, requires })
+}
+
+/// Every job as it runs now, in table order.
+pub fn all(settings: &SchedulerSettings, state: &StateDir) -> anyhow::Result<Vec<Effective>> {
+    DEFAULT_JOBS.iter().map(|j| effective(settings, state, j.name)).collect()
 }
 
 /// Changes job `name`: a new expression (validated) and/or on/off; `None` keeps what is there.
 pub fn change(
+    settings: &SchedulerSettings,
     state: &StateDir,
     name: &str,
     schedule: Option<&str>,
@@ -211,16 +279,16 @@ pub fn change(
     entry.changed_at = Utc::now();
     entry.changed_by = by.to_owned();
     state.write_json(STATE_FILE, &overrides)?;
-    effective(state, name)
+    effective(settings, state, name)
 }
 
-/// Drops every change to job `name`.
-pub fn reset(state: &StateDir, name: &str) -> anyhow::Result<Effective> {
+/// Drops every run-time change to job `name`.
+pub fn reset(settings: &SchedulerSettings, state: &StateDir, name: &str) -> anyhow::Result<Effective> {
     job(name)?;
     let mut overrides = state.read_json::<Overrides>(STATE_FILE)?.unwrap_or_default();
     overrides.jobs.remove(name);
     state.write_json(STATE_FILE, &overrides)?;
-    effective(state, name)
+    effective(settings, state, name)
 }
 
 #[cfg(test)]
@@ -249,20 +317,37 @@ mod tests {
         for bad in ["", "0 1 * *", "0 0 1 * * *", "61 * * * *", "every day"] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+        // 01:00 in Berlin is 00:00 UTC in winter.
+        let berlin = next_runs_in("0 1 * * *", from, 1, "Europe/Berlin").unwrap();
+        assert_eq!(berlin[0].to_rfc3339(), "2026-11-23T00:00:00+00:00");
     }
 
     #[test]
     fn changes_are_kept_in_state_and_reset() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path().to_path_buf()).unwrap();
-        assert_eq!(effective(&state, "backup").unwrap().schedule, "0 1 * * *");
-        let changed = change(&state, "backup", Some("30 2 * * *"), None, "test").unwrap();
+        let mut settings = SchedulerSettings::default();
+        let s = &settings;
+        assert_eq!(effective(s, &state, "backup").unwrap().schedule, "0 1 * * *");
+        let changed = change(s, &state, "backup", Some("30 2 * * *"), None, "test").unwrap();
         assert_eq!((changed.schedule.as_str(), changed.enabled), ("30 2 * * *", true));
-        let off = change(&state, "backup", None, Some(false), "test").unwrap();
+        let off = change(s, &state, "backup", None, Some(false), "test").unwrap();
         assert_eq!((off.schedule.as_str(), off.enabled), ("30 2 * * *", false));
-        assert!(change(&state, "backup", Some("nope"), None, "test").is_err());
-        assert!(change(&state, "no-such-job", None, Some(true), "test").is_err());
-        let back = reset(&state, "backup").unwrap();
+        assert!(change(s, &state, "backup", Some("nope"), None, "test").is_err());
+        assert!(change(s, &state, "no-such-job", None, Some(true), "test").is_err());
+        let back = reset(s, &state, "backup").unwrap();
         assert_eq!((back.schedule.as_str(), back.enabled, back.changed), ("0 1 * * *", true, None));
+        // The configuration comes between the table and run-time changes.
+        settings.jobs.insert(
+            "backup".into(),
+            crate::config::JobSettings { schedule: Some("15 1 * * *".into()), enabled: Some(false), requires: None },
+        );
+        let configured = effective(&settings, &state, "backup").unwrap();
+        assert_eq!((configured.schedule.as_str(), configured.enabled), ("15 1 * * *", false));
+        change(&settings, &state, "backup", Some("45 1 * * *"), Some(true), "test").unwrap();
+        let changed = effective(&settings, &state, "backup").unwrap();
+        assert_eq!((changed.schedule.as_str(), changed.enabled), ("45 1 * * *", true));
+        let deep = effective(&settings, &state, "cleanup-deep").unwrap();
+        assert_eq!(deep.requires.unwrap().job, "backup");
     }
 }

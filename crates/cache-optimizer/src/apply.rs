@@ -339,7 +339,7 @@ pub async fn run(common: &CommonArgs, format: Format, apply_config: bool, dry_ru
     let ctx = Context::load(common, format, Convention::Standard)?;
     let job = ctx.begin_job(JOB, "cache-optimizer run").await?;
     let result = run_job(&ctx, apply_config, dry_run).await;
-    job.finish(&ctx, result)
+    job.finish(&ctx, result).await
 }
 
 async fn run_job(ctx: &Context, apply_config: bool, dry_run: bool) -> anyhow::Result<JobResult> {
@@ -508,7 +508,7 @@ pub async fn rollback(
     let id = id.ok_or_else(|| UsageError("name a rollback point (an id, or `latest`), or pass --list".into()))?;
     let job = ctx.begin_job(JOB, "cache-optimizer rollback").await?;
     let result = rollback_job(&ctx, id, dry_run).await;
-    job.finish(&ctx, result)
+    job.finish(&ctx, result).await
 }
 
 async fn rollback_job(ctx: &Context, id: &str, dry_run: bool) -> anyhow::Result<JobResult> {

@@ -70,7 +70,7 @@ pub async fn run(common: &CommonArgs, format: Format, opts: WarmOptions) -> anyh
     let ctx = Context::load(common, format, Convention::Standard)?;
     let job = ctx.begin_job(JOB, "cache-optimizer warm").await?;
     let result = warm(&ctx, &opts).await;
-    job.finish(&ctx, result)
+    job.finish(&ctx, result).await
 }
 
 async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {

@@ -36,7 +36,7 @@ pub async fn run(common: &CommonArgs, format: Format, _args: CheckArgs) -> anyho
     let ctx = Context::load_all(common, format, Convention::MonitoringPlugin)?;
     let job = ctx.begin_job(JOB, "cache-health check").await?;
     let result = check(&ctx, &job).await;
-    job.finish(&ctx, result)
+    job.finish(&ctx, result).await
 }
 
 async fn check(ctx: &Context, job: &cache_core::app::Job) -> anyhow::Result<JobResult> {

@@ -56,7 +56,7 @@ pub async fn run(common: &CommonArgs, format: Format, args: MonitorArgs) -> anyh
         exit_code: exit::SUCCESS,
         summary: json!({ "rounds": rounds }),
     });
-    job.finish(&ctx, result)
+    job.finish(&ctx, result).await
 }
 
 /// One round.

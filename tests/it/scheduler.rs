@@ -1,0 +1,313 @@
+//! `cache-scheduler` with the real cron (`crontab`), the real `systemd-analyze`, and real Redis
+//! for the fleet lock; the gates of scheduled runs, with time fixed by `CACHE_NOW`.
+
+use std::path::Path;
+use std::process::Command;
+
+use cache_tests::{RedisServer, TestEnv, find_binary, missing};
+use serde_json::Value;
+
+use crate::{ANALYTICS, BACKUP, CLEANUP, SCHEDULER};
+
+const USER: &str = "cachetk";
+
+fn crontab(args: &[&str], input: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new("crontab");
+    cmd.args(["-u", USER]).args(args);
+    if let Some(text) = input {
+        use std::io::Write;
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        return child.wait_with_output().unwrap();
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn the_crontab_block_is_accepted_by_cron_idempotent_keeps_other_lines_and_refuses_unbalanced_markers() {
+    if find_binary("crontab", &[]).is_none() {
+        missing("crontab (Debian package cron)");
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: installing a test user's crontab needs root");
+        return;
+    }
+    if Command::new("id").arg(USER).output().is_ok_and(|o| !o.status.success()) {
+        let out =
+            Command::new("useradd").args(["--no-create-home", "--shell", "/usr/sbin/nologin", USER]).output().unwrap();
+        assert!(out.status.success(), "useradd: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mine = "MAILTO=ops@example.com\n# my own job\n17 5 * * * /bin/true\n";
+    assert!(crontab(&["-"], Some(mine)).status.success());
+    let env = TestEnv::new();
+    env.write_config("[scheduler]\nbin_dir = \"/usr/local/bin\"\n");
+    let block = env.run(SCHEDULER, &["install", "--print"]);
+    block.expect_code(0);
+    env.run(SCHEDULER, &["install", "--user", USER]).expect_code(0);
+    let installed = String::from_utf8(crontab(&["-l"], None).stdout).unwrap();
+    assert_eq!(installed, format!("{mine}{}", block.stdout), "cron did not keep what was installed");
+    assert!(
+        installed.contains("*/15 * * * * /usr/local/bin/cache-analytics collect -q --scheduled analytics-collect\n")
+    );
+    // Twice: one block.
+    let again = env.run(SCHEDULER, &["install", "--user", USER]);
+    again.expect_code(0);
+    assert!(again.stdout.contains("nothing changed"), "{}", again.dump());
+    assert_eq!(String::from_utf8(crontab(&["-l"], None).stdout).unwrap(), installed);
+    // Uninstall: only the block goes.
+    env.run(SCHEDULER, &["uninstall", "--user", USER]).expect_code(0);
+    assert_eq!(String::from_utf8(crontab(&["-l"], None).stdout).unwrap(), mine);
+    // Unbalanced markers: refused, nothing changed.
+    let broken = format!("{mine}# BEGIN cache-toolkit: half a block\n0 1 * * * /bin/true\n");
+    assert!(crontab(&["-"], Some(&broken)).status.success());
+    let out = env.run(SCHEDULER, &["install", "--user", USER]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("do not pair up"), "{}", out.dump());
+    assert_eq!(String::from_utf8(crontab(&["-l"], None).stdout).unwrap(), broken);
+    assert!(crontab(&["-r"], None).status.success());
+}
+
+/// A directory with each tool under its real name (links to this package's copies).
+fn tool_dir(env: &TestEnv) -> std::path::PathBuf {
+    let dir = env.path("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bin) in [
+        ("cache-analytics", ANALYTICS),
+        ("cache-health", crate::HEALTH),
+        ("cache-cleanup", CLEANUP),
+        ("cache-backup", BACKUP),
+        ("cache-optimizer", crate::OPTIMIZER),
+    ] {
+        std::os::unix::fs::symlink(bin, dir.join(name)).unwrap();
+    }
+    dir
+}
+
+/// The next `n` elapses of an `OnCalendar=` value after `base`, by systemd itself.
+fn systemd_calendar(analyze: &Path, expr: &str, base: &str, n: usize) -> Vec<String> {
+    let out = Command::new(analyze)
+        .args(["calendar", &format!("--iterations={n}"), &format!("--base-time={base}"), expr])
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "systemd-analyze calendar {expr}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let re =
+        regex::Regex::new(r"(?m)^\s*(?:Next elapse|Iter\. #\d+): \w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC$").unwrap();
+    re.captures_iter(&text).map(|c| c[1].to_owned()).collect()
+}
+
+#[test]
+fn systemd_units_verify_and_their_calendars_match_cron_for_20_runs() {
+    let Some(analyze) = find_binary("systemd-analyze", &[]) else {
+        missing("systemd-analyze (Debian package systemd)");
+        return;
+    };
+    let env = TestEnv::new();
+    let bin = tool_dir(&env);
+    env.write_config(&format!("[scheduler]\nbin_dir = \"{}\"\n", bin.display()));
+    let units = env.path("units");
+    env.run(SCHEDULER, &["install", "--systemd", units.to_str().unwrap()]).expect_code(0);
+    let mut names: Vec<String> =
+        std::fs::read_dir(&units).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names.len(), 20, "{names:?}");
+    let paths: Vec<String> = names.iter().map(|n| units.join(n).display().to_string()).collect();
+    let out = Command::new(&analyze).arg("verify").args(&paths).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Only the host's own unit files may draw remarks; ours none.
+    let ours: Vec<&str> = stderr.lines().filter(|l| l.contains("cache-toolkit-")).collect();
+    assert!(out.status.success() && ours.is_empty(), "systemd-analyze verify:\n{stderr}");
+
+    let base = "2026-11-22 10:07:00 UTC";
+    let from = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:07:00Z").unwrap().to_utc();
+    for job in cache_core::schedule::DEFAULT_JOBS {
+        let timer = std::fs::read_to_string(units.join(format!("cache-toolkit-{}.timer", job.name))).unwrap();
+        assert!(timer.contains("Persistent=true\n"));
+        let expr = timer.lines().find_map(|l| l.strip_prefix("OnCalendar=")).unwrap();
+        let systemd = systemd_calendar(&analyze, expr, base, 20);
+        let cron: Vec<String> = cache_core::schedule::next_runs_in(job.schedule, from, 20, "UTC")
+            .unwrap()
+            .iter()
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .collect();
+        assert_eq!(systemd, cron, "{}: `{}` against `{expr}`", job.name, job.schedule);
+    }
+    env.run(SCHEDULER, &["uninstall", "--systemd", units.to_str().unwrap()]).expect_code(0);
+    assert_eq!(std::fs::read_dir(&units).unwrap().count(), 0);
+}
+
+#[test]
+fn cron_d_and_kubernetes_renderings() {
+    let env = TestEnv::new();
+    env.write_config("[scheduler]\nbin_dir = \"/opt/cache/bin\"\nuser = \"cache\"\nmailto = \"ops@example.com\"\ntimezone = \"Europe/Berlin\"\n");
+    let file = env.path("cron.d/cache-toolkit");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    env.run(SCHEDULER, &["install", "--cron-d", file.to_str().unwrap()]).expect_code(0);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions()) & 0o777;
+    assert_eq!(mode, 0o644);
+    assert!(text.contains("\nSHELL=/bin/sh\nPATH=/usr/local/bin:/usr/bin:/bin\nMAILTO=ops@example.com\n"), "{text}");
+    assert!(
+        text.contains("0 1 * * * cache test -x /opt/cache/bin/cache-backup && /opt/cache/bin/cache-backup create -q --scheduled backup\n"),
+        "{text}"
+    );
+    let k8s = env.run(SCHEDULER, &["install", "--kubernetes", "--image", "registry.example/cache:1.0"]);
+    k8s.expect_code(0);
+    assert_eq!(k8s.stdout.matches("kind: CronJob").count(), 10);
+    assert_eq!(k8s.stdout.matches("concurrencyPolicy: Forbid").count(), 10);
+    assert!(k8s.stdout.contains("  schedule: \"*/15 * * * *\"\n  timeZone: \"Europe/Berlin\"\n"), "{}", k8s.stdout);
+    assert!(
+        k8s.stdout.contains("args: [\"cache-backup\", \"create\", \"-q\", \"--scheduled\", \"backup\"]"),
+        "{}",
+        k8s.stdout
+    );
+    // A disabled job is commented out, and a bad override is named.
+    env.write_config("[scheduler.jobs.backup]\nenabled = false\n");
+    let out = env.run(SCHEDULER, &["install", "--print"]);
+    assert!(out.stdout.contains("# disabled: 0 1 * * *"), "{}", out.dump());
+    env.write_config("[scheduler.jobs.backup]\nschedule = \"every night\"\n");
+    let out = env.run(SCHEDULER, &["install", "--print"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("scheduler.jobs.backup.schedule"), "{}", out.dump());
+}
+
+fn scheduled(env: &TestEnv, bin: &str, args: &[&str], now: &str) -> cache_tests::RunOutput {
+    let mut cmd = env.command(bin, args);
+    cmd.env("CACHE_NOW", now);
+    env.run_command(cmd)
+}
+
+fn last_run(env: &TestEnv, job: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(env.state_dir().join(format!("jobs/{job}.json"))).unwrap()).unwrap()
+}
+
+#[test]
+fn stopped_automation_windows_and_dependencies_gate_scheduled_runs() {
+    let env = TestEnv::new();
+    env.write_config("[system]\ngpu = false\n");
+    let now = "2026-11-22T10:00:00Z";
+    // Stopped: a scheduled run exits 0 at once and says why; a manual run still runs.
+    env.run(SCHEDULER, &["stop", "--reason", "migration"]).expect_code(0);
+    let out = scheduled(&env, ANALYTICS, &["collect", "--scheduled", "analytics-collect"], now);
+    out.expect_code(0);
+    assert!(
+        out.stderr.contains("skipped: automation is stopped") && out.stderr.contains("migration"),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(last_run(&env, "analytics-collect")["outcome"], "skipped");
+    assert!(!env.state_dir().join("analytics/history.jsonl").exists());
+    env.run(ANALYTICS, &["collect", "-q"]).expect_code(0);
+    env.run(SCHEDULER, &["start"]).expect_code(0);
+    scheduled(&env, ANALYTICS, &["collect", "-q", "--scheduled", "analytics-collect"], now).expect_code(0);
+    assert_eq!(last_run(&env, "analytics-collect")["outcome"], "success");
+
+    // The deep cleanup needs a backup within 12 hours.
+    let out = scheduled(&env, CLEANUP, &["smart", "--yes", "--scheduled", "cleanup-deep"], now);
+    out.expect_code(0);
+    assert!(out.stderr.contains("needs `backup` to have succeeded within 12h (last success: never)"), "{}", out.dump());
+    // A window from 01:00 for 4 hours: at 10:00 heavy jobs wait, unless --emergency.
+    env.run(
+        SCHEDULER,
+        &[
+            "windows",
+            "add",
+            "night",
+            "--start",
+            "0 1 * * *",
+            "--duration",
+            "4h",
+            "--task",
+            "backup",
+            "--task",
+            "cleanup",
+        ],
+    )
+    .expect_code(0);
+    let out = scheduled(&env, BACKUP, &["create", "--scheduled", "backup"], now);
+    out.expect_code(0);
+    assert!(out.stderr.contains("no maintenance window allowing it is open"), "{}", out.dump());
+    assert_eq!(last_run(&env, "backup")["outcome"], "skipped");
+    // Under -q (as cron runs it) nothing is printed; the run record says why.
+    let out = scheduled(&env, BACKUP, &["create", "-q", "--scheduled", "backup"], now);
+    assert_eq!((out.code(), out.stderr.as_str()), (0, ""));
+    assert!(last_run(&env, "backup")["error"].as_str().unwrap().contains("no maintenance window"));
+    scheduled(&env, BACKUP, &["create", "-q", "--scheduled", "backup"], "2026-11-22T01:30:00Z").expect_code(0);
+    assert_eq!(last_run(&env, "backup")["outcome"], "success");
+    // Now the deep cleanup may run, inside the window.
+    let out =
+        scheduled(&env, CLEANUP, &["smart", "--yes", "-q", "--scheduled", "cleanup-deep"], "2026-11-22T02:00:00Z");
+    out.expect_code(0);
+    assert_eq!(last_run(&env, "cleanup-deep")["outcome"], "success", "{}", out.dump());
+    // Outside it, only with --emergency.
+    let out = scheduled(
+        &env,
+        CLEANUP,
+        &["smart", "--yes", "-q", "--scheduled", "cleanup-deep", "--emergency"],
+        "2026-11-22T09:00:00Z",
+    );
+    out.expect_code(0);
+    assert_eq!(last_run(&env, "cleanup-deep")["outcome"], "success", "{}", out.dump());
+
+    let status = scheduled(&env, SCHEDULER, &["status", "--format", "json"], "2026-11-22T10:05:00Z").json();
+    assert_eq!(status["automation"]["running"], true);
+    let job = |name: &str| status["jobs"].as_array().unwrap().iter().find(|j| j["name"] == name).unwrap().clone();
+    assert_eq!(job("backup")["last_run"]["outcome"], "success");
+    assert_eq!(job("backup")["next_run"], "2026-11-23T01:00:00Z");
+    assert_eq!(job("health-check")["last_run"], Value::Null);
+    // The collection ran at 10:00: at 10:05 nothing is overdue; at 10:40 the 10:15 run is
+    // missed by more than the 15-minute grace.
+    assert!(job("analytics-collect")["flags"].as_array().unwrap().is_empty(), "{status:#}");
+    let later = scheduled(&env, SCHEDULER, &["status", "--format", "json"], "2026-11-22T10:40:00Z").json();
+    let flags =
+        later["jobs"].as_array().unwrap().iter().find(|j| j["name"] == "analytics-collect").unwrap()["flags"].clone();
+    assert_eq!(flags, serde_json::json!(["overdue"]));
+}
+
+#[test]
+fn three_hosts_running_the_same_heavy_job_at_the_same_tick_run_it_once() {
+    let Some(redis) = RedisServer::start() else { return };
+    let hosts: Vec<TestEnv> = (0..3).map(|_| TestEnv::new()).collect();
+    for env in &hosts {
+        env.write_config(&format!(
+            "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[scheduler]\nfleet_lock = \"main\"\n",
+            redis.url()
+        ));
+    }
+    let children: Vec<_> = hosts
+        .iter()
+        .map(|env| {
+            let mut cmd = env.command(CLEANUP, &["memory", "--yes", "--scheduled", "memory-maintenance"]);
+            cmd.env("CACHE_NOW", "2026-11-22T03:00:00Z")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for o in &outputs {
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let outcomes: Vec<String> =
+        hosts.iter().map(|env| last_run(env, "memory-maintenance")["outcome"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(outcomes.iter().filter(|o| *o == "success").count(), 1, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|o| *o == "skipped").count(), 2, "{outcomes:?}");
+    let skipped: Vec<String> =
+        outputs.iter().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).filter(|e| !e.is_empty()).collect();
+    assert!(
+        skipped.iter().all(|e| e.contains("another host runs `memory-maintenance` for the 03:00 tick")),
+        "{skipped:#?}"
+    );
+    // The next tick is free again.
+    let mut cmd = hosts[1].command(CLEANUP, &["memory", "--yes", "--scheduled", "memory-maintenance"]);
+    cmd.env("CACHE_NOW", "2026-11-23T03:00:00Z");
+    hosts[1].run_command(cmd).expect_code(0);
+    assert_eq!(last_run(&hosts[1], "memory-maintenance")["outcome"], "success");
+}
