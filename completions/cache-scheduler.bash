@@ -29,6 +29,9 @@ _cache__scheduler() {
             cache__scheduler,install)
                 cmd="cache__scheduler__subcmd__install"
                 ;;
+            cache__scheduler,optimize)
+                cmd="cache__scheduler__subcmd__optimize"
+                ;;
             cache__scheduler,restart)
                 cmd="cache__scheduler__subcmd__restart"
                 ;;
@@ -58,6 +61,9 @@ _cache__scheduler() {
                 ;;
             cache__scheduler__subcmd__help,install)
                 cmd="cache__scheduler__subcmd__help__subcmd__install"
+                ;;
+            cache__scheduler__subcmd__help,optimize)
+                cmd="cache__scheduler__subcmd__help__subcmd__optimize"
                 ;;
             cache__scheduler__subcmd__help,restart)
                 cmd="cache__scheduler__subcmd__help__subcmd__restart"
@@ -117,7 +123,7 @@ _cache__scheduler() {
 
     case "${cmd}" in
         cache__scheduler)
-            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help --version init install uninstall start stop restart status windows completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help --version init install uninstall start stop restart status optimize windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -177,7 +183,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__help)
-            opts="init install uninstall start stop restart status windows completions help"
+            opts="init install uninstall start stop restart status optimize windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -233,6 +239,20 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__help__subcmd__install)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__scheduler__subcmd__help__subcmd__optimize)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -427,6 +447,40 @@ _cache__scheduler() {
                     ;;
                 --namespace)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__scheduler__subcmd__optimize)
+            opts="-v -q -h --dry-run --install --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 --config)

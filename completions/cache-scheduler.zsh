@@ -167,6 +167,26 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
+(optimize)
+_arguments "${_arguments_options[@]}" : \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--dry-run[Show the changes, make none]' \
+'--install[Also update the installed crontab block]' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+&& ret=0
+;;
 (windows)
 _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
@@ -342,6 +362,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(optimize)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (windows)
 _arguments "${_arguments_options[@]}" : \
 ":: :_cache-scheduler__subcmd__help__subcmd__windows_commands" \
@@ -397,6 +421,7 @@ _cache-scheduler_commands() {
 'stop:Turn automation off\: scheduled runs exit at once, saying why' \
 'restart:Stop, then start' \
 'status:Every job\: schedule, next run, last run, lock holder, flags; and the automation state' \
+'optimize:Adapt repeating jobs'\'' frequency to the performance score and move heavy jobs into the low-usage window (seed 000'\''s SmartScheduler)' \
 'windows:Maintenance windows\: when heavy jobs may run' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -418,6 +443,7 @@ _cache-scheduler__subcmd__help_commands() {
 'stop:Turn automation off\: scheduled runs exit at once, saying why' \
 'restart:Stop, then start' \
 'status:Every job\: schedule, next run, last run, lock holder, flags; and the automation state' \
+'optimize:Adapt repeating jobs'\'' frequency to the performance score and move heavy jobs into the low-usage window (seed 000'\''s SmartScheduler)' \
 'windows:Maintenance windows\: when heavy jobs may run' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -443,6 +469,11 @@ _cache-scheduler__subcmd__help__subcmd__init_commands() {
 _cache-scheduler__subcmd__help__subcmd__install_commands() {
     local commands; commands=()
     _describe -t commands 'cache-scheduler help install commands' commands "$@"
+}
+(( $+functions[_cache-scheduler__subcmd__help__subcmd__optimize_commands] )) ||
+_cache-scheduler__subcmd__help__subcmd__optimize_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-scheduler help optimize commands' commands "$@"
 }
 (( $+functions[_cache-scheduler__subcmd__help__subcmd__restart_commands] )) ||
 _cache-scheduler__subcmd__help__subcmd__restart_commands() {
@@ -502,6 +533,11 @@ _cache-scheduler__subcmd__init_commands() {
 _cache-scheduler__subcmd__install_commands() {
     local commands; commands=()
     _describe -t commands 'cache-scheduler install commands' commands "$@"
+}
+(( $+functions[_cache-scheduler__subcmd__optimize_commands] )) ||
+_cache-scheduler__subcmd__optimize_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-scheduler optimize commands' commands "$@"
 }
 (( $+functions[_cache-scheduler__subcmd__restart_commands] )) ||
 _cache-scheduler__subcmd__restart_commands() {

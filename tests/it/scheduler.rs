@@ -311,3 +311,102 @@ fn three_hosts_running_the_same_heavy_job_at_the_same_tick_run_it_once() {
     hosts[1].run_command(cmd).expect_code(0);
     assert_eq!(last_run(&hosts[1], "memory-maintenance")["outcome"], "success");
 }
+
+fn history_with(env: &TestEnv, hit: f64, latency_ms: f64) {
+    let (mut hits, mut misses) = (0.0, 0.0);
+    let lines = cache_tests::history::history("2026-11-20T00:00:00Z", 2, |_, t| {
+        hits += 1000.0 * hit;
+        misses += 1000.0 * (1.0 - hit);
+        cache_tests::history::Sample {
+            used_memory: 100e6,
+            maxmemory: 1e9,
+            hits,
+            misses,
+            ops_per_sec: if (2..5).contains(&chrono::Timelike::hour(&t)) { 5.0 } else { 100.0 },
+            latency_ms,
+            hit_ratio: None,
+        }
+    });
+    std::fs::create_dir_all(env.state_dir().join("analytics")).unwrap();
+    std::fs::write(env.state_dir().join("analytics/history.jsonl"), lines).unwrap();
+}
+
+#[test]
+fn optimize_adapts_frequencies_to_the_score_and_moves_heavy_jobs_into_the_low_usage_window() {
+    let now = "2026-11-22T00:00:00Z";
+    let env = TestEnv::new();
+    let out = scheduled(&env, SCHEDULER, &["optimize"], now);
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains("no analytics history in the last day") && out.stdout.contains("nothing to change"),
+        "{}",
+        out.dump()
+    );
+    history_with(&env, 0.95, 1.0);
+    env.run(ANALYTICS, &["windows", "-q"]).expect_code(0);
+    let dry = scheduled(&env, SCHEDULER, &["optimize", "--dry-run", "--format", "json"], now).json();
+    let plan: Vec<(String, String)> = dry["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["job"].as_str().unwrap().to_owned(), c["to"].as_str().unwrap().to_owned()))
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("analytics-collect", "*/20 * * * *"),
+        ("health-check", "0 * * * *"),
+        ("cleanup-light", "0 */3 * * *"),
+        ("backup", "0 2 * * *"),
+        ("cleanup-deep", "30 2 * * *"),
+        ("memory-maintenance", "0 3 * * *"),
+        ("optimize", "30 3 * * 1-6"),
+        ("optimize-weekly", "30 3 * * 0"),
+        ("archival-monthly", "0 4 1 * *"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    // memory-maintenance already sits in its slot (03:00): no change for it.
+    let moved: Vec<(String, String)> = want.iter().filter(|(n, _)| n != "memory-maintenance").cloned().collect();
+    assert_eq!(plan, moved, "{dry:#}");
+    assert!(dry["score"]["score"].as_f64().unwrap() > 0.9, "{dry:#}");
+    // The dry run changed nothing; the real one records every change with its reason.
+    assert!(!env.state_dir().join("scheduler/changes.jsonl").exists());
+    scheduled(&env, SCHEDULER, &["optimize", "-q"], now).expect_code(0);
+    let changes = std::fs::read_to_string(env.state_dir().join("scheduler/changes.jsonl")).unwrap();
+    assert_eq!(changes.lines().count(), 8);
+    let status = scheduled(&env, SCHEDULER, &["status", "--format", "json"], now).json();
+    let schedules: Vec<(String, String)> = status["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| want.iter().any(|(n, _)| j["name"] == n.as_str()))
+        .map(|j| (j["name"].as_str().unwrap().to_owned(), j["schedule"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(schedules, want);
+    let saved = std::fs::read_to_string(env.state_dir().join("scheduler/schedule.json")).unwrap();
+    assert!(saved.contains("cache-scheduler optimize: performance score"), "{saved}");
+    // A struggling cache: the repeating jobs run 1.5 times more often.
+    let env = TestEnv::new();
+    history_with(&env, 0.5, 60.0);
+    let dry = scheduled(&env, SCHEDULER, &["optimize", "--dry-run", "--format", "json"], now).json();
+    let first = &dry["changes"][0];
+    assert_eq!(
+        (first["job"].as_str(), first["to"].as_str()),
+        (Some("analytics-collect"), Some("*/10 * * * *")),
+        "{dry:#}"
+    );
+}
+
+#[test]
+fn init_writes_the_commented_default_once() {
+    let env = TestEnv::new();
+    let path = env.path("etc/config.toml");
+    let out = env.run(SCHEDULER, &["init", "--config", path.to_str().unwrap()]);
+    out.expect_code(0);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text, cache_core::config::DEFAULT_CONFIG_TOML);
+    assert!(env.state_dir().is_dir());
+    let out = env.run(SCHEDULER, &["init", "--config", path.to_str().unwrap()]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("never overwrites"), "{}", out.dump());
+}

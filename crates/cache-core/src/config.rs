@@ -704,6 +704,10 @@ pub struct SchedulerSettings {
     /// The fleet lock's lease, renewed every third of it while the job runs.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
+    /// `optimize` keeps a repeating job's interval at least this share of the table's...
+    pub min_factor: f64,
+    /// ...and at most this multiple of it.
+    pub max_factor: f64,
 }
 
 impl Default for SchedulerSettings {
@@ -719,6 +723,8 @@ impl Default for SchedulerSettings {
             max_failures: 3,
             fleet_lock: None,
             lease: Duration::from_secs(60),
+            min_factor: 0.25,
+            max_factor: 4.0,
         }
     }
 }
@@ -1295,6 +1301,9 @@ fn validate_scheduler(config: &Config, source: &str) -> Result<(), ConfigError> 
         return Err(ConfigError::new(source, "scheduler.fleet_lock", format!("no [[redis]] target named `{target}`")));
     }
     positive(source, "scheduler.lease".into(), s.lease)?;
+    if !(s.min_factor > 0.0 && s.min_factor <= 1.0 && s.max_factor >= 1.0) {
+        return Err(ConfigError::new(source, "scheduler.min_factor", "need 0 < min_factor <= 1 <= max_factor"));
+    }
     Ok(())
 }
 

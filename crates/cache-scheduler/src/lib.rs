@@ -3,6 +3,7 @@
 //! and the status of every job.
 
 pub mod crontab;
+pub mod optimize;
 pub mod render;
 pub mod status;
 
@@ -109,6 +110,19 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: TextOrJson,
     },
+    /// Adapt repeating jobs' frequency to the performance score and move heavy jobs into the
+    /// low-usage window (seed 000's SmartScheduler)
+    Optimize {
+        /// Show the changes, make none
+        #[arg(long)]
+        dry_run: bool,
+        /// Also update the installed crontab block
+        #[arg(long)]
+        install: bool,
+        /// Output format
+        #[arg(long, value_enum, default_value = "text")]
+        format: TextOrJson,
+    },
     /// Maintenance windows: when heavy jobs may run
     Windows {
         /// What to do
@@ -201,6 +215,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status { format } => {
             let ctx = Context::load_all(common, format.into(), Convention::Standard)?;
             status::run(&ctx)
+        }
+        Command::Optimize { dry_run, install, format } => {
+            let ctx = Context::load_all(common, format.into(), Convention::Standard)?;
+            optimize::run(&ctx, dry_run, install)
         }
         Command::Windows { action } => windows(common, action),
         Command::Completions(args) => app::print_completions::<Cli>(args.shell),
