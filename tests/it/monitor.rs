@@ -405,3 +405,25 @@ fn email_goes_over_starttls_and_is_refused_plaintext_by_default() {
     assert!(mails[0].encrypted, "mail sent before STARTTLS");
     assert!(mails[0].data.contains("Subject: [TEST] [WARNING] High Memory Usage on test"), "{}", mails[0].data);
 }
+
+#[test]
+fn a_scheduled_job_failing_three_times_in_a_row_raises_an_alert() {
+    let hole = cache_tests::Blackhole::new();
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"gone\"\nurl = \"redis://{}\"\ntimeout = \"300ms\"\nconnect_timeout = \"300ms\"\n[system]\ngpu = false\n\
+         [[alerts.rules]]\nname = \"Scheduled Job Failing\"\ncondition = \"failures >= 3\"\nmessage = \"{{target}} failed {{failures:.0f}} times\"\n",
+        hole.addr()
+    ));
+    for minute in 0..3 {
+        let mut cmd = env.command(crate::BACKUP, &["create", "-q", "--scheduled", "backup"]);
+        cmd.env("CACHE_NOW", at(minute));
+        let out = env.run_command(cmd);
+        assert_ne!(out.code(), 0, "{}", out.dump());
+    }
+    let r = round(&env, 5);
+    let notices = r["notices"].as_array().unwrap();
+    assert_eq!(notices.len(), 1, "{r:#}");
+    assert_eq!(notices[0]["alert"]["target"], "job/backup");
+    assert_eq!(notices[0]["alert"]["message"], "job/backup failed 3 times");
+}

@@ -410,3 +410,32 @@ fn init_writes_the_commented_default_once() {
     out.expect_code(2);
     assert!(out.stderr.contains("never overwrites"), "{}", out.dump());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_lease_is_renewed_while_held_and_marks_its_tick_done() {
+    let Some(redis) = RedisServer::start() else { return };
+    let target: cache_core::config::RedisTarget =
+        toml::from_str(&format!("name = \"main\"\nurl = \"{}\"\n", redis.url())).unwrap();
+    let tick = chrono::DateTime::parse_from_rfc3339("2026-11-22T03:00:00Z").unwrap().to_utc();
+    let lease = std::time::Duration::from_millis(300);
+    let held = cache_core::fleet::Lease::take(&target, "p", "backup", tick, lease).await.unwrap().unwrap();
+    let first = held.token();
+    // Three leases long: still ours, renewed.
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let mut conn = redis.connection();
+    let key = "cache-toolkit:p:lease:backup:20261122T0300";
+    let value: Option<String> = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
+    assert!(value.is_some_and(|v| v.ends_with(&format!(":{first}"))), "the lease was not renewed");
+    let other = cache_core::fleet::Lease::take(&target, "p", "backup", tick, lease).await.unwrap();
+    assert!(other.unwrap_err().starts_with("held by "));
+    held.finish().await;
+    let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).unwrap();
+    assert!(ttl > 100_000, "a finished tick is kept marked for two minutes: {ttl}");
+    // The next tick: a new holder with a larger fencing token.
+    let next = cache_core::fleet::Lease::take(&target, "p", "backup", tick + chrono::Duration::days(1), lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next.token() > first);
+    next.finish().await;
+}

@@ -23,6 +23,7 @@ pub mod forecast;
 pub mod gate;
 pub mod gpu;
 pub mod history;
+pub mod jobs;
 pub mod lock;
 pub mod output;
 pub mod redact;

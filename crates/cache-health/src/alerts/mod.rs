@@ -184,6 +184,14 @@ pub fn default_rules(settings: &AlertSettings) -> Vec<AlertRule> {
             Some(AutoAction::PostgresMaintenance),
         ),
         rule(
+            "Scheduled Job Failing",
+            "failures >= 3",
+            Severity::Warning,
+            "{target} failed {failures:.0f} times in a row.",
+            None,
+        ),
+        rule("Scheduled Job Overdue", "overdue >= 1", Severity::Warning, "{target} missed its scheduled run.", None),
+        rule(
             "Connection Usage",
             "connection_usage > 90% or clients_usage > 90%",
             Severity::Warning,
@@ -287,6 +295,26 @@ pub fn observe(report: &HealthReport) -> Vec<Observation> {
         degraded: cache_down > 0,
     });
     out
+}
+
+/// Scheduled jobs as targets `job/NAME`: `overdue`, `too_fast`, `skipped` (0 or 1) and
+/// `failures` (in a row), from `cache_core::jobs`.
+pub fn observe_jobs(statuses: &[cache_core::jobs::JobStatus]) -> Vec<Observation> {
+    statuses
+        .iter()
+        .filter(|j| j.enabled)
+        .map(|j| {
+            let flag = |name: &str| f64::from(u8::from(j.flags.iter().any(|f| f.starts_with(name))));
+            let metrics = [
+                ("overdue".to_owned(), flag("overdue")),
+                ("too_fast".to_owned(), flag("too fast")),
+                ("skipped".to_owned(), flag("skipped")),
+                ("failures".to_owned(), f64::from(j.consecutive_failures)),
+            ]
+            .into();
+            Observation { target: format!("job/{}", j.name), metrics, unavailable: false, degraded: false }
+        })
+        .collect()
 }
 
 /// A short stable id of a fingerprint.

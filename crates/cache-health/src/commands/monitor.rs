@@ -64,7 +64,8 @@ pub async fn round(ctx: &Context) -> anyhow::Result<()> {
     let now = cache_core::clock::now()?;
     let settings = &ctx.config.alerts;
     let report = probe_and_record(ctx, None).await?;
-    let observations = alerts::observe(&report);
+    let mut observations = alerts::observe(&report);
+    observations.extend(alerts::observe_jobs(&cache_core::jobs::statuses(&ctx.config.scheduler, &ctx.state, now)?));
     let mut book: Book = ctx.state.read_json(STATE_FILE)?.unwrap_or_default();
     let mut outbox: Outbox = ctx.state.read_json(OUTBOX_FILE)?.unwrap_or_default();
     let rules = alerts::rules(settings);

@@ -1,0 +1,146 @@
+//! The status of each scheduled job, from its schedule and its run records: next run, last
+//! run, who holds its lock, and flags: disabled, overdue (a run due more than
+//! `scheduler.grace` ago never started), failing (`scheduler.max_failures` or more runs in a row
+//! failed or only partly done), too fast (under a tenth of its median successful duration), skipped. cache-scheduler
+//! shows them; cache-health's alert rules read them (`job/NAME` targets).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::SchedulerSettings;
+use crate::lock::JobLock;
+use crate::output::millis;
+use crate::runs::{Outcome, RUNS_FILE, RunRecord};
+use crate::schedule::{self, Effective};
+use crate::state::StateDir;
+
+/// One job's line.
+#[derive(Debug, Serialize)]
+pub struct JobStatus {
+    /// The job.
+    pub name: String,
+    /// Its cron expression.
+    pub schedule: String,
+    /// Its command.
+    pub command: String,
+    /// Enabled.
+    pub enabled: bool,
+    /// Heavy (windows apply).
+    pub heavy: bool,
+    /// Next run.
+    pub next_run: Option<DateTime<Utc>>,
+    /// Last run (not counting lock-outs).
+    pub last_run: Option<LastRun>,
+    /// Who holds its lock now.
+    pub lock_holder: Option<String>,
+    /// `disabled`, `overdue`, `failing`, `too_fast`, `skipped`.
+    pub flags: Vec<String>,
+    /// Runs in a row, up to the last one, that failed or were only partly done.
+    pub consecutive_failures: u32,
+}
+
+/// A job's last run.
+#[derive(Debug, Serialize)]
+pub struct LastRun {
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// Why it failed or was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn median(mut v: Vec<u64>) -> Option<u64> {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().filter(|_| !v.is_empty())
+}
+
+/// The status of `job` given its runs (oldest first) at `now`.
+pub fn job_status(
+    job: &Effective,
+    runs: &[&RunRecord],
+    now: DateTime<Utc>,
+    settings: &SchedulerSettings,
+    holder: Option<String>,
+) -> anyhow::Result<JobStatus> {
+    let mut flags = Vec::new();
+    let mut consecutive_failures = 0;
+    if !job.enabled {
+        flags.push("disabled".to_owned());
+    }
+    let next_run = if job.enabled {
+        schedule::next_runs_in(&job.schedule, now, 1, &settings.timezone)?.first().copied()
+    } else {
+        None
+    };
+    let last = runs.iter().rev().find(|r| r.outcome != Outcome::Locked);
+    if let Some(last) = last {
+        // A run scheduled after the last one started, and longer ago than the grace: missed.
+        let grace = chrono::Duration::from_std(settings.grace).unwrap_or(chrono::Duration::zero());
+        let missed = schedule::next_runs_in(&job.schedule, last.started_at, 1, &settings.timezone)?
+            .first()
+            .is_some_and(|due| *due + grace < now);
+        if job.enabled && missed && holder.is_none() {
+            flags.push("overdue".to_owned());
+        }
+        let failures = runs
+            .iter()
+            .rev()
+            .filter(|r| r.outcome != Outcome::Locked)
+            .take_while(|r| matches!(r.outcome, Outcome::Failed | Outcome::Partial))
+            .count();
+        consecutive_failures = failures as u32;
+        if failures >= settings.max_failures as usize {
+            flags.push(format!("failing ({failures} in a row)"));
+        }
+        if last.outcome == Outcome::Skipped {
+            flags.push("skipped".to_owned());
+        }
+        let earlier: Vec<u64> =
+            runs.iter().filter(|r| r.outcome == Outcome::Success && r.id != last.id).map(|r| r.duration_ms).collect();
+        if last.outcome == Outcome::Success
+            && earlier.len() >= 3
+            && let Some(m) = median(earlier)
+            && last.duration_ms * 10 < m
+        {
+            flags.push(format!(
+                "too fast ({} against a median of {})",
+                millis(last.duration_ms as f64),
+                millis(m as f64)
+            ));
+        }
+    }
+    Ok(JobStatus {
+        name: job.spec.name.to_owned(),
+        schedule: job.schedule.clone(),
+        command: job.spec.command.to_owned(),
+        enabled: job.enabled,
+        heavy: job.spec.heavy,
+        next_run,
+        last_run: last.map(|r| LastRun {
+            started_at: r.started_at,
+            outcome: r.outcome,
+            duration_ms: r.duration_ms,
+            error: r.error.clone(),
+        }),
+        lock_holder: holder,
+        flags,
+        consecutive_failures,
+    })
+}
+
+/// Every job's status at `now`.
+pub fn statuses(settings: &SchedulerSettings, state: &StateDir, now: DateTime<Utc>) -> anyhow::Result<Vec<JobStatus>> {
+    let all: Vec<RunRecord> = state.read_jsonl(RUNS_FILE)?;
+    let mut out = Vec::new();
+    for job in schedule::all(settings, state)? {
+        let runs: Vec<&RunRecord> = all.iter().filter(|r| r.job == job.spec.name).collect();
+        let holder = JobLock::holder(state, job.spec.lock)?
+            .map(|h| format!("pid {} on {} since {} ({})", h.pid, h.host, h.started_at.format("%H:%M:%S"), h.command));
+        out.push(job_status(&job, &runs, now, settings, holder)?);
+    }
+    Ok(out)
+}
