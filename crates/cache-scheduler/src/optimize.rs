@@ -63,7 +63,7 @@ pub fn interval(expression: &str) -> Option<u32> {
     }
 }
 
-/// The cron expression repeating every `minutes` (one of [`INTERVALS`]).
+/// The cron expression repeating every `minutes` (an interval cron expresses evenly).
 pub fn every(minutes: u32) -> String {
     match minutes {
         m if m < 60 => format!("*/{m} * * * *"),
