@@ -5,6 +5,7 @@
 mod analytics;
 mod backup;
 mod cleanup;
+mod debug;
 mod health;
 mod monitor;
 mod optimizer;
@@ -29,3 +30,6 @@ pub(crate) const OPTIMIZER: &str = env!("CARGO_BIN_EXE_cache-optimizer-dup");
 
 /// The `cache-scheduler` binary built in this package.
 pub(crate) const SCHEDULER: &str = env!("CARGO_BIN_EXE_cache-scheduler-dup");
+
+/// The `cache-debug` binary built in this package.
+pub(crate) const DEBUG: &str = env!("CARGO_BIN_EXE_cache-debug-dup");

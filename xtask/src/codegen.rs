@@ -25,6 +25,7 @@ fn tools() -> Vec<clap::Command> {
         cache_analytics::Cli::command(),
         cache_optimizer::Cli::command(),
         cache_scheduler::Cli::command(),
+        cache_debug::Cli::command(),
     ]
 }
 

@@ -149,15 +149,6 @@ pub async fn findings(ctx: &Context) -> anyhow::Result<Findings> {
     Ok(findings)
 }
 
-/// The estimated waste of a btree index: `(pages, estimated pages)`. A leaf tuple takes
-/// MAXALIGN(8-byte header + key width) plus a 4-byte line pointer; leaves are filled to 90% of
-/// the page less its header and btree trailer; internal pages and the metapage add about 1%.
-pub fn btree_estimate(reltuples: f64, key_width: f64, block_size: f64) -> f64 {
-    let tuple = ((8.0 + key_width) / 8.0).ceil() * 8.0 + 4.0;
-    let per_page = ((block_size - 24.0 - 16.0) * 0.9 / tuple).floor().max(1.0);
-    (reltuples / per_page).ceil() * 1.01 + 1.0
-}
-
 async fn postgres_findings(
     target: &PostgresTarget,
     settings: &OptimizerSettings,
@@ -286,7 +277,7 @@ async fn postgres_findings(
                 }
                 let (Some(width), true) = (width, method == "btree" && reltuples >= 0.0) else { continue };
                 let pages = size as f64 / block;
-                let expected = btree_estimate(reltuples, width, block);
+                let expected = postgres::btree_estimate(reltuples, width, block);
                 let waste = ((pages - expected) * block).max(0.0);
                 let ratio = if pages > 0.0 { waste / (pages * block) } else { 0.0 };
                 if ratio > settings.bloat_ratio && waste >= settings.bloat_min_size.as_u64() as f64 {
@@ -508,13 +499,6 @@ pub async fn run(common: &CommonArgs, format: Format) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn btree_estimate_of_known_sizes() {
-        // 8 kB pages, 16-byte keys: tuples of 24 + 4 bytes, 261 a leaf.
-        assert_eq!(btree_estimate(261.0 * 100.0, 16.0, 8192.0), 100.0 * 1.01 + 1.0);
-        assert_eq!(btree_estimate(0.0, 16.0, 8192.0), 1.0);
-    }
 
     #[test]
     fn weekly_recommendations_follow_seed_002() {

@@ -99,6 +99,16 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// The pages a btree index of `reltuples` keys of `key_width` bytes needs when freshly built:
+/// its size less this is waste (bloat). A leaf tuple takes MAXALIGN(8-byte header + key width)
+/// plus a 4-byte line pointer; leaves are filled to 90% of the page less its header and btree
+/// trailer; internal pages and the metapage add about 1%.
+pub fn btree_estimate(reltuples: f64, key_width: f64, block_size: f64) -> f64 {
+    let tuple = ((8.0 + key_width) / 8.0).ceil() * 8.0 + 4.0;
+    let per_page = ((block_size - 24.0 - 16.0) * 0.9 / tuple).floor().max(1.0);
+    (reltuples / per_page).ceil() * 1.01 + 1.0
+}
+
 /// Quotes a possibly schema-qualified identifier that configuration validation has checked.
 pub fn quote_ident(name: &str) -> String {
     name.split('.').map(|part| format!("\"{}\"", part.replace('"', "\"\""))).collect::<Vec<_>>().join(".")
@@ -109,5 +119,12 @@ mod tests {
     #[test]
     fn quotes_each_part() {
         assert_eq!(super::quote_ident("public.cache_entries"), "\"public\".\"cache_entries\"");
+    }
+
+    #[test]
+    fn btree_estimate_of_known_sizes() {
+        // 8 kB pages, 16-byte keys: tuples of 24 + 4 bytes, 261 a leaf.
+        assert_eq!(super::btree_estimate(261.0 * 100.0, 16.0, 8192.0), 100.0 * 1.01 + 1.0);
+        assert_eq!(super::btree_estimate(0.0, 16.0, 8192.0), 1.0);
     }
 }

@@ -1,0 +1,143 @@
+//! cache-debug: the diagnostics an on-call engineer reaches for first (seed 000's
+//! `cache-debug performance|connections|memory`, seed 002's monitoring commands, seed 004's
+//! memory and log analysis and security audit). Every section that a server refuses (hosted
+//! Redis without SLOWLOG, OBJECT, CONFIG or CLIENT) says "not supported on this server" and
+//! the rest goes on.
+
+pub mod config_view;
+pub mod connections;
+pub mod logs;
+pub mod memory;
+pub mod performance;
+pub mod security;
+
+use std::process::ExitCode;
+
+use cache_core::app::{self, Context, ToolCli};
+use cache_core::cli::{CommonArgs, CompletionsArgs, FormatArgs};
+use cache_core::exit::Convention;
+use clap::{Parser, Subcommand};
+
+/// Diagnostics of every cache tier.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cache-debug",
+    bin_name = "cache-debug",
+    version,
+    about = "Diagnostics of every cache tier: performance, connections, memory, logs, security, configuration",
+    after_help = "Examples:\n  cache-debug performance --samples 100\n  cache-debug memory --top 20\n  \
+                  cache-debug memory --sample 100000 --tier redis:main\n  cache-debug connections\n  \
+                  cache-debug logs --days 7\n  cache-debug security\n  cache-debug config"
+)]
+pub struct Cli {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub format: FormatArgs,
+    /// What to look at.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// cache-debug's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Latency per tier (like redis-cli --latency), SLOWLOG, command statistics,
+    /// pg_stat_statements, the cache table's query time
+    Performance {
+        /// Samples per tier
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        samples: u32,
+        /// Entries of each top list
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
+    /// Redis clients and PostgreSQL backends, summarised against their limits
+    Connections,
+    /// INFO memory, MEMORY DOCTOR, the biggest keys, memory per prefix with TTL and idle
+    /// buckets, table and index sizes, file caches
+    Memory {
+        /// Look at this many keys instead of all (a SCAN sample)
+        #[arg(long, value_name = "N")]
+        sample: Option<u64>,
+        /// Keys in the top list
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
+    /// Error patterns in the configured logs over the last days, rotations included
+    Logs {
+        /// How many days back
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+    },
+    /// Permissions, authentication and encryption audit with a score and a fix per finding
+    Security,
+    /// The merged configuration, secrets redacted, and where each value came from
+    Config,
+    /// Print shell completions
+    Completions(CompletionsArgs),
+}
+
+impl ToolCli for Cli {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+}
+
+/// The process entry point, shared by the binary and the test shim.
+pub fn main() -> ExitCode {
+    app::main::<Cli, _, _>(Convention::Standard, run)
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Completions(args) = &cli.command {
+        return app::print_completions::<Cli>(args.shell);
+    }
+    let ctx = Context::load(&cli.common, cli.format.format.into(), Convention::Standard)?;
+    match cli.command {
+        Command::Performance { samples, top } => performance::run(&ctx, samples, top).await,
+        Command::Connections => connections::run(&ctx).await,
+        Command::Memory { sample, top } => memory::run(&ctx, sample, top).await,
+        Command::Logs { days } => logs::run(&ctx, days),
+        Command::Security => security::run(&ctx).await,
+        Command::Config => config_view::run(&ctx),
+        Command::Completions(_) => unreachable!("handled above"),
+    }
+}
+
+/// A section a server would not give: `Err(text)` with "not supported on this server", or the
+/// error.
+pub(crate) fn refused(what: &str, e: &redis::RedisError) -> String {
+    if cache_core::clients::redis::is_refused(e) {
+        format!("{what}: not supported on this server ({e})")
+    } else {
+        format!("{what}: {e}")
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+pub(crate) fn pct(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+        assert!(Cli::try_parse_from(["cache-debug", "performance", "--samples", "0"]).is_err());
+        assert_eq!(pct(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.0);
+        assert_eq!(pct(&[1.0, 2.0, 3.0, 4.0], 0.99), 4.0);
+    }
+}

@@ -1,0 +1,5 @@
+//! The `cache-debug` binary; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    cache_debug::main()
+}

@@ -1,0 +1,387 @@
+//! `memory`: Redis INFO memory and MEMORY DOCTOR, the biggest keys and memory per prefix with
+//! TTL and idle buckets (a full scan through the cache-core scanner, or `--sample N` keys),
+//! PostgreSQL table and index sizes with bloat estimates, and the file caches (size, files,
+//! oldest, newest, use of the cap; seed 004).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::{Instant, SystemTime};
+
+use cache_core::app::Context;
+use cache_core::clients::{postgres, redis as redis_client};
+use cache_core::config::{PostgresTarget, RedisTarget};
+use cache_core::exit;
+use cache_core::output::{Format, bytes};
+use cache_core::scan::{ScanOptions, Scanner};
+use cache_core::tier::{Tier, selected};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::refused;
+
+/// TTL buckets: none, under an hour, a day, a week, more.
+pub const TTL_BUCKETS: [&str; 5] = ["no_ttl", "under_1h", "under_1d", "under_7d", "7d_or_more"];
+/// Idle buckets: under an hour, a day, a week, more, unknown (OBJECT refused or LFU).
+pub const IDLE_BUCKETS: [&str; 5] = ["under_1h", "under_1d", "under_7d", "7d_or_more", "unknown"];
+
+/// Keys and bytes under one prefix.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Prefix {
+    /// Keys seen.
+    pub keys: u64,
+    /// Bytes (MEMORY USAGE).
+    pub bytes: u64,
+    /// Keys per TTL bucket.
+    pub ttl: BTreeMap<&'static str, u64>,
+    /// Keys per idle bucket.
+    pub idle: BTreeMap<&'static str, u64>,
+}
+
+fn ttl_bucket(ttl_ms: Option<i64>) -> &'static str {
+    match ttl_ms {
+        None => TTL_BUCKETS[0],
+        Some(t) if t < 3_600_000 => TTL_BUCKETS[1],
+        Some(t) if t < 86_400_000 => TTL_BUCKETS[2],
+        Some(t) if t < 604_800_000 => TTL_BUCKETS[3],
+        Some(_) => TTL_BUCKETS[4],
+    }
+}
+
+fn idle_bucket(idle_s: Option<u64>) -> &'static str {
+    match idle_s {
+        None => IDLE_BUCKETS[4],
+        Some(s) if s < 3600 => IDLE_BUCKETS[0],
+        Some(s) if s < 86_400 => IDLE_BUCKETS[1],
+        Some(s) if s < 604_800 => IDLE_BUCKETS[2],
+        Some(_) => IDLE_BUCKETS[3],
+    }
+}
+
+/// The prefix a key is counted under: a configured prefix, else its first `:` segment.
+pub fn prefix_of(target: &RedisTarget, key: &[u8]) -> String {
+    if let Some(rule) = target.prefixes.iter().find(|r| key.starts_with(r.prefix.as_bytes())) {
+        return rule.prefix.clone();
+    }
+    let name = String::from_utf8_lossy(key);
+    match name.split_once(':') {
+        Some((first, _)) => format!("{first}:"),
+        None => "(no prefix)".to_owned(),
+    }
+}
+
+async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top: usize) -> Value {
+    let name = format!("redis/{}", t.name);
+    let mut conn = match redis_client::connect(t).await {
+        Ok(c) => c,
+        Err(e) => return json!({ "target": name, "error": format!("{e:#}") }),
+    };
+    let mut notes = Vec::new();
+    let info = match redis_client::info(&mut conn).await {
+        Ok(info) => {
+            let mut m = BTreeMap::new();
+            for k in [
+                "used_memory",
+                "used_memory_peak",
+                "used_memory_rss",
+                "maxmemory",
+                "mem_fragmentation_ratio",
+                "evicted_keys",
+                "maxmemory_policy",
+            ] {
+                if let Some(v) = info.get(k) {
+                    m.insert(k, v.parse::<f64>().map_or(json!(v), |n| json!(n)));
+                }
+            }
+            m
+        }
+        Err(e) => {
+            notes.push(refused("INFO", &e));
+            BTreeMap::new()
+        }
+    };
+    let doctor = match redis::cmd("MEMORY").arg("DOCTOR").query_async::<String>(&mut conn).await {
+        Ok(text) => Some(text),
+        Err(e) => {
+            notes.push(refused("MEMORY DOCTOR", &e));
+            None
+        }
+    };
+    let dbsize: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap_or(0);
+    let opts = ScanOptions { count: 1000, memory: true, access: true, ..ScanOptions::default() };
+    let mut prefixes: BTreeMap<String, Prefix> = BTreeMap::new();
+    let mut biggest: BinaryHeap<Reverse<(u64, String)>> = BinaryHeap::new();
+    let mut seen = 0u64;
+    let limit = sample.unwrap_or(u64::MAX);
+    let started = Instant::now();
+    let bar = ctx.printer.progress(limit.min(dbsize), &format!("scanning {name}"));
+    match Scanner::new(conn, opts, 0).await {
+        Ok(mut scanner) => {
+            'scan: loop {
+                match scanner.next_batch().await {
+                    Ok(Some(batch)) => {
+                        for k in batch {
+                            let p = prefixes.entry(prefix_of(t, &k.key)).or_default();
+                            p.keys += 1;
+                            let size = k.bytes.unwrap_or(0);
+                            p.bytes += size;
+                            *p.ttl.entry(ttl_bucket(k.ttl_ms)).or_default() += 1;
+                            *p.idle.entry(idle_bucket(k.idle_s)).or_default() += 1;
+                            biggest.push(Reverse((size, k.name())));
+                            if biggest.len() > top {
+                                biggest.pop();
+                            }
+                            seen += 1;
+                            if seen >= limit {
+                                break 'scan;
+                            }
+                        }
+                        bar.set_position(seen.min(limit.min(dbsize)));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        notes.push(format!("scan stopped after {seen} keys: {e}"));
+                        break;
+                    }
+                }
+            }
+            for missing in scanner.missing() {
+                notes.push(format!("{missing}: not supported on this server; its figures are missing"));
+            }
+        }
+        Err(e) => notes.push(format!("SCAN: {e}")),
+    }
+    bar.finish_and_clear();
+    let mut top_keys: Vec<(u64, String)> = biggest.into_iter().map(|Reverse(x)| x).collect();
+    top_keys.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    json!({
+        "target": name,
+        "info": info,
+        "doctor": doctor,
+        "keys_in_db": dbsize,
+        "scanned": seen,
+        "sampled": sample.is_some() && seen < dbsize,
+        "scan_seconds": started.elapsed().as_secs_f64(),
+        "top_keys": top_keys.iter().map(|(b, k)| json!({ "key": k, "bytes": b })).collect::<Vec<_>>(),
+        "prefixes": prefixes,
+        "notes": notes,
+    })
+}
+
+async fn postgres_section(t: &PostgresTarget) -> Value {
+    let name = format!("postgres/{}", t.name);
+    let db = match postgres::connect(t).await {
+        Ok(d) => d,
+        Err(e) => return json!({ "target": name, "error": format!("{e:#}") }),
+    };
+    let table = postgres::quote_ident(&t.table);
+    let stats = db
+        .query_opt(
+            "SELECT pg_relation_size(c.oid), pg_total_relation_size(c.oid), coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0)
+               FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = to_regclass($1)",
+            &[&table],
+        )
+        .await;
+    let table_doc = match stats {
+        Ok(Some(r)) => {
+            let (heap, total, live, dead): (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            let dead_share = if live + dead > 0 { dead as f64 / (live + dead) as f64 } else { 0.0 };
+            json!({ "name": t.table, "heap_bytes": heap, "total_bytes": total, "live_rows": live, "dead_rows": dead,
+                    "estimated_bloat_bytes": (heap as f64 * dead_share) as i64 })
+        }
+        Ok(None) => return json!({ "target": name, "error": format!("table `{}` does not exist", t.table) }),
+        Err(e) => return json!({ "target": name, "error": postgres::error_text(&e) }),
+    };
+    let indexes = db
+        .query(
+            "SELECT ix.indexrelid::regclass::text, pg_relation_size(ix.indexrelid), c.reltuples::float8, am.amname,
+                    (SELECT sum(st.avg_width)::float8 FROM pg_attribute a
+                       JOIN pg_stats st ON st.schemaname = n.nspname AND st.tablename = tb.relname AND st.attname = a.attname
+                      WHERE a.attrelid = tb.oid AND a.attnum = ANY(ix.indkey::int2[])),
+                    current_setting('block_size')::float8
+               FROM pg_index ix JOIN pg_class c ON c.oid = ix.indexrelid JOIN pg_class tb ON tb.oid = ix.indrelid
+               JOIN pg_namespace n ON n.oid = tb.relnamespace JOIN pg_am am ON am.oid = c.relam
+              WHERE ix.indrelid = to_regclass($1) ORDER BY 2 DESC",
+            &[&table],
+        )
+        .await
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    let size: i64 = r.get(1);
+                    let (tuples, method, width, block): (f64, String, Option<f64>, f64) = (r.get(2), r.get(3), r.get(4), r.get(5));
+                    let bloat = width.filter(|_| method == "btree" && tuples >= 0.0).map(|w| {
+                        let expected = postgres::btree_estimate(tuples, w, block) * block;
+                        (size as f64 - expected).max(0.0) as i64
+                    });
+                    json!({ "name": r.get::<_, String>(0), "bytes": size, "method": method, "estimated_bloat_bytes": bloat })
+                })
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    json!({ "target": name, "table": table_doc, "indexes": indexes })
+}
+
+fn files_section(t: &cache_core::config::FilesTarget) -> Value {
+    let (mut size, mut files) = (0u64, 0u64);
+    let (mut oldest, mut newest): (Option<SystemTime>, Option<SystemTime>) = (None, None);
+    for entry in walkdir::WalkDir::new(&t.path).follow_links(false).into_iter().flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        files += 1;
+        size += meta.len();
+        if let Ok(m) = meta.modified() {
+            oldest = Some(oldest.map_or(m, |o| o.min(m)));
+            newest = Some(newest.map_or(m, |n| n.max(m)));
+        }
+    }
+    let time = |t: Option<SystemTime>| {
+        t.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    };
+    let cap = t.max_size.map(|c| c.as_u64());
+    json!({
+        "target": format!("files/{}", t.name),
+        "path": t.path,
+        "exists": t.path.exists(),
+        "bytes": size,
+        "files": files,
+        "oldest": time(oldest),
+        "newest": time(newest),
+        "max_size": cap,
+        "utilization": cap.filter(|c| *c > 0).map(|c| size as f64 / c as f64),
+    })
+}
+
+/// Runs `memory`.
+pub async fn run(ctx: &Context, sample: Option<u64>, top: usize) -> anyhow::Result<u8> {
+    let filters = &ctx.common.tiers;
+    let config = &ctx.config;
+    let mut redis = Vec::new();
+    for t in config.redis.iter().filter(|t| selected(filters, Tier::Redis, &t.name)) {
+        redis.push(redis_section(ctx, t, sample, top).await);
+    }
+    let pg = futures::future::join_all(
+        config.postgres.iter().filter(|t| selected(filters, Tier::Postgres, &t.name)).map(postgres_section),
+    )
+    .await;
+    let files: Vec<Value> =
+        config.files.iter().filter(|t| selected(filters, Tier::Files, &t.name)).map(files_section).collect();
+    let unreachable = redis.iter().chain(&pg).any(|s| s.get("error").is_some());
+    let printer = &ctx.printer;
+    if printer.format() == Format::Json {
+        printer.json(&json!({ "redis": redis, "postgres": pg, "files": files }))?;
+        return Ok(if unreachable { exit::PARTIAL } else { exit::SUCCESS });
+    }
+    let num = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let mut out = String::new();
+    for s in &redis {
+        let target = s["target"].as_str().unwrap_or_default();
+        if let Some(e) = s["error"].as_str() {
+            out.push_str(&format!("{target}: {e}\n\n"));
+            continue;
+        }
+        let i = &s["info"];
+        out.push_str(&format!(
+            "{target}: used {} (peak {}, RSS {}), fragmentation {:.2}, maxmemory {}, {} evicted\n",
+            bytes(num(&i["used_memory"]) as u64),
+            bytes(num(&i["used_memory_peak"]) as u64),
+            bytes(num(&i["used_memory_rss"]) as u64),
+            num(&i["mem_fragmentation_ratio"]),
+            if num(&i["maxmemory"]) > 0.0 { bytes(num(&i["maxmemory"]) as u64) } else { "none".into() },
+            num(&i["evicted_keys"])
+        ));
+        if let Some(d) = s["doctor"].as_str() {
+            out.push_str(&format!("MEMORY DOCTOR: {}\n", d.trim()));
+        }
+        out.push_str(&format!(
+            "{} of {} keys {} in {:.1} s\n",
+            s["scanned"],
+            s["keys_in_db"],
+            if s["sampled"] == true { "sampled" } else { "scanned" },
+            num(&s["scan_seconds"])
+        ));
+        let mut t = printer.table();
+        t.set_header(["Key", "Bytes"]);
+        for k in s["top_keys"].as_array().into_iter().flatten() {
+            t.add_row(vec![k["key"].as_str().unwrap_or_default().to_owned(), bytes(num(&k["bytes"]) as u64)]);
+        }
+        out.push_str(&format!("Biggest keys\n{t}\n"));
+        let mut t = printer.table();
+        let mut header = vec!["Prefix".to_owned(), "Keys".into(), "Bytes".into()];
+        header.extend(TTL_BUCKETS.iter().map(|b| format!("ttl {b}")));
+        header.extend(IDLE_BUCKETS.iter().map(|b| format!("idle {b}")));
+        t.set_header(header);
+        let mut rows: Vec<(&String, &Value)> = s["prefixes"].as_object().into_iter().flatten().collect();
+        rows.sort_by(|a, b| num(&b.1["bytes"]).total_cmp(&num(&a.1["bytes"])));
+        for (p, v) in rows {
+            let mut row = vec![p.clone(), v["keys"].to_string(), bytes(num(&v["bytes"]) as u64)];
+            row.extend(TTL_BUCKETS.iter().map(|b| v["ttl"][b].as_u64().unwrap_or(0).to_string()));
+            row.extend(IDLE_BUCKETS.iter().map(|b| v["idle"][b].as_u64().unwrap_or(0).to_string()));
+            t.add_row(row);
+        }
+        out.push_str(&format!("Per prefix\n{t}\n"));
+        for n in s["notes"].as_array().into_iter().flatten() {
+            out.push_str(&format!("note: {}\n", n.as_str().unwrap_or_default()));
+        }
+        out.push('\n');
+    }
+    for s in &pg {
+        let target = s["target"].as_str().unwrap_or_default();
+        if let Some(e) = s["error"].as_str() {
+            out.push_str(&format!("{target}: {e}\n\n"));
+            continue;
+        }
+        let tb = &s["table"];
+        out.push_str(&format!(
+            "{target}: table {} {} (with indexes and TOAST {}), {} live and {} dead rows, about {} reclaimable\n",
+            tb["name"].as_str().unwrap_or_default(),
+            bytes(num(&tb["heap_bytes"]) as u64),
+            bytes(num(&tb["total_bytes"]) as u64),
+            tb["live_rows"],
+            tb["dead_rows"],
+            bytes(num(&tb["estimated_bloat_bytes"]) as u64)
+        ));
+        let mut t = printer.table();
+        t.set_header(["Index", "Size", "Estimated bloat"]);
+        for ix in s["indexes"].as_array().into_iter().flatten() {
+            t.add_row(vec![
+                ix["name"].as_str().unwrap_or_default().to_owned(),
+                bytes(num(&ix["bytes"]) as u64),
+                ix["estimated_bloat_bytes"].as_f64().map_or("n/a (no statistics)".into(), |b| bytes(b as u64)),
+            ]);
+        }
+        out.push_str(&format!("{t}\n\n"));
+    }
+    if !files.is_empty() {
+        let mut t = printer.table();
+        t.set_header(["File cache", "Size", "Files", "Oldest", "Newest", "Of cap"]);
+        for f in &files {
+            t.add_row(vec![
+                f["target"].as_str().unwrap_or_default().to_owned(),
+                bytes(num(&f["bytes"]) as u64),
+                f["files"].to_string(),
+                f["oldest"].as_str().unwrap_or("-").to_owned(),
+                f["newest"].as_str().unwrap_or("-").to_owned(),
+                f["utilization"].as_f64().map_or("no cap".into(), |u| format!("{:.1}%", u * 100.0)),
+            ]);
+        }
+        out.push_str(&format!("{t}\n"));
+    }
+    printer.always(out.trim_end())?;
+    Ok(if unreachable { exit::PARTIAL } else { exit::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets() {
+        assert_eq!(ttl_bucket(None), "no_ttl");
+        assert_eq!(ttl_bucket(Some(59_000)), "under_1h");
+        assert_eq!(ttl_bucket(Some(90_000_000)), "under_7d");
+        assert_eq!(idle_bucket(Some(7200)), "under_1d");
+        assert_eq!(idle_bucket(None), "unknown");
+    }
+}

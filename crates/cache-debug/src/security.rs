@@ -1,0 +1,239 @@
+//! `security`: seed 004's audit. Permissions of the configuration, state and backup
+//! directories; Redis without a password or without protected mode; plaintext connections
+//! where TLS is expected (anything beyond loopback); PostgreSQL `trust` authentication on
+//! non-local addresses. Each finding comes with its fix; the score starts at 100 and loses 25
+//! per high, 10 per medium and 5 per low finding.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use cache_core::app::Context;
+use cache_core::clients::{postgres, redis as redis_client};
+use cache_core::config::{Channel, ConfigSource};
+use cache_core::exit;
+use cache_core::output::Format;
+use serde::Serialize;
+use serde_json::json;
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Fix now.
+    High,
+    /// Fix soon.
+    Medium,
+    /// Worth fixing.
+    Low,
+}
+
+/// One finding.
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    /// How bad.
+    pub severity: Severity,
+    /// What it is about.
+    pub subject: String,
+    /// What is wrong.
+    pub finding: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+/// The score of a set of findings.
+pub fn score(findings: &[Finding]) -> u32 {
+    let lost: u32 = findings
+        .iter()
+        .map(|f| match f.severity {
+            Severity::High => 25,
+            Severity::Medium => 10,
+            Severity::Low => 5,
+        })
+        .sum();
+    100u32.saturating_sub(lost)
+}
+
+fn is_local(host: Option<&str>) -> bool {
+    match host {
+        None | Some("") => true,
+        Some(h) => h == "localhost" || h.starts_with("127.") || h == "[::1]" || h == "::1" || h.starts_with('/'),
+    }
+}
+
+fn mode_finding(out: &mut Vec<Finding>, path: &Path, what: &str, want: u32, severity: Severity) {
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 & !want != 0 {
+        out.push(Finding {
+            severity,
+            subject: format!("{what} {}", path.display()),
+            finding: format!("mode {mode:04o}: readable or writable by others"),
+            fix: format!("chmod {want:04o} {}", path.display()),
+        });
+    }
+}
+
+/// Runs `security`.
+pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
+    let config = &ctx.config;
+    let mut findings = Vec::new();
+    let mut notes = Vec::new();
+    if let ConfigSource::File(path) = &ctx.config_source {
+        mode_finding(&mut findings, path, "configuration", 0o600, Severity::High);
+    }
+    mode_finding(&mut findings, ctx.state.root(), "state directory", 0o700, Severity::Medium);
+    mode_finding(&mut findings, &config.backup.dir, "backup directory", 0o700, Severity::Medium);
+    for t in &config.redis {
+        let subject = format!("redis/{}", t.name);
+        let url = t.url.url();
+        let local = is_local(url.host_str()) || matches!(t.url.scheme(), "redis+unix" | "unix");
+        if t.url.scheme() == "redis" && !local {
+            findings.push(Finding {
+                severity: Severity::Medium,
+                subject: subject.clone(),
+                finding: format!("plaintext connection to {}", url.host_str().unwrap_or_default()),
+                fix: "use rediss:// (TLS) for servers beyond this host".into(),
+            });
+        }
+        let mut conn = match redis_client::connect(t).await {
+            Ok(c) => c,
+            Err(e) => {
+                notes.push(format!("{subject}: {e:#}"));
+                continue;
+            }
+        };
+        if url.password().is_none() && url.username().is_empty() {
+            findings.push(Finding {
+                severity: if local { Severity::Medium } else { Severity::High },
+                subject: subject.clone(),
+                finding: "accepts commands without a password".into(),
+                fix: "set requirepass (or ACL users) and put the password in the URL".into(),
+            });
+        }
+        match redis::cmd("CONFIG").arg("GET").arg("protected-mode").query_async::<Vec<String>>(&mut conn).await {
+            Ok(v) if v.get(1).is_some_and(|m| m == "no") => findings.push(Finding {
+                severity: Severity::Medium,
+                subject: subject.clone(),
+                finding: "protected-mode is off".into(),
+                fix: "CONFIG SET protected-mode yes (and bind to the interfaces clients use)".into(),
+            }),
+            Ok(_) => {}
+            Err(e) => notes.push(crate::refused(&format!("{subject}: CONFIG GET protected-mode"), &e)),
+        }
+    }
+    for t in &config.postgres {
+        let subject = format!("postgres/{}", t.name);
+        let url = t.url.url();
+        let sslmode = url
+            .query_pairs()
+            .find(|(k, _)| k == "sslmode")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_else(|| "prefer".into());
+        if !is_local(url.host_str()) && !matches!(sslmode.as_str(), "require" | "verify-ca" | "verify-full") {
+            findings.push(Finding {
+                severity: Severity::Medium,
+                subject: subject.clone(),
+                finding: format!(
+                    "sslmode={sslmode} to {}: the connection may be plaintext",
+                    url.host_str().unwrap_or_default()
+                ),
+                fix: "add ?sslmode=require to the URL (and tls.ca_file to verify the server)".into(),
+            });
+        }
+        match postgres::connect(t).await {
+            Ok(db) => match db
+                .query(
+                    "SELECT line_number, type, array_to_string(database, ','), coalesce(address, '') FROM pg_hba_file_rules \
+                     WHERE auth_method = 'trust' AND type LIKE 'host%' AND coalesce(address, '') NOT IN ('127.0.0.1', '::1', 'localhost', 'samehost')",
+                    &[],
+                )
+                .await
+            {
+                Ok(rows) => {
+                    for r in rows {
+                        findings.push(Finding {
+                            severity: Severity::High,
+                            subject: subject.clone(),
+                            finding: format!(
+                                "pg_hba.conf line {}: trust authentication for {} from {}",
+                                r.get::<_, i32>(0),
+                                r.get::<_, String>(2),
+                                r.get::<_, String>(3)
+                            ),
+                            fix: "use scram-sha-256 for every non-local address".into(),
+                        });
+                    }
+                }
+                Err(e) => notes.push(format!("{subject}: pg_hba rules not readable ({}); needs a superuser", postgres::error_text(&e))),
+            },
+            Err(e) => notes.push(format!("{subject}: {e:#}")),
+        }
+    }
+    for t in &config.memory {
+        let url = t.url.url();
+        if url.scheme() == "http" && !is_local(url.host_str()) {
+            findings.push(Finding {
+                severity: Severity::High,
+                subject: format!("memory/{}", t.name),
+                finding: "the API key goes over plain HTTP".into(),
+                fix: "use https://".into(),
+            });
+        }
+    }
+    for (name, channel) in &config.alerts.channels {
+        if let Channel::Webhook { url, .. } | Channel::Slack { url, .. } = channel {
+            let parsed = url::Url::parse(url.expose()).ok();
+            if parsed.as_ref().is_some_and(|u| u.scheme() == "http" && !is_local(u.host_str())) {
+                findings.push(Finding {
+                    severity: Severity::Medium,
+                    subject: format!("alerts.channels.{name}"),
+                    finding: "alerts go over plain HTTP".into(),
+                    fix: "use an https:// URL".into(),
+                });
+            }
+        }
+    }
+    findings.sort_by_key(|f| f.severity);
+    let score = score(&findings);
+    let printer = &ctx.printer;
+    if printer.format() == Format::Json {
+        printer.json(&json!({ "score": score, "findings": findings, "notes": notes }))?;
+        return Ok(exit::SUCCESS);
+    }
+    let mut table = printer.table();
+    table.set_header(["Severity", "Subject", "Finding", "Fix"]);
+    for f in &findings {
+        table.add_row(vec![
+            format!("{:?}", f.severity).to_lowercase(),
+            f.subject.clone(),
+            f.finding.clone(),
+            f.fix.clone(),
+        ]);
+    }
+    let mut text = format!("security score {score}/100, {} finding(s)\n", findings.len());
+    if !findings.is_empty() {
+        text.push_str(&format!("{table}\n"));
+    }
+    for n in &notes {
+        text.push_str(&format!("note: {n}\n"));
+    }
+    printer.always(text.trim_end())?;
+    Ok(exit::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn score_loses_by_severity() {
+        let f = |severity| Finding { severity, subject: String::new(), finding: String::new(), fix: String::new() };
+        assert_eq!(score(&[]), 100);
+        assert_eq!(score(&[f(Severity::High), f(Severity::Medium), f(Severity::Low)]), 60);
+        assert_eq!(
+            score(&[f(Severity::High), f(Severity::High), f(Severity::High), f(Severity::High), f(Severity::High)]),
+            0
+        );
+        assert!(is_local(Some("127.0.0.1")) && is_local(None) && !is_local(Some("10.0.0.5")));
+    }
+}

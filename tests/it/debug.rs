@@ -1,0 +1,251 @@
+//! `cache-debug` against real Redis and PostgreSQL: figures exactly as seeded, the slow log,
+//! sessions idle in a transaction, refused commands, logs with rotations, the audit, the
+//! configuration's sources.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+
+use cache_tests::{PgServer, RedisServer, TestEnv};
+use serde_json::Value;
+
+use crate::DEBUG;
+
+fn usage(conn: &mut redis::Connection, key: &str) -> u64 {
+    redis::cmd("MEMORY").arg("USAGE").arg(key).arg("SAMPLES").arg(0).query(conn).unwrap()
+}
+
+#[test]
+fn memory_top_keys_and_prefixes_are_exactly_as_seeded() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut conn = redis.connection();
+    let mut expected: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for (key, size) in [("big:1", 100_000), ("big:2", 50_000), ("big:3", 20_000)] {
+        redis::cmd("SET").arg(key).arg(vec![b'x'; size]).query::<()>(&mut conn).unwrap();
+    }
+    for i in 0..100 {
+        redis::cmd("SET").arg(format!("sess:{i}")).arg("s").arg("EX").arg(1800).query::<()>(&mut conn).unwrap();
+    }
+    for i in 0..50 {
+        redis.set_aged(&format!("app:cfg:{i}"), b"value", 0, 2 * 86_400);
+    }
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    for k in &keys {
+        let prefix = if k.starts_with("app:") {
+            "app:"
+        } else if k.starts_with("big:") {
+            "big:"
+        } else {
+            "sess:"
+        };
+        let e = expected.entry(prefix).or_default();
+        e.0 += 1;
+        e.1 += usage(&mut conn, k);
+    }
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\nprefixes = [{{ prefix = \"app:\" }}]\n",
+        redis.url()
+    ));
+    let out = env.run(DEBUG, &["memory", "--top", "3", "--format", "json", "--tier", "redis"]);
+    out.expect_code(0);
+    let r = &out.json()["redis"][0];
+    let top: Vec<(String, u64)> = r["top_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["key"].as_str().unwrap().to_owned(), k["bytes"].as_u64().unwrap()))
+        .collect();
+    let want: Vec<(String, u64)> =
+        ["big:1", "big:2", "big:3"].iter().map(|k| ((*k).to_owned(), usage(&mut conn, k))).collect();
+    assert_eq!(top, want);
+    assert_eq!(r["scanned"], 153);
+    for (prefix, (n, bytes)) in &expected {
+        let p = &r["prefixes"][*prefix];
+        assert_eq!((p["keys"].as_u64(), p["bytes"].as_u64()), (Some(*n), Some(*bytes)), "{prefix}: {p:#}");
+    }
+    assert_eq!(r["prefixes"]["sess:"]["ttl"]["under_1h"], 100);
+    assert_eq!(r["prefixes"]["app:"]["ttl"]["no_ttl"], 50);
+    assert_eq!(r["prefixes"]["app:"]["idle"]["under_7d"], 50);
+    // A sample stops early and says so.
+    let sampled = env.run(DEBUG, &["memory", "--sample", "10", "--format", "json", "--tier", "redis"]).json();
+    assert_eq!(
+        (sampled["redis"][0]["scanned"].as_u64(), sampled["redis"][0]["sampled"].as_bool()),
+        (Some(10), Some(true))
+    );
+    let text = env.run(DEBUG, &["memory", "--tier", "redis"]).stdout;
+    assert!(text.contains("Biggest keys") && text.contains("big:1"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_slowlog_shows_a_slow_command_and_an_idle_transaction_shows_its_age() {
+    let Some(redis) = RedisServer::start_with("slowlog-log-slower-than 10000") else { return };
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.create_database("app").await;
+    pg.client("app").await.batch_execute(crate::health_table_sql()).await.unwrap();
+    let mut conn = redis.connection();
+    redis::cmd("DEBUG").arg("SLEEP").arg("0.05").query::<()>(&mut conn).unwrap();
+    // A session left idle in a transaction.
+    let idle = pg.client("app").await;
+    idle.batch_execute("BEGIN; SELECT count(*) FROM cache_entries;").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n",
+        redis.url()
+    ));
+    let out = env.run(DEBUG, &["performance", "--samples", "20", "--format", "json"]);
+    out.expect_code(0);
+    let perf = out.json();
+    let entries = perf["redis"][0]["slowlog"]["entries"].as_array().unwrap().clone();
+    let slow = entries.iter().find(|e| e["command"] == "DEBUG SLEEP 0.05").unwrap_or_else(|| panic!("{perf:#}"));
+    assert!(slow["duration_us"].as_i64().unwrap() >= 50_000, "{slow}");
+    assert_eq!(perf["redis"][0]["latency"]["samples"], 20);
+    let debug = perf["redis"][0]["commandstats"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["command"] == "debug")
+        .cloned();
+    assert!(debug.is_some_and(|d| d["usec"].as_u64().unwrap() >= 50_000));
+    assert!(
+        perf["postgres"][0]["statements"]["note"].as_str().unwrap().contains("pg_stat_statements is not installed")
+    );
+    assert_eq!(perf["postgres"][0]["cache_table_lookup"]["samples"], 20);
+
+    let out = env.run(DEBUG, &["connections", "--format", "json"]);
+    out.expect_code(0);
+    let c = out.json();
+    let idle_tx = c["postgres"][0]["idle_in_transaction"].as_array().unwrap();
+    assert_eq!(idle_tx.len(), 1, "{c:#}");
+    assert!(idle_tx[0]["age_seconds"].as_f64().unwrap() >= 1.0);
+    assert_eq!(idle_tx[0]["last_query"], "BEGIN; SELECT count(*) FROM cache_entries;");
+    assert!(c["redis"][0]["clients"]["total"].as_u64().unwrap() >= 2);
+    assert!(c["redis"][0]["clients"]["maxclients"].as_u64().unwrap() > 0);
+    let text = env.run(DEBUG, &["connections"]).stdout;
+    assert!(text.contains("Sessions idle in a transaction"), "{text}");
+    drop(idle);
+}
+
+#[test]
+fn commands_renamed_away_are_not_supported_and_the_rest_goes_on() {
+    let Some(redis) = RedisServer::start_with(
+        "rename-command SLOWLOG \"\"\nrename-command OBJECT \"\"\nrename-command CONFIG \"\"\nrename-command CLIENT \"\"",
+    ) else {
+        return;
+    };
+    let mut conn = redis.connection();
+    redis::cmd("SET").arg("k").arg("v").query::<()>(&mut conn).unwrap();
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"hosted\"\nurl = \"{}\"\n", redis.url()));
+    let perf = env.run(DEBUG, &["performance", "--samples", "3", "--format", "json"]);
+    perf.expect_code(0);
+    let p = perf.json();
+    assert!(p["redis"][0]["slowlog"]["note"].as_str().unwrap().contains("not supported on this server"), "{p:#}");
+    assert_eq!(p["redis"][0]["latency"]["samples"], 3);
+    let conns = env.run(DEBUG, &["connections", "--format", "json"]);
+    conns.expect_code(0);
+    assert!(conns.json()["redis"][0]["clients"]["note"].as_str().unwrap().contains("not supported on this server"));
+    let mem = env.run(DEBUG, &["memory", "--format", "json", "--tier", "redis"]);
+    mem.expect_code(0);
+    let m = mem.json();
+    assert_eq!(m["redis"][0]["scanned"], 1);
+    let notes: Vec<&str> = m["redis"][0]["notes"].as_array().unwrap().iter().filter_map(|n| n.as_str()).collect();
+    assert!(notes.iter().any(|n| n.contains("not supported on this server")), "{notes:?}");
+    env.run(DEBUG, &["security"]).expect_code(0);
+}
+
+#[test]
+fn logs_count_patterns_in_the_last_days_rotations_included() {
+    let env = TestEnv::new();
+    let dir = env.path("logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("app.log"),
+        "10:00 INFO up\n10:01 ERROR db: connection refused\n10:02 WARN slow query 2.1s\n10:03 ERROR newest failure\n",
+    )
+    .unwrap();
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(dir.join("app.log.1.gz")).unwrap(),
+        flate2::Compression::default(),
+    );
+    gz.write_all(b"09:00 ERROR older failure\n09:01 CRITICAL out of memory\n").unwrap();
+    gz.finish().unwrap();
+    let old = dir.join("app.log.9");
+    std::fs::write(&old, "ERROR from last month\n").unwrap();
+    let month_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 86_400);
+    std::fs::File::options().write(true).open(&old).unwrap().set_modified(month_ago).unwrap();
+    // The rotation is older than the live log.
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(dir.join("app.log.1.gz")).unwrap().set_modified(hour_ago).unwrap();
+    env.write_config(&format!("[[logs]]\nname = \"app\"\npath = \"{}\"\n", dir.display()));
+    let out = env.run(DEBUG, &["logs", "--days", "7", "--format", "json", "--tier", "logs"]);
+    out.expect_code(0);
+    let t = &out.json()["logs"][0]["tally"];
+    assert_eq!(t["counts"]["error"], 3, "{t:#}");
+    assert_eq!(t["counts"]["critical"], 1);
+    assert_eq!(t["counts"]["out of memory"], 1);
+    assert_eq!(t["counts"]["connection refused"], 1);
+    assert_eq!(t["counts"]["warning"], 1);
+    assert_eq!(t["files"].as_array().unwrap().len(), 2);
+    let errors: Vec<&str> = t["examples"]["error"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert_eq!(
+        errors,
+        ["09:00 ERROR older failure", "10:01 ERROR db: connection refused", "10:03 ERROR newest failure"]
+    );
+}
+
+#[test]
+fn security_findings_carry_fixes_and_a_score() {
+    let Some(redis) = RedisServer::start_with("protected-mode no") else { return };
+    let env = TestEnv::new();
+    let config = env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[[memory]]\nname = \"m\"\nurl = \"http://mem0.example.com\"\napi_key = \"k-123\"\n",
+        redis.url()
+    ));
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = env.run(DEBUG, &["security", "--format", "json", "--tier", "redis"]);
+    out.expect_code(0);
+    let doc = out.json();
+    let found: Vec<(String, String)> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["severity"].as_str().unwrap().to_owned(), f["finding"].as_str().unwrap().to_owned()))
+        .collect();
+    let has = |sev: &str, text: &str| found.iter().any(|(s, f)| s == sev && f.contains(text));
+    assert!(has("high", "readable or writable by others"), "{found:?}");
+    assert!(has("high", "API key goes over plain HTTP"), "{found:?}");
+    assert!(has("medium", "without a password"), "{found:?}");
+    assert!(has("medium", "protected-mode is off"), "{found:?}");
+    assert_eq!(found.len(), 4, "{found:?}");
+    assert_eq!(doc["score"], 100 - 25 - 25 - 10 - 10);
+    assert!(!out.stdout.contains("k-123"));
+}
+
+#[test]
+fn config_shows_each_value_with_its_source_and_no_secret() {
+    let env = TestEnv::new();
+    env.write_config("project_name = \"shop\"\n[[redis]]\nname = \"main\"\nurl = \"redis://:s3cret@127.0.0.1:6390\"\n");
+    let mut cmd = env.command(DEBUG, &["config", "--format", "json"]);
+    cmd.env("DATABASE_URL", "postgres://app:pg-pass@127.0.0.1/app");
+    let out = env.run_command(cmd);
+    out.expect_code(0);
+    assert!(!out.stdout.contains("s3cret") && !out.stdout.contains("pg-pass"), "{}", out.stdout);
+    let doc = out.json();
+    let entry = |key: &str| -> Value {
+        doc["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == key)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {key}"))
+    };
+    assert_eq!(entry("project_name")["source"], "file");
+    assert_eq!(entry("redis[0].url")["source"], "file");
+    assert!(entry("redis[0].url")["value"].as_str().unwrap().contains("127.0.0.1:6390"));
+    assert_eq!(entry("redis[0].timeout")["source"], "default");
+    assert_eq!(entry("postgres[0].url")["source"], "environment (DATABASE_URL)");
+    assert_eq!(entry("postgres[0].name")["source"], "environment (DATABASE_URL)");
+    assert_eq!(entry("health.latency.redis")["source"], "default");
+}
