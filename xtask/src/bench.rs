@@ -1,4 +1,4 @@
-//! `cargo xtask bench cleanup`: cache-cleanup against the standard tools, measured in the same
+//! `cargo xtask bench cleanup|backup|debug`: our tools against the standard tools, measured in the same
 //! run on the same data, printed as ratios (standard tool's time / ours: above 1 is faster).
 //!
 //! Targets (issue 3): per-key analysis of 1M keys ≥ 4× `redis-cli --memkeys` with peak RSS ≤ 32 MB
@@ -98,6 +98,7 @@ fn seed(redis: &RedisServer, prefix: &str, n: u64, idle: u64) -> anyhow::Result<
 struct Bench {
     cleanup: PathBuf,
     backup: PathBuf,
+    debug: PathBuf,
     work: tempfile::TempDir,
 }
 
@@ -131,7 +132,8 @@ pub(crate) fn run(what: &str, only: &[String]) -> anyhow::Result<()> {
             ("logs", logs),
         ],
         "backup" => vec![("archive", backup_archive), ("verify", backup_verify)],
-        _ => bail!("unknown benchmark `{what}`; there are: cleanup, backup"),
+        "debug" => vec![("memory", debug_memory)],
+        _ => bail!("unknown benchmark `{what}`; there are: cleanup, backup, debug"),
     };
     crate::ci::install(&[
         ("logrotate", "logrotate"),
@@ -140,9 +142,9 @@ pub(crate) fn run(what: &str, only: &[String]) -> anyhow::Result<()> {
         ("pigz", "pigz"),
     ])?;
     let root = crate::root();
-    println!("==> building cache-cleanup and cache-backup (release)");
+    println!("==> building cache-cleanup, cache-backup and cache-debug (release)");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", "cache-cleanup", "-p", "cache-backup"])
+        .args(["build", "--release", "--quiet", "-p", "cache-cleanup", "-p", "cache-backup", "-p", "cache-debug"])
         .current_dir(&root)
         .status()?;
     if !status.success() {
@@ -151,6 +153,7 @@ pub(crate) fn run(what: &str, only: &[String]) -> anyhow::Result<()> {
     let bench = Bench {
         cleanup: root.join("target/release/cache-cleanup"),
         backup: root.join("target/release/cache-backup"),
+        debug: root.join("target/release/cache-debug"),
         work: tempfile::tempdir()?,
     };
     let mut failed = 0;
@@ -218,6 +221,37 @@ fn redis_analysis(bench: &Bench) -> anyhow::Result<Row> {
             rss_large as f64 / rss_small.max(1) as f64,
             memkeys_rss / 1024
         ),
+    })
+}
+
+/// `cache-debug memory` (top keys, per-prefix TTL and idle buckets) on 1M keys against
+/// `redis-cli --memkeys` (biggest key per type), both a full scan with MEMORY USAGE per key.
+fn debug_memory(bench: &Bench) -> anyhow::Result<Row> {
+    println!("==> cache-debug memory: seeding 1M keys");
+    let server = RedisServer::start().context("redis-server is needed")?;
+    seed(&server, "bench:app:", 1_000_000, 0)?;
+    let config = bench.work.path().join("debug-config.toml");
+    std::fs::write(&config, redis_config(&server.url()))?;
+    let mut command = Command::new(&bench.debug);
+    command
+        .args(["memory", "--tier", "redis", "--format", "json", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(bench.work.path().join("debug-state"));
+    let (ours, rss, out) = measure(&mut command)?;
+    let doc: serde_json::Value = serde_json::from_str(&out)?;
+    let scanned = doc["redis"][0]["scanned"].as_u64().unwrap_or(0);
+    if scanned != 1_000_000 {
+        bail!("cache-debug memory scanned {scanned} keys, not 1000000");
+    }
+    let (memkeys, memkeys_rss, _) =
+        measure(Command::new("redis-cli").args(["-p", &server.port().to_string(), "--memkeys"]))?;
+    Ok(Row {
+        task: "cache-debug memory, 1M keys (vs redis-cli --memkeys)",
+        standard: memkeys,
+        ours,
+        target: 2.0,
+        detail: format!("peak RSS {} MiB; redis-cli RSS {} MiB", rss / 1024, memkeys_rss / 1024),
     })
 }
 

@@ -30,9 +30,10 @@ enum Task {
     Ci,
     /// Measure a tool against the standard tools, in the same run (a command, not a test)
     Bench {
-        /// Which benchmark: `cleanup`
+        /// Which benchmark: `cleanup`, `backup` or `debug`
         what: String,
-        /// Run only these stages: analysis, unlink, postgres, files, logs
+        /// Run only these stages: analysis, unlink, postgres, files, logs (cleanup); archive,
+        /// verify (backup); memory (debug)
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
