@@ -79,6 +79,39 @@ pub struct Alert {
     pub escalated: bool,
 }
 
+impl Alert {
+    /// An alert that fires now and is notified once (the budget alert, `alerts test`).
+    pub fn firing_now(
+        fingerprint: String,
+        rule: String,
+        target: &str,
+        severity: Severity,
+        message: String,
+        runbook_url: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: short_id(&fingerprint),
+            fingerprint,
+            rule,
+            target: target.to_owned(),
+            severity,
+            status: AlertStatus::Firing,
+            bad_rounds: 0,
+            since: now,
+            started_at: Some(now),
+            ended_at: None,
+            last_sent: Some(now),
+            notifications: 1,
+            acked: false,
+            message,
+            runbook_url,
+            values: BTreeMap::new(),
+            escalated: false,
+        }
+    }
+}
+
 /// All alert state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Book {

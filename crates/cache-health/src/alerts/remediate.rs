@@ -15,7 +15,7 @@ use cache_core::tier::{DISABLED_FILE, Disabled, DisabledTarget};
 use chrono::{DateTime, Utc};
 
 use super::channels::Outbox;
-use super::{Alert, AlertStatus, Book, Kind, Notice, channels_of, observe, short_id};
+use super::{Alert, AlertStatus, Book, Kind, Notice, channels_of, observe};
 use crate::commands::check::probe_and_record;
 
 /// Longest an action's command may run.
@@ -79,30 +79,19 @@ async fn run_command(ctx: &Context, argv: &[String]) -> anyhow::Result<String> {
 }
 
 fn budget_alert(rule: &AlertRule, actions: usize, rounds: u32, now: DateTime<Utc>) -> Alert {
-    let fingerprint = format!("{}|remediation-budget", rule.name);
-    Alert {
-        id: short_id(&fingerprint),
-        fingerprint,
-        rule: format!("{} (remediation budget)", rule.name),
-        target: "all".into(),
-        severity: Severity::Critical,
-        status: AlertStatus::Firing,
-        bad_rounds: 0,
-        since: now,
-        started_at: Some(now),
-        ended_at: None,
-        last_sent: Some(now),
-        notifications: 1,
-        acked: false,
-        message: format!(
+    Alert::firing_now(
+        format!("{}|remediation-budget", rule.name),
+        format!("{} (remediation budget)", rule.name),
+        "all",
+        Severity::Critical,
+        format!(
             "{actions} auto-actions of rule `{}` in the last {rounds} rounds did not keep it from firing; \
              no more actions until the budget frees up: a person is needed",
             rule.name
         ),
-        runbook_url: rule.runbook_url.clone(),
-        values: Default::default(),
-        escalated: false,
-    }
+        rule.runbook_url.clone(),
+        now,
+    )
 }
 
 /// Seed 000's fallback when a tier fails: the remaining tiers keep their entries `extra`

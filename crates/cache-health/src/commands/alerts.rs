@@ -99,26 +99,15 @@ async fn test(ctx: &Context, rule_name: &str) -> anyhow::Result<u8> {
         ))
     })?;
     let now = cache_core::clock::now()?;
-    let fingerprint = format!("{}|test", rule.name);
-    let alert = Alert {
-        id: alerts::short_id(&fingerprint),
-        fingerprint,
-        rule: rule.name.clone(),
-        target: "test".into(),
-        severity: rule.severity,
-        status: AlertStatus::Firing,
-        bad_rounds: 0,
-        since: now,
-        started_at: Some(now),
-        ended_at: None,
-        last_sent: Some(now),
-        notifications: 1,
-        acked: false,
-        message: format!("Test notification of rule `{}` from cache-health alerts test", rule.name),
-        runbook_url: rule.runbook_url.clone(),
-        values: Default::default(),
-        escalated: false,
-    };
+    let alert = Alert::firing_now(
+        format!("{}|test", rule.name),
+        rule.name.clone(),
+        "test",
+        rule.severity,
+        format!("Test notification of rule `{}` from cache-health alerts test", rule.name),
+        rule.runbook_url.clone(),
+        now,
+    );
     let notice = Notice { kind: Kind::Test, alert, channels: alerts::channels_of(rule, settings) };
     let mut outbox = Outbox::default();
     outbox.enqueue(&[notice], now);
