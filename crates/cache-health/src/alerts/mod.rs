@@ -471,44 +471,16 @@ pub fn evaluate(
     (notices, fired)
 }
 
-/// Maintenance windows, in the scheduler's state.
-pub const WINDOWS_FILE: &str = "scheduler/windows.json";
-
-/// A maintenance window as the scheduler keeps it.
-#[derive(Clone, Debug, Deserialize)]
-pub struct MaintenanceWindow {
-    /// Its name.
-    pub name: String,
-    /// When it opens (five-field cron, UTC).
-    pub start: String,
-    /// How long it stays open.
-    #[serde(with = "humantime_serde")]
-    pub duration: std::time::Duration,
-    /// The rules it silences.
-    #[serde(default)]
-    pub silence: Vec<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct Windows {
-    #[serde(default)]
-    windows: Vec<MaintenanceWindow>,
-}
-
-/// The rules silenced at `now` by an open maintenance window.
+/// The rules silenced at `now` by an open maintenance window (`cache-scheduler windows`).
 pub fn silenced(
     state: &cache_core::state::StateDir,
     rules: &[AlertRule],
     now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<String>> {
-    let windows: Windows = state.read_json(WINDOWS_FILE)?.unwrap_or_default();
+    let windows: cache_core::gate::Windows = state.read_json(cache_core::gate::WINDOWS_FILE)?.unwrap_or_default();
     let mut out = Vec::new();
     for w in windows.windows {
-        let length = chrono::Duration::from_std(w.duration).unwrap_or(chrono::Duration::zero());
-        // Open when it started within the last `duration`.
-        let open =
-            cache_core::schedule::next_runs(&w.start, now - length, 1)?.first().is_some_and(|start| *start <= now);
-        if open {
+        if w.open_since(now)?.is_some() {
             out.extend(w.silence.iter().filter(|r| rules.iter().any(|rule| &rule.name == *r)).cloned());
         }
     }
