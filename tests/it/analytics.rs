@@ -321,6 +321,12 @@ fn dashboard_renders_in_headless_chromium_with_its_cards_and_charts() {
     // Without `--output` it goes to the state directory.
     env.run(ANALYTICS, &["dashboard", "-q"]).expect_code(0);
     assert!(env.state_dir().join("analytics/dashboard.html").is_file());
+    assert!(html.contains("<span id=\"scheduler-status\">on</span>"), "{html}");
+    // Automation turned off shows on the card.
+    env.run(crate::SCHEDULER, &["stop", "--reason", "migration"]).expect_code(0);
+    env.run(ANALYTICS, &["dashboard", "-q"]).expect_code(0);
+    let stopped = std::fs::read_to_string(env.state_dir().join("analytics/dashboard.html")).unwrap();
+    assert!(stopped.contains("<span id=\"scheduler-status\">stopped just now (migration)</span>"), "{stopped}");
 
     let Some(chrome) = ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|b| find_binary(b, &[]))
     else {

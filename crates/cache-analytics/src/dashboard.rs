@@ -78,6 +78,7 @@ struct Data {
     health_history: Vec<HealthLine>,
     windows: Option<Value>,
     next_runs: Vec<(String, Option<DateTime<Utc>>, bool)>,
+    automation: Option<cache_core::gate::Automation>,
 }
 
 impl Data {
@@ -121,6 +122,7 @@ impl Data {
             health_history,
             windows: state.read_json(WINDOWS_FILE)?,
             next_runs,
+            automation: cache_core::gate::automation(state)?,
         })
     }
 
@@ -354,6 +356,17 @@ fn render(d: &Data) -> String {
         Some(_) => (format!("no snapshot since {}", ago(d.now, d.end())), Level::Warning),
         None => ("no snapshots yet".to_owned(), Level::Warning),
     };
+    let (scheduler, automation) = match &d.automation {
+        Some(a) if !a.running => (
+            format!(
+                "stopped {}{}",
+                ago(d.now, a.changed_at),
+                a.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+            ),
+            (automation.0, Level::Warning),
+        ),
+        _ => ("on".to_owned(), automation),
+    };
     let last_cleanup = last_of("Cleanups")
         .map_or("never".to_owned(), |r| format!("{} ({})", ago(d.now, r.ended_at), outcome_text(r.outcome)));
     let next_opt = d
@@ -368,7 +381,8 @@ fn render(d: &Data) -> String {
         automation.1,
         "Automation Status",
         &[
-            ("Collection:".into(), automation.0, Some("scheduler-status")),
+            ("Scheduler:".into(), scheduler, Some("scheduler-status")),
+            ("Collection:".into(), automation.0, None),
             ("Last Cleanup:".into(), last_cleanup, Some("last-cleanup")),
             ("Next Optimization:".into(), next_opt, Some("next-optimization")),
         ],
