@@ -191,31 +191,12 @@ async fn postgres_section(t: &PostgresTarget) -> Value {
         Ok(None) => return json!({ "target": name, "error": format!("table `{}` does not exist", t.table) }),
         Err(e) => return json!({ "target": name, "error": postgres::error_text(&e) }),
     };
-    let indexes = db
-        .query(
-            "SELECT ix.indexrelid::regclass::text, pg_relation_size(ix.indexrelid), c.reltuples::float8, am.amname,
-                    (SELECT sum(st.avg_width)::float8 FROM pg_attribute a
-                       JOIN pg_stats st ON st.schemaname = n.nspname AND st.tablename = tb.relname AND st.attname = a.attname
-                      WHERE a.attrelid = tb.oid AND a.attnum = ANY(ix.indkey::int2[])),
-                    current_setting('block_size')::float8
-               FROM pg_index ix JOIN pg_class c ON c.oid = ix.indexrelid JOIN pg_class tb ON tb.oid = ix.indrelid
-               JOIN pg_namespace n ON n.oid = tb.relnamespace JOIN pg_am am ON am.oid = c.relam
-              WHERE ix.indrelid = to_regclass($1) ORDER BY 2 DESC",
-            &[&table],
-        )
+    let indexes: Vec<Value> = postgres::index_stats(&db, &table)
         .await
-        .map(|rows| {
-            rows.iter()
-                .map(|r| {
-                    let size: i64 = r.get(1);
-                    let (tuples, method, width, block): (f64, String, Option<f64>, f64) = (r.get(2), r.get(3), r.get(4), r.get(5));
-                    let bloat = width.filter(|_| method == "btree" && tuples >= 0.0).map(|w| {
-                        let expected = postgres::btree_estimate(tuples, w, block) * block;
-                        (size as f64 - expected).max(0.0) as i64
-                    });
-                    json!({ "name": r.get::<_, String>(0), "bytes": size, "method": method, "estimated_bloat_bytes": bloat })
-                })
-                .collect::<Vec<_>>()
+        .map(|list| {
+            list.into_iter()
+                .map(|ix| json!({ "name": ix.name, "bytes": ix.bytes, "method": ix.method, "estimated_bloat_bytes": ix.bloat_bytes }))
+                .collect()
         })
         .unwrap_or_default();
     json!({ "target": name, "table": table_doc, "indexes": indexes })

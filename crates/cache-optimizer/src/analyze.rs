@@ -233,53 +233,24 @@ async fn postgres_findings(
             return (recs, notes);
         }
     }
-    let indexes = db
-        .query(
-            "SELECT ix.indexrelid::regclass::text, s.idx_scan, ix.indisunique OR ix.indisprimary,
-                    pg_relation_size(ix.indexrelid), c.reltuples::float8, am.amname,
-                    (SELECT sum(st.avg_width)::float8 FROM pg_attribute a
-                       JOIN pg_stats st ON st.schemaname = n.nspname AND st.tablename = t.relname
-                                       AND st.attname = a.attname
-                      WHERE a.attrelid = t.oid AND a.attnum = ANY(ix.indkey::int2[])),
-                    current_setting('block_size')::float8
-               FROM pg_index ix
-               JOIN pg_class c ON c.oid = ix.indexrelid
-               JOIN pg_class t ON t.oid = ix.indrelid
-               JOIN pg_namespace n ON n.oid = t.relnamespace
-               JOIN pg_am am ON am.oid = c.relam
-               JOIN pg_stat_user_indexes s ON s.indexrelid = ix.indexrelid
-              WHERE ix.indrelid = to_regclass($1)
-              ORDER BY 1",
-            &[&table],
-        )
-        .await;
+    let indexes = postgres::index_stats(&db, &table).await;
     match indexes {
         Ok(rows) => {
-            for row in rows {
-                let name: String = row.get(0);
-                let scans: i64 = row.get(1);
-                let unique: bool = row.get(2);
-                let size: i64 = row.get(3);
-                let reltuples: f64 = row.get(4);
-                let method: String = row.get(5);
-                let width: Option<f64> = row.get(6);
-                let block: f64 = row.get(7);
-                if scans == 0 && !unique {
+            for ix in rows {
+                let (name, size) = (ix.name, ix.bytes);
+                if ix.scans == 0 && !ix.unique {
                     recs.push(rec(
                         "index",
                         Priority::Low,
                         Some(who.clone()),
                         format!("index {name} ({}) has not been used since statistics were reset", bytes(size as u64)),
                         "Drop it if no query needs it (not done automatically)",
-                        (json!(scans), Value::Null),
+                        (json!(ix.scans), Value::Null),
                         None,
                     ));
                 }
-                let (Some(width), true) = (width, method == "btree" && reltuples >= 0.0) else { continue };
-                let pages = size as f64 / block;
-                let expected = postgres::btree_estimate(reltuples, width, block);
-                let waste = ((pages - expected) * block).max(0.0);
-                let ratio = if pages > 0.0 { waste / (pages * block) } else { 0.0 };
+                let Some(waste) = ix.bloat_bytes.map(|b| b as f64) else { continue };
+                let ratio = if size > 0 { waste / size as f64 } else { 0.0 };
                 if ratio > settings.bloat_ratio && waste >= settings.bloat_min_size.as_u64() as f64 {
                     recs.push(rec(
                         "index",

@@ -99,6 +99,59 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// One index of a table, with the figures its bloat is judged by.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexStat {
+    /// Its name, as `regclass` prints it (quoted where needed).
+    pub name: String,
+    /// Scans since statistics were reset.
+    pub scans: i64,
+    /// Unique or primary key.
+    pub unique: bool,
+    /// Size on disk.
+    pub bytes: i64,
+    /// The access method (`btree`...).
+    pub method: String,
+    /// Estimated bloat in bytes: btree indexes whose columns have statistics only.
+    pub bloat_bytes: Option<i64>,
+}
+
+/// The indexes of `table` (quoted), biggest first, with [`btree_estimate`]'s bloat.
+pub async fn index_stats(db: &Client, table: &str) -> Result<Vec<IndexStat>, tokio_postgres::Error> {
+    let rows = db
+        .query(
+            "SELECT ix.indexrelid::regclass::text, coalesce(s.idx_scan, 0), ix.indisunique OR ix.indisprimary,
+                    pg_relation_size(ix.indexrelid), c.reltuples::float8, am.amname,
+                    (SELECT sum(st.avg_width)::float8 FROM pg_attribute a
+                       JOIN pg_stats st ON st.schemaname = n.nspname AND st.tablename = t.relname
+                                       AND st.attname = a.attname
+                      WHERE a.attrelid = t.oid AND a.attnum = ANY(ix.indkey::int2[])),
+                    current_setting('block_size')::float8
+               FROM pg_index ix
+               JOIN pg_class c ON c.oid = ix.indexrelid
+               JOIN pg_class t ON t.oid = ix.indrelid
+               JOIN pg_namespace n ON n.oid = t.relnamespace
+               JOIN pg_am am ON am.oid = c.relam
+               LEFT JOIN pg_stat_user_indexes s ON s.indexrelid = ix.indexrelid
+              WHERE ix.indrelid = to_regclass($1)
+              ORDER BY 4 DESC, 1",
+            &[&table],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let bytes: i64 = r.get(3);
+            let (tuples, method, width, block): (f64, String, Option<f64>, f64) =
+                (r.get(4), r.get(5), r.get(6), r.get(7));
+            let bloat_bytes = width
+                .filter(|_| method == "btree" && tuples >= 0.0)
+                .map(|w| (bytes as f64 - btree_estimate(tuples, w, block) * block).max(0.0) as i64);
+            IndexStat { name: r.get(0), scans: r.get(1), unique: r.get(2), bytes, method, bloat_bytes }
+        })
+        .collect())
+}
+
 /// The pages a btree index of `reltuples` keys of `key_width` bytes needs when freshly built:
 /// its size less this is waste (bloat). A leaf tuple takes MAXALIGN(8-byte header + key width)
 /// plus a 4-byte line pointer; leaves are filled to 90% of the page less its header and btree
