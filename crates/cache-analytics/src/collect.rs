@@ -55,16 +55,9 @@ async fn collect(ctx: &Context) -> anyhow::Result<JobResult> {
             let client = MemoryClient::new(t, config.memory_user_id(t));
             match client {
                 Ok(client) => {
-                    let mut samples = Vec::new();
-                    for _ in 0..3 {
-                        let start = Instant::now();
-                        if let Err(e) = client.list(1).await {
-                            figures.error = Some(format!("{e:#}"));
-                            break;
-                        }
-                        samples.push(start.elapsed().as_secs_f64() * 1000.0);
-                    }
+                    let (samples, error) = cache_core::clients::time_calls(LATENCY_SAMPLES, || client.list(1)).await;
                     figures.latency = Latency::of(&samples);
+                    figures.error = error;
                     match client.list_all().await {
                         Ok(all) => figures.memories = all.len() as u64,
                         Err(e) => figures.error = Some(format!("{e:#}")),
@@ -113,19 +106,13 @@ async fn collect(ctx: &Context) -> anyhow::Result<JobResult> {
 
 /// Times up to [`LATENCY_SAMPLES`] calls of `probe`, stopping at the first failure (the
 /// failure itself is reported by the figures' own queries).
-async fn sample_latency<Fut, T, E>(probe: impl Fn() -> Fut) -> Latency
+async fn sample_latency<F, Fut, T, E>(probe: F) -> Latency
 where
+    F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
 {
-    let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
-    for _ in 0..LATENCY_SAMPLES {
-        let start = Instant::now();
-        if probe().await.is_err() {
-            break;
-        }
-        samples.push(start.elapsed().as_secs_f64() * 1000.0);
-    }
-    Latency::of(&samples)
+    Latency::of(&cache_core::clients::time_calls(LATENCY_SAMPLES, probe).await.0)
 }
 
 async fn redis_figures(target: &RedisTarget) -> RedisFigures {

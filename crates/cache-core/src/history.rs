@@ -332,7 +332,7 @@ fn stdev(values: &[f64]) -> f64 {
 }
 
 /// The nearest-rank percentile `q` (0–1) of `values`.
-fn percentile(values: &[f64], q: f64) -> Option<f64> {
+pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));

@@ -118,15 +118,6 @@ pub(crate) fn refused(what: &str, e: &redis::RedisError) -> String {
     }
 }
 
-/// Nearest-rank percentile of sorted values.
-pub(crate) fn pct(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -137,7 +128,5 @@ mod tests {
     fn verify_cli() {
         Cli::command().debug_assert();
         assert!(Cli::try_parse_from(["cache-debug", "performance", "--samples", "0"]).is_err());
-        assert_eq!(pct(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.0);
-        assert_eq!(pct(&[1.0, 2.0, 3.0, 4.0], 0.99), 4.0);
     }
 }

@@ -3,8 +3,6 @@
 //! commandstats, PostgreSQL `pg_stat_statements` when installed, and the cache table's
 //! lookup time.
 
-use std::time::Instant;
-
 use cache_core::app::Context;
 use cache_core::clients::memory::MemoryClient;
 use cache_core::clients::{postgres, redis as redis_client};
@@ -16,7 +14,8 @@ use cache_core::tier::{Tier, selected};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::{pct, refused};
+use crate::refused;
+use cache_core::history::percentile;
 
 /// Latency of one target.
 #[derive(Debug, Default, Serialize)]
@@ -49,28 +48,21 @@ impl Latency {
             samples: n,
             min_ms: samples.first().copied().unwrap_or(0.0),
             avg_ms: if n == 0 { 0.0 } else { samples.iter().sum::<f64>() / n as f64 },
-            p50_ms: pct(&samples, 0.5),
-            p99_ms: pct(&samples, 0.99),
+            p50_ms: percentile(&samples, 0.5).unwrap_or(0.0),
+            p99_ms: percentile(&samples, 0.99).unwrap_or(0.0),
             max_ms: samples.last().copied().unwrap_or(0.0),
             error,
         }
     }
 }
 
-async fn sample<F, Fut, T, E: std::fmt::Display>(n: u32, mut probe: F) -> (Vec<f64>, Option<String>)
+async fn sample<F, Fut, T, E>(n: u32, probe: F) -> (Vec<f64>, Option<String>)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
 {
-    let mut out = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        let start = Instant::now();
-        if let Err(e) = probe().await {
-            return (out, Some(e.to_string()));
-        }
-        out.push(start.elapsed().as_secs_f64() * 1000.0);
-    }
-    (out, None)
+    cache_core::clients::time_calls(n as usize, probe).await
 }
 
 /// One SLOWLOG entry.
