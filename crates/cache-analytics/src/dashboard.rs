@@ -536,14 +536,7 @@ fn render(d: &Data) -> String {
 
     // Charts.
     let end = d.end();
-    let interval_hit: Vec<(DateTime<Utc>, f64)> = d
-        .history
-        .windows(2)
-        .filter_map(|w| {
-            let (h, m) = lookups(w);
-            (h + m > 0.0).then(|| (w[1].t, h / (h + m)))
-        })
-        .collect();
+    let interval_hit = cache_core::history::interval_hit_ratios(&d.history);
     let memory: Vec<_> = d.history.iter().map(|p| (p.t, p.used_memory)).collect();
     let latency: Vec<_> = d.history.iter().map(|p| (p.t, p.latency_ms)).collect();
     let ops: Vec<_> = d.history.iter().map(|p| (p.t, p.ops_per_sec)).collect();

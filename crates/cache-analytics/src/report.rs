@@ -187,16 +187,7 @@ pub fn anomalies(points: &[Point]) -> Vec<AnomalyReport> {
     };
     check("latency_ms", points.iter().map(|p| (p.t, p.latency_ms)).collect());
     check("used_memory", points.iter().map(|p| (p.t, p.used_memory)).collect());
-    check(
-        "hit_ratio",
-        points
-            .windows(2)
-            .filter_map(|w| {
-                let (h, m) = lookups(w);
-                (h + m > 0.0).then(|| (w[1].t, h / (h + m)))
-            })
-            .collect(),
-    );
+    check("hit_ratio", cache_core::history::interval_hit_ratios(points));
     out.sort_by_key(|a| a.timestamp);
     out
 }

@@ -252,6 +252,18 @@ pub fn lookups(span: &[Point]) -> (f64, f64) {
         .fold((0.0, 0.0), |(h, m), w| (h + step(w[0].hits_after, w[1].hits), m + step(w[0].misses_after, w[1].misses)))
 }
 
+/// The hit ratio of each interval between consecutive points (by [`lookups`]), at the later
+/// point's time; intervals without lookups are left out.
+pub fn interval_hit_ratios(points: &[Point]) -> Vec<(DateTime<Utc>, f64)> {
+    points
+        .windows(2)
+        .filter_map(|w| {
+            let (h, m) = lookups(w);
+            (h + m > 0.0).then(|| (w[1].t, h / (h + m)))
+        })
+        .collect()
+}
+
 /// One UTC day of points.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Day {

@@ -381,13 +381,7 @@ pub fn evaluate(
         let global = condition.is_global();
         let all_down = observations.iter().any(|o| o.target == "all" && o.unavailable);
         for obs in observations.iter().filter(|o| (o.target == "all") == global) {
-            let named = |n: &str| match n {
-                "all_tiers_unavailable" => all_down,
-                "tier_unavailable" => obs.unavailable,
-                "tier_degraded" => obs.degraded,
-                _ => false,
-            };
-            let bad = condition.eval(&obs.metrics, &named);
+            let bad = judge(&condition, obs, all_down);
             let fingerprint = format!("{}|{}", rule.name, obs.target);
             let values = values_of(&condition, &obs.metrics);
             let cooldown =
@@ -485,6 +479,16 @@ pub fn silenced(
         }
     }
     Ok(out)
+}
+
+/// Whether `condition` holds for `obs` (`all_down`: every cache target failed this round).
+pub fn judge(condition: &Condition, obs: &Observation, all_down: bool) -> bool {
+    condition.eval(&obs.metrics, &|n| match n {
+        "all_tiers_unavailable" => all_down,
+        "tier_unavailable" => obs.unavailable,
+        "tier_degraded" => obs.degraded,
+        _ => false,
+    })
 }
 
 fn values_of(condition: &Condition, metrics: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {

@@ -15,7 +15,7 @@ use cache_core::tier::{DISABLED_FILE, Disabled, DisabledTarget};
 use chrono::{DateTime, Utc};
 
 use super::channels::Outbox;
-use super::{Alert, AlertStatus, Book, Kind, Notice, channels_of, observe};
+use super::{Alert, AlertStatus, Book, Kind, Notice, channels_of, judge, observe};
 use crate::commands::check::probe_and_record;
 
 /// Longest an action's command may run.
@@ -244,13 +244,7 @@ pub async fn run(
         let still_bad = match (alerting::parse(&rule.condition), observations.iter().find(|o| o.target == alert.target))
         {
             (Ok(condition), Some(obs)) => {
-                let all_down = observations.iter().any(|o| o.target == "all" && o.unavailable);
-                condition.eval(&obs.metrics, &|n| match n {
-                    "all_tiers_unavailable" => all_down,
-                    "tier_unavailable" => obs.unavailable,
-                    "tier_degraded" => obs.degraded,
-                    _ => false,
-                })
+                judge(&condition, obs, observations.iter().any(|o| o.target == "all" && o.unavailable))
             }
             _ => true,
         };
