@@ -151,7 +151,7 @@ pub async fn check(ctx: &Context, name: &str, emergency: bool) -> anyhow::Result
         return Ok(Err(Skipped(format!("job `{name}` is disabled in the schedule"))));
     }
     if let Some(req) = &job.requires {
-        let ran = runs::summary_by_job(state)?.remove(&req.job).and_then(|(_, ok)| ok).map(|r| r.ended_at);
+        let ran = runs::last_success(state, &req.job)?.map(|r| r.ended_at);
         let within = chrono::Duration::from_std(req.within).unwrap_or(chrono::Duration::MAX);
         if ran.is_none_or(|t| now - t > within) {
             let last = ran.map_or("never".to_owned(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string());

@@ -132,9 +132,13 @@ pub fn job_status(
     })
 }
 
-/// Every job's status at `now`.
+/// How much of the end of the run history status reads (days of runs, however long the
+/// history has grown).
+pub const RECENT_RUNS_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Every job's status at `now`, from the last [`RECENT_RUNS_BYTES`] of the run history.
 pub fn statuses(settings: &SchedulerSettings, state: &StateDir, now: DateTime<Utc>) -> anyhow::Result<Vec<JobStatus>> {
-    let all: Vec<RunRecord> = state.read_jsonl(RUNS_FILE)?;
+    let all: Vec<RunRecord> = state.read_jsonl_tail(RUNS_FILE, RECENT_RUNS_BYTES)?;
     let mut out = Vec::new();
     for job in schedule::all(settings, state)? {
         let runs: Vec<&RunRecord> = all.iter().filter(|r| r.job == job.spec.name).collect();

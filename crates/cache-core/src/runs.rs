@@ -140,39 +140,52 @@ impl RunLog {
     }
 }
 
-/// Appends `record` to the history and, unless it was locked out, makes it the job's last run.
+/// Appends `record` to the history and, unless it was locked out, makes it the job's last run
+/// (`jobs/<job>.json`), and its last success (`jobs/<job>.success.json`) when it succeeded, so
+/// readers of "last run" and "last success" never read the whole history.
 pub fn save(state: &StateDir, record: &RunRecord) -> anyhow::Result<()> {
     state.append_jsonl(RUNS_FILE, record)?;
     if record.outcome != Outcome::Locked {
         state.write_json(&format!("jobs/{}.json", record.job), record)?;
     }
+    if record.outcome == Outcome::Success {
+        state.write_json(&format!("jobs/{}.success.json", record.job), record)?;
+    }
     Ok(())
 }
 
-/// For each job: its last run and its last successful run, from the whole history.
+/// For each job that has run: its last run and its last successful run.
 pub fn summary_by_job(
     state: &StateDir,
 ) -> anyhow::Result<std::collections::BTreeMap<String, (RunRecord, Option<RunRecord>)>> {
-    let mut jobs: std::collections::BTreeMap<String, (RunRecord, Option<RunRecord>)> =
-        std::collections::BTreeMap::new();
-    for record in state.read_jsonl::<RunRecord>(RUNS_FILE)? {
-        if record.outcome == Outcome::Locked {
-            continue;
-        }
-        let success = (record.outcome == Outcome::Success).then(|| record.clone());
-        match jobs.get_mut(&record.job) {
-            Some((last, last_success)) => {
-                if success.is_some() {
-                    *last_success = success;
-                }
-                *last = record;
-            }
-            None => {
-                jobs.insert(record.job.clone(), (record, success));
-            }
+    let mut jobs = std::collections::BTreeMap::new();
+    let dir = state.path("jobs");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(jobs),
+        Err(e) => return Err(anyhow::anyhow!("reading `{}`: {e}", dir.display())),
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let job = name.strip_suffix(".json")?;
+            (!job.ends_with(".success")).then(|| job.to_owned())
+        })
+        .collect();
+    names.sort();
+    for job in names {
+        if let Some(last) = last(state, &job)? {
+            let success = last_success(state, &job)?;
+            jobs.insert(job, (last, success));
         }
     }
     Ok(jobs)
+}
+
+/// The last successful run of `job`, if any.
+pub fn last_success(state: &StateDir, job: &str) -> anyhow::Result<Option<RunRecord>> {
+    state.read_json(&format!("jobs/{job}.success.json"))
 }
 
 /// The last run of `job`, if any.
@@ -201,6 +214,16 @@ mod tests {
         save(&state, &locked).unwrap();
         let history: Vec<RunRecord> = state.read_jsonl(RUNS_FILE).unwrap();
         assert_eq!(history, vec![record.clone(), locked]);
-        assert_eq!(last(&state, "health-check").unwrap(), Some(record));
+        assert_eq!(last(&state, "health-check").unwrap(), Some(record.clone()));
+        let failed = RunLog::begin("health-check", "cache-health check").finish(
+            Outcome::Failed,
+            2,
+            serde_json::Value::Null,
+            None,
+        );
+        save(&state, &failed).unwrap();
+        let summary = summary_by_job(&state).unwrap();
+        assert_eq!(summary["health-check"], (failed, Some(record)));
+        assert_eq!(summary.len(), 1);
     }
 }

@@ -175,18 +175,36 @@ impl StateDir {
 
     /// Reads every record of a JSON Lines history; a bad line is an error naming file and line.
     pub fn read_jsonl<T: DeserializeOwned>(&self, rel: &str) -> anyhow::Result<Vec<T>> {
+        self.read_jsonl_from(rel, 0)
+    }
+
+    /// Reads the records of the last `max_bytes` of a JSON Lines history (the line cut at the
+    /// start is left out): for readers that need only recent records of a growing file.
+    pub fn read_jsonl_tail<T: DeserializeOwned>(&self, rel: &str, max_bytes: u64) -> anyhow::Result<Vec<T>> {
+        let len = fs::metadata(self.path(rel)).map(|m| m.len()).unwrap_or(0);
+        self.read_jsonl_from(rel, len.saturating_sub(max_bytes))
+    }
+
+    fn read_jsonl_from<T: DeserializeOwned>(&self, rel: &str, offset: u64) -> anyhow::Result<Vec<T>> {
+        use std::io::{Seek, SeekFrom};
         let path = self.path(rel);
-        let file = match File::open(&path) {
+        let mut file = match File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => {
                 return Err(StateError { path, message: format!("cannot be read: {e}") }.into());
             }
         };
+        file.seek(SeekFrom::Start(offset))?;
+        let mut lines = BufReader::new(file).lines();
+        if offset > 0 {
+            // The first line is cut: skip it.
+            lines.next();
+        }
         let mut records = Vec::new();
-        for (i, line) in BufReader::new(file).lines().enumerate() {
-            let corrupt =
-                |message: String| StateError { path: path.clone(), message: format!("line {}: {message}", i + 1) };
+        for (i, line) in lines.enumerate() {
+            let at = if offset > 0 { format!("line {} of the last part", i + 1) } else { format!("line {}", i + 1) };
+            let corrupt = |message: String| StateError { path: path.clone(), message: format!("{at}: {message}") };
             let line = line.map_err(|e| corrupt(format!("cannot be read ({e})")))?;
             if line.trim().is_empty() {
                 continue;
@@ -333,6 +351,20 @@ mod tests {
         assert_eq!(state.read_last_jsonl::<Doc>("one.jsonl").unwrap(), Some(Doc { n: 7 }));
         std::fs::write(state.path("bad.jsonl"), "{\"schema_version\":1,\"n\":7}\ngarbage\n").unwrap();
         assert!(state.read_last_jsonl::<Doc>("bad.jsonl").unwrap_err().to_string().contains("last line"));
+    }
+
+    #[test]
+    fn the_tail_of_a_history_skips_the_line_it_cuts() {
+        let (_dir, state) = state();
+        for n in 0..100 {
+            state.append_jsonl("h.jsonl", &Doc { n }).unwrap();
+        }
+        let line = std::fs::read_to_string(state.path("h.jsonl")).unwrap().lines().last().unwrap().len() as u64 + 1;
+        // Three whole lines and part of a fourth.
+        let tail: Vec<Doc> = state.read_jsonl_tail("h.jsonl", 3 * line + 5).unwrap();
+        assert_eq!(tail, [Doc { n: 97 }, Doc { n: 98 }, Doc { n: 99 }]);
+        assert_eq!(state.read_jsonl_tail::<Doc>("h.jsonl", 1 << 20).unwrap().len(), 100);
+        assert!(state.read_jsonl_tail::<Doc>("none.jsonl", 10).unwrap().is_empty());
     }
 
     #[test]
