@@ -88,10 +88,13 @@ async fn the_slowlog_shows_a_slow_command_and_an_idle_transaction_shows_its_age(
     let idle = pg.client("app").await;
     idle.batch_execute("BEGIN; SELECT count(*) FROM cache_entries;").await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let app = cache_tests::StubHttp::new(vec![("/health", 200, "{}".into())]);
     let env = TestEnv::new();
     env.write_config(&format!(
-        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n",
-        redis.url()
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n\
+         [[http]]\nname = \"app\"\nurl = \"{}/health\"\n",
+        redis.url(),
+        app.url()
     ));
     let out = env.run(DEBUG, &["performance", "--samples", "20", "--format", "json"]);
     out.expect_code(0);
@@ -111,6 +114,7 @@ async fn the_slowlog_shows_a_slow_command_and_an_idle_transaction_shows_its_age(
         perf["postgres"][0]["statements"]["note"].as_str().unwrap().contains("pg_stat_statements is not installed")
     );
     assert_eq!(perf["postgres"][0]["cache_table_lookup"]["samples"], 20);
+    assert_eq!(perf["http"][0]["latency"]["samples"], 20, "{perf:#}");
 
     let out = env.run(DEBUG, &["connections", "--format", "json"]);
     out.expect_code(0);

@@ -1,5 +1,5 @@
 //! `performance`: latency per tier (N samples → min/avg/p50/p99/max, as `redis-cli --latency`
-//! reports), Redis SLOWLOG (command lines shortened, secret arguments hidden) and INFO
+//! reports; Redis, PostgreSQL, the memory API, HTTP endpoints), Redis SLOWLOG (command lines shortened, secret arguments hidden) and INFO
 //! commandstats, PostgreSQL `pg_stat_statements` when installed, and the cache table's
 //! lookup time.
 
@@ -327,9 +327,31 @@ pub async fn run(ctx: &Context, samples: u32, top: usize) -> anyhow::Result<u8> 
             }
         }),
     );
-    let (redis, pg, memory) = tokio::join!(redis, pg, memory);
-    let unreachable = redis.iter().chain(&pg).chain(&memory).any(|s| s.get("error").is_some());
-    let doc = json!({ "samples": samples, "redis": redis, "postgres": pg, "memory": memory });
+    let http = futures::future::join_all(config.http.iter().filter(|t| selected(filters, Tier::Http, &t.name)).map(
+        |t| async {
+            let name = format!("http/{}", t.name);
+            match cache_core::clients::http::client() {
+                Ok(client) => {
+                    let (s, err) = sample(samples.min(20), || async {
+                        let response = client
+                            .get(t.url.expose())
+                            .timeout(t.timeout)
+                            .send()
+                            .await
+                            .map_err(|e| e.without_url().to_string())?;
+                        let status = response.status();
+                        if status.as_u16() == t.expect_status { Ok(()) } else { Err(format!("answered {status}")) }
+                    })
+                    .await;
+                    json!({ "target": name, "latency": Latency::of(name.clone(), s, err) })
+                }
+                Err(e) => json!({ "target": name, "error": format!("{e:#}") }),
+            }
+        },
+    ));
+    let (redis, pg, memory, http) = tokio::join!(redis, pg, memory, http);
+    let unreachable = redis.iter().chain(&pg).chain(&memory).chain(&http).any(|s| s.get("error").is_some());
+    let doc = json!({ "samples": samples, "redis": redis, "postgres": pg, "memory": memory, "http": http });
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
         printer.json(&doc)?;
@@ -337,7 +359,7 @@ pub async fn run(ctx: &Context, samples: u32, top: usize) -> anyhow::Result<u8> 
         let mut out = String::new();
         let mut lat = printer.table();
         lat.set_header(["Target", "Samples", "Min ms", "Avg ms", "p50 ms", "p99 ms", "Max ms", "Note"]);
-        for s in redis.iter().chain(&pg).chain(&memory) {
+        for s in redis.iter().chain(&pg).chain(&memory).chain(&http) {
             if let Some(e) = s["error"].as_str() {
                 lat.add_row(vec![
                     s["target"].as_str().unwrap_or_default().to_owned(),
