@@ -31,6 +31,9 @@ use cache_core::history::{Point, lookups};
 pub const DEFAULT_OUTPUT: &str = "analytics/dashboard.html";
 /// The page reloads itself this often (seed 000: 30 seconds).
 const REFRESH_SECONDS: u32 = 30;
+/// The page reads at most this much of the end of each history (a week of snapshots, runs and
+/// health checks is far less), so building it costs the same however long they grow.
+const TAIL_BYTES: u64 = 32 * 1024 * 1024;
 /// A snapshot older than this makes the collection card a warning.
 const STALE: Duration = Duration::minutes(45);
 
@@ -88,17 +91,17 @@ impl Data {
         project: &str,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Self> {
-        let snapshots: Vec<Snapshot> = state.read_jsonl(HISTORY)?;
+        let snapshots: Vec<Snapshot> = state.read_jsonl_tail(HISTORY, TAIL_BYTES)?;
         let end = snapshots.last().map_or(now, |s| s.timestamp);
         let history =
             snapshots.iter().filter(|s| s.timestamp > end - Duration::days(7)).filter_map(Point::of).collect();
         let runs: Vec<RunRecord> = state
-            .read_jsonl::<RunRecord>(RUNS_FILE)?
+            .read_jsonl_tail::<RunRecord>(RUNS_FILE, TAIL_BYTES)?
             .into_iter()
             .filter(|r| r.started_at > now - Duration::days(7))
             .collect();
         let health_history: Vec<HealthLine> = state
-            .read_jsonl::<HealthLine>("health/history.jsonl")?
+            .read_jsonl_tail::<HealthLine>("health/history.jsonl", TAIL_BYTES)?
             .into_iter()
             .filter(|h| h.timestamp > now - Duration::days(1))
             .collect();
