@@ -39,6 +39,7 @@ fn request(command: &Command) -> anyhow::Result<Request> {
         Command::Moderate => r(Some(Mode::Moderate), None, "moderate"),
         Command::Targeted => r(Some(Mode::Targeted), None, "targeted"),
         Command::Aggressive => r(Some(Mode::Aggressive), None, "aggressive"),
+        Command::Evict => r(Some(Mode::Evict), Some(Tier::Redis), "evict"),
         Command::Files => r(Some(Mode::Light), Some(Tier::Files), "files"),
         Command::Logs => r(Some(Mode::Light), Some(Tier::Logs), "logs"),
         Command::Memory { mode } => r(Some(*mode), Some(Tier::Memory), "memory"),
@@ -70,9 +71,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let request = request(&cli.command)?;
     let format: Format = cli.format.format.into();
     let ctx = Context::load(&cli.common, format, Convention::Standard)?;
+    let cap_lifted = crate::cap::lifted(cli.force, cli.common.scheduled.is_some())?;
     let apply = cli.mutation.confirm(&format!("clean up ({} mode) the selected tiers", request.name))?;
     let job = ctx.begin_job(JOB, &format!("cache-cleanup {}", request.name)).await?;
-    let result = clean(&ctx, &cli, &request, !apply).await;
+    let result = clean(&ctx, &cli, &request, !apply, cap_lifted).await;
     job.finish(&ctx, result).await
 }
 
@@ -80,7 +82,13 @@ fn wanted(ctx: &Context, request: &Request, tier: Tier, name: &str) -> bool {
     request.only.is_none_or(|only| only == tier) && selected(&ctx.common.tiers, tier, name)
 }
 
-async fn clean(ctx: &Context, cli: &Cli, request: &Request, dry_run: bool) -> anyhow::Result<JobResult> {
+async fn clean(
+    ctx: &Context,
+    cli: &Cli,
+    request: &Request,
+    dry_run: bool,
+    cap_lifted: bool,
+) -> anyhow::Result<JobResult> {
     let config = &ctx.config;
     let settings = &config.cleanup;
     let (mode, decision) = match request.mode {
@@ -104,6 +112,8 @@ async fn clean(ctx: &Context, cli: &Cli, request: &Request, dry_run: bool) -> an
             dry_run,
             resume: cli.resume,
             max_ops_per_sec: max_ops,
+            cap_lifted,
+            namespace: config.redis_namespace(target),
             state: &ctx.state,
             progress: ctx.printer.progress(0, &format!("redis/{}", target.name)),
         };
@@ -114,13 +124,20 @@ async fn clean(ctx: &Context, cli: &Cli, request: &Request, dry_run: bool) -> an
         }));
     }
     for target in config.postgres.iter().filter(|t| wanted(ctx, request, Tier::Postgres, &t.name)) {
-        let job =
-            tiers::postgres::PostgresJob { target, settings, mode, category, project: &config.project_name, dry_run };
+        let job = tiers::postgres::PostgresJob {
+            target,
+            settings,
+            mode,
+            category,
+            project: &config.project_name,
+            dry_run,
+            cap_lifted,
+        };
         work.push(Box::pin(async move { job.run().await }));
     }
     for target in config.memory.iter().filter(|t| wanted(ctx, request, Tier::Memory, &t.name)) {
         let user_id = config.memory_user_id(target);
-        let job = tiers::memory::MemoryJob { target, user_id, settings, mode, category, dry_run };
+        let job = tiers::memory::MemoryJob { target, user_id, settings, mode, category, dry_run, cap_lifted };
         work.push(Box::pin(async move { job.run().await }));
     }
     // Files and logs have no categories: a category run leaves them alone.
@@ -147,7 +164,8 @@ async fn clean(ctx: &Context, cli: &Cli, request: &Request, dry_run: bool) -> an
     let report = CleanupReport { mode, decision, category: request.category.clone(), dry_run, targets };
     print(ctx, &report)?;
     let unreachable = report.targets.iter().any(|t| t.unreachable);
-    let errors = report.targets.iter().any(|t| !t.errors.is_empty());
+    // A target stopped by its blast-radius cap did not finish: the run is partial.
+    let errors = report.targets.iter().any(|t| !t.errors.is_empty() || t.cap.as_ref().is_some_and(|c| c.hit.is_some()));
     let (outcome, exit_code) = match (unreachable, errors) {
         (true, _) => (Outcome::Failed, exit::UNREACHABLE),
         (false, true) => (Outcome::Partial, exit::PARTIAL),

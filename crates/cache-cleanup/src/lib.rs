@@ -5,6 +5,7 @@
 //! `cleanup` job lock, records what it did per target, and deletes nothing without `--yes`
 //! (or a "y" at the terminal). `--dry-run` lists each selected item with its reason.
 
+pub mod cap;
 pub mod commands;
 pub mod plan;
 pub mod report;
@@ -52,6 +53,10 @@ pub struct Cli {
     /// Continue an interrupted Redis pass from its saved cursor
     #[arg(long, global = true)]
     pub resume: bool,
+    /// Lift the blast-radius cap (cleanup.max_delete_share, max_delete_bytes) for this run; only
+    /// at a terminal, never with --scheduled
+    #[arg(long, global = true)]
+    pub force: bool,
     /// What to clean.
     #[command(subcommand)]
     pub command: Command,
@@ -70,6 +75,9 @@ pub enum Command {
     Targeted,
     /// Orphans, oversized and idle keys, stale memories, down to a memory target
     Aggressive,
+    /// Redis only: the idlest keys, until used memory is down to the memory target
+    /// (cleanup.modes.evict); what a memory alert's remediation runs
+    Evict,
     /// Run a mode on one category only (key segment, category column, memory category)
     Category {
         /// The category, e.g. `payments`

@@ -15,6 +15,9 @@ pub enum Mode {
     Targeted,
     /// Everything: orphans, oversized, idle, stale memories, down to a memory target
     Aggressive,
+    /// Only the idlest Redis keys, down to the memory target
+    #[value(skip)]
+    Evict,
 }
 
 impl Mode {
@@ -25,6 +28,7 @@ impl Mode {
             Mode::Moderate => "moderate",
             Mode::Targeted => "targeted",
             Mode::Aggressive => "aggressive",
+            Mode::Evict => "evict",
         }
     }
 
@@ -36,6 +40,7 @@ impl Mode {
             Mode::Moderate => &modes.moderate,
             Mode::Targeted => &modes.targeted,
             Mode::Aggressive => &modes.aggressive,
+            Mode::Evict => &modes.evict,
         }
     }
 }

@@ -76,6 +76,9 @@ pub struct TargetReport {
     pub errors: Vec<String>,
     /// The target could not be reached (or was lost).
     pub unreachable: bool,
+    /// The blast-radius cap of this target, and whether it stopped the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cap: Option<crate::cap::Cap>,
 }
 
 impl TargetReport {
@@ -96,6 +99,7 @@ impl TargetReport {
             notes: Vec::new(),
             errors: Vec::new(),
             unreachable: false,
+            cap: None,
         }
     }
 

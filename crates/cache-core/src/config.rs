@@ -163,6 +163,7 @@ pub struct HealthSettings {
     /// Redis `used_memory` as a percentage of `maxmemory` (when set).
     pub redis_memory_percent: Level,
     /// Redis hit ratio (0..1) below which the target is degraded.
+    #[serde(deserialize_with = "ratio::deserialize")]
     pub hit_ratio_min: f64,
     /// Lookups (hits + misses) needed before the hit ratio is judged.
     pub hit_ratio_min_lookups: u64,
@@ -278,6 +279,11 @@ pub struct RedisTarget {
     /// Keys larger than this are oversized (default 1 MiB).
     #[serde(default = "default_max_key_size")]
     pub max_key_size: ByteSize,
+    /// The project's keys: those starting with this (default `<project_name>:`) or with one of
+    /// `prefixes`. Cleanup never deletes any other key in any mode, and orphans are judged only
+    /// inside it: another application's keys in the same database are not orphans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// A known key prefix and the TTL its keys must have.
@@ -576,6 +582,9 @@ pub struct Modes {
     pub targeted: ModePolicy,
     /// Too big: orphans, oversized and idle entries go, down to a memory target.
     pub aggressive: ModePolicy,
+    /// `cache-cleanup evict` (what a memory alert's remediation runs): only the idlest Redis
+    /// keys, down to the memory target; nothing else in any tier.
+    pub evict: ModePolicy,
 }
 
 const DAY: u64 = 86400;
@@ -606,14 +615,43 @@ impl Default for Modes {
                 memory_duplicates: true,
                 memory_stale: Some(Duration::from_secs(90 * DAY)),
             },
+            evict: ModePolicy { memory_target_percent: Some(70.0), ..ModePolicy::default() },
         }
     }
+}
+
+/// How `smart` judges whether the cache is too big.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SizeBasis {
+    /// Against capacity: Redis `used_memory` of `maxmemory`, the cache table's size of
+    /// `table_budget`, memories of `memory_budget` (the fullest one counts).
+    #[default]
+    Capacity,
+    /// Seed 000's literal rule: the number of entries in all tiers against `aggressive_size`
+    /// and `moderate_size`.
+    Entries,
 }
 
 /// Seed 000's `cleanup_smart` thresholds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmartThresholds {
+    /// What "too big" is judged on (default: capacity).
+    pub size_basis: SizeBasis,
+    /// `capacity`: the fullest tier above this share of its capacity: aggressive.
+    #[serde(deserialize_with = "ratio::deserialize")]
+    pub aggressive_usage: f64,
+    /// `capacity`: above this share with little recent activity: moderate.
+    #[serde(deserialize_with = "ratio::deserialize")]
+    pub moderate_usage: f64,
+    /// `capacity`: the cache table's size budget (table, indexes and TOAST); unset, the table's
+    /// size is not judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_budget: Option<ByteSize>,
+    /// `capacity`: how many memories the user is meant to hold; unset, not judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget: Option<u64>,
     /// More entries than this in all tiers: aggressive.
     pub aggressive_size: u64,
     /// More entries than this with little recent activity: moderate.
@@ -621,12 +659,23 @@ pub struct SmartThresholds {
     /// "Little recent activity": fewer entries used in the last hour than this.
     pub moderate_recent_activity: u64,
     /// Hit ratio (0..1) under which the cleanup is targeted.
+    #[serde(deserialize_with = "ratio::deserialize")]
     pub targeted_hit_ratio: f64,
 }
 
 impl Default for SmartThresholds {
     fn default() -> Self {
-        Self { aggressive_size: 1500, moderate_size: 1000, moderate_recent_activity: 50, targeted_hit_ratio: 0.6 }
+        Self {
+            size_basis: SizeBasis::Capacity,
+            aggressive_usage: 0.9,
+            moderate_usage: 0.75,
+            table_budget: None,
+            memory_budget: None,
+            aggressive_size: 1500,
+            moderate_size: 1000,
+            moderate_recent_activity: 50,
+            targeted_hit_ratio: 0.6,
+        }
     }
 }
 
@@ -974,12 +1023,15 @@ impl Default for Remediation {
 #[serde(deny_unknown_fields, default)]
 pub struct OptimizerSettings {
     /// An index is bloated when this share of it is estimated to be waste...
+    #[serde(deserialize_with = "ratio::deserialize")]
     pub bloat_ratio: f64,
     /// ...and the waste is at least this big.
     pub bloat_min_size: ByteSize,
     /// A table needs VACUUM when this share of its tuples are dead (autovacuum's default).
+    #[serde(deserialize_with = "ratio::deserialize")]
     pub dead_tuple_ratio: f64,
     /// Redis keys without a TTL above this share of a sample are worth a TTL strategy.
+    #[serde(deserialize_with = "ratio::deserialize")]
     pub ttl_less_share: f64,
     /// `MEMORY PURGE` runs when `mem_fragmentation_ratio` is above this.
     pub fragmentation_ratio: f64,
@@ -1062,9 +1114,22 @@ pub struct CleanupSettings {
     #[serde(with = "humantime_serde")]
     pub max_statement: Duration,
     /// Memories whose texts are at least this similar (0..1) are duplicates; the newest stays.
+    #[serde(deserialize_with = "ratio::deserialize")]
     pub memory_similarity: f64,
     /// Memories deleted per request.
     pub memory_batch_size: usize,
+    /// The blast-radius cap: most of one target's entries (Redis keys, live cache rows,
+    /// memories) one run may delete. The run stops there and is recorded `partial`. Expired
+    /// rows do not count. `--force` lifts it at a terminal; a scheduled run or a remediation never.
+    #[serde(deserialize_with = "ratio::deserialize")]
+    pub max_delete_share: f64,
+    /// The same cap in bytes (Redis keys' memory, estimated row sizes).
+    pub max_delete_bytes: ByteSize,
+    /// The undo journal (memories and live cache rows deleted): kept this long...
+    #[serde(with = "humantime_serde")]
+    pub journal_keep: Duration,
+    /// ...and at most this much, oldest runs' journals removed first.
+    pub journal_max_size: ByteSize,
     /// The decision tree of `smart`.
     pub smart: SmartThresholds,
     /// What each mode removes.
@@ -1082,6 +1147,10 @@ impl Default for CleanupSettings {
             max_statement: Duration::from_millis(250),
             memory_similarity: 0.85,
             memory_batch_size: 100,
+            max_delete_share: 0.25,
+            max_delete_bytes: ByteSize::gib(1),
+            journal_keep: Duration::from_secs(7 * DAY),
+            journal_max_size: ByteSize::mib(512),
             smart: SmartThresholds::default(),
             modes: Modes::default(),
         }
@@ -1218,6 +1287,7 @@ fn apply_env(config: &mut Config, env: &dyn Env) -> Result<Vec<&'static str>, Co
                 prefixes: Vec::new(),
                 protected: Vec::new(),
                 max_key_size: default_max_key_size(),
+                namespace: None,
             }),
         }
         used.push(EnvVars::REDIS_URL);
@@ -1485,11 +1555,26 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
         return Err(err("cleanup.memory_similarity".into(), "must be between 0.5 and 1"));
     }
     positive(source, "cleanup.max_statement".into(), c.max_statement)?;
+    if c.max_delete_share <= 0.0 {
+        return Err(err("cleanup.max_delete_share".into(), "must be above 0 (0 would forbid every deletion)"));
+    }
+    if c.smart.moderate_usage > c.smart.aggressive_usage {
+        return Err(err("cleanup.smart.moderate_usage".into(), "must not be above `aggressive_usage`"));
+    }
+    for (i, t) in config.redis.iter().enumerate() {
+        if t.namespace.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(err(
+                format!("redis[{i}].namespace"),
+                "must not be empty: every key of the database would be the project's",
+            ));
+        }
+    }
     for (name, mode) in [
         ("light", &c.modes.light),
         ("moderate", &c.modes.moderate),
         ("targeted", &c.modes.targeted),
         ("aggressive", &c.modes.aggressive),
+        ("evict", &c.modes.evict),
     ] {
         // A zero idle time would select every key: an unscoped delete-everything.
         if mode.idle.is_some_and(|d| d.is_zero()) {
@@ -1572,11 +1657,18 @@ fn expand_state_dir(config: &mut Config, state_dir: &Path) {
 }
 
 impl Config {
+    /// The key namespace of a Redis target: its `namespace`, else `<project_name>:`.
+    pub fn redis_namespace(&self, target: &RedisTarget) -> String {
+        target.namespace.clone().unwrap_or_else(|| format!("{}:", self.project_name))
+    }
+
     /// The memory API's user id for `target`: its own, else the project name.
     pub fn memory_user_id<'a>(&'a self, target: &'a MemoryTarget) -> &'a str {
         target.user_id.as_deref().unwrap_or(&self.project_name)
     }
 }
+
+pub mod ratio;
 
 #[cfg(test)]
 mod tests;

@@ -26,6 +26,8 @@ pub struct MemoryJob<'a> {
     pub category: Option<&'a str>,
     /// Change nothing.
     pub dry_run: bool,
+    /// `--force` at a terminal: no blast-radius cap.
+    pub cap_lifted: bool,
 }
 
 impl MemoryJob<'_> {

@@ -36,6 +36,8 @@ pub struct PostgresJob<'a> {
     pub project: &'a str,
     /// Change nothing.
     pub dry_run: bool,
+    /// `--force` at a terminal: no blast-radius cap.
+    pub cap_lifted: bool,
 }
 
 impl PostgresJob<'_> {

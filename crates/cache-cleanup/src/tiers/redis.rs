@@ -41,6 +41,10 @@ pub struct RedisJob<'a> {
     pub resume: bool,
     /// Keys per second at most (0: unpaced).
     pub max_ops_per_sec: u32,
+    /// `--force` at a terminal: no blast-radius cap.
+    pub cap_lifted: bool,
+    /// The project's key namespace: no key outside it (and outside every prefix) is touched.
+    pub namespace: String,
     /// Where cursors are saved.
     pub state: &'a StateDir,
     /// Keys examined, on a terminal.
