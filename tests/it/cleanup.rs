@@ -11,13 +11,14 @@ use crate::CLEANUP;
 const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;
 
-/// Prefix rules and protection used by the Redis tests.
+/// Prefix rules and protection used by the Redis tests. These keyspaces are tiny, so the
+/// blast-radius cap is lifted to 100% here; the cap has its own tests at realistic sizes.
 fn redis_config(url: &str) -> String {
     format!(
         "[[redis]]\nname = \"main\"\nurl = \"{url}\"\nmax_key_size = \"1 MiB\"\n\
          prefixes = [{{ prefix = \"app:search:\", ttl = \"30m\" }}, {{ prefix = \"app:embedding:\", ttl = \"2h\" }}, {{ prefix = \"app:session:\" }}]\n\
-         protected = [\"app:session:*\"]\n\
-         [cleanup]\nbatch_size = 7\n"
+         protected = [\"app:session:*\"]\nnamespace = \"app:\"\n\
+         [cleanup]\nbatch_size = 7\nmax_delete_share = \"100%\"\n"
     )
 }
 
@@ -30,10 +31,13 @@ fn seed(redis: &RedisServer) {
         redis.set_aged(&format!("app:embedding:idle2d-{i}"), b"v", ttl, 2 * DAY);
         redis.set_aged(&format!("app:embedding:idle8d-{i}"), b"v", ttl, 8 * DAY);
         redis.set_aged(&format!("app:search:idle10h-{i}"), b"v", ttl, 10 * HOUR);
-        redis.set_aged(&format!("misc:orphan-{i}"), b"v", ttl, 0);
+        redis.set_aged(&format!("app:orphan-{i}"), b"v", ttl, 0);
+        // Another application's keys in the same database: idle, TTL-less, under no prefix.
+        redis.set_aged(&format!("zombie:{i}"), b"v", 0, 30 * DAY);
         redis.set_aged(&format!("app:session:old-{i}"), b"v", 0, 30 * DAY);
     }
     redis.set_aged("app:search:big", &vec![b'x'; 2 << 20], ttl, 0);
+    redis.set_aged("zombie:big", &vec![b'x'; 2 << 20], 0, 30 * DAY);
 }
 
 fn class_keys(redis: &RedisServer, class: &str) -> usize {
@@ -46,10 +50,11 @@ fn each_mode_removes_exactly_its_classes_and_never_protected_keys() {
     let cases: &[(&str, &[&str])] = &[
         ("light", &[]),
         ("moderate", &["idle8d"]),
-        ("targeted", &["idle8d", "idle2d", "big"]),
-        ("aggressive", &["idle8d", "idle2d", "big", "idle10h", "orphan"]),
+        ("targeted", &["idle8d", "idle2d", "app:search:big"]),
+        ("aggressive", &["idle8d", "idle2d", "app:search:big", "idle10h", "orphan"]),
     ];
-    let classes = ["fresh", "nottl", "idle2d", "idle8d", "idle10h", "orphan", "session:old", "big"];
+    let classes =
+        ["fresh", "nottl", "idle2d", "idle8d", "idle10h", "orphan", "session:old", "app:search:big", "zombie:"];
     for (mode, removed) in cases {
         let Some(redis) = RedisServer::start() else { return };
         seed(&redis);
@@ -64,8 +69,10 @@ fn each_mode_removes_exactly_its_classes_and_never_protected_keys() {
             let left = class_keys(&redis, class);
             let expected = if removed.contains(&class) {
                 0
-            } else if class == "big" {
+            } else if class == "app:search:big" {
                 1
+            } else if class == "zombie:" {
+                4
             } else {
                 3
             };
@@ -79,7 +86,10 @@ fn each_mode_removes_exactly_its_classes_and_never_protected_keys() {
         }
         assert_eq!(target["expired"], 3, "{mode}");
         assert_eq!(target["protected"], 3, "{mode}");
-        let removed_count = removed.iter().map(|c| if *c == "big" { 1 } else { 3 }).sum::<u64>();
+        let removed_count = removed.iter().map(|c| if *c == "app:search:big" { 1 } else { 3 }).sum::<u64>();
+        // Another application's keys are never the project's: untouched, and said.
+        assert_eq!(target["foreign"], 4, "{mode}");
+        assert!(target["notes"].to_string().contains("outside the namespace `app:`"), "{mode}: {target:#}");
         assert_eq!(target["removed"], removed_count, "{mode}");
         // Orphans are reported by every mode that keeps them.
         if !removed.contains(&"orphan") {
@@ -119,7 +129,7 @@ async fn dry_run_changes_nothing_and_says_why() {
     assert_eq!(after_rows, before_rows, "dry run changed the table");
     assert!(out.stdout.contains("dry run: nothing changed"), "{}", out.dump());
     assert!(out.stdout.contains("delete app:search:big (") && out.stdout.contains("> 1.0 MiB"), "{}", out.dump());
-    assert!(out.stdout.contains("orphan: under no known prefix"), "{}", out.dump());
+    assert!(out.stdout.contains("orphan: in the namespace, under no known prefix"), "{}", out.dump());
     assert!(out.stdout.contains("expire app:search:nottl-"), "{}", out.dump());
     let json = env.run(CLEANUP, &["aggressive", "--dry-run", "--tier", "postgres", "--format", "json"]).json();
     let pg_target = &json["targets"][0];
@@ -451,7 +461,7 @@ async fn smart_says_which_branch_and_why() {
     }
     pipe.query::<()>(&mut conn).unwrap();
     let env = TestEnv::new();
-    env.write_config(&redis_config(&redis.url()));
+    env.write_config(&format!("{}[cleanup.smart]\nsize_basis = \"entries\"\n", redis_config(&redis.url())));
     let out = env.run(CLEANUP, &["smart", "--dry-run", "--format", "json"]);
     out.expect_code(0);
     let report = out.json();
@@ -464,6 +474,134 @@ async fn smart_says_which_branch_and_why() {
     let _: () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
     let light = env.run(CLEANUP, &["smart", "--dry-run", "--format", "json"]).json();
     assert_eq!(light["mode"], "light", "{light:#}");
+}
+
+/// `used_memory` of a server, from INFO memory.
+fn used_memory(conn: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("memory").query(conn).unwrap();
+    info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap()
+}
+
+/// Writes keys `{prefix}{i}` for `i` in `keys`, of `size` bytes with a TTL of an hour, key `i` idle
+/// `idle(i)` seconds, in pipelines of RESTORE (one DUMP payload for all).
+fn fill_aged(redis: &RedisServer, prefix: &str, keys: std::ops::Range<u64>, size: usize, idle: impl Fn(u64) -> u64) {
+    let mut conn = redis.connection();
+    let _: () = redis::cmd("SET").arg("seed:payload").arg(vec![b'v'; size]).query(&mut conn).unwrap();
+    let payload: Vec<u8> = redis::cmd("DUMP").arg("seed:payload").query(&mut conn).unwrap();
+    let _: () = redis::cmd("DEL").arg("seed:payload").query(&mut conn).unwrap();
+    for chunk in keys.collect::<Vec<_>>().chunks(500) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("RESTORE")
+                .arg(format!("{prefix}{i}"))
+                .arg(3_600_000)
+                .arg(&payload)
+                .arg("REPLACE")
+                .arg("IDLETIME")
+                .arg(idle(*i))
+                .ignore();
+        }
+        pipe.query::<()>(&mut conn).unwrap();
+    }
+}
+
+#[test]
+fn smart_judges_size_against_capacity_by_default() {
+    // A healthy 50k-key cache, a fifth of its maxmemory: light, not seed 000's "50000 > 1500".
+    let Some(redis) = RedisServer::start_with("maxmemory 64mb\nmaxmemory-policy noeviction") else { return };
+    fill_aged(&redis, "app:search:k", 0..50_000, 100, |_| 0);
+    let env = TestEnv::new();
+    env.write_config(&redis_config(&redis.url()));
+    let report = env.run(CLEANUP, &["smart", "--dry-run", "--format", "json"]).json();
+    assert_eq!(report["mode"], "light", "{report:#}");
+    let reason = report["decision"]["reason"].as_str().unwrap();
+    assert!(reason.contains("fullest: redis/main at") && reason.contains("of maxmemory"), "{reason}");
+    // The same cache near its limit: aggressive, and the branch says how full.
+    fill_aged(&redis, "app:embedding:k", 0..6000, 8000, |_| 0);
+    let mut conn = redis.connection();
+    assert!(used_memory(&mut conn) as f64 > 0.9 * 64.0 * 1024.0 * 1024.0, "the seed should pass 90%");
+    let report = env.run(CLEANUP, &["smart", "--dry-run", "--format", "json"]).json();
+    assert_eq!(report["mode"], "aggressive", "{report:#}");
+    assert!(report["decision"]["reason"].as_str().unwrap().ends_with("of maxmemory > 90.0%"), "{report:#}");
+}
+
+#[test]
+fn eviction_stops_at_the_memory_target_within_one_batch() {
+    // The case seen: 62 MB of a 64 MB maxmemory, ~7000 keys of 8 KB all used within the
+    // last 4 hours (so only eviction applies), and another application's keys beside them.
+    let Some(redis) = RedisServer::start_with("maxmemory 64mb\nmaxmemory-policy noeviction") else { return };
+    let mut conn = redis.connection();
+    fill_aged(&redis, "zombie:", 0..100, 8000, |_| 86_400);
+    let mut count = 0;
+    while used_memory(&mut conn) < 62 * 1024 * 1024 {
+        fill_aged(&redis, "app:cache:k", count..count + 100, 8000, |i| 2 * i);
+        count += 100;
+    }
+    let max = 64 * 1024 * 1024u64;
+    let target = (max as f64 * 0.7) as u64;
+    let key_bytes: u64 = redis::cmd("MEMORY").arg("USAGE").arg("app:cache:k0").query(&mut conn).unwrap();
+    let batch_size = 1000u64;
+    let one_batch = batch_size * key_bytes;
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\nnamespace = \"app:\"\n[cleanup]\nmax_delete_share = \"50%\"\n",
+        redis.url()
+    ));
+    // The dry run states what it would free: the excess, plus at most one batch.
+    let before = used_memory(&mut conn);
+    let digest = redis.digest();
+    let dry = env.run(CLEANUP, &["aggressive", "--dry-run", "--tier", "redis", "--format", "json"]);
+    dry.expect_code(0);
+    assert_eq!(redis.digest(), digest, "the dry run changed Redis");
+    let would = dry.json()["targets"][0]["bytes_freed"].as_u64().unwrap();
+    let excess = before - target;
+    assert!(would >= excess && would <= excess + one_batch, "would free {would}, excess {excess}\n{}", dry.dump());
+    assert!(would < before, "the dry run selected more bytes than are in use");
+    let out = env.run(CLEANUP, &["aggressive", "--yes", "--tier", "redis", "--format", "json"]);
+    out.expect_code(0);
+    let after = used_memory(&mut conn);
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    eprintln!(
+        "eviction: {before} → {after} bytes (target {target}, one batch {one_batch}), {} of {count} keys left",
+        keys - 100
+    );
+    assert!(after <= target && after + one_batch >= target, "{before} → {after}, target {target}\n{}", out.dump());
+    // In practice the last batch is sized to what is left over: a few keys, not a batch.
+    assert!(after + 20 * key_bytes >= target, "overshoot {} bytes\n{}", target - after, out.dump());
+    let kept: BTreeSet<u64> = redis.keys().iter().filter_map(|k| k.strip_prefix("app:cache:k")?.parse().ok()).collect();
+    let removed: BTreeSet<u64> = (0..count).filter(|i| !kept.contains(i)).collect();
+    assert!(!removed.is_empty() && !kept.is_empty());
+    assert!(kept.last() < removed.first(), "a kept key is idler than an evicted one");
+    assert_eq!(redis.keys().iter().filter(|k| k.starts_with("zombie:")).count(), 100, "another application's keys");
+    let notes = out.json()["targets"][0]["notes"].to_string();
+    assert!(notes.contains("evicted") && notes.contains("used memory"), "{notes}");
+}
+
+#[test]
+fn the_blast_radius_cap_stops_a_run_and_says_why() {
+    let Some(redis) = RedisServer::start() else { return };
+    // 4000 keys idle 8 days: moderate would remove them all; the default cap is 25%.
+    fill_aged(&redis, "app:search:k", 0..4000, 100, |_| 8 * DAY);
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\nnamespace = \"app:\"\n", redis.url()));
+    let out = env.run(CLEANUP, &["moderate", "--yes", "--tier", "redis", "--format", "json"]);
+    out.expect_code(1);
+    let target = &out.json()["targets"][0];
+    assert_eq!(target["removed"], 1000, "{}", out.dump());
+    assert_eq!(target["cap"]["max_items"], 1000);
+    assert!(target["cap"]["hit"].as_str().unwrap().contains("cleanup.max_delete_share"), "{target:#}");
+    assert_eq!(redis.keys().len(), 3000);
+    let run: Value =
+        serde_json::from_slice(&std::fs::read(env.state_dir().join("jobs/cleanup.json")).unwrap()).unwrap();
+    assert_eq!(run["outcome"], "partial", "{run:#}");
+    // --force lifts the cap only for a person at a terminal: never without one, never scheduled.
+    let forced = env.run(CLEANUP, &["moderate", "--yes", "--force", "--tier", "redis"]);
+    forced.expect_code(2);
+    assert!(forced.stderr.contains("--force is refused without a terminal"), "{}", forced.dump());
+    let scheduled =
+        env.run(CLEANUP, &["moderate", "--yes", "--force", "--scheduled", "cleanup-deep", "--tier", "redis"]);
+    scheduled.expect_code(2);
+    assert_eq!(redis.keys().len(), 3000, "a refused --force deleted something");
 }
 
 #[test]
@@ -488,7 +626,7 @@ fn aggressive_evicts_the_idlest_keys_down_to_the_memory_target() {
     let out = env.run(CLEANUP, &["aggressive", "--yes", "--tier", "redis", "--format", "json"]);
     out.expect_code(0);
     let notes = out.json()["targets"][0]["notes"].to_string();
-    assert!(notes.contains("evicting keys idle at least"), "{}", out.dump());
+    assert!(notes.contains("evicting the idlest keys"), "{}", out.dump());
     assert!(used(&mut conn) <= target, "still over the target: {}", out.dump());
     let kept: BTreeSet<u64> =
         redis.keys().iter().filter_map(|k| k.strip_prefix("app:search:k")?.parse().ok()).collect();
@@ -549,7 +687,8 @@ fn a_server_refusing_object_and_memory_is_cleaned_with_what_it_allows() {
     // Without idle times and sizes, only what needs neither happens: orphans go, TTLs are set.
     assert_eq!(class_keys(&redis, "orphan"), 0);
     assert_eq!(class_keys(&redis, "idle8d"), 3);
-    assert_eq!(class_keys(&redis, "big"), 1);
+    assert_eq!(class_keys(&redis, "app:search:big"), 1);
+    assert_eq!(class_keys(&redis, "zombie:"), 4);
     assert_eq!(target["expired"], 3);
 }
 

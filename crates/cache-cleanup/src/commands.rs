@@ -11,7 +11,7 @@ use cache_core::output::Format;
 use cache_core::runs::Outcome;
 use cache_core::tier::{Tier, selected};
 
-use crate::plan::{self, Figures, Mode};
+use crate::plan::{self, Figures, Mode, Usage};
 use crate::report::{CleanupReport, TargetReport};
 use crate::tiers;
 use crate::{Cli, Command};
@@ -197,6 +197,7 @@ fn print(ctx: &Context, report: &CleanupReport) -> anyhow::Result<()> {
 /// Seed 000's figures: entries in every tier, entries used in the last hour, hit ratio.
 async fn figures(ctx: &Context, request: &Request) -> Figures {
     let config = &ctx.config;
+    let settings = &config.cleanup.smart;
     let mut figures = Figures::default();
     let (mut hits, mut misses) = (0u64, 0u64);
     for target in config.redis.iter().filter(|t| wanted(ctx, request, Tier::Redis, &t.name)) {
@@ -214,6 +215,14 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
         };
         let (h, m) = redis_client::lookups(&info);
         (hits, misses) = (hits + h, misses + m);
+        let num = |k: &str| info.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        if num("maxmemory") > 0.0 {
+            figures.usage.push(Usage {
+                target: format!("redis/{}", target.name),
+                share: num("used_memory") / num("maxmemory"),
+                of: "maxmemory".into(),
+            });
+        }
         let keys = redis_client::keyspace_keys(&info);
         figures.total_entries += keys;
         figures.recent_activity += recent_keys(&mut conn, keys).await;
@@ -233,10 +242,12 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
             format!("{} = $1", postgres::quote_ident(&c.project))
         };
         let sql = format!(
-            "SELECT count(*)::bigint, count(*) FILTER (WHERE {} > now() - interval '1 hour')::bigint FROM {} WHERE {project}",
+            "SELECT count(*)::bigint, count(*) FILTER (WHERE {} > now() - interval '1 hour')::bigint, \
+                    pg_total_relation_size($TABLE::regclass)::bigint FROM {} WHERE {project}",
             postgres::quote_ident(&c.accessed_at),
             postgres::quote_ident(&target.table)
         );
+        let sql = sql.replace("$TABLE", &format!("'{}'", target.table));
         let row = if c.project.is_empty() {
             db.query_one(&sql, &[]).await
         } else {
@@ -246,6 +257,13 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
             Ok(row) => {
                 figures.total_entries += row.get::<_, i64>(0) as u64;
                 figures.recent_activity += row.get::<_, i64>(1) as u64;
+                if let Some(budget) = settings.table_budget.filter(|b| b.as_u64() > 0) {
+                    figures.usage.push(Usage {
+                        target: format!("postgres/{}", target.name),
+                        share: row.get::<_, i64>(2) as f64 / budget.as_u64() as f64,
+                        of: "cleanup.smart.table_budget".into(),
+                    });
+                }
             }
             Err(e) => figures.unmeasured.push(format!("postgres/{}: {}", target.name, postgres::error_text(&e))),
         }
@@ -253,7 +271,16 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
     for target in config.memory.iter().filter(|t| wanted(ctx, request, Tier::Memory, &t.name)) {
         let listed = async { MemoryClient::new(target, config.memory_user_id(target))?.list_all().await };
         match listed.await {
-            Ok(all) => figures.total_entries += all.len() as u64,
+            Ok(all) => {
+                figures.total_entries += all.len() as u64;
+                if let Some(budget) = settings.memory_budget.filter(|b| *b > 0) {
+                    figures.usage.push(Usage {
+                        target: format!("memory/{}", target.name),
+                        share: all.len() as f64 / budget as f64,
+                        of: "cleanup.smart.memory_budget".into(),
+                    });
+                }
+            }
             Err(e) => figures.unmeasured.push(format!("memory/{}: {e:#}", target.name)),
         }
     }

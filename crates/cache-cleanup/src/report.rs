@@ -68,6 +68,9 @@ pub struct TargetReport {
     pub reported: u64,
     /// Items skipped because a protected pattern matched.
     pub protected: u64,
+    /// Redis keys outside the project's namespace and prefixes: never touched.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub foreign: u64,
     /// Selected items: all of them, or a sample in a dry run (see `items_total`).
     pub items: Vec<Item>,
     /// Things worth knowing (facts the server refused, thresholds used...).
@@ -95,6 +98,7 @@ impl TargetReport {
             bytes_freed: 0,
             reported: 0,
             protected: 0,
+            foreign: 0,
             items: Vec::new(),
             notes: Vec::new(),
             errors: Vec::new(),
@@ -114,6 +118,10 @@ impl TargetReport {
             self.items.push(item);
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The whole run.
