@@ -168,38 +168,142 @@ fn a_receiver_that_is_down_gets_the_alert_exactly_once_when_it_is_back() {
     assert_eq!(got[0].json()["alerts"][0]["startsAt"], "2026-11-22T10:00:00Z");
 }
 
-#[test]
-fn high_memory_runs_cleanup_smart_and_the_verification_resolves_the_alert() {
-    let Some(redis) = RedisServer::start() else { return };
-    // 3000 keys idle for a day: smart picks aggressive, which removes them.
-    let value = vec![b'x'; 1024];
-    for i in 0..3000 {
-        redis.set_aged(&format!("old:{i}"), &value, 0, 86_400);
+/// A directory with the sibling tools a remediation runs, as `remediation.tools_dir`.
+fn tools_dir(env: &TestEnv) -> std::path::PathBuf {
+    let dir = env.path("tools");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, binary) in [("cache-cleanup", CLEANUP), ("cache-optimizer", crate::OPTIMIZER)] {
+        std::os::unix::fs::symlink(binary, dir.join(name)).unwrap();
     }
-    let env = TestEnv::new();
-    env.write_config(&format!(
-        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[system]\ngpu = false\n\
-         [alerts.remediation]\nverify_delay = \"0s\"\n\
-         [alerts.remediation.commands]\ntrigger_cleanup = [\"{CLEANUP}\", \"smart\", \"--yes\", \"-q\"]\n",
-        redis.url()
-    ));
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn high_memory_evicts_on_that_redis_only_and_the_verification_resolves_the_alert() {
+    // The case seen: Redis near its maxmemory beside a cache table and a memory API; one round
+    // must free that Redis down to its memory target and touch nothing else.
+    let Some(redis) = RedisServer::start_with("maxmemory-policy noeviction") else { return };
+    let Some(pg) = cache_tests::PgServer::start() else { return };
+    let url = pg.create_database("app").await;
+    let db = pg.client("app").await;
+    db.batch_execute(crate::health_table_sql()).await.unwrap();
+    db.batch_execute(
+        "INSERT INTO cache_entries (key, value, category, expires_at, accessed_at, project_name)
+           SELECT 'row' || i, '{}', 'c', now() + interval '1 day', now() - interval '30 days', 'proj'
+             FROM generate_series(1, 1000) i",
+    )
+    .await
+    .unwrap();
+    let checksum = "SELECT count(*)::text || md5(string_agg(t::text, ',' ORDER BY key)) FROM cache_entries t";
+    let rows_before: String = db.query_one(checksum, &[]).await.unwrap().get(0);
+    let mem0 = cache_tests::Mem0Server::platform("m0-key");
+    for i in 0..300 {
+        // Restatements of each other: a memory cleanup would take them for duplicates.
+        mem0.add_memory(&format!("m{i}"), "proj", "The user prefers green tea", &["food"], "2026-11-01T00:00:00Z");
+    }
+    // 7000 keys of 1 KiB, idle 0 to 7000 s, and another application's keys.
     let mut conn = redis.connection();
+    for i in 0..7000u64 {
+        if i % 100 == 0 {
+            redis.set_aged(&format!("zombie:{i}"), b"v", 0, 86_400);
+        }
+        redis.set_aged(&format!("proj:k{i}"), &[b'x'; 1024], 3_600_000, i);
+    }
     memory_share(&mut conn, 0.9);
-    // The default rules: "High Memory Usage" runs the cleanup.
-    let r = round(&env, 0);
+    let max: u64 = {
+        let pair: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("maxmemory").query(&mut conn).unwrap();
+        pair[1].parse().unwrap()
+    };
+    let env = TestEnv::new();
+    // From 90% to the 70% target is about 30% of these keys: the cap is set above that here
+    // (the default 25% has its own tests).
+    env.write_config(&format!(
+        "project_name = \"proj\"\n[[redis]]\nname = \"main\"\nurl = \"{}\"\n\
+         [[postgres]]\nname = \"main\"\nurl = \"{url}\"\n\
+         [[memory]]\nname = \"mem0\"\nurl = \"{}\"\napi_key = \"m0-key\"\n[system]\ngpu = false\n\
+         [alerts.remediation]\nverify_delay = \"0s\"\ntools_dir = \"{}\"\n\
+         [cleanup]\nmax_delete_share = \"40%\"\n",
+        redis.url(),
+        mem0.url(),
+        tools_dir(&env).display()
+    ));
+    // The default rules: "High Memory Usage" evicts on redis/main.
+    let mut cmd = env.command(HEALTH, &["monitor", "--once", "--format", "json"]);
+    for tier in ["redis", "postgres", "memory"] {
+        cmd.args(["--tier", tier]);
+    }
+    cmd.env("CACHE_NOW", at(0));
+    let out = env.run_command(cmd);
+    out.expect_code(0);
+    let r = out.json();
     let actions: Vec<&str> = r["actions"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    assert!(actions.iter().any(|a| a.starts_with("High Memory Usage: ran `")), "{r:#}");
+    assert!(
+        actions.iter().any(|a| a.starts_with("High Memory Usage: ran `")
+            && a.contains("evict")
+            && a.contains("--tier redis:main")),
+        "{r:#}"
+    );
     assert!(actions.contains(&"High Memory Usage: verified: redis/main recovered"), "{r:#}");
-    let left: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
-    assert_eq!(left, 0);
+    // Down to the 70% target, not emptied: the idlest keys went, the rest stayed.
+    let used = used_memory(&mut conn);
+    assert!(used <= max * 7 / 10 && used >= max * 6 / 10, "used {used} of {max}");
+    let left: Vec<u64> = redis_keys(&mut conn).iter().filter_map(|k| k.strip_prefix("proj:k")?.parse().ok()).collect();
+    assert!(left.len() > 4000, "{} of 7000 keys left", left.len());
+    let newest_gone = (0..7000).filter(|i| !left.contains(i)).min().unwrap();
+    assert!(left.iter().all(|i| *i < newest_gone), "a kept key is idler than an evicted one");
+    assert_eq!(redis_keys(&mut conn).iter().filter(|k| k.starts_with("zombie:")).count(), 70);
+    // Nothing in PostgreSQL or the memory API.
+    let rows_after: String = db.query_one(checksum, &[]).await.unwrap().get(0);
+    assert_eq!(rows_after, rows_before, "the cache table was touched");
+    assert_eq!(mem0.ids().len(), 300, "memories were deleted");
+    assert!(!mem0.requests().iter().any(|r| r.method == "DELETE"));
     let kinds: Vec<String> = std::fs::read_to_string(env.state_dir().join("alerts/log.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].as_str().unwrap().to_owned())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|n| n["alert"]["rule"] == "High Memory Usage")
+        .map(|n| n["kind"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(kinds, ["firing", "resolved"]);
     let runs = std::fs::read_to_string(env.state_dir().join("runs.jsonl")).unwrap();
     assert!(runs.contains("\"job\":\"cleanup\""), "the cleanup left no run record");
+}
+
+fn redis_keys(conn: &mut redis::Connection) -> Vec<String> {
+    redis::cmd("KEYS").arg("*").query(conn).unwrap()
+}
+
+#[test]
+fn a_remediation_past_its_cap_escalates_instead_of_resolving() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut conn = redis.connection();
+    for i in 0..100 {
+        redis.set_aged(&format!("default:k{i}"), &[b'x'; 1024], 0, 0);
+    }
+    memory_share(&mut conn, 0.9);
+    let env = TestEnv::new();
+    // A cleanup (here a stand-in command) whose report says it removed more than its cap.
+    let report = env.path("report.json");
+    std::fs::write(
+        &report,
+        r#"{"targets":[{"tier":"redis","target":"main","removed":500,"bytes_freed":10,"cap":{"max_items":25,"max_bytes":1073741824}}]}"#,
+    )
+    .unwrap();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[system]\ngpu = false\n\
+         [alerts.remediation]\nverify_delay = \"0s\"\n\
+         [alerts.remediation.commands]\ntrigger_cleanup = [\"/bin/sh\", \"-c\", \"cat {}\"]\n",
+        redis.url(),
+        report.display()
+    ));
+    let r = round(&env, 0);
+    let actions = r["actions"].to_string();
+    assert!(actions.contains("escalated: redis/main: removed 500 entries, over its cap of 25"), "{r:#}");
+    assert!(!actions.contains("recovered"), "{r:#}");
+    let alerts = env.run(HEALTH, &["alerts", "--format", "json"]).json();
+    let alert = alerts["alerts"].as_array().unwrap().iter().find(|a| a["rule"] == "High Memory Usage").unwrap();
+    assert_eq!(alert["severity"], "critical", "{alerts:#}");
+    assert!(alert["message"].as_str().unwrap().contains("blast-radius cap"), "{alerts:#}");
 }
 
 #[test]

@@ -16,6 +16,23 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Metrics that are ratios (0..1): compared with `0.8` or `80%`, never a bare `80`.
+pub const RATIO_METRICS: &[&str] = &["hit_ratio", "memory_usage", "clients_usage", "connection_usage"];
+
+/// Refuses a ratio metric compared with a bare number above 1 (`hit_ratio < 70`), which would
+/// be true, or false, for ever.
+pub fn check_ratios(condition: &Condition) -> Result<(), ParseError> {
+    match condition {
+        Condition::Compare(m, _, n) if RATIO_METRICS.contains(&m.as_str()) && *n > 1.0 => Err(ParseError(format!(
+            "`{m}` is a ratio: compare it with a fraction such as {} or a percentage such as {n}%, not a bare {n}",
+            n / 100.0
+        ))),
+        Condition::Compare(..) | Condition::Named(_) => Ok(()),
+        Condition::And(a, b) | Condition::Or(a, b) => check_ratios(a).and_then(|()| check_ratios(b)),
+        Condition::Not(c) => check_ratios(c),
+    }
+}
+
 /// Named conditions, true or false per target.
 pub const NAMED: &[&str] = &["all_tiers_unavailable", "tier_unavailable", "tier_degraded"];
 

@@ -899,6 +899,20 @@ pub struct AlertRule {
     /// What to do by itself when it fires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_action: Option<AutoAction>,
+    /// Only targets of these kinds (`redis`, `postgres`, `memory`, `http`, `files`, `logs`,
+    /// `system`, `job`); empty: every target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<String>,
+}
+
+/// The kinds of target a rule's `tiers` may name: the part before `/` of `tier/name`.
+pub const RULE_TARGET_KINDS: &[&str] = &["redis", "postgres", "memory", "http", "files", "logs", "system", "job"];
+
+impl AlertRule {
+    /// Whether the rule judges `target` (`tier/name`, or `all`).
+    pub fn applies_to(&self, target: &str) -> bool {
+        self.tiers.is_empty() || target == "all" || self.tiers.iter().any(|t| target.split('/').next() == Some(t))
+    }
 }
 
 fn default_message() -> String {
@@ -1001,8 +1015,12 @@ pub struct Remediation {
     /// Redis fails); none by default.
     #[serde(with = "humantime_serde::option")]
     pub extend_ttl: Option<Duration>,
-    /// The command lines of the actions; empty: the sibling binaries next to this one.
+    /// The command lines of the actions; empty: the sibling binaries next to this one. The
+    /// alert's target is always appended as `--tier TIER:NAME`.
     pub commands: BTreeMap<String, Vec<String>>,
+    /// Where the sibling tools are (default: beside this binary, then PATH).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools_dir: Option<PathBuf>,
 }
 
 impl Default for Remediation {
@@ -1014,6 +1032,7 @@ impl Default for Remediation {
             disable_for: Duration::from_secs(600),
             extend_ttl: None,
             commands: BTreeMap::new(),
+            tools_dir: None,
         }
     }
 }
@@ -1399,7 +1418,13 @@ fn validate_alerts(alerts: &AlertSettings, source: &str) -> Result<(), ConfigErr
         if !seen.insert(rule.name.as_str()) {
             return Err(err("name", "another rule has this name".into()));
         }
-        crate::alerting::parse(&rule.condition).map_err(|e| err("condition", e.to_string()))?;
+        let condition = crate::alerting::parse(&rule.condition).map_err(|e| err("condition", e.to_string()))?;
+        crate::alerting::check_ratios(&condition).map_err(|e| err("condition", e.to_string()))?;
+        for t in &rule.tiers {
+            if !RULE_TARGET_KINDS.contains(&t.as_str()) {
+                return Err(err("tiers", format!("`{t}` is not one of {}", RULE_TARGET_KINDS.join(", "))));
+            }
+        }
         crate::alerting::check_template(&rule.message).map_err(|e| err("message", e.to_string()))?;
         for c in &rule.channels {
             if !channel_known(c) {

@@ -123,3 +123,26 @@ fn alert_rules_are_validated_naming_the_rule_and_field() {
     );
     validate(&parse(&ok, "c.toml").unwrap(), "c.toml").unwrap();
 }
+
+#[test]
+fn ratios_take_a_fraction_or_a_percentage_and_refuse_a_bare_number_above_one() {
+    let c = parse("[health]\nhit_ratio_min = \"70%\"\n[cleanup.smart]\ntargeted_hit_ratio = 0.6\n", "c.toml").unwrap();
+    assert_eq!(c.health.hit_ratio_min, 0.7);
+    assert_eq!(c.cleanup.smart.targeted_hit_ratio, 0.6);
+    for (text, key) in [
+        ("[cleanup.smart]\ntargeted_hit_ratio = 60\n", "cleanup.smart.targeted_hit_ratio"),
+        ("[health]\nhit_ratio_min = 70\n", "health.hit_ratio_min"),
+        ("[cleanup]\nmax_delete_share = 25\n", "cleanup.max_delete_share"),
+        ("[optimizer]\nbloat_ratio = \"130%\"\n", "optimizer.bloat_ratio"),
+    ] {
+        let e = parse(text, "c.toml").unwrap_err();
+        assert_eq!(e.key, key, "{text}");
+        if !text.contains('%') {
+            assert!(e.message.contains("0.") && e.message.contains("%\""), "{}", e.message);
+        }
+    }
+    let rule = parse("[[alerts.rules]]\nname = \"Low\"\ncondition = \"hit_ratio < 70\"\n", "c.toml").unwrap();
+    let e = validate(&rule, "c.toml").unwrap_err();
+    assert_eq!(e.key, "alerts.rules[0] (\"Low\").condition");
+    assert!(e.message.contains("70%"), "{}", e.message);
+}

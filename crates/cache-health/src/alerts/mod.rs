@@ -177,6 +177,7 @@ pub fn default_rules(settings: &AlertSettings) -> Vec<AlertRule> {
         cooldown: None,
         send_resolved: true,
         auto_action: action,
+        tiers: Vec::new(),
     };
     let _ = settings;
     vec![
@@ -194,13 +195,17 @@ pub fn default_rules(settings: &AlertSettings) -> Vec<AlertRule> {
             "{target} is unavailable.",
             Some(AutoAction::DisableTier),
         ),
-        rule(
-            "High Memory Usage",
-            "memory_usage > 80%",
-            Severity::Warning,
-            "Memory usage of {target} is at {memory_usage:.1%}. Consider cleanup.",
-            Some(AutoAction::TriggerCleanup),
-        ),
+        // Redis only: the host's memory is not a cache's to free.
+        AlertRule {
+            tiers: vec!["redis".into()],
+            ..rule(
+                "High Memory Usage",
+                "memory_usage > 80%",
+                Severity::Warning,
+                "Memory usage of {target} is at {memory_usage:.1%}. Evicting the idlest keys down to the memory target.",
+                Some(AutoAction::TriggerCleanup),
+            )
+        },
         rule(
             "Low Hit Ratio",
             "hit_ratio < 70%",
@@ -380,7 +385,7 @@ pub fn evaluate(
         let Ok(condition) = alerting::parse(&rule.condition) else { continue };
         let global = condition.is_global();
         let all_down = observations.iter().any(|o| o.target == "all" && o.unavailable);
-        for obs in observations.iter().filter(|o| (o.target == "all") == global) {
+        for obs in observations.iter().filter(|o| (o.target == "all") == global && rule.applies_to(&o.target)) {
             let bad = judge(&condition, obs, all_down);
             let fingerprint = format!("{}|{}", rule.name, obs.target);
             let values = values_of(&condition, &obs.metrics);

@@ -4,6 +4,13 @@
 //! alert resolves; not, it escalates to critical. A rule gets at most
 //! `remediation.max_actions` actions within `remediation.rounds` rounds (Monit's "N restarts
 //! within M cycles"); past that it stops acting and a budget alert says so.
+//!
+//! An action acts on the alert's target only (`--tier redis:main`) and in the least
+//! destructive mode that can fix it: `trigger_cleanup` evicts the idlest keys of that Redis down
+//! to its memory target (`cache-cleanup evict`), removes only expired rows of a cache table
+//! (`light`), and never runs for the host or an HTTP endpoint. The cleanup's own blast-radius
+//! cap applies (an unattended run cannot lift it), and verification also checks that the action
+//! stayed within it: one that removed more escalates instead of resolving.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,35 +37,82 @@ fn action_name(action: AutoAction) -> &'static str {
     }
 }
 
-/// The command line of an action: `remediation.commands.<action>`, or the sibling tool next to
-/// this binary (or on PATH).
-fn command_of(ctx: &Context, action: AutoAction) -> Vec<String> {
-    if let Some(c) = ctx.config.alerts.remediation.commands.get(action_name(action)).filter(|c| !c.is_empty()) {
-        return c.clone();
-    }
-    let sibling = |name: &str| -> String {
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.join(name)))
-            .filter(|p| p.is_file())
-            .unwrap_or_else(|| PathBuf::from(name))
-            .to_string_lossy()
-            .into_owned()
+/// The command line of an action on `target` (`tier/name`), scoped to it with `--tier`:
+/// `remediation.commands.<action>`, or the sibling tool in the least destructive mode that can
+/// fix the target. `Err` says why the action does not apply to this target.
+fn command_of(ctx: &Context, action: AutoAction, target: &str) -> Result<Vec<String>, String> {
+    let (tier, name) = target
+        .split_once('/')
+        .ok_or_else(|| format!("{} acts on one target, not on `{target}`", action_name(action)))?;
+    let words: &[&str] = match (action, tier) {
+        (AutoAction::TriggerCleanup, "redis") => &["cache-cleanup", "evict", "--yes", "--format", "json"],
+        (AutoAction::TriggerCleanup, "postgres") => &["cache-cleanup", "light", "--yes", "--format", "json"],
+        (AutoAction::TriggerCleanup, "memory") => {
+            &["cache-cleanup", "memory", "--mode", "moderate", "--yes", "--format", "json"]
+        }
+        (AutoAction::TriggerCleanup, "files") => &["cache-cleanup", "files", "--yes", "--format", "json"],
+        (AutoAction::TriggerCleanup, "logs") => &["cache-cleanup", "logs", "--yes", "--format", "json"],
+        (AutoAction::TriggerOptimization, "redis" | "postgres") => &["cache-optimizer", "run", "-q"],
+        (AutoAction::PostgresMaintenance, "postgres") => &["cache-optimizer", "run", "-q"],
+        _ => {
+            return Err(format!(
+                "{} does not apply to {target}: there is no cache of the toolkit's to act on there",
+                action_name(action)
+            ));
+        }
     };
-    let words: &[&str] = match action {
-        AutoAction::TriggerCleanup => &["cache-cleanup", "smart", "--yes", "-q"],
-        AutoAction::TriggerOptimization => &["cache-optimizer", "run", "-q"],
-        AutoAction::PostgresMaintenance => &["cache-optimizer", "run", "-q", "--tier", "postgres"],
-        AutoAction::DisableTier => &[],
+    let remediation = &ctx.config.alerts.remediation;
+    let mut out: Vec<String> = match remediation.commands.get(action_name(action)).filter(|c| !c.is_empty()) {
+        Some(configured) => configured.clone(),
+        None => {
+            let mut out: Vec<String> = words.iter().map(|w| (*w).to_owned()).collect();
+            out[0] = sibling(remediation.tools_dir.as_deref(), words[0]);
+            out
+        }
     };
-    let mut out: Vec<String> = words.iter().map(|w| (*w).to_owned()).collect();
-    if let Some(first) = out.first_mut() {
-        *first = sibling(first);
-    }
-    out
+    out.extend(["--tier".to_owned(), format!("{tier}:{name}")]);
+    Ok(out)
 }
 
-async fn run_command(ctx: &Context, argv: &[String]) -> anyhow::Result<String> {
+/// A sibling tool: in `tools_dir`, else next to this binary, else on PATH.
+fn sibling(tools_dir: Option<&std::path::Path>, name: &str) -> String {
+    let beside = || std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join(name)));
+    tools_dir
+        .map(|d| d.join(name))
+        .or_else(beside)
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// What an action's command did.
+struct Ran {
+    /// In words, for the round's list of actions.
+    text: String,
+    /// Its standard output (the cleanup's JSON report).
+    stdout: String,
+}
+
+/// Whether a cleanup's JSON report shows a target past its blast-radius cap.
+fn over_cap(stdout: &str) -> Option<String> {
+    let report: serde_json::Value = serde_json::from_str(stdout).ok()?;
+    report["targets"].as_array()?.iter().find_map(|t| {
+        let cap = &t["cap"];
+        let removed = t["removed"].as_u64().unwrap_or(0);
+        let freed = t["bytes_freed"].as_u64().unwrap_or(0);
+        let over_items = cap["max_items"].as_u64().filter(|m| removed > *m);
+        let over_bytes = cap["max_bytes"].as_u64().filter(|m| freed > *m);
+        let name = format!("{}/{}", t["tier"].as_str().unwrap_or("?"), t["target"].as_str().unwrap_or("?"));
+        match (over_items, over_bytes) {
+            (Some(max), _) => Some(format!("{name}: removed {removed} entries, over its cap of {max}")),
+            (None, Some(max)) => Some(format!("{name}: freed {freed} bytes, over its cap of {max}")),
+            (None, None) => None,
+        }
+    })
+}
+
+async fn run_command(ctx: &Context, argv: &[String]) -> anyhow::Result<Ran> {
     let (program, args) = argv.split_first().ok_or_else(|| anyhow::anyhow!("empty command"))?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args).arg("--state-dir").arg(ctx.state.root()).kill_on_drop(true).stdin(std::process::Stdio::null());
@@ -70,8 +124,12 @@ async fn run_command(ctx: &Context, argv: &[String]) -> anyhow::Result<String> {
         .map_err(|_| anyhow::anyhow!("`{program}` did not finish within 30 minutes"))?
         .map_err(|e| anyhow::anyhow!("running `{program}`: {e}"))?;
     let code = out.status.code().map_or("a signal".to_owned(), |c| format!("exit {c}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
-        Ok(format!("`{}` ({code})", argv.join(" ")))
+        Ok(Ran { text: format!("`{}` ({code})", argv.join(" ")), stdout })
+    } else if out.status.code() == Some(i32::from(cache_core::exit::PARTIAL)) {
+        // Partial: the cleanup stopped at its cap, or one item failed; verification decides.
+        Ok(Ran { text: format!("`{}` ({code}: partial)", argv.join(" ")), stdout })
     } else {
         let stderr = String::from_utf8_lossy(&out.stderr);
         anyhow::bail!("`{}` failed ({code}): {}", argv.join(" "), stderr.trim())
@@ -232,9 +290,20 @@ pub async fn run(
             }
             continue;
         }
-        let argv = command_of(ctx, action);
+        let argv = match command_of(ctx, action, &alert.target) {
+            Ok(argv) => argv,
+            Err(why) => {
+                recent.pop();
+                done.push(format!("{}: not acting: {why}", rule.name));
+                continue;
+            }
+        };
+        let mut over = None;
         match run_command(ctx, &argv).await {
-            Ok(text) => done.push(format!("{}: ran {text}", rule.name)),
+            Ok(ran) => {
+                done.push(format!("{}: ran {}", rule.name, ran.text));
+                over = over_cap(&ran.stdout);
+            }
             Err(e) => done.push(format!("{}: {e:#}", rule.name)),
         }
         // Verify: probe again after the delay and judge the rule on the same target.
@@ -250,16 +319,23 @@ pub async fn run(
         };
         let channels = channels_of(rule, settings);
         let Some(entry) = book.alerts.get_mut(&alert.fingerprint) else { continue };
-        if still_bad {
+        if still_bad || over.is_some() {
+            let why = match &over {
+                Some(over) => format!("{} went past its blast-radius cap: {over}", action_name(action)),
+                None => format!("still so after {}", action_name(action)),
+            };
             if !entry.escalated {
                 entry.escalated = true;
                 entry.severity = Severity::Critical;
                 entry.last_sent = Some(now);
                 entry.notifications += 1;
-                entry.message = format!("{} (still so after {}; escalated)", entry.message, action_name(action));
+                entry.message = format!("{} ({why}; escalated)", entry.message);
                 outbox.enqueue(&[Notice { kind: Kind::Escalated, alert: entry.clone(), channels }], now);
             }
-            done.push(format!("{}: not recovered on {}", rule.name, alert.target));
+            match over {
+                Some(over) => done.push(format!("{}: escalated: {over}", rule.name)),
+                None => done.push(format!("{}: not recovered on {}", rule.name, alert.target)),
+            }
         } else {
             entry.status = AlertStatus::Resolved;
             entry.since = now;

@@ -14,6 +14,7 @@ fn rule(condition: &str, for_rounds: u32) -> AlertRule {
         cooldown: None,
         send_resolved: true,
         auto_action: None,
+        tiers: Vec::new(),
     }
 }
 
@@ -96,5 +97,35 @@ fn default_rules_are_valid() {
     for r in default_rules(&AlertSettings::default()) {
         cache_core::alerting::parse(&r.condition).unwrap();
         cache_core::alerting::check_template(&r.message).unwrap();
+    }
+}
+
+#[test]
+fn the_default_memory_rule_judges_redis_only_never_the_host() {
+    let settings = AlertSettings::default();
+    let rules: Vec<AlertRule> =
+        default_rules(&settings).into_iter().filter(|r| r.name == "High Memory Usage").collect();
+    assert_eq!(rules[0].auto_action, Some(AutoAction::TriggerCleanup));
+    let full = |target: &str| Observation {
+        target: target.into(),
+        metrics: [("memory_usage".to_owned(), 0.99)].into(),
+        unavailable: false,
+        degraded: false,
+    };
+    let observations = [full("system/host"), full("redis/main")];
+    let mut book = Book::default();
+    let (notices, fired) = evaluate(&mut book, &rules, &settings, &observations, &[], at(0));
+    let targets: Vec<&str> = fired.iter().map(|(_, a)| a.target.as_str()).collect();
+    assert_eq!(targets, ["redis/main"], "the host's memory fired a cache cleanup");
+    assert_eq!(notices.len(), 1);
+}
+
+#[test]
+fn a_ratio_compared_with_a_bare_percentage_is_refused() {
+    let c = alerting::parse("hit_ratio < 70").unwrap();
+    let e = alerting::check_ratios(&c).unwrap_err().to_string();
+    assert!(e.contains("0.7") && e.contains("70%"), "{e}");
+    for ok in ["hit_ratio < 70%", "hit_ratio < 0.7", "latency_ms > 50", "memory_usage > 80% and keys > 100"] {
+        assert!(alerting::check_ratios(&alerting::parse(ok).unwrap()).is_ok(), "{ok}");
     }
 }
