@@ -32,7 +32,7 @@ enum Task {
     Bench {
         /// Which benchmark: `cleanup`, `backup` or `debug`
         what: String,
-        /// Run only these stages: analysis, unlink, postgres, files, logs (cleanup); archive,
+        /// Run only these stages: analysis, unlink, evict, postgres, files, logs (cleanup); archive,
         /// verify (backup); memory (debug)
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
