@@ -284,7 +284,7 @@ fn average_key_bytes(info: &BTreeMap<String, String>, keys: u64) -> u64 {
         .or_else(|| info.get("used_memory"))
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    if keys == 0 { 0 } else { dataset / keys }
+    dataset.checked_div(keys).unwrap_or(0)
 }
 
 /// `used_memory` and `maxmemory` as the server says now.
