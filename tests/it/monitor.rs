@@ -248,6 +248,7 @@ async fn high_memory_evicts_on_that_redis_only_and_the_verification_resolves_the
     let used = used_memory(&mut conn);
     assert!(used <= max * 7 / 10 && used >= max * 6 / 10, "used {used} of {max}");
     let left: Vec<u64> = redis_keys(&mut conn).iter().filter_map(|k| k.strip_prefix("proj:k")?.parse().ok()).collect();
+    eprintln!("one High Memory round: used {used} of {max}, {} of 7000 keys left", left.len());
     assert!(left.len() > 4000, "{} of 7000 keys left", left.len());
     let newest_gone = (0..7000).filter(|i| !left.contains(i)).min().unwrap();
     assert!(left.iter().all(|i| *i < newest_gone), "a kept key is idler than an evicted one");
