@@ -147,7 +147,7 @@ _cache__backup() {
             fi
             case "${prev}" in
                 --only)
-                    COMPREPLY=($(compgen -W "redis postgres config state paths" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "redis postgres memory config state paths" -- "${cur}"))
                     return 0
                     ;;
                 --level)

@@ -49,6 +49,7 @@ complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "completio
 complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand create" -l only -d 'Only these parts [default: all]' -r -f -a "redis\t'Every Redis target\'s dataset'
 postgres\t'Every PostgreSQL target\'s cache table'
+memory\t'Every memory target\'s memories of the configured user, through the API'
 config\t'The configuration file'
 state\t'The state directory (histories, reports; not the backups)'
 paths\t'The directories of `backup.paths`'"

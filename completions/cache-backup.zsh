@@ -48,6 +48,7 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 _arguments "${_arguments_options[@]}" : \
 '*--only=[Only these parts \[default\: all\]]:ONLY:((redis\:"Every Redis target'\''s dataset"
 postgres\:"Every PostgreSQL target'\''s cache table"
+memory\:"Every memory target'\''s memories of the configured user, through the API"
 config\:"The configuration file"
 state\:"The state directory (histories, reports; not the backups)"
 paths\:"The directories of \`backup.paths\`"))' \

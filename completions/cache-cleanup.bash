@@ -26,6 +26,9 @@ _cache__cleanup() {
             cache__cleanup,completions)
                 cmd="cache__cleanup__subcmd__completions"
                 ;;
+            cache__cleanup,evict)
+                cmd="cache__cleanup__subcmd__evict"
+                ;;
             cache__cleanup,files)
                 cmd="cache__cleanup__subcmd__files"
                 ;;
@@ -50,6 +53,9 @@ _cache__cleanup() {
             cache__cleanup,targeted)
                 cmd="cache__cleanup__subcmd__targeted"
                 ;;
+            cache__cleanup,undo)
+                cmd="cache__cleanup__subcmd__undo"
+                ;;
             cache__cleanup__subcmd__help,aggressive)
                 cmd="cache__cleanup__subcmd__help__subcmd__aggressive"
                 ;;
@@ -58,6 +64,9 @@ _cache__cleanup() {
                 ;;
             cache__cleanup__subcmd__help,completions)
                 cmd="cache__cleanup__subcmd__help__subcmd__completions"
+                ;;
+            cache__cleanup__subcmd__help,evict)
+                cmd="cache__cleanup__subcmd__help__subcmd__evict"
                 ;;
             cache__cleanup__subcmd__help,files)
                 cmd="cache__cleanup__subcmd__help__subcmd__files"
@@ -83,6 +92,9 @@ _cache__cleanup() {
             cache__cleanup__subcmd__help,targeted)
                 cmd="cache__cleanup__subcmd__help__subcmd__targeted"
                 ;;
+            cache__cleanup__subcmd__help,undo)
+                cmd="cache__cleanup__subcmd__help__subcmd__undo"
+                ;;
             *)
                 ;;
         esac
@@ -90,7 +102,7 @@ _cache__cleanup() {
 
     case "${cmd}" in
         cache__cleanup)
-            opts="-v -q -y -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help --version smart light moderate targeted aggressive category files logs memory completions help"
+            opts="-v -q -y -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help --version smart light moderate targeted aggressive evict category files logs memory undo completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -128,7 +140,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__aggressive)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -166,7 +178,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__category)
-            opts="-v -q -y -h --mode --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --mode --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -208,7 +220,45 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__completions)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help bash elvish fish powershell zsh"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help bash elvish fish powershell zsh"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --max-ops-per-sec)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__cleanup__subcmd__evict)
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -246,7 +296,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__files)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -284,7 +334,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__help)
-            opts="smart light moderate targeted aggressive category files logs memory completions help"
+            opts="smart light moderate targeted aggressive evict category files logs memory undo completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -326,6 +376,20 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__cleanup__subcmd__help__subcmd__evict)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -451,8 +515,22 @@ _cache__cleanup() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cache__subcmd__cleanup__subcmd__help__subcmd__undo)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cache__subcmd__cleanup__subcmd__light)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -490,7 +568,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__logs)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -528,7 +606,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__memory)
-            opts="-v -q -y -h --mode --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --mode --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -570,7 +648,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__moderate)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -608,7 +686,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__smart)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -646,7 +724,45 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__targeted)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --max-ops-per-sec)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__cleanup__subcmd__undo)
+            opts="-v -q -y -h --list --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

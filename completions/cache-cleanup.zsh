@@ -33,6 +33,7 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '--resume[Continue an interrupted Redis pass from its saved cursor]' \
+'--force[Lift the blast-radius cap (cleanup.max_delete_share, max_delete_bytes) for this run; only at a terminal, never with --scheduled]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \
@@ -65,6 +66,7 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '--resume[Continue an interrupted Redis pass from its saved cursor]' \
+'--force[Lift the blast-radius cap (cleanup.max_delete_share, max_delete_bytes) for this run; only at a terminal, never with --scheduled]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
@@ -88,6 +90,7 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '--resume[Continue an interrupted Redis pass from its saved cursor]' \
+'--force[Lift the blast-radius cap (cleanup.max_delete_share, max_delete_bytes) for this run; only at a terminal, never with --scheduled]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
@@ -111,6 +114,7 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '--resume[Continue an interrupted Redis pass from its saved cursor]' \
+'--force[Lift the blast-radius cap (cleanup.max_delete_share, max_delete_bytes) for this run; only at a terminal, never with --scheduled]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
@@ -134,6 +138,7 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '--resume[Continue an interrupted Redis pass from its saved cursor]' \
+'--force[Lift the blast-radius cap (cleanup.max_delete_share, max_delete_bytes) for this run; only at a terminal, never with --scheduled]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
@@ -157,6 +162,31 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '--resume[Continue an interrupted Redis pass from its saved cursor]' \
+'--force[Lift the blast-radius cap (cleanup.max_delete_share, max_delete_bytes) for this run; only at a terminal, never with --scheduled]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+&& ret=0
+;;
+(evict)
+_arguments "${_arguments_options[@]}" : \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--dry-run[Change nothing\: list what would be done, with the reason for each item]' \
+'(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'--resume[Continue an interrupted Redis pass from its saved cursor]' \
+'--force[Lift the blast-radius cap (cleanup.max_delete_share, max_delete_bytes) for this run; only at a terminal, never with --scheduled]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
@@ -184,6 +214,7 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '--resume[Continue an interrupted Redis pass from its saved cursor]' \
+'--force[Lift the blast-radius cap (cleanup.max_delete_share, max_delete_bytes) for this run; only at a terminal, never with --scheduled]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 ':name -- The category, e.g. `payments`:_default' \
@@ -208,6 +239,7 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '--resume[Continue an interrupted Redis pass from its saved cursor]' \
+'--force[Lift the blast-radius cap (cleanup.max_delete_share, max_delete_bytes) for this run; only at a terminal, never with --scheduled]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
@@ -231,6 +263,7 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '--resume[Continue an interrupted Redis pass from its saved cursor]' \
+'--force[Lift the blast-radius cap (cleanup.max_delete_share, max_delete_bytes) for this run; only at a terminal, never with --scheduled]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
@@ -258,8 +291,35 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '--resume[Continue an interrupted Redis pass from its saved cursor]' \
+'--force[Lift the blast-radius cap (cleanup.max_delete_share, max_delete_bytes) for this run; only at a terminal, never with --scheduled]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
+&& ret=0
+;;
+(undo)
+_arguments "${_arguments_options[@]}" : \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
+'()--list[List the journals\: runs, targets, items, whether undone]' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--dry-run[Change nothing\: list what would be done, with the reason for each item]' \
+'(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'--resume[Continue an interrupted Redis pass from its saved cursor]' \
+'--force[Lift the blast-radius cap (cleanup.max_delete_share, max_delete_bytes) for this run; only at a terminal, never with --scheduled]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'::run -- The run'\''s id (`run_id` in the report), or `latest`:_default' \
 && ret=0
 ;;
 (completions)
@@ -281,6 +341,7 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '--resume[Continue an interrupted Redis pass from its saved cursor]' \
+'--force[Lift the blast-radius cap (cleanup.max_delete_share, max_delete_bytes) for this run; only at a terminal, never with --scheduled]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 ':shell -- Shell to generate completions for:(bash elvish fish powershell zsh)' \
@@ -318,6 +379,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(evict)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (category)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -331,6 +396,10 @@ _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
 (memory)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(undo)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
@@ -359,10 +428,12 @@ _cache-cleanup_commands() {
 'moderate:Light, plus idle keys, stale rows and duplicate memories' \
 'targeted:Shorter thresholds than moderate, plus oversized keys' \
 'aggressive:Orphans, oversized and idle keys, stale memories, down to a memory target' \
+'evict:Redis only\: the idlest keys, until used memory is down to the memory target (cleanup.modes.evict); what a memory alert'\''s remediation runs' \
 'category:Run a mode on one category only (key segment, category column, memory category)' \
 'files:File caches only\: TTL and size cap' \
 'logs:Logs only\: rotate, compress, expire' \
 'memory:The memory API only\: duplicate and stale memories' \
+'undo:Put back what a run deleted (memories, live cache rows) from its undo journal; without a run, list the journals' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -383,6 +454,11 @@ _cache-cleanup__subcmd__completions_commands() {
     local commands; commands=()
     _describe -t commands 'cache-cleanup completions commands' commands "$@"
 }
+(( $+functions[_cache-cleanup__subcmd__evict_commands] )) ||
+_cache-cleanup__subcmd__evict_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-cleanup evict commands' commands "$@"
+}
 (( $+functions[_cache-cleanup__subcmd__files_commands] )) ||
 _cache-cleanup__subcmd__files_commands() {
     local commands; commands=()
@@ -396,10 +472,12 @@ _cache-cleanup__subcmd__help_commands() {
 'moderate:Light, plus idle keys, stale rows and duplicate memories' \
 'targeted:Shorter thresholds than moderate, plus oversized keys' \
 'aggressive:Orphans, oversized and idle keys, stale memories, down to a memory target' \
+'evict:Redis only\: the idlest keys, until used memory is down to the memory target (cleanup.modes.evict); what a memory alert'\''s remediation runs' \
 'category:Run a mode on one category only (key segment, category column, memory category)' \
 'files:File caches only\: TTL and size cap' \
 'logs:Logs only\: rotate, compress, expire' \
 'memory:The memory API only\: duplicate and stale memories' \
+'undo:Put back what a run deleted (memories, live cache rows) from its undo journal; without a run, list the journals' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -419,6 +497,11 @@ _cache-cleanup__subcmd__help__subcmd__category_commands() {
 _cache-cleanup__subcmd__help__subcmd__completions_commands() {
     local commands; commands=()
     _describe -t commands 'cache-cleanup help completions commands' commands "$@"
+}
+(( $+functions[_cache-cleanup__subcmd__help__subcmd__evict_commands] )) ||
+_cache-cleanup__subcmd__help__subcmd__evict_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-cleanup help evict commands' commands "$@"
 }
 (( $+functions[_cache-cleanup__subcmd__help__subcmd__files_commands] )) ||
 _cache-cleanup__subcmd__help__subcmd__files_commands() {
@@ -460,6 +543,11 @@ _cache-cleanup__subcmd__help__subcmd__targeted_commands() {
     local commands; commands=()
     _describe -t commands 'cache-cleanup help targeted commands' commands "$@"
 }
+(( $+functions[_cache-cleanup__subcmd__help__subcmd__undo_commands] )) ||
+_cache-cleanup__subcmd__help__subcmd__undo_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-cleanup help undo commands' commands "$@"
+}
 (( $+functions[_cache-cleanup__subcmd__light_commands] )) ||
 _cache-cleanup__subcmd__light_commands() {
     local commands; commands=()
@@ -489,6 +577,11 @@ _cache-cleanup__subcmd__smart_commands() {
 _cache-cleanup__subcmd__targeted_commands() {
     local commands; commands=()
     _describe -t commands 'cache-cleanup targeted commands' commands "$@"
+}
+(( $+functions[_cache-cleanup__subcmd__undo_commands] )) ||
+_cache-cleanup__subcmd__undo_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-cleanup undo commands' commands "$@"
 }
 
 if [ "$funcstack[1]" = "_cache-cleanup" ]; then

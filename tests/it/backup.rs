@@ -337,3 +337,85 @@ fn the_backup_schedule_is_shown_and_changed_through_the_scheduler_state() {
     let reset = env.run(BACKUP, &["schedule", "--reset", "--format", "json"]).json();
     assert_eq!((reset["job"]["schedule"].as_str(), reset["job"]["enabled"].as_bool()), (Some("0 1 * * *"), Some(true)));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memories_round_trip_through_a_backup_and_a_restore_is_idempotent() {
+    let Some(pg) = PgServer::start() else { return };
+    let pg_url = pg.create_database("app").await;
+    pg.client("app").await.batch_execute(TABLE).await.unwrap();
+    let mem0 = cache_tests::Mem0Server::self_hosted("key-2");
+    crate::cleanup::seed_memories(&mem0);
+    let before = crate::cleanup::memory_contents(&mem0, "proj");
+    let raw_before = mem0.memories("proj");
+    assert_eq!(before.len(), 1000);
+    let memory = |name: &str, key: &str| {
+        format!(
+            "[[memory]]\nname = \"{name}\"\nurl = \"{}\"\napi_key = \"{key}\"\ndialect = \"self-hosted\"\n",
+            mem0.url()
+        )
+    };
+    let env = TestEnv::new();
+    let base =
+        format!("project_name = \"proj\"\n[[postgres]]\nname = \"main\"\nurl = \"{pg_url}\"\n{}", memory("m", "key-2"));
+    // A memory source that fails makes the backup partial, like any other source.
+    env.write_config(&format!("{base}{}", memory("denied", "wrong-key")));
+    let started = std::time::Instant::now();
+    let out = env.run(BACKUP, &["create", "--format", "json"]);
+    let create_time = started.elapsed();
+    out.expect_code(1);
+    let created = out.json();
+    assert!(
+        created["errors"].to_string().contains("memory/denied") && created["errors"].to_string().contains("401"),
+        "{}",
+        out.dump()
+    );
+    let file = created["files"].as_array().unwrap().iter().find(|f| f["path"] == "memory-m.jsonl.gz").unwrap().clone();
+    assert_eq!((file["content"].as_str(), file["sha256"].as_str().unwrap().len()), (Some("memory-jsonl"), 64));
+    assert!(created["sources"].as_array().unwrap().iter().any(|s| s["tier"] == "memory" && s["target"] == "m"));
+    env.write_config(&base);
+    env.run(BACKUP, &["verify"]).expect_code(0);
+
+    // The memories are gone; a dry run counts them, and changes nothing.
+    mem0.clear();
+    let dry = env.run(BACKUP, &["restore", "--tier", "memory", "--dry-run", "--format", "json"]);
+    dry.expect_code(0);
+    assert!(dry.json()["restored"].to_string().contains("1000 memories would re-create"), "{}", dry.dump());
+    assert!(mem0.memories("proj").is_empty());
+    // `--tier memory` restores the memories alone (no table mode needed), with their texts,
+    // categories and metadata.
+    let started = std::time::Instant::now();
+    let out = env.run(BACKUP, &["restore", "--tier", "memory", "--yes", "--format", "json"]);
+    let restore_time = started.elapsed();
+    out.expect_code(0);
+    assert!(out.json()["restored"].to_string().contains("1000 memories re-created"), "{}", out.dump());
+    assert_eq!(crate::cleanup::memory_contents(&mem0, "proj"), before);
+    let creates = mem0.requests().into_iter().filter(|r| r.method == "POST" && r.url == "/memories").count();
+    assert_eq!(creates, 1000);
+
+    // On a populated user, a restore adds only what is missing, and again nothing.
+    mem0.clear();
+    for memory in raw_before.iter().take(900) {
+        mem0.add_memory_json(memory.clone());
+    }
+    let out = env.run(BACKUP, &["restore", "--tier", "memory", "--yes", "--format", "json"]);
+    out.expect_code(0);
+    assert!(
+        out.json()["restored"].to_string().contains("100 memories re-created for user `proj`, 900 already present"),
+        "{}",
+        out.dump()
+    );
+    let out = env.run(BACKUP, &["restore", "--tier", "memory", "--yes", "--format", "json"]);
+    out.expect_code(0);
+    assert!(
+        out.json()["restored"].to_string().contains("0 memories re-created for user `proj`, 1000 already present"),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(crate::cleanup::memory_contents(&mem0, "proj"), before);
+    // By default the memory tier comes back with the others.
+    let out = env.run(BACKUP, &["restore", "--postgres", "merge", "--yes", "--format", "json"]);
+    out.expect_code(0);
+    let restored = out.json()["restored"].to_string();
+    assert!(restored.contains("memory/m:") && restored.contains("postgres/main:"), "{}", out.dump());
+    eprintln!("figures: backup create with 1,000 memories {create_time:?}, restore of 1,000 memories {restore_time:?}");
+}

@@ -155,8 +155,9 @@ async fn postgres_rows_go_in_bounded_statements_by_mode_and_category() {
     .unwrap();
     let env = TestEnv::new();
     env.watch_log("postgres", pg.socket_dir().join("postgres.log"));
+    // The blast-radius cap is lifted to the whole table here: this test is about statements.
     env.write_config(&format!(
-        "[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n[cleanup]\nmax_statement = \"100ms\"\n"
+        "[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n[cleanup]\nmax_statement = \"100ms\"\nmax_delete_share = 1.0\n"
     ));
     let count = |prefix: &'static str| {
         let db = &db;
@@ -756,4 +757,236 @@ fn a_rotation_left_half_done_is_never_overwritten() {
     assert!(out.stdout.contains("left from an interrupted rotation"), "{}", out.dump());
     assert_eq!(std::fs::read(dir.join("app.log.1")).unwrap(), b"the previous rotation, never compressed\n");
     assert_eq!(std::fs::read(dir.join("app.log")).unwrap(), b"new lines\n".repeat(200));
+}
+
+/// The cache table with 2,450 rows: 400 of `proj` expired, 1,000 live but not accessed for eight
+/// days or more, 1,000 live and fresh, and 50 stale rows of another project. Values, metadata and
+/// times differ per row, so a restored row can be compared byte for byte.
+const CAPPED_TABLE: &str = "CREATE TABLE cache_entries (
+    key text PRIMARY KEY, value jsonb NOT NULL, project_name text NOT NULL DEFAULT 'default',
+    category text, access_count integer NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now(), accessed_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz, metadata jsonb NOT NULL DEFAULT '{}');
+  INSERT INTO cache_entries (key, value, project_name, category, access_count, accessed_at, expires_at)
+    SELECT 'expired-' || i, jsonb_build_object('n', i), 'proj', 'c' || (i % 3), i, now() - interval '10 days', now() - interval '1 hour'
+      FROM generate_series(1, 400) i;
+  INSERT INTO cache_entries (key, value, project_name, category, access_count, created_at, accessed_at, expires_at, metadata)
+    SELECT 'stale-' || lpad(i::text, 4, '0'),
+           jsonb_build_object('n', i, 'text', E'tab\\there, newline\\nhere ' || md5(i::text), 'list', jsonb_build_array(i, i * 1.5, null, true)),
+           'proj', 'c' || (i % 3), i * 7, now() - interval '30 days' - i * interval '1 minute',
+           now() - interval '8 days' - i * interval '1 second',
+           CASE WHEN i % 2 = 0 THEN NULL ELSE now() + interval '1 day' END,
+           jsonb_build_object('origin', 'seed', 'i', i)
+      FROM generate_series(1, 1000) i;
+  INSERT INTO cache_entries (key, value, project_name, category)
+    SELECT 'fresh-' || i, jsonb_build_object('n', i), 'proj', 'c' || (i % 3) FROM generate_series(1, 1000) i;
+  INSERT INTO cache_entries (key, value, project_name, category, accessed_at)
+    SELECT 'foreign-' || i, '{}', 'someone-else', 'c0', now() - interval '30 days' FROM generate_series(1, 50) i;";
+
+/// Every row's `to_jsonb` text, by key.
+async fn rows_by_key(db: &tokio_postgres::Client) -> std::collections::BTreeMap<String, String> {
+    db.query("SELECT key, to_jsonb(t)::text FROM cache_entries t", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect()
+}
+
+/// 1,000 memories of `proj` with categories and metadata, 400 of them not updated since 2020,
+/// and 10 of another user.
+pub(crate) fn seed_memories(mem0: &Mem0Server) {
+    let recent = (chrono::Utc::now() - chrono::Duration::days(2)).to_rfc3339();
+    for i in 0..1000u32 {
+        let time = if i % 5 < 2 { "2020-03-01T10:00:00Z".to_owned() } else { recent.clone() };
+        mem0.add_memory_json(serde_json::json!({
+            "id": format!("mem-{i:04}"),
+            "memory": format!("user fact {i}: code {} room {}", i * 7919 % 10007, i * 104_729 % 1009),
+            "user_id": "proj",
+            "categories": [format!("cat{}", i % 4), "seeded"],
+            "created_at": time,
+            "updated_at": time,
+            "metadata": { "source": "chat", "n": i, "tags": ["t", i % 3] },
+        }));
+    }
+    for i in 0..10 {
+        mem0.add_memory(
+            &format!("foreign-{i}"),
+            "someone",
+            &format!("another user's fact {i}"),
+            &[],
+            "2020-03-01T10:00:00Z",
+        );
+    }
+}
+
+/// The user's memories as (text, categories, metadata without `restored_from`), sorted.
+pub(crate) fn memory_contents(mem0: &Mem0Server, user: &str) -> Vec<(String, Value, Value)> {
+    let mut contents: Vec<(String, Value, Value)> = mem0
+        .memories(user)
+        .into_iter()
+        .map(|m| {
+            let mut metadata = m["metadata"].clone();
+            if let Some(object) = metadata.as_object_mut() {
+                object.remove("restored_from");
+            }
+            (m["memory"].as_str().unwrap().to_owned(), m["categories"].clone(), metadata)
+        })
+        .collect();
+    contents.sort_by(|a, b| a.0.cmp(&b.0));
+    contents
+}
+
+fn target_of<'a>(report: &'a Value, tier: &str) -> &'a Value {
+    report["targets"].as_array().unwrap().iter().find(|t| t["tier"] == tier).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cap_stops_aggressive_runs_at_a_quarter_and_undo_restores_exactly_what_went() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.create_database("app").await;
+    let db = pg.client("app").await;
+    db.batch_execute(CAPPED_TABLE).await.unwrap();
+    let mem0 = Mem0Server::platform("key-1");
+    seed_memories(&mem0);
+    let env = TestEnv::new();
+    env.watch_log("postgres", pg.socket_dir().join("postgres.log"));
+    env.write_config(&format!(
+        "project_name = \"proj\"\n[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n\
+         [[memory]]\nname = \"m\"\nurl = \"{}\"\napi_key = \"key-1\"\n",
+        mem0.url()
+    ));
+    let rows_before = rows_by_key(&db).await;
+    let memories_before = memory_contents(&mem0, "proj");
+    assert_eq!((rows_before.len(), memories_before.len()), (2450, 1000));
+
+    // A dry run says what would go within the cap, and that the cap would stop the run.
+    let dry = env.run(CLEANUP, &["aggressive", "--dry-run", "--format", "json"]);
+    // Exit 1, as the real run will be: partial, stopped by the cap.
+    dry.expect_code(1);
+    let report = dry.json();
+    let (rows, memories) = (target_of(&report, "postgres"), target_of(&report, "memory"));
+    assert_eq!(rows["selected"], 400 + 500, "{}", dry.dump());
+    assert_eq!(memories["selected"], 250, "{}", dry.dump());
+    for target in [rows, memories] {
+        assert!(target["cap"]["hit"].as_str().unwrap().starts_with("would stop"), "{target:#}");
+    }
+    assert_eq!(rows_by_key(&db).await, rows_before, "the dry run changed rows");
+    assert_eq!(mem0.memories("proj").len(), 1000, "the dry run deleted memories");
+
+    // The real run: expired rows all go (uncapped); live stale rows and stale memories stop at a
+    // quarter of the live rows (2,000) and of the user's memories (1,000).
+    let started = std::time::Instant::now();
+    let out = env.run(CLEANUP, &["aggressive", "--yes", "--format", "json"]);
+    let cleanup_time = started.elapsed();
+    out.expect_code(1);
+    let report = out.json();
+    let run_id = report["run_id"].as_str().unwrap().to_owned();
+    let (rows, memories) = (target_of(&report, "postgres"), target_of(&report, "memory"));
+    assert_eq!(rows["removed"], 900, "{}", out.dump());
+    assert_eq!(rows["cap"]["max_items"], 500);
+    assert!(rows["cap"]["hit"].as_str().unwrap().contains("500 entries (cleanup.max_delete_share)"), "{rows:#}");
+    assert_eq!(memories["removed"], 250, "{}", out.dump());
+    assert!(memories["cap"]["hit"].as_str().unwrap().contains("250 entries (cleanup.max_delete_share)"));
+    assert_eq!((rows["journal"]["count"].as_u64(), memories["journal"]["count"].as_u64()), (Some(500), Some(250)));
+    assert!(rows["notes"].to_string().contains(&format!("undo with `cache-cleanup undo {run_id}`")), "{rows:#}");
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(env.state_dir().join("jobs/cleanup.json")).unwrap()).unwrap();
+    assert_eq!((record["outcome"].as_str(), record["id"].as_str()), (Some("partial"), Some(run_id.as_str())));
+    let after = rows_by_key(&db).await;
+    let count = |prefix: &str| after.keys().filter(|k| k.starts_with(prefix)).count();
+    assert_eq!(
+        (count("expired-"), count("stale-"), count("fresh-"), count("foreign-")),
+        (0, 500, 1000, 50),
+        "rows left"
+    );
+    assert_eq!(mem0.memories("proj").len(), 750);
+    assert_eq!(mem0.memories("someone").len(), 10, "another user's memories were touched");
+    let journal_dir = env.state_dir().join("cleanup/journal").join(&run_id);
+    let journal_bytes: u64 =
+        std::fs::read_dir(&journal_dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+
+    // The journals are listed with their counts.
+    let listed = env.run(CLEANUP, &["undo", "--list", "--format", "json"]);
+    listed.expect_code(0);
+    let journals = listed.json()["journals"].clone();
+    assert_eq!((journals[0]["run_id"].as_str(), journals[0]["items"].as_u64()), (Some(run_id.as_str()), Some(750)));
+
+    // A dry run of the undo changes nothing.
+    let dry = env.run(CLEANUP, &["undo", "latest", "--dry-run", "--format", "json"]);
+    dry.expect_code(0);
+    let restored: Vec<u64> =
+        dry.json()["journals"].as_array().unwrap().iter().map(|j| j["restored"].as_u64().unwrap()).collect();
+    assert_eq!(restored.iter().sum::<u64>(), 750, "{}", dry.dump());
+    assert_eq!(rows_by_key(&db).await, after);
+    assert_eq!(mem0.memories("proj").len(), 750);
+
+    // Undo puts back exactly what went: every live row byte for byte, every memory with its
+    // text, categories and metadata. Expired rows were never journaled and stay gone.
+    let started = std::time::Instant::now();
+    let undo = env.run(CLEANUP, &["undo", &run_id, "--yes", "--format", "json"]);
+    let undo_time = started.elapsed();
+    undo.expect_code(0);
+    for journal in undo.json()["journals"].as_array().unwrap() {
+        assert_eq!(journal["restored"], journal["journaled"], "{journal:#}");
+        assert_eq!(journal["skipped"], 0);
+    }
+    let mut expected = rows_before.clone();
+    expected.retain(|k, _| !k.starts_with("expired-"));
+    assert_eq!(rows_by_key(&db).await, expected, "restored rows differ from the originals");
+    assert_eq!(memory_contents(&mem0, "proj"), memories_before, "restored memories differ");
+    let restored_from: BTreeSet<String> = mem0
+        .memories("proj")
+        .iter()
+        .filter_map(|m| m["metadata"]["restored_from"]["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(restored_from.len(), 250);
+    let creates: Vec<_> =
+        mem0.requests().into_iter().filter(|r| r.method == "POST" && r.url == "/v1/memories/").collect();
+    assert_eq!(creates.len(), 250);
+    for create in &creates {
+        let body: Value = serde_json::from_str(&create.body).unwrap();
+        assert_eq!(
+            (create.header("authorization"), &body["user_id"], &body["infer"]),
+            (Some("Token key-1"), &Value::from("proj"), &Value::Bool(false))
+        );
+    }
+    assert_eq!(mem0.memories("someone").len(), 10);
+
+    // A second undo of the same run is refused.
+    let again = env.run(CLEANUP, &["undo", &run_id, "--yes"]);
+    again.expect_code(2);
+    assert!(again.stderr.contains("already undone"), "{}", again.dump());
+    assert_eq!(mem0.memories("proj").len(), 1000);
+
+    // A tampered journal is refused, naming the file, and nothing is restored.
+    let out = env.run(CLEANUP, &["aggressive", "--yes", "--format", "json"]);
+    out.expect_code(1);
+    let second = out.json()["run_id"].as_str().unwrap().to_owned();
+    // Memories are never restored for another user than the journal's.
+    let config = std::fs::read_to_string(env.path("config.toml")).unwrap();
+    env.write_config(&config.replace("project_name = \"proj\"", "project_name = \"intruder\""));
+    let creates_before = mem0.requests().iter().filter(|r| r.method == "POST").count();
+    let rows_now = rows_by_key(&db).await;
+    let intruder = env.run(CLEANUP, &["undo", &second, "--yes"]);
+    intruder.expect_code(1);
+    assert!(intruder.stdout.contains("refusing to restore them for another user"), "{}", intruder.dump());
+    assert!(intruder.stdout.contains("refusing to restore them into another project"), "{}", intruder.dump());
+    assert_eq!(rows_by_key(&db).await, rows_now);
+    assert_eq!(mem0.requests().iter().filter(|r| r.method == "POST").count(), creates_before);
+    assert!(mem0.memories("intruder").is_empty());
+    env.write_config(&config);
+    let file = env.state_dir().join("cleanup/journal").join(&second).join("postgres-main.jsonl.gz");
+    let mut data = std::fs::read(&file).unwrap();
+    let middle = data.len() / 2;
+    data[middle] ^= 0x01;
+    std::fs::write(&file, &data).unwrap();
+    let (rows_now, memories_now) = (rows_by_key(&db).await, mem0.memories("proj").len());
+    let refused = env.run(CLEANUP, &["undo", "latest", "--yes"]);
+    refused.expect_code(5);
+    assert!(refused.stderr.contains(&file.display().to_string()), "{}", refused.dump());
+    assert_eq!((rows_by_key(&db).await, mem0.memories("proj").len()), (rows_now, memories_now));
+    eprintln!(
+        "figures: cleanup of 2,450 rows and 1,000 memories {cleanup_time:?}, journal {journal_bytes} bytes for 750 items, undo {undo_time:?}"
+    );
 }

@@ -3,11 +3,18 @@
 //! Platform dialect: `Authorization: Token KEY`; `GET /v1/memories/` (an array, or a page
 //! object when `page`/`page_size` are given), `POST /v1/memories/search/`, `POST /v2/memories/`
 //! (a page object), `POST /v2/memories/search/`. Self-hosted dialect: `X-API-Key: KEY`;
-//! `GET /memories` and `POST /search`, both answering `{"results": [...]}`. Every request is
-//! recorded for the test to inspect.
+//! `GET /memories` and `POST /search`, both answering `{"results": [...]}`. Memories are created
+//! with `POST /v1/memories/` (platform) or `POST /memories` (self-hosted), both taking
+//! `{"messages": [...], "user_id": ..., "metadata": ..., "infer": false}`; with `infer: false`
+//! the text of the messages is stored verbatim under a new id. Every request is recorded for the
+//! test to inspect.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -43,11 +50,17 @@ struct State {
     key: String,
     memories: Vec<Value>,
     requests: Vec<RecordedRequest>,
+    created: u64,
 }
 
 /// The running server; stops on drop.
+///
+/// It is a small HTTP/1.1 server of its own, a thread per connection with keep-alive: tiny_http's
+/// thread pool can leave a new connection queued behind idle keep-alive ones when several open
+/// at once, which stalls a client that sends requests concurrently.
 pub struct Mem0Server {
-    server: Arc<tiny_http::Server>,
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
     state: Arc<Mutex<State>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -64,23 +77,35 @@ impl Mem0Server {
     }
 
     fn start(dialect: Dialect, key: &str) -> Self {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let state =
-            Arc::new(Mutex::new(State { dialect, key: key.to_owned(), memories: Vec::new(), requests: Vec::new() }));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(Mutex::new(State {
+            dialect,
+            key: key.to_owned(),
+            memories: Vec::new(),
+            requests: Vec::new(),
+            created: 0,
+        }));
         let thread = {
-            let (server, state) = (Arc::clone(&server), Arc::clone(&state));
+            let (stop, state) = (Arc::clone(&stop), Arc::clone(&state));
             std::thread::spawn(move || {
-                for request in server.incoming_requests() {
-                    handle(request, &state);
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let state = Arc::clone(&state);
+                    std::thread::spawn(move || serve(stream, &state));
                 }
             })
         };
-        Self { server, state, thread: Some(thread) }
+        Self { addr, stop, state, thread: Some(thread) }
     }
 
     /// Base URL, e.g. `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.server.server_addr().to_ip().unwrap())
+        format!("http://{}", self.addr)
     }
 
     /// Adds a memory of `user_id`.
@@ -96,6 +121,21 @@ impl Mem0Server {
         }));
     }
 
+    /// Adds a memory object as is (it needs at least `id` and `user_id`).
+    pub fn add_memory_json(&self, memory: Value) {
+        self.state.lock().unwrap().memories.push(memory);
+    }
+
+    /// The memories of `user_id` held now, in the order they were added.
+    pub fn memories(&self, user_id: &str) -> Vec<Value> {
+        self.state.lock().unwrap().memories.iter().filter(|m| m["user_id"] == user_id).cloned().collect()
+    }
+
+    /// Forgets every memory.
+    pub fn clear(&self) {
+        self.state.lock().unwrap().memories.clear();
+    }
+
     /// Every request received so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.lock().unwrap().requests.clone()
@@ -104,35 +144,75 @@ impl Mem0Server {
 
 impl Drop for Mem0Server {
     fn drop(&mut self) {
-        self.server.unblock();
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accepting thread.
+        let _ = TcpStream::connect(self.addr);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-fn handle(mut request: tiny_http::Request, state: &Mutex<State>) {
-    let mut body = String::new();
-    let _ = request.as_reader().read_to_string(&mut body);
-    let recorded = RecordedRequest {
-        method: request.method().as_str().to_owned(),
-        url: request.url().to_owned(),
-        headers: request
-            .headers()
-            .iter()
-            .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned()))
-            .collect(),
-        body: body.clone(),
-    };
-    let (status, reply) = {
-        let mut state = state.lock().unwrap();
-        state.requests.push(recorded.clone());
-        route(&mut state, &recorded)
-    };
-    let response = tiny_http::Response::from_string(reply.to_string())
-        .with_status_code(status)
-        .with_header("Content-Type: application/json".parse::<tiny_http::Header>().unwrap());
-    let _ = request.respond(response);
+/// Serves one connection: requests one after another, until the client closes it, asks to, or
+/// stays idle for 30 seconds.
+fn serve(stream: TcpStream, state: &Mutex<State>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let _ = stream.set_nodelay(true);
+    let Ok(mut writer) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(stream);
+    while let Some((recorded, close)) = read_request(&mut reader) {
+        let (status, reply) = {
+            let mut state = state.lock().unwrap();
+            state.requests.push(recorded.clone());
+            route(&mut state, &recorded)
+        };
+        let body = reply.to_string();
+        let reason = match status {
+            200 => "OK",
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            _ => "Not Found",
+        };
+        let head = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        // One write: a response split in two waits on the client's delayed ACK.
+        if writer.write_all((head + &body).as_bytes()).is_err() || close {
+            return;
+        }
+    }
+}
+
+/// Reads one request (request line, headers, a `Content-Length` body); `None` at the end of the
+/// connection. The flag says whether the client asked to close it.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(RecordedRequest, bool)> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, url) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+    let mut headers = Vec::new();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).ok()? == 0 {
+            return None;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let (name, value) = header.split_once(':')?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let find = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let length: usize = find("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    let close = find("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    Some((RecordedRequest { method, url, headers, body: String::from_utf8_lossy(&body).into_owned() }, close))
 }
 
 fn route(state: &mut State, req: &RecordedRequest) -> (u16, Value) {
@@ -179,6 +259,9 @@ fn route(state: &mut State, req: &RecordedRequest) -> (u16, Value) {
             None => no_filter,
             Some(user) => (200, Value::Array(search(of_user(&user), &body, "top_k"))),
         },
+        (Dialect::Platform, "POST", "/v1/memories/") | (Dialect::SelfHosted, "POST", "/memories") => {
+            create(state, &body)
+        }
         (Dialect::SelfHosted, "GET", "/memories") => match param("user_id") {
             None => (400, json!({ "detail": "At least one identifier is required." })),
             Some(user) => (200, json!({ "results": of_user(&user) })),
@@ -188,6 +271,41 @@ fn route(state: &mut State, req: &RecordedRequest) -> (u16, Value) {
             Some(user) => (200, json!({ "results": search(of_user(user), &body, "limit") })),
         },
         _ => (404, json!({ "detail": "Not found." })),
+    }
+}
+
+/// Creates a memory from `{"messages": [...], "user_id": ..., "metadata": ..., "categories":
+/// [...], "infer": false}`: the user messages' text, verbatim, under a new id. Mem0 extracts
+/// facts with a model when `infer` is true; the stand-in refuses that rather than pretend.
+fn create(state: &mut State, body: &Value) -> (u16, Value) {
+    let Some(user) = body["user_id"].as_str().filter(|u| !u.is_empty()) else {
+        return (400, json!({ "error": "At least one of user_id, agent_id, run_id is required" }));
+    };
+    let Some(messages) = body["messages"].as_array() else {
+        return (400, json!({ "error": "messages is required" }));
+    };
+    if body["infer"] != false {
+        return (400, json!({ "error": "the stand-in stores verbatim only: pass \"infer\": false" }));
+    }
+    let text: Vec<&str> =
+        messages.iter().filter(|m| m["role"] == "user").filter_map(|m| m["content"].as_str()).collect();
+    state.created += 1;
+    let id = format!("created-{:05}", state.created);
+    let now = chrono::Utc::now().to_rfc3339();
+    let memory = json!({
+        "id": id,
+        "memory": text.join("\n"),
+        "user_id": user,
+        "categories": body.get("categories").cloned().unwrap_or_else(|| json!([])),
+        "created_at": now,
+        "updated_at": now,
+        "metadata": body.get("metadata").cloned().unwrap_or(Value::Null),
+    });
+    state.memories.push(memory.clone());
+    let event = json!({ "id": id, "event": "ADD", "data": { "memory": memory["memory"] } });
+    match state.dialect {
+        Dialect::Platform => (200, json!([event])),
+        Dialect::SelfHosted => (200, json!({ "results": [event] })),
     }
 }
 

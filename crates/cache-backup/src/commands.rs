@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use cache_core::app::{Context, JobResult};
 use cache_core::archive::{self, Manifest, ManifestFile, ManifestSource};
-use cache_core::clients::{postgres, redis as redis_client};
+use cache_core::clients::{memory::MemoryClient, postgres, redis as redis_client};
 use cache_core::config::ConfigSource;
 use cache_core::exit::{self, Convention};
 use cache_core::output::{Format, bytes};
 use cache_core::runs::Outcome;
-use cache_core::tier::{Tier, selected};
+use cache_core::tier::{Tier, selected, tier_selected};
 use chrono::Utc;
 use serde::Serialize;
 
@@ -101,6 +101,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
     let (id, partial) = store.begin(Utc::now())?;
     let steps = config.redis.len() * usize::from(wants(Part::Redis))
         + config.postgres.len() * usize::from(wants(Part::Postgres))
+        + config.memory.len() * usize::from(wants(Part::Memory))
         + 3;
     let progress = ctx.printer.progress(steps as u64, "backup");
     let mut files = Vec::new();
@@ -167,6 +168,33 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
                     unreachable |= e.downcast_ref::<cache_core::error::Unreachable>().is_some();
                     errors.push(format!("postgres/{}: {e:#}", target.name));
                 }
+            }
+            progress.inc(1);
+        }
+    }
+    if wants(Part::Memory) {
+        for target in config.memory.iter().filter(|t| selected(&ctx.common.tiers, Tier::Memory, &t.name)) {
+            progress.set_message(format!("memory/{}", target.name));
+            let user = config.memory_user_id(target);
+            let path = partial.join(format!("memory-{}.jsonl.gz", target.name));
+            let taken = async {
+                anyhow::ensure!(!user.trim().is_empty(), "no user to back up (set `user_id` or `project_name`)");
+                let client = MemoryClient::new(target, user)?;
+                crate::memory_dump::export(&client, &path, gzip).await
+            };
+            match taken.await {
+                Ok((count, written)) => {
+                    add(&path, "memory-jsonl", written);
+                    notes.push(format!("memory/{}: {count} memories of user `{user}`", target.name));
+                    sources.push(ManifestSource {
+                        tier: "memory".into(),
+                        target: target.name.clone(),
+                        endpoint: target.url.to_string(),
+                        server_version: None,
+                        method: "api".into(),
+                    });
+                }
+                Err(e) => errors.push(format!("memory/{}: {e:#}", target.name)),
             }
             progress.inc(1);
         }
@@ -408,6 +436,8 @@ struct Recovery {
     dry_run: bool,
     restored: Vec<String>,
     skipped: Vec<String>,
+    /// Sources of the backup that `--tier` left out.
+    left_out: Vec<String>,
     extracted: Vec<String>,
     seconds: f64,
 }
@@ -438,7 +468,7 @@ async fn restore(
         );
     }
     let holds_table = backup.manifest.files.iter().any(|f| f.content == "postgres-copy");
-    if holds_table && pg_mode.is_none() && !dry_run {
+    if holds_table && pg_mode.is_none() && !dry_run && tier_selected(&ctx.common.tiers, Tier::Postgres) {
         return Err(cache_core::error::UsageError(format!(
             "backup {} holds a cache table: choose --postgres truncate (the table becomes the backup) or --postgres merge (add the missing rows)",
             backup.manifest.id
@@ -451,7 +481,34 @@ async fn restore(
         let label = format!("{}/{}", source.tier, source.target);
         progress.set_message(label.clone());
         progress.inc(1);
+        let tier = source.tier.parse::<Tier>().ok();
+        if let Some(tier) = tier
+            && !selected(&ctx.common.tiers, tier, &source.target)
+        {
+            recovery.left_out.push(format!("{label}: not selected by --tier"));
+            continue;
+        }
         match source.tier.as_str() {
+            "memory" => {
+                let Some(target) = ctx.config.memory.iter().find(|t| t.name == source.target) else {
+                    recovery.skipped.push(format!("{label}: no such target in the configuration"));
+                    continue;
+                };
+                let user = ctx.config.memory_user_id(target);
+                let file = format!("memory-{}.jsonl.gz", source.target);
+                let memories = crate::memory_dump::read(&backup.dir.join(&file))?;
+                let client = MemoryClient::new(target, user)?;
+                let done = crate::memory_dump::restore(&client, user, &memories, &backup.manifest.id, dry_run).await?;
+                let verb = if dry_run { "would re-create" } else { "re-created" };
+                let mut line = format!(
+                    "{label}: {} memories {verb} for user `{user}`, {} already present",
+                    done.restored, done.present
+                );
+                if done.foreign > 0 {
+                    line.push_str(&format!(", {} of another user left out", done.foreign));
+                }
+                recovery.restored.push(line);
+            }
             "redis" => {
                 let Some(target) = ctx
                     .config
@@ -565,7 +622,9 @@ async fn restore(
         printer.json(&recovery)?;
     } else if !printer.is_quiet() {
         let mut text = format!("restore of backup {}{}:\n", recovery.backup, if dry_run { " (dry run)" } else { "" });
-        for line in recovery.restored.iter().chain(&recovery.extracted).chain(&recovery.skipped) {
+        for line in
+            recovery.restored.iter().chain(&recovery.extracted).chain(&recovery.skipped).chain(&recovery.left_out)
+        {
             text.push_str(&format!("  {line}\n"));
         }
         printer.always(&text)?;

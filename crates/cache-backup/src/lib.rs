@@ -2,10 +2,12 @@
 //!
 //! A backup is one directory: the Redis RDB (or a logical export where the server allows
 //! neither the dump file nor replication), the PostgreSQL cache table (schema and COPY data),
-//! the configuration and the state directory as tar.gz, and a manifest with the size and
-//! SHA-256 of every file, written last.
+//! the memories of each memory-API target's user (JSON Lines, through the API), the
+//! configuration and the state directory as tar.gz, and a manifest with the size and SHA-256 of
+//! every file, written last.
 
 pub mod commands;
+pub mod memory_dump;
 pub mod pg_dump;
 pub mod redis_dump;
 pub mod retention;
@@ -51,6 +53,8 @@ pub enum Part {
     Redis,
     /// Every PostgreSQL target's cache table
     Postgres,
+    /// Every memory target's memories of the configured user, through the API
+    Memory,
     /// The configuration file
     Config,
     /// The state directory (histories, reports; not the backups)
@@ -164,6 +168,8 @@ mod tests {
     fn argument_parsing() {
         for argv in [
             &["cache-backup", "create", "--only", "redis,postgres", "--level", "9"][..],
+            &["cache-backup", "create", "--only", "memory"],
+            &["cache-backup", "restore", "latest", "--tier", "memory", "--dry-run"],
             &["cache-backup", "verify", "--all"],
             &["cache-backup", "restore", "2026-11-20", "--postgres", "merge", "--yes"],
             &["cache-backup", "restore", "--date", "2026-11-20", "--dry-run"],

@@ -7,6 +7,7 @@ use cache_core::app::{Context, JobResult};
 use cache_core::clients::{memory::MemoryClient, postgres, redis as redis_client};
 use cache_core::error::UsageError;
 use cache_core::exit::{self, Convention};
+use cache_core::journal::{self, RunJournal};
 use cache_core::output::Format;
 use cache_core::runs::Outcome;
 use cache_core::tier::{Tier, selected};
@@ -47,7 +48,7 @@ fn request(command: &Command) -> anyhow::Result<Request> {
             validate_category(name)?;
             Request { mode: Some(*mode), category: Some(name.clone()), only: None, name: "category".into() }
         }
-        Command::Completions(_) => unreachable!("handled before"),
+        Command::Completions(_) | Command::Undo { .. } => unreachable!("handled before"),
     })
 }
 
@@ -74,8 +75,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let cap_lifted = crate::cap::lifted(cli.force, cli.common.scheduled.is_some())?;
     let apply = cli.mutation.confirm(&format!("clean up ({} mode) the selected tiers", request.name))?;
     let job = ctx.begin_job(JOB, &format!("cache-cleanup {}", request.name)).await?;
-    let result = clean(&ctx, &cli, &request, !apply, cap_lifted).await;
+    let journal = RunJournal::new(&ctx.state, &job.log().id());
+    if apply {
+        prune_journals(&ctx);
+    }
+    let result = clean(&ctx, &cli, &request, !apply, cap_lifted, &journal).await;
     job.finish(&ctx, result).await
+}
+
+/// Removes undo journals past `cleanup.journal_keep`, then the oldest past
+/// `cleanup.journal_max_size`. A failure is a warning: it never stops a cleanup.
+fn prune_journals(ctx: &Context) {
+    let settings = &ctx.config.cleanup;
+    let now = cache_core::clock::now().unwrap_or_else(|_| chrono::Utc::now());
+    match journal::prune(&ctx.state, settings.journal_keep, settings.journal_max_size.as_u64(), now) {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!("removed the undo journals of {} old runs: {}", removed.len(), removed.join(", "));
+        }
+        Ok(_) => {}
+        Err(e) => ctx.printer.warn(&format!("pruning the undo journals: {e:#}")),
+    }
 }
 
 fn wanted(ctx: &Context, request: &Request, tier: Tier, name: &str) -> bool {
@@ -88,6 +107,7 @@ async fn clean(
     request: &Request,
     dry_run: bool,
     cap_lifted: bool,
+    journal: &RunJournal,
 ) -> anyhow::Result<JobResult> {
     let config = &ctx.config;
     let settings = &config.cleanup;
@@ -132,12 +152,13 @@ async fn clean(
             project: &config.project_name,
             dry_run,
             cap_lifted,
+            journal,
         };
         work.push(Box::pin(async move { job.run().await }));
     }
     for target in config.memory.iter().filter(|t| wanted(ctx, request, Tier::Memory, &t.name)) {
         let user_id = config.memory_user_id(target);
-        let job = tiers::memory::MemoryJob { target, user_id, settings, mode, category, dry_run, cap_lifted };
+        let job = tiers::memory::MemoryJob { target, user_id, settings, mode, category, dry_run, cap_lifted, journal };
         work.push(Box::pin(async move { job.run().await }));
     }
     // Files and logs have no categories: a category run leaves them alone.
@@ -161,7 +182,14 @@ async fn clean(
         }
     }
     let targets = futures::future::join_all(work).await;
-    let report = CleanupReport { mode, decision, category: request.category.clone(), dry_run, targets };
+    let report = CleanupReport {
+        mode,
+        decision,
+        category: request.category.clone(),
+        dry_run,
+        run_id: journal.run_id().to_owned(),
+        targets,
+    };
     print(ctx, &report)?;
     let unreachable = report.targets.iter().any(|t| t.unreachable);
     // A target stopped by its blast-radius cap did not finish: the run is partial.

@@ -3,13 +3,15 @@
 //! Modes follow seed 000's decision tree (`smart` picks one from the cache's size, recent
 //! activity and hit ratio). Every tier's target is cleaned concurrently; each run holds the
 //! `cleanup` job lock, records what it did per target, and deletes nothing without `--yes`
-//! (or a "y" at the terminal). `--dry-run` lists each selected item with its reason.
+//! (or a "y" at the terminal). `--dry-run` lists each selected item with its reason. Memories
+//! and live cache rows go into an undo journal before they are deleted; `undo` puts them back.
 
 pub mod cap;
 pub mod commands;
 pub mod plan;
 pub mod report;
 pub mod tiers;
+pub mod undo;
 
 use std::process::ExitCode;
 
@@ -32,10 +34,13 @@ use crate::plan::Mode;
                   statements), the memory API (duplicate and stale memories), file caches (TTL \
                   and size cap) and logs (rotation, gzip, retention).\n\n\
                   Nothing is deleted without --yes (or a \"y\" at the terminal); --dry-run lists \
-                  what would be done and why. Protected patterns are never touched.",
+                  what would be done and why. Protected patterns are never touched. A run deletes \
+                  at most cleanup.max_delete_share of a target's entries; memories and live cache \
+                  rows go into an undo journal first, and `undo` puts them back.",
     after_help = "Examples:\n  cache-cleanup smart --dry-run\n  cache-cleanup smart --yes -q        \
                   # from cron\n  cache-cleanup category payments --mode targeted --yes\n  \
-                  cache-cleanup light --tier redis:main --resume --yes"
+                  cache-cleanup light --tier redis:main --resume --yes\n  \
+                  cache-cleanup undo latest --dry-run"
 )]
 pub struct Cli {
     /// Common options.
@@ -96,6 +101,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "moderate")]
         mode: Mode,
     },
+    /// Put back what a run deleted (memories, live cache rows) from its undo journal; without a
+    /// run, list the journals
+    Undo {
+        /// The run's id (`run_id` in the report), or `latest`
+        run: Option<String>,
+        /// List the journals: runs, targets, items, whether undone
+        #[arg(long, conflicts_with = "run")]
+        list: bool,
+    },
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -115,6 +129,10 @@ pub fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Command::Completions(args) = &cli.command {
         return app::print_completions::<Cli>(args.shell);
+    }
+    if let Command::Undo { run, list } = &cli.command {
+        let run = if *list { None } else { run.clone() };
+        return undo::run(&cli, run.as_deref()).await;
     }
     commands::run(cli).await
 }
@@ -140,6 +158,10 @@ mod tests {
             &["cache-cleanup", "light", "--resume", "--max-ops-per-sec", "5000", "--format", "json"],
             &["cache-cleanup", "memory", "--mode", "aggressive", "--dry-run"],
             &["cache-cleanup", "files", "-q"],
+            &["cache-cleanup", "undo", "latest", "--dry-run"],
+            &["cache-cleanup", "undo", "20260101T000000.000Z-42", "--yes"],
+            &["cache-cleanup", "undo", "--list", "--format", "json"],
+            &["cache-cleanup", "undo"],
         ];
         for argv in ok {
             Cli::try_parse_from(*argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
@@ -150,6 +172,7 @@ mod tests {
             (&["cache-cleanup", "category", "x", "--mode", "nuclear"], ErrorKind::InvalidValue),
             (&["cache-cleanup", "light", "--max-ops-per-sec", "fast"], ErrorKind::ValueValidation),
             (&["cache-cleanup"], ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand),
+            (&["cache-cleanup", "undo", "latest", "--list"], ErrorKind::ArgumentConflict),
         ];
         for (argv, kind) in bad {
             assert_eq!(Cli::try_parse_from(*argv).expect_err("should fail").kind(), *kind, "{argv:?}");

@@ -82,6 +82,9 @@ pub struct TargetReport {
     /// The blast-radius cap of this target, and whether it stopped the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cap: Option<crate::cap::Cap>,
+    /// What went into the undo journal before it was deleted (memories, live rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<cache_core::journal::Summary>,
 }
 
 impl TargetReport {
@@ -104,6 +107,7 @@ impl TargetReport {
             errors: Vec::new(),
             unreachable: false,
             cap: None,
+            journal: None,
         }
     }
 
@@ -137,6 +141,8 @@ pub struct CleanupReport {
     pub category: Option<String>,
     /// Nothing was changed.
     pub dry_run: bool,
+    /// The run's id: its record's, and its undo journal's (`cache-cleanup undo RUN_ID`).
+    pub run_id: String,
     /// Per target.
     pub targets: Vec<TargetReport>,
 }

@@ -232,7 +232,8 @@ pub fn extract_tar_gz(archive: &Path, dest: &Path) -> anyhow::Result<Vec<PathBuf
 pub struct ManifestFile {
     /// Path relative to the backup's directory.
     pub path: String,
-    /// What it holds: `redis-rdb`, `redis-logical`, `postgres-copy`, `config`, `state`.
+    /// What it holds: `redis-rdb`, `redis-logical`, `postgres-schema`, `postgres-copy`,
+    /// `memory-jsonl`, `config`, `state`, `paths`.
     pub content: String,
     /// Size on disk.
     pub bytes: u64,

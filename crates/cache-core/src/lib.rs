@@ -24,6 +24,7 @@ pub mod gate;
 pub mod gpu;
 pub mod history;
 pub mod jobs;
+pub mod journal;
 pub mod lock;
 pub mod output;
 pub mod redact;

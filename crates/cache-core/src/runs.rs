@@ -105,6 +105,11 @@ impl RunLog {
         &self.job
     }
 
+    /// The id its record will have ([`RunRecord::id`]): start time and process id.
+    pub fn id(&self) -> String {
+        format!("{}-{}", self.started_at.format("%Y%m%dT%H%M%S%.3fZ"), std::process::id())
+    }
+
     /// Adds a finished step.
     pub fn step(&self, name: impl Into<String>, outcome: Outcome, duration_ms: u64, detail: Option<String>) {
         let step = Step { name: name.into(), outcome, duration_ms, detail };
@@ -123,7 +128,7 @@ impl RunLog {
         let ended_at = self.started_at + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::zero());
         let pid = std::process::id();
         RunRecord {
-            id: format!("{}-{pid}", self.started_at.format("%Y%m%dT%H%M%S%.3fZ")),
+            id: self.id(),
             job: self.job,
             command: self.command,
             host: crate::system::hostname(),
@@ -203,7 +208,9 @@ mod tests {
         let state = StateDir::open(dir.path().to_path_buf()).unwrap();
         let log = RunLog::begin("health-check", "cache-health check");
         log.step("probe redis/main", Outcome::Success, 3, None);
+        let id = log.id();
         let record = log.finish(Outcome::Success, 0, serde_json::json!({"targets": 1}), None);
+        assert_eq!(record.id, id);
         save(&state, &record).unwrap();
         let locked = RunLog::begin("health-check", "cache-health check").finish(
             Outcome::Locked,

@@ -1,14 +1,17 @@
-//! Memory API (seed 000's Mem0 cleanup): duplicate memories (text similarity at or above
-//! `cleanup.memory_similarity`, the newest kept) and stale ones, deleted in batches, only ever
-//! within the configured user's memories.
+//! Memory API (seed 000's Mem0 cleanup): duplicate memories (the same numbers, IDs, names and
+//! negations, and text similarity at or above `cleanup.memory_similarity`: see
+//! [`super::duplicates`]; the newest kept) and stale ones, within the blast-radius cap, journaled
+//! for `undo` and then deleted in batches, only ever within the configured user's memories.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 
 use cache_core::clients::memory::{Memory, MemoryClient};
 use cache_core::config::{CleanupSettings, MemoryTarget};
+use cache_core::journal::{RunJournal, Scope};
 use cache_core::tier::Tier;
 use chrono::Utc;
 
+use crate::cap::Cap;
 use crate::plan::Mode;
 use crate::report::{Action, Item, TargetReport};
 
@@ -28,6 +31,8 @@ pub struct MemoryJob<'a> {
     pub dry_run: bool,
     /// `--force` at a terminal: no blast-radius cap.
     pub cap_lifted: bool,
+    /// The run's undo journal, which memories go into before they are deleted.
+    pub journal: &'a RunJournal,
 }
 
 impl MemoryJob<'_> {
@@ -47,14 +52,23 @@ impl MemoryJob<'_> {
                 return report;
             }
         };
-        let memories = match client.list_all().await {
-            Ok(memories) => memories,
+        // As the API returned them: what the undo journal keeps.
+        let listed = match client.list_all_json().await {
+            Ok(listed) => listed,
             Err(e) => {
                 report.unreachable = true;
                 report.errors.push(format!("{e:#}"));
                 return report;
             }
         };
+        let mut raw: HashMap<String, serde_json::Value> = HashMap::new();
+        let mut memories = Vec::new();
+        for value in listed {
+            if let Some(memory) = Memory::from_json(&value) {
+                raw.insert(memory.id.clone(), value);
+                memories.push(memory);
+            }
+        }
         // Defence in depth: never act on a memory the API says belongs to someone else.
         let (mine, foreign): (Vec<Memory>, Vec<Memory>) =
             memories.into_iter().partition(|m| m.user_id.as_deref().is_none_or(|u| u == self.user_id));
@@ -63,33 +77,75 @@ impl MemoryJob<'_> {
                 .errors
                 .push(format!("the API returned {} memories of other users; they were left alone", foreign.len()));
         }
+        // The blast-radius cap: a share of the user's memories when the run starts.
+        let mut cap = Cap::new(self.settings, mine.len() as u64, self.cap_lifted);
         let scoped: Vec<Memory> =
             mine.into_iter().filter(|m| self.category.is_none_or(|c| m.categories.iter().any(|mc| mc == c))).collect();
         report.examined = scoped.len() as u64;
         let selected = self.select(&scoped);
         let sample = if self.dry_run { self.settings.dry_run_sample } else { usize::MAX };
-        let ids: Vec<String> = selected.iter().map(|(m, _)| m.id.clone()).collect();
+        let mut ids: Vec<String> = Vec::new();
+        let mut over = 0u64;
         for (memory, reason) in selected {
+            if !cap.admit(memory.text.len() as u64) {
+                over += 1;
+                continue;
+            }
+            ids.push(memory.id.clone());
             report.select(Item { name: memory.id.clone(), action: Action::Delete, reason, bytes: None }, sample);
         }
+        if let Some(hit) = cap.hit.as_mut() {
+            if self.dry_run {
+                *hit = hit.replacen("stopped", "would stop", 1);
+            }
+            report.notes.push(format!("{hit} ({over} more selected memories)"));
+        }
+        report.cap = Some(cap);
         if self.dry_run || ids.is_empty() {
             return report;
         }
-        match client.delete(&ids, self.settings.memory_batch_size).await {
-            Ok(n) => report.removed = n as u64,
-            Err(e) => report.errors.push(format!("{e:#}")),
+        let journal = self.journal;
+        let scope = Scope { user_id: Some(self.user_id.to_owned()), ..Scope::default() };
+        let mut writer = journal.writer(Tier::Memory, &self.target.name, scope);
+        // Each batch is journaled (and fsynced) before its delete request.
+        for batch in ids.chunks(self.settings.memory_batch_size.max(1)) {
+            let records: Vec<String> = batch.iter().filter_map(|id| raw.get(id)).map(|v| v.to_string()).collect();
+            if let Err(e) = writer.append(&records) {
+                report.errors.push(format!("{e:#}; the memories were not deleted"));
+                break;
+            }
+            match client.delete(batch, self.settings.memory_batch_size).await {
+                Ok(n) => report.removed += n as u64,
+                Err(e) => {
+                    report.errors.push(format!("{e:#}"));
+                    break;
+                }
+            }
+        }
+        report.journal = writer.summary();
+        if let Some(summary) = &report.journal {
+            report.notes.push(format!(
+                "{} memories journaled in `{}`: undo with `cache-cleanup undo {}`",
+                summary.count,
+                summary.file,
+                journal.run_id()
+            ));
         }
         report
     }
 
-    /// The memories to delete, with reasons: stale ones, then duplicates of newer memories.
+    /// The memories to delete, with reasons: stale ones, then duplicates of newer memories (the
+    /// same fact restated, judged by [`crate::tiers::duplicates`]; the newest is kept).
     fn select<'m>(&self, memories: &'m [Memory]) -> Vec<(&'m Memory, String)> {
         let policy = self.mode.policy(self.settings);
         let now = Utc::now();
         let mut selected: Vec<(&Memory, String)> = Vec::new();
         let mut newest_first: Vec<&Memory> = memories.iter().collect();
         newest_first.sort_by_key(|m| std::cmp::Reverse(m.created_at));
-        let mut kept: Vec<(&Memory, BTreeSet<String>)> = Vec::new();
+        // Kept memories, filed by the words duplicates must share: each memory is compared only
+        // with the few kept ones of its key, not with every kept memory.
+        let mut kept: crate::tiers::duplicates::DuplicateIndex<&Memory> =
+            crate::tiers::duplicates::DuplicateIndex::new(self.settings.memory_similarity);
         for memory in newest_first {
             if let (Some(stale), Some(updated)) = (policy.memory_stale, memory.updated_at) {
                 let age = (now - updated).to_std().unwrap_or_default();
@@ -99,52 +155,16 @@ impl MemoryJob<'_> {
                     continue;
                 }
             }
-            let words = words(&memory.text);
-            if policy.memory_duplicates
-                && let Some((newer, score)) = kept
-                    .iter()
-                    .map(|(m, w)| (m, similarity(w, &words)))
-                    .find(|(_, score)| *score >= self.settings.memory_similarity)
-            {
+            if !policy.memory_duplicates {
+                continue;
+            }
+            let fingerprint = crate::tiers::duplicates::Fingerprint::new(&memory.text);
+            if let Some((newer, score)) = kept.find(&fingerprint) {
                 selected.push((memory, format!("duplicate of newer `{}` (similarity {score:.2})", newer.id)));
                 continue;
             }
-            kept.push((memory, words));
+            kept.insert(memory, fingerprint);
         }
         selected
-    }
-}
-
-/// The words of a text: lowercased runs of letters and digits.
-fn words(text: &str) -> BTreeSet<String> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
-}
-
-/// Sørensen–Dice coefficient of two word sets: 2|A∩B| / (|A|+|B|). Words, not characters:
-/// "order 1234 shipped" and "order 5678 shipped" differ in what matters, so they are not
-/// duplicates, while a restatement with other case and punctuation is.
-fn similarity(a: &BTreeSet<String>, b: &BTreeSet<String>) -> f64 {
-    if a.is_empty() && b.is_empty() {
-        return 1.0;
-    }
-    let shared = a.intersection(b).count();
-    2.0 * shared as f64 / (a.len() + b.len()) as f64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{similarity, words};
-
-    #[test]
-    fn word_similarity() {
-        let s = |a: &str, b: &str| similarity(&words(a), &words(b));
-        assert_eq!(s("The user prefers green tea.", "the user prefers GREEN tea"), 1.0);
-        assert!(s("fact number 10 about topic 790", "fact number 1 about topic 919") < 0.7);
-        assert!(s("order 1234 shipped to Lisbon", "order 5678 shipped to Lisbon") < 0.85);
-        let near = s(
-            "the user prefers green tea in the morning and coffee at night",
-            "the user prefers green tea in the morning and coffee at noon",
-        );
-        assert!(near >= 0.85, "{near}");
     }
 }

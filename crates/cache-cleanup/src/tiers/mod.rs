@@ -1,5 +1,6 @@
 //! One module per tier.
 
+pub mod duplicates;
 pub mod files;
 pub mod logs;
 pub mod memory;

@@ -1,6 +1,13 @@
 //! PostgreSQL: expired and stale rows of the cache table, deleted in bounded statements, then
 //! `VACUUM (ANALYZE)` when enough rows went.
 //!
+//! Expired rows go first, uncapped and unjournaled: they are dead already. Live rows (not
+//! expired) that the mode finds stale go next, within the blast-radius cap ([`Cap`], counted on
+//! the project's live rows when the run starts), and into the undo journal: each statement is
+//! `DELETE ... RETURNING to_jsonb(row)` in its own transaction, and the rows it returns are
+//! appended to the journal and fsynced before the transaction commits, so a row is never gone
+//! without its journal.
+//!
 //! Rows are deleted in chunks of heap pages (`ctid` ranges, a TID range scan on PostgreSQL 14
 //! and later): every statement does a bounded amount of work whatever the indexes, each commits
 //! on its own, and the chunk grows or shrinks so that no statement runs longer than
@@ -11,10 +18,12 @@ use std::time::{Duration, Instant};
 
 use cache_core::clients::postgres::{self as client, quote_ident};
 use cache_core::config::{CleanupSettings, PostgresTarget};
+use cache_core::journal::{RunJournal, Scope, Writer};
 use cache_core::tier::Tier;
 use tokio_postgres::Client;
 use tokio_postgres::types::ToSql;
 
+use crate::cap::Cap;
 use crate::plan::Mode;
 use crate::report::{Action, Item, TargetReport};
 
@@ -38,13 +47,34 @@ pub struct PostgresJob<'a> {
     pub dry_run: bool,
     /// `--force` at a terminal: no blast-radius cap.
     pub cap_lifted: bool,
+    /// The run's undo journal, which live rows go into before they are deleted.
+    pub journal: &'a RunJournal,
+}
+
+/// Which rows a statement selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rows {
+    /// Expired rows.
+    Expired,
+    /// Live rows (not expired) the mode finds stale.
+    LiveStale,
+    /// Every live row, stale or not (what the cap is a share of).
+    Live,
+    /// Either of the first two (the dry run's listing).
+    Selected,
+}
+
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
 }
 
 impl PostgresJob<'_> {
     /// Runs the cleanup of this target.
     pub async fn run(&self) -> TargetReport {
         let mut report = TargetReport::new(Tier::Postgres, &self.target.name);
-        let db = match client::connect(self.target).await {
+        let mut db = match client::connect(self.target).await {
             Ok(db) => db,
             Err(e) => {
                 report.unreachable = true;
@@ -52,23 +82,36 @@ impl PostgresJob<'_> {
                 return report;
             }
         };
-        if let Err(e) = self.clean(&db, &mut report).await {
-            report.errors.push(client::error_text(&e));
+        if let Err(e) = self.clean(&mut db, &mut report).await {
+            report.errors.push(match e.downcast_ref::<tokio_postgres::Error>() {
+                Some(pg) => client::error_text(pg),
+                None => format!("{e:#}"),
+            });
         }
         report
     }
 
-    /// The condition selecting rows, its parameters, and the reason of each part.
-    fn condition(&self) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
+    /// The condition selecting `rows` (within the category and the project), and its parameters.
+    fn condition(&self, rows: Rows) -> Option<(String, Params)> {
         let c = &self.target.columns;
-        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        let mut why = vec![format!("{} < now()", quote_ident(&c.expires_at))];
-        if let Some(idle) = self.mode.policy(self.settings).idle {
+        let mut params: Params = Vec::new();
+        let expired = format!("{} < now()", quote_ident(&c.expires_at));
+        let live = format!("({exp} IS NULL OR {exp} >= now())", exp = quote_ident(&c.expires_at));
+        let mut stale = || {
+            let idle = self.mode.policy(self.settings).idle?;
             params.push(Box::new(idle.as_secs_f64()));
-            why.push(format!("{} < now() - make_interval(secs => ${})", quote_ident(&c.accessed_at), params.len()));
-        }
-        let mut condition = format!("({})", why.join(" OR "));
-        if let Some(category) = self.category {
+            Some(format!("{} < now() - make_interval(secs => ${})", quote_ident(&c.accessed_at), params.len()))
+        };
+        let mut condition = match rows {
+            Rows::Expired => expired,
+            Rows::LiveStale => format!("{live} AND {}", stale()?),
+            Rows::Live => live,
+            Rows::Selected => match stale() {
+                Some(stale) => format!("({expired} OR {stale})"),
+                None => expired,
+            },
+        };
+        if let Some(category) = self.category.filter(|_| rows != Rows::Live) {
             params.push(Box::new(category.to_owned()));
             condition.push_str(&format!(" AND {} = ${}", quote_ident(&c.category), params.len()));
         }
@@ -76,10 +119,10 @@ impl PostgresJob<'_> {
             params.push(Box::new(self.project.to_owned()));
             condition.push_str(&format!(" AND {} = ${}", quote_ident(&c.project), params.len()));
         }
-        (condition, params)
+        Some((condition, params))
     }
 
-    async fn clean(&self, db: &Client, report: &mut TargetReport) -> Result<(), tokio_postgres::Error> {
+    async fn clean(&self, db: &mut Client, report: &mut TargetReport) -> anyhow::Result<()> {
         let Some(table) =
             db.query_one("SELECT to_regclass($1)::text", &[&self.target.table]).await?.get::<_, Option<String>>(0)
         else {
@@ -107,61 +150,72 @@ impl PostgresJob<'_> {
             db.query_one(&format!("SELECT count(*)::float8 FROM {t}"), &[]).await?.get::<_, f64>(0)
         };
         let row_bytes = if tuples >= 1.0 { heap_bytes / tuples } else { 0.0 };
-        let (condition, params) = self.condition();
-        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-        let c = &self.target.columns;
+        let size = row_bytes as u64;
         report.notes.push("bytes freed are estimated from the average row size".into());
-        if !self.dry_run {
-            // A real run counts what it removes; only a preview needs to count first.
-            report.examined = tuples as u64;
-            report.notes.push("examined is the planner's row estimate".into());
-        } else {
-            let counted = db
-                .query_one(
-                    &format!("SELECT count(*)::bigint, (SELECT count(*) FROM {t})::bigint FROM {t} WHERE {condition}"),
-                    &params,
-                )
-                .await?;
-            let (selected, total): (i64, i64) = (counted.get(0), counted.get(1));
-            report.examined = total as u64;
-            report.selected = selected as u64;
-            report.bytes_freed = (selected as f64 * row_bytes) as u64;
-            let rows = db
-                .query(
-                    &format!(
-                        "SELECT {key}::text, CASE WHEN {exp} < now() THEN 'expired at ' || {exp}::text
-                                ELSE 'not accessed since ' || {acc}::text END
-                           FROM {t} WHERE {condition} LIMIT {sample}",
-                        key = quote_ident(&c.key),
-                        exp = quote_ident(&c.expires_at),
-                        acc = quote_ident(&c.accessed_at),
-                        sample = self.settings.dry_run_sample,
-                    ),
-                    &params,
-                )
-                .await?;
-            for row in rows {
-                report.items.push(Item {
-                    name: row.get::<_, Option<String>>(0).unwrap_or_default(),
-                    action: Action::Delete,
-                    reason: row.get::<_, Option<String>>(1).unwrap_or_default(),
-                    bytes: Some(row_bytes as u64),
-                });
+        // The cap is a share of the project's live rows when the run starts; a mode that
+        // deletes no live row needs no count.
+        let live_stale = self.condition(Rows::LiveStale);
+        let mut cap = match &live_stale {
+            None => Cap::none(),
+            Some(_) => {
+                let (live, params) = self.condition(Rows::Live).unwrap_or_default();
+                let sql = format!("SELECT count(*)::bigint FROM {t} WHERE {live}");
+                let live_rows: i64 = db.query_one(&sql, &refs(&params)).await?.get(0);
+                Cap::new(self.settings, live_rows as u64, self.cap_lifted)
             }
+        };
+        if self.dry_run {
+            self.preview(db, &t, row_bytes, &mut cap, report).await?;
+            report.cap = Some(cap);
             return Ok(());
         }
+        // A real run counts what it removes; only a preview needs to count first.
+        report.examined = tuples as u64;
+        report.notes.push("examined is the planner's row estimate".into());
         let phase = Instant::now();
-        let Statements { count: statements, longest } = if version >= 140_000 {
-            self.delete_by_pages(db, &t, &condition, &params, pages, report).await?
-        } else {
-            self.delete_by_limit(db, &t, &condition, &params, report).await?
-        };
-        report
-            .notes
-            .push(format!("deleted in {statements} statements over {:.0} ms", phase.elapsed().as_secs_f64() * 1000.0));
+        let mut stats = Statements::default();
+        let walk = Walk { table: &t, pages, by_pages: version >= 140_000 };
+        let (expired, params) = self.condition(Rows::Expired).unwrap_or_default();
+        walk.delete(self, db, &expired, &refs(&params), None, &mut stats, report).await?;
+        let expired_rows = report.removed;
+        if let Some((condition, params)) = &live_stale {
+            let scope = Scope {
+                table: Some(table.clone()),
+                project: (!self.target.columns.project.is_empty()).then(|| self.project.to_owned()),
+                ..Scope::default()
+            };
+            let mut writer = self.journal.writer(Tier::Postgres, &self.target.name, scope);
+            let mut live = Live { cap: &mut cap, size, journal: &mut writer };
+            let done = walk.delete(self, db, condition, &refs(params), Some(&mut live), &mut stats, report).await;
+            report.journal = writer.summary();
+            if let Some(journal) = &report.journal {
+                report.notes.push(format!(
+                    "{} live rows journaled in `{}`: undo with `cache-cleanup undo {}`",
+                    journal.count,
+                    journal.file,
+                    self.journal.run_id()
+                ));
+            }
+            done?;
+            if let Some(hit) = &cap.hit {
+                report.notes.push(hit.clone());
+            }
+        }
+        report.cap = Some(cap);
+        report.notes.push(format!(
+            "deleted in {} statements over {:.0} ms",
+            stats.count,
+            phase.elapsed().as_secs_f64() * 1000.0
+        ));
+        if live_stale.is_some() {
+            report.notes.push(format!(
+                "{expired_rows} expired rows (uncapped), {} live rows not accessed within the mode's idle time",
+                report.removed - expired_rows
+            ));
+        }
         report.selected = report.removed;
         report.bytes_freed = (report.removed as f64 * row_bytes) as u64;
-        report.notes.push(format!("longest DELETE {:.0} ms", longest.as_secs_f64() * 1000.0));
+        report.notes.push(format!("longest DELETE {:.0} ms", stats.longest.as_secs_f64() * 1000.0));
         if report.removed >= VACUUM_MIN_ROWS || report.removed as f64 >= VACUUM_MIN_SHARE * tuples.max(1.0) {
             let start = Instant::now();
             db.batch_execute(&format!("VACUUM (ANALYZE) {t}")).await?;
@@ -170,55 +224,160 @@ impl PostgresJob<'_> {
         Ok(())
     }
 
-    /// Deletes in chunks of heap pages.
-    async fn delete_by_pages(
+    /// A dry run: counts what would go, within the cap, and lists a sample with reasons.
+    async fn preview(
         &self,
         db: &Client,
-        table: &str,
+        t: &str,
+        row_bytes: f64,
+        cap: &mut Cap,
+        report: &mut TargetReport,
+    ) -> anyhow::Result<()> {
+        let c = &self.target.columns;
+        let count = |rows: Rows| {
+            let condition = self.condition(rows);
+            async move {
+                let Some((condition, params)) = condition else { return anyhow::Ok(0u64) };
+                let sql = format!("SELECT count(*)::bigint FROM {t} WHERE {condition}");
+                Ok(db.query_one(&sql, &refs(&params)).await?.get::<_, i64>(0) as u64)
+            }
+        };
+        let expired = count(Rows::Expired).await?;
+        let live_stale = count(Rows::LiveStale).await?;
+        let total: i64 = db.query_one(&format!("SELECT count(*)::bigint FROM {t}"), &[]).await?.get(0);
+        let size = row_bytes as u64;
+        let admitted = live_stale.min(limit(cap, size).unwrap_or(u64::MAX));
+        cap.items += admitted;
+        cap.bytes += admitted * size;
+        if admitted < live_stale && !cap.admit(size) {
+            let hit = cap.hit.take().unwrap_or_default().replacen("stopped", "would stop", 1);
+            report.notes.push(format!("{hit} ({} of {live_stale} stale live rows)", admitted));
+            cap.hit = Some(hit);
+        }
+        report.examined = total as u64;
+        report.selected = expired + admitted;
+        report.bytes_freed = (report.selected as f64 * row_bytes) as u64;
+        let Some((condition, params)) = self.condition(Rows::Selected) else { return Ok(()) };
+        let rows = db
+            .query(
+                &format!(
+                    "SELECT {key}::text, CASE WHEN {exp} < now() THEN 'expired at ' || {exp}::text
+                            ELSE 'not accessed since ' || {acc}::text END
+                       FROM {t} WHERE {condition} LIMIT {sample}",
+                    key = quote_ident(&c.key),
+                    exp = quote_ident(&c.expires_at),
+                    acc = quote_ident(&c.accessed_at),
+                    sample = self.settings.dry_run_sample,
+                ),
+                &refs(&params),
+            )
+            .await?;
+        for row in rows {
+            report.items.push(Item {
+                name: row.get::<_, Option<String>>(0).unwrap_or_default(),
+                action: Action::Delete,
+                reason: row.get::<_, Option<String>>(1).unwrap_or_default(),
+                bytes: Some(size),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The most rows the cap still admits at `size` bytes each; `None` when it is lifted.
+fn limit(cap: &Cap, size: u64) -> Option<u64> {
+    let by_count = cap.max_items.map(|_| cap.room());
+    let by_bytes = cap.max_bytes.map(|max| max.saturating_sub(cap.bytes).checked_div(size).unwrap_or(u64::MAX));
+    match (by_count, by_bytes) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX))),
+    }
+}
+
+/// What deleting live rows takes: the cap, the estimated size of a row, and the journal.
+struct Live<'a> {
+    cap: &'a mut Cap,
+    size: u64,
+    journal: &'a mut Writer,
+}
+
+/// How a table is walked: chunks of heap pages (PostgreSQL 14 and later), or `LIMIT`ed batches.
+struct Walk<'a> {
+    table: &'a str,
+    pages: i64,
+    by_pages: bool,
+}
+
+impl Walk<'_> {
+    /// Deletes every row matching `condition`; with `live`, only as many as its cap admits, each
+    /// statement's rows journaled before its transaction commits.
+    #[allow(clippy::too_many_arguments, reason = "one call site per phase; a struct would only rename them")]
+    async fn delete(
+        &self,
+        job: &PostgresJob<'_>,
+        db: &mut Client,
         condition: &str,
         params: &[&(dyn ToSql + Sync)],
-        pages: i64,
+        mut live: Option<&mut Live<'_>>,
+        stats: &mut Statements,
         report: &mut TargetReport,
-    ) -> Result<Statements, tokio_postgres::Error> {
-        let mut stats = Statements::default();
-        let mut chunk: i64 = 256;
+    ) -> anyhow::Result<()> {
+        let table = self.table;
+        let budget = job.settings.max_statement;
+        let mut chunk: i64 = if self.by_pages { 256 } else { job.settings.batch_size as i64 };
         let mut page: i64 = 0;
         // Rows appended while we work land past `pages`; the next run takes them.
-        while page <= pages {
-            let end = page + chunk;
-            let sql = format!(
-                "DELETE FROM {table} WHERE ctid >= '({page},0)'::tid AND ctid < '({end},0)'::tid AND {condition}"
-            );
-            let (removed, took) = stats.execute(db, &sql, params).await?;
-            report.removed += removed;
-            page = end;
-            chunk = adapt(chunk, took, self.settings.max_statement, 8, 1 << 20);
-        }
-        Ok(stats)
-    }
-
-    /// Deletes `LIMIT`ed batches skipping locked rows (servers before PostgreSQL 14).
-    async fn delete_by_limit(
-        &self,
-        db: &Client,
-        table: &str,
-        condition: &str,
-        params: &[&(dyn ToSql + Sync)],
-        report: &mut TargetReport,
-    ) -> Result<Statements, tokio_postgres::Error> {
-        let mut stats = Statements::default();
-        let mut batch = self.settings.batch_size as i64;
-        loop {
-            let sql = format!(
-                "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {condition} LIMIT {batch} FOR UPDATE SKIP LOCKED))"
-            );
-            let (removed, took) = stats.execute(db, &sql, params).await?;
-            report.removed += removed;
-            if removed == 0 {
-                return Ok(stats);
+        while !self.by_pages || page <= self.pages {
+            let range = if self.by_pages {
+                format!("ctid >= '({page},0)'::tid AND ctid < '({},0)'::tid AND ", page + chunk)
+            } else {
+                String::new()
+            };
+            let cap_limit = live.as_deref().and_then(|l| limit(l.cap, l.size));
+            if cap_limit == Some(0) {
+                // The cap is reached: say so only if a row is still waiting.
+                let from = if self.by_pages { format!("ctid >= '({page},0)'::tid AND ") } else { String::new() };
+                let sql = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE {from}{condition})");
+                if db.query_one(&sql, params).await?.get::<_, bool>(0)
+                    && let Some(l) = live.as_deref_mut()
+                {
+                    l.cap.admit(l.size);
+                }
+                return Ok(());
             }
-            batch = adapt(batch, took, self.settings.max_statement, 10, 100_000);
+            let batch = if self.by_pages { cap_limit } else { Some(cap_limit.unwrap_or(u64::MAX).min(chunk as u64)) };
+            let selection = match batch {
+                None => format!("{range}{condition}"),
+                Some(n) => {
+                    let skip_locked = if self.by_pages { "" } else { " FOR UPDATE SKIP LOCKED" };
+                    format!(
+                        "ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {range}{condition} LIMIT {n}{skip_locked})) AND {condition}"
+                    )
+                }
+            };
+            let sql = format!("DELETE FROM {table} AS d WHERE {selection}");
+            let (removed, took) = match live.as_deref_mut() {
+                None => stats.execute(db, &sql, params).await?,
+                Some(l) => {
+                    stats.execute_journaled(db, &format!("{sql} RETURNING to_jsonb(d)::text"), params, l).await?
+                }
+            };
+            report.removed += removed;
+            let full = batch.is_some_and(|n| removed >= n);
+            if self.by_pages {
+                // A chunk cut short by the cap may hold more: take it again.
+                if !full {
+                    page += chunk;
+                }
+                chunk = adapt(chunk, took, budget, 8, 1 << 20);
+            } else {
+                if removed == 0 {
+                    return Ok(());
+                }
+                chunk = adapt(chunk, took, budget, 10, 100_000);
+            }
         }
+        Ok(())
     }
 }
 
@@ -244,6 +403,31 @@ impl Statements {
         self.longest = self.longest.max(took);
         Ok((rows, took))
     }
+
+    /// Runs one `DELETE ... RETURNING to_jsonb(row)::text` in a transaction, appends the rows
+    /// to the journal (fsynced), then commits; admits each row in the cap. A failure to journal
+    /// rolls the statement back, so no row goes unjournaled.
+    async fn execute_journaled(
+        &mut self,
+        db: &mut Client,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        live: &mut Live<'_>,
+    ) -> anyhow::Result<(u64, Duration)> {
+        let start = Instant::now();
+        let tx = db.transaction().await?;
+        let rows = tx.query(sql, params).await?;
+        let records: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+        live.journal.append(&records)?;
+        tx.commit().await?;
+        let took = start.elapsed();
+        self.count += 1;
+        self.longest = self.longest.max(took);
+        for _ in &records {
+            live.cap.admit(live.size);
+        }
+        Ok((records.len() as u64, took))
+    }
 }
 
 /// The next chunk size: proportional to how far the last statement was from half the budget
@@ -259,7 +443,8 @@ fn adapt(size: i64, took: Duration, budget: Duration, min: i64, max: i64) -> i64
 mod tests {
     use std::time::Duration;
 
-    use super::adapt;
+    use super::{adapt, limit};
+    use crate::cap::Cap;
 
     #[test]
     fn chunks_adapt_to_the_statement_budget() {
@@ -272,5 +457,21 @@ mod tests {
         assert_eq!(adapt(100, Duration::from_millis(200), budget, 8, 1000), 50);
         assert_eq!(adapt(100, Duration::from_millis(900), budget, 8, 1000), 25);
         assert_eq!(adapt(10, Duration::from_millis(150), budget, 8, 1000), 8);
+    }
+
+    #[test]
+    fn the_statement_limit_is_the_tighter_of_the_two_caps() {
+        let mut settings = cache_core::config::CleanupSettings::default();
+        let mut cap = Cap::new(&settings, 2000, false);
+        assert_eq!(limit(&cap, 100), Some(500));
+        assert!((0..400).all(|_| cap.admit(100)));
+        assert_eq!(limit(&cap, 100), Some(100));
+        // One GiB of rows of 4 MiB: 256 rows at most, whatever the count.
+        settings.max_delete_share = 1.0;
+        let cap = Cap::new(&settings, 1_000_000, false);
+        assert_eq!(limit(&cap, 4 << 20), Some(256));
+        assert_eq!(limit(&cap, 0), Some(1_000_000));
+        assert_eq!(limit(&Cap::new(&settings, 10, true), 100), None);
+        assert_eq!(limit(&Cap::none(), 100), None);
     }
 }

@@ -7,7 +7,7 @@
 //! namespace or one of its prefixes.
 //!
 //! Eviction to a memory target keeps, while scanning, the coldest keys whose sizes add up to
-//! the excess (a bounded streaming top-k, [`Coldest`]), then deletes them coldest first in
+//! the excess (a bounded streaming top-k, `Coldest`), then deletes them coldest first in
 //! batches, re-reading `used_memory` before each batch and sizing the batch to what is still
 //! over: it stops at the target, overshooting by at most one batch (in practice one key). Each
 //! key's idle time is checked again just before it goes: one used meanwhile stays. Every
@@ -163,7 +163,10 @@ impl RedisJob<'_> {
                 report.foreign, self.namespace
             ));
         }
-        if let Some(hit) = &cap.hit {
+        if let Some(hit) = cap.hit.as_mut() {
+            if self.dry_run {
+                *hit = hit.replacen("stopped", "would stop", 1);
+            }
             report.notes.push(hit.clone());
         }
         report.cap = Some(cap);

@@ -85,6 +85,12 @@ impl MemoryClient {
 
     /// Every memory of the user, page by page.
     pub async fn list_all(&self) -> anyhow::Result<Vec<Memory>> {
+        Ok(self.list_all_json().await?.iter().filter_map(Memory::from_json).collect())
+    }
+
+    /// Every memory of the user, page by page, as the API returned them (what an undo journal
+    /// or a backup keeps: id, text, user, categories, metadata, times).
+    pub async fn list_all_json(&self) -> anyhow::Result<Vec<Value>> {
         const PAGE: usize = 100;
         let user = self.user_id.as_str();
         anyhow::ensure!(!user.trim().is_empty(), "refusing to list memories without a user id");
@@ -105,13 +111,62 @@ impl MemoryClient {
             };
             let items = self.send(request, "listing memories").await?;
             let full_page = items.len() == PAGE;
-            all.extend(items.into_iter().filter_map(|v| Memory::from_json(&v)));
+            all.extend(items);
             // The self-hosted server has no pages: one answer holds everything.
             if !full_page || self.target.dialect == MemoryDialect::SelfHosted {
                 break;
             }
         }
         Ok(all)
+    }
+
+    /// Stores `text` verbatim as a new memory of the user (`infer: false`: no extraction, no
+    /// merging), with `metadata` and `categories`. Platform: `POST /v1/memories/`; self-hosted:
+    /// `POST /memories`, with the same body. Returns the API's answer.
+    pub async fn add(&self, text: &str, categories: &[String], metadata: &Value) -> anyhow::Result<Value> {
+        let user = self.user_id.as_str();
+        anyhow::ensure!(!user.trim().is_empty(), "refusing to add a memory without a user id");
+        let body = json!({
+            "messages": [{ "role": "user", "content": text }],
+            "user_id": user,
+            "metadata": metadata,
+            "categories": categories,
+            "infer": false,
+        });
+        let path = match self.target.dialect {
+            MemoryDialect::Platform => "v1/memories/",
+            MemoryDialect::SelfHosted => "memories",
+        };
+        let request = self.http.post(self.url(path)?).json(&body).timeout(self.target.timeout);
+        let response =
+            self.authorize(request).send().await.with_context(|| format!("adding a memory at {}", self.target.url))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body: String = response.text().await.unwrap_or_default().chars().take(200).collect();
+            bail!("adding a memory at {}: HTTP {status}: {body}", self.target.url);
+        }
+        Ok(response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Re-creates `memories` (a restore: from a backup or an undo journal), a few at a time;
+    /// returns how many were created, and the first error (the others still go).
+    pub async fn add_all(&self, memories: Vec<Restoring>) -> (u64, Option<anyhow::Error>) {
+        use futures::StreamExt as _;
+        /// Memories created at once.
+        const CONCURRENT_ADDS: usize = 8;
+        let mut results = futures::stream::iter(memories)
+            .map(|m| async move { self.add(&m.text, &m.categories, &m.metadata).await })
+            .buffer_unordered(CONCURRENT_ADDS);
+        let (mut created, mut first_error) = (0, None);
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(_) => created += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        (created, first_error)
     }
 
     /// Deletes memories by id, `batch` per request where the API has a batch endpoint.
@@ -168,6 +223,43 @@ impl MemoryClient {
             .await
             .with_context(|| format!("{what} at {}: the response is not JSON", self.target.url))?;
         memories_of(body).with_context(|| format!("{what} at {}: unexpected response shape", self.target.url))
+    }
+}
+
+/// The text of a memory as the API returned it (`memory`, or `text`).
+pub fn text_of(memory: &Value) -> &str {
+    memory.get("memory").or_else(|| memory.get("text")).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// A memory to re-create: what a restore sends to [`MemoryClient::add`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Restoring {
+    /// Its text, stored verbatim.
+    pub text: String,
+    /// Its categories.
+    pub categories: Vec<String>,
+    /// Its metadata, with `restored_from`.
+    pub metadata: Value,
+}
+
+impl Restoring {
+    /// From `memory` as the API returned it: its text, categories and metadata (a metadata that
+    /// is not an object is kept under `original`), plus `metadata.restored_from` = `origin` with
+    /// the memory's original `id` and `created_at`.
+    pub fn from_memory(memory: &Value, mut origin: serde_json::Map<String, Value>) -> Self {
+        let categories: Vec<String> = memory["categories"]
+            .as_array()
+            .map(|c| c.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let mut metadata = match memory.get("metadata") {
+            Some(Value::Object(object)) => object.clone(),
+            None | Some(Value::Null) => serde_json::Map::new(),
+            Some(other) => serde_json::Map::from_iter([("original".to_owned(), other.clone())]),
+        };
+        origin.insert("id".into(), memory["id"].clone());
+        origin.insert("created_at".into(), memory["created_at"].clone());
+        metadata.insert("restored_from".into(), Value::Object(origin));
+        Self { text: text_of(memory).to_owned(), categories, metadata: Value::Object(metadata) }
     }
 }
 
