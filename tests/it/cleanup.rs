@@ -603,6 +603,15 @@ fn the_blast_radius_cap_stops_a_run_and_says_why() {
         env.run(CLEANUP, &["moderate", "--yes", "--force", "--scheduled", "cleanup-deep", "--tier", "redis"]);
     scheduled.expect_code(2);
     assert_eq!(redis.keys().len(), 3000, "a refused --force deleted something");
+    // Eviction is capped too: from 99% to 70% needs more than a quarter of these small keys.
+    let mut conn = redis.connection();
+    let max = (used_memory(&mut conn) as f64 / 0.99) as u64;
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(max).query(&mut conn).unwrap();
+    let out = env.run(CLEANUP, &["evict", "--yes", "--tier", "redis", "--format", "json"]);
+    out.expect_code(1);
+    let target = &out.json()["targets"][0];
+    assert_eq!(target["removed"], 750, "{}", out.dump());
+    assert!(target["cap"]["hit"].as_str().unwrap().contains("750 entries"), "{target:#}");
 }
 
 #[test]
@@ -668,6 +677,52 @@ fn a_cluster_is_cleaned_on_every_primary() {
     health.expect_code(0);
     let checks = health.json()["targets"][0]["checks"].to_string();
     assert!(checks.contains("cluster_state ok, 16384 of 16384 slots assigned"), "{checks}");
+}
+
+#[test]
+fn eviction_on_a_cluster_brings_every_primary_to_its_target() {
+    let Some(cluster) = cache_tests::RedisCluster::start() else { return };
+    // 3000 keys of 8 KB over the three primaries, key i idle i seconds.
+    for i in 0..3000u64 {
+        cluster.set_aged(&format!("app:cache:k{i}"), &[b'x'; 8000], 3_600_000, i);
+    }
+    // One connection per node held for the whole test: a new one would add its own buffers to
+    // the figure it reads.
+    let mut conns: Vec<redis::Connection> = cluster.nodes().iter().map(RedisServer::connection).collect();
+    let mut maxima = Vec::new();
+    for conn in &mut conns {
+        let max = (used_memory(conn) as f64 / 0.9) as u64;
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(max).query(conn).unwrap();
+        maxima.push(max);
+    }
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\nnamespace = \"app:\"\n[cleanup]\nmax_delete_share = \"50%\"\n",
+        cluster.nodes()[0].url()
+    ));
+    let out = env.run(CLEANUP, &["evict", "--yes", "--tier", "redis", "--format", "json"]);
+    out.expect_code(0);
+    for ((node, max), conn) in cluster.nodes().iter().zip(maxima).zip(&mut conns) {
+        let used = used_memory(conn);
+        let target = (max as f64 * 0.7) as u64;
+        assert!(
+            used <= target && used + 20 * 8300 >= target,
+            "node {}: {used} of target {target}\n{}",
+            node.port(),
+            out.dump()
+        );
+        // On each node the idlest keys went.
+        let kept: BTreeSet<u64> =
+            node.keys().iter().filter_map(|k| k.strip_prefix("app:cache:k")?.parse().ok()).collect();
+        let gone = (0..3000u64)
+            .filter(|i| !kept.contains(i) && cluster.node_for(&format!("app:cache:k{i}")).port() == node.port());
+        let gone: BTreeSet<u64> = gone.collect();
+        assert!(
+            !gone.is_empty() && kept.last() < gone.first(),
+            "node {}: a kept key is idler than an evicted one",
+            node.port()
+        );
+    }
 }
 
 #[test]

@@ -475,6 +475,11 @@ impl Eviction<'_> {
                 }
             }
             if batch.is_empty() {
+                if cap.room() == 0 {
+                    // More is needed, but the cap allows no more: the cap stopped the run.
+                    cap.hit_by_count();
+                    break;
+                }
                 if rounds >= EVICTION_ROUNDS {
                     report.notes.push(format!(
                         "memory target not reached after {rounds} scans: no more idle keys of the project to evict"
