@@ -661,7 +661,7 @@ fn a_cluster_is_cleaned_on_every_primary() {
     out.expect_code(0);
     let target = &out.json()["targets"][0];
     assert_eq!((target["removed"].as_u64(), target["expired"].as_u64()), (Some(60), Some(60)), "{}", out.dump());
-    assert!(target["notes"].to_string().contains("cluster: 3 primaries"));
+    assert!(target["notes"].to_string().contains("cluster: 3 of 3 primaries"));
     let keys = cluster.keys();
     assert!(!keys.iter().any(|k| k.contains(":old")), "{keys:?}");
     assert_eq!(keys.len(), 120);

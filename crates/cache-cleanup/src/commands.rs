@@ -133,7 +133,7 @@ async fn clean(
             resume: cli.resume,
             max_ops_per_sec: max_ops,
             cap_lifted,
-            namespace: config.redis_namespace(target),
+            keyspace: cache_core::keyspace::Keyspace::new(config, target),
             state: &ctx.state,
             progress: ctx.printer.progress(0, &format!("redis/{}", target.name)),
         };

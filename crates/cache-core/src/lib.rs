@@ -25,6 +25,7 @@ pub mod gpu;
 pub mod history;
 pub mod jobs;
 pub mod journal;
+pub mod keyspace;
 pub mod lock;
 pub mod output;
 pub mod redact;

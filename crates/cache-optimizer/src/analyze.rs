@@ -14,8 +14,9 @@ use cache_core::config::{OptimizerSettings, PostgresTarget, RedisTarget};
 use cache_core::exit::{self, Convention};
 use cache_core::history::{self, REPORTS_DIR};
 use cache_core::history::{HISTORY, Snapshot};
+use cache_core::keyspace::Keyspace;
 use cache_core::output::{Format, bytes};
-use cache_core::scan::{ScanOptions, Scanner, glob_match};
+use cache_core::scan::{ScanOptions, Scanner};
 use cache_core::tier::{Tier, selected};
 use chrono::Utc;
 use serde::Serialize;
@@ -125,7 +126,6 @@ pub async fn findings(ctx: &Context) -> anyhow::Result<Findings> {
     if findings.weekly.is_none() {
         findings.notes.push("no analytics history in the last 7 days: hit rate and latency not judged".into());
     }
-    let protected: Vec<String> = ctx.config.cleanup.protected.clone();
     let pg = futures::future::join_all(
         ctx.config
             .postgres
@@ -138,7 +138,7 @@ pub async fn findings(ctx: &Context) -> anyhow::Result<Findings> {
             .redis
             .iter()
             .filter(|t| selected(filters, Tier::Redis, &t.name))
-            .map(|t| redis_findings(t, settings, &protected)),
+            .map(|t| redis_findings(t, settings, Keyspace::new(&ctx.config, t))),
     );
     let (pg, redis) = tokio::join!(pg, redis);
     for (recs, notes) in pg.into_iter().chain(redis) {
@@ -277,7 +277,7 @@ async fn postgres_findings(
 async fn redis_findings(
     target: &RedisTarget,
     settings: &OptimizerSettings,
-    protected: &[String],
+    keyspace: Keyspace<'_>,
 ) -> (Vec<Recommendation>, Vec<String>) {
     let mut recs = Vec::new();
     let mut notes = Vec::new();
@@ -351,9 +351,7 @@ async fn redis_findings(
             Ok(Some(batch)) => {
                 for key in batch {
                     sampled += 1;
-                    if key.ttl_ms.is_some()
-                        || protected.iter().chain(&target.protected).any(|p| glob_match(p.as_bytes(), &key.key))
-                    {
+                    if key.ttl_ms.is_some() || keyspace.is_protected(&key.key) {
                         continue;
                     }
                     ttl_less += 1;

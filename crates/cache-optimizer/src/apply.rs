@@ -17,7 +17,7 @@ use cache_core::error::UsageError;
 use cache_core::exit::{self, Convention};
 use cache_core::output::Format;
 use cache_core::runs::Outcome;
-use cache_core::scan::{ScanOptions, Scanner, glob_match};
+use cache_core::scan::{ScanOptions, Scanner};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -196,12 +196,12 @@ async fn ttl_less_keys(
         ..ScanOptions::default()
     };
     let mut scanner = Scanner::new(conn, opts, 0).await?;
-    let protected: Vec<&String> = ctx.config.cleanup.protected.iter().chain(&target.protected).collect();
+    let keyspace = cache_core::keyspace::Keyspace::new(&ctx.config, target);
     let mut keys = Vec::new();
     while let Some(batch) = scanner.next_batch().await? {
         for k in batch {
             if k.ttl_ms.is_none()
-                && !protected.iter().any(|p| glob_match(p.as_bytes(), &k.key))
+                && !keyspace.is_protected(&k.key)
                 && let Ok(name) = String::from_utf8(k.key)
             {
                 keys.push(name);

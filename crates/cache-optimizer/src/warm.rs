@@ -13,7 +13,6 @@ use cache_core::history::hourly_profile;
 use cache_core::history::{HISTORY, Snapshot};
 use cache_core::output::{Format, bytes};
 use cache_core::runs::Outcome;
-use cache_core::scan::glob_match;
 use chrono::{Duration, Timelike, Utc};
 use serde::Serialize;
 use serde_json::json;
@@ -141,7 +140,7 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
         None => db.query(&sql, &[&limit]).await,
     }
     .map_err(|e| anyhow::anyhow!("postgres/{}: reading the hottest entries: {}", pg.name, postgres::error_text(&e)))?;
-    let protected: Vec<&String> = config.cleanup.protected.iter().chain(&redis_target.protected).collect();
+    let keyspace = cache_core::keyspace::Keyspace::new(config, redis_target);
     let budget = settings.warm_max_bytes.as_u64();
     let ttl_cap = settings.warm_ttl.as_millis() as u64;
     let mut used = 0u64;
@@ -150,7 +149,7 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
     for row in rows {
         let key = format!("{}{}", settings.warm_key_prefix, row.get::<_, String>(0));
         let value: String = row.get(1);
-        if protected.iter().any(|p| glob_match(p.as_bytes(), key.as_bytes())) {
+        if keyspace.is_protected(key.as_bytes()) {
             skipped_protected += 1;
             continue;
         }

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use cache_core::clients::redis as client;
 use cache_core::config::{CleanupSettings, ModePolicy, PrefixRule, RedisTarget, ScanMethod};
+use cache_core::keyspace::Keyspace;
 use cache_core::output::{ProgressBar, bytes};
-use cache_core::scan::{Access, KeyInfo, Method, ScanOptions, Scanner, glob_match};
+use cache_core::scan::{Access, KeyInfo, Method, ScanOptions, Scanner};
 use cache_core::state::StateDir;
 use cache_core::tier::Tier;
 use chrono::{DateTime, Utc};
@@ -57,8 +58,8 @@ pub struct RedisJob<'a> {
     pub max_ops_per_sec: u32,
     /// `--force` at a terminal: no blast-radius cap.
     pub cap_lifted: bool,
-    /// The project's key namespace: no key outside it (and outside every prefix) is touched.
-    pub namespace: String,
+    /// The target's keyspace: the project's keys, the protected rule, the primaries.
+    pub keyspace: Keyspace<'a>,
     /// Where cursors are saved.
     pub state: &'a StateDir,
     /// Keys examined, on a terminal.
@@ -85,7 +86,7 @@ impl RedisJob<'_> {
     }
 
     fn protected(&self, key: &[u8]) -> bool {
-        self.settings.protected.iter().chain(&self.target.protected).any(|p| glob_match(p.as_bytes(), key))
+        self.keyspace.is_protected(key)
     }
 
     fn in_category(&self, key: &[u8]) -> bool {
@@ -93,13 +94,13 @@ impl RedisJob<'_> {
     }
 
     fn prefix(&self, key: &[u8]) -> Option<&PrefixRule> {
-        self.target.prefixes.iter().find(|r| key.starts_with(r.prefix.as_bytes()))
+        self.keyspace.prefix(key)
     }
 
     /// The project's key: under the namespace or one of the configured prefixes. Nothing else
     /// is ever deleted or changed.
     fn owned(&self, key: &[u8]) -> bool {
-        key.starts_with(self.namespace.as_bytes()) || self.prefix(key).is_some()
+        self.keyspace.owned(key)
     }
 
     fn policy(&self) -> &ModePolicy {
@@ -110,42 +111,22 @@ impl RedisJob<'_> {
     /// blast-radius cap for the whole target.
     pub async fn run(&self) -> TargetReport {
         let mut report = TargetReport::new(Tier::Redis, &self.target.name);
-        let mut conn = match client::connect(self.target).await {
-            Ok(conn) => conn,
+        let primaries = match self.keyspace.primaries().await {
+            Ok(primaries) => primaries,
             Err(e) => {
                 report.unreachable = true;
                 report.errors.push(format!("{e:#}"));
                 return report;
             }
         };
-        let info = client::info(&mut conn).await.unwrap_or_default();
-        let mut nodes = Vec::new();
-        match client::cluster_primaries(&mut conn, &info).await {
-            Ok(None) => nodes.push((conn, info, None)),
-            Ok(Some(primaries)) => {
-                report.notes.push(format!("cluster: {} primaries, cleaned one after the other", primaries.len()));
-                for (host, port) in primaries {
-                    let node = match client::node_target(self.target, &host, port) {
-                        Ok(node) => node,
-                        Err(e) => {
-                            report.errors.push(format!("{e:#}"));
-                            continue;
-                        }
-                    };
-                    let mut node_conn = match client::connect(&node).await {
-                        Ok(conn) => conn,
-                        Err(e) => {
-                            report.unreachable = true;
-                            report.errors.push(format!("{e:#}"));
-                            continue;
-                        }
-                    };
-                    let node_info = client::info(&mut node_conn).await.unwrap_or_default();
-                    nodes.push((node_conn, node_info, Some(format!("{host}:{port}"))));
-                }
-            }
-            Err(e) => report.errors.push(format!("listing the cluster's primaries: {e}")),
+        if primaries.cluster {
+            report.notes.push(format!("cluster: {}, cleaned one after the other", primaries.coverage()));
         }
+        if !primaries.complete() {
+            report.unreachable = true;
+            report.errors.extend(primaries.missing.iter().cloned());
+        }
+        let mut nodes: Vec<_> = primaries.nodes.into_iter().map(|p| (p.conn, p.info, p.node)).collect();
         let mut entries = 0;
         for (conn, _, _) in &mut nodes {
             entries += redis::cmd("DBSIZE").query_async::<u64>(conn).await.unwrap_or(0);
@@ -160,7 +141,8 @@ impl RedisJob<'_> {
         if report.foreign > 0 {
             report.notes.push(format!(
                 "{} keys outside the namespace `{}` and every prefix: another application's, left alone",
-                report.foreign, self.namespace
+                report.foreign,
+                self.keyspace.namespace()
             ));
         }
         if let Some(hit) = cap.hit.as_mut() {

@@ -162,8 +162,9 @@ async fn extend_ttls(
     extra: Duration,
     now: DateTime<Utc>,
 ) -> Vec<String> {
-    use cache_core::clients::{postgres, redis as redis_client};
-    use cache_core::scan::{ScanOptions, Scanner, glob_match};
+    use cache_core::clients::postgres;
+    use cache_core::keyspace::Keyspace;
+    use cache_core::scan::{Method, ScanOptions, Scanner};
     use cache_core::tier::Tier;
 
     let mut done = Vec::new();
@@ -173,30 +174,39 @@ async fn extend_ttls(
         if disabled.get(Tier::Redis, &t.name, now).is_some() {
             continue;
         }
-        let result: anyhow::Result<u64> = async {
-            let conn = redis_client::connect(t).await?;
-            let opts = ScanOptions { count: 1000, access: false, memory: false, ..ScanOptions::default() };
-            let mut scanner = Scanner::new(conn.clone(), opts, 0).await?;
-            let protected: Vec<&String> = config.cleanup.protected.iter().chain(&t.protected).collect();
+        let result: anyhow::Result<(u64, String)> = async {
+            let keyspace = Keyspace::new(config, t);
+            let primaries = keyspace.primaries().await?;
             let mut extended = 0;
-            let mut conn = conn;
-            while let Some(batch) = scanner.next_batch().await? {
-                let mut pipe = redis::pipe();
-                for k in batch.iter().filter(|k| !protected.iter().any(|p| glob_match(p.as_bytes(), &k.key))) {
-                    if let Some(ttl) = k.ttl_ms.filter(|t| *t > 0) {
-                        // GT: never shortens a TTL the application set meanwhile.
-                        pipe.cmd("PEXPIRE").arg(&k.key).arg(ttl + extra_ms).arg("GT").ignore();
-                        extended += 1;
+            for node in &primaries.nodes {
+                // Cluster nodes get pipelined commands: a script may only touch declared keys.
+                let method = primaries.cluster.then_some(Method::Pipeline);
+                let opts = ScanOptions { count: 1000, access: false, memory: false, method, ..ScanOptions::default() };
+                let mut scanner = Scanner::new(node.conn.clone(), opts, 0).await?;
+                let mut conn = node.conn.clone();
+                while let Some(batch) = scanner.next_batch().await? {
+                    let mut pipe = redis::pipe();
+                    for k in batch.iter().filter(|k| !keyspace.is_protected(&k.key)) {
+                        if let Some(ttl) = k.ttl_ms.filter(|t| *t > 0) {
+                            // GT: never shortens a TTL the application set meanwhile.
+                            pipe.cmd("PEXPIRE").arg(&k.key).arg(ttl + extra_ms).arg("GT").ignore();
+                            extended += 1;
+                        }
                     }
+                    pipe.query_async::<()>(&mut conn).await?;
                 }
-                pipe.query_async::<()>(&mut conn).await?;
             }
-            Ok(extended)
+            let missed = if primaries.complete() {
+                String::new()
+            } else {
+                format!(" (not reached: {})", primaries.missing.join("; "))
+            };
+            Ok((extended, missed))
         }
         .await;
         done.push(match result {
-            Ok(n) => format!(
-                "redis/{}: {n} TTLs extended by {} while {failed} is out",
+            Ok((n, missed)) => format!(
+                "redis/{}: {n} TTLs extended by {} while {failed} is out{missed}",
                 t.name,
                 humantime::format_duration(extra)
             ),

@@ -1,0 +1,259 @@
+//! The Redis tier model: one target's keyspace, whether a standalone server or a Redis Cluster.
+//!
+//! Tools ask a [`Keyspace`] which keys are the project's ([`Keyspace::owned`]), which are
+//! protected ([`Keyspace::is_protected`]: `cleanup.protected` and the target's `protected`, the
+//! one rule), which prefix rule a key falls under, and for the servers holding the data
+//! ([`Keyspace::primaries`]): the server itself, or every primary of a cluster (each with its
+//! own connection and INFO), with the primaries that could not be reached said, never skipped in
+//! silence.
+
+use std::collections::BTreeMap;
+
+use redis::aio::MultiplexedConnection;
+
+use crate::clients::redis as client;
+use crate::config::{Config, PrefixRule, RedisTarget};
+use crate::scan::glob_match;
+
+/// One Redis target as the project sees it.
+#[derive(Clone, Debug)]
+pub struct Keyspace<'a> {
+    /// The target.
+    pub target: &'a RedisTarget,
+    protected: Vec<&'a str>,
+    namespace: String,
+}
+
+/// A server holding part (or all) of a keyspace.
+pub struct Primary {
+    /// `host:port` of a cluster node; `None` for a standalone server.
+    pub node: Option<String>,
+    /// The target pointed at this server.
+    pub target: RedisTarget,
+    /// A connection to it.
+    pub conn: MultiplexedConnection,
+    /// Its `INFO` (empty when refused).
+    pub info: BTreeMap<String, String>,
+}
+
+/// The servers of a keyspace, as far as they could be reached.
+pub struct Primaries {
+    /// A Redis Cluster (every primary listed), or one standalone server.
+    pub cluster: bool,
+    /// The servers reached.
+    pub nodes: Vec<Primary>,
+    /// Primaries that could not be reached (or listed), in words: what the caller did not see.
+    pub missing: Vec<String>,
+}
+
+impl Primaries {
+    /// What was covered, for reports: `standalone`, or `3 of 3 primaries`.
+    pub fn coverage(&self) -> String {
+        if self.cluster {
+            let all = self.nodes.len() + self.missing.len();
+            format!("{} of {all} primaries", self.nodes.len())
+        } else {
+            "standalone".to_owned()
+        }
+    }
+
+    /// Whether every primary was reached.
+    pub fn complete(&self) -> bool {
+        self.missing.is_empty()
+    }
+}
+
+impl<'a> Keyspace<'a> {
+    /// The keyspace of `target` under `config`'s cleanup protection and project namespace.
+    pub fn new(config: &'a Config, target: &'a RedisTarget) -> Self {
+        let protected = config.cleanup.protected.iter().chain(&target.protected).map(String::as_str).collect();
+        Self { target, protected, namespace: config.redis_namespace(target) }
+    }
+
+    /// The project's namespace (`<project_name>:` unless configured).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Whether `key` matches a protected pattern (global or the target's): never touched.
+    pub fn is_protected(&self, key: &[u8]) -> bool {
+        self.protected.iter().any(|p| glob_match(p.as_bytes(), key))
+    }
+
+    /// The prefix rule `key` falls under.
+    pub fn prefix(&self, key: &[u8]) -> Option<&'a PrefixRule> {
+        self.target.prefixes.iter().find(|r| key.starts_with(r.prefix.as_bytes()))
+    }
+
+    /// Whether `key` is the project's: under the namespace or one of the prefixes.
+    pub fn owned(&self, key: &[u8]) -> bool {
+        key.starts_with(self.namespace.as_bytes()) || self.prefix(key).is_some()
+    }
+
+    /// The servers holding the keyspace: the target's server, or every primary of its cluster.
+    /// `Err` only when the target itself cannot be reached.
+    pub async fn primaries(&self) -> anyhow::Result<Primaries> {
+        let mut conn = client::connect(self.target).await?;
+        let info = client::info(&mut conn).await.unwrap_or_default();
+        let listed = match client::cluster_primaries(&mut conn, &info).await {
+            Ok(None) => {
+                let target = self.target.clone();
+                return Ok(Primaries {
+                    cluster: false,
+                    nodes: vec![Primary { node: None, target, conn, info }],
+                    missing: Vec::new(),
+                });
+            }
+            Ok(Some(listed)) => listed,
+            Err(e) => anyhow::bail!("listing the cluster's primaries: {e}"),
+        };
+        let mut nodes = Vec::new();
+        let mut missing = Vec::new();
+        for (host, port) in listed {
+            let label = format!("{host}:{port}");
+            let reached = async {
+                let target = client::node_target(self.target, &host, port)?;
+                let mut conn = client::connect(&target).await?;
+                let info = client::info(&mut conn).await.unwrap_or_default();
+                anyhow::Ok(Primary { node: Some(label.clone()), target, conn, info })
+            };
+            match reached.await {
+                Ok(primary) => nodes.push(primary),
+                Err(e) => missing.push(format!("primary {label}: {e:#}")),
+            }
+        }
+        Ok(Primaries { cluster: true, nodes, missing })
+    }
+}
+
+/// Routes keys to the primary that serves their slot: writes to a cluster go to the right node
+/// (a standalone server serves every key).
+pub struct Router {
+    /// (first slot, last slot, index into `conns`), sorted.
+    ranges: Vec<(u16, u16, usize)>,
+    conns: Vec<MultiplexedConnection>,
+}
+
+impl Router {
+    /// The connection serving `key` (`None`: no primary serves its slot).
+    pub fn conn_for(&self, key: &[u8]) -> Option<MultiplexedConnection> {
+        if self.ranges.is_empty() {
+            return self.conns.first().cloned();
+        }
+        let slot = key_slot(key);
+        let i = self.ranges.partition_point(|(_, last, _)| *last < slot);
+        self.ranges.get(i).filter(|(first, _, _)| *first <= slot).map(|(_, _, c)| self.conns[*c].clone())
+    }
+
+    /// `keys` grouped by the connection serving them, so each group can go in one pipeline.
+    pub fn group<'k, K: AsRef<[u8]>>(&self, keys: &'k [K]) -> Vec<(MultiplexedConnection, Vec<&'k K>)> {
+        let mut groups: BTreeMap<usize, Vec<&K>> = BTreeMap::new();
+        for key in keys {
+            let index = if self.ranges.is_empty() {
+                Some(0)
+            } else {
+                let slot = key_slot(key.as_ref());
+                let i = self.ranges.partition_point(|(_, last, _)| *last < slot);
+                self.ranges.get(i).filter(|(first, _, _)| *first <= slot).map(|(_, _, c)| *c)
+            };
+            if let Some(index) = index {
+                groups.entry(index).or_default().push(key);
+            }
+        }
+        groups.into_iter().map(|(i, keys)| (self.conns[i].clone(), keys)).collect()
+    }
+}
+
+/// The cluster slot of a key: CRC16 (XMODEM) of the key, or of its `{hash tag}`, mod 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let hashed = match key.iter().position(|b| *b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|b| *b == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    crc16(hashed) % 16384
+}
+
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for byte in data {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc
+}
+
+/// Slot ranges per primary (`host:port` → ranges), from `CLUSTER SLOTS`.
+async fn slot_ranges(conn: &mut MultiplexedConnection) -> redis::RedisResult<Vec<(u16, u16, String)>> {
+    let reply: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
+    let mut out = Vec::new();
+    for entry in reply {
+        let redis::Value::Array(fields) = entry else { continue };
+        let int = |v: Option<&redis::Value>| match v {
+            Some(redis::Value::Int(i)) => u16::try_from(*i).ok(),
+            _ => None,
+        };
+        let (Some(first), Some(last)) = (int(fields.first()), int(fields.get(1))) else { continue };
+        let Some(redis::Value::Array(primary)) = fields.get(2) else { continue };
+        let host = match primary.first() {
+            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(redis::Value::SimpleString(s)) => s.clone(),
+            _ => continue,
+        };
+        let Some(port) = int(primary.get(1)) else { continue };
+        out.push((first, last, format!("{host}:{port}")));
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl Primaries {
+    /// A router over these primaries (slots from `CLUSTER SLOTS` of the first one).
+    pub async fn router(&self) -> anyhow::Result<Router> {
+        let conns: Vec<MultiplexedConnection> = self.nodes.iter().map(|n| n.conn.clone()).collect();
+        if !self.cluster {
+            return Ok(Router { ranges: Vec::new(), conns });
+        }
+        let mut first = conns.first().cloned().ok_or_else(|| anyhow::anyhow!("no primary reached"))?;
+        let mut ranges = Vec::new();
+        for (from, to, node) in slot_ranges(&mut first).await? {
+            if let Some(i) = self.nodes.iter().position(|n| n.node.as_deref() == Some(node.as_str())) {
+                ranges.push((from, to, i));
+            }
+        }
+        Ok(Router { ranges, conns })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_slots_match_redis() {
+        // Values from `CLUSTER KEYSLOT` on Redis 7.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_eq!(key_slot(b""), 0);
+    }
+
+    #[test]
+    fn one_rule_for_protection_ownership_and_prefixes() {
+        let text = "project_name = \"app\"\n[cleanup]\nprotected = [\"lock:*\"]\n\
+                    [[redis]]\nname = \"main\"\nurl = \"redis://127.0.0.1\"\nprotected = [\"*:session:*\"]\n\
+                    prefixes = [{ prefix = \"search:\", ttl = \"30m\" }]\n";
+        let config = crate::config::parse(text, "c.toml").unwrap();
+        let keyspace = Keyspace::new(&config, &config.redis[0]);
+        assert!(keyspace.is_protected(b"lock:x") && keyspace.is_protected(b"app:session:1"));
+        assert!(!keyspace.is_protected(b"app:k"));
+        assert!(keyspace.owned(b"app:k") && keyspace.owned(b"search:q"));
+        assert!(!keyspace.owned(b"zombie:1") && !keyspace.owned(b"ap"));
+        assert_eq!(keyspace.prefix(b"search:q").map(|r| r.prefix.as_str()), Some("search:"));
+    }
+}
