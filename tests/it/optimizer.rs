@@ -288,3 +288,82 @@ fn schedule_puts_a_one_off_run_in_the_next_low_usage_window() {
     let list = env.run(OPTIMIZER, &["schedule", "--list", "--format", "json"]).json();
     assert!(list["jobs"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_cluster_run_sets_ttls_on_every_shard_rollback_undoes_them_and_warm_writes_across_slots() {
+    let Some(cluster) = cache_tests::RedisCluster::start() else { return };
+    let Some(pg) = PgServer::start() else { return };
+    // 9000 TTL-less keys of a TTL prefix, over the three primaries.
+    for node in cluster.nodes() {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg("allkeys-lru")
+            .query(&mut node.connection())
+            .unwrap();
+    }
+    let mut by_node: Vec<Vec<String>> = vec![Vec::new(); 3];
+    for i in 0..9000 {
+        let key = format!("app:search:k{i}");
+        let port = cluster.node_for(&key).port();
+        let n = cluster.nodes().iter().position(|node| node.port() == port).unwrap();
+        by_node[n].push(key);
+    }
+    for (node, keys) in cluster.nodes().iter().zip(&by_node) {
+        let mut conn = node.connection();
+        for chunk in keys.chunks(500) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("SET").arg(key).arg("v").ignore();
+            }
+            pipe.query::<()>(&mut conn).unwrap();
+        }
+    }
+    let url = pg.create_database("app").await;
+    let db = pg.client("app").await;
+    db.batch_execute(CACHE_TABLE).await.unwrap();
+    db.batch_execute(
+        "INSERT INTO cache_entries (key, value, project_name, category, access_count, expires_at)
+           SELECT 'w' || i, '{}', 'proj', 'c' || (i % 3), 1000 - i, NULL FROM generate_series(1, 300) i",
+    )
+    .await
+    .unwrap();
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "project_name = \"proj\"\n[optimizer]\nwarm_key_prefix = \"cache:\"\n\
+         [[redis]]\nname = \"main\"\nurl = \"{}\"\nprefixes = [{{ prefix = \"app:search:\", ttl = \"30m\" }}]\n\
+         [[postgres]]\nname = \"main\"\nurl = \"{url}\"\n",
+        cluster.nodes()[0].url()
+    ));
+    let ttl_less = |cluster: &cache_tests::RedisCluster| -> usize {
+        cluster
+            .nodes()
+            .iter()
+            .map(|node| {
+                let mut conn = node.connection();
+                node.keys()
+                    .iter()
+                    .filter(|k| k.starts_with("app:search:"))
+                    .filter(|k| redis::cmd("PTTL").arg(k).query::<i64>(&mut conn).unwrap() < 0)
+                    .count()
+            })
+            .sum()
+    };
+    assert_eq!(ttl_less(&cluster), 9000);
+    let out = env.run(OPTIMIZER, &["run", "--tier", "redis", "--format", "json"]);
+    out.expect_code(0);
+    let changes = out.json()["changes"].clone();
+    let ttl = changes.as_array().unwrap().iter().find(|c| c["action"]["kind"] == "redis_pattern_ttl").unwrap();
+    assert_eq!(ttl["before"]["keys"].as_array().unwrap().len(), 9000, "{}", out.dump());
+    assert_eq!(ttl_less(&cluster), 0, "a shard kept TTL-less keys of a TTL prefix");
+    let rollback = env.run(OPTIMIZER, &["rollback", "latest"]);
+    rollback.expect_code(0);
+    assert_eq!(ttl_less(&cluster), 9000, "rollback left TTLs: {}", rollback.dump());
+    // warm writes each entry to the primary of its slot: no MOVED, every shard gets some.
+    let out = env.run(OPTIMIZER, &["warm", "--force", "--max-entries", "300", "--format", "json"]);
+    out.expect_code(0);
+    assert_eq!(out.json()["written"], 300, "{}", out.dump());
+    for node in cluster.nodes() {
+        assert!(node.keys().iter().filter(|k| k.starts_with("cache:w")).count() > 50, "a shard got no warmed entry");
+    }
+}

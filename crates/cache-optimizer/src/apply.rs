@@ -15,9 +15,10 @@ use cache_core::clients::{postgres, redis as redis_client};
 use cache_core::config::{PostgresTarget, RedisTarget};
 use cache_core::error::UsageError;
 use cache_core::exit::{self, Convention};
+use cache_core::keyspace::{Keyspace, Primaries, Router};
 use cache_core::output::Format;
 use cache_core::runs::Outcome;
-use cache_core::scan::{ScanOptions, Scanner};
+use cache_core::scan::{Method, ScanOptions, Scanner};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -180,38 +181,58 @@ async fn index_size(db: &tokio_postgres::Client, index: &str) -> i64 {
     db.query_one("SELECT pg_relation_size(to_regclass($1))", &[&index]).await.map_or(0, |r| r.get(0))
 }
 
-/// The keys under `prefix` without a TTL (and not protected), at most `limit`.
+/// The keys under `prefix` without a TTL (and not protected), at most `limit`, on every
+/// primary of the target (every shard of a cluster).
 async fn ttl_less_keys(
-    ctx: &Context,
-    target: &RedisTarget,
-    conn: redis::aio::MultiplexedConnection,
+    primaries: &Primaries,
+    keyspace: &Keyspace<'_>,
     prefix: &str,
     limit: u64,
 ) -> anyhow::Result<Vec<String>> {
-    let opts = ScanOptions {
-        pattern: Some(format!("{}*", glob_escape(prefix))),
-        count: 1000,
-        access: false,
-        memory: false,
-        ..ScanOptions::default()
-    };
-    let mut scanner = Scanner::new(conn, opts, 0).await?;
-    let keyspace = cache_core::keyspace::Keyspace::new(&ctx.config, target);
     let mut keys = Vec::new();
-    while let Some(batch) = scanner.next_batch().await? {
-        for k in batch {
-            if k.ttl_ms.is_none()
-                && !keyspace.is_protected(&k.key)
-                && let Ok(name) = String::from_utf8(k.key)
-            {
-                keys.push(name);
-                if keys.len() as u64 >= limit {
-                    return Ok(keys);
+    for node in &primaries.nodes {
+        let opts = ScanOptions {
+            pattern: Some(format!("{}*", glob_escape(prefix))),
+            count: 1000,
+            access: false,
+            memory: false,
+            // A script on a cluster node may only touch declared keys.
+            method: primaries.cluster.then_some(Method::Pipeline),
+            ..ScanOptions::default()
+        };
+        let mut scanner = Scanner::new(node.conn.clone(), opts, 0).await?;
+        while let Some(batch) = scanner.next_batch().await? {
+            for k in batch {
+                if k.ttl_ms.is_none()
+                    && !keyspace.is_protected(&k.key)
+                    && let Ok(name) = String::from_utf8(k.key)
+                {
+                    keys.push(name);
+                    if keys.len() as u64 >= limit {
+                        return Ok(keys);
+                    }
                 }
             }
         }
     }
     Ok(keys)
+}
+
+/// Runs `command KEY ARGS...` on every key, each on the primary serving it, pipelined per
+/// primary; returns the keys the command answered 1 for.
+async fn per_key(router: &Router, keys: &[String], command: &str, args: &[&str]) -> anyhow::Result<Vec<String>> {
+    let mut hit = Vec::new();
+    for (mut conn, group) in router.group(keys) {
+        for chunk in group.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                pipe.cmd(command).arg(k.as_str()).arg(args);
+            }
+            let replies: Vec<i64> = pipe.query_async(&mut conn).await?;
+            hit.extend(chunk.iter().zip(replies).filter(|(_, r)| *r == 1).map(|(k, _)| (*k).clone()));
+        }
+    }
+    Ok(hit)
 }
 
 /// Applies one action, recording the old value in `change.before` first through `save`.
@@ -260,26 +281,23 @@ async fn apply(
             Ok(format!("{parameter}: {old} → {value}"))
         }
         Action::RedisPatternTtl { target, prefix, ttl_ms } => {
-            let conn = targets.redis(&target).await?;
             let t = targets.redis_target(&target)?;
-            let keys = ttl_less_keys(ctx, t, conn.clone(), &prefix, ctx.config.optimizer.ttl_max_keys).await?;
+            let keyspace = Keyspace::new(&ctx.config, t);
+            let primaries = keyspace.primaries().await?;
+            if !primaries.complete() {
+                anyhow::bail!("not every primary was reached ({}): no TTL set", primaries.missing.join("; "));
+            }
+            let keys = ttl_less_keys(&primaries, &keyspace, &prefix, ctx.config.optimizer.ttl_max_keys).await?;
             // Recorded before any is changed: a run that dies midway can still be rolled back.
             change.before = json!({ "keys": keys });
             save(change)?;
-            let mut conn = conn;
-            let mut changed = Vec::new();
-            for chunk in keys.chunks(1000) {
-                let mut pipe = redis::pipe();
-                for k in chunk {
-                    pipe.cmd("PEXPIRE").arg(k).arg(ttl_ms).arg("NX");
-                }
-                let set: Vec<i64> = pipe.query_async(&mut conn).await?;
-                changed.extend(chunk.iter().zip(set).filter(|(_, s)| *s == 1).map(|(k, _)| k.clone()));
-            }
+            let router = primaries.router().await?;
+            let ttl = ttl_ms.to_string();
+            let changed = per_key(&router, &keys, "PEXPIRE", &[&ttl, "NX"]).await?;
             // Only the keys this run changed: one that got a TTL meanwhile is not ours to undo.
             let n = changed.len();
             change.before = json!({ "keys": changed });
-            Ok(format!("TTL set on {n} keys"))
+            Ok(format!("TTL set on {n} keys ({})", primaries.coverage()))
         }
         Action::RedisMemoryPurge { target } => {
             let mut conn = targets.redis(&target).await?;
@@ -314,16 +332,9 @@ async fn restore(targets: &mut Targets<'_>, change: &Change) -> anyhow::Result<S
         }
         Action::RedisPatternTtl { target, .. } => {
             let keys: Vec<String> = serde_json::from_value(change.before["keys"].clone()).unwrap_or_default();
-            let mut conn = targets.redis(target).await?;
-            let mut persisted = 0;
-            for chunk in keys.chunks(1000) {
-                let mut pipe = redis::pipe();
-                for k in chunk {
-                    pipe.cmd("PERSIST").arg(k);
-                }
-                let done: Vec<i64> = pipe.query_async(&mut conn).await?;
-                persisted += done.iter().filter(|d| **d == 1).count();
-            }
+            let t = targets.redis_target(target)?;
+            let primaries = Keyspace::new(&targets.ctx.config, t).primaries().await?;
+            let persisted = per_key(&primaries.router().await?, &keys, "PERSIST", &[]).await?.len();
             Ok(format!("TTL removed from {persisted} of {} keys (the others expired or changed since)", keys.len()))
         }
         other => Ok(format!("nothing to restore ({})", other.describe())),

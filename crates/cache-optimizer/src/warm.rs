@@ -4,9 +4,11 @@
 //! Redis with a TTL, bounded by a count and a byte budget. Keys already in Redis are left as
 //! they are (`SET ... NX`), and protected patterns are never written.
 
+use std::collections::HashMap;
+
 use cache_core::app::{Context, JobResult};
 use cache_core::cli::CommonArgs;
-use cache_core::clients::{postgres, redis as redis_client};
+use cache_core::clients::postgres;
 use cache_core::error::UsageError;
 use cache_core::exit::{self, Convention};
 use cache_core::history::hourly_profile;
@@ -170,15 +172,33 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
         entries.push((entry, value));
     }
     if !opts.dry_run && !entries.is_empty() {
-        let mut conn = redis_client::connect(redis_target).await?;
-        for chunk in entries.chunks_mut(500) {
-            let mut pipe = redis::pipe();
-            for (e, v) in chunk.iter() {
-                pipe.cmd("SET").arg(&e.key).arg(v).arg("PX").arg(e.ttl_ms).arg("NX");
-            }
-            let answers: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-            for ((e, _), a) in chunk.iter_mut().zip(answers) {
-                e.written = a.is_some();
+        // Each key to the primary serving its slot (every shard of a cluster).
+        let primaries = keyspace.primaries().await?;
+        let router = primaries.router().await?;
+        let keys: Vec<String> = entries.iter().map(|(e, _)| e.key.clone()).collect();
+        let index: HashMap<&str, usize> = keys.iter().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
+        let groups = router.group(&keys);
+        // Checked before anything is written: a run writes every entry's shard or none.
+        let routed: usize = groups.iter().map(|(_, g)| g.len()).sum();
+        if routed < keys.len() {
+            anyhow::bail!(
+                "redis/{}: {} entries' slots are served by no reachable primary ({})",
+                redis_target.name,
+                keys.len() - routed,
+                primaries.coverage()
+            );
+        }
+        for (mut conn, group) in groups {
+            for chunk in group.chunks(500) {
+                let mut pipe = redis::pipe();
+                for key in chunk {
+                    let (e, v) = &entries[index[key.as_str()]];
+                    pipe.cmd("SET").arg(&e.key).arg(v).arg("PX").arg(e.ttl_ms).arg("NX");
+                }
+                let answers: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+                for (key, a) in chunk.iter().zip(answers) {
+                    entries[index[key.as_str()]].0.written = a.is_some();
+                }
             }
         }
     }
