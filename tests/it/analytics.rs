@@ -377,3 +377,61 @@ fn dashboard_renders_in_headless_chromium_with_its_cards_and_charts() {
         std::panic::resume_unwind(panic);
     }
 }
+
+#[test]
+fn on_a_cluster_collect_and_debug_memory_count_every_primary() {
+    let Some(cluster) = cache_tests::RedisCluster::start() else { return };
+    // 20,000 keys, each written on the primary serving its slot.
+    let mut by_port: std::collections::BTreeMap<u16, Vec<String>> = std::collections::BTreeMap::new();
+    for i in 0..20_000 {
+        let key = format!("app:k{i}");
+        by_port.entry(cluster.node_for(&key).port()).or_default().push(key);
+    }
+    assert_eq!(by_port.len(), 3, "the seed should fill every primary");
+    for node in cluster.nodes() {
+        let mut conn = node.connection();
+        for chunk in by_port[&node.port()].chunks(1000) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("SET").arg(key).arg("value").ignore();
+            }
+            pipe.query::<()>(&mut conn).unwrap();
+        }
+    }
+    let total: u64 =
+        cluster.nodes().iter().map(|n| redis::cmd("DBSIZE").query::<u64>(&mut n.connection()).unwrap()).sum();
+    assert_eq!(total, 20_000);
+    let used: f64 = cluster
+        .nodes()
+        .iter()
+        .map(|n| {
+            let info: String = redis::cmd("INFO").arg("memory").query(&mut n.connection()).unwrap();
+            info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse::<f64>().unwrap()
+        })
+        .sum();
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", cluster.nodes()[0].url()));
+    let out = env.run(ANALYTICS, &["collect", "--tier", "redis", "--format", "json"]);
+    out.expect_code(0);
+    let history = std::fs::read_to_string(env.state_dir().join("analytics/history.jsonl")).unwrap();
+    let snapshot: Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    let redis = &snapshot["redis"][0];
+    assert_eq!(redis["keys"], total, "{redis:#}");
+    assert_eq!(redis["coverage"], "3 of 3 primaries");
+    let collected = redis["info"]["used_memory"].as_f64().unwrap();
+    assert!((collected - used).abs() / used < 0.05, "used_memory {collected} vs the primaries' {used}");
+    let prefixes: u64 = redis["prefixes"].as_array().unwrap().iter().map(|p| p["keys"].as_u64().unwrap()).sum();
+    assert!(prefixes.abs_diff(total) <= 3, "per-prefix keys {prefixes} of {total}");
+    let debug = env.run(crate::DEBUG, &["memory", "--tier", "redis", "--format", "json"]);
+    debug.expect_code(0);
+    let section = &debug.json()["redis"][0];
+    assert_eq!(section["keys_in_db"], total, "{section:#}");
+    assert_eq!(section["scanned"], total);
+    assert_eq!(section["coverage"], "3 of 3 primaries");
+    let text = env.run(crate::DEBUG, &["memory", "--tier", "redis"]);
+    assert!(
+        text.stdout.contains(&format!("{total} of {total} keys scanned")) && text.stdout.contains("3 of 3 primaries"),
+        "{}",
+        text.dump()
+    );
+}

@@ -9,8 +9,9 @@ use cache_core::app::{Context, JobResult};
 use cache_core::cli::CommonArgs;
 use cache_core::clients::memory::MemoryClient;
 use cache_core::clients::{postgres, redis as redis_client};
-use cache_core::config::{DirTarget, PostgresTarget, RedisTarget};
+use cache_core::config::{Config, DirTarget, PostgresTarget, RedisTarget};
 use cache_core::exit::{self, Convention};
+use cache_core::keyspace::Keyspace;
 use cache_core::output::{Format, bytes};
 use cache_core::runs::Outcome;
 use cache_core::scan::{ScanOptions, Scanner};
@@ -40,7 +41,7 @@ async fn collect(ctx: &Context) -> anyhow::Result<JobResult> {
     let config = &ctx.config;
     let filters = &ctx.common.tiers;
     let redis = futures::future::join_all(
-        config.redis.iter().filter(|t| selected(filters, Tier::Redis, &t.name)).map(redis_figures),
+        config.redis.iter().filter(|t| selected(filters, Tier::Redis, &t.name)).map(|t| redis_figures(config, t)),
     );
     let pg = futures::future::join_all(
         config
@@ -115,95 +116,139 @@ where
     Latency::of(&cache_core::clients::time_calls(LATENCY_SAMPLES, probe).await.0)
 }
 
-async fn redis_figures(target: &RedisTarget) -> RedisFigures {
+/// INFO figures kept in the history, summed over a cluster's primaries (the fragmentation
+/// ratio, not additive, is the worst primary's).
+const INFO_FIGURES: &[&str] = &[
+    "used_memory",
+    "used_memory_peak",
+    "maxmemory",
+    "mem_fragmentation_ratio",
+    "keyspace_hits",
+    "keyspace_misses",
+    "instantaneous_ops_per_sec",
+    "total_commands_processed",
+    "connected_clients",
+    "evicted_keys",
+    "expired_keys",
+];
+
+async fn redis_figures(config: &Config, target: &RedisTarget) -> RedisFigures {
     let mut figures = RedisFigures { name: target.name.clone(), ..RedisFigures::default() };
-    let mut conn = match redis_client::connect(target).await {
-        Ok(conn) => conn,
+    let keyspace = Keyspace::new(config, target);
+    let primaries = match keyspace.primaries().await {
+        Ok(primaries) => primaries,
         Err(e) => {
             figures.error = Some(format!("{e:#}"));
             return figures;
         }
     };
+    if primaries.cluster {
+        figures.coverage = Some(primaries.coverage());
+    }
+    if !primaries.complete() {
+        figures.error = Some(format!("not every primary was reached: {}", primaries.missing.join("; ")));
+    }
+    let Some(first) = primaries.nodes.first() else { return figures };
+    let first = first.conn.clone();
     figures.latency = sample_latency(|| {
-        let mut conn = conn.clone();
+        let mut conn = first.clone();
         async move { redis::cmd("PING").query_async::<String>(&mut conn).await }
     })
     .await;
-    match redis_client::info(&mut conn).await {
-        Ok(info) => {
-            figures.keys = redis_client::keyspace_keys(&info);
-            for key in [
-                "used_memory",
-                "used_memory_peak",
-                "maxmemory",
-                "mem_fragmentation_ratio",
-                "keyspace_hits",
-                "keyspace_misses",
-                "instantaneous_ops_per_sec",
-                "total_commands_processed",
-                "connected_clients",
-                "evicted_keys",
-                "expired_keys",
-            ] {
-                if let Some(v) = info.get(key).and_then(|v| v.parse::<f64>().ok()) {
-                    figures.info.insert(key.to_owned(), v);
-                }
-            }
-            figures.hit_ratio = redis_client::hit_ratio(redis_client::lookups(&info));
+    for node in &primaries.nodes {
+        if node.info.is_empty() {
+            figures
+                .error
+                .get_or_insert_with(|| format!("INFO refused by {}", node.node.as_deref().unwrap_or("the server")));
+            continue;
         }
-        Err(e) => figures.error = Some(format!("INFO: {e}")),
+        figures.keys += redis_client::keyspace_keys(&node.info);
+        for key in INFO_FIGURES {
+            if let Some(v) = node.info.get(*key).and_then(|v| v.parse::<f64>().ok()) {
+                let sum = figures.info.entry((*key).to_owned()).or_insert(0.0);
+                *sum = if *key == "mem_fragmentation_ratio" { sum.max(v) } else { *sum + v };
+            }
+        }
     }
-    sample_prefixes(target, conn.clone(), &mut figures).await;
+    let lookup = |k: &str| figures.info.get(k).copied().unwrap_or(0.0) as u64;
+    figures.hit_ratio = redis_client::hit_ratio((lookup("keyspace_hits"), lookup("keyspace_misses")));
+    let share = SAMPLE_KEYS / primaries.nodes.len().max(1) as u64;
+    let mut sample = Sample::default();
+    for node in &primaries.nodes {
+        sample_prefixes(&keyspace, node.conn.clone(), primaries.cluster, share, &mut sample).await;
+    }
+    sample.finish(&mut figures);
     // The sample's TYPE and PTTL lookups count as keyspace hits: note where the counters stand
     // after it, so the next interval counts only the applications' lookups.
-    if let Ok(text) = redis::cmd("INFO").arg("stats").query_async::<String>(&mut conn).await {
-        let stats = redis_client::parse_info(&text);
-        for key in ["keyspace_hits", "keyspace_misses"] {
-            if let Some(v) = stats.get(key).and_then(|v| v.parse::<f64>().ok()) {
-                figures.info.insert(format!("{key}_after"), v);
+    for node in &primaries.nodes {
+        let mut conn = node.conn.clone();
+        if let Ok(text) = redis::cmd("INFO").arg("stats").query_async::<String>(&mut conn).await {
+            let stats = redis_client::parse_info(&text);
+            for key in ["keyspace_hits", "keyspace_misses"] {
+                if let Some(v) = stats.get(key).and_then(|v| v.parse::<f64>().ok()) {
+                    *figures.info.entry(format!("{key}_after")).or_insert(0.0) += v;
+                }
             }
         }
     }
     figures
 }
 
-async fn sample_prefixes(target: &RedisTarget, conn: redis::aio::MultiplexedConnection, figures: &mut RedisFigures) {
-    let opts = ScanOptions { count: 1000, access: false, ..ScanOptions::default() };
+/// Keys and bytes per prefix, from the samples of every primary.
+#[derive(Default)]
+struct Sample {
+    per: BTreeMap<String, (u64, u64)>,
+    sampled: u64,
+}
+
+impl Sample {
+    /// Scales the sample to the whole keyspace.
+    fn finish(self, figures: &mut RedisFigures) {
+        let scale = if self.sampled == 0 { 0.0 } else { figures.keys.max(self.sampled) as f64 / self.sampled as f64 };
+        figures.sampled = self.sampled;
+        figures.prefixes = self
+            .per
+            .into_iter()
+            .map(|(prefix, (keys, bytes))| PrefixFigures {
+                prefix,
+                keys: (keys as f64 * scale).round() as u64,
+                bytes: (bytes as f64 * scale).round() as u64,
+            })
+            .collect();
+    }
+}
+
+/// Samples at most `limit` keys of one primary (within `SAMPLE_TIME`) into `sample`.
+async fn sample_prefixes(
+    keyspace: &Keyspace<'_>,
+    conn: redis::aio::MultiplexedConnection,
+    cluster: bool,
+    limit: u64,
+    sample: &mut Sample,
+) {
+    // A script on a cluster node may only touch declared keys.
+    let method = cluster.then_some(cache_core::scan::Method::Pipeline);
+    let opts = ScanOptions { count: 1000, access: false, method, ..ScanOptions::default() };
     let Ok(mut scanner) = Scanner::new(conn, opts, 0).await else { return };
     let deadline = Instant::now() + SAMPLE_TIME;
-    let mut per: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut sampled = 0u64;
-    while sampled < SAMPLE_KEYS && Instant::now() < deadline {
+    while sampled < limit && Instant::now() < deadline {
         let Ok(Some(batch)) = scanner.next_batch().await else { break };
         for key in batch {
-            let prefix = target
-                .prefixes
-                .iter()
-                .find(|r| key.key.starts_with(r.prefix.as_bytes()))
-                .map(|r| r.prefix.clone())
-                .unwrap_or_else(|| {
-                    let name = key.name();
-                    match name.split_once(':') {
-                        Some((first, _)) => format!("{first}:"),
-                        None => "(no prefix)".to_owned(),
-                    }
-                });
-            let entry = per.entry(prefix).or_default();
+            let prefix = keyspace.prefix(&key.key).map(|r| r.prefix.clone()).unwrap_or_else(|| {
+                let name = key.name();
+                match name.split_once(':') {
+                    Some((first, _)) => format!("{first}:"),
+                    None => "(no prefix)".to_owned(),
+                }
+            });
+            let entry = sample.per.entry(prefix).or_default();
             entry.0 += 1;
             entry.1 += key.bytes.unwrap_or(0);
             sampled += 1;
         }
     }
-    let scale = if sampled == 0 { 0.0 } else { figures.keys.max(sampled) as f64 / sampled as f64 };
-    figures.sampled = sampled;
-    figures.prefixes = per
-        .into_iter()
-        .map(|(prefix, (keys, bytes))| PrefixFigures {
-            prefix,
-            keys: (keys as f64 * scale).round() as u64,
-            bytes: (bytes as f64 * scale).round() as u64,
-        })
-        .collect();
+    sample.sampled += sampled;
 }
 
 async fn postgres_figures(target: &PostgresTarget, project: &str) -> PostgresFigures {
@@ -262,11 +307,12 @@ fn print(ctx: &Context, snapshot: &Snapshot, errors: &[String]) -> anyhow::Resul
     for r in &snapshot.redis {
         let figures = r.error.clone().unwrap_or_else(|| {
             format!(
-                "{} keys, {} used, hit ratio {}, {:.2} ms avg",
+                "{} keys, {} used, hit ratio {}, {:.2} ms avg{}",
                 r.keys,
                 bytes(r.info.get("used_memory").copied().unwrap_or(0.0) as u64),
                 r.hit_ratio.map_or("n/a".into(), |h| format!("{:.1}%", h * 100.0)),
-                r.latency.avg_ms
+                r.latency.avg_ms,
+                r.coverage.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
             )
         });
         table.add_row(vec!["redis".to_owned(), r.name.clone(), figures]);

@@ -80,6 +80,9 @@ pub struct RedisFigures {
     pub prefixes: Vec<PrefixFigures>,
     /// Keys in the sample.
     pub sampled: u64,
+    /// What was covered on a cluster (`3 of 3 primaries`); figures are summed over them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<String>,
 }
 
 /// A PostgreSQL cache table's figures (seed 000's statistics query).

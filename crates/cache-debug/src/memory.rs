@@ -8,11 +8,12 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::time::{Instant, SystemTime};
 
 use cache_core::app::Context;
-use cache_core::clients::{postgres, redis as redis_client};
+use cache_core::clients::postgres;
 use cache_core::config::{PostgresTarget, RedisTarget};
 use cache_core::exit;
+use cache_core::keyspace::Keyspace;
 use cache_core::output::{Format, bytes};
-use cache_core::scan::{ScanOptions, Scanner};
+use cache_core::scan::{Method, ScanOptions, Scanner};
 use cache_core::tier::{Tier, selected};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -71,90 +72,105 @@ pub fn prefix_of(target: &RedisTarget, key: &[u8]) -> String {
 
 async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top: usize) -> Value {
     let name = format!("redis/{}", t.name);
-    let mut conn = match redis_client::connect(t).await {
-        Ok(c) => c,
+    let primaries = match Keyspace::new(&ctx.config, t).primaries().await {
+        Ok(p) => p,
         Err(e) => return json!({ "target": name, "error": format!("{e:#}") }),
     };
-    let mut notes = Vec::new();
-    let info = match redis_client::info(&mut conn).await {
-        Ok(info) => {
-            let mut m = BTreeMap::new();
-            for k in [
-                "used_memory",
-                "used_memory_peak",
-                "used_memory_rss",
-                "maxmemory",
-                "mem_fragmentation_ratio",
-                "evicted_keys",
-                "maxmemory_policy",
-            ] {
-                if let Some(v) = info.get(k) {
-                    m.insert(k, v.parse::<f64>().map_or(json!(v), |n| json!(n)));
-                }
+    let mut notes: Vec<String> = primaries.missing.iter().map(|m| format!("not scanned: {m}")).collect();
+    // INFO figures summed over the primaries (fragmentation: the worst one; policy: the first).
+    let mut info: BTreeMap<&str, Value> = BTreeMap::new();
+    for node in &primaries.nodes {
+        if node.info.is_empty() {
+            notes.push(format!("INFO refused by {}", node.node.as_deref().unwrap_or("the server")));
+        }
+        for k in [
+            "used_memory",
+            "used_memory_peak",
+            "used_memory_rss",
+            "maxmemory",
+            "mem_fragmentation_ratio",
+            "evicted_keys",
+        ] {
+            if let Some(v) = node.info.get(k).and_then(|v| v.parse::<f64>().ok()) {
+                let now = info.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+                let merged = if k == "mem_fragmentation_ratio" { now.max(v) } else { now + v };
+                info.insert(k, json!(merged));
             }
-            m
         }
-        Err(e) => {
-            notes.push(refused("INFO", &e));
-            BTreeMap::new()
+        if let Some(policy) = node.info.get("maxmemory_policy") {
+            info.entry("maxmemory_policy").or_insert_with(|| json!(policy));
         }
+    }
+    let doctor = match primaries.nodes.first() {
+        Some(node) => match redis::cmd("MEMORY").arg("DOCTOR").query_async::<String>(&mut node.conn.clone()).await {
+            Ok(text) => Some(text),
+            Err(e) => {
+                notes.push(refused("MEMORY DOCTOR", &e));
+                None
+            }
+        },
+        None => None,
     };
-    let doctor = match redis::cmd("MEMORY").arg("DOCTOR").query_async::<String>(&mut conn).await {
-        Ok(text) => Some(text),
-        Err(e) => {
-            notes.push(refused("MEMORY DOCTOR", &e));
-            None
-        }
-    };
-    let dbsize: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap_or(0);
-    let opts = ScanOptions { count: 1000, memory: true, access: true, ..ScanOptions::default() };
+    let mut dbsize = 0u64;
+    for node in &primaries.nodes {
+        dbsize += redis::cmd("DBSIZE").query_async::<u64>(&mut node.conn.clone()).await.unwrap_or(0);
+    }
     let mut prefixes: BTreeMap<String, Prefix> = BTreeMap::new();
     let mut biggest: BinaryHeap<Reverse<(u64, String)>> = BinaryHeap::new();
     let mut seen = 0u64;
     let limit = sample.unwrap_or(u64::MAX);
     let started = Instant::now();
     let bar = ctx.printer.progress(limit.min(dbsize), &format!("scanning {name}"));
-    match Scanner::new(conn, opts, 0).await {
-        Ok(mut scanner) => {
-            'scan: loop {
-                match scanner.next_batch().await {
-                    Ok(Some(batch)) => {
-                        for k in batch {
-                            let p = prefixes.entry(prefix_of(t, &k.key)).or_default();
-                            p.keys += 1;
-                            let size = k.bytes.unwrap_or(0);
-                            p.bytes += size;
-                            *p.ttl.entry(ttl_bucket(k.ttl_ms)).or_default() += 1;
-                            *p.idle.entry(idle_bucket(k.idle_s)).or_default() += 1;
-                            biggest.push(Reverse((size, k.name())));
-                            if biggest.len() > top {
-                                biggest.pop();
+    'nodes: for node in &primaries.nodes {
+        // A script on a cluster node may only touch declared keys.
+        let method = primaries.cluster.then_some(Method::Pipeline);
+        let opts = ScanOptions { count: 1000, memory: true, access: true, method, ..ScanOptions::default() };
+        match Scanner::new(node.conn.clone(), opts, 0).await {
+            Ok(mut scanner) => {
+                loop {
+                    match scanner.next_batch().await {
+                        Ok(Some(batch)) => {
+                            for k in batch {
+                                let p = prefixes.entry(prefix_of(t, &k.key)).or_default();
+                                p.keys += 1;
+                                let size = k.bytes.unwrap_or(0);
+                                p.bytes += size;
+                                *p.ttl.entry(ttl_bucket(k.ttl_ms)).or_default() += 1;
+                                *p.idle.entry(idle_bucket(k.idle_s)).or_default() += 1;
+                                biggest.push(Reverse((size, k.name())));
+                                if biggest.len() > top {
+                                    biggest.pop();
+                                }
+                                seen += 1;
+                                if seen >= limit {
+                                    break 'nodes;
+                                }
                             }
-                            seen += 1;
-                            if seen >= limit {
-                                break 'scan;
-                            }
+                            bar.set_position(seen.min(limit.min(dbsize)));
                         }
-                        bar.set_position(seen.min(limit.min(dbsize)));
+                        Ok(None) => break,
+                        Err(e) => {
+                            notes.push(format!("scan stopped after {seen} keys: {e}"));
+                            break;
+                        }
                     }
-                    Ok(None) => break,
-                    Err(e) => {
-                        notes.push(format!("scan stopped after {seen} keys: {e}"));
-                        break;
+                }
+                for missing in scanner.missing() {
+                    let note = format!("{missing}: not supported on this server; its figures are missing");
+                    if !notes.contains(&note) {
+                        notes.push(note);
                     }
                 }
             }
-            for missing in scanner.missing() {
-                notes.push(format!("{missing}: not supported on this server; its figures are missing"));
-            }
+            Err(e) => notes.push(format!("SCAN: {e}")),
         }
-        Err(e) => notes.push(format!("SCAN: {e}")),
     }
     bar.finish_and_clear();
     let mut top_keys: Vec<(u64, String)> = biggest.into_iter().map(|Reverse(x)| x).collect();
     top_keys.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     json!({
         "target": name,
+        "coverage": primaries.coverage(),
         "info": info,
         "doctor": doctor,
         "keys_in_db": dbsize,
@@ -276,11 +292,12 @@ pub async fn run(ctx: &Context, sample: Option<u64>, top: usize) -> anyhow::Resu
             out.push_str(&format!("MEMORY DOCTOR: {}\n", d.trim()));
         }
         out.push_str(&format!(
-            "{} of {} keys {} in {:.1} s\n",
+            "{} of {} keys {} in {:.1} s ({})\n",
             s["scanned"],
             s["keys_in_db"],
             if s["sampled"] == true { "sampled" } else { "scanned" },
-            num(&s["scan_seconds"])
+            num(&s["scan_seconds"]),
+            s["coverage"].as_str().unwrap_or("standalone")
         ));
         let mut t = printer.table();
         t.set_header(["Key", "Bytes"]);
