@@ -495,3 +495,39 @@ fn thresholds_units_and_endpoints_raise_the_right_status() {
     assert_eq!(check("system", "host", &format!("endpoint 127.0.0.1:{closed}"))["status"], "failed");
     assert_eq!(target(&report, "system", "host")["status"], "failed");
 }
+
+#[test]
+fn a_cluster_is_judged_on_every_primary_and_a_lost_replica_is_a_warning() {
+    let Some(mut cluster) = cache_tests::RedisCluster::start_with_replicas() else { return };
+    for i in 0..3000 {
+        cluster.set_aged(&format!("app:k{i}"), b"v", 0, 0);
+    }
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[system]\ngpu = false\n",
+        cluster.nodes()[0].url()
+    ));
+    let check = |env: &TestEnv| {
+        let out = env.run(HEALTH, &["check", "--tier", "redis", "--format", "json"]);
+        let report = out.json();
+        (out, target(&report, "redis", "main").clone())
+    };
+    let (out, main) = check(&env);
+    out.expect_code(0);
+    // Keys of every primary, no replica counted.
+    assert_eq!(main["metrics"]["keys"], 3000, "{main:#}");
+    assert_eq!(main["metrics"]["primaries"], 3);
+    let checks = main["checks"].to_string();
+    assert!(
+        checks.contains("3 of 3 primaries") && checks.contains("every primary has a replica (3 replicas)"),
+        "{checks}"
+    );
+    // A failed replica leaves a primary with none: a warning, not OK.
+    cluster.kill_replica(0);
+    let noticed = wait_until(Duration::from_secs(20), || check(&env).1["status"] == "degraded");
+    let (out, main) = check(&env);
+    assert!(noticed, "{}", out.dump());
+    out.expect_code(1);
+    let checks = main["checks"].to_string();
+    assert!(checks.contains("failed nodes") && checks.contains("without a healthy replica"), "{checks}");
+}

@@ -93,11 +93,19 @@ impl<'a> Keyspace<'a> {
     /// The servers holding the keyspace: the target's server, or every primary of its cluster.
     /// `Err` only when the target itself cannot be reached.
     pub async fn primaries(&self) -> anyhow::Result<Primaries> {
-        let mut conn = client::connect(self.target).await?;
+        primaries(self.target).await
+    }
+}
+
+/// The servers holding `target`'s keyspace: the server itself, or every primary of its
+/// cluster. `Err` only when the target itself cannot be reached.
+pub async fn primaries(target: &RedisTarget) -> anyhow::Result<Primaries> {
+    {
+        let mut conn = client::connect(target).await?;
         let info = client::info(&mut conn).await.unwrap_or_default();
         let listed = match client::cluster_primaries(&mut conn, &info).await {
             Ok(None) => {
-                let target = self.target.clone();
+                let target = target.clone();
                 return Ok(Primaries {
                     cluster: false,
                     nodes: vec![Primary { node: None, target, conn, info }],
@@ -112,7 +120,7 @@ impl<'a> Keyspace<'a> {
         for (host, port) in listed {
             let label = format!("{host}:{port}");
             let reached = async {
-                let target = client::node_target(self.target, &host, port)?;
+                let target = client::node_target(target, &host, port)?;
                 let mut conn = client::connect(&target).await?;
                 let info = client::info(&mut conn).await.unwrap_or_default();
                 anyhow::Ok(Primary { node: Some(label.clone()), target, conn, info })

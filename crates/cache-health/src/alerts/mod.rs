@@ -265,7 +265,10 @@ pub fn observe(report: &HealthReport) -> Vec<Observation> {
         let get = |k: &str| t.metrics.get(k).and_then(num);
         match t.tier {
             Tier::Redis => {
-                if let (Some(used), Some(max)) = (get("used_memory"), get("maxmemory").filter(|m| *m > 0.0)) {
+                // The probe's own share (on a cluster, the fullest primary's), else used / max.
+                if let Some(share) = get("memory_usage") {
+                    m.insert("memory_usage".into(), share);
+                } else if let (Some(used), Some(max)) = (get("used_memory"), get("maxmemory").filter(|m| *m > 0.0)) {
                     m.insert("memory_usage".into(), used / max);
                 }
                 if let (Some(c), Some(max)) = (get("connected_clients"), get("maxclients").filter(|m| *m > 0.0)) {

@@ -46,7 +46,7 @@ pub async fn probe(target: &RedisTarget, settings: &HealthSettings) -> TargetRep
     }
 
     write_round_trip(&mut connection, &target.name, &mut report).await;
-    info(&mut connection, &mut report, settings).await;
+    info(target, &mut connection, &mut report, settings).await;
     report.latency(start.elapsed(), target.latency_warn.unwrap_or(settings.latency.redis));
     report
 }
@@ -97,6 +97,7 @@ async fn write_round_trip(connection: &mut redis::aio::MultiplexedConnection, ta
 }
 
 async fn info(
+    target: &RedisTarget,
     connection: &mut redis::aio::MultiplexedConnection,
     report: &mut TargetReport,
     settings: &HealthSettings,
@@ -113,9 +114,19 @@ async fn info(
             return;
         }
     };
-    if info.get("cluster_enabled").map(String::as_str) == Some("1") {
+    let mut fullest = None;
+    let info = if info.get("cluster_enabled").map(String::as_str) == Some("1") {
         cluster(connection, report).await;
-    }
+        match summed(target, report).await {
+            Some((summed, full)) => {
+                fullest = full;
+                summed
+            }
+            None => info,
+        }
+    } else {
+        info
+    };
     let num = |key: &str| info.get(key).and_then(|v| v.parse::<f64>().ok());
     for key in ["redis_version", "role", "maxmemory_policy"] {
         if let Some(v) = info.get(key) {
@@ -152,15 +163,23 @@ async fn info(
         format!("{} used", bytes(used as u64)),
         format!("{keys} keys"),
     ];
-    match num("maxmemory") {
-        Some(max) if max > 0.0 => {
+    // On a cluster maxmemory is per primary: the fullest one is judged.
+    let memory = match fullest {
+        Some((node, used, max)) => Some((used, max, format!(" on the fullest primary {node}"))),
+        None => num("maxmemory").filter(|m| *m > 0.0).map(|max| (used, max, String::new())),
+    };
+    if let Some((used, max, _)) = &memory {
+        report.metric("memory_usage", round3(used / max));
+    }
+    match memory {
+        Some((used, max, on)) => {
             let pct = used * 100.0 / max;
             let status = judge(pct, settings.redis_memory_percent);
             let perf = report.perf("memory", round3(pct), "%").percent(settings.redis_memory_percent);
             report.check(
                 "memory",
                 status,
-                format!("{} of {} ({pct:.1}%)", bytes(used as u64), bytes(max as u64)),
+                format!("{} of {} ({pct:.1}%){on}", bytes(used as u64), bytes(max as u64)),
                 Some(perf),
             );
             if status != Status::Healthy {
@@ -170,7 +189,7 @@ async fn info(
                 ));
             }
         }
-        _ => {
+        None => {
             let perf = report.perf("memory_used", used, "B").range(0.0, None);
             report.check(
                 "memory",
@@ -215,6 +234,77 @@ async fn info(
     report.headline = headline.join(", ");
 }
 
+/// INFO figures that add up over a cluster's primaries.
+const ADDITIVE: &[&str] = &[
+    "used_memory",
+    "used_memory_peak",
+    "used_memory_rss",
+    "maxmemory",
+    "connected_clients",
+    "blocked_clients",
+    "keyspace_hits",
+    "keyspace_misses",
+    "evicted_keys",
+    "expired_keys",
+    "instantaneous_ops_per_sec",
+    "rejected_connections",
+];
+
+/// A cluster's INFO summed over every primary (keys, memory, lookups...), and its fullest
+/// primary (`host:port`, used, maxmemory). Primaries that cannot be reached are a warning: their
+/// figures are missing.
+async fn summed(
+    target: &RedisTarget,
+    report: &mut TargetReport,
+) -> Option<(std::collections::BTreeMap<String, String>, Option<(String, f64, f64)>)> {
+    let primaries = match cache_core::keyspace::primaries(target).await {
+        Ok(p) => p,
+        Err(e) => {
+            report.check("primaries", Status::Degraded, format!("the primaries could not be listed: {e:#}"), None);
+            return None;
+        }
+    };
+    let mut out = primaries.nodes.first()?.info.clone();
+    let mut keys = 0;
+    let mut fullest: Option<(String, f64, f64)> = None;
+    for key in ADDITIVE {
+        out.remove(*key);
+    }
+    for node in &primaries.nodes {
+        keys += client::keyspace_keys(&node.info);
+        let num = |k: &str| node.info.get(k).and_then(|v| v.parse::<f64>().ok());
+        for key in ADDITIVE {
+            if let Some(v) = num(key) {
+                let sum = out.get(*key).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) + v;
+                out.insert((*key).to_owned(), sum.to_string());
+            }
+        }
+        if let (Some(used), Some(max)) = (num("used_memory"), num("maxmemory").filter(|m| *m > 0.0))
+            && fullest.as_ref().is_none_or(|(_, u, m)| used / max > u / m)
+        {
+            fullest = Some((node.node.clone().unwrap_or_default(), used, max));
+        }
+        let frag = num("mem_fragmentation_ratio").unwrap_or(0.0);
+        if out.get("mem_fragmentation_ratio").and_then(|v| v.parse::<f64>().ok()).is_none_or(|f| frag > f) {
+            out.insert("mem_fragmentation_ratio".into(), frag.to_string());
+        }
+    }
+    out.retain(|k, _| !k.starts_with("db"));
+    out.insert("db0".into(), format!("keys={keys}"));
+    report.metric("primaries", primaries.nodes.len() as u64);
+    if primaries.complete() {
+        report.check("primaries", Status::Healthy, format!("{}: figures summed over them", primaries.coverage()), None);
+    } else {
+        report.check(
+            "primaries",
+            Status::Degraded,
+            format!("{}; not reached: {}", primaries.coverage(), primaries.missing.join("; ")),
+            None,
+        );
+    }
+    Some((out, fullest))
+}
+
 /// A cluster node: the cluster's state and slot coverage, from `CLUSTER INFO`.
 async fn cluster(connection: &mut redis::aio::MultiplexedConnection, report: &mut TargetReport) {
     let text: redis::RedisResult<String> = redis::cmd("CLUSTER").arg("INFO").query_async(connection).await;
@@ -228,6 +318,9 @@ async fn cluster(connection: &mut redis::aio::MultiplexedConnection, report: &mu
     let failing = info.get("cluster_slots_fail").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     report.metric("cluster_state", state.to_owned());
     let summary = format!("cluster_state {state}, {assigned} of 16384 slots assigned, {failing} failing");
+    if let Ok(nodes) = redis::cmd("CLUSTER").arg("NODES").query_async::<String>(connection).await {
+        redundancy(&nodes, report);
+    }
     if state == "ok" {
         report.check("cluster", Status::Healthy, summary, None);
     } else {
@@ -236,5 +329,68 @@ async fn cluster(connection: &mut redis::aio::MultiplexedConnection, report: &mu
             "{}: the cluster is `{state}`; see CLUSTER NODES for failed primaries and unassigned slots",
             report.id()
         ));
+    }
+}
+
+/// Failed nodes, and primaries serving slots with no healthy replica, from `CLUSTER NODES`
+/// (`id addr flags master-id ping pong epoch link slots...`): each a warning, since the
+/// cluster still serves every slot but one more failure loses data or slots.
+fn redundancy(nodes: &str, report: &mut TargetReport) {
+    let rows: Vec<Vec<&str>> =
+        nodes.lines().map(|l| l.split_whitespace().collect()).filter(|f: &Vec<&str>| f.len() >= 8).collect();
+    let failed: Vec<String> = rows
+        .iter()
+        .filter(|f| f[2].split(',').any(|flag| flag == "fail" || flag == "fail?"))
+        .map(|f| f[1].split('@').next().unwrap_or(f[1]).to_owned())
+        .collect();
+    let healthy = |f: &Vec<&str>| !f[2].split(',').any(|flag| flag == "fail" || flag == "fail?");
+    let lonely: Vec<String> = rows
+        .iter()
+        .filter(|f| f[2].split(',').any(|flag| flag == "master") && healthy(f) && f.len() > 8)
+        .filter(|p| !rows.iter().any(|r| r[3] == p[0] && healthy(r)))
+        .map(|p| p[1].split('@').next().unwrap_or(p[1]).to_owned())
+        .collect();
+    let replicas = rows.iter().filter(|f| f[3] != "-" && healthy(f)).count();
+    report.metric("cluster_replicas", replicas as u64);
+    if failed.is_empty() && lonely.is_empty() {
+        report.check("redundancy", Status::Healthy, format!("every primary has a replica ({replicas} replicas)"), None);
+        return;
+    }
+    let mut parts = Vec::new();
+    if !failed.is_empty() {
+        parts.push(format!("failed nodes: {}", failed.join(", ")));
+    }
+    if !lonely.is_empty() {
+        parts.push(format!("primaries without a healthy replica: {}", lonely.join(", ")));
+    }
+    report.check("redundancy", Status::Degraded, parts.join("; "), None);
+    report.recommendations.push(format!(
+        "{}: {}; one more failure loses data or slots: replace the failed nodes or add replicas",
+        report.id(),
+        parts.join("; ")
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_nodes_and_primaries_without_replicas_are_warnings() {
+        let nodes = "a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n\
+                     b1 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922\n\
+                     c1 127.0.0.1:7002@17002 master - 0 0 3 connected 10923-16383\n\
+                     a2 127.0.0.1:7003@17003 slave a1 0 0 1 connected\n\
+                     b2 127.0.0.1:7004@17004 slave b1 0 0 2 connected\n\
+                     c2 127.0.0.1:7005@17005 slave,fail c1 0 0 3 disconnected\n";
+        let mut report = TargetReport::new(Tier::Redis, "main");
+        redundancy(nodes, &mut report);
+        let check = report.checks.iter().find(|c| c.name == "redundancy").unwrap();
+        assert_eq!(check.status, Status::Degraded);
+        assert!(check.summary.contains("failed nodes: 127.0.0.1:7005"), "{}", check.summary);
+        assert!(check.summary.contains("without a healthy replica: 127.0.0.1:7002"), "{}", check.summary);
+        let mut report = TargetReport::new(Tier::Redis, "main");
+        redundancy(&nodes.replace("slave,fail", "slave").replace("disconnected", "connected"), &mut report);
+        assert_eq!(report.checks.iter().find(|c| c.name == "redundancy").unwrap().status, Status::Healthy);
     }
 }
