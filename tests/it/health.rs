@@ -531,3 +531,47 @@ fn a_cluster_is_judged_on_every_primary_and_a_lost_replica_is_a_warning() {
     let checks = main["checks"].to_string();
     assert!(checks.contains("failed nodes") && checks.contains("without a healthy replica"), "{checks}");
 }
+
+#[test]
+fn after_a_failover_losing_the_seed_node_leaves_every_tool_working() {
+    let Some(mut cluster) = cache_tests::RedisCluster::start_with_replicas() else { return };
+    for i in 0..3000 {
+        cluster.set_aged(&format!("app:k{i}"), b"v", 3_600_000, 0);
+    }
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\nurls = [\"{}\", \"{}\"]\nnamespace = \"app:\"\n[system]\ngpu = false\n",
+        cluster.nodes()[0].url(),
+        cluster.nodes()[1].url(),
+        cluster.nodes()[2].url()
+    ));
+    // The seed named in `url` dies; its replica takes over.
+    cluster.kill_primary(0);
+    let promoted = wait_until(Duration::from_secs(30), || {
+        let role: String =
+            redis::cmd("INFO").arg("replication").query(&mut cluster.replicas()[0].connection()).unwrap_or_default();
+        let state: String =
+            redis::cmd("CLUSTER").arg("INFO").query(&mut cluster.nodes()[1].connection()).unwrap_or_default();
+        role.contains("role:master") && state.contains("cluster_state:ok")
+    });
+    assert!(promoted, "the replica was not promoted");
+    let out = env.run(HEALTH, &["check", "--tier", "redis", "--format", "json"]);
+    out.expect_code(1);
+    let report = out.json();
+    let main = target(&report, "redis", "main");
+    assert_eq!(main["metrics"]["keys"], 3000, "{main:#}");
+    let checks = main["checks"].to_string();
+    assert!(checks.contains("seed nodes unreachable") && checks.contains("cluster_state ok"), "{checks}");
+    assert_eq!(main["status"], "degraded", "{main:#}");
+    let cleanup = env.run(crate::CLEANUP, &["light", "--yes", "--tier", "redis", "--format", "json"]);
+    cleanup.expect_code(0);
+    assert!(cleanup.json()["targets"][0]["notes"].to_string().contains("3 of 3 primaries"), "{}", cleanup.dump());
+    let collect = env.run(crate::ANALYTICS, &["collect", "--tier", "redis"]);
+    collect.expect_code(0);
+    let history = std::fs::read_to_string(env.state_dir().join("analytics/history.jsonl")).unwrap();
+    let snapshot: Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    assert_eq!(snapshot["redis"][0]["keys"], 3000, "{snapshot:#}");
+    let debug = env.run(crate::DEBUG, &["memory", "--tier", "redis", "--format", "json"]);
+    debug.expect_code(0);
+    assert_eq!(debug.json()["redis"][0]["keys_in_db"], 3000);
+}

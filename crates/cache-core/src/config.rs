@@ -279,6 +279,10 @@ pub struct RedisTarget {
     /// Keys larger than this are oversized (default 1 MiB).
     #[serde(default = "default_max_key_size")]
     pub max_key_size: ByteSize,
+    /// More nodes of the same Redis Cluster, tried in order when `url` is unreachable (after a
+    /// failover); each with the same credentials as `url`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<SafeUrl>,
     /// The project's keys: those starting with this (default `<project_name>:`) or with one of
     /// `prefixes`. Cleanup never deletes any other key in any mode, and orphans are judged only
     /// inside it: another application's keys in the same database are not orphans.
@@ -1306,6 +1310,7 @@ fn apply_env(config: &mut Config, env: &dyn Env) -> Result<Vec<&'static str>, Co
                 prefixes: Vec::new(),
                 protected: Vec::new(),
                 max_key_size: default_max_key_size(),
+                urls: Vec::new(),
                 namespace: None,
             }),
         }
@@ -1473,6 +1478,11 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
     for (i, t) in config.redis.iter().enumerate() {
         if !matches!(t.url.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
             return Err(err(format!("redis[{i}].url"), "scheme must be redis://, rediss:// or redis+unix://"));
+        }
+        for (j, seed) in t.urls.iter().enumerate() {
+            if seed.scheme() != t.url.scheme() {
+                return Err(err(format!("redis[{i}].urls[{j}]"), "must use the same scheme as `url`"));
+            }
         }
         positive(source, format!("redis[{i}].timeout"), t.timeout)?;
         positive(source, format!("redis[{i}].connect_timeout"), t.connect_timeout)?;

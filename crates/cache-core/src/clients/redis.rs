@@ -15,9 +15,40 @@ use crate::config::RedisTarget;
 use crate::error::Unreachable;
 
 /// Opens a multiplexed connection to `target`, or fails within its connect timeout (plus one
-/// response timeout for the handshake) with [`Unreachable`].
+/// response timeout for the handshake) with [`Unreachable`]. A cluster target with seed `urls`
+/// falls back to them, in order, when its `url` is unreachable (after a failover the node
+/// named first may be gone): any node serves to read the topology.
 pub async fn connect(target: &RedisTarget) -> anyhow::Result<MultiplexedConnection> {
-    let client = redis::Client::open(target.url.expose())
+    let first = match connect_url(target, &target.url).await {
+        Ok(connection) => return Ok(connection),
+        Err(e) => e,
+    };
+    for seed in &target.urls {
+        if let Ok(connection) = connect_url(target, seed).await {
+            tracing::warn!("redis/{}: {} is unreachable ({first:#}); using the seed {seed}", target.name, target.url);
+            return Ok(connection);
+        }
+    }
+    Err(first)
+}
+
+/// The seeds of `target` (`url` and `urls`) that do not answer; empty when it has no seed
+/// `urls`. For reports that must say a seed is lost while the others serve.
+pub async fn lost_seeds(target: &RedisTarget) -> Vec<String> {
+    let mut lost = Vec::new();
+    for url in std::iter::once(&target.url).chain(&target.urls) {
+        if target.urls.is_empty() {
+            break;
+        }
+        if connect_url(target, url).await.is_err() {
+            lost.push(url.to_string());
+        }
+    }
+    lost
+}
+
+async fn connect_url(target: &RedisTarget, url: &crate::redact::SafeUrl) -> anyhow::Result<MultiplexedConnection> {
+    let client = redis::Client::open(url.expose())
         .with_context(|| format!("invalid redis URL for target `{}`: {}", target.name, target.url))?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(target.connect_timeout))
@@ -26,7 +57,7 @@ pub async fn connect(target: &RedisTarget) -> anyhow::Result<MultiplexedConnecti
     let unreachable = |message: String| Unreachable {
         tier: "redis".into(),
         target: target.name.clone(),
-        message: format!("{message} ({})", target.url),
+        message: format!("{message} ({url})"),
     };
     match tokio::time::timeout(budget, client.get_multiplexed_async_connection_with_config(&config)).await {
         Ok(Ok(connection)) => Ok(connection),

@@ -45,6 +45,15 @@ pub async fn probe(target: &RedisTarget, settings: &HealthSettings) -> TargetRep
         }
     }
 
+    let lost = client::lost_seeds(target).await;
+    if !lost.is_empty() {
+        report.check(
+            "seeds",
+            Status::Degraded,
+            format!("seed nodes unreachable: {}; served through the others", lost.join(", ")),
+            None,
+        );
+    }
     write_round_trip(&mut connection, &target.name, &mut report).await;
     info(target, &mut connection, &mut report, settings).await;
     report.latency(start.elapsed(), target.latency_warn.unwrap_or(settings.latency.redis));
