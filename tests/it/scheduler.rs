@@ -440,3 +440,26 @@ async fn the_fleet_lease_is_renewed_while_held_and_marks_its_tick_done() {
     assert!(next.token() > first);
     next.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_lease_works_on_a_cluster_whatever_node_serves_its_keys() {
+    let Some(cluster) = cache_tests::RedisCluster::start() else { return };
+    let tick = chrono::DateTime::parse_from_rfc3339("2026-11-22T03:00:00Z").unwrap().to_utc();
+    let lease = std::time::Duration::from_millis(300);
+    let key = "cache-toolkit:p:lease:backup:20261122T0300";
+    let fence = "cache-toolkit:p:fence:backup";
+    // The lease and the fence live on other primaries than (some of) the seeds: every seed works.
+    assert_ne!(cluster.node_for(key).port(), cluster.node_for(fence).port(), "pick keys on two shards");
+    let mut tokens = Vec::new();
+    for (day, seed) in cluster.nodes().iter().enumerate() {
+        let target: cache_core::config::RedisTarget =
+            toml::from_str(&format!("name = \"main\"\nurl = \"{}\"\n", seed.url())).unwrap();
+        let at = tick + chrono::Duration::days(day as i64);
+        let held = cache_core::fleet::Lease::take(&target, "p", "backup", at, lease).await.unwrap().unwrap();
+        let other = cache_core::fleet::Lease::take(&target, "p", "backup", at, lease).await.unwrap();
+        assert!(other.unwrap_err().starts_with("held by "), "seed {}", seed.port());
+        tokens.push(held.token());
+        held.finish().await;
+    }
+    assert!(tokens.windows(2).all(|w| w[1] > w[0]), "fencing tokens {tokens:?}");
+}

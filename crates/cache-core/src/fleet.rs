@@ -9,7 +9,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use redis::aio::MultiplexedConnection;
 
-use crate::clients::redis as client;
 use crate::config::RedisTarget;
 
 /// Extends the lease only while it is still ours.
@@ -44,10 +43,15 @@ impl Lease {
         tick: DateTime<Utc>,
         lease: Duration,
     ) -> anyhow::Result<Result<Self, String>> {
-        let mut conn = client::connect(target).await?;
         let key = format!("cache-toolkit:{project}:lease:{job}:{}", tick.format("%Y%m%dT%H%M"));
-        let token: i64 =
-            redis::cmd("INCR").arg(format!("cache-toolkit:{project}:fence:{job}")).query_async(&mut conn).await?;
+        let fence = format!("cache-toolkit:{project}:fence:{job}");
+        // Each key on the primary serving its slot (on a Redis Cluster they differ).
+        let router = crate::keyspace::primaries(target).await?.router().await?;
+        let route = |k: &str| {
+            router.conn_for(k.as_bytes()).ok_or_else(|| anyhow::anyhow!("no reachable primary serves the slot of `{k}`"))
+        };
+        let mut conn = route(&key)?;
+        let token: i64 = redis::cmd("INCR").arg(&fence).query_async(&mut route(&fence)?).await?;
         let value = format!("{}:{}:{token}", crate::system::hostname(), std::process::id());
         let ms = lease.as_millis().max(1) as u64;
         let set: Option<String> =
