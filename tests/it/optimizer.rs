@@ -294,14 +294,26 @@ async fn on_a_cluster_run_sets_ttls_on_every_shard_rollback_undoes_them_and_warm
     let Some(cluster) = cache_tests::RedisCluster::start() else { return };
     let Some(pg) = PgServer::start() else { return };
     // 9000 TTL-less keys of a TTL prefix, over the three primaries.
+    // Every primary with maxmemory and noeviction: the policy change must reach all three.
     for node in cluster.nodes() {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg("maxmemory-policy")
-            .arg("allkeys-lru")
-            .query(&mut node.connection())
-            .unwrap();
+        let mut conn = node.connection();
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("100mb").query(&mut conn).unwrap();
+        let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query(&mut conn).unwrap();
     }
+    let policies = |cluster: &cache_tests::RedisCluster| -> Vec<String> {
+        cluster
+            .nodes()
+            .iter()
+            .map(|n| {
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("maxmemory-policy")
+                    .query::<Vec<String>>(&mut n.connection())
+                    .unwrap()[1]
+                    .clone()
+            })
+            .collect()
+    };
     let mut by_node: Vec<Vec<String>> = vec![Vec::new(); 3];
     for i in 0..9000 {
         let key = format!("app:search:k{i}");
@@ -350,8 +362,9 @@ async fn on_a_cluster_run_sets_ttls_on_every_shard_rollback_undoes_them_and_warm
             .sum()
     };
     assert_eq!(ttl_less(&cluster), 9000);
-    let out = env.run(OPTIMIZER, &["run", "--tier", "redis", "--format", "json"]);
+    let out = env.run(OPTIMIZER, &["run", "--apply", "--tier", "redis", "--format", "json"]);
     out.expect_code(0);
+    assert_eq!(policies(&cluster), ["allkeys-lru"; 3], "{}", out.dump());
     let changes = out.json()["changes"].clone();
     let ttl = changes.as_array().unwrap().iter().find(|c| c["action"]["kind"] == "redis_pattern_ttl").unwrap();
     assert_eq!(ttl["before"]["keys"].as_array().unwrap().len(), 9000, "{}", out.dump());
@@ -359,6 +372,7 @@ async fn on_a_cluster_run_sets_ttls_on_every_shard_rollback_undoes_them_and_warm
     let rollback = env.run(OPTIMIZER, &["rollback", "latest"]);
     rollback.expect_code(0);
     assert_eq!(ttl_less(&cluster), 9000, "rollback left TTLs: {}", rollback.dump());
+    assert_eq!(policies(&cluster), ["noeviction"; 3], "{}", rollback.dump());
     // warm writes each entry to the primary of its slot: no MOVED, every shard gets some.
     let out = env.run(OPTIMIZER, &["warm", "--force", "--max-entries", "300", "--format", "json"]);
     out.expect_code(0);

@@ -282,19 +282,31 @@ async fn redis_findings(
     let mut recs = Vec::new();
     let mut notes = Vec::new();
     let who = format!("redis/{}", target.name);
-    let mut conn = match redis_client::connect(target).await {
-        Ok(c) => c,
+    let primaries = match keyspace.primaries().await {
+        Ok(p) => p,
         Err(e) => {
             notes.push(format!("{who}: {e:#}"));
             return (recs, notes);
         }
     };
-    match redis_client::info(&mut conn).await {
-        Ok(info) => {
+    if primaries.cluster {
+        notes.push(format!("{who}: {} judged", primaries.coverage()));
+    }
+    notes.extend(primaries.missing.iter().map(|m| format!("{who}: not judged: {m}")));
+    // Each primary's configuration: the first one found wanting stands for the others (a change
+    // is applied to every primary).
+    let mut judged = std::collections::BTreeSet::new();
+    for node in &primaries.nodes {
+        let info = &node.info;
+        if info.is_empty() {
+            notes.push(format!("{who}: INFO refused by {}", node.node.as_deref().unwrap_or("the server")));
+            continue;
+        }
+        {
             let num = |k: &str| info.get(k).and_then(|v| v.parse::<f64>().ok());
             let maxmemory = num("maxmemory").unwrap_or(0.0);
             let policy = info.get("maxmemory_policy").cloned().unwrap_or_default();
-            if maxmemory == 0.0 {
+            if maxmemory == 0.0 && judged.insert("maxmemory") {
                 let total = cache_core::system::host().map(|h| h.memory_total).unwrap_or(0);
                 recs.push(rec(
                     "memory",
@@ -305,7 +317,7 @@ async fn redis_findings(
                     (json!(0), if total > 0 { json!((total as f64 * 0.75) as u64) } else { Value::Null }),
                     None,
                 ));
-            } else if policy == "noeviction" {
+            } else if policy == "noeviction" && judged.insert("policy") {
                 recs.push(rec(
                     "eviction",
                     Priority::High,
@@ -320,7 +332,9 @@ async fn redis_findings(
                     }),
                 ));
             }
-            if let Some(frag) = num("mem_fragmentation_ratio").filter(|f| *f > settings.fragmentation_ratio) {
+            if let Some(frag) = num("mem_fragmentation_ratio").filter(|f| *f > settings.fragmentation_ratio)
+                && judged.insert("fragmentation")
+            {
                 recs.push(rec(
                     "memory",
                     Priority::Low,
@@ -332,37 +346,42 @@ async fn redis_findings(
                 ));
             }
         }
-        Err(e) => notes.push(format!("{who}: INFO: {e}")),
     }
-    // The share of keys without a TTL, per prefix, from a sample.
-    let opts = ScanOptions { count: 1000, access: false, memory: false, ..ScanOptions::default() };
-    let mut scanner = match Scanner::new(conn, opts, 0).await {
-        Ok(s) => s,
-        Err(e) => {
-            notes.push(format!("{who}: SCAN: {e}"));
-            return (recs, notes);
-        }
-    };
+    // The share of keys without a TTL, per prefix, from a sample spread over the primaries.
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
     let (mut sampled, mut ttl_less) = (0u64, 0u64);
     let mut per_prefix: BTreeMap<Option<usize>, u64> = BTreeMap::new();
-    while sampled < TTL_SAMPLE && Instant::now() < deadline {
-        match scanner.next_batch().await {
-            Ok(Some(batch)) => {
-                for key in batch {
-                    sampled += 1;
-                    if key.ttl_ms.is_some() || keyspace.is_protected(&key.key) {
-                        continue;
-                    }
-                    ttl_less += 1;
-                    let rule = target.prefixes.iter().position(|r| key.key.starts_with(r.prefix.as_bytes()));
-                    *per_prefix.entry(rule).or_default() += 1;
-                }
-            }
-            Ok(None) => break,
+    let share_each = TTL_SAMPLE / primaries.nodes.len().max(1) as u64;
+    for node in &primaries.nodes {
+        // A script on a cluster node may only touch declared keys.
+        let method = primaries.cluster.then_some(cache_core::scan::Method::Pipeline);
+        let opts = ScanOptions { count: 1000, access: false, memory: false, method, ..ScanOptions::default() };
+        let mut scanner = match Scanner::new(node.conn.clone(), opts, 0).await {
+            Ok(s) => s,
             Err(e) => {
                 notes.push(format!("{who}: SCAN: {e}"));
-                break;
+                continue;
+            }
+        };
+        let stop = sampled + share_each;
+        while sampled < stop && Instant::now() < deadline {
+            match scanner.next_batch().await {
+                Ok(Some(batch)) => {
+                    for key in batch {
+                        sampled += 1;
+                        if key.ttl_ms.is_some() || keyspace.is_protected(&key.key) {
+                            continue;
+                        }
+                        ttl_less += 1;
+                        let rule = target.prefixes.iter().position(|r| key.key.starts_with(r.prefix.as_bytes()));
+                        *per_prefix.entry(rule).or_default() += 1;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    notes.push(format!("{who}: SCAN: {e}"));
+                    break;
+                }
             }
         }
     }

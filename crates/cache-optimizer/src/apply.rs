@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use cache_core::app::{Context, JobResult};
 use cache_core::cli::CommonArgs;
-use cache_core::clients::{postgres, redis as redis_client};
+use cache_core::clients::postgres;
 use cache_core::config::{PostgresTarget, RedisTarget};
 use cache_core::error::UsageError;
 use cache_core::exit::{self, Convention};
@@ -117,12 +117,11 @@ fn glob_escape(prefix: &str) -> String {
 struct Targets<'a> {
     ctx: &'a Context,
     pg: HashMap<String, tokio_postgres::Client>,
-    redis: HashMap<String, redis::aio::MultiplexedConnection>,
 }
 
 impl<'a> Targets<'a> {
     fn new(ctx: &'a Context) -> Self {
-        Self { ctx, pg: HashMap::new(), redis: HashMap::new() }
+        Self { ctx, pg: HashMap::new() }
     }
 
     fn pg_target(&self, name: &str) -> anyhow::Result<&'a PostgresTarget> {
@@ -149,14 +148,6 @@ impl<'a> Targets<'a> {
             self.pg.insert(name.to_owned(), client);
         }
         self.pg.get(name).ok_or_else(|| anyhow::anyhow!("postgres connection `{name}` lost"))
-    }
-
-    async fn redis(&mut self, name: &str) -> anyhow::Result<redis::aio::MultiplexedConnection> {
-        if !self.redis.contains_key(name) {
-            let conn = redis_client::connect(self.redis_target(name)?).await?;
-            self.redis.insert(name.to_owned(), conn);
-        }
-        self.redis.get(name).cloned().ok_or_else(|| anyhow::anyhow!("redis connection `{name}` lost"))
     }
 }
 
@@ -218,6 +209,17 @@ async fn ttl_less_keys(
     Ok(keys)
 }
 
+/// Every primary of `target`, or an error naming those not reached: a server-wide change is made
+/// on all of them or on none.
+async fn complete_primaries(targets: &Targets<'_>, target: &str) -> anyhow::Result<Primaries> {
+    let t = targets.redis_target(target)?;
+    let primaries = cache_core::keyspace::primaries(t).await?;
+    if !primaries.complete() {
+        anyhow::bail!("not every primary was reached ({}): nothing changed", primaries.missing.join("; "));
+    }
+    Ok(primaries)
+}
+
 /// Runs `command KEY ARGS...` on every key, each on the primary serving it, pipelined per
 /// primary; returns the keys the command answered 1 for.
 async fn per_key(router: &Router, keys: &[String], command: &str, args: &[&str]) -> anyhow::Result<Vec<String>> {
@@ -271,14 +273,34 @@ async fn apply(
             Ok(format!("{setting}: {} → {value}", old.as_deref().unwrap_or("(default)")))
         }
         Action::RedisConfig { target, parameter, value } => {
-            let mut conn = targets.redis(&target).await?;
-            let old: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(&parameter).query_async(&mut conn).await?;
-            let old =
-                old.get(1).cloned().ok_or_else(|| anyhow::anyhow!("CONFIG GET {parameter}: no such parameter"))?;
-            change.before = json!(old);
+            // Configuration is per server: every primary of a cluster gets it, each old value
+            // recorded (standalone: the old value itself, as before).
+            let primaries = complete_primaries(targets, &target).await?;
+            let mut old = serde_json::Map::new();
+            for node in &primaries.nodes {
+                let got: Vec<String> =
+                    redis::cmd("CONFIG").arg("GET").arg(&parameter).query_async(&mut node.conn.clone()).await?;
+                let got =
+                    got.get(1).cloned().ok_or_else(|| anyhow::anyhow!("CONFIG GET {parameter}: no such parameter"))?;
+                old.insert(node.node.clone().unwrap_or_default(), json!(got));
+            }
+            let shown = old.values().filter_map(Value::as_str).collect::<std::collections::BTreeSet<_>>();
+            let shown = shown.into_iter().collect::<Vec<_>>().join("/");
+            change.before = if primaries.cluster {
+                json!({ "per_node": old })
+            } else {
+                old.into_values().next().unwrap_or(Value::Null)
+            };
             save(change)?;
-            redis::cmd("CONFIG").arg("SET").arg(&parameter).arg(&value).query_async::<()>(&mut conn).await?;
-            Ok(format!("{parameter}: {old} → {value}"))
+            for node in &primaries.nodes {
+                redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg(&parameter)
+                    .arg(&value)
+                    .query_async::<()>(&mut node.conn.clone())
+                    .await?;
+            }
+            Ok(format!("{parameter}: {shown} → {value} ({})", primaries.coverage()))
         }
         Action::RedisPatternTtl { target, prefix, ttl_ms } => {
             let t = targets.redis_target(&target)?;
@@ -300,9 +322,11 @@ async fn apply(
             Ok(format!("TTL set on {n} keys ({})", primaries.coverage()))
         }
         Action::RedisMemoryPurge { target } => {
-            let mut conn = targets.redis(&target).await?;
-            redis::cmd("MEMORY").arg("PURGE").query_async::<()>(&mut conn).await?;
-            Ok("purged".into())
+            let primaries = complete_primaries(targets, &target).await?;
+            for node in &primaries.nodes {
+                redis::cmd("MEMORY").arg("PURGE").query_async::<()>(&mut node.conn.clone()).await?;
+            }
+            Ok(format!("purged ({})", primaries.coverage()))
         }
     }
 }
@@ -325,10 +349,29 @@ async fn restore(targets: &mut Targets<'_>, change: &Change) -> anyhow::Result<S
             }
         }
         Action::RedisConfig { target, parameter, .. } => {
-            let old = change.before.as_str().ok_or_else(|| anyhow::anyhow!("no old value recorded"))?;
-            let mut conn = targets.redis(target).await?;
-            redis::cmd("CONFIG").arg("SET").arg(parameter).arg(old).query_async::<()>(&mut conn).await?;
-            Ok(format!("{parameter} = {old} again"))
+            let primaries = complete_primaries(targets, target).await?;
+            let mut restored = Vec::new();
+            for node in &primaries.nodes {
+                let old = match (&change.before, &node.node) {
+                    (Value::String(old), _) => old.clone(),
+                    (before, Some(label)) => before["per_node"][label]
+                        .as_str()
+                        .ok_or_else(|| {
+                            anyhow::anyhow!("no old value recorded for primary {label} (the cluster changed since?)")
+                        })?
+                        .to_owned(),
+                    (_, None) => anyhow::bail!("no old value recorded"),
+                };
+                redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg(parameter)
+                    .arg(&old)
+                    .query_async::<()>(&mut node.conn.clone())
+                    .await?;
+                restored.push(old);
+            }
+            restored.dedup();
+            Ok(format!("{parameter} = {} again ({})", restored.join("/"), primaries.coverage()))
         }
         Action::RedisPatternTtl { target, .. } => {
             let keys: Vec<String> = serde_json::from_value(change.before["keys"].clone()).unwrap_or_default();

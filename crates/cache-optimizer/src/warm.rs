@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use cache_core::app::{Context, JobResult};
+use cache_core::cache_table::CacheTable;
 use cache_core::cli::CommonArgs;
 use cache_core::clients::postgres;
 use cache_core::error::UsageError;
@@ -110,38 +111,11 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
         }
     };
     let max_entries = opts.max_entries.unwrap_or(settings.warm_max_entries);
-    let c = &pg.columns;
-    let q = postgres::quote_ident;
-    let (filter, project) = if c.project.is_empty() {
-        ("true".to_owned(), None)
-    } else {
-        (format!("{} = $2", q(&c.project)), Some(config.project_name.clone()))
-    };
-    // Round-robin over categories: every category's hottest entry, then every second...
-    let sql = format!(
-        "SELECT k, v, cat, ac, ttl_ms FROM (
-            SELECT {key}::text AS k, {value}::text AS v, {cat}::text AS cat, {ac}::bigint AS ac, {acc} AS acc,
-                   CASE WHEN {exp} IS NULL THEN NULL
-                        ELSE (extract(epoch FROM {exp} - now()) * 1000)::bigint END AS ttl_ms,
-                   row_number() OVER (PARTITION BY {cat} ORDER BY {ac} DESC, {acc} DESC) AS rn
-              FROM {table}
-             WHERE {filter} AND ({exp} IS NULL OR {exp} > now())
-         ) s ORDER BY rn, ac DESC, acc DESC LIMIT $1",
-        key = q(&c.key),
-        value = q(&c.value),
-        cat = q(&c.category),
-        ac = q(&c.access_count),
-        acc = q(&c.accessed_at),
-        exp = q(&c.expires_at),
-        table = q(&pg.table),
-    );
     let db = postgres::connect(pg).await?;
     let limit = i64::try_from(max_entries).unwrap_or(i64::MAX);
-    let rows = match &project {
-        Some(p) => db.query(&sql, &[&limit, p]).await,
-        None => db.query(&sql, &[&limit]).await,
-    }
-    .map_err(|e| anyhow::anyhow!("postgres/{}: reading the hottest entries: {}", pg.name, postgres::error_text(&e)))?;
+    let rows = CacheTable::new(pg, &config.project_name).hottest(&db, limit).await.map_err(|e| {
+        anyhow::anyhow!("postgres/{}: reading the hottest entries: {}", pg.name, postgres::error_text(&e))
+    })?;
     let keyspace = cache_core::keyspace::Keyspace::new(config, redis_target);
     let budget = settings.warm_max_bytes.as_u64();
     let ttl_cap = settings.warm_ttl.as_millis() as u64;
@@ -149,8 +123,8 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
     let mut entries: Vec<(Entry, String)> = Vec::new();
     let mut skipped_protected = 0;
     for row in rows {
-        let key = format!("{}{}", settings.warm_key_prefix, row.get::<_, String>(0));
-        let value: String = row.get(1);
+        let key = format!("{}{}", settings.warm_key_prefix, row.key);
+        let value = row.value;
         if keyspace.is_protected(key.as_bytes()) {
             skipped_protected += 1;
             continue;
@@ -160,11 +134,11 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
             break;
         }
         used += size;
-        let ttl_ms = row.get::<_, Option<i64>>(4).map_or(ttl_cap, |t| (t.max(1) as u64).min(ttl_cap));
+        let ttl_ms = row.ttl_ms.map_or(ttl_cap, |t| (t.max(1) as u64).min(ttl_cap));
         let entry = Entry {
             key,
-            category: row.get(2),
-            access_count: row.get(3),
+            category: row.category,
+            access_count: row.access_count,
             bytes: value.len() as u64,
             ttl_ms,
             written: false,
