@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use cache_core::app::{Context, JobResult};
+use cache_core::cache_table::CacheTable;
 use cache_core::clients::{memory::MemoryClient, postgres, redis as redis_client};
 use cache_core::error::UsageError;
 use cache_core::exit::{self, Convention};
@@ -181,7 +182,15 @@ async fn clean(
             }));
         }
     }
-    let targets = futures::future::join_all(work).await;
+    let mut targets = futures::future::join_all(work).await;
+    // Readable however a pass failed: one line per kind of error, none over a few hundred
+    // characters, in the table, the JSON and the run record alike.
+    for t in &mut targets {
+        t.errors = cache_core::messages::condense(&t.errors);
+        for note in &mut t.notes {
+            *note = cache_core::messages::clip(note, cache_core::messages::MAX_LINE);
+        }
+    }
     let report = CleanupReport {
         mode,
         decision,
@@ -263,32 +272,15 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
                 continue;
             }
         };
-        let c = &target.columns;
-        let project = if c.project.is_empty() {
-            "true".to_owned()
-        } else {
-            format!("{} = $1", postgres::quote_ident(&c.project))
-        };
-        let sql = format!(
-            "SELECT count(*)::bigint, count(*) FILTER (WHERE {} > now() - interval '1 hour')::bigint, \
-                    pg_total_relation_size($TABLE::regclass)::bigint FROM {} WHERE {project}",
-            postgres::quote_ident(&c.accessed_at),
-            postgres::quote_ident(&target.table)
-        );
-        let sql = sql.replace("$TABLE", &format!("'{}'", target.table));
-        let row = if c.project.is_empty() {
-            db.query_one(&sql, &[]).await
-        } else {
-            db.query_one(&sql, &[&config.project_name]).await
-        };
+        let row = CacheTable::new(target, &config.project_name).counts(&db).await;
         match row {
-            Ok(row) => {
-                figures.total_entries += row.get::<_, i64>(0) as u64;
-                figures.recent_activity += row.get::<_, i64>(1) as u64;
+            Ok(counts) => {
+                figures.total_entries += counts.rows as u64;
+                figures.recent_activity += counts.recent as u64;
                 if let Some(budget) = settings.table_budget.filter(|b| b.as_u64() > 0) {
                     figures.usage.push(Usage {
                         target: format!("postgres/{}", target.name),
-                        share: row.get::<_, i64>(2) as f64 / budget.as_u64() as f64,
+                        share: counts.total_bytes as f64 / budget.as_u64() as f64,
                         of: "cleanup.smart.table_budget".into(),
                     });
                 }

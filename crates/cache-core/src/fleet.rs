@@ -48,7 +48,9 @@ impl Lease {
         // Each key on the primary serving its slot (on a Redis Cluster they differ).
         let router = crate::keyspace::primaries(target).await?.router().await?;
         let route = |k: &str| {
-            router.conn_for(k.as_bytes()).ok_or_else(|| anyhow::anyhow!("no reachable primary serves the slot of `{k}`"))
+            router
+                .conn_for(k.as_bytes())
+                .ok_or_else(|| anyhow::anyhow!("no reachable primary serves the slot of `{k}`"))
         };
         let mut conn = route(&key)?;
         let token: i64 = redis::cmd("INCR").arg(&fence).query_async(&mut route(&fence)?).await?;

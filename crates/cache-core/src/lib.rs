@@ -27,6 +27,7 @@ pub mod jobs;
 pub mod journal;
 pub mod keyspace;
 pub mod lock;
+pub mod messages;
 pub mod output;
 pub mod redact;
 pub mod runs;

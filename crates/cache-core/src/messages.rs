@@ -1,0 +1,61 @@
+//! Messages that stay readable: many of one kind become one line with a count and the first
+//! example, and no line is longer than [`MAX_LINE`] characters. A cluster error repeated for
+//! every key of a pass, or a server reply quoting a whole pipeline, must not become a
+//! 27,000-character cell in a table, a JSON report or a cron mail.
+
+/// The longest message kept whole, in characters.
+pub const MAX_LINE: usize = 300;
+
+/// `text`, cut at `max` characters with a note of how long it was.
+pub fn clip(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().take(max).collect();
+    format!("{kept}… ({count} characters in all)")
+}
+
+/// The kind of a message: its text up to the first digit, quote or colon after the first few
+/// words, so that "MOVED 3999 127.0.0.1:7001" and "MOVED 12 127.0.0.1:7002" are one kind.
+fn kind(message: &str) -> String {
+    message.chars().take_while(|c| !c.is_ascii_digit() && !matches!(c, '`' | '"' | '\'')).take(60).collect()
+}
+
+/// `messages` with those of one kind folded into one line ("N× first example"), in the order
+/// their kinds first appear, each clipped to [`MAX_LINE`].
+pub fn condense(messages: &[String]) -> Vec<String> {
+    let mut kinds: Vec<(String, usize, &str)> = Vec::new();
+    for message in messages {
+        let k = kind(message);
+        match kinds.iter_mut().find(|(seen, _, _)| *seen == k) {
+            Some((_, n, _)) => *n += 1,
+            None => kinds.push((k, 1, message)),
+        }
+    }
+    kinds
+        .into_iter()
+        .map(|(_, n, first)| {
+            let first = clip(first, MAX_LINE);
+            if n == 1 { first } else { format!("{n}× {first} (and {} more like it)", n - 1) }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn many_of_a_kind_fold_and_long_lines_are_clipped() {
+        let mut messages: Vec<String> = (0..500).map(|i| format!("MOVED {i} 127.0.0.1:{}", 7000 + i % 3)).collect();
+        messages.push("connection refused".into());
+        messages.push(format!("huge: {}", "x".repeat(27_000)));
+        let out = condense(&messages);
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[0], "500× MOVED 0 127.0.0.1:7000 (and 499 more like it)");
+        assert_eq!(out[1], "connection refused");
+        assert!(out[2].chars().count() < MAX_LINE + 40 && out[2].ends_with("(27006 characters in all)"), "{}", out[2]);
+        assert_eq!(clip("short", 10), "short");
+    }
+}
