@@ -100,38 +100,41 @@ impl<'a> Keyspace<'a> {
 /// The servers holding `target`'s keyspace: the server itself, or every primary of its
 /// cluster. `Err` only when the target itself cannot be reached.
 pub async fn primaries(target: &RedisTarget) -> anyhow::Result<Primaries> {
-    {
-        let mut conn = client::connect(target).await?;
-        let info = client::info(&mut conn).await.unwrap_or_default();
-        let listed = match client::cluster_primaries(&mut conn, &info).await {
-            Ok(None) => {
-                let target = target.clone();
-                return Ok(Primaries {
-                    cluster: false,
-                    nodes: vec![Primary { node: None, target, conn, info }],
-                    missing: Vec::new(),
-                });
-            }
-            Ok(Some(listed)) => listed,
-            Err(e) => anyhow::bail!("listing the cluster's primaries: {e}"),
-        };
-        let mut nodes = Vec::new();
-        let mut missing = Vec::new();
-        for (host, port) in listed {
-            let label = format!("{host}:{port}");
-            let reached = async {
-                let target = client::node_target(target, &host, port)?;
-                let mut conn = client::connect(&target).await?;
-                let info = client::info(&mut conn).await.unwrap_or_default();
-                anyhow::Ok(Primary { node: Some(label.clone()), target, conn, info })
-            };
-            match reached.await {
-                Ok(primary) => nodes.push(primary),
-                Err(e) => missing.push(format!("primary {label}: {e:#}")),
-            }
+    let mut conn = client::connect(target).await?;
+    let info = client::info(&mut conn).await.unwrap_or_default();
+    let listed = match client::cluster_primaries(&mut conn, &info).await {
+        Ok(None) => {
+            let target = target.clone();
+            return Ok(Primaries {
+                cluster: false,
+                nodes: vec![Primary { node: None, target, conn, info }],
+                missing: Vec::new(),
+            });
         }
-        Ok(Primaries { cluster: true, nodes, missing })
+        Ok(Some(listed)) => listed,
+        Err(e) => anyhow::bail!("listing the cluster's primaries: {e}"),
+    };
+    // Every primary at once: a cluster's connect timeouts do not add up.
+    let reached = futures::future::join_all(listed.into_iter().map(|(host, port)| async move {
+        let label = format!("{host}:{port}");
+        let reached = async {
+            let target = client::node_target(target, &host, port)?;
+            let mut conn = client::connect(&target).await?;
+            let info = client::info(&mut conn).await.unwrap_or_default();
+            anyhow::Ok(Primary { node: Some(label.clone()), target, conn, info })
+        };
+        reached.await.map_err(|e| format!("primary {label}: {e:#}"))
+    }))
+    .await;
+    let mut nodes = Vec::new();
+    let mut missing = Vec::new();
+    for result in reached {
+        match result {
+            Ok(primary) => nodes.push(primary),
+            Err(e) => missing.push(e),
+        }
     }
+    Ok(Primaries { cluster: true, nodes, missing })
 }
 
 /// Routes keys to the primary that serves their slot: writes to a cluster go to the right node
