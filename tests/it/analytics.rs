@@ -98,6 +98,47 @@ async fn collect_then_export_json_csv_and_prometheus() {
     );
 }
 
+/// The cache table's documented `columns` are honoured: with `access_count` renamed `hits`
+/// and the project column `tenant`, seed 000's statistics read those columns, and the
+/// project's rows only.
+#[tokio::test(flavor = "multi_thread")]
+async fn collect_reads_renamed_access_count_and_project_columns() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.create_database("renamed").await;
+    pg.client("renamed")
+        .await
+        .batch_execute(
+            "CREATE TABLE cache_entries (
+                key text PRIMARY KEY, value jsonb NOT NULL, tenant text NOT NULL,
+                category text, hits integer NOT NULL DEFAULT 0,
+                created_at timestamptz NOT NULL DEFAULT now(), accessed_at timestamptz NOT NULL DEFAULT now(),
+                expires_at timestamptz, metadata jsonb NOT NULL DEFAULT '{}');
+             INSERT INTO cache_entries (key, value, tenant, category, hits)
+               SELECT 'k' || i, '{}'::jsonb, 'proj', 'cat' || (i % 2), i FROM generate_series(1, 10) i;
+             INSERT INTO cache_entries (key, value, tenant, category, hits)
+               SELECT 'other' || i, '{}'::jsonb, 'other', 'x' || i, 1000 FROM generate_series(1, 5) i;",
+        )
+        .await
+        .unwrap();
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "project_name = \"proj\"\n[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n\
+         columns = {{ access_count = \"hits\", project = \"tenant\" }}\n"
+    ));
+    let out = env.run(ANALYTICS, &["collect", "--tier", "postgres", "--format", "json"]);
+    out.expect_code(0);
+    let snap = out.json();
+    let p = &snap["postgres"][0];
+    assert!(p.get("error").is_none(), "{p:#}");
+    // Hits 1..=10 in project `proj`: a mean of 5.5; the other project's 1000s are not counted.
+    assert_eq!(p["avg_access_count"].as_f64(), Some(5.5), "{p:#}");
+    assert_eq!(
+        (p["total_entries"].as_i64(), p["hot_entries"].as_i64(), p["active_categories"].as_i64()),
+        (Some(10), Some(10), Some(2)),
+        "{p:#}"
+    );
+}
+
 #[test]
 fn export_before_any_collect_says_so_and_unreachable_targets_are_recorded() {
     let env = TestEnv::new();

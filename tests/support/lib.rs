@@ -14,6 +14,7 @@
 //! the test with a note, except when `CI` is set, where it fails the test.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr, clippy::print_stdout, reason = "test kit: panics are failures")]
+#![allow(clippy::disallowed_methods, reason = "test variables (`CI`, `PATH`, server paths), not `EnvVars`")]
 
 mod cluster;
 mod env;

@@ -4,6 +4,7 @@
 //! tools' own clap definitions and registries, are committed, and are checked in CI.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::exit, reason = "xtask is a terminal program")]
+#![allow(clippy::disallowed_methods, reason = "build variables (`CARGO`, `PATH`), not `EnvVars` settings")]
 
 mod bench;
 mod ci;

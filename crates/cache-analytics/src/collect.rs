@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cache_core::app::{Context, JobResult};
+use cache_core::cache_table::CacheTable;
 use cache_core::cli::CommonArgs;
 use cache_core::clients::memory::MemoryClient;
 use cache_core::clients::{postgres, redis as redis_client};
@@ -261,33 +262,15 @@ async fn postgres_figures(target: &PostgresTarget, project: &str) -> PostgresFig
         }
     };
     figures.latency = sample_latency(|| db.query_one("SELECT 1", &[])).await;
-    let c = &target.columns;
-    let q = postgres::quote_ident;
-    let (filter, params): (String, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) = if c.project.is_empty() {
-        ("true".into(), vec![])
-    } else {
-        (format!("{} = $1", q(&c.project)), vec![&project])
-    };
     // Seed 000's statistics query.
-    let sql = format!(
-        "SELECT count(*)::bigint, coalesce(avg(access_count), 0)::float8,
-                count(*) FILTER (WHERE {acc} > now() - interval '1 hour')::bigint,
-                count(DISTINCT {cat})::bigint,
-                coalesce(avg(extract(epoch FROM (now() - created_at))), 0)::float8,
-                coalesce(sum(CASE WHEN metadata ? 'optimized' THEN 1 ELSE 0 END), 0)::bigint
-           FROM {table} WHERE {filter}",
-        acc = q(&c.accessed_at),
-        cat = q(&c.category),
-        table = q(&target.table),
-    );
-    match db.query_one(&sql, &params).await {
-        Ok(row) => {
-            figures.total_entries = row.get(0);
-            figures.avg_access_count = row.get(1);
-            figures.hot_entries = row.get(2);
-            figures.active_categories = row.get(3);
-            figures.avg_age_seconds = row.get(4);
-            figures.optimized_entries = row.get(5);
+    match CacheTable::new(target, project).statistics(&db).await {
+        Ok(stats) => {
+            figures.total_entries = stats.total_entries;
+            figures.avg_access_count = stats.avg_access_count;
+            figures.hot_entries = stats.hot_entries;
+            figures.active_categories = stats.active_categories;
+            figures.avg_age_seconds = stats.avg_age_seconds;
+            figures.optimized_entries = stats.optimized_entries;
         }
         Err(e) => figures.error = Some(postgres::error_text(&e)),
     }

@@ -13,6 +13,7 @@ use std::collections::HashSet;
 
 use anyhow::{Context as _, bail};
 use cache_core::app::{Context, JobResult};
+use cache_core::cache_table::CacheTable;
 use cache_core::clients::memory::{MemoryClient, Restoring, text_of};
 use cache_core::clients::postgres::{self as client, quote_ident};
 use cache_core::error::UsageError;
@@ -221,9 +222,9 @@ async fn rows(ctx: &Context, journal: &Journal, dry_run: bool, out: &mut Restore
             if configured.is_none() { " (which does not exist)" } else { "" }
         );
     }
+    let cache_table = CacheTable::new(target, &ctx.config.project_name);
     if let Some(project) = &m.scope.project
-        && !target.columns.project.is_empty()
-        && project != &ctx.config.project_name
+        && cache_table.scoped_project().is_some_and(|configured| configured != project)
     {
         bail!(
             "the journal holds rows of project `{project}`, and the configuration is for project `{}`: \
@@ -239,7 +240,7 @@ async fn rows(ctx: &Context, journal: &Journal, dry_run: bool, out: &mut Restore
         let n = chunk.len() as u64;
         let done = if dry_run {
             // Count the rows whose key is taken again.
-            let key = quote_ident(&target.columns.key);
+            let key = cache_table.key();
             let sql = format!(
                 "SELECT count(*)::bigint FROM jsonb_array_elements($1::text::jsonb) AS e,
                         LATERAL jsonb_populate_record(NULL::{t}, e) AS r

@@ -91,8 +91,7 @@ fn init_tracing(common: &CommonArgs) {
         (_, 2) => "debug",
         _ => "trace",
     };
-    let filter = std::env::var(crate::env::EnvVars::CACHE_LOG)
-        .ok()
+    let filter = crate::env::EnvVars::var(crate::env::EnvVars::CACHE_LOG)
         .and_then(|spec| EnvFilter::try_new(spec).ok())
         .unwrap_or_else(|| EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()

@@ -1,7 +1,11 @@
 //! Every environment variable the toolkit reads, in one registry.
 //!
 //! Code never spells a variable's name as a string literal; it names a constant here, so that
-//! `docs/configuration.md` and this file list the same set.
+//! `docs/environment.md` (generated from [`EnvVars::ALL`]) and this file list the same set. The
+//! process environment is read only through [`EnvVars::var`] and [`EnvVars::var_os`]:
+//! `clippy.toml` disallows `std::env::var` and `std::env::var_os` everywhere else.
+
+use std::ffi::OsString;
 
 /// Names of the environment variables read by cache-toolkit.
 pub struct EnvVars;
@@ -36,6 +40,8 @@ impl EnvVars {
 
     /// A fixed "now" (RFC 3339) for the alert engine's clock: drills and tests drive time with it.
     pub const CACHE_NOW: &'static str = "CACHE_NOW";
+    /// The search path, where cache-backup looks for `redis-server` and `redis-check-rdb`.
+    pub const PATH: &'static str = "PATH";
 
     /// Every variable, with a one-line description, for generated documentation.
     pub const ALL: &'static [(&'static str, &'static str)] = &[
@@ -53,5 +59,26 @@ impl EnvVars {
         (Self::NO_COLOR, "disable colour in tables and messages"),
         (Self::CACHE_LOG, "tracing filter for the log on stderr, overriding `-v`/`-q`"),
         (Self::CACHE_NOW, "fixed current time (RFC 3339) for `cache-health monitor` and `alerts`: drills and tests"),
+        (Self::PATH, "where cache-backup finds `redis-server` and `redis-check-rdb`"),
     ];
+
+    /// The value of `name` in the process environment, when it is set and valid Unicode (set
+    /// but empty gives `Some("")`). `name` is one of the constants above.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the registry's own reader: the one place the process environment is read"
+    )]
+    pub fn var(name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    /// The value of `name` in the process environment, when it is set, in any encoding. `name`
+    /// is one of the constants above.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the registry's own reader: the one place the process environment is read"
+    )]
+    pub fn var_os(name: &str) -> Option<OsString> {
+        std::env::var_os(name)
+    }
 }

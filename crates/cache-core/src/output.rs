@@ -38,7 +38,7 @@ pub struct Printer {
 impl Printer {
     /// A printer for `format`, with `quiet` levels of `-q`.
     pub fn new(format: Format, quiet: u8) -> Self {
-        let color = std::io::stdout().is_terminal() && std::env::var_os(EnvVars::NO_COLOR).is_none();
+        let color = std::io::stdout().is_terminal() && EnvVars::var_os(EnvVars::NO_COLOR).is_none();
         Self { format, quiet, color }
     }
 

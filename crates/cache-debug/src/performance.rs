@@ -4,6 +4,7 @@
 //! lookup time.
 
 use cache_core::app::Context;
+use cache_core::cache_table::CacheTable;
 use cache_core::clients::memory::MemoryClient;
 use cache_core::clients::{postgres, redis as redis_client};
 use cache_core::config::{PostgresTarget, RedisTarget};
@@ -231,7 +232,7 @@ async fn redis_section(t: &RedisTarget, samples: u32, top: usize) -> serde_json:
     json!({ "target": name, "latency": latency, "slowlog": slow, "commandstats": stats })
 }
 
-async fn postgres_section(t: &PostgresTarget, samples: u32, top: usize) -> serde_json::Value {
+async fn postgres_section(t: &PostgresTarget, project: &str, samples: u32, top: usize) -> serde_json::Value {
     let name = format!("postgres/{}", t.name);
     let db = match postgres::connect(t).await {
         Ok(d) => d,
@@ -266,8 +267,8 @@ async fn postgres_section(t: &PostgresTarget, samples: u32, top: usize) -> serde
         json!({ "note": "pg_stat_statements is not installed: add it to shared_preload_libraries, restart, then CREATE EXTENSION pg_stat_statements" })
     };
     // The cache table's lookup by key, timed like an application's.
-    let table = postgres::quote_ident(&t.table);
-    let key_col = postgres::quote_ident(&t.columns.key);
+    let cache_table = CacheTable::new(t, project);
+    let (table, key_col) = (cache_table.table(), cache_table.key());
     let key: String = db
         .query_opt(&format!("SELECT {key_col}::text FROM {table} LIMIT 1"), &[])
         .await
@@ -313,7 +314,7 @@ pub async fn run(ctx: &Context, samples: u32, top: usize) -> anyhow::Result<u8> 
             .postgres
             .iter()
             .filter(|t| selected(filters, Tier::Postgres, &t.name))
-            .map(|t| postgres_section(t, samples, top)),
+            .map(|t| postgres_section(t, &config.project_name, samples, top)),
     );
     let memory = futures::future::join_all(
         config.memory.iter().filter(|t| selected(filters, Tier::Memory, &t.name)).map(|t| async {

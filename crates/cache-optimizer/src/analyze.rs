@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use cache_core::app::Context;
 use cache_core::cli::CommonArgs;
-use cache_core::clients::{postgres, redis as redis_client};
+use cache_core::clients::postgres;
 use cache_core::config::{OptimizerSettings, PostgresTarget, RedisTarget};
 use cache_core::exit::{self, Convention};
 use cache_core::history::{self, REPORTS_DIR};

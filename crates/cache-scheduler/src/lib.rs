@@ -229,7 +229,7 @@ fn init(common: &CommonArgs) -> anyhow::Result<u8> {
     let path = match &common.config {
         Some(p) => p.clone(),
         None => {
-            let home = std::env::var_os("HOME").map(PathBuf::from);
+            let home = cache_core::env::EnvVars::var_os(cache_core::env::EnvVars::HOME).map(PathBuf::from);
             let root = rustix::process::geteuid().is_root();
             match (root, home) {
                 (false, Some(home)) => home.join(".config/cache-toolkit/config.toml"),

@@ -16,6 +16,7 @@
 
 use std::time::{Duration, Instant};
 
+use cache_core::cache_table::{CacheTable, Params};
 use cache_core::clients::postgres::{self as client, quote_ident};
 use cache_core::config::{CleanupSettings, PostgresTarget};
 use cache_core::journal::{RunJournal, Scope, Writer};
@@ -64,13 +65,12 @@ enum Rows {
     Selected,
 }
 
-type Params = Vec<Box<dyn ToSql + Sync + Send>>;
-
-fn refs(params: &Params) -> Vec<&(dyn ToSql + Sync)> {
-    params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect()
-}
-
 impl PostgresJob<'_> {
+    /// The cache table, scoped to the project.
+    fn table(&self) -> CacheTable {
+        CacheTable::new(self.target, self.project)
+    }
+
     /// Runs the cleanup of this target.
     pub async fn run(&self) -> TargetReport {
         let mut report = TargetReport::new(Tier::Postgres, &self.target.name);
@@ -93,14 +93,14 @@ impl PostgresJob<'_> {
 
     /// The condition selecting `rows` (within the category and the project), and its parameters.
     fn condition(&self, rows: Rows) -> Option<(String, Params)> {
-        let c = &self.target.columns;
-        let mut params: Params = Vec::new();
-        let expired = format!("{} < now()", quote_ident(&c.expires_at));
-        let live = format!("({exp} IS NULL OR {exp} >= now())", exp = quote_ident(&c.expires_at));
+        let c = self.table();
+        let mut params = Params::new();
+        let expired = format!("{} < now()", c.expires_at());
+        let live = format!("({exp} IS NULL OR {exp} >= now())", exp = c.expires_at());
         let mut stale = || {
             let idle = self.mode.policy(self.settings).idle?;
-            params.push(Box::new(idle.as_secs_f64()));
-            Some(format!("{} < now() - make_interval(secs => ${})", quote_ident(&c.accessed_at), params.len()))
+            let secs = params.push(idle.as_secs_f64());
+            Some(format!("{} < now() - make_interval(secs => {secs})", c.accessed_at()))
         };
         let mut condition = match rows {
             Rows::Expired => expired,
@@ -112,13 +112,10 @@ impl PostgresJob<'_> {
             },
         };
         if let Some(category) = self.category.filter(|_| rows != Rows::Live) {
-            params.push(Box::new(category.to_owned()));
-            condition.push_str(&format!(" AND {} = ${}", quote_ident(&c.category), params.len()));
+            let placeholder = params.push(category.to_owned());
+            condition.push_str(&format!(" AND {} = {placeholder}", c.category()));
         }
-        if !c.project.is_empty() {
-            params.push(Box::new(self.project.to_owned()));
-            condition.push_str(&format!(" AND {} = ${}", quote_ident(&c.project), params.len()));
-        }
+        condition.push_str(&c.scope(&mut params));
         Some((condition, params))
     }
 
@@ -160,7 +157,7 @@ impl PostgresJob<'_> {
             Some(_) => {
                 let (live, params) = self.condition(Rows::Live).unwrap_or_default();
                 let sql = format!("SELECT count(*)::bigint FROM {t} WHERE {live}");
-                let live_rows: i64 = db.query_one(&sql, &refs(&params)).await?.get(0);
+                let live_rows: i64 = db.query_one(&sql, &params.refs()).await?.get(0);
                 Cap::new(self.settings, live_rows as u64, self.cap_lifted)
             }
         };
@@ -176,17 +173,17 @@ impl PostgresJob<'_> {
         let mut stats = Statements::default();
         let walk = Walk { table: &t, pages, by_pages: version >= 140_000 };
         let (expired, params) = self.condition(Rows::Expired).unwrap_or_default();
-        walk.delete(self, db, &expired, &refs(&params), None, &mut stats, report).await?;
+        walk.delete(self, db, &expired, &params.refs(), None, &mut stats, report).await?;
         let expired_rows = report.removed;
         if let Some((condition, params)) = &live_stale {
             let scope = Scope {
                 table: Some(table.clone()),
-                project: (!self.target.columns.project.is_empty()).then(|| self.project.to_owned()),
+                project: self.table().scoped_project().map(str::to_owned),
                 ..Scope::default()
             };
             let mut writer = self.journal.writer(Tier::Postgres, &self.target.name, scope);
             let mut live = Live { cap: &mut cap, size, journal: &mut writer };
-            let done = walk.delete(self, db, condition, &refs(params), Some(&mut live), &mut stats, report).await;
+            let done = walk.delete(self, db, condition, &params.refs(), Some(&mut live), &mut stats, report).await;
             report.journal = writer.summary();
             if let Some(journal) = &report.journal {
                 report.notes.push(format!(
@@ -233,13 +230,13 @@ impl PostgresJob<'_> {
         cap: &mut Cap,
         report: &mut TargetReport,
     ) -> anyhow::Result<()> {
-        let c = &self.target.columns;
+        let c = self.table();
         let count = |rows: Rows| {
             let condition = self.condition(rows);
             async move {
                 let Some((condition, params)) = condition else { return anyhow::Ok(0u64) };
                 let sql = format!("SELECT count(*)::bigint FROM {t} WHERE {condition}");
-                Ok(db.query_one(&sql, &refs(&params)).await?.get::<_, i64>(0) as u64)
+                Ok(db.query_one(&sql, &params.refs()).await?.get::<_, i64>(0) as u64)
             }
         };
         let expired = count(Rows::Expired).await?;
@@ -264,12 +261,12 @@ impl PostgresJob<'_> {
                     "SELECT {key}::text, CASE WHEN {exp} < now() THEN 'expired at ' || {exp}::text
                             ELSE 'not accessed since ' || {acc}::text END
                        FROM {t} WHERE {condition} LIMIT {sample}",
-                    key = quote_ident(&c.key),
-                    exp = quote_ident(&c.expires_at),
-                    acc = quote_ident(&c.accessed_at),
+                    key = c.key(),
+                    exp = c.expires_at(),
+                    acc = c.accessed_at(),
                     sample = self.settings.dry_run_sample,
                 ),
-                &refs(&params),
+                &params.refs(),
             )
             .await?;
         for row in rows {

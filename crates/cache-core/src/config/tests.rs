@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::redact::SafeUrl;
 
 struct MapEnv(HashMap<&'static str, &'static str>);
 
@@ -145,4 +146,44 @@ fn ratios_take_a_fraction_or_a_percentage_and_refuse_a_bare_number_above_one() {
     let e = validate(&rule, "c.toml").unwrap_err();
     assert_eq!(e.key, "alerts.rules[0] (\"Low\").condition");
     assert!(e.message.contains("70%"), "{}", e.message);
+}
+
+#[test]
+fn targets_new_equal_a_file_entry_with_only_the_required_keys() {
+    let text = "[[redis]]\nname = \"r\"\nurl = \"redis://h:1/0\"\n\
+                [[postgres]]\nname = \"p\"\nurl = \"postgres://h/db\"\n\
+                [[memory]]\nname = \"m\"\n\
+                [[files]]\nname = \"f\"\npath = \"/f\"\n\
+                [[logs]]\nname = \"l\"\npath = \"/l\"\n";
+    let c = parse(text, "c.toml").unwrap();
+    let url = |raw: &str| SafeUrl::parse(raw).unwrap();
+    let same = |built: String, parsed: String| assert_eq!(built, parsed);
+    same(format!("{:?}", RedisTarget::new("r", url("redis://h:1/0"))), format!("{:?}", c.redis[0]));
+    same(format!("{:?}", PostgresTarget::new("p", url("postgres://h/db"))), format!("{:?}", c.postgres[0]));
+    same(format!("{:?}", MemoryTarget::new("m")), format!("{:?}", c.memory[0]));
+    same(format!("{:?}", FilesTarget::new("f", "/f")), format!("{:?}", c.files[0]));
+    same(format!("{:?}", LogsTarget::new("l", "/l")), format!("{:?}", c.logs[0]));
+    assert_eq!(c.postgres[0].connect_timeout, Duration::from_secs(2));
+    assert_eq!(c.redis[0].connect_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn env_creates_targets_with_the_file_defaults() {
+    let env = MapEnv(HashMap::from([
+        (EnvVars::HOME, "/nonexistent-home"),
+        (EnvVars::REDIS_URL, "redis://h:1/0"),
+        (EnvVars::DATABASE_URL, "postgres://h/db"),
+        (EnvVars::MEM0_URL, "http://m:8000"),
+    ]));
+    let c = load(None, &env, Path::new("/st")).unwrap().config;
+    let file = parse(
+        "[[redis]]\nname = \"default\"\nurl = \"redis://h:1/0\"\n\
+         [[postgres]]\nname = \"default\"\nurl = \"postgres://h/db\"\n\
+         [[memory]]\nname = \"default\"\nurl = \"http://m:8000\"\n",
+        "c.toml",
+    )
+    .unwrap();
+    assert_eq!(format!("{:?}", c.redis), format!("{:?}", file.redis));
+    assert_eq!(format!("{:?}", c.postgres), format!("{:?}", file.postgres));
+    assert_eq!(format!("{:?}", c.memory), format!("{:?}", file.memory));
 }

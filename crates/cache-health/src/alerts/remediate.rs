@@ -162,6 +162,7 @@ async fn extend_ttls(
     extra: Duration,
     now: DateTime<Utc>,
 ) -> Vec<String> {
+    use cache_core::cache_table::CacheTable;
     use cache_core::clients::postgres;
     use cache_core::keyspace::Keyspace;
     use cache_core::scan::{Method, ScanOptions, Scanner};
@@ -217,28 +218,12 @@ async fn extend_ttls(
         if disabled.get(Tier::Postgres, &t.name, now).is_some() {
             continue;
         }
-        let c = &t.columns;
-        let q = postgres::quote_ident;
         let result: anyhow::Result<u64> = async {
             let db = postgres::connect(t).await?;
-            let seconds = extra.as_secs_f64();
-            let n = if c.project.is_empty() {
-                let sql = format!(
-                    "UPDATE {table} SET {exp} = {exp} + make_interval(secs => $1) WHERE {exp} > now()",
-                    table = q(&t.table),
-                    exp = q(&c.expires_at)
-                );
-                db.execute(&sql, &[&seconds]).await
-            } else {
-                let sql = format!(
-                    "UPDATE {table} SET {exp} = {exp} + make_interval(secs => $1) WHERE {exp} > now() AND {project} = $2",
-                    table = q(&t.table),
-                    exp = q(&c.expires_at),
-                    project = q(&c.project)
-                );
-                db.execute(&sql, &[&seconds, &config.project_name]).await
-            }
-            .map_err(|e| anyhow::anyhow!("{}", postgres::error_text(&e)))?;
+            let n = CacheTable::new(t, &config.project_name)
+                .extend_expiry(&db, extra.as_secs_f64())
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", postgres::error_text(&e)))?;
             Ok(n)
         }
         .await;

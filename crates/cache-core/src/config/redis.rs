@@ -1,0 +1,75 @@
+//! `[[redis]]`: Redis targets and their known key prefixes.
+
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+use super::{default_timeout, from_fields};
+use crate::redact::SafeUrl;
+
+fn redis_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// A Redis server (`redis://`, `rediss://` for TLS, `redis+unix://`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTarget {
+    /// Name, unique within the tier.
+    pub name: String,
+    /// Connection URL; the password is redacted everywhere.
+    pub url: SafeUrl,
+    /// Time allowed to establish the connection (default 2 s).
+    #[serde(default = "redis_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for one response, and for a whole health probe (default 5 s).
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Overrides `health.latency.redis` for this target.
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub latency_warn: Option<Duration>,
+    /// Known key prefixes; a prefix with a `ttl` requires one (seed 002's TTL-required patterns).
+    /// Keys under no known prefix are orphans. With no prefixes, orphans are not judged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefixes: Vec<PrefixRule>,
+    /// Glob patterns of keys never touched, on top of `cleanup.protected`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protected: Vec<String>,
+    /// Keys larger than this are oversized (default 1 MiB).
+    #[serde(default = "default_max_key_size")]
+    pub max_key_size: ByteSize,
+    /// More nodes of the same Redis Cluster, tried in order when `url` is unreachable (after a
+    /// failover); each with the same credentials as `url`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<SafeUrl>,
+    /// The project's keys: those starting with this (default `<project_name>:`) or with one of
+    /// `prefixes`. Cleanup never deletes any other key in any mode, and orphans are judged only
+    /// inside it: another application's keys in the same database are not orphans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl RedisTarget {
+    /// A target with just a name and a URL, every other field at its default (as if the file
+    /// held only these two keys).
+    pub fn new(name: impl Into<String>, url: SafeUrl) -> Self {
+        let name = name.into();
+        Self { url: url.clone(), ..from_fields(&[("name", &name), ("url", url.expose())]) }
+    }
+}
+
+/// A known key prefix and the TTL its keys must have.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixRule {
+    /// The prefix, e.g. `app:search:`.
+    pub prefix: String,
+    /// The TTL given to keys under it that have none (seed 002 `_get_default_ttl_for_key`).
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Duration>,
+}
+
+fn default_max_key_size() -> ByteSize {
+    ByteSize::mib(1)
+}

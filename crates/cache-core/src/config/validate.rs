@@ -1,0 +1,370 @@
+//! Validation, once and up front: one function per section, each error naming the source and
+//! the dotted key.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::{
+    AlertSettings, BackupSettings, Channel, CleanupSettings, Config, FilesTarget, HealthSettings, HttpTarget,
+    LogsTarget, MemoryTarget, PostgresTarget, RULE_TARGET_KINDS, RedisTarget, SystemSettings,
+};
+use crate::error::ConfigError;
+
+/// Checks `config` (read from `source`), returning the first error found.
+pub(super) fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
+    alerts(&config.alerts, source)?;
+    scheduler(config, source)?;
+    if config.project_name.trim().is_empty() {
+        return Err(ConfigError::new(source, "project_name", "must not be empty"));
+    }
+    redis(&config.redis, source)?;
+    postgres(&config.postgres, source)?;
+    memory(&config.memory, source)?;
+    http(&config.http, source)?;
+    files(&config.files, source)?;
+    logs(&config.logs, source)?;
+    system(&config.system, source)?;
+    backup(&config.backup, source)?;
+    cleanup(&config.cleanup, source)?;
+    health(&config.health, source)?;
+    Ok(())
+}
+
+fn redis(targets: &[RedisTarget], source: &str) -> Result<(), ConfigError> {
+    let err = |key: String, msg: &str| ConfigError::new(source, key, msg);
+    check_names(source, "redis", targets.iter().map(|t| t.name.as_str()))?;
+    for (i, t) in targets.iter().enumerate() {
+        if !matches!(t.url.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
+            return Err(err(format!("redis[{i}].url"), "scheme must be redis://, rediss:// or redis+unix://"));
+        }
+        for (j, seed) in t.urls.iter().enumerate() {
+            if seed.scheme() != t.url.scheme() {
+                return Err(err(format!("redis[{i}].urls[{j}]"), "must use the same scheme as `url`"));
+            }
+        }
+        positive(source, format!("redis[{i}].timeout"), t.timeout)?;
+        positive(source, format!("redis[{i}].connect_timeout"), t.connect_timeout)?;
+        for (j, rule) in t.prefixes.iter().enumerate() {
+            if rule.prefix.is_empty() {
+                return Err(err(
+                    format!("redis[{i}].prefixes[{j}].prefix"),
+                    "must not be empty: every key would match",
+                ));
+            }
+            if rule.ttl.is_some_and(|d| d.as_secs() == 0) {
+                return Err(err(format!("redis[{i}].prefixes[{j}].ttl"), "must be at least one second"));
+            }
+        }
+        if t.namespace.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(err(
+                format!("redis[{i}].namespace"),
+                "must not be empty: every key of the database would be the project's",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn postgres(targets: &[PostgresTarget], source: &str) -> Result<(), ConfigError> {
+    let err = |key: String, msg: &str| ConfigError::new(source, key, msg);
+    check_names(source, "postgres", targets.iter().map(|t| t.name.as_str()))?;
+    for (i, t) in targets.iter().enumerate() {
+        if !matches!(t.url.scheme(), "postgres" | "postgresql") {
+            return Err(err(format!("postgres[{i}].url"), "scheme must be postgres://"));
+        }
+        let valid_ident = !t.table.is_empty()
+            && t.table.split('.').all(|part| {
+                !part.is_empty()
+                    && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !part.starts_with(|c: char| c.is_ascii_digit())
+            });
+        if !valid_ident {
+            return Err(err(
+                format!("postgres[{i}].table"),
+                "must be a plain identifier, optionally schema-qualified (letters, digits, _)",
+            ));
+        }
+        positive(source, format!("postgres[{i}].timeout"), t.timeout)?;
+        positive(source, format!("postgres[{i}].connect_timeout"), t.connect_timeout)?;
+        let c = &t.columns;
+        for (field, name) in [
+            ("key", &c.key),
+            ("expires_at", &c.expires_at),
+            ("accessed_at", &c.accessed_at),
+            ("category", &c.category),
+            ("project", &c.project),
+        ] {
+            let plain = name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+            if !plain || (name.is_empty() && field != "project") {
+                return Err(err(
+                    format!("postgres[{i}].columns.{field}"),
+                    "must be a plain column name (letters, digits, _)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn memory(targets: &[MemoryTarget], source: &str) -> Result<(), ConfigError> {
+    check_names(source, "memory", targets.iter().map(|t| t.name.as_str()))?;
+    for (i, t) in targets.iter().enumerate() {
+        if !matches!(t.url.scheme(), "http" | "https") {
+            return Err(ConfigError::new(source, format!("memory[{i}].url"), "scheme must be http:// or https://"));
+        }
+        positive(source, format!("memory[{i}].timeout"), t.timeout)?;
+    }
+    Ok(())
+}
+
+fn http(targets: &[HttpTarget], source: &str) -> Result<(), ConfigError> {
+    let err = |key: String, msg: &str| ConfigError::new(source, key, msg);
+    check_names(source, "http", targets.iter().map(|t| t.name.as_str()))?;
+    for (i, t) in targets.iter().enumerate() {
+        for (field, url) in [("url", Some(&t.url)), ("metrics_url", t.metrics_url.as_ref())] {
+            if let Some(url) = url
+                && !matches!(url.scheme(), "http" | "https")
+            {
+                return Err(err(format!("http[{i}].{field}"), "scheme must be http:// or https://"));
+            }
+        }
+        if !(100..=599).contains(&t.expect_status) {
+            return Err(err(format!("http[{i}].expect_status"), "must be an HTTP status (100-599)"));
+        }
+        positive(source, format!("http[{i}].timeout"), t.timeout)?;
+    }
+    Ok(())
+}
+
+fn files(targets: &[FilesTarget], source: &str) -> Result<(), ConfigError> {
+    check_names(source, "files", targets.iter().map(|t| t.name.as_str()))
+}
+
+fn logs(targets: &[LogsTarget], source: &str) -> Result<(), ConfigError> {
+    let err = |key: String, msg: &str| ConfigError::new(source, key, msg);
+    check_names(source, "logs", targets.iter().map(|t| t.name.as_str()))?;
+    for (i, t) in targets.iter().enumerate() {
+        if t.compress_level > 9 {
+            return Err(err(format!("logs[{i}].compress_level"), "must be 0 (no compression) to 9"));
+        }
+        if t.keep == 0 {
+            return Err(err(format!("logs[{i}].keep"), "must be at least 1 (rotated logs are kept)"));
+        }
+        if t.pattern.is_empty() || t.pattern.contains('/') {
+            return Err(err(format!("logs[{i}].pattern"), "must be a file-name glob such as `*.log`"));
+        }
+    }
+    Ok(())
+}
+
+fn system(system: &SystemSettings, source: &str) -> Result<(), ConfigError> {
+    for (i, endpoint) in system.endpoints.iter().enumerate() {
+        let valid =
+            endpoint.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(ConfigError::new(source, format!("system.endpoints[{i}]"), "must be `host:port`"));
+        }
+    }
+    positive(source, "system.timeout".into(), system.timeout)
+}
+
+fn backup(backup: &BackupSettings, source: &str) -> Result<(), ConfigError> {
+    if !(1..=9).contains(&backup.level) {
+        return Err(ConfigError::new(source, "backup.level", "must be 1 (fast) to 9 (small)"));
+    }
+    positive(source, "backup.bgsave_timeout".into(), backup.bgsave_timeout)
+}
+
+fn cleanup(c: &CleanupSettings, source: &str) -> Result<(), ConfigError> {
+    let err = |key: String, msg: &str| ConfigError::new(source, key, msg);
+    if c.batch_size == 0 || c.batch_size > 100_000 {
+        return Err(err("cleanup.batch_size".into(), "must be between 1 and 100000"));
+    }
+    if c.memory_batch_size == 0 || c.memory_batch_size > 1000 {
+        return Err(err("cleanup.memory_batch_size".into(), "must be between 1 and 1000"));
+    }
+    if !(0.0..=1.0).contains(&c.memory_similarity) || c.memory_similarity < 0.5 {
+        return Err(err("cleanup.memory_similarity".into(), "must be between 0.5 and 1"));
+    }
+    positive(source, "cleanup.max_statement".into(), c.max_statement)?;
+    if c.max_delete_share <= 0.0 {
+        return Err(err("cleanup.max_delete_share".into(), "must be above 0 (0 would forbid every deletion)"));
+    }
+    if c.smart.moderate_usage > c.smart.aggressive_usage {
+        return Err(err("cleanup.smart.moderate_usage".into(), "must not be above `aggressive_usage`"));
+    }
+    for (name, mode) in [
+        ("light", &c.modes.light),
+        ("moderate", &c.modes.moderate),
+        ("targeted", &c.modes.targeted),
+        ("aggressive", &c.modes.aggressive),
+        ("evict", &c.modes.evict),
+    ] {
+        // A zero idle time would select every key: an unscoped delete-everything.
+        if mode.idle.is_some_and(|d| d.is_zero()) {
+            return Err(err(
+                format!("cleanup.modes.{name}.idle"),
+                "must be greater than zero (zero selects every key)",
+            ));
+        }
+        if mode.memory_stale.is_some_and(|d| d.is_zero()) {
+            return Err(err(format!("cleanup.modes.{name}.memory_stale"), "must be greater than zero"));
+        }
+        if mode.memory_target_percent.is_some_and(|p| !(1.0..=100.0).contains(&p)) {
+            return Err(err(format!("cleanup.modes.{name}.memory_target_percent"), "must be between 1 and 100"));
+        }
+    }
+    Ok(())
+}
+
+fn health(h: &HealthSettings, source: &str) -> Result<(), ConfigError> {
+    for (key, level) in [
+        ("memory_percent", h.memory_percent),
+        ("disk_percent", h.disk_percent),
+        ("load_per_cpu", h.load_per_cpu),
+        ("redis_memory_percent", h.redis_memory_percent),
+        ("postgres_connections_percent", h.postgres_connections_percent),
+        ("redis_clients_percent", h.redis_clients_percent),
+        ("directory_percent", h.directory_percent),
+        ("gpu_temperature_celsius", h.gpu_temperature_celsius),
+        ("gpu_memory_percent", h.gpu_memory_percent),
+    ] {
+        if !(level.warn >= 0.0 && level.warn <= level.crit) {
+            return Err(ConfigError::new(source, format!("health.{key}"), "needs 0 <= warn <= crit"));
+        }
+    }
+    if !(0.0..=1.0).contains(&h.hit_ratio_min) {
+        return Err(ConfigError::new(source, "health.hit_ratio_min", "must be between 0 and 1"));
+    }
+    Ok(())
+}
+
+fn scheduler(config: &Config, source: &str) -> Result<(), ConfigError> {
+    let s = &config.scheduler;
+    if s.timezone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(ConfigError::new(
+            source,
+            "scheduler.timezone",
+            format!("`{}` is not an IANA time zone", s.timezone),
+        ));
+    }
+    for (name, job) in &s.jobs {
+        let key = |field: &str| format!("scheduler.jobs.{name}.{field}");
+        if crate::schedule::job(name).is_err() {
+            let names: Vec<&str> = crate::schedule::DEFAULT_JOBS.iter().map(|j| j.name).collect();
+            return Err(ConfigError::new(
+                source,
+                format!("scheduler.jobs.{name}"),
+                format!("no such job; the jobs are {}", names.join(", ")),
+            ));
+        }
+        if let Some(expr) = &job.schedule {
+            crate::schedule::parse(expr).map_err(|e| ConfigError::new(source, key("schedule"), e.to_string()))?;
+        }
+        if let Some(r) = &job.requires
+            && crate::schedule::job(&r.job).is_err()
+        {
+            return Err(ConfigError::new(source, key("requires"), format!("no job `{}`", r.job)));
+        }
+    }
+    if let Some(target) = &s.fleet_lock
+        && !config.redis.iter().any(|t| &t.name == target)
+    {
+        return Err(ConfigError::new(source, "scheduler.fleet_lock", format!("no [[redis]] target named `{target}`")));
+    }
+    positive(source, "scheduler.lease".into(), s.lease)?;
+    if !(s.min_factor > 0.0 && s.min_factor <= 1.0 && s.max_factor >= 1.0) {
+        return Err(ConfigError::new(source, "scheduler.min_factor", "need 0 < min_factor <= 1 <= max_factor"));
+    }
+    Ok(())
+}
+
+fn alerts(alerts: &AlertSettings, source: &str) -> Result<(), ConfigError> {
+    let channel_known = |c: &str| c == "log" || alerts.channels.contains_key(c);
+    for (i, c) in alerts.default_channels.iter().enumerate() {
+        if !channel_known(c) {
+            return Err(ConfigError::new(
+                source,
+                format!("alerts.default_channels[{i}]"),
+                format!("no channel `{c}` in [alerts.channels]"),
+            ));
+        }
+    }
+    positive(source, "alerts.interval".into(), alerts.interval)?;
+    let mut seen = BTreeSet::new();
+    for (i, rule) in alerts.rules.iter().enumerate() {
+        let key = |field: &str| format!("alerts.rules[{i}] (\"{}\").{field}", rule.name);
+        let err = |field: &str, msg: String| ConfigError::new(source, key(field), msg);
+        if rule.name.trim().is_empty() {
+            return Err(ConfigError::new(source, format!("alerts.rules[{i}].name"), "must not be empty"));
+        }
+        if !seen.insert(rule.name.as_str()) {
+            return Err(err("name", "another rule has this name".into()));
+        }
+        let condition = crate::alerting::parse(&rule.condition).map_err(|e| err("condition", e.to_string()))?;
+        crate::alerting::check_ratios(&condition).map_err(|e| err("condition", e.to_string()))?;
+        for t in &rule.tiers {
+            if !RULE_TARGET_KINDS.contains(&t.as_str()) {
+                return Err(err("tiers", format!("`{t}` is not one of {}", RULE_TARGET_KINDS.join(", "))));
+            }
+        }
+        crate::alerting::check_template(&rule.message).map_err(|e| err("message", e.to_string()))?;
+        for c in &rule.channels {
+            if !channel_known(c) {
+                return Err(err("channels", format!("no channel `{c}` in [alerts.channels]")));
+            }
+        }
+        if rule.for_rounds == 0 {
+            return Err(err("for", "must be at least 1 (rounds in a row)".into()));
+        }
+    }
+    for (name, channel) in &alerts.channels {
+        let err = |field: &str, msg: &str| ConfigError::new(source, format!("alerts.channels.{name}.{field}"), msg);
+        match channel {
+            Channel::Webhook { url, .. } | Channel::Slack { url, .. } => {
+                if !(url.expose().starts_with("http://") || url.expose().starts_with("https://")) {
+                    return Err(err("url", "must be an http:// or https:// URL"));
+                }
+            }
+            Channel::Email { to, from, .. } => {
+                if to.is_empty() {
+                    return Err(err("to", "needs at least one recipient"));
+                }
+                if !from.contains('@') {
+                    return Err(err("from", "must be an email address"));
+                }
+            }
+            Channel::Log => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_names<'a>(source: &str, tier: &str, names: impl Iterator<Item = &'a str>) -> Result<(), ConfigError> {
+    let mut seen = BTreeSet::new();
+    for (i, name) in names.enumerate() {
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            return Err(ConfigError::new(
+                source,
+                format!("{tier}[{i}].name"),
+                "must be non-empty letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        if !seen.insert(name) {
+            return Err(ConfigError::new(
+                source,
+                format!("{tier}[{i}].name"),
+                format!("`{name}` is used twice in [[{tier}]]"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn positive(source: &str, key: String, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        return Err(ConfigError::new(source, key, "must be greater than zero"));
+    }
+    Ok(())
+}
