@@ -419,3 +419,248 @@ async fn memories_round_trip_through_a_backup_and_a_restore_is_idempotent() {
     assert!(restored.contains("memory/m:") && restored.contains("postgres/main:"), "{}", out.dump());
     eprintln!("figures: backup create with 1,000 memories {create_time:?}, restore of 1,000 memories {restore_time:?}");
 }
+
+/// Every key of every server in `servers`: DUMP payload and absolute expiry (PEXPIRETIME, -1:
+/// none), by name.
+fn snapshot(servers: &[&RedisServer]) -> std::collections::BTreeMap<String, (Vec<u8>, i64)> {
+    let mut all = std::collections::BTreeMap::new();
+    for server in servers {
+        let mut conn = server.connection();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+        for chunk in keys.chunks(5000) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("DUMP").arg(key).cmd("PEXPIRETIME").arg(key);
+            }
+            let replies: Vec<redis::Value> = pipe.query(&mut conn).unwrap();
+            for (key, r) in chunk.iter().zip(replies.chunks(2)) {
+                let (redis::Value::BulkString(dump), redis::Value::Int(at)) = (&r[0], &r[1]) else {
+                    panic!("{key}: {r:?}")
+                };
+                all.insert(key.clone(), (dump.clone(), *at));
+            }
+        }
+    }
+    all
+}
+
+/// Compares two snapshots: the same keys, the same values, expiry times within a second.
+fn assert_same(
+    before: &std::collections::BTreeMap<String, (Vec<u8>, i64)>,
+    after: &std::collections::BTreeMap<String, (Vec<u8>, i64)>,
+    what: &str,
+) {
+    assert_eq!(before.len(), after.len(), "{what}: key counts differ");
+    let mut worst = 0;
+    for (key, (dump, at)) in before {
+        let (dump2, at2) = after.get(key).unwrap_or_else(|| panic!("{what}: `{key}` is missing"));
+        assert_eq!(dump, dump2, "{what}: `{key}` differs");
+        assert_eq!(*at < 0, *at2 < 0, "{what}: `{key}` gained or lost its TTL");
+        worst = worst.max((at - at2).abs());
+    }
+    assert!(worst <= 1000, "{what}: an expiry time moved by {worst} ms");
+}
+
+/// Seeds `n` keys over every slot of `cluster`, each on its primary: strings and hashes, a
+/// third of them with TTLs.
+fn seed_cluster(cluster: &cache_tests::RedisCluster, n: usize) {
+    let mut pipes: std::collections::BTreeMap<u16, redis::Pipeline> = std::collections::BTreeMap::new();
+    for i in 0..n {
+        let key = if i % 2 == 0 { format!("app:s:{i}") } else { format!("app:h:{i}") };
+        let port = cluster.node_for_slot(cache_core::keyspace::key_slot(key.as_bytes())).port();
+        let pipe = pipes.entry(port).or_insert_with(redis::pipe);
+        if i % 2 == 0 {
+            pipe.cmd("SET").arg(&key).arg(format!("value-{i}")).ignore();
+        } else {
+            pipe.cmd("HSET").arg(&key).arg("a").arg(i).arg("b").arg("x").ignore();
+        }
+        if i % 3 == 0 {
+            pipe.cmd("PEXPIRE").arg(&key).arg(3_600_000 + i).ignore();
+        }
+    }
+    for node in cluster.nodes() {
+        if let Some(pipe) = pipes.get(&node.port()) {
+            pipe.query::<()>(&mut node.connection()).unwrap();
+        }
+    }
+}
+
+fn manifest_of(env: &TestEnv, id: &str) -> (std::path::PathBuf, Value) {
+    let path = env.state_dir().join("backups").join(id).join("manifest.json");
+    let manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    (path, manifest)
+}
+
+#[test]
+fn a_cluster_is_backed_up_on_every_primary_and_restored_by_slot_into_any_shape() {
+    let Some(cluster) = cache_tests::RedisCluster::start_with_replicas() else { return };
+    seed_cluster(&cluster, 30_000);
+    let primaries: Vec<&RedisServer> = cluster.nodes().iter().collect();
+    let before = snapshot(&primaries);
+    let per_node: Vec<usize> = primaries.iter().map(|p| p.keys().len()).collect();
+    assert!(per_node.iter().all(|n| *n > 9000), "{per_node:?}");
+    let digests: Vec<String> = primaries.iter().map(|p| p.digest()).collect();
+    let env = TestEnv::new();
+    for (i, node) in primaries.iter().enumerate() {
+        env.watch_log(&format!("primary-{i}"), node.dir().join("redis.log"));
+    }
+    let config = |url: &str| format!("[[redis]]\nname = \"main\"\nurl = \"{url}\"\n[backup]\nthreads = 2\n");
+    // Through any node, a replica included: the backup is of the primaries.
+    env.write_config(&config(&cluster.replicas()[2].url()));
+    let started = std::time::Instant::now();
+    let out = env.run(BACKUP, &["create", "--only", "redis", "--format", "json"]);
+    let create_time = started.elapsed();
+    out.expect_code(0);
+    let created = out.json();
+    assert_eq!(created["outcome"], "complete", "{}", out.dump());
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (_, manifest) = manifest_of(&env, &id);
+    let shards: Vec<&Value> = manifest["files"].as_array().unwrap().iter().filter(|f| f["node"].is_string()).collect();
+    assert_eq!(shards.len(), 3, "{manifest:#}");
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for primary in &primaries {
+        let node = format!("127.0.0.1:{}", primary.port());
+        let shard =
+            shards.iter().find(|f| f["node"] == node.as_str()).unwrap_or_else(|| panic!("{node}: {manifest:#}"));
+        let id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut primary.connection()).unwrap();
+        assert_eq!(shard["node_id"], id.as_str());
+        assert_eq!(shard["content"], "redis-rdb");
+        for r in shard["slots"].as_array().unwrap() {
+            ranges.push((r[0].as_u64().unwrap(), r[1].as_u64().unwrap()));
+        }
+    }
+    ranges.sort_unstable();
+    assert_eq!(ranges, [(0, 5460), (5461, 10922), (10923, 16383)]);
+    assert_eq!(manifest["sources"][0]["shards"].as_array().unwrap().len(), 3);
+    assert_eq!(manifest["failed"], serde_json::json!([]));
+    env.run(BACKUP, &["verify"]).expect_code(0);
+
+    // Every primary loses everything; the restore puts each key back on its primary.
+    for primary in &primaries {
+        let _: () = redis::cmd("FLUSHALL").query(&mut primary.connection()).unwrap();
+    }
+    let dry = env.run(BACKUP, &["restore", "--dry-run", "--format", "json"]);
+    dry.expect_code(0);
+    assert!(
+        dry.json()["restored"].to_string().contains("would restore 30000 keys from 3 cluster shards"),
+        "{}",
+        dry.dump()
+    );
+    assert!(cluster.keys().is_empty());
+    let started = std::time::Instant::now();
+    let out = env.run(BACKUP, &["restore", "--yes", "--format", "json"]);
+    let restore_time = started.elapsed();
+    out.expect_code(0);
+    assert!(out.json()["restored"].to_string().contains("30000 keys restored"), "{}", out.dump());
+    assert_same(&before, &snapshot(&primaries), "cluster → cluster");
+    assert_eq!(primaries.iter().map(|p| p.digest()).collect::<Vec<_>>(), digests, "a primary's dataset differs");
+
+    // Into another shape: one standalone server takes every key...
+    let Some(single) = RedisServer::start() else { return };
+    env.write_config(&config(&single.url()));
+    env.run(BACKUP, &["restore", &id, "--yes"]).expect_code(0);
+    assert_same(&before, &snapshot(&[&single]), "cluster → standalone");
+    // ...and its own backup goes back into the cluster, routed by slot.
+    let standalone =
+        env.run(BACKUP, &["create", "--only", "redis", "--format", "json"]).json()["id"].as_str().unwrap().to_owned();
+    for primary in &primaries {
+        let _: () = redis::cmd("FLUSHALL").query(&mut primary.connection()).unwrap();
+    }
+    env.write_config(&config(&cluster.nodes()[1].url()));
+    env.run(BACKUP, &["restore", &standalone, "--yes"]).expect_code(0);
+    assert_same(&before, &snapshot(&primaries), "standalone → cluster");
+    assert_eq!(primaries.iter().map(|p| p.digest()).collect::<Vec<_>>(), digests);
+    eprintln!(
+        "figures: cluster backup of {} keys ({per_node:?} per primary) {create_time:?}, restore {restore_time:?}",
+        before.len()
+    );
+}
+
+#[test]
+fn a_dead_primary_makes_the_backup_partial_and_a_missing_shard_fails_verify() {
+    let Some(mut cluster) = cache_tests::RedisCluster::start() else { return };
+    seed_cluster(&cluster, 3000);
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[backup]\nthreads = 2\n",
+        cluster.nodes()[0].url()
+    ));
+    let id =
+        env.run(BACKUP, &["create", "--only", "redis", "--format", "json"]).json()["id"].as_str().unwrap().to_owned();
+    env.run(BACKUP, &["verify", &id]).expect_code(0);
+    // Every method works shard by shard, and each round trip is exact.
+    let primaries: Vec<&RedisServer> = cluster.nodes().iter().collect();
+    let before = snapshot(&primaries);
+    for (method, content) in [("replication", "redis-rdb"), ("logical", "redis-logical")] {
+        env.write_config(&format!(
+            "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[backup]\nthreads = 2\nredis_method = \"{method}\"\n",
+            cluster.nodes()[0].url()
+        ));
+        let out = env.run(BACKUP, &["create", "--only", "redis", "--format", "json"]);
+        out.expect_code(0);
+        let created = out.json();
+        assert_eq!(created["sources"][0]["method"], method, "{}", out.dump());
+        let shards: Vec<&Value> =
+            created["files"].as_array().unwrap().iter().filter(|f| f["node"].is_string()).collect();
+        assert!(shards.len() == 3 && shards.iter().all(|f| f["content"] == content), "{}", out.dump());
+        for primary in &primaries {
+            let _: () = redis::cmd("FLUSHALL").query(&mut primary.connection()).unwrap();
+        }
+        env.run(BACKUP, &["restore", "--yes"]).expect_code(0);
+        assert_same(&before, &snapshot(&primaries), method);
+    }
+    // A manifest without one of its shards fails verification, naming it.
+    let (path, mut manifest) = manifest_of(&env, &id);
+    let lost = format!("127.0.0.1:{}", cluster.nodes()[1].port());
+    manifest["files"].as_array_mut().unwrap().retain(|f| f["node"] != lost.as_str());
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let out = env.run(BACKUP, &["verify", &id]);
+    out.expect_code(1);
+    assert!(
+        out.stdout.contains("FAILED")
+            && out.stdout.contains(&format!("shard {lost}"))
+            && out.stdout.contains("is missing from the backup")
+            && out.stdout.contains("5462 of 16384 slots are in no shard file (5461-10922)"),
+        "{}",
+        out.dump()
+    );
+    // Without its slot layout either, the slots still give it away.
+    manifest["sources"][0]["shards"].as_array_mut().unwrap().retain(|s| s["node"] != lost.as_str());
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let out = env.run(BACKUP, &["verify", &id]);
+    out.expect_code(1);
+    assert!(out.stdout.contains("(5461-10922)"), "{}", out.dump());
+    let out = env.run(BACKUP, &["restore", &id, "--yes"]);
+    out.expect_code(1);
+    assert!(out.stderr.contains("failed verification, so nothing was restored"), "{}", out.dump());
+
+    // A primary that is down: the backup is partial, says so, and records it.
+    cluster.kill_primary(1);
+    let out = env.run(BACKUP, &["create", "--only", "redis"]);
+    out.expect_code(1);
+    assert!(
+        out.stdout.contains("PARTIAL") && out.stdout.contains(&format!("redis/main shard {lost}")),
+        "{}",
+        out.dump()
+    );
+    let list = env.run(BACKUP, &["list", "--format", "json"]).json();
+    let newest = list["backups"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list["backups"][0]["failed"], serde_json::json!([format!("redis/main shard {lost}")]), "{list:#}");
+    let (_, manifest) = manifest_of(&env, &newest);
+    assert_eq!(
+        (manifest["failed"][0]["target"].as_str(), manifest["failed"][0]["node"].as_str()),
+        (Some("main"), Some(lost.as_str())),
+        "{manifest:#}"
+    );
+    assert_eq!(manifest["files"].as_array().unwrap().iter().filter(|f| f["node"].is_string()).count(), 2);
+    let out = env.run(BACKUP, &["verify", &newest]);
+    out.expect_code(1);
+    assert!(
+        out.stdout.contains(&format!("shard {lost}")) && out.stdout.contains("failed at backup time"),
+        "{}",
+        out.dump()
+    );
+    let json = env.run(BACKUP, &["create", "--only", "redis", "--format", "json"]);
+    json.expect_code(1);
+    assert_eq!(json.json()["outcome"], "partial");
+}

@@ -1047,3 +1047,27 @@ async fn the_cap_stops_aggressive_runs_at_a_quarter_and_undo_restores_exactly_wh
         "figures: cleanup of 2,450 rows and 1,000 memories {cleanup_time:?}, journal {journal_bytes} bytes for 750 items, undo {undo_time:?}"
     );
 }
+
+#[test]
+fn a_lost_primary_is_reported_never_skipped() {
+    let Some(mut cluster) = cache_tests::RedisCluster::start() else { return };
+    for i in 0..300 {
+        cluster.set_aged(&format!("app:search:k{i}"), b"v", 0, 9 * DAY);
+    }
+    let lost = cluster.nodes()[2].port();
+    cluster.kill_primary(2);
+    // The others flag it failed; its slots have no other primary.
+    let flagged = wait_until(Duration::from_secs(20), || {
+        let nodes: String =
+            redis::cmd("CLUSTER").arg("NODES").query(&mut cluster.nodes()[0].connection()).unwrap_or_default();
+        nodes.lines().any(|l| l.contains(&format!(":{lost}@")) && l.contains("fail") && !l.contains("fail?"))
+    });
+    assert!(flagged, "the cluster did not flag the killed primary");
+    let env = TestEnv::new();
+    env.write_config(&redis_config(&cluster.nodes()[0].url()));
+    let out = env.run(CLEANUP, &["light", "--yes", "--tier", "redis", "--format", "json"]);
+    out.expect_code(4);
+    let target = &out.json()["targets"][0];
+    assert!(target["notes"].to_string().contains("2 of 3 primaries"), "{target:#}");
+    assert!(target["errors"].to_string().contains(&format!("primary 127.0.0.1:{lost}")), "{target:#}");
+}

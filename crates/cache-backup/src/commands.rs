@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use cache_core::app::{Context, JobResult};
-use cache_core::archive::{self, Manifest, ManifestFile, ManifestSource};
+use cache_core::archive;
 use cache_core::clients::{memory::MemoryClient, postgres, redis as redis_client};
 use cache_core::config::ConfigSource;
 use cache_core::exit::{self, Convention};
@@ -15,6 +15,7 @@ use cache_core::tier::{Tier, selected, tier_selected};
 use chrono::Utc;
 use serde::Serialize;
 
+use crate::manifest::{self, Failed, File, Manifest, Source};
 use crate::redis_dump::{self, Gzip};
 use crate::store::{self, Backup, Store, Verification};
 use crate::{Cli, Command, Part, pg_dump, retention};
@@ -86,10 +87,14 @@ struct Tarball {
 struct Created<'a> {
     id: &'a str,
     dir: String,
-    files: &'a [ManifestFile],
-    sources: &'a [ManifestSource],
+    /// `complete`, or `partial` when a source or a cluster shard failed.
+    outcome: &'static str,
+    files: &'a [File],
+    sources: &'a [Source],
     notes: Vec<String>,
     errors: Vec<String>,
+    /// What failed, as the manifest records it.
+    failed: &'a [Failed],
     seconds: f64,
 }
 
@@ -108,32 +113,31 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
     let mut sources = Vec::new();
     let (mut notes, mut errors) = (Vec::new(), Vec::new());
     let mut unreachable = false;
-    let mut add = |path: &Path, content: &str, (sha256, bytes): (String, u64)| {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        files.push(ManifestFile { path: name, content: content.to_owned(), bytes, sha256 });
+    let mut failed: Vec<Failed> = Vec::new();
+    let mut fail = |tier: &str, target: &str, error: &anyhow::Error| {
+        failed.push(Failed {
+            tier: tier.into(),
+            target: target.into(),
+            node: None,
+            error: cache_core::redact::scrub(&format!("{error:#}")).into_owned(),
+        });
     };
+    let mut add = |path: &Path, content: &str, written: (String, u64)| {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        files.push(File::plain(name, content, written));
+    };
+    let mut redis_files = Vec::new();
+    let mut redis_failed = Vec::new();
     if wants(Part::Redis) {
         for target in config.redis.iter().filter(|t| selected(&ctx.common.tiers, Tier::Redis, &t.name)) {
             progress.set_message(format!("redis/{}", target.name));
-            let base = partial.join(format!("redis-{}", target.name));
-            match redis_dump::take(target, &base, gzip, config.backup.bgsave_timeout, config.backup.redis_method).await
-            {
-                Ok((path, taken)) => {
-                    add(&path, taken.content, taken.written);
-                    notes.extend(taken.notes.into_iter().map(|n| format!("redis/{}: {n}", target.name)));
-                    sources.push(ManifestSource {
-                        tier: "redis".into(),
-                        target: target.name.clone(),
-                        endpoint: target.url.to_string(),
-                        server_version: taken.version,
-                        method: taken.method.into(),
-                    });
-                }
-                Err(e) => {
-                    unreachable |= e.downcast_ref::<cache_core::error::Unreachable>().is_some();
-                    errors.push(format!("redis/{}: {e:#}", target.name));
-                }
-            }
+            let done = backup_redis(config, target, &partial, gzip).await;
+            redis_files.extend(done.files);
+            sources.extend(done.source);
+            notes.extend(done.notes);
+            errors.extend(done.errors);
+            redis_failed.extend(done.failed);
+            unreachable |= done.unreachable;
             progress.inc(1);
         }
     }
@@ -156,16 +160,18 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
                     add(&schema_path, "postgres-schema", schema_written);
                     add(&data_path, "postgres-copy", data_written);
                     notes.push(format!("postgres/{}: {rows} rows of `{}`", target.name, target.table));
-                    sources.push(ManifestSource {
+                    sources.push(Source {
                         tier: "postgres".into(),
                         target: target.name.clone(),
                         endpoint: target.url.to_string(),
                         server_version: Some(version),
                         method: "copy".into(),
+                        shards: None,
                     });
                 }
                 Err(e) => {
                     unreachable |= e.downcast_ref::<cache_core::error::Unreachable>().is_some();
+                    fail("postgres", &target.name, &e);
                     errors.push(format!("postgres/{}: {e:#}", target.name));
                 }
             }
@@ -186,15 +192,19 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
                 Ok((count, written)) => {
                     add(&path, "memory-jsonl", written);
                     notes.push(format!("memory/{}: {count} memories of user `{user}`", target.name));
-                    sources.push(ManifestSource {
+                    sources.push(Source {
                         tier: "memory".into(),
                         target: target.name.clone(),
                         endpoint: target.url.to_string(),
                         server_version: None,
                         method: "api".into(),
+                        shards: None,
                     });
                 }
-                Err(e) => errors.push(format!("memory/{}: {e:#}", target.name)),
+                Err(e) => {
+                    fail("memory", &target.name, &e);
+                    errors.push(format!("memory/{}: {e:#}", target.name));
+                }
             }
             progress.inc(1);
         }
@@ -242,10 +252,15 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
             .and_then(archive::GzFile::finish);
         match written {
             Ok(written) => add(&path, content, written),
-            Err(e) => errors.push(format!("{file}: {e:#}")),
+            Err(e) => {
+                fail(content, file, &e);
+                errors.push(format!("{file}: {e:#}"));
+            }
         }
     }
     progress.finish_and_clear();
+    let files = [redis_files, files].concat();
+    failed.splice(0..0, redis_failed);
     if files.is_empty() {
         let _ = std::fs::remove_dir_all(&partial);
         bail!(
@@ -261,15 +276,19 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         tool_version: env!("CARGO_PKG_VERSION").into(),
         sources,
         files,
+        failed,
     };
     let dir = store.commit(&partial, &manifest)?;
+    let complete = errors.is_empty() && manifest.failed.is_empty();
     let created = Created {
         id: &id,
         dir: dir.display().to_string(),
+        outcome: if complete { "complete" } else { "partial" },
         files: &manifest.files,
         sources: &manifest.sources,
         notes,
         errors: errors.clone(),
+        failed: &manifest.failed,
         seconds: start.elapsed().as_secs_f64(),
     };
     let printer = &ctx.printer;
@@ -281,7 +300,17 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         for f in &manifest.files {
             table.add_row(vec![f.path.clone(), f.content.clone(), bytes(f.bytes), f.sha256[..16].to_owned()]);
         }
-        let mut text = format!("backup {id} complete in {:.2} s: {}\n{table}\n", created.seconds, dir.display());
+        let mut text = if complete {
+            format!("backup {id} complete in {:.2} s: {}\n{table}\n", created.seconds, dir.display())
+        } else {
+            let what: Vec<String> = manifest.failed.iter().map(Failed::label).collect();
+            format!(
+                "backup {id} PARTIAL in {:.2} s (not backed up: {}): {}\n{table}\n",
+                created.seconds,
+                what.join(", "),
+                dir.display()
+            )
+        };
         for note in &created.notes {
             text.push_str(&format!("note: {note}\n"));
         }
@@ -290,7 +319,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         }
         printer.always(&text)?;
     }
-    let (outcome, exit_code) = match (errors.is_empty(), unreachable) {
+    let (outcome, exit_code) = match (complete, unreachable) {
         (true, _) => (Outcome::Success, exit::SUCCESS),
         (false, true) => (Outcome::Partial, exit::UNREACHABLE),
         (false, false) => (Outcome::Partial, exit::PARTIAL),
@@ -298,8 +327,176 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
     Ok(JobResult {
         outcome,
         exit_code,
-        summary: serde_json::json!({ "id": id, "files": manifest.files.len(), "bytes": manifest.files.iter().map(|f| f.bytes).sum::<u64>(), "errors": errors }),
+        summary: serde_json::json!({ "id": id, "outcome": created.outcome, "failed": manifest.failed, "files": manifest.files.len(), "bytes": manifest.files.iter().map(|f| f.bytes).sum::<u64>(), "errors": errors }),
     })
+}
+
+/// What backing up one Redis target gave.
+#[derive(Default)]
+struct RedisBackup {
+    files: Vec<File>,
+    source: Option<Source>,
+    notes: Vec<String>,
+    errors: Vec<String>,
+    failed: Vec<Failed>,
+    unreachable: bool,
+}
+
+impl RedisBackup {
+    fn fail(&mut self, target: &str, node: Option<&str>, error: &anyhow::Error) {
+        let label = match node {
+            Some(node) => format!("redis/{target} shard {node}"),
+            None => format!("redis/{target}"),
+        };
+        self.errors.push(format!("{label}: {error:#}"));
+        self.failed.push(Failed {
+            tier: "redis".into(),
+            target: target.into(),
+            node: node.map(str::to_owned),
+            error: cache_core::redact::scrub(&format!("{error:#}")).into_owned(),
+        });
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Backs up one Redis target: its server, or every primary of its cluster (one dump each, in
+/// parallel, with node, node id and slots). A primary that fails, or slots no primary serves,
+/// make the result partial.
+async fn backup_redis(
+    config: &cache_core::config::Config,
+    target: &cache_core::config::RedisTarget,
+    partial: &Path,
+    gzip: Gzip,
+) -> RedisBackup {
+    let (timeout, method) = (config.backup.bgsave_timeout, config.backup.redis_method);
+    let mut out = RedisBackup::default();
+    let layout = async {
+        let mut conn = redis_client::connect(target).await?;
+        let info = redis_client::info(&mut conn).await.unwrap_or_default();
+        anyhow::Ok(crate::cluster::primaries(&mut conn, &info).await.context("CLUSTER NODES")?)
+    };
+    let nodes = match layout.await {
+        Err(e) => {
+            out.unreachable = e.downcast_ref::<cache_core::error::Unreachable>().is_some();
+            out.fail(&target.name, None, &e);
+            return out;
+        }
+        Ok(Some(nodes)) => nodes,
+        Ok(None) => {
+            let base = partial.join(format!("redis-{}", target.name));
+            match redis_dump::take(target, &base, gzip, timeout, method).await {
+                Ok((path, taken)) => {
+                    out.files.push(File::plain(file_name(&path), taken.content, taken.written));
+                    out.notes.extend(taken.notes.into_iter().map(|n| format!("redis/{}: {n}", target.name)));
+                    out.source = Some(Source {
+                        tier: "redis".into(),
+                        target: target.name.clone(),
+                        endpoint: target.url.to_string(),
+                        server_version: taken.version,
+                        method: taken.method.into(),
+                        shards: None,
+                    });
+                }
+                Err(e) => {
+                    out.unreachable = e.downcast_ref::<cache_core::error::Unreachable>().is_some();
+                    out.fail(&target.name, None, &e);
+                }
+            }
+            return out;
+        }
+    };
+    let missing = manifest::uncovered(nodes.iter().flat_map(|n| n.slots.iter().copied()));
+    if !missing.is_empty() {
+        let e = anyhow::anyhow!(
+            "slots {} are served by no primary of the cluster: their keys cannot be backed up",
+            manifest::format_ranges(&missing)
+        );
+        out.fail(&target.name, None, &e);
+    }
+    if nodes.is_empty() {
+        out.fail(&target.name, None, &anyhow::anyhow!("the cluster lists no primary serving slots"));
+    }
+    // Every primary at once: each dump is the server's own work (a fork, or its replication
+    // stream), so the shards take about as long as the largest. (One task: the gzip writer is
+    // not `Send`.)
+    let results = futures::future::join_all(nodes.iter().map(|node| {
+        let base = partial.join(manifest::shard_base(&target.name, &node.addr()));
+        async move {
+            if node.host.is_empty() {
+                bail!("the cluster knows no address for node {} ({})", node.id, node.flags);
+            }
+            let shard = redis_client::node_target(target, &node.host, node.port)?;
+            let taken = redis_dump::take(&shard, &base, gzip, timeout, method).await;
+            let taken = match taken {
+                Ok(taken) => taken,
+                Err(e) if node.flags.contains("fail") => {
+                    return Err(e.context(format!("the cluster flags it `{}`", node.flags)));
+                }
+                Err(e) => return Err(e),
+            };
+            let myid = async {
+                let mut conn = redis_client::connect(&shard).await?;
+                anyhow::Ok(redis::cmd("CLUSTER").arg("MYID").query_async::<String>(&mut conn).await?)
+            };
+            let myid = myid.await.unwrap_or_else(|_| node.id.clone());
+            anyhow::Ok((taken, myid))
+        }
+    }))
+    .await;
+    let mut methods: Vec<&'static str> = Vec::new();
+    let mut version = None;
+    let mut shards = Vec::new();
+    for (node, result) in nodes.iter().zip(results) {
+        let addr = node.addr();
+        match result {
+            Ok(((path, taken), myid)) => {
+                let (sha256, bytes) = taken.written;
+                out.files.push(File {
+                    path: file_name(&path),
+                    content: taken.content.into(),
+                    bytes,
+                    sha256,
+                    node: Some(addr.clone()),
+                    node_id: Some(myid.clone()),
+                    slots: Some(node.slots.clone()),
+                });
+                out.notes.extend(taken.notes.into_iter().map(|n| format!("redis/{} shard {addr}: {n}", target.name)));
+                if !methods.contains(&taken.method) {
+                    methods.push(taken.method);
+                }
+                version = version.or(taken.version);
+                shards.push(manifest::Shard { node: addr, node_id: myid, slots: node.slots.clone() });
+            }
+            Err(e) => {
+                out.fail(&target.name, Some(&addr), &e);
+                shards.push(manifest::Shard { node: addr, node_id: node.id.clone(), slots: node.slots.clone() });
+            }
+        }
+    }
+    let taken = out.files.len();
+    out.notes.push(format!(
+        "redis/{}: Redis Cluster, {taken} of {} primaries backed up ({} of {} slots)",
+        target.name,
+        nodes.len(),
+        out.files
+            .iter()
+            .flat_map(|f| f.slots.iter().flatten())
+            .map(|(a, b)| u32::from(*b) - u32::from(*a) + 1)
+            .sum::<u32>(),
+        manifest::SLOTS
+    ));
+    out.source = Some(Source {
+        tier: "redis".into(),
+        target: target.name.clone(),
+        endpoint: target.url.to_string(),
+        server_version: version,
+        method: if methods.is_empty() { "none".into() } else { methods.join("+") },
+        shards: Some(shards),
+    });
+    out
 }
 
 /// Writes `data` to the new file `path` (mode 0600) and syncs it.
@@ -315,6 +512,8 @@ struct Listed {
     created_at: chrono::DateTime<Utc>,
     bytes: u64,
     contents: String,
+    /// What the backup lacks because it failed when it was taken (empty: complete).
+    failed: Vec<String>,
     verified: Option<Verification>,
 }
 
@@ -329,6 +528,7 @@ fn list(ctx: &Context, store: &Store) -> anyhow::Result<u8> {
             created_at: b.manifest.created_at,
             bytes: b.bytes(),
             contents: b.contents(),
+            failed: b.manifest.failed.iter().map(Failed::label).collect(),
             verified: verified.get(&b.manifest.id).cloned(),
         })
         .collect();
@@ -349,7 +549,12 @@ fn list(ctx: &Context, store: &Store) -> anyhow::Result<u8> {
             Some(v) if v.ok => format!("ok at {}", v.at.format("%Y-%m-%d %H:%M")),
             Some(v) => format!("FAILED at {}: {}", v.at.format("%Y-%m-%d %H:%M"), v.problems.join("; ")),
         };
-        table.add_row(vec![b.id.clone(), age.to_string(), bytes(b.bytes), b.contents.clone(), verified]);
+        let contents = if b.failed.is_empty() {
+            b.contents.clone()
+        } else {
+            format!("{} (PARTIAL: not {})", b.contents, b.failed.join(", "))
+        };
+        table.add_row(vec![b.id.clone(), age.to_string(), bytes(b.bytes), contents, verified]);
     }
     let mut text = format!("{} backups in {}\n{table}\n", backups.len(), store.dir().display());
     for p in &partials {
@@ -361,12 +566,14 @@ fn list(ctx: &Context, store: &Store) -> anyhow::Result<u8> {
 
 /// Verifies `backup`, also with `redis-check-rdb` when installed; records and returns the result.
 fn check(ctx: &Context, backup: &Backup) -> anyhow::Result<Verification> {
-    let mut problems: Vec<String> = archive::verify(&backup.dir, &backup.manifest)
+    let mut problems: Vec<String> = archive::verify(&backup.dir, &backup.manifest.core())
         .into_iter()
         .map(|p| format!("{}: {}", p.path, p.problem))
         .collect();
+    // A cluster backup must hold every primary's shard, and its shards every slot.
+    problems.extend(backup.manifest.cluster_problems());
     if problems.is_empty() {
-        for file in backup.manifest.files.iter().filter(|f| f.content == "redis-rdb") {
+        for file in backup.manifest.files.iter().filter(|f| f.content == "redis-rdb" && f.node.is_none()) {
             if let Some(problem) = redis_check_rdb(&backup.dir.join(&file.path))? {
                 problems.push(format!("{}: {problem}", file.path));
             }
@@ -379,7 +586,7 @@ fn check(ctx: &Context, backup: &Backup) -> anyhow::Result<Verification> {
 
 /// Runs `redis-check-rdb` on a compressed RDB when the tool is installed.
 fn redis_check_rdb(rdb_gz: &Path) -> anyhow::Result<Option<String>> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = cache_core::env::EnvVars::var_os(cache_core::env::EnvVars::PATH).unwrap_or_default();
     let Some(tool) = std::env::split_paths(&path).map(|d| d.join("redis-check-rdb")).find(|p| p.is_file()) else {
         return Ok(None);
     };
@@ -519,48 +726,95 @@ async fn restore(
                     recovery.skipped.push(format!("{label}: no such target selected in the configuration"));
                     continue;
                 };
-                let file = backup
-                    .manifest
-                    .files
-                    .iter()
-                    .find(|f| {
-                        f.path.starts_with(&format!("redis-{}.", source.target)) && f.content.starts_with("redis-")
-                    })
-                    .with_context(|| format!("{label}: the manifest lists no file for it"))?;
-                let path = backup.dir.join(&file.path);
+                let files = backup.manifest.redis_files(&source.target);
+                if files.is_empty() {
+                    bail!("{label}: the manifest lists no file for it");
+                }
+                let shards = files.iter().filter(|f| f.node.is_some()).count();
                 if replace_dump {
+                    let [file] = files[..] else {
+                        bail!(
+                            "{label}: --replace-dump puts one server's dump file in place, and this backup holds \
+                             {shards} cluster shards: restore key by key instead (without --replace-dump)"
+                        );
+                    };
                     if file.content != "redis-rdb" {
                         bail!("{label}: --replace-dump needs an RDB, and this backup holds a logical export");
                     }
+                    let path = backup.dir.join(&file.path);
                     // Prove it loads first, as for any restore.
                     drop(crate::scratch::Scratch::load(&path, ctx.config.backup.bgsave_timeout).await?);
                     if dry_run {
                         recovery.restored.push(format!("{label}: would replace the dump file and reload it"));
                         continue;
                     }
+                    let mut conn = redis_client::connect(target).await?;
+                    let info = redis_client::info(&mut conn).await.unwrap_or_default();
+                    if info.get("cluster_enabled").map(String::as_str) == Some("1") {
+                        bail!(
+                            "{label}: the target is a Redis Cluster, whose keys live on several primaries: \
+                             restore key by key instead (without --replace-dump)"
+                        );
+                    }
                     let done = redis_dump::replace_dump(target, &path).await?;
                     recovery.restored.push(format!("{label}: {done}"));
                     continue;
                 }
-                let keys = if file.content == "redis-rdb" {
-                    // Prove the RDB loads, then read every key back from the scratch server.
-                    let scratch = crate::scratch::Scratch::load(&path, ctx.config.backup.bgsave_timeout).await?;
-                    let mut from = redis_client::connect(&scratch_target(target, &scratch.url())?).await?;
-                    let mut keys = Vec::new();
-                    redis_dump::dump_all(&mut from, |batch| keys.extend(batch)).await?;
-                    keys
+                // Key by key, each key on the primary serving its slot (a standalone server
+                // takes them all), whatever the shape the backup was taken from.
+                let router = if dry_run {
+                    None
                 } else {
-                    tokio::task::block_in_place(|| redis_dump::read_logical(&path))?
+                    let keyspace = cache_core::keyspace::Keyspace::new(&ctx.config, target);
+                    let primaries = keyspace.primaries().await?;
+                    if !primaries.complete() {
+                        bail!(
+                            "{label}: {} reached, so some keys would have nowhere to go: {}",
+                            primaries.coverage(),
+                            primaries.missing.join("; ")
+                        );
+                    }
+                    Some((primaries.router().await?, primaries.coverage()))
                 };
-                if dry_run {
-                    recovery.restored.push(format!("{label}: would restore {} keys", keys.len()));
-                    continue;
+                let mut total = redis_dump::Routed::default();
+                let mut read = 0usize;
+                for file in &files {
+                    let path = backup.dir.join(&file.path);
+                    let keys = if file.content == "redis-rdb" {
+                        // Prove the RDB loads, then read every key back from the scratch server.
+                        let scratch = crate::scratch::Scratch::load(&path, ctx.config.backup.bgsave_timeout).await?;
+                        let mut from = redis_client::connect(&scratch_target(target, &scratch.url())?).await?;
+                        let mut keys = Vec::new();
+                        redis_dump::dump_all(&mut from, |batch| keys.extend(batch)).await?;
+                        keys
+                    } else {
+                        tokio::task::block_in_place(|| redis_dump::read_logical(&path))?
+                    };
+                    read += keys.len();
+                    if let Some((router, _)) = &router {
+                        let done = redis_dump::restore_routed(router, &keys)
+                            .await
+                            .with_context(|| format!("{label}: restoring `{}`", file.path))?;
+                        total.restored += done.restored;
+                        total.expired += done.expired;
+                        total.unrouted += done.unrouted;
+                    }
                 }
-                let mut conn = redis_client::connect(target).await?;
-                let (n, expired) = redis_dump::restore_keys(&mut conn, &keys).await?;
-                recovery
-                    .restored
-                    .push(format!("{label}: {n} keys restored with their expiry times ({expired} had expired)"));
+                let from = if shards > 0 { format!(" from {shards} cluster shards") } else { String::new() };
+                let Some((_, coverage)) = router else {
+                    recovery.restored.push(format!("{label}: would restore {read} keys{from}"));
+                    continue;
+                };
+                recovery.restored.push(format!(
+                    "{label}: {} keys restored with their expiry times ({} had expired){from} into {coverage}",
+                    total.restored, total.expired
+                ));
+                if total.unrouted > 0 {
+                    recovery.skipped.push(format!(
+                        "{label}: {} keys not restored: no primary of the target serves their slots",
+                        total.unrouted
+                    ));
+                }
             }
             "postgres" => {
                 let Some(target) = ctx

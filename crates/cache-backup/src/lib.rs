@@ -4,9 +4,12 @@
 //! neither the dump file nor replication), the PostgreSQL cache table (schema and COPY data),
 //! the memories of each memory-API target's user (JSON Lines, through the API), the
 //! configuration and the state directory as tar.gz, and a manifest with the size and SHA-256 of
-//! every file, written last.
+//! every file, written last. A Redis Cluster is backed up on every primary, one dump per
+//! primary with its node and slots in the manifest, and restored key by key, routed by slot.
 
+pub mod cluster;
 pub mod commands;
+pub mod manifest;
 pub mod memory_dump;
 pub mod pg_dump;
 pub mod redis_dump;

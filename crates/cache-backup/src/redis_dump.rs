@@ -370,8 +370,14 @@ pub async fn dump_all(conn: &mut MultiplexedConnection, mut each: impl FnMut(Vec
 /// RESTOREs `keys` into the server behind `conn` with REPLACE and their absolute expiry times
 /// (ABSTTL), pipelined. Keys whose time has passed are skipped. Returns (restored, expired).
 pub async fn restore_keys(conn: &mut MultiplexedConnection, keys: &[KeyDump]) -> anyhow::Result<(u64, u64)> {
+    let refs: Vec<&KeyDump> = keys.iter().collect();
+    restore_refs(conn, &refs).await
+}
+
+async fn restore_refs(conn: &mut MultiplexedConnection, keys: &[&KeyDump]) -> anyhow::Result<(u64, u64)> {
     let now = chrono::Utc::now().timestamp_millis();
-    let (live, gone): (Vec<&KeyDump>, Vec<&KeyDump>) = keys.iter().partition(|(_, at, _)| at.is_none_or(|at| at > now));
+    let (live, gone): (Vec<&KeyDump>, Vec<&KeyDump>) =
+        keys.iter().copied().partition(|(_, at, _)| at.is_none_or(|at| at > now));
     for chunk in live.chunks(500) {
         let mut pipe = redis::pipe();
         for (key, at, dump) in chunk {
@@ -384,6 +390,46 @@ pub async fn restore_keys(conn: &mut MultiplexedConnection, keys: &[KeyDump]) ->
         let () = pipe.query_async(conn).await.context("RESTORE")?;
     }
     Ok((live.len() as u64, gone.len() as u64))
+}
+
+/// What [`restore_routed`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Routed {
+    /// Keys restored.
+    pub restored: u64,
+    /// Keys skipped because their time had passed.
+    pub expired: u64,
+    /// Keys whose slot no primary serves: not restored.
+    pub unrouted: u64,
+}
+
+/// A key dump seen by its name, for the router.
+struct Named<'a>(&'a KeyDump);
+
+impl AsRef<[u8]> for Named<'_> {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.0
+    }
+}
+
+/// RESTOREs `keys` as [`restore_keys`] does, each on the primary serving its slot (a
+/// standalone server takes them all): one pipeline per primary, the primaries in parallel.
+pub async fn restore_routed(router: &cache_core::keyspace::Router, keys: &[KeyDump]) -> anyhow::Result<Routed> {
+    let named: Vec<Named<'_>> = keys.iter().map(Named).collect();
+    let groups = router.group(&named);
+    let routed: usize = groups.iter().map(|(_, g)| g.len()).sum();
+    let results = futures::future::join_all(groups.into_iter().map(|(mut conn, group)| async move {
+        let refs: Vec<&KeyDump> = group.into_iter().map(|n| n.0).collect();
+        restore_refs(&mut conn, &refs).await
+    }))
+    .await;
+    let mut done = Routed { unrouted: (keys.len() - routed) as u64, ..Routed::default() };
+    for result in results {
+        let (restored, expired) = result?;
+        done.restored += restored;
+        done.expired += expired;
+    }
+    Ok(done)
 }
 
 /// Puts the RDB `rdb_gz` in place of the dump file of the local server `target` (the old file

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
-use cache_core::archive::Manifest;
 use cache_core::state::{StateDir, create_private_dir};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::manifest::Manifest;
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";

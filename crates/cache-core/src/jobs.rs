@@ -33,10 +33,67 @@ pub struct JobStatus {
     pub last_run: Option<LastRun>,
     /// Who holds its lock now.
     pub lock_holder: Option<String>,
-    /// `disabled`, `overdue`, `failing`, `too_fast`, `skipped`.
-    pub flags: Vec<String>,
+    /// What is wrong with it, if anything.
+    pub flags: Vec<Flag>,
     /// Runs in a row, up to the last one, that failed or were only partly done.
     pub consecutive_failures: u32,
+}
+
+/// Something worth flagging about a job. Shown (and serialized) as text, read by type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Flag {
+    /// Turned off in the schedule.
+    Disabled,
+    /// A run due more than the grace ago never started.
+    Overdue,
+    /// This many runs in a row failed or were only partly done.
+    Failing(usize),
+    /// The last run was skipped by a gate.
+    Skipped,
+    /// The last successful run took under a tenth of the median of the earlier ones (ms).
+    TooFast {
+        /// The last run's duration.
+        last_ms: u64,
+        /// The median of the earlier successful runs.
+        median_ms: u64,
+    },
+}
+
+impl std::fmt::Display for Flag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Flag::Disabled => f.write_str("disabled"),
+            Flag::Overdue => f.write_str("overdue"),
+            Flag::Failing(n) => write!(f, "failing ({n} in a row)"),
+            Flag::Skipped => f.write_str("skipped"),
+            Flag::TooFast { last_ms, median_ms } => {
+                write!(f, "too fast ({} against a median of {})", millis(*last_ms as f64), millis(*median_ms as f64))
+            }
+        }
+    }
+}
+
+impl Serialize for Flag {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl JobStatus {
+    /// Whether it is overdue.
+    pub fn overdue(&self) -> bool {
+        self.flags.contains(&Flag::Overdue)
+    }
+
+    /// Whether its last run was suspiciously fast.
+    pub fn too_fast(&self) -> bool {
+        self.flags.iter().any(|f| matches!(f, Flag::TooFast { .. }))
+    }
+
+    /// Whether its last run was skipped.
+    pub fn skipped(&self) -> bool {
+        self.flags.contains(&Flag::Skipped)
+    }
 }
 
 /// A job's last run.
@@ -69,7 +126,7 @@ pub fn job_status(
     let mut flags = Vec::new();
     let mut consecutive_failures = 0;
     if !job.enabled {
-        flags.push("disabled".to_owned());
+        flags.push(Flag::Disabled);
     }
     let next_run = if job.enabled {
         schedule::next_runs_in(&job.schedule, now, 1, &settings.timezone)?.first().copied()
@@ -84,7 +141,7 @@ pub fn job_status(
             .first()
             .is_some_and(|due| *due + grace < now);
         if job.enabled && missed && holder.is_none() {
-            flags.push("overdue".to_owned());
+            flags.push(Flag::Overdue);
         }
         let failures = runs
             .iter()
@@ -94,10 +151,10 @@ pub fn job_status(
             .count();
         consecutive_failures = failures as u32;
         if failures >= settings.max_failures as usize {
-            flags.push(format!("failing ({failures} in a row)"));
+            flags.push(Flag::Failing(failures));
         }
         if last.outcome == Outcome::Skipped {
-            flags.push("skipped".to_owned());
+            flags.push(Flag::Skipped);
         }
         let earlier: Vec<u64> =
             runs.iter().filter(|r| r.outcome == Outcome::Success && r.id != last.id).map(|r| r.duration_ms).collect();
@@ -106,11 +163,7 @@ pub fn job_status(
             && let Some(m) = median(earlier)
             && last.duration_ms * 10 < m
         {
-            flags.push(format!(
-                "too fast ({} against a median of {})",
-                millis(last.duration_ms as f64),
-                millis(m as f64)
-            ));
+            flags.push(Flag::TooFast { last_ms: last.duration_ms, median_ms: m });
         }
     }
     Ok(JobStatus {

@@ -35,7 +35,7 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
             j.last_run.as_ref().map_or(String::new(), |r| format!("{:?}", r.outcome).to_lowercase()),
             j.last_run.as_ref().map_or(String::new(), |r| millis(r.duration_ms as f64)),
             j.lock_holder.clone().unwrap_or_default(),
-            j.flags.join(", "),
+            j.flags.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
         ]);
     }
     let state = match &automation {

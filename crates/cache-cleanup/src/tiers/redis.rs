@@ -482,7 +482,7 @@ impl Eviction<'_> {
             let batch = match self.still_cold(&mut conn, batch).await {
                 Ok(batch) => batch,
                 Err(e) => {
-                    report.unreachable = e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
+                    report.unreachable |= e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
                     report.errors.push(format!("re-checking idle times before evicting: {e}"));
                     return;
                 }
@@ -502,7 +502,7 @@ impl Eviction<'_> {
             evicted += deletes.len() as u64;
             let actions = Actions { deletes, expires: Vec::new() };
             if let Err(e) = self.pass.apply(&mut conn, &actions, report).await {
-                report.unreachable = e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
+                report.unreachable |= e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
                 report.errors.push(format!("evicting: {e}"));
                 return;
             }
@@ -645,7 +645,7 @@ impl Pass<'_> {
                 Some(scanner)
             }
             Err(e) => {
-                report.unreachable = e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
+                report.unreachable |= e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
                 report.errors.push(format!("starting the scan: {e}"));
                 None
             }
@@ -674,7 +674,7 @@ impl Pass<'_> {
                 Ok(None) => break,
                 Err(e) => {
                     self.save(before, report);
-                    report.unreachable = e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
+                    report.unreachable |= e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
                     report.errors.push(format!(
                         "connection lost mid-scan ({e}); the cursor is saved: rerun with --resume to continue"
                     ));
@@ -687,7 +687,7 @@ impl Pass<'_> {
                 && let Err(e) = self.apply(&mut writer, &actions, report).await
             {
                 self.save(before, report);
-                report.unreachable = e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
+                report.unreachable |= e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
                 report.errors.push(format!("{e}; the cursor is saved: rerun with --resume to continue"));
                 return false;
             }
@@ -726,7 +726,7 @@ impl Pass<'_> {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    report.unreachable = e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
+                    report.unreachable |= e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
                     report.errors.push(format!("scanning for eviction candidates: {e}"));
                     return false;
                 }

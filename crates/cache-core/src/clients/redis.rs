@@ -127,7 +127,8 @@ pub async fn cluster_primaries(
 }
 
 /// Primaries in the text of `CLUSTER NODES` (`id ip:port@cport[,host] flags master ...`),
-/// skipping failed nodes and those without slots.
+/// skipping those without slots. A failed primary that still owns slots is listed: its slots
+/// are lost until a failover, and a caller that cannot reach it must say so, not skip it.
 pub fn parse_cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
     let mut primaries: Vec<(String, u16)> = nodes
         .lines()
@@ -135,7 +136,7 @@ pub fn parse_cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let flags = fields.get(2)?;
             let serves_slots = fields.len() > 8;
-            if !flags.split(',').any(|f| f == "master") || flags.contains("fail") || !serves_slots {
+            if !flags.split(',').any(|f| f == "master") || !serves_slots {
                 return None;
             }
             let address = fields.get(1)?.split(['@', ',']).next()?;
@@ -177,7 +178,11 @@ c3 127.0.0.1:7003@17003 master,fail - 0 0 3 connected 10923-16383
 d4 127.0.0.1:7004@17004 slave a1 0 0 1 connected
 e5 127.0.0.1:7005@17005 master - 0 0 5 connected
 ";
-        assert_eq!(parse_cluster_primaries(nodes), [("127.0.0.1".to_owned(), 7001), ("127.0.0.1".to_owned(), 7002)]);
+        // The failed c3 still owns its slots: listed, so that not reaching it is reported.
+        assert_eq!(
+            parse_cluster_primaries(nodes),
+            [("127.0.0.1".to_owned(), 7001), ("127.0.0.1".to_owned(), 7002), ("127.0.0.1".to_owned(), 7003)]
+        );
     }
 
     #[test]

@@ -345,11 +345,11 @@ pub fn observe_jobs(statuses: &[cache_core::jobs::JobStatus]) -> Vec<Observation
         .iter()
         .filter(|j| j.enabled)
         .map(|j| {
-            let flag = |name: &str| f64::from(u8::from(j.flags.iter().any(|f| f.starts_with(name))));
+            let flag = |set: bool| f64::from(u8::from(set));
             let metrics = [
-                ("overdue".to_owned(), flag("overdue")),
-                ("too_fast".to_owned(), flag("too fast")),
-                ("skipped".to_owned(), flag("skipped")),
+                ("overdue".to_owned(), flag(j.overdue())),
+                ("too_fast".to_owned(), flag(j.too_fast())),
+                ("skipped".to_owned(), flag(j.skipped())),
                 ("failures".to_owned(), f64::from(j.consecutive_failures)),
             ]
             .into();
