@@ -586,8 +586,7 @@ fn check(ctx: &Context, backup: &Backup) -> anyhow::Result<Verification> {
 
 /// Runs `redis-check-rdb` on a compressed RDB when the tool is installed.
 fn redis_check_rdb(rdb_gz: &Path) -> anyhow::Result<Option<String>> {
-    let path = cache_core::env::EnvVars::var_os(cache_core::env::EnvVars::PATH).unwrap_or_default();
-    let Some(tool) = std::env::split_paths(&path).map(|d| d.join("redis-check-rdb")).find(|p| p.is_file()) else {
+    let Some(tool) = cache_core::system::which("redis-check-rdb") else {
         return Ok(None);
     };
     let dir = tempfile::tempdir()?;

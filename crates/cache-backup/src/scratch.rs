@@ -15,8 +15,7 @@ pub struct Scratch {
 }
 
 fn redis_server() -> Option<PathBuf> {
-    let path = cache_core::env::EnvVars::var_os(cache_core::env::EnvVars::PATH).unwrap_or_default();
-    std::env::split_paths(&path).map(|d| d.join("redis-server")).find(|p| p.is_file())
+    cache_core::system::which("redis-server")
 }
 
 impl Scratch {

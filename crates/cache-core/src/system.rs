@@ -7,6 +7,12 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+/// The first `name` in a directory of `PATH`: the one PATH lookup of the toolkit.
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = crate::env::EnvVars::var_os(crate::env::EnvVars::PATH).unwrap_or_default();
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
 /// This host's name (`unknown` when it cannot be read).
 pub fn hostname() -> String {
     sysinfo::System::host_name().unwrap_or_else(|_| "unknown".into())

@@ -77,10 +77,11 @@ fn command_of(ctx: &Context, action: AutoAction, target: &str) -> Result<Vec<Str
 /// A sibling tool: in `tools_dir`, else next to this binary, else on PATH.
 fn sibling(tools_dir: Option<&std::path::Path>, name: &str) -> String {
     let beside = || std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join(name)));
-    tools_dir
-        .map(|d| d.join(name))
-        .or_else(beside)
-        .filter(|p| p.is_file())
+    [tools_dir.map(|d| d.join(name)), beside()]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .or_else(|| cache_core::system::which(name))
         .unwrap_or_else(|| PathBuf::from(name))
         .to_string_lossy()
         .into_owned()
