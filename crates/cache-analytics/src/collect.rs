@@ -118,7 +118,7 @@ where
 }
 
 /// INFO figures kept in the history, summed over a cluster's primaries (the fragmentation
-/// ratio, not additive, is the worst primary's).
+/// ratio, not additive, is the worst primary's: `keyspace::Figures`).
 const INFO_FIGURES: &[&str] = &[
     "used_memory",
     "used_memory_peak",
@@ -156,23 +156,16 @@ async fn redis_figures(config: &Config, target: &RedisTarget) -> RedisFigures {
         async move { redis::cmd("PING").query_async::<String>(&mut conn).await }
     })
     .await;
-    for node in &primaries.nodes {
-        if node.info.is_empty() {
-            figures
-                .error
-                .get_or_insert_with(|| format!("INFO refused by {}", node.node.as_deref().unwrap_or("the server")));
-            continue;
-        }
-        figures.keys += redis_client::keyspace_keys(&node.info);
-        for key in INFO_FIGURES {
-            if let Some(v) = node.info.get(*key).and_then(|v| v.parse::<f64>().ok()) {
-                let sum = figures.info.entry((*key).to_owned()).or_insert(0.0);
-                *sum = if *key == "mem_fragmentation_ratio" { sum.max(v) } else { *sum + v };
-            }
-        }
+    for node in primaries.nodes.iter().filter(|n| n.info.is_empty()) {
+        figures
+            .error
+            .get_or_insert_with(|| format!("INFO refused by {}", node.node.as_deref().unwrap_or("the server")));
     }
-    let lookup = |k: &str| figures.info.get(k).copied().unwrap_or(0.0) as u64;
-    figures.hit_ratio = redis_client::hit_ratio((lookup("keyspace_hits"), lookup("keyspace_misses")));
+    let summed = primaries.figures();
+    figures.keys = summed.keys;
+    figures.info =
+        summed.named().into_iter().filter(|(k, _)| INFO_FIGURES.contains(k)).map(|(k, v)| (k.to_owned(), v)).collect();
+    figures.hit_ratio = summed.hit_ratio();
     let share = SAMPLE_KEYS / primaries.nodes.len().max(1) as u64;
     let mut sample = Sample::default();
     for node in &primaries.nodes {

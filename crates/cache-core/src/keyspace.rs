@@ -137,6 +137,136 @@ pub async fn primaries(target: &RedisTarget) -> anyhow::Result<Primaries> {
     Ok(Primaries { cluster: true, nodes, missing })
 }
 
+/// A server's INFO figures, typed; or a cluster's, summed over its primaries.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Figures {
+    /// `used_memory`.
+    pub used_memory: f64,
+    /// `used_memory_peak`.
+    pub used_memory_peak: f64,
+    /// `used_memory_rss`.
+    pub used_memory_rss: f64,
+    /// `maxmemory` (0: none).
+    pub maxmemory: f64,
+    /// `mem_fragmentation_ratio` (a cluster: the worst primary's).
+    pub fragmentation: f64,
+    /// `connected_clients`.
+    pub clients: f64,
+    /// `maxclients`.
+    pub maxclients: f64,
+    /// `blocked_clients`.
+    pub blocked_clients: f64,
+    /// `keyspace_hits`.
+    pub hits: f64,
+    /// `keyspace_misses`.
+    pub misses: f64,
+    /// `evicted_keys`.
+    pub evicted: f64,
+    /// `expired_keys`.
+    pub expired: f64,
+    /// `instantaneous_ops_per_sec`.
+    pub ops_per_sec: f64,
+    /// `total_commands_processed`.
+    pub commands: f64,
+    /// `rejected_connections`.
+    pub rejected: f64,
+    /// Keys in every database (`# Keyspace`).
+    pub keys: u64,
+    /// Which INFO fields the server gave (a hosted server may give few): `(name, value)` pairs
+    /// are only meaningful for these.
+    pub known: std::collections::BTreeSet<&'static str>,
+}
+
+/// `(field, accessor)` of the additive figures.
+type Field = (&'static str, fn(&mut Figures) -> &mut f64);
+
+const FIELDS: &[Field] = &[
+    ("used_memory", |f| &mut f.used_memory),
+    ("used_memory_peak", |f| &mut f.used_memory_peak),
+    ("used_memory_rss", |f| &mut f.used_memory_rss),
+    ("maxmemory", |f| &mut f.maxmemory),
+    ("connected_clients", |f| &mut f.clients),
+    ("maxclients", |f| &mut f.maxclients),
+    ("blocked_clients", |f| &mut f.blocked_clients),
+    ("keyspace_hits", |f| &mut f.hits),
+    ("keyspace_misses", |f| &mut f.misses),
+    ("evicted_keys", |f| &mut f.evicted),
+    ("expired_keys", |f| &mut f.expired),
+    ("instantaneous_ops_per_sec", |f| &mut f.ops_per_sec),
+    ("total_commands_processed", |f| &mut f.commands),
+    ("rejected_connections", |f| &mut f.rejected),
+];
+
+impl Figures {
+    /// The figures of one server's INFO.
+    pub fn of(info: &BTreeMap<String, String>) -> Self {
+        let mut f = Self { keys: client::keyspace_keys(info), ..Self::default() };
+        for (name, field) in FIELDS {
+            if let Some(v) = info.get(*name).and_then(|v| v.parse::<f64>().ok()) {
+                *field(&mut f) = v;
+                f.known.insert(name);
+            }
+        }
+        if let Some(v) = info.get("mem_fragmentation_ratio").and_then(|v| v.parse::<f64>().ok()) {
+            f.fragmentation = v;
+            f.known.insert("mem_fragmentation_ratio");
+        }
+        f
+    }
+
+    /// Adds another server's figures (fragmentation: the worse of the two).
+    pub fn add(&mut self, other: &Self) {
+        let mut theirs = other.clone();
+        for (_, field) in FIELDS {
+            *field(self) += *field(&mut theirs);
+        }
+        self.fragmentation = self.fragmentation.max(other.fragmentation);
+        self.keys += other.keys;
+        self.known.extend(other.known.iter().copied());
+    }
+
+    /// `used_memory` of `maxmemory`, when set.
+    pub fn memory_share(&self) -> Option<f64> {
+        (self.maxmemory > 0.0).then(|| self.used_memory / self.maxmemory)
+    }
+
+    /// hits / (hits + misses), when there were lookups.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        client::hit_ratio((self.hits as u64, self.misses as u64))
+    }
+
+    /// The figures the server gave, by INFO name (for reports keyed by INFO names).
+    pub fn named(&self) -> BTreeMap<&'static str, f64> {
+        let mut copy = self.clone();
+        let mut out: BTreeMap<&'static str, f64> =
+            FIELDS.iter().filter(|(n, _)| self.known.contains(n)).map(|(n, field)| (*n, *field(&mut copy))).collect();
+        if self.known.contains("mem_fragmentation_ratio") {
+            out.insert("mem_fragmentation_ratio", self.fragmentation);
+        }
+        out
+    }
+}
+
+impl Primaries {
+    /// The figures of every primary reached, summed.
+    pub fn figures(&self) -> Figures {
+        let mut sum = Figures::default();
+        for node in &self.nodes {
+            sum.add(&Figures::of(&node.info));
+        }
+        sum
+    }
+
+    /// The primary using the largest share of its `maxmemory`: (`host:port` or empty, figures).
+    pub fn fullest(&self) -> Option<(String, Figures)> {
+        self.nodes
+            .iter()
+            .map(|n| (n.node.clone().unwrap_or_default(), Figures::of(&n.info)))
+            .filter(|(_, f)| f.memory_share().is_some())
+            .max_by(|a, b| a.1.memory_share().unwrap_or(0.0).total_cmp(&b.1.memory_share().unwrap_or(0.0)))
+    }
+}
+
 /// Routes keys to the primary that serves their slot: writes to a cluster go to the right node
 /// (a standalone server serves every key).
 pub struct Router {
@@ -243,6 +373,23 @@ impl Primaries {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn figures_are_typed_and_add_up() {
+        let info = |used: &str, max: &str, frag: &str, keys: &str| {
+            client::parse_info(&format!(
+                "used_memory:{used}\r\nmaxmemory:{max}\r\nmem_fragmentation_ratio:{frag}\r\nkeyspace_hits:30\r\n\
+                 keyspace_misses:10\r\ndb0:keys={keys},expires=0,avg_ttl=0\r\n"
+            ))
+        };
+        let mut sum = Figures::of(&info("100", "1000", "1.2", "5"));
+        sum.add(&Figures::of(&info("900", "1000", "1.5", "7")));
+        assert_eq!((sum.used_memory, sum.maxmemory, sum.keys, sum.fragmentation), (1000.0, 2000.0, 12, 1.5));
+        assert_eq!(sum.memory_share(), Some(0.5));
+        assert_eq!(sum.hit_ratio(), Some(0.75));
+        assert_eq!(sum.named().get("used_memory"), Some(&1000.0));
+        assert!(!sum.named().contains_key("connected_clients"), "a figure the server did not give is not invented");
+    }
 
     #[test]
     fn key_slots_match_redis() {

@@ -78,24 +78,18 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
     };
     let mut notes: Vec<String> = primaries.missing.iter().map(|m| format!("not scanned: {m}")).collect();
     // INFO figures summed over the primaries (fragmentation: the worst one; policy: the first).
-    let mut info: BTreeMap<&str, Value> = BTreeMap::new();
+    const SHOWN: &[&str] =
+        &["used_memory", "used_memory_peak", "used_memory_rss", "maxmemory", "mem_fragmentation_ratio", "evicted_keys"];
+    let mut info: BTreeMap<&str, Value> = primaries
+        .figures()
+        .named()
+        .into_iter()
+        .filter(|(k, _)| SHOWN.contains(k))
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
     for node in &primaries.nodes {
         if node.info.is_empty() {
             notes.push(format!("INFO refused by {}", node.node.as_deref().unwrap_or("the server")));
-        }
-        for k in [
-            "used_memory",
-            "used_memory_peak",
-            "used_memory_rss",
-            "maxmemory",
-            "mem_fragmentation_ratio",
-            "evicted_keys",
-        ] {
-            if let Some(v) = node.info.get(k).and_then(|v| v.parse::<f64>().ok()) {
-                let now = info.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-                let merged = if k == "mem_fragmentation_ratio" { now.max(v) } else { now + v };
-                info.insert(k, json!(merged));
-            }
         }
         if let Some(policy) = node.info.get("maxmemory_policy") {
             info.entry("maxmemory_policy").or_insert_with(|| json!(policy));

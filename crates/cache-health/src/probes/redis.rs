@@ -274,32 +274,16 @@ async fn summed(
         }
     };
     let mut out = primaries.nodes.first()?.info.clone();
-    let mut keys = 0;
-    let mut fullest: Option<(String, f64, f64)> = None;
+    let summed = primaries.figures();
     for key in ADDITIVE {
         out.remove(*key);
     }
-    for node in &primaries.nodes {
-        keys += client::keyspace_keys(&node.info);
-        let num = |k: &str| node.info.get(k).and_then(|v| v.parse::<f64>().ok());
-        for key in ADDITIVE {
-            if let Some(v) = num(key) {
-                let sum = out.get(*key).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) + v;
-                out.insert((*key).to_owned(), sum.to_string());
-            }
-        }
-        if let (Some(used), Some(max)) = (num("used_memory"), num("maxmemory").filter(|m| *m > 0.0))
-            && fullest.as_ref().is_none_or(|(_, u, m)| used / max > u / m)
-        {
-            fullest = Some((node.node.clone().unwrap_or_default(), used, max));
-        }
-        let frag = num("mem_fragmentation_ratio").unwrap_or(0.0);
-        if out.get("mem_fragmentation_ratio").and_then(|v| v.parse::<f64>().ok()).is_none_or(|f| frag > f) {
-            out.insert("mem_fragmentation_ratio".into(), frag.to_string());
-        }
+    for (key, value) in summed.named() {
+        out.insert(key.to_owned(), value.to_string());
     }
+    let fullest = primaries.fullest().map(|(node, f)| (node, f.used_memory, f.maxmemory));
     out.retain(|k, _| !k.starts_with("db"));
-    out.insert("db0".into(), format!("keys={keys}"));
+    out.insert("db0".into(), format!("keys={}", summed.keys));
     report.metric("primaries", primaries.nodes.len() as u64);
     if primaries.complete() {
         report.check("primaries", Status::Healthy, format!("{}: figures summed over them", primaries.coverage()), None);
