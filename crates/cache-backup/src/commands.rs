@@ -15,7 +15,7 @@ use cache_core::tier::{Tier, selected, tier_selected};
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::manifest::{self, Failed, File, Manifest, Source};
+use crate::manifest::{self, ClusterLayout as _, Failed, File, Manifest, Source};
 use crate::redis_dump::{self, Gzip};
 use crate::store::{self, Backup, Store, Verification};
 use crate::{Cli, Command, Part, pg_dump, retention};
@@ -566,7 +566,7 @@ fn list(ctx: &Context, store: &Store) -> anyhow::Result<u8> {
 
 /// Verifies `backup`, also with `redis-check-rdb` when installed; records and returns the result.
 fn check(ctx: &Context, backup: &Backup) -> anyhow::Result<Verification> {
-    let mut problems: Vec<String> = archive::verify(&backup.dir, &backup.manifest.core())
+    let mut problems: Vec<String> = archive::verify(&backup.dir, &backup.manifest)
         .into_iter()
         .map(|p| format!("{}: {}", p.path, p.problem))
         .collect();

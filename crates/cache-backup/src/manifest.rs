@@ -8,8 +8,6 @@
 use std::collections::BTreeSet;
 
 use cache_core::archive;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 /// Number of slots of a Redis Cluster.
 pub const SLOTS: u16 = 16384;
@@ -17,147 +15,28 @@ pub const SLOTS: u16 = 16384;
 /// An inclusive range of cluster slots, `[first, last]`.
 pub type SlotRange = (u16, u16);
 
-/// One file of a backup.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct File {
-    /// Path relative to the backup's directory.
-    pub path: String,
-    /// What it holds: `redis-rdb`, `redis-logical`, `postgres-schema`, `postgres-copy`,
-    /// `memory-jsonl`, `config`, `state`, `paths`.
-    pub content: String,
-    /// Size on disk.
-    pub bytes: u64,
-    /// Hex SHA-256 of the file as stored.
-    pub sha256: String,
-    /// The cluster node (`host:port`) this shard was taken from (`None`: not a cluster shard).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
-    /// The node's id (`CLUSTER MYID`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_id: Option<String>,
-    /// The slot ranges the node served.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slots: Option<Vec<SlotRange>>,
-}
-
-impl File {
-    /// A file that is no cluster shard.
-    pub fn plain(path: String, content: &str, (sha256, bytes): (String, u64)) -> Self {
-        Self { path, content: content.to_owned(), bytes, sha256, node: None, node_id: None, slots: None }
-    }
-}
-
+/// One file of a backup (cache-core's type: a shard file carries its node, node id and slots).
+pub type File = archive::ManifestFile;
 /// One primary of a cluster when the backup was taken.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shard {
-    /// `host:port`.
-    pub node: String,
-    /// Its node id, from `CLUSTER NODES`.
-    pub node_id: String,
-    /// The slot ranges it served.
-    pub slots: Vec<SlotRange>,
-}
+pub type Shard = archive::ManifestShard;
+/// Where a backed-up dataset came from (a cluster lists its shards).
+pub type Source = archive::ManifestSource;
+/// A source, or one shard, that could not be backed up.
+pub type Failed = archive::ManifestFailure;
+/// The manifest of one backup.
+pub type Manifest = archive::Manifest;
 
-/// Where a backed-up dataset came from (no secrets: the URL is redacted).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Source {
-    /// Tier.
-    pub tier: String,
-    /// Target name.
-    pub target: String,
-    /// Redacted URL or path.
-    pub endpoint: String,
-    /// The server's version, when known.
-    pub server_version: Option<String>,
-    /// How the data was taken (`bgsave`, `replication`, `logical`, `copy`, `api`; several
-    /// joined with `+` when a cluster's shards were taken differently).
-    pub method: String,
-    /// For a Redis Cluster: every primary it had, with its slots (`None`: a standalone server).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shards: Option<Vec<Shard>>,
-}
-
-/// A configured source, or one shard of a cluster, that could not be backed up.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failed {
-    /// Tier.
-    pub tier: String,
-    /// Target name.
-    pub target: String,
-    /// The cluster node (`host:port`), for a shard.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
-    /// What went wrong.
-    pub error: String,
-}
-
-impl Failed {
-    /// `redis/main shard 10.0.0.2:6379`, `postgres/main`: what was not backed up.
-    pub fn label(&self) -> String {
-        match &self.node {
-            Some(node) => format!("{}/{} shard {node}", self.tier, self.target),
-            None => format!("{}/{}", self.tier, self.target),
-        }
-    }
-}
-
-/// The manifest of one backup: written last, so a backup without one is incomplete.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The manifest format's version ([`cache_core::state::SCHEMA_VERSION`]).
-    pub schema_version: u64,
-    /// The backup's id (its directory name).
-    pub id: String,
-    /// When it was taken.
-    pub created_at: DateTime<Utc>,
-    /// The host that took it.
-    pub host: String,
-    /// The toolkit's version.
-    pub tool_version: String,
-    /// Where each dataset came from.
-    pub sources: Vec<Source>,
-    /// Every file, with size and checksum.
-    pub files: Vec<File>,
-    /// What could not be backed up (empty: the backup is complete).
-    #[serde(default)]
-    pub failed: Vec<Failed>,
-}
-
-impl Manifest {
-    /// The manifest as cache-core's [`archive::verify`] reads it.
-    pub fn core(&self) -> archive::Manifest {
-        archive::Manifest {
-            schema_version: self.schema_version,
-            id: self.id.clone(),
-            created_at: self.created_at,
-            host: self.host.clone(),
-            tool_version: self.tool_version.clone(),
-            sources: self
-                .sources
-                .iter()
-                .map(|s| archive::ManifestSource {
-                    tier: s.tier.clone(),
-                    target: s.target.clone(),
-                    endpoint: s.endpoint.clone(),
-                    server_version: s.server_version.clone(),
-                    method: s.method.clone(),
-                })
-                .collect(),
-            files: self
-                .files
-                .iter()
-                .map(|f| archive::ManifestFile {
-                    path: f.path.clone(),
-                    content: f.content.clone(),
-                    bytes: f.bytes,
-                    sha256: f.sha256.clone(),
-                })
-                .collect(),
-        }
-    }
-
+/// What a Redis Cluster adds to reading a manifest.
+pub trait ClusterLayout {
     /// The Redis files of `target`: its one dump, or one per cluster shard.
-    pub fn redis_files(&self, target: &str) -> Vec<&File> {
+    fn redis_files(&self, target: &str) -> Vec<&File>;
+    /// What makes a cluster backup incomplete: a primary of the cluster without its file, a
+    /// shard that failed, slots that no shard file covers. Empty for standalone sources.
+    fn cluster_problems(&self) -> Vec<String>;
+}
+
+impl ClusterLayout for Manifest {
+    fn redis_files(&self, target: &str) -> Vec<&File> {
         self.files
             .iter()
             .filter(|f| {
@@ -171,9 +50,7 @@ impl Manifest {
             .collect()
     }
 
-    /// What makes a cluster backup incomplete: a primary of the cluster without its file, a
-    /// shard that failed, slots that no shard file covers. Empty for standalone sources.
-    pub fn cluster_problems(&self) -> Vec<String> {
+    fn cluster_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         for source in self.sources.iter().filter(|s| s.tier == "redis") {
             let files = self.redis_files(&source.target);
@@ -290,7 +167,7 @@ mod tests {
         Manifest {
             schema_version: 1,
             id: "x".into(),
-            created_at: Utc::now(),
+            created_at: chrono::Utc::now(),
             host: "h".into(),
             tool_version: "0".into(),
             sources: vec![Source {

@@ -239,6 +239,57 @@ pub struct ManifestFile {
     pub bytes: u64,
     /// Hex SHA-256 of the file as stored.
     pub sha256: String,
+    /// The Redis Cluster node (`host:port`) this shard was taken from (`None`: no shard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The node's id (`CLUSTER MYID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// The slot ranges (inclusive) the node served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<Vec<(u16, u16)>>,
+}
+
+impl ManifestFile {
+    /// A file that is no cluster shard, from its `(sha256, bytes)`.
+    pub fn plain(path: String, content: &str, (sha256, bytes): (String, u64)) -> Self {
+        Self { path, content: content.to_owned(), bytes, sha256, node: None, node_id: None, slots: None }
+    }
+}
+
+/// One primary of a Redis Cluster when the backup was taken.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestShard {
+    /// `host:port`.
+    pub node: String,
+    /// Its node id, from `CLUSTER NODES`.
+    pub node_id: String,
+    /// The slot ranges (inclusive) it served.
+    pub slots: Vec<(u16, u16)>,
+}
+
+/// A configured source, or one shard of a cluster, that could not be backed up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFailure {
+    /// Tier.
+    pub tier: String,
+    /// Target name.
+    pub target: String,
+    /// The cluster node (`host:port`), for a shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// What went wrong.
+    pub error: String,
+}
+
+impl ManifestFailure {
+    /// `redis/main shard 10.0.0.2:6379`, `postgres/main`: what was not backed up.
+    pub fn label(&self) -> String {
+        match &self.node {
+            Some(node) => format!("{}/{} shard {node}", self.tier, self.target),
+            None => format!("{}/{}", self.tier, self.target),
+        }
+    }
 }
 
 /// Where a backed-up dataset came from (no secrets: the URL is redacted).
@@ -252,8 +303,12 @@ pub struct ManifestSource {
     pub endpoint: String,
     /// The server's version, when known.
     pub server_version: Option<String>,
-    /// How the data was taken (`bgsave`, `replication`, `logical`, `copy`, `tar`).
+    /// How the data was taken (`bgsave`, `replication`, `logical`, `copy`, `tar`, `api`; several
+    /// joined with `+` when a cluster's shards were taken differently).
     pub method: String,
+    /// For a Redis Cluster: every primary it had, with its slots (`None`: not a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<Vec<ManifestShard>>,
 }
 
 /// The manifest of one backup: written last, so a backup without one is incomplete.
@@ -273,6 +328,10 @@ pub struct Manifest {
     pub sources: Vec<ManifestSource>,
     /// Every file, with size and checksum.
     pub files: Vec<ManifestFile>,
+    /// What could not be backed up (empty: the backup is complete; absent in manifests written
+    /// before it was recorded).
+    #[serde(default)]
+    pub failed: Vec<ManifestFailure>,
 }
 
 /// A problem found by [`verify`].

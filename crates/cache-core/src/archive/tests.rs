@@ -25,7 +25,8 @@ fn parallel_gzip_round_trips_and_verifies() {
         host: "h".into(),
         tool_version: "0".into(),
         sources: vec![],
-        files: vec![ManifestFile { path: "a.gz".into(), content: "state".into(), bytes, sha256: sha }],
+        files: vec![ManifestFile::plain("a.gz".into(), "state", (sha, bytes))],
+        failed: vec![],
     };
     assert_eq!(verify(dir.path(), &manifest), vec![]);
     // One flipped byte in the middle: the checksum catches it.
@@ -55,7 +56,7 @@ fn rdb_magic_and_gzip_damage_are_found() {
     let dir = tempfile::tempdir().unwrap();
     write_gz(&dir.path().join("dump.rdb.gz"), b"NOT AN RDB", 1);
     let (sha, bytes) = sha256_file(&dir.path().join("dump.rdb.gz")).unwrap();
-    let file = ManifestFile { path: "dump.rdb.gz".into(), content: "redis-rdb".into(), bytes, sha256: sha };
+    let file = ManifestFile::plain("dump.rdb.gz".into(), "redis-rdb", (sha, bytes));
     let manifest = Manifest {
         schema_version: 1,
         id: "x".into(),
@@ -64,16 +65,14 @@ fn rdb_magic_and_gzip_damage_are_found() {
         tool_version: "0".into(),
         sources: vec![],
         files: vec![file],
+        failed: vec![],
     };
     assert!(verify(dir.path(), &manifest)[0].problem.contains("REDIS magic"));
     // Truncated gzip with a matching manifest: the checksum passes, decompression does not.
     let raw = std::fs::read(dir.path().join("dump.rdb.gz")).unwrap();
     std::fs::write(dir.path().join("cut.gz"), &raw[..raw.len() - 6]).unwrap();
     let (sha, bytes) = sha256_file(&dir.path().join("cut.gz")).unwrap();
-    let manifest = Manifest {
-        files: vec![ManifestFile { path: "cut.gz".into(), content: "state".into(), bytes, sha256: sha }],
-        ..manifest
-    };
+    let manifest = Manifest { files: vec![ManifestFile::plain("cut.gz".into(), "state", (sha, bytes))], ..manifest };
     assert!(verify(dir.path(), &manifest)[0].problem.contains("gzip data is damaged"));
 }
 
