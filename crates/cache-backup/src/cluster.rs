@@ -1,7 +1,7 @@
 //! A Redis Cluster's layout as a backup needs it: every primary that holds slots, with its node
-//! id and slot ranges, failed or not. (cache-core's `cluster_primaries` leaves out primaries
-//! flagged `fail`, which would let a backup miss their slots in silence; here they are listed,
-//! so the backup tries them and says when it cannot reach them.)
+//! id and slot ranges, failed or not, so the backup tries each and says when it cannot reach
+//! one. (cache-core's `cluster_primaries` gives only the addresses; the manifest also records
+//! node ids and slots.)
 
 use std::collections::BTreeMap;
 
