@@ -7,29 +7,8 @@ use std::collections::BTreeMap;
 
 use redis::aio::MultiplexedConnection;
 
-use crate::manifest::SlotRange;
-
-/// One primary of a cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Node {
-    /// Its node id.
-    pub id: String,
-    /// Its host (empty when the cluster knows no address for it).
-    pub host: String,
-    /// Its port.
-    pub port: u16,
-    /// Its flags, e.g. `master` or `master,fail`.
-    pub flags: String,
-    /// The slot ranges it serves, sorted and merged.
-    pub slots: Vec<SlotRange>,
-}
-
-impl Node {
-    /// `host:port`.
-    pub fn addr(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-}
+/// One primary of a cluster (cache-core's parsed `CLUSTER NODES` line).
+pub type Node = cache_core::clients::redis::ClusterNode;
 
 /// The primaries holding slots, from `CLUSTER NODES`, when the server behind `conn` is in
 /// cluster mode (`cluster_enabled` in `info`); `None` for a standalone server.
@@ -44,52 +23,12 @@ pub async fn primaries(
     Ok(Some(parse_nodes(&text)))
 }
 
-/// The primaries with slots in the text of `CLUSTER NODES`
-/// (`id ip:port@cport[,hostname] flags master-id ping pong epoch link slot...`), sorted by
-/// address. Slots being imported or migrated (`[slot->-id]`) are not counted.
+/// The primaries with slots in the text of `CLUSTER NODES`, failed or not, sorted by address.
 pub fn parse_nodes(text: &str) -> Vec<Node> {
-    let mut nodes: Vec<Node> = text
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let flags = *fields.get(2)?;
-            if !flags.split(',').any(|f| f == "master") {
-                return None;
-            }
-            let mut slots: Vec<SlotRange> = fields
-                .get(8..)
-                .unwrap_or_default()
-                .iter()
-                .filter(|s| !s.starts_with('['))
-                .filter_map(|s| match s.split_once('-') {
-                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
-                    None => s.parse().ok().map(|a| (a, a)),
-                })
-                .collect();
-            if slots.is_empty() {
-                return None;
-            }
-            slots.sort_unstable();
-            let mut merged: Vec<SlotRange> = Vec::new();
-            for (a, b) in slots {
-                match merged.last_mut() {
-                    Some(last) if u32::from(a) <= u32::from(last.1) + 1 => last.1 = last.1.max(b),
-                    _ => merged.push((a, b)),
-                }
-            }
-            let address = fields.get(1)?.split(['@', ',']).next()?;
-            let (host, port) = address.rsplit_once(':')?;
-            Some(Node {
-                id: (*fields.first()?).to_owned(),
-                host: host.trim_matches(['[', ']']).to_owned(),
-                port: port.parse().ok()?,
-                flags: flags.to_owned(),
-                slots: merged,
-            })
-        })
-        .collect();
-    nodes.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
-    nodes
+    cache_core::clients::redis::parse_cluster_nodes(text)
+        .into_iter()
+        .filter(|n| n.is_primary() && !n.slots.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

@@ -123,26 +123,92 @@ pub async fn cluster_primaries(
     Ok(Some(parse_cluster_primaries(&nodes)))
 }
 
-/// Primaries in the text of `CLUSTER NODES` (`id ip:port@cport[,host] flags master ...`),
-/// skipping those without slots. A failed primary that still owns slots is listed: its slots
-/// are lost until a failover, and a caller that cannot reach it must say so, not skip it.
-pub fn parse_cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
-    let mut primaries: Vec<(String, u16)> = nodes
+/// One node of a Redis Cluster, from a line of `CLUSTER NODES`
+/// (`id ip:port@cport[,hostname] flags master-id ping pong epoch link slot...`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterNode {
+    /// Its node id.
+    pub id: String,
+    /// Its host (empty when the cluster knows no address for it).
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// Its flags, e.g. `master`, `myself,master`, `slave`, `master,fail`.
+    pub flags: String,
+    /// The primary it replicates (`None` for a primary).
+    pub master_id: Option<String>,
+    /// The slot ranges it serves, sorted and merged; slots being imported or migrated
+    /// (`[slot->-id]`) are not counted.
+    pub slots: Vec<(u16, u16)>,
+}
+
+impl ClusterNode {
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// A primary (whether or not it serves slots).
+    pub fn is_primary(&self) -> bool {
+        self.flags.split(',').any(|f| f == "master")
+    }
+
+    /// Flagged failed, or suspected (`fail?`).
+    pub fn failed(&self) -> bool {
+        self.flags.split(',').any(|f| f == "fail" || f == "fail?")
+    }
+}
+
+/// Every node in the text of `CLUSTER NODES`, sorted by address.
+pub fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
+    let mut nodes: Vec<ClusterNode> = text
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let flags = fields.get(2)?;
-            let serves_slots = fields.len() > 8;
-            if !flags.split(',').any(|f| f == "master") || !serves_slots {
+            if fields.len() < 8 {
                 return None;
             }
-            let address = fields.get(1)?.split(['@', ',']).next()?;
+            let mut slots: Vec<(u16, u16)> = fields[8..]
+                .iter()
+                .filter(|s| !s.starts_with('['))
+                .filter_map(|s| match s.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => s.parse().ok().map(|a| (a, a)),
+                })
+                .collect();
+            slots.sort_unstable();
+            let mut merged: Vec<(u16, u16)> = Vec::new();
+            for (a, b) in slots {
+                match merged.last_mut() {
+                    Some(last) if u32::from(a) <= u32::from(last.1) + 1 => last.1 = last.1.max(b),
+                    _ => merged.push((a, b)),
+                }
+            }
+            let address = fields[1].split(['@', ',']).next()?;
             let (host, port) = address.rsplit_once(':')?;
-            Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
+            Some(ClusterNode {
+                id: fields[0].to_owned(),
+                host: host.trim_matches(['[', ']']).to_owned(),
+                port: port.parse().ok()?,
+                flags: fields[2].to_owned(),
+                master_id: (fields[3] != "-").then(|| fields[3].to_owned()),
+                slots: merged,
+            })
         })
         .collect();
-    primaries.sort();
-    primaries
+    nodes.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+    nodes
+}
+
+/// Primaries in the text of `CLUSTER NODES`, skipping those without slots. A failed primary
+/// that still owns slots is listed: its slots are lost until a failover, and a caller that
+/// cannot reach it must say so, not skip it.
+pub fn parse_cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
+    parse_cluster_nodes(nodes)
+        .into_iter()
+        .filter(|n| n.is_primary() && !n.slots.is_empty())
+        .map(|n| (n.host, n.port))
+        .collect()
 }
 
 /// `target` pointed at one node (`host:port`), with the same scheme, credentials and timeouts.

@@ -329,21 +329,15 @@ async fn cluster(connection: &mut redis::aio::MultiplexedConnection, report: &mu
 /// (`id addr flags master-id ping pong epoch link slots...`): each a warning, since the
 /// cluster still serves every slot but one more failure loses data or slots.
 fn redundancy(nodes: &str, report: &mut TargetReport) {
-    let rows: Vec<Vec<&str>> =
-        nodes.lines().map(|l| l.split_whitespace().collect()).filter(|f: &Vec<&str>| f.len() >= 8).collect();
-    let failed: Vec<String> = rows
+    let nodes = client::parse_cluster_nodes(nodes);
+    let failed: Vec<String> = nodes.iter().filter(|n| n.failed()).map(client::ClusterNode::addr).collect();
+    let lonely: Vec<String> = nodes
         .iter()
-        .filter(|f| f[2].split(',').any(|flag| flag == "fail" || flag == "fail?"))
-        .map(|f| f[1].split('@').next().unwrap_or(f[1]).to_owned())
+        .filter(|p| p.is_primary() && !p.failed() && !p.slots.is_empty())
+        .filter(|p| !nodes.iter().any(|r| r.master_id.as_deref() == Some(p.id.as_str()) && !r.failed()))
+        .map(client::ClusterNode::addr)
         .collect();
-    let healthy = |f: &Vec<&str>| !f[2].split(',').any(|flag| flag == "fail" || flag == "fail?");
-    let lonely: Vec<String> = rows
-        .iter()
-        .filter(|f| f[2].split(',').any(|flag| flag == "master") && healthy(f) && f.len() > 8)
-        .filter(|p| !rows.iter().any(|r| r[3] == p[0] && healthy(r)))
-        .map(|p| p[1].split('@').next().unwrap_or(p[1]).to_owned())
-        .collect();
-    let replicas = rows.iter().filter(|f| f[3] != "-" && healthy(f)).count();
+    let replicas = nodes.iter().filter(|n| n.master_id.is_some() && !n.failed()).count();
     report.metric("cluster_replicas", replicas as u64);
     if failed.is_empty() && lonely.is_empty() {
         report.check("redundancy", Status::Healthy, format!("every primary has a replica ({replicas} replicas)"), None);
