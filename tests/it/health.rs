@@ -574,4 +574,10 @@ fn after_a_failover_losing_the_seed_node_leaves_every_tool_working() {
     let debug = env.run(crate::DEBUG, &["memory", "--tier", "redis", "--format", "json"]);
     debug.expect_code(0);
     assert_eq!(debug.json()["redis"][0]["keys_in_db"], 3000);
+    // A backup after the promotion is complete: the promoted replica is a primary like the others.
+    let backup = env.run(crate::BACKUP, &["create", "--only", "redis", "--format", "json"]);
+    backup.expect_code(0);
+    let id = backup.json()["id"].as_str().unwrap().to_owned();
+    let verify = env.run(crate::BACKUP, &["verify", &id]);
+    verify.expect_code(0);
 }
