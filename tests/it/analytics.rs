@@ -469,6 +469,25 @@ fn on_a_cluster_collect_and_debug_memory_count_every_primary() {
     assert_eq!(section["keys_in_db"], total, "{section:#}");
     assert_eq!(section["scanned"], total);
     assert_eq!(section["coverage"], "3 of 3 primaries");
+    // Performance and connections read every primary too, and say so.
+    for section in ["performance", "connections"] {
+        let out = env.run(crate::DEBUG, &[section, "--tier", "redis", "--format", "json"]);
+        out.expect_code(0);
+        let redis = &out.json()["redis"][0];
+        assert_eq!(redis["coverage"], "3 of 3 primaries", "{section}: {redis:#}");
+    }
+    let connections = env.run(crate::DEBUG, &["connections", "--tier", "redis", "--format", "json"]).json();
+    // maxclients of the three primaries added up.
+    let max: u64 = cluster
+        .nodes()
+        .iter()
+        .map(|n| {
+            let pair: Vec<String> =
+                redis::cmd("CONFIG").arg("GET").arg("maxclients").query(&mut n.connection()).unwrap();
+            pair[1].parse::<u64>().unwrap()
+        })
+        .sum();
+    assert_eq!(connections["redis"][0]["clients"]["maxclients"], max, "{connections:#}");
     let text = env.run(crate::DEBUG, &["memory", "--tier", "redis"]);
     assert!(
         text.stdout.contains(&format!("{total} of {total} keys scanned")) && text.stdout.contains("3 of 3 primaries"),

@@ -376,7 +376,7 @@ async fn backup_redis(
     let layout = async {
         let mut conn = redis_client::connect(target).await?;
         let info = redis_client::info(&mut conn).await.unwrap_or_default();
-        anyhow::Ok(crate::cluster::primaries(&mut conn, &info).await.context("CLUSTER NODES")?)
+        anyhow::Ok(redis_client::cluster_primaries(&mut conn, &info).await.context("CLUSTER NODES")?)
     };
     let nodes = match layout.await {
         Err(e) => {

@@ -7,7 +7,6 @@
 //! every file, written last. A Redis Cluster is backed up on every primary, one dump per
 //! primary with its node and slots in the manifest, and restored key by key, routed by slot.
 
-pub mod cluster;
 pub mod commands;
 pub mod manifest;
 pub mod memory_dump;

@@ -238,31 +238,30 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
     let mut figures = Figures::default();
     let (mut hits, mut misses) = (0u64, 0u64);
     for target in config.redis.iter().filter(|t| wanted(ctx, request, Tier::Redis, &t.name)) {
-        let measured = async {
-            let mut conn = redis_client::connect(target).await?;
-            let info = redis_client::info(&mut conn).await?;
-            anyhow::Ok((conn, info))
-        };
-        let (mut conn, info) = match measured.await {
-            Ok(pair) => pair,
+        // Every primary of a cluster: keys and lookups summed, the fullest primary's memory.
+        let primaries = match cache_core::keyspace::primaries(target).await {
+            Ok(primaries) => primaries,
             Err(e) => {
                 figures.unmeasured.push(format!("redis/{}: {e:#}", target.name));
                 continue;
             }
         };
-        let (h, m) = redis_client::lookups(&info);
-        (hits, misses) = (hits + h, misses + m);
-        let num = |k: &str| info.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        if num("maxmemory") > 0.0 {
+        figures.unmeasured.extend(primaries.missing.iter().map(|m| format!("redis/{}: {m}", target.name)));
+        let summed = primaries.figures();
+        (hits, misses) = (hits + summed.hits as u64, misses + summed.misses as u64);
+        if let Some((node, fullest)) = primaries.fullest() {
+            let on = if node.is_empty() { String::new() } else { format!(" ({node})") };
             figures.usage.push(Usage {
-                target: format!("redis/{}", target.name),
-                share: num("used_memory") / num("maxmemory"),
+                target: format!("redis/{}{on}", target.name),
+                share: fullest.memory_share().unwrap_or(0.0),
                 of: "maxmemory".into(),
             });
         }
-        let keys = redis_client::keyspace_keys(&info);
-        figures.total_entries += keys;
-        figures.recent_activity += recent_keys(&mut conn, keys).await;
+        figures.total_entries += summed.keys;
+        for node in &primaries.nodes {
+            let keys = cache_core::keyspace::Figures::of(&node.info).keys;
+            figures.recent_activity += recent_keys(&mut node.conn.clone(), keys).await;
+        }
     }
     for target in config.postgres.iter().filter(|t| wanted(ctx, request, Tier::Postgres, &t.name)) {
         let db = match postgres::connect(target).await {

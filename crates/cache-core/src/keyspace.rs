@@ -115,7 +115,8 @@ pub async fn primaries(target: &RedisTarget) -> anyhow::Result<Primaries> {
         Err(e) => anyhow::bail!("listing the cluster's primaries: {e}"),
     };
     // Every primary at once: a cluster's connect timeouts do not add up.
-    let reached = futures::future::join_all(listed.into_iter().map(|(host, port)| async move {
+    let reached = futures::future::join_all(listed.into_iter().map(|node| async move {
+        let (host, port) = (node.host, node.port);
         let label = format!("{host}:{port}");
         let reached = async {
             let target = client::node_target(target, &host, port)?;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use cache_core::app::Context;
-use cache_core::clients::{postgres, redis as redis_client};
+use cache_core::clients::postgres;
 use cache_core::config::{PostgresTarget, RedisTarget};
 use cache_core::exit;
 use cache_core::output::Format;
@@ -54,16 +54,30 @@ pub fn summarise_clients(list: &str) -> Value {
 
 async fn redis_section(t: &RedisTarget) -> Value {
     let name = format!("redis/{}", t.name);
-    let mut conn = match redis_client::connect(t).await {
-        Ok(c) => c,
+    let primaries = match cache_core::keyspace::primaries(t).await {
+        Ok(p) => p,
         Err(e) => return json!({ "target": name, "error": format!("{e:#}") }),
     };
-    let maxclients = match redis::cmd("INFO").arg("clients").query_async::<String>(&mut conn).await {
-        Ok(text) => redis_client::parse_info(&text).get("maxclients").and_then(|m| m.parse::<u64>().ok()),
-        Err(_) => None,
-    };
-    let clients = match redis::cmd("CLIENT").arg("LIST").query_async::<String>(&mut conn).await {
-        Ok(list) => {
+    // Every primary's clients, and their limits added up.
+    let (mut list, mut maxclients, mut note) = (String::new(), None::<u64>, None);
+    for node in &primaries.nodes {
+        let mut conn = node.conn.clone();
+        if let Some(max) = node.info.get("maxclients").and_then(|m| m.parse::<u64>().ok()) {
+            maxclients = Some(maxclients.unwrap_or(0) + max);
+        }
+        match redis::cmd("CLIENT").arg("LIST").query_async::<String>(&mut conn).await {
+            Ok(text) => {
+                list.push_str(&text);
+                if !text.ends_with('\n') {
+                    list.push('\n');
+                }
+            }
+            Err(e) => note = Some(refused("CLIENT LIST", &e)),
+        }
+    }
+    let clients = match note {
+        Some(note) if list.is_empty() => json!({ "note": note, "maxclients": maxclients }),
+        _ => {
             let mut s = summarise_clients(&list);
             if let Some(max) = maxclients {
                 s["maxclients"] = json!(max);
@@ -71,10 +85,10 @@ async fn redis_section(t: &RedisTarget) -> Value {
             }
             s
         }
-        Err(e) => json!({ "note": refused("CLIENT LIST", &e), "maxclients": maxclients }),
     };
     json!({
         "target": name,
+        "coverage": primaries.coverage(),
         "clients": clients,
         "toolkit_client": { "connect_timeout_ms": t.connect_timeout.as_millis() as u64, "response_timeout_ms": t.timeout.as_millis() as u64,
                              "connections": "one multiplexed connection per target and process" },

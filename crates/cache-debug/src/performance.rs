@@ -6,7 +6,7 @@
 use cache_core::app::Context;
 use cache_core::cache_table::CacheTable;
 use cache_core::clients::memory::MemoryClient;
-use cache_core::clients::{postgres, redis as redis_client};
+use cache_core::clients::postgres;
 use cache_core::config::{PostgresTarget, RedisTarget};
 use cache_core::exit;
 use cache_core::output::Format;
@@ -210,26 +210,62 @@ pub fn commandstats(info: &str) -> Vec<CommandStat> {
 
 async fn redis_section(t: &RedisTarget, samples: u32, top: usize) -> serde_json::Value {
     let name = format!("redis/{}", t.name);
-    let conn = match redis_client::connect(t).await {
-        Ok(c) => c,
+    let primaries = match cache_core::keyspace::primaries(t).await {
+        Ok(p) => p,
         Err(e) => return json!({ "target": name, "error": format!("{e:#}") }),
     };
+    let Some(first) = primaries.nodes.first() else {
+        return json!({ "target": name, "error": format!("no primary reached: {}", primaries.missing.join("; ")) });
+    };
+    // Latency is sampled on the first primary; the slow log and command statistics of every
+    // primary are merged.
+    let conn = first.conn.clone();
     let (s, err) = sample(samples, || {
         let mut c = conn.clone();
         async move { redis::cmd("PING").query_async::<String>(&mut c).await }
     })
     .await;
     let latency = Latency::of(name.clone(), s, err);
-    let mut c = conn.clone();
-    let slow = match redis::cmd("SLOWLOG").arg("GET").arg(top).query_async::<redis::Value>(&mut c).await {
-        Ok(v) => json!({ "entries": slowlog(&v) }),
-        Err(e) => json!({ "note": refused("SLOWLOG", &e) }),
+    let (mut entries, mut slow_note) = (Vec::new(), None);
+    let mut by_command: std::collections::BTreeMap<String, CommandStat> = std::collections::BTreeMap::new();
+    let mut stats_note = None;
+    for node in &primaries.nodes {
+        let mut c = node.conn.clone();
+        match redis::cmd("SLOWLOG").arg("GET").arg(top).query_async::<redis::Value>(&mut c).await {
+            Ok(v) => entries.extend(slowlog(&v)),
+            Err(e) => slow_note = Some(refused("SLOWLOG", &e)),
+        }
+        match redis::cmd("INFO").arg("commandstats").query_async::<String>(&mut c).await {
+            Ok(text) => {
+                for stat in commandstats(&text) {
+                    let sum =
+                        by_command.entry(stat.command.clone()).or_insert(CommandStat { calls: 0, usec: 0, ..stat });
+                    sum.calls += stat.calls;
+                    sum.usec += stat.usec;
+                }
+            }
+            Err(e) => stats_note = Some(refused("INFO commandstats", &e)),
+        }
+    }
+    entries.sort_by_key(|e| std::cmp::Reverse(e.duration_us));
+    entries.truncate(top);
+    let slow = match slow_note {
+        Some(note) if entries.is_empty() => json!({ "note": note }),
+        _ => json!({ "entries": entries }),
     };
-    let stats = match redis::cmd("INFO").arg("commandstats").query_async::<String>(&mut c).await {
-        Ok(text) => json!({ "commands": commandstats(&text).into_iter().take(top).collect::<Vec<_>>() }),
-        Err(e) => json!({ "note": refused("INFO commandstats", &e) }),
+    let mut commands: Vec<CommandStat> = by_command
+        .into_values()
+        .map(|mut c| {
+            c.usec_per_call = if c.calls > 0 { c.usec as f64 / c.calls as f64 } else { 0.0 };
+            c
+        })
+        .collect();
+    commands.sort_by_key(|c| std::cmp::Reverse(c.usec));
+    let stats = match stats_note {
+        Some(note) if commands.is_empty() => json!({ "note": note }),
+        _ => json!({ "commands": commands.into_iter().take(top).collect::<Vec<_>>() }),
     };
-    json!({ "target": name, "latency": latency, "slowlog": slow, "commandstats": stats })
+    json!({ "target": name, "coverage": primaries.coverage(), "latency": latency, "slowlog": slow, "commandstats": stats })
 }
 
 async fn postgres_section(t: &PostgresTarget, project: &str, samples: u32, top: usize) -> serde_json::Value {

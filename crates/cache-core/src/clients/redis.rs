@@ -110,12 +110,12 @@ pub fn is_refused(error: &redis::RedisError) -> bool {
         || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
 }
 
-/// The primaries of a Redis Cluster as `(host, port)`, from `CLUSTER NODES`; `None` when the
-/// server is not in cluster mode (`cluster_enabled` in `info`).
+/// The primaries of a Redis Cluster holding slots (failed or not), from `CLUSTER NODES`;
+/// `None` when the server is not in cluster mode (`cluster_enabled` in `info`).
 pub async fn cluster_primaries(
     connection: &mut MultiplexedConnection,
     info: &BTreeMap<String, String>,
-) -> redis::RedisResult<Option<Vec<(String, u16)>>> {
+) -> redis::RedisResult<Option<Vec<ClusterNode>>> {
     if info.get("cluster_enabled").map(String::as_str) != Some("1") {
         return Ok(None);
     }
@@ -203,12 +203,8 @@ pub fn parse_cluster_nodes(text: &str) -> Vec<ClusterNode> {
 /// Primaries in the text of `CLUSTER NODES`, skipping those without slots. A failed primary
 /// that still owns slots is listed: its slots are lost until a failover, and a caller that
 /// cannot reach it must say so, not skip it.
-pub fn parse_cluster_primaries(nodes: &str) -> Vec<(String, u16)> {
-    parse_cluster_nodes(nodes)
-        .into_iter()
-        .filter(|n| n.is_primary() && !n.slots.is_empty())
-        .map(|n| (n.host, n.port))
-        .collect()
+pub fn parse_cluster_primaries(nodes: &str) -> Vec<ClusterNode> {
+    parse_cluster_nodes(nodes).into_iter().filter(|n| n.is_primary() && !n.slots.is_empty()).collect()
 }
 
 /// `target` pointed at one node (`host:port`), with the same scheme, credentials and timeouts.
@@ -242,10 +238,30 @@ d4 127.0.0.1:7004@17004 slave a1 0 0 1 connected
 e5 127.0.0.1:7005@17005 master - 0 0 5 connected
 ";
         // The failed c3 still owns its slots: listed, so that not reaching it is reported.
+        let addrs: Vec<String> = parse_cluster_primaries(nodes).iter().map(ClusterNode::addr).collect();
+        assert_eq!(addrs, ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]);
+    }
+
+    #[test]
+    fn cluster_nodes_parsing_merges_slots_and_skips_migrations() {
+        let text = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7002@17002,host2 master,fail - 1 1 2 disconnected 5461-10000 10001-10922 [5500->-c3]
+c3 127.0.0.1:7003@17003 master - 0 0 3 connected 10923 10924-16383
+d4 127.0.0.1:7004@17004 slave a1 0 0 1 connected
+e5 :0@0 master,noaddr - 0 0 0 disconnected
+";
+        let nodes = parse_cluster_primaries(text);
+        assert_eq!(nodes.len(), 3);
         assert_eq!(
-            parse_cluster_primaries(nodes),
-            [("127.0.0.1".to_owned(), 7001), ("127.0.0.1".to_owned(), 7002), ("127.0.0.1".to_owned(), 7003)]
+            (nodes[0].id.as_str(), nodes[0].addr(), nodes[0].slots.clone()),
+            ("a1", "127.0.0.1:7001".into(), vec![(0, 5460)])
         );
+        assert_eq!((nodes[1].flags.as_str(), nodes[1].slots.clone()), ("master,fail", vec![(5461, 10922)]));
+        assert!(nodes[1].failed());
+        assert_eq!(nodes[2].slots, [(10923, 16383)]);
+        let all = parse_cluster_nodes(text);
+        assert_eq!(all.iter().find(|n| n.id == "d4").and_then(|n| n.master_id.as_deref()), Some("a1"));
     }
 
     #[test]

@@ -243,22 +243,6 @@ async fn info(
     report.headline = headline.join(", ");
 }
 
-/// INFO figures that add up over a cluster's primaries.
-const ADDITIVE: &[&str] = &[
-    "used_memory",
-    "used_memory_peak",
-    "used_memory_rss",
-    "maxmemory",
-    "connected_clients",
-    "blocked_clients",
-    "keyspace_hits",
-    "keyspace_misses",
-    "evicted_keys",
-    "expired_keys",
-    "instantaneous_ops_per_sec",
-    "rejected_connections",
-];
-
 /// A cluster's INFO summed over every primary (keys, memory, lookups...), and its fullest
 /// primary (`host:port`, used, maxmemory). Primaries that cannot be reached are a warning: their
 /// figures are missing.
@@ -274,10 +258,8 @@ async fn summed(
         }
     };
     let mut out = primaries.nodes.first()?.info.clone();
+    // Every figure any primary gave is replaced by the sum (`keyspace::Figures`).
     let summed = primaries.figures();
-    for key in ADDITIVE {
-        out.remove(*key);
-    }
     for (key, value) in summed.named() {
         out.insert(key.to_owned(), value.to_string());
     }
