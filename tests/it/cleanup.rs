@@ -684,9 +684,10 @@ fn a_cluster_is_cleaned_on_every_primary() {
 #[test]
 fn eviction_on_a_cluster_brings_every_primary_to_its_target() {
     let Some(cluster) = cache_tests::RedisCluster::start() else { return };
-    // 3000 keys of 8 KB over the three primaries, key i idle i seconds.
+    // 3000 keys of 8 KB over the three primaries, key i idle 10·i seconds (spaced wider than the
+    // seeding takes, so the order of idle times is the order of i).
     for i in 0..3000u64 {
-        cluster.set_aged(&format!("app:cache:k{i}"), &[b'x'; 8000], 3_600_000, i);
+        cluster.set_aged(&format!("app:cache:k{i}"), &[b'x'; 8000], 3_600_000, i * 10);
     }
     // One connection per node held for the whole test: a new one would add its own buffers to
     // the figure it reads.

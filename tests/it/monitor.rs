@@ -201,13 +201,27 @@ async fn high_memory_evicts_on_that_redis_only_and_the_verification_resolves_the
         // Restatements of each other: a memory cleanup would take them for duplicates.
         mem0.add_memory(&format!("m{i}"), "proj", "The user prefers green tea", &["food"], "2026-11-01T00:00:00Z");
     }
-    // 7000 keys of 1 KiB, idle 0 to 7000 s, and another application's keys.
+    // 7000 keys of 1 KiB, key i idle 10·i seconds (spaced wider than the seeding takes, so the
+    // order of idle times is the order of i), written in pipelines; and another application's keys.
     let mut conn = redis.connection();
-    for i in 0..7000u64 {
-        if i % 100 == 0 {
-            redis.set_aged(&format!("zombie:{i}"), b"v", 0, 86_400);
+    for i in (0..7000u64).step_by(100) {
+        redis.set_aged(&format!("zombie:{i}"), b"v", 0, 86_400);
+    }
+    let _: () = redis::cmd("SET").arg("seed").arg(&[b'x'; 1024][..]).query(&mut conn).unwrap();
+    let payload: Vec<u8> = redis::cmd("DUMP").arg("seed").query(&mut conn).unwrap();
+    let _: () = redis::cmd("DEL").arg("seed").query(&mut conn).unwrap();
+    for chunk in (0..7000u64).collect::<Vec<_>>().chunks(500) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            pipe.cmd("RESTORE")
+                .arg(format!("proj:k{i}"))
+                .arg(3_600_000)
+                .arg(&payload)
+                .arg("IDLETIME")
+                .arg(i * 10)
+                .ignore();
         }
-        redis.set_aged(&format!("proj:k{i}"), &[b'x'; 1024], 3_600_000, i);
+        pipe.query::<()>(&mut conn).unwrap();
     }
     memory_share(&mut conn, 0.9);
     let max: u64 = {
