@@ -16,14 +16,121 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Metrics that are ratios (0..1): compared with `0.8` or `80%`, never a bare `80`.
-pub const RATIO_METRICS: &[&str] = &["hit_ratio", "memory_usage", "clients_usage", "connection_usage"];
+/// A figure alert rules judge: the typed contract between the health probes, which measure
+/// them, and the conditions operators write, which name them (see docs/alerts.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// 0 healthy, 1 degraded, 2 failed.
+    Status,
+    /// The probe's wall time, milliseconds.
+    LatencyMs,
+    /// `used_memory / maxmemory` (a cluster: the fullest primary); the host's memory in use.
+    MemoryUsage,
+    /// Clients of `maxclients`.
+    ClientsUsage,
+    /// Backends of `max_connections`.
+    ConnectionUsage,
+    /// Keyspace hits of lookups; an HTTP cache's `hit_rate`.
+    HitRatio,
+    /// `mem_fragmentation_ratio` (a cluster: the worst primary).
+    Fragmentation,
+    /// `evicted_keys`.
+    EvictedKeys,
+    /// `used_memory` (a cluster: summed).
+    UsedMemory,
+    /// Keys (a cluster: summed over the primaries).
+    Keys,
+    /// Dead tuples of the cache table.
+    DeadTuples,
+    /// Rows of the cache table.
+    Rows,
+    /// The HTTP status of a health URL.
+    HttpStatus,
+    /// One-minute load per CPU.
+    LoadPerCpu,
+    /// A scheduled job missed its run (0 or 1).
+    Overdue,
+    /// A scheduled job ran more often than its schedule allows (0 or 1).
+    TooFast,
+    /// A scheduled job's last run was skipped (0 or 1).
+    Skipped,
+    /// Runs of a scheduled job in a row that failed or were only partly done.
+    Failures,
+}
+
+impl Metric {
+    /// Every metric, in the order docs/alerts.md lists them.
+    pub const ALL: [Self; 18] = [
+        Self::Status,
+        Self::LatencyMs,
+        Self::MemoryUsage,
+        Self::HitRatio,
+        Self::ClientsUsage,
+        Self::ConnectionUsage,
+        Self::Fragmentation,
+        Self::EvictedKeys,
+        Self::UsedMemory,
+        Self::Keys,
+        Self::DeadTuples,
+        Self::Rows,
+        Self::LoadPerCpu,
+        Self::HttpStatus,
+        Self::Overdue,
+        Self::TooFast,
+        Self::Skipped,
+        Self::Failures,
+    ];
+
+    /// The name conditions and message templates use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::LatencyMs => "latency_ms",
+            Self::MemoryUsage => "memory_usage",
+            Self::ClientsUsage => "clients_usage",
+            Self::ConnectionUsage => "connection_usage",
+            Self::HitRatio => "hit_ratio",
+            Self::Fragmentation => "fragmentation",
+            Self::EvictedKeys => "evicted_keys",
+            Self::UsedMemory => "used_memory",
+            Self::Keys => "keys",
+            Self::DeadTuples => "dead_tuples",
+            Self::Rows => "rows",
+            Self::HttpStatus => "http_status",
+            Self::LoadPerCpu => "load_per_cpu",
+            Self::Overdue => "overdue",
+            Self::TooFast => "too_fast",
+            Self::Skipped => "skipped",
+            Self::Failures => "failures",
+        }
+    }
+
+    /// The metric called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// A ratio (0..1): compared with `0.8` or `80%`, never a bare `80`.
+    pub fn is_ratio(self) -> bool {
+        matches!(self, Self::HitRatio | Self::MemoryUsage | Self::ClientsUsage | Self::ConnectionUsage)
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One target's figures, by metric.
+pub type Figures = BTreeMap<Metric, f64>;
 
 /// Refuses a ratio metric compared with a bare number above 1 (`hit_ratio < 70`), which would
 /// be true, or false, for ever.
 pub fn check_ratios(condition: &Condition) -> Result<(), ParseError> {
     match condition {
-        Condition::Compare(m, _, n) if RATIO_METRICS.contains(&m.as_str()) && *n > 1.0 => Err(ParseError(format!(
+        Condition::Compare(m, _, n) if m.is_ratio() && *n > 1.0 => Err(ParseError(format!(
             "`{m}` is a ratio: compare it with a fraction such as {} or a percentage such as {n}%, not a bare {n}",
             n / 100.0
         ))),
@@ -57,7 +164,7 @@ pub enum Op {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Condition {
     /// `metric op number`
-    Compare(String, Op, f64),
+    Compare(Metric, Op, f64),
     /// A named condition.
     Named(String),
     /// Both.
@@ -200,7 +307,14 @@ impl Parser {
                         match self.peek().cloned() {
                             Some(Token::Number(n)) => {
                                 self.at += 1;
-                                Ok(Condition::Compare(name, op, n))
+                                let metric = Metric::from_name(&name).ok_or_else(|| {
+                                    let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+                                    ParseError(format!(
+                                        "`{name}` is not a metric; the metrics are {}",
+                                        known.join(", ")
+                                    ))
+                                })?;
+                                Ok(Condition::Compare(metric, op, n))
                             }
                             _ => Err(ParseError(format!("`{name}` must be compared with a number"))),
                         }
@@ -230,7 +344,7 @@ pub fn parse(text: &str) -> Result<Condition, ParseError> {
 
 impl Condition {
     /// Evaluates against one target's metrics and the named conditions' values.
-    pub fn eval(&self, metrics: &BTreeMap<String, f64>, named: &dyn Fn(&str) -> bool) -> bool {
+    pub fn eval(&self, metrics: &Figures, named: &dyn Fn(&str) -> bool) -> bool {
         match self {
             Self::Compare(m, op, n) => metrics.get(m).is_some_and(|v| match op {
                 Op::Lt => v < n,
@@ -248,9 +362,9 @@ impl Condition {
     }
 
     /// The metrics it compares, in order of appearance.
-    pub fn metrics(&self) -> Vec<&str> {
+    pub fn metrics(&self) -> Vec<Metric> {
         match self {
-            Self::Compare(m, ..) => vec![m.as_str()],
+            Self::Compare(m, ..) => vec![*m],
             Self::Named(_) => Vec::new(),
             Self::And(a, b) | Self::Or(a, b) => {
                 let mut v = a.metrics();
@@ -274,16 +388,12 @@ impl Condition {
 
 /// Checks a template's syntax; returns the first problem.
 pub fn check_template(template: &str) -> Result<(), ParseError> {
-    render(template, &BTreeMap::new(), &BTreeMap::new()).map(|_| ())
+    render(template, &Figures::new(), &BTreeMap::new()).map(|_| ())
 }
 
 /// Renders a template with numeric `metrics` and text `labels` (`target`, `rule`...). A
 /// metric the target lacks renders as `n/a`.
-pub fn render(
-    template: &str,
-    metrics: &BTreeMap<String, f64>,
-    labels: &BTreeMap<&str, String>,
-) -> Result<String, ParseError> {
+pub fn render(template: &str, metrics: &Figures, labels: &BTreeMap<&str, String>) -> Result<String, ParseError> {
     let mut out = String::new();
     let mut rest = template;
     while let Some(i) = rest.find(['{', '}']) {
@@ -313,7 +423,7 @@ pub fn render(
 fn format_value(
     name: &str,
     spec: &str,
-    metrics: &BTreeMap<String, f64>,
+    metrics: &Figures,
     labels: &BTreeMap<&str, String>,
 ) -> Result<String, ParseError> {
     let bad = || ParseError(format!("format spec `{spec}` of `{name}`: use `.Nf`, `.N%` or nothing"));
@@ -332,7 +442,7 @@ fn format_value(
     if let Some(text) = labels.get(name) {
         return Ok(text.clone());
     }
-    let Some(v) = metrics.get(name) else { return Ok("n/a".into()) };
+    let Some(v) = Metric::from_name(name).and_then(|m| metrics.get(&m)) else { return Ok("n/a".into()) };
     let v = if percent { v * 100.0 } else { *v };
     let text = match precision {
         Some(p) => format!("{v:.p$}"),
@@ -345,8 +455,8 @@ fn format_value(
 mod tests {
     use super::*;
 
-    fn m(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    fn m(pairs: &[(&str, f64)]) -> Figures {
+        pairs.iter().map(|(k, v)| (Metric::from_name(k).unwrap(), *v)).collect()
     }
 
     #[test]
@@ -361,7 +471,7 @@ mod tests {
         let c = parse("(latency_ms >= 50 or connection_usage > 90%) and status >= 1").unwrap();
         assert!(c.eval(&m(&[("latency_ms", 50.0), ("status", 1.0)]), &|_| false));
         assert!(!c.eval(&m(&[("connection_usage", 0.9), ("status", 1.0)]), &|_| false));
-        assert_eq!(c.metrics(), ["latency_ms", "connection_usage", "status"]);
+        assert_eq!(c.metrics(), [Metric::LatencyMs, Metric::ConnectionUsage, Metric::Status]);
         assert!(parse("all_tiers_unavailable").unwrap().is_global());
         assert!(!parse("tier_unavailable").unwrap().is_global());
     }
@@ -370,22 +480,47 @@ mod tests {
     fn bad_conditions_say_what_is_wrong() {
         assert!(parse("memory_usage >").unwrap_err().0.contains("compared with a number"));
         assert!(parse("memory_usage").unwrap_err().0.contains("not a named condition"));
-        assert!(parse("(a > 1").unwrap_err().0.contains("missing `)`"));
-        assert!(parse("a > 1 b").unwrap_err().0.contains("after a complete condition"));
-        assert!(parse("a ~ 1").unwrap_err().0.contains("unexpected `~`"));
+        assert!(parse("(keys > 1").unwrap_err().0.contains("missing `)`"));
+        assert!(parse("keys > 1 b").unwrap_err().0.contains("after a complete condition"));
+        assert!(parse("keys ~ 1").unwrap_err().0.contains("unexpected `~`"));
+        // A misspelt metric would never match: refused, with the list.
+        let e = parse("memry_usage > 80%").unwrap_err().0;
+        assert!(e.contains("`memry_usage` is not a metric") && e.contains("memory_usage, hit_ratio"), "{e}");
         assert!(parse("").unwrap_err().0.contains("ends too soon"));
+    }
+
+    #[test]
+    fn every_metric_is_documented_and_every_documented_metric_exists() {
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/alerts.md")).unwrap();
+        let table: Vec<&str> = docs
+            .lines()
+            .skip_while(|l| !l.starts_with("| metric |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        let documented: Vec<&str> = table
+            .iter()
+            .filter_map(|l| l.split('|').nth(1))
+            .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+            .collect();
+        for m in Metric::ALL {
+            assert!(documented.contains(&m.name()), "`{m}` is missing from docs/alerts.md's metric table");
+        }
+        for name in documented {
+            assert!(Metric::from_name(name).is_some(), "docs/alerts.md documents `{name}`, which is no metric");
+        }
     }
 
     #[test]
     fn templates_format_like_seed_000() {
         let labels: BTreeMap<&str, String> = [("target", "redis/main".to_owned())].into();
         let text = render(
-            "{target}: memory at {memory_usage:.1%}, {latency_ms:.0f} ms, {hits} hits, {missing:.2f} {{x}}",
-            &m(&[("memory_usage", 0.8734), ("latency_ms", 12.6), ("hits", 3.0)]),
+            "{target}: memory at {memory_usage:.1%}, {latency_ms:.0f} ms, {keys} keys, {missing:.2f} {{x}}",
+            &m(&[("memory_usage", 0.8734), ("latency_ms", 12.6), ("keys", 3.0)]),
             &labels,
         )
         .unwrap();
-        assert_eq!(text, "redis/main: memory at 87.3%, 13 ms, 3 hits, n/a {x}");
+        assert_eq!(text, "redis/main: memory at 87.3%, 13 ms, 3 keys, n/a {x}");
         assert!(check_template("{hit_ratio:.1x}").is_err());
         assert!(check_template("{hit_ratio").is_err());
         assert!(check_template("oops }").is_err());

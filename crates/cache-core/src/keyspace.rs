@@ -44,6 +44,8 @@ pub struct Primaries {
     pub nodes: Vec<Primary>,
     /// Primaries that could not be reached (or listed), in words: what the caller did not see.
     pub missing: Vec<String>,
+    /// How many primaries are visited at once (the target's `concurrency`).
+    concurrency: usize,
 }
 
 impl Primaries {
@@ -60,6 +62,17 @@ impl Primaries {
     /// Whether every primary was reached.
     pub fn complete(&self) -> bool {
         self.missing.is_empty()
+    }
+
+    /// Runs `pass` on every primary reached, at most the target's `concurrency` at once, and
+    /// returns the results in the primaries' order (so a report reads the same on every run).
+    pub async fn visit<'p, T, F, Fut>(&'p self, pass: F) -> Vec<T>
+    where
+        F: FnMut(&'p Primary) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        use futures::StreamExt as _;
+        futures::stream::iter(self.nodes.iter().map(pass)).buffered(self.concurrency).collect().await
     }
 }
 
@@ -109,13 +122,17 @@ pub async fn primaries(target: &RedisTarget) -> anyhow::Result<Primaries> {
                 cluster: false,
                 nodes: vec![Primary { node: None, target, conn, info }],
                 missing: Vec::new(),
+                concurrency: 1,
             });
         }
         Ok(Some(listed)) => listed,
         Err(e) => anyhow::bail!("listing the cluster's primaries: {e}"),
     };
-    // Every primary at once: a cluster's connect timeouts do not add up.
-    let reached = futures::future::join_all(listed.into_iter().map(|node| async move {
+    // Several primaries at once (the target's `concurrency`): a cluster's connect timeouts do
+    // not add up, and a large cluster is not hit on every node together.
+    use futures::StreamExt as _;
+    let concurrency = target.concurrency.max(1);
+    let reached: Vec<_> = futures::stream::iter(listed.into_iter().map(|node| async move {
         let (host, port) = (node.host, node.port);
         let label = format!("{host}:{port}");
         let reached = async {
@@ -126,6 +143,8 @@ pub async fn primaries(target: &RedisTarget) -> anyhow::Result<Primaries> {
         };
         reached.await.map_err(|e| format!("primary {label}: {e:#}"))
     }))
+    .buffered(concurrency)
+    .collect()
     .await;
     let mut nodes = Vec::new();
     let mut missing = Vec::new();
@@ -135,7 +154,7 @@ pub async fn primaries(target: &RedisTarget) -> anyhow::Result<Primaries> {
             Err(e) => missing.push(e),
         }
     }
-    Ok(Primaries { cluster: true, nodes, missing })
+    Ok(Primaries { cluster: true, nodes, missing, concurrency })
 }
 
 /// A server's INFO figures, typed; or a cluster's, summed over its primaries.

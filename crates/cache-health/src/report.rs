@@ -129,6 +129,10 @@ pub struct TargetReport {
     pub checks: Vec<Check>,
     /// Figures read from the target, for analytics and people.
     pub metrics: BTreeMap<String, serde_json::Value>,
+    /// The figures alert rules judge (docs/alerts.md), typed: what the probe measured, and
+    /// nothing it did not.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub observed: cache_core::alerting::Figures,
     /// Why the target failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -149,6 +153,7 @@ impl TargetReport {
             headline: String::new(),
             checks: Vec::new(),
             metrics: BTreeMap::new(),
+            observed: BTreeMap::new(),
             error: None,
             recommendations: Vec::new(),
         }
@@ -170,6 +175,11 @@ impl TargetReport {
         let error = error.into();
         self.check(check, Status::Failed, error.clone(), None);
         self.error = Some(error);
+    }
+
+    /// Records a figure alert rules judge.
+    pub fn observe(&mut self, metric: cache_core::alerting::Metric, value: f64) {
+        self.observed.insert(metric, value);
     }
 
     /// Records a metric.

@@ -86,12 +86,6 @@ pub fn keyspace_keys(info: &BTreeMap<String, String>) -> u64 {
         .sum()
 }
 
-/// Keyspace hits and misses since the server started, from `info`.
-pub fn lookups(info: &BTreeMap<String, String>) -> (u64, u64) {
-    let num = |k: &str| info.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (num("keyspace_hits"), num("keyspace_misses"))
-}
-
 /// hits / (hits + misses), when there were lookups.
 pub fn hit_ratio((hits, misses): (u64, u64)) -> Option<f64> {
     (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64)
@@ -270,7 +264,6 @@ e5 :0@0 master,noaddr - 0 0 0 disconnected
         assert_eq!(info["used_memory"], "1024");
         assert_eq!(info["keyspace_hits"], "5");
         assert_eq!(info.len(), 3);
-        assert_eq!(lookups(&info), (5, 0));
         assert_eq!(hit_ratio((3, 1)), Some(0.75));
         assert_eq!(hit_ratio((0, 0)), None);
         let keyspace =

@@ -48,6 +48,14 @@ pub struct RedisTarget {
     /// inside it: another application's keys in the same database are not orphans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Cluster primaries visited at once (connects, INFO and read-only passes), default 4: a
+    /// large cluster is neither walked one node at a time nor hit on every node together.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_concurrency() -> usize {
+    4
 }
 
 impl RedisTarget {

@@ -58,6 +58,9 @@ fn validation_names_key() {
     assert_eq!(e.key, "redis[1].name");
     let e = validate(&parse("[health]\ndisk_percent = { warn = 99, crit = 90 }\n", "c").unwrap(), "c").unwrap_err();
     assert_eq!(e.key, "health.disk_percent");
+    let e = validate(&parse("[[redis]]\nname = \"a\"\nurl = \"redis://x\"\nconcurrency = 0\n", "c").unwrap(), "c")
+        .unwrap_err();
+    assert_eq!(e.key, "redis[0].concurrency");
 }
 
 #[test]
@@ -107,6 +110,9 @@ fn alert_rules_are_validated_naming_the_rule_and_field() {
     let e = check(rule("condition = \"hit_ratio <\""));
     assert_eq!(e.key, "alerts.rules[0] (\"Low Hit Ratio\").condition");
     assert!(e.message.contains("compared with a number"), "{}", e.message);
+    let e = check(rule("condition = \"hit_rato < 70%\""));
+    assert_eq!(e.key, "alerts.rules[0] (\"Low Hit Ratio\").condition");
+    assert!(e.message.contains("`hit_rato` is not a metric"), "{}", e.message);
     let e = check(rule("condition = \"hit_ratio < 70%\"\nmessage = \"at {hit_ratio:.1q}\""));
     assert_eq!(e.key, "alerts.rules[0] (\"Low Hit Ratio\").message");
     let e = check(rule("condition = \"hit_ratio < 70%\"\nchannels = [\"pager\"]"));

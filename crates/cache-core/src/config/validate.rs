@@ -44,6 +44,9 @@ fn redis(targets: &[RedisTarget], source: &str) -> Result<(), ConfigError> {
         }
         positive(source, format!("redis[{i}].timeout"), t.timeout)?;
         positive(source, format!("redis[{i}].connect_timeout"), t.connect_timeout)?;
+        if !(1..=64).contains(&t.concurrency) {
+            return Err(err(format!("redis[{i}].concurrency"), "must be between 1 and 64"));
+        }
         for (j, rule) in t.prefixes.iter().enumerate() {
             if rule.prefix.is_empty() {
                 return Err(err(

@@ -11,7 +11,7 @@ pub mod remediate;
 
 use std::collections::BTreeMap;
 
-use cache_core::alerting::{self, Condition};
+use cache_core::alerting::{self, Condition, Figures, Metric};
 use cache_core::config::{AlertRule, AlertSettings, AutoAction, Severity};
 use cache_core::tier::Tier;
 use chrono::{DateTime, Utc};
@@ -156,8 +156,8 @@ pub struct Notice {
 pub struct Observation {
     /// `tier/name`, or `all` for the system as a whole.
     pub target: String,
-    /// Numeric figures, by the names conditions use.
-    pub metrics: BTreeMap<String, f64>,
+    /// Numeric figures, by metric.
+    pub metrics: Figures,
     /// Failed (`tier_unavailable`).
     pub unavailable: bool,
     /// Degraded or failed (`tier_degraded`).
@@ -244,11 +244,8 @@ pub fn rules(settings: &AlertSettings) -> Vec<AlertRule> {
     if settings.rules.is_empty() && settings.default_rules { default_rules(settings) } else { settings.rules.clone() }
 }
 
-fn num(v: &serde_json::Value) -> Option<f64> {
-    v.as_f64()
-}
-
-/// What each target of a health report looks like to the rules.
+/// What each target of a health report looks like to the rules: the figures its probe
+/// observed (typed, [`Metric`]), its status and its latency.
 pub fn observe(report: &HealthReport) -> Vec<Observation> {
     let mut out = Vec::new();
     let mut cache_targets = 0;
@@ -257,66 +254,10 @@ pub fn observe(report: &HealthReport) -> Vec<Observation> {
         if matches!(t.status, Status::NotConfigured | Status::NotAvailable) {
             continue;
         }
-        let mut m = BTreeMap::new();
-        m.insert("status".to_owned(), f64::from(t.status.severity()));
+        let mut m = t.observed.clone();
+        m.insert(Metric::Status, f64::from(t.status.severity()));
         if let Some(l) = t.latency_ms {
-            m.insert("latency_ms".to_owned(), l);
-        }
-        let get = |k: &str| t.metrics.get(k).and_then(num);
-        match t.tier {
-            Tier::Redis => {
-                // The probe's own share (on a cluster, the fullest primary's), else used / max.
-                if let Some(share) = get("memory_usage") {
-                    m.insert("memory_usage".into(), share);
-                } else if let (Some(used), Some(max)) = (get("used_memory"), get("maxmemory").filter(|m| *m > 0.0)) {
-                    m.insert("memory_usage".into(), used / max);
-                }
-                if let (Some(c), Some(max)) = (get("connected_clients"), get("maxclients").filter(|m| *m > 0.0)) {
-                    m.insert("clients_usage".into(), c / max);
-                }
-                for (from, to) in [
-                    ("hit_ratio", "hit_ratio"),
-                    ("mem_fragmentation_ratio", "fragmentation"),
-                    ("evicted_keys", "evicted_keys"),
-                    ("used_memory", "used_memory"),
-                    ("keys", "keys"),
-                ] {
-                    if let Some(v) = get(from) {
-                        m.insert(to.into(), v);
-                    }
-                }
-            }
-            Tier::Postgres => {
-                if let (Some(c), Some(max)) = (get("connections"), get("max_connections").filter(|m| *m > 0.0)) {
-                    m.insert("connection_usage".into(), c / max);
-                }
-                for k in ["dead_tuples", "rows"] {
-                    if let Some(v) = get(k) {
-                        m.insert(k.into(), v);
-                    }
-                }
-            }
-            Tier::Http => {
-                if let Some(v) = get("hit_rate") {
-                    m.insert("hit_ratio".into(), v);
-                }
-                if let Some(v) = get("http_status") {
-                    m.insert("http_status".into(), v);
-                }
-            }
-            Tier::System => {
-                if let Some(host) = t.metrics.get("host") {
-                    if let Some(p) = host.get("memory_percent").and_then(num) {
-                        m.insert("memory_usage".into(), p / 100.0);
-                    }
-                    let load = host.get("load").and_then(|l| l.get(0)).and_then(num);
-                    let cpus = host.get("cpus").and_then(num).filter(|c| *c > 0.0);
-                    if let (Some(l), Some(c)) = (load, cpus) {
-                        m.insert("load_per_cpu".into(), l / c);
-                    }
-                }
-            }
-            _ => {}
+            m.insert(Metric::LatencyMs, l);
         }
         if matches!(t.tier, Tier::Redis | Tier::Postgres | Tier::Memory) {
             cache_targets += 1;
@@ -331,7 +272,7 @@ pub fn observe(report: &HealthReport) -> Vec<Observation> {
     }
     out.push(Observation {
         target: "all".into(),
-        metrics: BTreeMap::new(),
+        metrics: Figures::new(),
         unavailable: cache_targets > 0 && cache_down == cache_targets,
         degraded: cache_down > 0,
     });
@@ -347,10 +288,10 @@ pub fn observe_jobs(statuses: &[cache_core::jobs::JobStatus]) -> Vec<Observation
         .map(|j| {
             let flag = |set: bool| f64::from(u8::from(set));
             let metrics = [
-                ("overdue".to_owned(), flag(j.overdue())),
-                ("too_fast".to_owned(), flag(j.too_fast())),
-                ("skipped".to_owned(), flag(j.skipped())),
-                ("failures".to_owned(), f64::from(j.consecutive_failures)),
+                (Metric::Overdue, flag(j.overdue())),
+                (Metric::TooFast, flag(j.too_fast())),
+                (Metric::Skipped, flag(j.skipped())),
+                (Metric::Failures, f64::from(j.consecutive_failures)),
             ]
             .into();
             Observation { target: format!("job/{}", j.name), metrics, unavailable: false, degraded: false }
@@ -499,8 +440,8 @@ pub fn judge(condition: &Condition, obs: &Observation, all_down: bool) -> bool {
     })
 }
 
-fn values_of(condition: &Condition, metrics: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
-    condition.metrics().into_iter().filter_map(|m| metrics.get(m).map(|v| (m.to_owned(), *v))).collect()
+fn values_of(condition: &Condition, metrics: &Figures) -> BTreeMap<String, f64> {
+    condition.metrics().into_iter().filter_map(|m| metrics.get(&m).map(|v| (m.name().to_owned(), *v))).collect()
 }
 
 fn render(rule: &AlertRule, obs: &Observation, _values: &BTreeMap<String, f64>) -> String {

@@ -21,7 +21,7 @@ fn rule(condition: &str, for_rounds: u32) -> AlertRule {
 fn obs(hit: f64) -> Vec<Observation> {
     vec![Observation {
         target: "redis/main".into(),
-        metrics: [("hit_ratio".to_owned(), hit)].into(),
+        metrics: [(cache_core::alerting::Metric::HitRatio, hit)].into(),
         unavailable: false,
         degraded: false,
     }]
@@ -85,7 +85,12 @@ fn global_rules_see_the_whole_system() {
     rules[0].message = "all down".into();
     let mut book = Book::default();
     let mut o = obs(0.9);
-    o.push(Observation { target: "all".into(), metrics: BTreeMap::new(), unavailable: true, degraded: true });
+    o.push(Observation {
+        target: "all".into(),
+        metrics: cache_core::alerting::Figures::new(),
+        unavailable: true,
+        degraded: true,
+    });
     let (n, fired) = evaluate(&mut book, &rules, &settings, &o, &[], at(0));
     assert_eq!(n.len(), 1);
     assert_eq!(n[0].alert.target, "all");
@@ -108,7 +113,7 @@ fn the_default_memory_rule_judges_redis_only_never_the_host() {
     assert_eq!(rules[0].auto_action, Some(AutoAction::TriggerCleanup));
     let full = |target: &str| Observation {
         target: target.into(),
-        metrics: [("memory_usage".to_owned(), 0.99)].into(),
+        metrics: [(cache_core::alerting::Metric::MemoryUsage, 0.99)].into(),
         unavailable: false,
         degraded: false,
     };

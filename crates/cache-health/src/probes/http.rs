@@ -1,6 +1,7 @@
 //! HTTP application endpoint (seed 002): the health URL's status, and optionally the JSON
 //! metrics endpoint's `hit_rate` and `total_operations`.
 
+use cache_core::alerting::Metric;
 use std::time::Instant;
 
 use cache_core::clients::http;
@@ -26,6 +27,7 @@ pub async fn probe(target: &HttpTarget, settings: &HealthSettings) -> TargetRepo
         Ok(response) => {
             let status = response.status().as_u16();
             report.metric("http_status", status);
+            report.observe(Metric::HttpStatus, f64::from(status));
             if status == target.expect_status {
                 report.check("status", Status::Healthy, format!("HTTP {status}"), None);
             } else {
@@ -83,6 +85,7 @@ async fn metrics(
                 rate /= 100.0; // Given as a percentage.
             }
             report.metric("hit_rate", round3(rate));
+            report.observe(Metric::HitRatio, rate);
             let judged = operations.is_none_or(|ops| ops >= settings.hit_ratio_min_lookups as f64);
             let status = if judged && rate < settings.hit_ratio_min { Status::Degraded } else { Status::Healthy };
             let perf = report.perf("hit_rate", round3(rate * 100.0), "%").range(0.0, Some(100.0));

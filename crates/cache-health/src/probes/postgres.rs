@@ -1,6 +1,7 @@
 //! PostgreSQL: connect, `SELECT 1`, connections against `max_connections`, and the cache
 //! table: existence, rows, size, dead tuples and index usage (seed 000's index-health query).
 
+use cache_core::alerting::Metric;
 use std::time::Instant;
 
 use cache_core::clients::postgres as client;
@@ -60,6 +61,9 @@ async fn checks(
     report.metric("server_version", version.clone());
     report.metric("max_connections", max_conn);
     report.metric("connections", conns);
+    if max_conn > 0 {
+        report.observe(Metric::ConnectionUsage, f64::from(conns) / f64::from(max_conn));
+    }
     report.metric("in_recovery", recovery);
     let pct = f64::from(conns) * 100.0 / f64::from(max_conn.max(1));
     let status = judge(pct, settings.postgres_connections_percent);
@@ -105,6 +109,8 @@ async fn checks(
     report.metric("rows_exact", estimate < EXACT_COUNT_LIMIT);
     report.metric("table_bytes", size);
     report.metric("dead_tuples", dead);
+    report.observe(Metric::Rows, rows as f64);
+    report.observe(Metric::DeadTuples, dead as f64);
     let perf = report.perf("rows", rows as f64, "").range(0.0, None);
     report.check("cache_table", Status::Healthy, format!("{rows} rows, {}", bytes(size.max(0) as u64)), Some(perf));
     headline.push(format!("{rows} rows in {table_name}"));

@@ -4,8 +4,10 @@
 
 use std::time::Instant;
 
+use cache_core::alerting::Metric;
 use cache_core::clients::redis as client;
 use cache_core::config::{HealthSettings, RedisTarget};
+use cache_core::keyspace::Figures;
 use cache_core::output::bytes;
 use cache_core::tier::Tier;
 use redis::AsyncCommands as _;
@@ -123,50 +125,43 @@ async fn info(
             return;
         }
     };
+    // Typed figures: the server's own, or a cluster's summed over every primary.
     let mut fullest = None;
-    let info = if info.get("cluster_enabled").map(String::as_str) == Some("1") {
+    let figures = if info.get("cluster_enabled").map(String::as_str) == Some("1") {
         cluster(connection, report).await;
         match summed(target, report).await {
             Some((summed, full)) => {
                 fullest = full;
                 summed
             }
-            None => info,
+            None => Figures::of(&info),
         }
     } else {
-        info
+        Figures::of(&info)
     };
-    let num = |key: &str| info.get(key).and_then(|v| v.parse::<f64>().ok());
     for key in ["redis_version", "role", "maxmemory_policy"] {
         if let Some(v) = info.get(key) {
             report.metric(key, v.clone());
         }
     }
-    for key in [
-        "used_memory",
-        "used_memory_peak",
-        "used_memory_rss",
-        "maxmemory",
-        "mem_fragmentation_ratio",
-        "connected_clients",
-        "maxclients",
-        "blocked_clients",
-        "keyspace_hits",
-        "keyspace_misses",
-        "evicted_keys",
-        "expired_keys",
-        "instantaneous_ops_per_sec",
-        "uptime_in_seconds",
-        "rejected_connections",
-    ] {
-        if let Some(v) = num(key) {
-            report.metric(key, v);
-        }
+    for (key, value) in figures.named() {
+        report.metric(key, value);
     }
-    let keys = client::keyspace_keys(&info);
+    let keys = figures.keys;
     report.metric("keys", keys);
+    report.observe(Metric::Keys, keys as f64);
+    let known = |name: &str| figures.known.contains(name);
+    if known("used_memory") {
+        report.observe(Metric::UsedMemory, figures.used_memory);
+    }
+    if known("mem_fragmentation_ratio") {
+        report.observe(Metric::Fragmentation, figures.fragmentation);
+    }
+    if known("evicted_keys") {
+        report.observe(Metric::EvictedKeys, figures.evicted);
+    }
 
-    let used = num("used_memory").unwrap_or(0.0);
+    let used = figures.used_memory;
     let mut headline = vec![
         format!("v{}", info.get("redis_version").map_or("?", String::as_str)),
         format!("{} used", bytes(used as u64)),
@@ -175,10 +170,11 @@ async fn info(
     // On a cluster maxmemory is per primary: the fullest one is judged.
     let memory = match fullest {
         Some((node, used, max)) => Some((used, max, format!(" on the fullest primary {node}"))),
-        None => num("maxmemory").filter(|m| *m > 0.0).map(|max| (used, max, String::new())),
+        None => figures.memory_share().map(|_| (used, figures.maxmemory, String::new())),
     };
     if let Some((used, max, _)) = &memory {
         report.metric("memory_usage", round3(used / max));
+        report.observe(Metric::MemoryUsage, used / max);
     }
     match memory {
         Some((used, max, on)) => {
@@ -208,19 +204,19 @@ async fn info(
             );
         }
     }
-    if let (Some(clients), Some(max)) = (num("connected_clients"), num("maxclients"))
-        && max > 0.0
-    {
+    if known("connected_clients") && figures.maxclients > 0.0 {
+        let (clients, max) = (figures.clients, figures.maxclients);
+        report.observe(Metric::ClientsUsage, clients / max);
         let pct = clients * 100.0 / max;
         let status = judge(pct, settings.redis_clients_percent);
         let perf = report.perf("clients", clients, "").range(0.0, Some(max));
         report.check("clients", status, format!("{clients} of {max} clients ({pct:.1}%)"), Some(perf));
         headline.push(format!("{clients} clients"));
     }
-    let (hits, misses) = client::lookups(&info);
-    let lookups = (hits + misses) as f64;
-    if let Some(ratio) = client::hit_ratio((hits, misses)) {
+    let lookups = figures.hits + figures.misses;
+    if let Some(ratio) = figures.hit_ratio() {
         report.metric("hit_ratio", round3(ratio));
+        report.observe(Metric::HitRatio, ratio);
         headline.push(format!("hit ratio {:.1}%", ratio * 100.0));
         let judged = lookups >= settings.hit_ratio_min_lookups as f64;
         let status = if judged && ratio < settings.hit_ratio_min { Status::Degraded } else { Status::Healthy };
@@ -246,10 +242,7 @@ async fn info(
 /// A cluster's INFO summed over every primary (keys, memory, lookups...), and its fullest
 /// primary (`host:port`, used, maxmemory). Primaries that cannot be reached are a warning: their
 /// figures are missing.
-async fn summed(
-    target: &RedisTarget,
-    report: &mut TargetReport,
-) -> Option<(std::collections::BTreeMap<String, String>, Option<(String, f64, f64)>)> {
+async fn summed(target: &RedisTarget, report: &mut TargetReport) -> Option<(Figures, Option<(String, f64, f64)>)> {
     let primaries = match cache_core::keyspace::primaries(target).await {
         Ok(p) => p,
         Err(e) => {
@@ -257,15 +250,9 @@ async fn summed(
             return None;
         }
     };
-    let mut out = primaries.nodes.first()?.info.clone();
-    // Every figure any primary gave is replaced by the sum (`keyspace::Figures`).
+    primaries.nodes.first()?;
     let summed = primaries.figures();
-    for (key, value) in summed.named() {
-        out.insert(key.to_owned(), value.to_string());
-    }
     let fullest = primaries.fullest().map(|(node, f)| (node, f.used_memory, f.maxmemory));
-    out.retain(|k, _| !k.starts_with("db"));
-    out.insert("db0".into(), format!("keys={}", summed.keys));
     report.metric("primaries", primaries.nodes.len() as u64);
     if primaries.complete() {
         report.check("primaries", Status::Healthy, format!("{}: figures summed over them", primaries.coverage()), None);
@@ -277,7 +264,7 @@ async fn summed(
             None,
         );
     }
-    Some((out, fullest))
+    Some((summed, fullest))
 }
 
 /// A cluster node: the cluster's state and slot coverage, from `CLUSTER INFO`.

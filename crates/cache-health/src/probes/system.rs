@@ -1,5 +1,6 @@
 //! The host (load, memory, disks, directory sizes, systemd units, TCP endpoints) and its GPUs.
 
+use cache_core::alerting::Metric;
 use std::time::{Duration, Instant};
 
 use cache_core::config::{HealthSettings, SystemSettings};
@@ -49,6 +50,10 @@ pub async fn host(settings: &SystemSettings, health: &HealthSettings) -> TargetR
     match host {
         Ok(host) => {
             let per_cpu = host.load[0] / host.cpus as f64;
+            if host.cpus > 0 {
+                report.observe(Metric::LoadPerCpu, per_cpu);
+            }
+            report.observe(Metric::MemoryUsage, host.memory_percent / 100.0);
             let status = judge(per_cpu, health.load_per_cpu);
             let mut perf = report.perf("load1", round3(host.load[0]), "");
             (perf.warn, perf.crit, perf.min) = (
