@@ -253,3 +253,104 @@ fn config_shows_each_value_with_its_source_and_no_secret() {
     assert_eq!(entry("postgres[0].name")["source"], "environment (DATABASE_URL)");
     assert_eq!(entry("health.latency.redis")["source"], "default");
 }
+
+/// The longest line of a run's stdout and stderr, in characters.
+fn longest_line(out: &cache_tests::RunOutput) -> usize {
+    out.stdout.lines().chain(out.stderr.lines()).map(|l| l.chars().count()).max().unwrap_or(0)
+}
+
+/// The subjects of the findings saying `text`, sorted.
+fn subjects(doc: &Value, text: &str) -> Vec<String> {
+    let mut out: Vec<String> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["finding"].as_str().unwrap().contains(text))
+        .map(|f| f["subject"].as_str().unwrap().to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn security_audits_every_node_of_a_cluster_and_names_the_exposed_ones() {
+    let Some(mut cluster) = cache_tests::RedisCluster::start_with_replicas() else { return };
+    // Protected mode off on one primary that is not the seed, and on one replica.
+    let (primary, replica) = (cluster.nodes()[1].port(), cluster.replicas()[2].port());
+    for node in [&cluster.nodes()[1], &cluster.replicas()[2]] {
+        redis::cmd("CONFIG").arg("SET").arg("protected-mode").arg("no").query::<()>(&mut node.connection()).unwrap();
+    }
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", cluster.nodes()[0].url()));
+    let out = env.run(DEBUG, &["security", "--format", "json"]);
+    out.expect_code(0);
+    let doc = out.json();
+    let mut exposed =
+        vec![format!("redis/main 127.0.0.1:{primary}"), format!("redis/main 127.0.0.1:{replica} (replica)")];
+    exposed.sort();
+    assert_eq!(subjects(&doc, "protected-mode is off"), exposed, "{doc:#}");
+    assert_eq!(subjects(&doc, "without a password"), ["redis/main"], "a target-wide finding is made once");
+    let covered = &doc["redis"][0];
+    assert_eq!(covered["coverage"], "3 of 3 primaries and 3 of 3 replicas", "{doc:#}");
+    assert_eq!(covered["audited"].as_array().unwrap().len(), 6, "{doc:#}");
+    assert!(covered["not_audited"].as_array().unwrap().is_empty(), "{doc:#}");
+    let text = env.run(DEBUG, &["security"]);
+    text.expect_code(0);
+    assert!(text.stdout.contains("audited redis/main: 3 of 3 primaries and 3 of 3 replicas"), "{}", text.dump());
+    let rows: Vec<&str> = text.stdout.lines().filter(|l| l.contains("protected-mode is off")).collect();
+    assert_eq!(rows.len(), 2, "{}", text.dump());
+    assert!(exposed.iter().all(|subject| rows.iter().any(|row| row.contains(&format!("┆ {subject} ")))), "{rows:#?}");
+
+    // A replica that cannot be reached is said, and the coverage counts it out.
+    let lost = cluster.replicas()[0].port();
+    cluster.kill_replica(0);
+    let out = env.run(DEBUG, &["security", "--format", "json"]);
+    out.expect_code(0);
+    let doc = out.json();
+    let covered = &doc["redis"][0];
+    assert_eq!(covered["coverage"], "3 of 3 primaries and 2 of 3 replicas", "{doc:#}");
+    let not_audited = covered["not_audited"].as_array().unwrap();
+    assert_eq!(not_audited.len(), 1, "{doc:#}");
+    assert!(not_audited[0].as_str().unwrap().starts_with(&format!("replica 127.0.0.1:{lost}: ")), "{doc:#}");
+    let notes = doc["notes"].to_string();
+    assert!(notes.contains(&format!("redis/main: not audited: replica 127.0.0.1:{lost}")), "{notes}");
+    assert_eq!(subjects(&doc, "protected-mode is off"), exposed, "{doc:#}");
+}
+
+#[test]
+fn on_a_cluster_a_refusal_by_every_node_is_one_line_with_its_count() {
+    let Some(cluster) = cache_tests::RedisCluster::start() else { return };
+    // Every primary refuses SLOWLOG and CLIENT LIST to the toolkit's user.
+    for node in cluster.nodes() {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg("-slowlog")
+            .arg("-client|list")
+            .query::<()>(&mut node.connection())
+            .unwrap();
+    }
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", cluster.nodes()[0].url()));
+    let perf = env.run(DEBUG, &["performance", "--samples", "3", "--tier", "redis", "--format", "json"]);
+    perf.expect_code(0);
+    let doc = perf.json();
+    let note = doc["redis"][0]["slowlog"]["note"].as_str().unwrap_or_else(|| panic!("{doc:#}"));
+    assert!(note.starts_with("3× SLOWLOG on `127.0.0.1:") && note.contains("not supported on this server"), "{note}");
+    assert!(note.ends_with("(and 2 more like it)"), "{note}");
+    // Command statistics are not refused: every primary's are there.
+    assert!(doc["redis"][0]["commandstats"]["commands"].as_array().is_some_and(|c| !c.is_empty()), "{doc:#}");
+    let text = env.run(DEBUG, &["performance", "--samples", "3", "--tier", "redis"]);
+    text.expect_code(0);
+    assert_eq!(text.stdout.lines().filter(|l| l.contains("SLOWLOG on")).count(), 1, "{}", text.dump());
+    assert!(longest_line(&text) <= 400, "a line of {} characters\n{}", longest_line(&text), text.dump());
+    let conns = env.run(DEBUG, &["connections", "--tier", "redis", "--format", "json"]);
+    conns.expect_code(0);
+    let doc = conns.json();
+    let note = doc["redis"][0]["clients"]["note"].as_str().unwrap_or_else(|| panic!("{doc:#}"));
+    assert!(note.starts_with("3× CLIENT LIST on `127.0.0.1:") && note.ends_with("(and 2 more like it)"), "{note}");
+    let text = env.run(DEBUG, &["connections", "--tier", "redis"]);
+    text.expect_code(0);
+    assert_eq!(text.stdout.lines().filter(|l| l.contains("CLIENT LIST on")).count(), 1, "{}", text.dump());
+    assert!(longest_line(&text) <= 400, "a line of {} characters\n{}", longest_line(&text), text.dump());
+}

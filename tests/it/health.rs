@@ -206,6 +206,40 @@ fn usage_errors_are_unknown() {
 }
 
 #[test]
+fn a_tier_filter_matching_no_target_is_a_usage_error_and_keeps_the_last_report() {
+    let Some(redis) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", redis.url()));
+    env.run(HEALTH, &["check"]).expect_code(0);
+    let report = env.state_dir().join("health/comprehensive-health.json");
+    let before = std::fs::read(&report).unwrap();
+    for (args, code) in [(&["check", "--tier", "redis:mian"][..], 3), (&["check", "--tier", "postgres"][..], 3)] {
+        let out = env.run(HEALTH, args);
+        out.expect_code(code);
+        assert!(out.stderr.contains("matches no configured target"), "{}", out.dump());
+        assert!(
+            out.stderr.contains("the configured targets are redis:main, ") && out.stderr.contains("system:host"),
+            "{}",
+            out.dump()
+        );
+        assert_eq!(std::fs::read(&report).unwrap(), before, "the last full report was overwritten");
+    }
+    // Standard convention: exit 2 (USAGE), in every tool.
+    for (tool, command) in [
+        (crate::CLEANUP, "light"),
+        (crate::DEBUG, "memory"),
+        (crate::ANALYTICS, "collect"),
+        (crate::BACKUP, "create"),
+        (crate::OPTIMIZER, "analyze"),
+    ] {
+        let out = env.run(tool, &[command, "--tier", "redis:mian"]);
+        out.expect_code(2);
+        assert!(out.stderr.contains("--tier redis:mian matches no configured target"), "{}", out.dump());
+    }
+    env.run(HEALTH, &["check", "--tier", "redis:main"]).expect_code(0);
+}
+
+#[test]
 fn corrupt_state_file_is_named_and_left_unchanged() {
     let env = TestEnv::new();
     let report = env.state_dir().join("health/comprehensive-health.json");
@@ -304,6 +338,15 @@ fn nagios_output_follows_the_plugin_guidelines() {
         hole.addr(),
         env.path("").display()
     ));
+    // The application's lookups: 200 hits, 1,000 misses (16.7%, judged: over 1,000 lookups).
+    let mut conn = redis.connection();
+    let _: () = redis::cmd("SET").arg("app:hot").arg("v").query(&mut conn).unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..1200 {
+        let key = if i < 200 { "app:hot".to_owned() } else { format!("app:cold:{i}") };
+        pipe.cmd("GET").arg(key).ignore();
+    }
+    let _: () = pipe.query(&mut conn).unwrap();
     let out = env.run(HEALTH, &["check", "--format", "nagios"]);
     out.expect_code(2);
     let lines: Vec<&str> = out.stdout.lines().collect();
@@ -311,10 +354,10 @@ fn nagios_output_follows_the_plugin_guidelines() {
     let (text, perfdata) = lines[0].split_once(" | ").unwrap();
     let head = regex::Regex::new(r"^CACHE (OK|WARNING|CRITICAL|UNKNOWN) - [^|]+$").unwrap();
     assert!(head.is_match(text), "{text}");
-    assert!(text.starts_with("CACHE CRITICAL - redis/down failed"), "{text}");
+    assert!(text.starts_with("CACHE CRITICAL - ") && text.contains("redis/down failed"), "{text}");
     // 'label'=value[UOM];[warn];[crit];[min];[max], separated by single spaces.
     let perf =
-        regex::Regex::new(r"^'[^'=]+'=-?[0-9]+(\.[0-9]+)?(us|ms|s|%|B|KB|MB|TB|c)?(;(-?[0-9.]+)?){0,4}$").unwrap();
+        regex::Regex::new(r"^'[^'=]+'=-?[0-9]+(\.[0-9]+)?(us|ms|s|%|B|KB|MB|TB|c)?(;(-?[0-9.]+:?)?){0,4}$").unwrap();
     let items: Vec<&str> = perfdata.split(' ').collect();
     assert!(items.len() >= 6, "{perfdata}");
     for item in &items {
@@ -326,6 +369,10 @@ fn nagios_output_follows_the_plugin_guidelines() {
     unique.dedup();
     assert_eq!(unique.len(), labels.len(), "duplicate labels: {labels:?}");
     assert!(labels.contains(&"'redis_main_latency'") && labels.contains(&"'system_host_disk_root'"), "{labels:?}");
+    // The hit ratio judged WARNING carries the floor it was judged by.
+    let hit = items.iter().find(|i| i.starts_with("'redis_main_hit_ratio'=")).unwrap();
+    assert!(hit.ends_with("%;70:;;0;100"), "{hit}");
+    assert!(text.contains("hit_ratio"), "{text}");
 }
 
 #[test]
@@ -580,4 +627,95 @@ fn after_a_failover_losing_the_seed_node_leaves_every_tool_working() {
     let id = backup.json()["id"].as_str().unwrap().to_owned();
     let verify = env.run(crate::BACKUP, &["verify", &id]);
     verify.expect_code(0);
+}
+
+/// `check_postgres --action=backends` (the Debian package `check-postgres`): its `current`
+/// figure, summed over the databases, from its `--output=simple`.
+fn check_postgres_backends(pg: &PgServer) -> Option<u64> {
+    let Some(bin) = cache_tests::find_binary("check_postgres", &[]) else {
+        cache_tests::missing("check_postgres (Debian package check-postgres)")?;
+        return None;
+    };
+    let out = std::process::Command::new(bin)
+        .args(["--action=backends", "--output=simple", "--dbuser=postgres", "--dbname=postgres"])
+        .arg(format!("--host={}", pg.socket_dir().display()))
+        .arg(format!("--port={}", pg.port()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(text.trim().parse().unwrap_or_else(|_| panic!("check_postgres said {text:?} {:?}", out.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_connections_count_client_backends_as_check_postgres_does() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.create_database("app").await;
+    pg.client("app").await.batch_execute(CACHE_TABLE).await.unwrap();
+    // Eleven sessions of the application, idle, as a pool keeps them.
+    let mut pool = Vec::new();
+    for _ in 0..11 {
+        pool.push(pg.client("app").await);
+    }
+    let env = TestEnv::new();
+    env.write_config(&format!("[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n"));
+    let out = env.run(HEALTH, &["check", "--format", "json", "--tier", "postgres"]);
+    let report = out.json();
+    let ours = target(&report, "postgres", "main")["metrics"]["connections"].as_u64().unwrap();
+    let Some(theirs) = check_postgres_backends(&pg) else { return };
+    // Each counts its own session: the eleven plus one; background processes are not clients.
+    assert_eq!(ours, 12, "{report:#}");
+    assert_eq!(ours, theirs, "check_postgres counts {theirs} backends, we {ours}");
+    drop(pool);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_primary_key_is_never_advised_for_dropping_nor_anything_on_fresh_statistics() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.create_database("app").await;
+    let db = pg.client("app").await;
+    db.batch_execute(CACHE_TABLE).await.unwrap();
+    db.batch_execute(
+        "CREATE UNIQUE INDEX cache_entries_meta_uq ON cache_entries ((metadata->>'id'));
+         CREATE INDEX cache_entries_category ON cache_entries (category);
+         INSERT INTO cache_entries (key, value, metadata)
+           SELECT 'row' || i, '{}'::jsonb, jsonb_build_object('id', i) FROM generate_series(1, 20000) i;
+         ANALYZE cache_entries;
+         SELECT pg_stat_reset();",
+    )
+    .await
+    .unwrap();
+    let env = TestEnv::new();
+    let config = |after: &str| {
+        format!("[optimizer]\nunused_index_after = \"{after}\"\n[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n")
+    };
+    // Just after the reset, under the default week: nothing is called unused.
+    env.write_config(&config("7days"));
+    let report = env.run(HEALTH, &["check", "--format", "json", "--tier", "postgres"]).json();
+    let check = |report: &Value| {
+        let t = target(report, "postgres", "main");
+        t["checks"].as_array().unwrap().iter().find(|c| c["name"] == "indexes").unwrap()["summary"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(check(&report).contains("usage not judged: statistics gathered for"), "{report:#}");
+    assert!(!report.to_string().contains("consider dropping"), "{report:#}");
+    // Once enough time is observed: only the plain, never-scanned index is named.
+    env.write_config(&config("1s"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let report = env.run(HEALTH, &["check", "--format", "json", "--tier", "postgres"]).json();
+    let advice: Vec<&str> = report["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|r| r.contains("consider dropping"))
+        .collect();
+    assert_eq!(advice.len(), 1, "{report:#}");
+    for name in ["cache_entries_category", "cache_entries_expires_at"] {
+        assert!(advice[0].contains(name), "{name} not named: {}", advice[0]);
+    }
+    for never in ["cache_entries_pkey", "cache_entries_meta_uq"] {
+        assert!(!advice[0].contains(never), "{never} advised for dropping: {}", advice[0]);
+    }
 }

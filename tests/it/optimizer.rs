@@ -381,3 +381,88 @@ async fn on_a_cluster_run_sets_ttls_on_every_shard_rollback_undoes_them_and_warm
         assert!(node.keys().iter().filter(|k| k.starts_with("cache:w")).count() > 50, "a shard got no warmed entry");
     }
 }
+
+/// The longest line of a run's stdout and stderr, in characters.
+fn longest_line(out: &cache_tests::RunOutput) -> usize {
+    out.stdout.lines().chain(out.stderr.lines()).map(|l| l.chars().count()).max().unwrap_or(0)
+}
+
+/// The lines of `text` that mention `needle`.
+fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.contains(needle)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_refused_for_every_key_is_one_line_with_its_count_in_run_and_warm() {
+    // PEXPIRE (the pattern TTL) and SET (warming) renamed away: every key is refused.
+    let Some(redis) = RedisServer::start_with("rename-command PEXPIRE \"\"\nrename-command SET \"\"") else { return };
+    let Some(pg) = PgServer::start() else { return };
+    let mut conn = redis.connection();
+    // 3000 TTL-less keys of a prefix with a TTL rule (written with MSET: SET is gone).
+    let keys: Vec<String> = (0..3000).map(|i| format!("app:search:{i}")).collect();
+    for chunk in keys.chunks(500) {
+        let mut mset = redis::cmd("MSET");
+        for key in chunk {
+            mset.arg(key).arg("v");
+        }
+        mset.query::<()>(&mut conn).unwrap();
+    }
+    let url = pg.create_database("app").await;
+    let db = pg.client("app").await;
+    db.batch_execute(CACHE_TABLE).await.unwrap();
+    db.batch_execute(
+        "INSERT INTO cache_entries (key, value, category, access_count)
+           SELECT 'w' || i, '{}', 'c', i FROM generate_series(1, 2000) i",
+    )
+    .await
+    .unwrap();
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[optimizer]\nwarm_key_prefix = \"cache:\"\n\
+         [[redis]]\nname = \"main\"\nurl = \"{}\"\nprefixes = [{{ prefix = \"app:search:\", ttl = \"10m\" }}]\n\
+         [[postgres]]\nname = \"main\"\nurl = \"{url}\"\n",
+        redis.url()
+    ));
+
+    let text = env.run(OPTIMIZER, &["run", "--tier", "redis"]);
+    text.expect_code(1);
+    let refused = lines_with(&text.stdout, "PEXPIRE");
+    assert_eq!(refused.len(), 1, "{}", text.dump());
+    assert!(
+        refused[0].contains("TTL set on 0 of 3000 keys") && refused[0].contains("3000× PEXPIRE refused"),
+        "{}",
+        text.dump()
+    );
+    assert!(longest_line(&text) <= 400, "a line of {} characters\n{}", longest_line(&text), text.dump());
+
+    let json = env.run(OPTIMIZER, &["run", "--tier", "redis", "--format", "json"]);
+    json.expect_code(1);
+    assert!(longest_line(&json) <= 400, "a line of {} characters\n{}", longest_line(&json), json.dump());
+    let doc = json.json();
+    let changes = doc["changes"].as_array().unwrap();
+    let ttl = changes.iter().find(|c| c["action"]["kind"] == "redis_pattern_ttl").unwrap_or_else(|| panic!("{doc:#}"));
+    let outcome = ttl["outcome"].as_str().unwrap();
+    assert!(outcome.starts_with("failed: TTL set on 0 of 3000 keys (standalone); 3000× PEXPIRE refused"), "{outcome}");
+    assert!(outcome.contains("(and 2999 more like it)"), "{outcome}");
+    assert_eq!(ttl["before"]["keys"], serde_json::json!([]), "no key was changed, so none is to be undone");
+    assert!(ttls(&mut conn, "app:search:*").iter().all(|t| *t == -1));
+    let record: Value =
+        serde_json::from_slice(&std::fs::read(env.state_dir().join("jobs/optimize.json")).unwrap()).unwrap();
+    assert_eq!(record["outcome"], "partial", "{record:#}");
+
+    // Warming: 1000 entries (optimizer.warm_max_entries), every SET refused.
+    let warm = env.run(OPTIMIZER, &["warm", "--force", "--format", "json"]);
+    warm.expect_code(1);
+    assert!(longest_line(&warm) <= 400, "a line of {} characters\n{}", longest_line(&warm), warm.dump());
+    let doc = warm.json();
+    assert_eq!((doc["written"].as_u64(), doc["failed"].as_u64()), (Some(0), Some(1000)), "{doc:#}");
+    let errors = doc["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let error = errors[0].as_str().unwrap();
+    assert!(error.starts_with("1000× SET refused") && error.ends_with("(and 999 more like it)"), "{error}");
+    let warm = env.run(OPTIMIZER, &["warm", "--force"]);
+    warm.expect_code(1);
+    assert_eq!(lines_with(&warm.stdout, "SET refused").len(), 1, "{}", warm.dump());
+    assert!(longest_line(&warm) <= 400, "a line of {} characters\n{}", longest_line(&warm), warm.dump());
+    assert!(redis.keys().iter().all(|k| !k.starts_with("cache:")));
+}

@@ -19,6 +19,7 @@ const NEEDED: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("crontab", "cron"),
     ("systemd-analyze", "systemd"),
+    ("check_postgres", "check-postgres"),
 ];
 
 pub(crate) fn run() -> anyhow::Result<()> {

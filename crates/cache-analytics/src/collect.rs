@@ -13,6 +13,7 @@ use cache_core::clients::{postgres, redis as redis_client};
 use cache_core::config::{Config, DirTarget, PostgresTarget, RedisTarget};
 use cache_core::exit::{self, Convention};
 use cache_core::keyspace::Keyspace;
+use cache_core::messages::{MAX_LINE, clip, one_line};
 use cache_core::output::{Format, bytes};
 use cache_core::runs::Outcome;
 use cache_core::scan::{ScanOptions, Scanner};
@@ -59,13 +60,13 @@ async fn collect(ctx: &Context) -> anyhow::Result<JobResult> {
                 Ok(client) => {
                     let (samples, error) = cache_core::clients::time_calls(LATENCY_SAMPLES, || client.list(1)).await;
                     figures.latency = Latency::of(&samples);
-                    figures.error = error;
+                    figures.error = error.map(|e| clip(&e, MAX_LINE));
                     match client.list_all().await {
                         Ok(all) => figures.memories = all.len() as u64,
-                        Err(e) => figures.error = Some(format!("{e:#}")),
+                        Err(e) => figures.error = Some(clip(&format!("{e:#}"), MAX_LINE)),
                     }
                 }
-                Err(e) => figures.error = Some(format!("{e:#}")),
+                Err(e) => figures.error = Some(clip(&format!("{e:#}"), MAX_LINE)),
             }
             figures
         }),
@@ -100,6 +101,9 @@ async fn collect(ctx: &Context) -> anyhow::Result<JobResult> {
         .chain(snapshot.postgres.iter().filter_map(|p| p.error.as_ref().map(|e| format!("postgres/{}: {e}", p.name))))
         .chain(snapshot.memory.iter().filter_map(|m| m.error.as_ref().map(|e| format!("memory/{}: {e}", m.name))))
         .collect();
+    // One line per target (each already condensed), none over a few hundred characters, in the
+    // table, the JSON and the run record alike.
+    let errors: Vec<String> = errors.iter().map(|e| clip(e, MAX_LINE)).collect();
     print(ctx, &snapshot, &errors)?;
     let (outcome, exit_code) =
         if errors.is_empty() { (Outcome::Success, exit::SUCCESS) } else { (Outcome::Partial, exit::PARTIAL) };
@@ -139,7 +143,7 @@ async fn redis_figures(config: &Config, target: &RedisTarget) -> RedisFigures {
     let primaries = match keyspace.primaries().await {
         Ok(primaries) => primaries,
         Err(e) => {
-            figures.error = Some(format!("{e:#}"));
+            figures.error = Some(clip(&format!("{e:#}"), MAX_LINE));
             return figures;
         }
     };
@@ -147,7 +151,9 @@ async fn redis_figures(config: &Config, target: &RedisTarget) -> RedisFigures {
         figures.coverage = Some(primaries.coverage());
     }
     if !primaries.complete() {
-        figures.error = Some(format!("not every primary was reached: {}", primaries.missing.join("; ")));
+        // One line however many primaries are down: a count and the first of each kind.
+        figures.error =
+            Some(format!("not every primary was reached ({}): {}", primaries.coverage(), one_line(&primaries.missing)));
     }
     let Some(first) = primaries.nodes.first() else { return figures };
     let first = first.conn.clone();
@@ -156,10 +162,14 @@ async fn redis_figures(config: &Config, target: &RedisTarget) -> RedisFigures {
         async move { redis::cmd("PING").query_async::<String>(&mut conn).await }
     })
     .await;
-    for node in primaries.nodes.iter().filter(|n| n.info.is_empty()) {
-        figures
-            .error
-            .get_or_insert_with(|| format!("INFO refused by {}", node.node.as_deref().unwrap_or("the server")));
+    let refused: Vec<String> = primaries
+        .nodes
+        .iter()
+        .filter(|n| n.info.is_empty())
+        .map(|n| format!("INFO refused by {}", n.node.as_deref().map_or("the server".to_owned(), |n| format!("`{n}`"))))
+        .collect();
+    if !refused.is_empty() {
+        figures.error.get_or_insert_with(|| one_line(&refused));
     }
     let summed = primaries.figures();
     figures.keys = summed.keys;
@@ -250,7 +260,7 @@ async fn postgres_figures(target: &PostgresTarget, project: &str) -> PostgresFig
     let db = match postgres::connect(target).await {
         Ok(db) => db,
         Err(e) => {
-            figures.error = Some(format!("{e:#}"));
+            figures.error = Some(clip(&format!("{e:#}"), MAX_LINE));
             return figures;
         }
     };
@@ -265,7 +275,7 @@ async fn postgres_figures(target: &PostgresTarget, project: &str) -> PostgresFig
             figures.avg_age_seconds = stats.avg_age_seconds;
             figures.optimized_entries = stats.optimized_entries;
         }
-        Err(e) => figures.error = Some(postgres::error_text(&e)),
+        Err(e) => figures.error = Some(clip(&postgres::error_text(&e), MAX_LINE)),
     }
     figures
 }

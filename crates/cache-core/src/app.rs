@@ -14,6 +14,7 @@ use crate::config::{self, ConfigSource, ProcessEnv};
 use crate::error::LockHeld;
 use crate::exit::Convention;
 use crate::lock::JobLock;
+use crate::messages;
 use crate::output::{Format, Printer};
 use crate::redact;
 use crate::runs::{self, Outcome, RunLog};
@@ -58,7 +59,7 @@ where
         Err(e) if e.downcast_ref::<crate::gate::Skipped>().is_some() => {
             // A scheduled run that must not run: not an error, but said (cron mails it unless -q).
             if cli_quiet == 0 {
-                let _ = writeln!(std::io::stderr().lock(), "{}", redact::scrub(&format!("{e}")));
+                let _ = writeln!(std::io::stderr().lock(), "{}", readable(&format!("{e}")));
             }
             ExitCode::SUCCESS
         }
@@ -70,7 +71,19 @@ where
 }
 
 fn report_error(e: &anyhow::Error) {
-    let _ = writeln!(std::io::stderr().lock(), "error: {}", redact::scrub(&format!("{e:#}")));
+    let _ = writeln!(std::io::stderr().lock(), "{}", error_line(e));
+}
+
+/// The `error: ...` line `main` prints: scrubbed of secrets, then each line clipped, so that an
+/// error quoting a whole pipeline's replies stays one readable line.
+fn error_line(e: &anyhow::Error) -> String {
+    format!("error: {}", readable(&format!("{e:#}")))
+}
+
+/// `text` scrubbed, then each line cut at [`messages::MAX_LINE`] (scrubbing first: a secret cut
+/// in half would no longer be recognised).
+fn readable(text: &str) -> String {
+    messages::clip_lines(&redact::scrub(text), messages::MAX_LINE)
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -152,6 +165,7 @@ impl Context {
         let env = ProcessEnv;
         let state_root = state::resolve(common.state_dir.as_deref(), &env)?;
         let loaded = config::load(common.config.as_deref(), &env, &state_root)?;
+        crate::tier::check_filters(&common.tiers, &loaded.config.target_ids())?;
         for name in &loaded.env_overrides {
             tracing::info!("configuration: {name} overrides the file");
         }
@@ -277,7 +291,9 @@ impl Job {
             Ok(r) => (self.log.finish(r.outcome, r.exit_code, r.summary, None), Ok(r.exit_code)),
             Err(e) => {
                 let code = ctx.convention.for_error(&e);
-                let record = self.log.finish(Outcome::Failed, code, serde_json::Value::Null, Some(format!("{e:#}")));
+                // The record keeps what a person can read, like the `error:` line.
+                let message = messages::clip_lines(&format!("{e:#}"), messages::MAX_LINE);
+                let record = self.log.finish(Outcome::Failed, code, serde_json::Value::Null, Some(message));
                 (record, Err(e))
             }
         };
@@ -295,4 +311,28 @@ pub fn print_completions<C: clap::CommandFactory>(shell: clap_complete::Shell) -
     let name = command.get_name().to_owned();
     clap_complete::generate(shell, &mut command, name, &mut std::io::stdout());
     Ok(crate::exit::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_line_is_clipped_and_scrubbed() {
+        let secret = "app-pw-2f9c81d";
+        redact::register(secret);
+        let replies: Vec<String> = (0..1000).map(|i| format!("Index {i}: unknown command 'PEXPIRE'")).collect();
+        let e = anyhow::anyhow!("{}", replies.join(", ")).context(format!("connecting with {secret}"));
+        let line = error_line(&e);
+        assert!(line.starts_with("error: connecting with "), "{line}");
+        assert!(!line.contains(secret), "{line}");
+        assert!(line.chars().count() < messages::MAX_LINE + 50, "{} characters", line.chars().count());
+        assert!(line.ends_with("characters in all)"), "{line}");
+        // A secret across the cut is masked whole, not cut in half and left readable.
+        let across = anyhow::anyhow!("{}{secret} and more", "x".repeat(messages::MAX_LINE - 12));
+        let line = error_line(&across);
+        assert!(line.contains("***") && !line.contains("app-pw"), "{line}");
+        let short = anyhow::anyhow!("redis/main is unreachable");
+        assert_eq!(error_line(&short), "error: redis/main is unreachable");
+    }
 }

@@ -253,6 +253,22 @@ fn expand_state_dir(config: &mut Config, state_dir: &Path) {
 }
 
 impl Config {
+    /// Every configured target as `(tier, name)`, the host (`system/host`, `system/gpu`)
+    /// included: what a `--tier` filter can select.
+    pub fn target_ids(&self) -> Vec<(crate::tier::Tier, String)> {
+        use crate::tier::Tier;
+        let mut out = Vec::new();
+        out.extend(self.redis.iter().map(|t| (Tier::Redis, t.name.clone())));
+        out.extend(self.postgres.iter().map(|t| (Tier::Postgres, t.name.clone())));
+        out.extend(self.memory.iter().map(|t| (Tier::Memory, t.name.clone())));
+        out.extend(self.http.iter().map(|t| (Tier::Http, t.name.clone())));
+        out.extend(self.files.iter().map(|t| (Tier::Files, t.name.clone())));
+        out.extend(self.logs.iter().map(|t| (Tier::Logs, t.name.clone())));
+        out.push((Tier::System, "host".to_owned()));
+        out.push((Tier::System, "gpu".to_owned()));
+        out
+    }
+
     /// The key namespace of a Redis target: its `namespace`, else `<project_name>:`.
     pub fn redis_namespace(&self, target: &RedisTarget) -> String {
         target.namespace.clone().unwrap_or_else(|| format!("{}:", self.project_name))

@@ -27,6 +27,7 @@ pub mod history;
 pub mod jobs;
 pub mod journal;
 pub mod keyspace;
+pub mod ledger;
 pub mod lock;
 pub mod messages;
 pub mod output;

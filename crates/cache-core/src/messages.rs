@@ -42,6 +42,18 @@ pub fn condense(messages: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// `text` with each of its lines cut at `max` characters (see [`clip`]): for the last line of
+/// defence, a message that may hold anything.
+pub fn clip_lines(text: &str, max: usize) -> String {
+    text.split('\n').map(|line| clip(line, max)).collect::<Vec<_>>().join("\n")
+}
+
+/// `messages` as one line for a table cell or a single field: [`condense`]d, the kinds joined
+/// with `; `, the whole cut at [`MAX_LINE`] (each kind's count comes first, so it survives).
+pub fn one_line(messages: &[String]) -> String {
+    clip(&condense(messages).join("; "), MAX_LINE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +69,27 @@ mod tests {
         assert_eq!(out[1], "connection refused");
         assert!(out[2].chars().count() < MAX_LINE + 40 && out[2].ends_with("(27006 characters in all)"), "{}", out[2]);
         assert_eq!(clip("short", 10), "short");
+    }
+
+    #[test]
+    fn one_line_keeps_the_counts_and_clip_lines_cuts_each_line() {
+        let mut messages: Vec<String> =
+            (0..3000).map(|i| format!("PEXPIRE refused: unknown command 'PEXPIRE' for 'k:{i}'")).collect();
+        messages.push("connection refused".into());
+        let line = one_line(&messages);
+        assert_eq!(
+            line,
+            "3000× PEXPIRE refused: unknown command 'PEXPIRE' for 'k:0' (and 2999 more like it); connection refused"
+        );
+        let many: Vec<String> =
+            (0..50).map(|i| format!("kind {} of error: {}", "x".repeat(i), "y".repeat(200))).collect();
+        let line = one_line(&many);
+        assert!(line.starts_with("kind  of error: ") && line.chars().count() < MAX_LINE + 40, "{line}");
+        let text = format!("short\n{}\nlast", "z".repeat(5000));
+        let clipped = clip_lines(&text, 100);
+        let lines: Vec<&str> = clipped.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!((lines[0], lines[2]), ("short", "last"));
+        assert!(lines[1].ends_with("(5000 characters in all)") && lines[1].chars().count() < 140, "{}", lines[1]);
     }
 }

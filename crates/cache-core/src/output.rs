@@ -85,10 +85,11 @@ impl Printer {
         Ok(())
     }
 
-    /// Prints a warning on stderr, unless `-qq`.
+    /// Prints a warning on stderr, unless `-qq`: scrubbed, and each line cut at
+    /// [`crate::messages::MAX_LINE`] characters.
     pub fn warn(&self, text: &str) {
         if self.quiet < 2 {
-            let _ = writeln!(std::io::stderr().lock(), "warning: {}", redact::scrub(text));
+            let _ = writeln!(std::io::stderr().lock(), "{}", warning_line(text));
         }
     }
 
@@ -125,6 +126,12 @@ pub fn millis(ms: f64) -> String {
     if ms >= 1000.0 { format!("{:.2} s", ms / 1000.0) } else { format!("{ms:.1} ms") }
 }
 
+/// The line [`Printer::warn`] prints (scrubbing first: a secret cut in half would no longer be
+/// recognised).
+fn warning_line(text: &str) -> String {
+    format!("warning: {}", crate::messages::clip_lines(&redact::scrub(text), crate::messages::MAX_LINE))
+}
+
 /// The progress bar's look.
 const PROGRESS_TEMPLATE: &str = "{msg:>16} [{bar:30}] {pos}/{len} {per_sec} eta {eta}";
 
@@ -133,5 +140,20 @@ mod tests {
     #[test]
     fn the_progress_template_parses() {
         indicatif::ProgressStyle::with_template(super::PROGRESS_TEMPLATE).unwrap();
+    }
+
+    #[test]
+    fn warnings_are_clipped_per_line_and_scrubbed() {
+        let secret = "warn-pw-77e1a0";
+        crate::redact::register(secret);
+        let text = format!("recording the run: {}{secret}\nsecond line", "y".repeat(crate::messages::MAX_LINE));
+        let line = super::warning_line(&text);
+        let lines: Vec<&str> = line.lines().collect();
+        assert_eq!(lines.len(), 2, "{line}");
+        assert!(lines[0].starts_with("warning: recording the run: ") && lines[0].ends_with("characters in all)"));
+        assert!(lines[0].chars().count() < crate::messages::MAX_LINE + 50, "{}", lines[0]);
+        assert!(!line.contains("warn-pw"), "{line}");
+        assert_eq!(lines[1], "second line");
+        assert_eq!(super::warning_line("short"), "warning: short");
     }
 }

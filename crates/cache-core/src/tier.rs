@@ -93,6 +93,27 @@ pub fn tier_selected(filters: &[TierFilter], tier: Tier) -> bool {
     filters.is_empty() || filters.iter().any(|f| f.tier == tier)
 }
 
+/// Refuses filters that select no configured target (`--tier redis:mian`): a run that checks
+/// or cleans nothing must not pass for a run that found nothing wrong. The error names the
+/// configured targets.
+pub fn check_filters(filters: &[TierFilter], targets: &[(Tier, String)]) -> Result<(), crate::error::UsageError> {
+    for f in filters {
+        if targets.iter().any(|(tier, name)| selected(std::slice::from_ref(f), *tier, name)) {
+            continue;
+        }
+        let wanted = match &f.name {
+            Some(name) => format!("{}:{name}", f.tier),
+            None => f.tier.to_string(),
+        };
+        let configured: Vec<String> = targets.iter().map(|(t, n)| format!("{t}:{n}")).collect();
+        return Err(crate::error::UsageError(format!(
+            "--tier {wanted} matches no configured target; the configured targets are {}",
+            configured.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +124,15 @@ mod tests {
         assert!(selected(&f, Tier::Redis, "main"));
         assert!(!selected(&f, Tier::Redis, "other"));
         assert!(selected(&f, Tier::System, "host"));
+        let targets = [(Tier::Redis, "main".to_owned()), (Tier::System, "host".to_owned())];
+        assert!(check_filters(&f, &targets).is_ok());
+        let typo: Vec<TierFilter> = vec!["redis:mian".parse().unwrap()];
+        let e = check_filters(&typo, &targets).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--tier redis:mian matches no configured target; the configured targets are redis:main, system:host"
+        );
+        assert!(check_filters(&["postgres".parse().unwrap()], &targets).is_err());
         assert!(!selected(&f, Tier::Postgres, "main"));
         assert!(selected(&[], Tier::Postgres, "main"));
         assert!("bogus".parse::<TierFilter>().unwrap_err().contains("unknown tier `bogus`"));

@@ -8,6 +8,7 @@ use cache_core::app::Context;
 use cache_core::clients::postgres;
 use cache_core::config::{PostgresTarget, RedisTarget};
 use cache_core::exit;
+use cache_core::messages::{MAX_LINE, clip, one_line};
 use cache_core::output::Format;
 use cache_core::tier::{Tier, selected};
 use serde_json::{Value, json};
@@ -56,10 +57,11 @@ async fn redis_section(t: &RedisTarget) -> Value {
     let name = format!("redis/{}", t.name);
     let primaries = match cache_core::keyspace::primaries(t).await {
         Ok(p) => p,
-        Err(e) => return json!({ "target": name, "error": format!("{e:#}") }),
+        Err(e) => return json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
     };
     // Every primary's clients, and their limits added up.
-    let (mut list, mut maxclients, mut note) = (String::new(), None::<u64>, None);
+    let (mut list, mut maxclients) = (String::new(), None::<u64>);
+    let mut notes: Vec<String> = primaries.missing.iter().map(|m| format!("not read: {m}")).collect();
     for node in &primaries.nodes {
         let mut conn = node.conn.clone();
         if let Some(max) = node.info.get("maxclients").and_then(|m| m.parse::<u64>().ok()) {
@@ -72,16 +74,21 @@ async fn redis_section(t: &RedisTarget) -> Value {
                     list.push('\n');
                 }
             }
-            Err(e) => note = Some(refused("CLIENT LIST", &e)),
+            Err(e) => notes.push(refused(&crate::on("CLIENT LIST", node.node.as_deref()), &e)),
         }
     }
+    // A refusal repeated by every primary is one line with its count.
+    let note = (!notes.is_empty()).then(|| one_line(&notes));
     let clients = match note {
         Some(note) if list.is_empty() => json!({ "note": note, "maxclients": maxclients }),
-        _ => {
+        note => {
             let mut s = summarise_clients(&list);
             if let Some(max) = maxclients {
                 s["maxclients"] = json!(max);
                 s["usage"] = json!(s["total"].as_f64().unwrap_or(0.0) / max as f64);
+            }
+            if let Some(note) = note {
+                s["note"] = json!(note);
             }
             s
         }
@@ -99,7 +106,7 @@ async fn postgres_section(t: &PostgresTarget) -> Value {
     let name = format!("postgres/{}", t.name);
     let db = match postgres::connect(t).await {
         Ok(d) => d,
-        Err(e) => return json!({ "target": name, "error": format!("{e:#}") }),
+        Err(e) => return json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
     };
     let max: Option<i64> = db
         .query_one("SELECT setting::bigint FROM pg_settings WHERE name = 'max_connections'", &[])
@@ -170,7 +177,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
             continue;
         }
         let c = &s["clients"];
-        if let Some(n) = c["note"].as_str() {
+        if let (Some(n), false) = (c["note"].as_str(), c["total"].is_number()) {
             out.push_str(&format!("{target}: {n}\n\n"));
             continue;
         }
@@ -194,7 +201,11 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
         for (name, n) in c["by_name"].as_object().into_iter().flatten() {
             names.add_row(vec![name.clone(), n.to_string()]);
         }
-        out.push_str(&format!("{t}\n{names}\n\n"));
+        out.push_str(&format!("{t}\n{names}\n"));
+        if let Some(n) = c["note"].as_str() {
+            out.push_str(&format!("note: {n}\n"));
+        }
+        out.push('\n');
     }
     for s in &pg {
         let target = s["target"].as_str().unwrap_or_default();

@@ -108,6 +108,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// `what`, naming the cluster node it was asked of (``SLOWLOG on `127.0.0.1:7001` ``); plain
+/// `what` for a standalone server. The node comes after the words and in backticks, so that the
+/// same refusal by every node is one kind of message to [`cache_core::messages::condense`].
+pub(crate) fn on(what: &str, node: Option<&str>) -> String {
+    match node {
+        Some(node) => format!("{what} on `{node}`"),
+        None => what.to_owned(),
+    }
+}
+
+/// A server for notes: `` `host:port` `` of a cluster node, or "the server".
+pub(crate) fn server(node: Option<&str>) -> String {
+    node.map_or_else(|| "the server".to_owned(), |n| format!("`{n}`"))
+}
+
 /// A section a server would not give: `Err(text)` with "not supported on this server", or the
 /// error.
 pub(crate) fn refused(what: &str, e: &redis::RedisError) -> String {

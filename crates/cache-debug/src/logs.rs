@@ -88,7 +88,8 @@ pub fn run(ctx: &Context, days: u32) -> anyhow::Result<u8> {
             let file = match std::fs::File::open(path) {
                 Ok(f) => f,
                 Err(e) => {
-                    unreadable.push(format!("{}: {e}", path.display()));
+                    // The error first, the path after it: one kind per error however many files.
+                    unreadable.push(format!("{e}: `{}`", path.display()));
                     continue;
                 }
             };
@@ -99,6 +100,7 @@ pub fn run(ctx: &Context, days: u32) -> anyhow::Result<u8> {
             }
             tally.files.push(path.display().to_string());
         }
+        let unreadable = cache_core::messages::condense(&unreadable);
         out.push(json!({ "target": format!("logs/{}", t.name), "path": t.path, "days": days, "tally": tally, "unreadable": unreadable }));
     }
     let printer = &ctx.printer;
@@ -129,7 +131,7 @@ pub fn run(ctx: &Context, days: u32) -> anyhow::Result<u8> {
         }
         text.push_str(&format!("{table}\n"));
         for u in l["unreadable"].as_array().into_iter().flatten() {
-            text.push_str(&format!("note: cannot read {}\n", u.as_str().unwrap_or_default()));
+            text.push_str(&format!("note: cannot read: {}\n", u.as_str().unwrap_or_default()));
         }
     }
     if out.is_empty() {

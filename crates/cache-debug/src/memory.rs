@@ -12,6 +12,7 @@ use cache_core::clients::postgres;
 use cache_core::config::{PostgresTarget, RedisTarget};
 use cache_core::exit;
 use cache_core::keyspace::Keyspace;
+use cache_core::messages::{MAX_LINE, clip, condense};
 use cache_core::output::{Format, bytes};
 use cache_core::scan::{Method, ScanOptions, Scanner};
 use cache_core::tier::{Tier, selected};
@@ -24,6 +25,9 @@ use crate::refused;
 pub const TTL_BUCKETS: [&str; 5] = ["no_ttl", "under_1h", "under_1d", "under_7d", "7d_or_more"];
 /// Idle buckets: under an hour, a day, a week, more, unknown (OBJECT refused or LFU).
 pub const IDLE_BUCKETS: [&str; 5] = ["under_1h", "under_1d", "under_7d", "7d_or_more", "unknown"];
+
+/// The characters of a key name (or prefix) the text tables show.
+const SHOWN_KEY: usize = 120;
 
 /// Keys and bytes under one prefix.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -74,7 +78,7 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
     let name = format!("redis/{}", t.name);
     let primaries = match Keyspace::new(&ctx.config, t).primaries().await {
         Ok(p) => p,
-        Err(e) => return json!({ "target": name, "error": format!("{e:#}") }),
+        Err(e) => return json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
     };
     let mut notes: Vec<String> = primaries.missing.iter().map(|m| format!("not scanned: {m}")).collect();
     // INFO figures summed over the primaries (fragmentation: the worst one; policy: the first).
@@ -89,7 +93,7 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
         .collect();
     for node in &primaries.nodes {
         if node.info.is_empty() {
-            notes.push(format!("INFO refused by {}", node.node.as_deref().unwrap_or("the server")));
+            notes.push(format!("INFO refused by {}", crate::server(node.node.as_deref())));
         }
         if let Some(policy) = node.info.get("maxmemory_policy") {
             info.entry("maxmemory_policy").or_insert_with(|| json!(policy));
@@ -116,6 +120,7 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
     let started = Instant::now();
     let bar = ctx.printer.progress(limit.min(dbsize), &format!("scanning {name}"));
     'nodes: for node in &primaries.nodes {
+        let server = crate::server(node.node.as_deref());
         // A script on a cluster node may only touch declared keys.
         let method = primaries.cluster.then_some(Method::Pipeline);
         let opts = ScanOptions { count: 1000, memory: true, access: true, method, ..ScanOptions::default() };
@@ -144,7 +149,7 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            notes.push(format!("scan stopped after {seen} keys: {e}"));
+                            notes.push(format!("scan of {server} stopped after {seen} keys in all: {e}"));
                             break;
                         }
                     }
@@ -156,10 +161,12 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
                     }
                 }
             }
-            Err(e) => notes.push(format!("SCAN: {e}")),
+            Err(e) => notes.push(format!("SCAN refused by {server}: {e}")),
         }
     }
     bar.finish_and_clear();
+    // One line per kind of note (a refusal repeated on every primary is one line with a count).
+    let notes = condense(&notes);
     let mut top_keys: Vec<(u64, String)> = biggest.into_iter().map(|Reverse(x)| x).collect();
     top_keys.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     json!({
@@ -181,7 +188,7 @@ async fn postgres_section(t: &PostgresTarget) -> Value {
     let name = format!("postgres/{}", t.name);
     let db = match postgres::connect(t).await {
         Ok(d) => d,
-        Err(e) => return json!({ "target": name, "error": format!("{e:#}") }),
+        Err(e) => return json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
     };
     let table = postgres::quote_ident(&t.table);
     let stats = db
@@ -296,7 +303,8 @@ pub async fn run(ctx: &Context, sample: Option<u64>, top: usize) -> anyhow::Resu
         let mut t = printer.table();
         t.set_header(["Key", "Bytes"]);
         for k in s["top_keys"].as_array().into_iter().flatten() {
-            t.add_row(vec![k["key"].as_str().unwrap_or_default().to_owned(), bytes(num(&k["bytes"]) as u64)]);
+            // A key name can be megabytes long: the table shows its start (the JSON all of it).
+            t.add_row(vec![clip(k["key"].as_str().unwrap_or_default(), SHOWN_KEY), bytes(num(&k["bytes"]) as u64)]);
         }
         out.push_str(&format!("Biggest keys\n{t}\n"));
         let mut t = printer.table();
@@ -307,7 +315,7 @@ pub async fn run(ctx: &Context, sample: Option<u64>, top: usize) -> anyhow::Resu
         let mut rows: Vec<(&String, &Value)> = s["prefixes"].as_object().into_iter().flatten().collect();
         rows.sort_by(|a, b| num(&b.1["bytes"]).total_cmp(&num(&a.1["bytes"])));
         for (p, v) in rows {
-            let mut row = vec![p.clone(), v["keys"].to_string(), bytes(num(&v["bytes"]) as u64)];
+            let mut row = vec![clip(p, SHOWN_KEY), v["keys"].to_string(), bytes(num(&v["bytes"]) as u64)];
             row.extend(TTL_BUCKETS.iter().map(|b| v["ttl"][b].as_u64().unwrap_or(0).to_string()));
             row.extend(IDLE_BUCKETS.iter().map(|b| v["idle"][b].as_u64().unwrap_or(0).to_string()));
             t.add_row(row);

@@ -9,6 +9,7 @@ use cache_core::clients::memory::MemoryClient;
 use cache_core::clients::postgres;
 use cache_core::config::{PostgresTarget, RedisTarget};
 use cache_core::exit;
+use cache_core::messages::{MAX_LINE, clip, one_line};
 use cache_core::output::Format;
 use cache_core::redact;
 use cache_core::tier::{Tier, selected};
@@ -52,7 +53,7 @@ impl Latency {
             p50_ms: percentile(&samples, 0.5).unwrap_or(0.0),
             p99_ms: percentile(&samples, 0.99).unwrap_or(0.0),
             max_ms: samples.last().copied().unwrap_or(0.0),
-            error,
+            error: error.map(|e| clip(&e, MAX_LINE)),
         }
     }
 }
@@ -212,10 +213,10 @@ async fn redis_section(t: &RedisTarget, samples: u32, top: usize) -> serde_json:
     let name = format!("redis/{}", t.name);
     let primaries = match cache_core::keyspace::primaries(t).await {
         Ok(p) => p,
-        Err(e) => return json!({ "target": name, "error": format!("{e:#}") }),
+        Err(e) => return json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
     };
     let Some(first) = primaries.nodes.first() else {
-        return json!({ "target": name, "error": format!("no primary reached: {}", primaries.missing.join("; ")) });
+        return json!({ "target": name, "error": format!("no primary reached: {}", one_line(&primaries.missing)) });
     };
     // Latency is sampled on the first primary; the slow log and command statistics of every
     // primary are merged.
@@ -226,14 +227,15 @@ async fn redis_section(t: &RedisTarget, samples: u32, top: usize) -> serde_json:
     })
     .await;
     let latency = Latency::of(name.clone(), s, err);
-    let (mut entries, mut slow_note) = (Vec::new(), None);
+    let (mut entries, mut slow_notes) = (Vec::new(), Vec::new());
     let mut by_command: std::collections::BTreeMap<String, CommandStat> = std::collections::BTreeMap::new();
-    let mut stats_note = None;
+    let mut stats_notes = Vec::new();
     for node in &primaries.nodes {
         let mut c = node.conn.clone();
+        let on = |what: &str| crate::on(what, node.node.as_deref());
         match redis::cmd("SLOWLOG").arg("GET").arg(top).query_async::<redis::Value>(&mut c).await {
             Ok(v) => entries.extend(slowlog(&v)),
-            Err(e) => slow_note = Some(refused("SLOWLOG", &e)),
+            Err(e) => slow_notes.push(refused(&on("SLOWLOG"), &e)),
         }
         match redis::cmd("INFO").arg("commandstats").query_async::<String>(&mut c).await {
             Ok(text) => {
@@ -244,14 +246,19 @@ async fn redis_section(t: &RedisTarget, samples: u32, top: usize) -> serde_json:
                     sum.usec += stat.usec;
                 }
             }
-            Err(e) => stats_note = Some(refused("INFO commandstats", &e)),
+            Err(e) => stats_notes.push(refused(&on("INFO commandstats"), &e)),
         }
     }
+    // A refusal repeated by every primary is one line with its count; a note stays beside the
+    // figures of the primaries that gave them.
+    let note = |notes: &[String]| (!notes.is_empty()).then(|| one_line(notes));
+    let (slow_note, stats_note) = (note(&slow_notes), note(&stats_notes));
     entries.sort_by_key(|e| std::cmp::Reverse(e.duration_us));
     entries.truncate(top);
     let slow = match slow_note {
         Some(note) if entries.is_empty() => json!({ "note": note }),
-        _ => json!({ "entries": entries }),
+        Some(note) => json!({ "entries": entries, "note": note }),
+        None => json!({ "entries": entries }),
     };
     let mut commands: Vec<CommandStat> = by_command
         .into_values()
@@ -263,16 +270,20 @@ async fn redis_section(t: &RedisTarget, samples: u32, top: usize) -> serde_json:
     commands.sort_by_key(|c| std::cmp::Reverse(c.usec));
     let stats = match stats_note {
         Some(note) if commands.is_empty() => json!({ "note": note }),
-        _ => json!({ "commands": commands.into_iter().take(top).collect::<Vec<_>>() }),
+        Some(note) => json!({ "commands": commands.into_iter().take(top).collect::<Vec<_>>(), "note": note }),
+        None => json!({ "commands": commands.into_iter().take(top).collect::<Vec<_>>() }),
     };
-    json!({ "target": name, "coverage": primaries.coverage(), "latency": latency, "slowlog": slow, "commandstats": stats })
+    let notes: Vec<String> =
+        cache_core::messages::condense(&primaries.missing.iter().map(|m| format!("not read: {m}")).collect::<Vec<_>>());
+    json!({ "target": name, "coverage": primaries.coverage(), "latency": latency, "slowlog": slow, "commandstats": stats,
+            "notes": notes })
 }
 
 async fn postgres_section(t: &PostgresTarget, project: &str, samples: u32, top: usize) -> serde_json::Value {
     let name = format!("postgres/{}", t.name);
     let db = match postgres::connect(t).await {
         Ok(d) => d,
-        Err(e) => return json!({ "target": name, "error": format!("{e:#}") }),
+        Err(e) => return json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
     };
     let (s, err) = sample(samples, || db.query_one("SELECT 1", &[])).await;
     let latency = Latency::of(name.clone(), s, err);
@@ -360,7 +371,7 @@ pub async fn run(ctx: &Context, samples: u32, top: usize) -> anyhow::Result<u8> 
                     let (s, err) = sample(samples.min(20), || client.list(1)).await;
                     json!({ "target": name, "latency": Latency::of(name.clone(), s, err.map(|e| e.to_string())) })
                 }
-                Err(e) => json!({ "target": name, "error": format!("{e:#}") }),
+                Err(e) => json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
             }
         }),
     );
@@ -382,7 +393,7 @@ pub async fn run(ctx: &Context, samples: u32, top: usize) -> anyhow::Result<u8> 
                     .await;
                     json!({ "target": name, "latency": Latency::of(name.clone(), s, err) })
                 }
-                Err(e) => json!({ "target": name, "error": format!("{e:#}") }),
+                Err(e) => json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
             }
         },
     ));
@@ -433,6 +444,9 @@ pub async fn run(ctx: &Context, samples: u32, top: usize) -> anyhow::Result<u8> 
                     ]);
                 }
                 out.push_str(&format!("\nSLOWLOG of {target} ({} entries)\n{t}\n", entries.len()));
+                if let Some(n) = s["slowlog"]["note"].as_str() {
+                    out.push_str(&format!("note: {n}\n"));
+                }
             } else if let Some(n) = s["slowlog"]["note"].as_str() {
                 out.push_str(&format!("\n{target}: {n}\n"));
             }
@@ -448,8 +462,14 @@ pub async fn run(ctx: &Context, samples: u32, top: usize) -> anyhow::Result<u8> 
                     ]);
                 }
                 out.push_str(&format!("\nTop commands by time on {target}\n{t}\n"));
+                if let Some(n) = s["commandstats"]["note"].as_str() {
+                    out.push_str(&format!("note: {n}\n"));
+                }
             } else if let Some(n) = s["commandstats"]["note"].as_str() {
                 out.push_str(&format!("\n{target}: {n}\n"));
+            }
+            for n in s["notes"].as_array().into_iter().flatten().filter_map(|n| n.as_str()) {
+                out.push_str(&format!("note: {target}: {n}\n"));
             }
         }
         for s in &pg {

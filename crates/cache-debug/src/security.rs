@@ -1,17 +1,21 @@
 //! `security`: seed 004's audit. Permissions of the configuration, state and backup
-//! directories; Redis without a password or without protected mode; plaintext connections
-//! where TLS is expected (anything beyond loopback); PostgreSQL `trust` authentication on
-//! non-local addresses. Each finding comes with its fix; the score starts at 100 and loses 25
-//! per high, 10 per medium and 5 per low finding.
+//! directories; Redis without a password or without protected mode (each server's own setting:
+//! every primary of a cluster and every replica it lists, findings naming the node, the nodes
+//! not reached said, and the coverage stated: "3 of 3 primaries"); plaintext connections where
+//! TLS is expected (anything beyond loopback); PostgreSQL `trust` authentication on non-local
+//! addresses. Each finding comes with its fix; the score starts at 100 and loses 25 per high, 10
+//! per medium and 5 per low finding.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use cache_core::app::Context;
 use cache_core::clients::{postgres, redis as redis_client};
-use cache_core::config::{Channel, ConfigSource};
+use cache_core::config::{Channel, ConfigSource, RedisTarget};
 use cache_core::exit;
+use cache_core::messages::{MAX_LINE, clip, condense};
 use cache_core::output::Format;
+use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use serde_json::json;
 
@@ -53,6 +57,103 @@ pub fn score(findings: &[Finding]) -> u32 {
     100u32.saturating_sub(lost)
 }
 
+/// What the audit of one Redis target covered: every primary of a cluster, and its replicas
+/// where the topology lists them.
+#[derive(Debug, Serialize)]
+pub struct Coverage {
+    /// `redis/<name>`.
+    pub target: String,
+    /// `standalone`, or `3 of 3 primaries` (`and 3 of 3 replicas` where there are replicas).
+    pub coverage: String,
+    /// The cluster nodes audited, `host:port` (none for a standalone server).
+    pub audited: Vec<String>,
+    /// The nodes listed but not audited, and why.
+    pub not_audited: Vec<String>,
+}
+
+/// A Redis server to audit.
+struct Server {
+    /// `host:port` of a cluster node; `None` for a standalone server.
+    node: Option<String>,
+    /// Who findings name: `redis/main`, `redis/main 127.0.0.1:7001`, or
+    /// `redis/main 127.0.0.1:7004 (replica)`.
+    subject: String,
+    conn: MultiplexedConnection,
+}
+
+/// The servers of `target`: the server itself, or every primary of its cluster and every
+/// replica the cluster lists. `Err` only when the target cannot be reached at all.
+async fn redis_servers(target: &RedisTarget, subject: &str) -> anyhow::Result<(Vec<Server>, Coverage)> {
+    let primaries = cache_core::keyspace::primaries(target).await?;
+    let mut servers: Vec<Server> = primaries
+        .nodes
+        .iter()
+        .map(|n| Server {
+            node: n.node.clone(),
+            subject: n.node.as_ref().map_or_else(|| subject.to_owned(), |node| format!("{subject} {node}")),
+            conn: n.conn.clone(),
+        })
+        .collect();
+    let mut covered = Coverage {
+        target: subject.to_owned(),
+        coverage: primaries.coverage(),
+        audited: primaries.nodes.iter().filter_map(|n| n.node.clone()).collect(),
+        not_audited: primaries.missing.iter().map(|m| clip(m, MAX_LINE)).collect(),
+    };
+    let Some(first) = primaries.nodes.first().filter(|_| primaries.cluster) else { return Ok((servers, covered)) };
+    let listed = match redis::cmd("CLUSTER").arg("NODES").query_async::<String>(&mut first.conn.clone()).await {
+        Ok(text) => redis_client::parse_cluster_nodes(&text),
+        Err(e) => {
+            covered.not_audited.push(clip(&format!("replicas: CLUSTER NODES: {e}"), MAX_LINE));
+            return Ok((servers, covered));
+        }
+    };
+    let replicas: Vec<_> =
+        listed.into_iter().filter(|n| n.flags.split(',').any(|f| f == "slave") && !n.host.is_empty()).collect();
+    // Every replica at once: a cluster's connect timeouts do not add up.
+    let reached = futures::future::join_all(replicas.iter().map(|n| async move {
+        let node = redis_client::node_target(target, &n.host, n.port)?;
+        redis_client::connect(&node).await
+    }))
+    .await;
+    let mut audited = 0;
+    for (replica, result) in replicas.iter().zip(reached) {
+        let addr = replica.addr();
+        match result {
+            Ok(conn) => {
+                audited += 1;
+                servers.push(Server { subject: format!("{subject} {addr} (replica)"), node: Some(addr.clone()), conn });
+                covered.audited.push(addr);
+            }
+            Err(e) => covered.not_audited.push(clip(&format!("replica {addr}: {e:#}"), MAX_LINE)),
+        }
+    }
+    if !replicas.is_empty() {
+        covered.coverage = format!("{} and {audited} of {} replicas", covered.coverage, replicas.len());
+    }
+    Ok((servers, covered))
+}
+
+/// What one server's own configuration shows: findings naming it, and what it would not say.
+async fn audit_server(target: &str, server: &Server) -> (Vec<Finding>, Vec<String>) {
+    let (mut findings, mut notes) = (Vec::new(), Vec::new());
+    let mut conn = server.conn.clone();
+    match redis::cmd("CONFIG").arg("GET").arg("protected-mode").query_async::<Vec<String>>(&mut conn).await {
+        Ok(v) if v.get(1).is_some_and(|m| m == "no") => findings.push(Finding {
+            severity: Severity::Medium,
+            subject: server.subject.clone(),
+            finding: "protected-mode is off".into(),
+            fix: "CONFIG SET protected-mode yes (and bind to the interfaces clients use)".into(),
+        }),
+        Ok(_) => {}
+        Err(e) => notes.push(crate::refused(
+            &format!("{target}: {}", crate::on("CONFIG GET protected-mode", server.node.as_deref())),
+            &e,
+        )),
+    }
+    (findings, notes)
+}
+
 fn is_local(host: Option<&str>) -> bool {
     match host {
         None | Some("") => true,
@@ -78,6 +179,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
     let config = &ctx.config;
     let mut findings = Vec::new();
     let mut notes = Vec::new();
+    let mut coverage = Vec::new();
     if let ConfigSource::File(path) = &ctx.config_source {
         mode_finding(&mut findings, path, "configuration", 0o600, Severity::High);
     }
@@ -95,10 +197,10 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
                 fix: "use rediss:// (TLS) for servers beyond this host".into(),
             });
         }
-        let mut conn = match redis_client::connect(t).await {
-            Ok(c) => c,
+        let (servers, covered) = match redis_servers(t, &subject).await {
+            Ok(found) => found,
             Err(e) => {
-                notes.push(format!("{subject}: {e:#}"));
+                notes.push(clip(&format!("{subject}: not audited: {e:#}"), MAX_LINE));
                 continue;
             }
         };
@@ -110,16 +212,17 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
                 fix: "set requirepass (or ACL users) and put the password in the URL".into(),
             });
         }
-        match redis::cmd("CONFIG").arg("GET").arg("protected-mode").query_async::<Vec<String>>(&mut conn).await {
-            Ok(v) if v.get(1).is_some_and(|m| m == "no") => findings.push(Finding {
-                severity: Severity::Medium,
-                subject: subject.clone(),
-                finding: "protected-mode is off".into(),
-                fix: "CONFIG SET protected-mode yes (and bind to the interfaces clients use)".into(),
-            }),
-            Ok(_) => {}
-            Err(e) => notes.push(crate::refused(&format!("{subject}: CONFIG GET protected-mode"), &e)),
+        // Every server at once: what each one's own configuration says.
+        let audits = futures::future::join_all(servers.iter().map(|s| audit_server(&subject, s))).await;
+        let mut target_notes: Vec<String> =
+            covered.not_audited.iter().map(|n| format!("{subject}: not audited: {n}")).collect();
+        for (found, server_notes) in audits {
+            findings.extend(found);
+            target_notes.extend(server_notes);
         }
+        // A refusal repeated by every node is one line with its count.
+        notes.extend(condense(&target_notes));
+        coverage.push(covered);
     }
     for t in &config.postgres {
         let subject = format!("postgres/{}", t.name);
@@ -164,9 +267,9 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
                         });
                     }
                 }
-                Err(e) => notes.push(format!("{subject}: pg_hba rules not readable ({}); needs a superuser", postgres::error_text(&e))),
+                Err(e) => notes.push(clip(&format!("{subject}: pg_hba rules not readable ({}); needs a superuser", postgres::error_text(&e)), MAX_LINE)),
             },
-            Err(e) => notes.push(format!("{subject}: {e:#}")),
+            Err(e) => notes.push(clip(&format!("{subject}: {e:#}"), MAX_LINE)),
         }
     }
     for t in &config.memory {
@@ -197,7 +300,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
     let score = score(&findings);
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
-        printer.json(&json!({ "score": score, "findings": findings, "notes": notes }))?;
+        printer.json(&json!({ "score": score, "findings": findings, "redis": coverage, "notes": notes }))?;
         return Ok(exit::SUCCESS);
     }
     let mut table = printer.table();
@@ -211,6 +314,9 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
         ]);
     }
     let mut text = format!("security score {score}/100, {} finding(s)\n", findings.len());
+    for c in &coverage {
+        text.push_str(&format!("audited {}: {}\n", c.target, c.coverage));
+    }
     if !findings.is_empty() {
         text.push_str(&format!("{table}\n"));
     }

@@ -89,6 +89,10 @@ pub struct Perf {
     /// Maximum possible value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
+    /// The thresholds are floors (a hit ratio): a value under them is bad, rendered `70:` in
+    /// the plugin range syntax.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub floor: bool,
 }
 
 /// One check of a target.
@@ -197,6 +201,7 @@ impl TargetReport {
             crit: None,
             min: None,
             max: None,
+            floor: false,
         }
     }
 
@@ -363,6 +368,12 @@ impl Perf {
         self
     }
 
+    /// A warning when the value falls under `warn` (`warn:` in the plugin syntax).
+    pub fn floor(mut self, warn: f64) -> Self {
+        (self.warn, self.floor) = (Some(warn), true);
+        self
+    }
+
     /// A percentage judged against `level`: thresholds from it, range 0..100.
     pub fn percent(self, level: Level) -> Self {
         self.levels(level).range(0.0, Some(100.0))
@@ -371,13 +382,17 @@ impl Perf {
     /// `'label'=value[UOM];[warn];[crit];[min];[max]`, trailing empty fields dropped.
     pub fn render(&self) -> String {
         let opt = |x: Option<f64>| x.map(perf_number).unwrap_or_default();
+        let threshold = |x: Option<f64>| match x {
+            Some(x) if self.floor => format!("{}:", perf_number(x)),
+            _ => opt(x),
+        };
         let mut s = format!(
             "'{}'={}{};{};{};{};{}",
             self.label,
             perf_number(self.value),
             self.uom,
-            opt(self.warn),
-            opt(self.crit),
+            threshold(self.warn),
+            threshold(self.crit),
             opt(self.min),
             opt(self.max)
         );

@@ -143,7 +143,8 @@ pub async fn findings(ctx: &Context) -> anyhow::Result<Findings> {
     let (pg, redis) = tokio::join!(pg, redis);
     for (recs, notes) in pg.into_iter().chain(redis) {
         findings.recommendations.extend(recs);
-        findings.notes.extend(notes);
+        // Per target, so that one kind of note repeated per primary is one line with a count.
+        findings.notes.extend(cache_core::messages::condense(&notes));
     }
     findings.recommendations.sort_by_key(|r| r.priority);
     Ok(findings)

@@ -16,6 +16,7 @@ use cache_core::config::{PostgresTarget, RedisTarget};
 use cache_core::error::UsageError;
 use cache_core::exit::{self, Convention};
 use cache_core::keyspace::{Keyspace, Primaries, Router};
+use cache_core::messages::{MAX_LINE, clip};
 use cache_core::output::Format;
 use cache_core::runs::Outcome;
 use cache_core::scan::{Method, ScanOptions, Scanner};
@@ -220,21 +221,55 @@ async fn complete_primaries(targets: &Targets<'_>, target: &str) -> anyhow::Resu
     Ok(primaries)
 }
 
+/// What [`per_key`] did.
+#[derive(Debug, Default)]
+struct PerKey {
+    /// The keys the command answered 1 for.
+    hit: Vec<String>,
+    /// One message per key the server refused (a pipeline goes on past them).
+    errors: Vec<String>,
+}
+
+impl PerKey {
+    /// `Ok(done)`, or the refusals as one condensed line after `done`: what was done is said
+    /// either way.
+    fn result(&self, done: String) -> anyhow::Result<String> {
+        if self.errors.is_empty() {
+            Ok(done)
+        } else {
+            anyhow::bail!("{done}; {}", cache_core::messages::one_line(&self.errors))
+        }
+    }
+}
+
 /// Runs `command KEY ARGS...` on every key, each on the primary serving it, pipelined per
-/// primary; returns the keys the command answered 1 for.
-async fn per_key(router: &Router, keys: &[String], command: &str, args: &[&str]) -> anyhow::Result<Vec<String>> {
-    let mut hit = Vec::new();
-    for (mut conn, group) in router.group(keys) {
+/// primary. A key the server refuses is one message in `errors` (the server's reply quotes the
+/// key), and the others go on; `Err` only when a connection fails.
+async fn per_key(router: &Router, keys: &[String], command: &str, args: &[&str]) -> anyhow::Result<PerKey> {
+    let mut done = PerKey::default();
+    let groups = router.group(keys);
+    let routed: usize = groups.iter().map(|(_, g)| g.len()).sum();
+    if routed < keys.len() {
+        done.errors.push(format!("{} keys' slots are served by no reachable primary", keys.len() - routed));
+    }
+    for (mut conn, group) in groups {
         for chunk in group.chunks(1000) {
             let mut pipe = redis::pipe();
+            pipe.ignore_errors();
             for k in chunk {
                 pipe.cmd(command).arg(k.as_str()).arg(args);
             }
-            let replies: Vec<i64> = pipe.query_async(&mut conn).await?;
-            hit.extend(chunk.iter().zip(replies).filter(|(_, r)| *r == 1).map(|(k, _)| (*k).clone()));
+            let replies: Vec<redis::RedisResult<i64>> = pipe.query_async(&mut conn).await?;
+            for (k, reply) in chunk.iter().zip(replies) {
+                match reply {
+                    Ok(1) => done.hit.push((*k).clone()),
+                    Ok(_) => {}
+                    Err(e) => done.errors.push(format!("{command} refused: {e}")),
+                }
+            }
         }
     }
-    Ok(hit)
+    Ok(done)
 }
 
 /// Applies one action, recording the old value in `change.before` first through `save`.
@@ -315,11 +350,16 @@ async fn apply(
             save(change)?;
             let router = primaries.router().await?;
             let ttl = ttl_ms.to_string();
-            let changed = per_key(&router, &keys, "PEXPIRE", &[&ttl, "NX"]).await?;
+            let done = per_key(&router, &keys, "PEXPIRE", &[&ttl, "NX"]).await?;
             // Only the keys this run changed: one that got a TTL meanwhile is not ours to undo.
-            let n = changed.len();
-            change.before = json!({ "keys": changed });
-            Ok(format!("TTL set on {n} keys ({})", primaries.coverage()))
+            let n = done.hit.len();
+            change.before = json!({ "keys": done.hit });
+            let text = if done.errors.is_empty() {
+                format!("TTL set on {n} keys ({})", primaries.coverage())
+            } else {
+                format!("TTL set on {n} of {} keys ({})", keys.len(), primaries.coverage())
+            };
+            done.result(text)
         }
         Action::RedisMemoryPurge { target } => {
             let primaries = complete_primaries(targets, &target).await?;
@@ -377,10 +417,22 @@ async fn restore(targets: &mut Targets<'_>, change: &Change) -> anyhow::Result<S
             let keys: Vec<String> = serde_json::from_value(change.before["keys"].clone()).unwrap_or_default();
             let t = targets.redis_target(target)?;
             let primaries = Keyspace::new(&targets.ctx.config, t).primaries().await?;
-            let persisted = per_key(&primaries.router().await?, &keys, "PERSIST", &[]).await?.len();
-            Ok(format!("TTL removed from {persisted} of {} keys (the others expired or changed since)", keys.len()))
+            let done = per_key(&primaries.router().await?, &keys, "PERSIST", &[]).await?;
+            let persisted = done.hit.len();
+            done.result(format!(
+                "TTL removed from {persisted} of {} keys (the others expired or changed since)",
+                keys.len()
+            ))
         }
         other => Ok(format!("nothing to restore ({})", other.describe())),
+    }
+}
+
+/// A change's recorded old value for people: a count of keys rather than every key.
+fn before_text(before: &Value) -> String {
+    match before["keys"].as_array() {
+        Some(keys) => format!("the TTL-less state of {} keys", keys.len()),
+        None => clip(&before.to_string(), MAX_LINE),
     }
 }
 
@@ -461,7 +513,7 @@ async fn run_job(ctx: &Context, apply_config: bool, dry_run: bool) -> anyhow::Re
             }
             Err(e) => {
                 failed += 1;
-                change.outcome = format!("failed: {e:#}");
+                change.outcome = format!("failed: {}", clip(&format!("{e:#}"), MAX_LINE));
                 change.outcome.clone()
             }
         };
@@ -589,12 +641,16 @@ async fn rollback_job(ctx: &Context, id: &str, dry_run: bool) -> anyhow::Result<
     let mut failed = 0;
     for i in (0..point.changes.len()).rev() {
         let change = point.changes[i].clone();
-        // A pending change may have been partly made before the run died: undo it too.
-        let undo = change.reversible && (change.outcome == "applied" || change.outcome == "pending");
+        // A pending change may have been partly made before the run died: undo it too; and a
+        // pattern TTL that failed on some keys still gave the others theirs (recorded in `before`).
+        let partly = change.outcome.starts_with("failed")
+            && matches!(change.action, Action::RedisPatternTtl { .. })
+            && change.before["keys"].as_array().is_some_and(|keys| !keys.is_empty());
+        let undo = change.reversible && (change.outcome == "applied" || change.outcome == "pending" || partly);
         let text = if !undo {
             "nothing to restore".to_owned()
         } else if dry_run {
-            format!("would restore {}", change.before)
+            format!("would restore {}", before_text(&change.before))
         } else {
             match restore(&mut targets, &change).await {
                 Ok(t) => {
@@ -603,7 +659,7 @@ async fn rollback_job(ctx: &Context, id: &str, dry_run: bool) -> anyhow::Result<
                 }
                 Err(e) => {
                     failed += 1;
-                    format!("failed: {e:#}")
+                    format!("failed: {}", clip(&format!("{e:#}"), MAX_LINE))
                 }
             }
         };

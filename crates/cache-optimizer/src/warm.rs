@@ -51,7 +51,7 @@ pub struct Entry {
     pub bytes: u64,
     /// TTL given, milliseconds.
     pub ttl_ms: u64,
-    /// Whether it was written (false: already in Redis, or a dry run).
+    /// Whether it was written (false: already in Redis, refused, or a dry run).
     pub written: bool,
 }
 
@@ -145,6 +145,8 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
         };
         entries.push((entry, value));
     }
+    // One message per entry the server refused; the others are written all the same.
+    let mut errors: Vec<String> = Vec::new();
     if !opts.dry_run && !entries.is_empty() {
         // Each key to the primary serving its slot (every shard of a cluster).
         let primaries = keyspace.primaries().await?;
@@ -165,18 +167,25 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
         for (mut conn, group) in groups {
             for chunk in group.chunks(500) {
                 let mut pipe = redis::pipe();
+                pipe.ignore_errors();
                 for key in chunk {
                     let (e, v) = &entries[index[key.as_str()]];
                     pipe.cmd("SET").arg(&e.key).arg(v).arg("PX").arg(e.ttl_ms).arg("NX");
                 }
-                let answers: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+                let answers: Vec<redis::RedisResult<Option<String>>> = pipe.query_async(&mut conn).await?;
                 for (key, a) in chunk.iter().zip(answers) {
-                    entries[index[key.as_str()]].0.written = a.is_some();
+                    match a {
+                        Ok(a) => entries[index[key.as_str()]].0.written = a.is_some(),
+                        Err(e) => errors.push(format!("SET refused: {e}")),
+                    }
                 }
             }
         }
     }
     let written = entries.iter().filter(|(e, _)| e.written).count();
+    let failed = errors.len();
+    // One line per kind of refusal, with its count: not one per entry.
+    let errors = cache_core::messages::condense(&errors);
     let entries: Vec<Entry> = entries.into_iter().map(|(e, _)| e).collect();
     let doc = json!({
         "dry_run": opts.dry_run,
@@ -185,9 +194,11 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
         "into": format!("redis/{}", redis_target.name),
         "selected": entries.len(),
         "written": written,
-        "already_present": if opts.dry_run { 0 } else { entries.len() - written },
+        "already_present": if opts.dry_run { 0 } else { entries.len() - written - failed },
+        "failed": failed,
         "protected": skipped_protected,
         "bytes": used,
+        "errors": errors,
         "entries": entries,
     });
     let printer = &ctx.printer;
@@ -202,6 +213,12 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
             bytes(used),
             if opts.dry_run { " (dry run: nothing written)" } else { "" },
         );
+        if failed > 0 {
+            text.push_str(&format!("{failed} entries not written:\n"));
+            for e in &errors {
+                text.push_str(&format!("error: {e}\n"));
+            }
+        }
         if opts.dry_run {
             let mut table = printer.table();
             table.set_header(["Key", "Category", "Accesses", "Size", "TTL"]);
@@ -216,11 +233,9 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
             }
             text.push_str(&format!("{table}\n"));
         }
-        printer.info(&text)?;
+        if failed > 0 { printer.always(&text)? } else { printer.info(&text)? }
     }
-    Ok(JobResult {
-        outcome: Outcome::Success,
-        exit_code: exit::SUCCESS,
-        summary: json!({ "written": written, "bytes": used }),
-    })
+    let (outcome, exit_code) =
+        if failed > 0 { (Outcome::Partial, exit::PARTIAL) } else { (Outcome::Success, exit::SUCCESS) };
+    Ok(JobResult { outcome, exit_code, summary: json!({ "written": written, "failed": failed, "bytes": used }) })
 }

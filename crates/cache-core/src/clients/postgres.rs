@@ -108,6 +108,9 @@ pub struct IndexStat {
     pub scans: i64,
     /// Unique or primary key.
     pub unique: bool,
+    /// Backs a constraint (primary key, unique, exclusion) or is the replica identity: never
+    /// to be dropped, whatever its scans.
+    pub required: bool,
     /// Size on disk.
     pub bytes: i64,
     /// The access method (`btree`...).
@@ -126,7 +129,8 @@ pub async fn index_stats(db: &Client, table: &str) -> Result<Vec<IndexStat>, tok
                        JOIN pg_stats st ON st.schemaname = n.nspname AND st.tablename = t.relname
                                        AND st.attname = a.attname
                       WHERE a.attrelid = t.oid AND a.attnum = ANY(ix.indkey::int2[])),
-                    current_setting('block_size')::float8
+                    current_setting('block_size')::float8,
+                    ix.indisreplident OR EXISTS (SELECT 1 FROM pg_constraint co WHERE co.conindid = ix.indexrelid)
                FROM pg_index ix
                JOIN pg_class c ON c.oid = ix.indexrelid
                JOIN pg_class t ON t.oid = ix.indrelid
@@ -147,9 +151,59 @@ pub async fn index_stats(db: &Client, table: &str) -> Result<Vec<IndexStat>, tok
             let bloat_bytes = width
                 .filter(|_| method == "btree" && tuples >= 0.0)
                 .map(|w| (bytes as f64 - btree_estimate(tuples, w, block) * block).max(0.0) as i64);
-            IndexStat { name: r.get(0), scans: r.get(1), unique: r.get(2), bytes, method, bloat_bytes }
+            IndexStat {
+                name: r.get(0),
+                scans: r.get(1),
+                unique: r.get(2),
+                required: r.get(8),
+                bytes,
+                method,
+                bloat_bytes,
+            }
         })
         .collect())
+}
+
+/// How long the current database's statistics have been gathered: since `pg_stat_reset`, or
+/// (never reset) at least since the server started.
+pub async fn stats_observed(db: &Client) -> Result<std::time::Duration, tokio_postgres::Error> {
+    let row = db
+        .query_one(
+            "SELECT extract(epoch FROM now() - coalesce(
+                    (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()),
+                    pg_postmaster_start_time()))::float8",
+            &[],
+        )
+        .await?;
+    Ok(std::time::Duration::from_secs_f64(row.get::<_, f64>(0).max(0.0)))
+}
+
+/// The one rule for advising that indexes be dropped (health and the optimizer).
+#[derive(Debug, PartialEq)]
+pub enum UnusedIndexes<'a> {
+    /// Never scanned, and droppable: neither unique nor backing a constraint nor the replica
+    /// identity (a primary key is never named, whatever its scans).
+    Judged(Vec<&'a IndexStat>),
+    /// Statistics have been gathered too briefly to call an index unused.
+    TooSoon {
+        /// How long they have been gathered.
+        observed: std::time::Duration,
+        /// How long they must be (`optimizer.unused_index_after`).
+        needed: std::time::Duration,
+    },
+}
+
+/// The indexes of `stats` that may be advised for dropping, after `observed` of statistics
+/// with `needed` required.
+pub fn unused_indexes(
+    stats: &[IndexStat],
+    observed: std::time::Duration,
+    needed: std::time::Duration,
+) -> UnusedIndexes<'_> {
+    if observed < needed {
+        return UnusedIndexes::TooSoon { observed, needed };
+    }
+    UnusedIndexes::Judged(stats.iter().filter(|ix| ix.scans == 0 && !ix.unique && !ix.required).collect())
 }
 
 /// The pages a btree index of `reltuples` keys of `key_width` bytes needs when freshly built:
@@ -179,5 +233,36 @@ mod tests {
         // 8 kB pages, 16-byte keys: tuples of 24 + 4 bytes, 261 a leaf.
         assert_eq!(super::btree_estimate(261.0 * 100.0, 16.0, 8192.0), 100.0 * 1.01 + 1.0);
         assert_eq!(super::btree_estimate(0.0, 16.0, 8192.0), 1.0);
+    }
+
+    #[test]
+    fn no_key_or_constraint_index_is_ever_advised_for_dropping_nor_any_too_soon() {
+        use super::{IndexStat, UnusedIndexes, unused_indexes};
+        use std::time::Duration;
+        let ix = |name: &str, scans, unique, required| IndexStat {
+            name: name.into(),
+            scans,
+            unique,
+            required,
+            bytes: 8192,
+            method: "btree".into(),
+            bloat_bytes: None,
+        };
+        let stats = [
+            ix("cache_entries_pkey", 0, true, true),
+            ix("cache_entries_key_uq", 0, true, false),
+            ix("cache_entries_excl", 0, false, true),
+            ix("cache_entries_category", 0, false, false),
+            ix("cache_entries_expires_at", 12, false, false),
+        ];
+        let week = Duration::from_secs(7 * 86_400);
+        match unused_indexes(&stats, week, week) {
+            UnusedIndexes::Judged(v) => {
+                assert_eq!(v.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["cache_entries_category"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let soon = unused_indexes(&stats, Duration::from_secs(60), week);
+        assert_eq!(soon, UnusedIndexes::TooSoon { observed: Duration::from_secs(60), needed: week });
     }
 }

@@ -16,6 +16,10 @@ pub struct OptimizerSettings {
     pub bloat_ratio: f64,
     /// ...and the waste is at least this big.
     pub bloat_min_size: ByteSize,
+    /// An index never scanned is worth dropping only after statistics have been collected
+    /// this long (since the last `pg_stat_reset`); health and the optimizer both obey it.
+    #[serde(with = "humantime_serde")]
+    pub unused_index_after: Duration,
     /// A table needs VACUUM when this share of its tuples are dead (autovacuum's default).
     #[serde(deserialize_with = "ratio::deserialize")]
     pub dead_tuple_ratio: f64,
@@ -44,6 +48,7 @@ impl Default for OptimizerSettings {
         Self {
             bloat_ratio: 0.3,
             bloat_min_size: ByteSize::mib(1),
+            unused_index_after: Duration::from_secs(7 * 86_400),
             dead_tuple_ratio: 0.2,
             ttl_less_share: 0.2,
             fragmentation_ratio: 1.5,

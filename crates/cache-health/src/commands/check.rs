@@ -117,7 +117,7 @@ fn plan(ctx: &Context) -> (Vec<Probe<'_>>, Vec<Tier>) {
             &t.name,
             endpoint,
             t.timeout,
-            probes::postgres::probe(t, health),
+            probes::postgres::probe(t, health, config.optimizer.unused_index_after),
         )));
     }
     for t in config.memory.iter().filter(|t| selected(filters, Tier::Memory, &t.name)) {

@@ -88,7 +88,10 @@ async fn metrics(
             report.observe(Metric::HitRatio, rate);
             let judged = operations.is_none_or(|ops| ops >= settings.hit_ratio_min_lookups as f64);
             let status = if judged && rate < settings.hit_ratio_min { Status::Degraded } else { Status::Healthy };
-            let perf = report.perf("hit_rate", round3(rate * 100.0), "%").range(0.0, Some(100.0));
+            let mut perf = report.perf("hit_rate", round3(rate * 100.0), "%").range(0.0, Some(100.0));
+            if judged {
+                perf = perf.floor(settings.hit_ratio_min * 100.0);
+            }
             report.check("hit_rate", status, format!("application hit rate {:.1}%", rate * 100.0), Some(perf));
             report.headline = format!("hit rate {:.1}%", rate * 100.0);
         }

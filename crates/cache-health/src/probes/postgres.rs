@@ -2,7 +2,7 @@
 //! table: existence, rows, size, dead tuples and index usage (seed 000's index-health query).
 
 use cache_core::alerting::Metric;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cache_core::clients::postgres as client;
 use cache_core::config::{HealthSettings, PostgresTarget};
@@ -16,7 +16,7 @@ use crate::report::{Status, TargetReport, judge, round3};
 const EXACT_COUNT_LIMIT: f64 = 1_000_000.0;
 
 /// Probes one PostgreSQL target.
-pub async fn probe(target: &PostgresTarget, settings: &HealthSettings) -> TargetReport {
+pub async fn probe(target: &PostgresTarget, settings: &HealthSettings, unused_after: Duration) -> TargetReport {
     let start = Instant::now();
     let mut report = TargetReport::new(Tier::Postgres, &target.name);
     report.endpoint = Some(target.url.to_string());
@@ -31,7 +31,7 @@ pub async fn probe(target: &PostgresTarget, settings: &HealthSettings) -> Target
             return report;
         }
     };
-    if let Err(e) = checks(&db, target, settings, &mut report).await {
+    if let Err(e) = checks(&db, target, settings, unused_after, &mut report).await {
         report.fail("query", client::error_text(&e));
     }
     report.latency(start.elapsed(), target.latency_warn.unwrap_or(settings.latency.postgres));
@@ -42,6 +42,7 @@ async fn checks(
     db: &Client,
     target: &PostgresTarget,
     settings: &HealthSettings,
+    unused_after: Duration,
     report: &mut TargetReport,
 ) -> Result<(), tokio_postgres::Error> {
     let select_start = Instant::now();
@@ -52,7 +53,7 @@ async fn checks(
     let row = db
         .query_one(
             "SELECT current_setting('server_version'), current_setting('max_connections')::int,
-                    (SELECT count(*) FROM pg_stat_activity)::int, pg_is_in_recovery()",
+                    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int, pg_is_in_recovery()",
             &[],
         )
         .await?;
@@ -122,35 +123,45 @@ async fn checks(
         ));
     }
 
-    let indexes = db
-        .query(
-            "SELECT indexrelname::text, idx_scan::bigint, pg_relation_size(indexrelid)::bigint
-               FROM pg_stat_user_indexes WHERE relid = $1::text::regclass ORDER BY indexrelname",
-            &[&table_name],
-        )
-        .await?;
-    let mut index_metrics = Vec::new();
-    let mut unused = Vec::new();
-    for row in &indexes {
-        let (name, scans, size): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
-        if scans == 0 {
-            unused.push(name.clone());
-        }
-        index_metrics.push(serde_json::json!({ "name": name, "scans": scans, "bytes": size }));
-    }
+    // Index usage, judged by cache-core's one rule (never a key or constraint index, never
+    // on too little statistics time).
+    let indexes = client::index_stats(db, &client::quote_ident(&table_name)).await?;
+    let observed = client::stats_observed(db).await?;
+    let index_metrics: Vec<serde_json::Value> = indexes
+        .iter()
+        .map(|ix| serde_json::json!({ "name": ix.name, "scans": ix.scans, "bytes": ix.bytes, "required": ix.unique || ix.required }))
+        .collect();
     report.metric("indexes", index_metrics);
-    report.check(
-        "indexes",
-        Status::Healthy,
-        format!("{} indexes, {} never scanned", indexes.len(), unused.len()),
-        None,
-    );
-    if !unused.is_empty() && rows > 10_000 {
-        report.recommendations.push(format!(
-            "{}: indexes never scanned on `{table_name}`: {}; consider dropping them (cache-optimizer analyze)",
-            report.id(),
-            unused.join(", ")
-        ));
+    report.metric("stats_observed_seconds", observed.as_secs());
+    match client::unused_indexes(&indexes, observed, unused_after) {
+        client::UnusedIndexes::Judged(unused) => {
+            let names: Vec<&str> = unused.iter().map(|ix| ix.name.as_str()).collect();
+            report.check(
+                "indexes",
+                Status::Healthy,
+                format!("{} indexes, {} never scanned and droppable", indexes.len(), names.len()),
+                None,
+            );
+            if !names.is_empty() && rows > 10_000 {
+                report.recommendations.push(format!(
+                    "{}: indexes never scanned on `{table_name}` in {} of statistics: {}; consider dropping them (cache-optimizer analyze)",
+                    report.id(),
+                    humantime::format_duration(std::time::Duration::from_secs(observed.as_secs())),
+                    names.join(", ")
+                ));
+            }
+        }
+        client::UnusedIndexes::TooSoon { observed, needed } => report.check(
+            "indexes",
+            Status::Healthy,
+            format!(
+                "{} indexes; usage not judged: statistics gathered for {} of the {} needed (optimizer.unused_index_after)",
+                indexes.len(),
+                humantime::format_duration(std::time::Duration::from_secs(observed.as_secs())),
+                humantime::format_duration(needed)
+            ),
+            None,
+        ),
     }
     report.headline = headline.join(", ");
     Ok(())

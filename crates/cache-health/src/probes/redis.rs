@@ -220,7 +220,10 @@ async fn info(
         headline.push(format!("hit ratio {:.1}%", ratio * 100.0));
         let judged = lookups >= settings.hit_ratio_min_lookups as f64;
         let status = if judged && ratio < settings.hit_ratio_min { Status::Degraded } else { Status::Healthy };
-        let perf = report.perf("hit_ratio", round3(ratio * 100.0), "%").range(0.0, Some(100.0));
+        let mut perf = report.perf("hit_ratio", round3(ratio * 100.0), "%").range(0.0, Some(100.0));
+        if judged {
+            perf = perf.floor(settings.hit_ratio_min * 100.0);
+        }
         let summary = if judged {
             format!("{:.1}% of {lookups} lookups (minimum {:.0}%)", ratio * 100.0, settings.hit_ratio_min * 100.0)
         } else {

@@ -61,4 +61,7 @@ fn perf_renders_plugin_syntax() {
     let mut q = t.perf("latency", 1.0, "ms");
     q.warn = Some(500.0);
     assert_eq!(q.render(), "'system_host_latency'=1ms;500");
+    // A floor: WARNING under 70%, as `70:`.
+    let r = t.perf("hit_ratio", 16.7, "%").range(0.0, Some(100.0)).floor(70.0);
+    assert_eq!(r.render(), "'system_host_hit_ratio'=16.7%;70:;;0;100");
 }
