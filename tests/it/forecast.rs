@@ -1,0 +1,1 @@
+//! Forecasts, reports and anomalies on synthetic histories with a known truth.
