@@ -104,7 +104,7 @@ complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l ti
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l scheduled -d 'Run as scheduled job JOB (the rendered crontab passes it): the scheduler\'s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB' -r
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l format -d 'Output format' -r -f -a "text\t'Tables and sentences for people'
 json\t'One JSON document on stdout, with `schema_version`'"
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l replace-dump -d 'For a Redis server on this host: put the RDB in place of its dump file (keeping the old one beside it) and reload it, instead of restoring key by key'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l replace-dump -d 'For a Redis server on this host: put the RDB in place of its dump file (keeping the old one beside it) and reload it, instead of restoring key by key; for a cluster of the backup\'s shape, each shard\'s RDB on the primary serving its slots'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l wait -d 'Wait for another run of the same job to finish instead of exiting at once'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l emergency -d 'With --scheduled: run a heavy job even outside the maintenance windows'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'

@@ -128,7 +128,7 @@ merge\:"Add the backup'\''s rows that are missing; rows present stay as they are
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
-'--replace-dump[For a Redis server on this host\: put the RDB in place of its dump file (keeping the old one beside it) and reload it, instead of restoring key by key]' \
+'--replace-dump[For a Redis server on this host\: put the RDB in place of its dump file (keeping the old one beside it) and reload it, instead of restoring key by key; for a cluster of the backup'\''s shape, each shard'\''s RDB on the primary serving its slots]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \

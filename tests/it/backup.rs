@@ -664,3 +664,284 @@ fn a_dead_primary_makes_the_backup_partial_and_a_missing_shard_fails_verify() {
     json.expect_code(1);
     assert_eq!(json.json()["outcome"], "partial");
 }
+
+/// Where each key of `servers` lives: key → port.
+fn placement(servers: &[&RedisServer]) -> std::collections::BTreeMap<String, u16> {
+    servers.iter().flat_map(|s| s.keys().into_iter().map(|k| (k, s.port()))).collect()
+}
+
+/// The dump files in `server`'s directory (`dump.rdb`, the old ones kept, anything staged), by
+/// name, with their bytes.
+fn dump_files(server: &RedisServer) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(server.dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("dump")))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+/// A key of `cluster` that lands on the primary `port`.
+fn key_on(cluster: &cache_tests::RedisCluster, port: u16, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}:{i}"))
+        .find(|k| cluster.node_for_slot(cache_core::keyspace::key_slot(k.as_bytes())).port() == port)
+        .unwrap()
+}
+
+fn cluster_config(url: &str) -> String {
+    format!("[[redis]]\nname = \"main\"\nurl = \"{url}\"\n[backup]\nthreads = 2\n")
+}
+
+#[test]
+fn replace_dump_puts_each_shard_on_its_primary_and_a_restart_loads_it() {
+    // Redis's defaults: DEBUG is refused, so each node loads its new dump when restarted, and
+    // save points are set, so a shutdown would save what is in memory.
+    let Some(mut cluster) = cache_tests::RedisCluster::start_primaries_with(3, "enable-debug-command no\nsave 3600 1")
+    else {
+        return;
+    };
+    seed_cluster(&cluster, 4000);
+    let primaries: Vec<&RedisServer> = cluster.nodes().iter().collect();
+    let before = snapshot(&primaries);
+    let placed = placement(&primaries);
+    assert_eq!(before.len(), 4000);
+    assert!(before.values().filter(|(_, at)| *at > 0).count() > 1000, "some keys have a TTL");
+    let env = TestEnv::new();
+    for (i, node) in primaries.iter().enumerate() {
+        env.watch_log(&format!("primary-{i}"), node.dir().join("redis.log"));
+    }
+    env.write_config(&cluster_config(&primaries[1].url()));
+    env.run(BACKUP, &["create", "--only", "redis"]).expect_code(0);
+
+    // Every primary loses everything, and saves that: no dump file on disk holds the data.
+    let mut written_after = Vec::new();
+    for node in &primaries {
+        let key = key_on(&cluster, node.port(), "written-after");
+        let mut conn = node.connection();
+        let _: () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
+        let _: () = redis::cmd("SET").arg(&key).arg("1").query(&mut conn).unwrap();
+        let _: () = redis::cmd("SAVE").query(&mut conn).unwrap();
+        written_after.push(key);
+    }
+    written_after.sort();
+    let saved: Vec<_> = primaries.iter().map(|n| dump_files(n)).collect();
+    assert!(saved.iter().all(|files| files.len() == 1 && files.contains_key("dump.rdb")), "{:?}", saved[0].keys());
+
+    // A dry run checks everything and writes nothing.
+    let dry = env.run(BACKUP, &["restore", "--replace-dump", "--dry-run", "--format", "json"]);
+    dry.expect_code(0);
+    let restored = dry.json()["restored"].to_string();
+    assert_eq!(restored.matches("would put").count(), 3, "{}", dry.dump());
+    assert_eq!(primaries.iter().map(|n| dump_files(n)).collect::<Vec<_>>(), saved);
+
+    let out = env.run(BACKUP, &["restore", "--replace-dump", "--yes"]);
+    out.expect_code(1);
+    for node in &primaries {
+        let action = format!(
+            "restart redis-server on 127.0.0.1:{} (its dump is {})",
+            node.port(),
+            node.dir().join("dump.rdb").display()
+        );
+        assert!(out.stdout.contains(&action), "{action}\n{}", out.dump());
+    }
+    // Nothing is loaded before the restarts; each old dump is kept beside the new one.
+    assert_eq!(cluster.keys(), written_after);
+    for (node, saved) in primaries.iter().zip(&saved) {
+        let files = dump_files(node);
+        let kept: Vec<&Vec<u8>> =
+            files.iter().filter(|(n, _)| n.starts_with("dump.rdb.before-restore-")).map(|f| f.1).collect();
+        assert_eq!(kept, [&saved["dump.rdb"]], "{:?}", files.keys());
+        assert_eq!(files.len(), 2, "{:?}", files.keys());
+        assert_ne!(files["dump.rdb"], saved["dump.rdb"]);
+    }
+    let record = std::fs::read_to_string(env.state_dir().join("backup/restores.jsonl")).unwrap();
+    assert!(record.contains("\"actions\"") && record.contains("restart redis-server on"), "{record}");
+
+    // Until the restarts, no save writes the old data over a new dump: not even a plain
+    // SHUTDOWN, which saves when save points are set.
+    for node in &primaries {
+        let save: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("save").query(&mut node.connection()).unwrap();
+        assert_eq!(save[1], "", "127.0.0.1:{}: saves are off until the restart", node.port());
+        let _ = redis::cmd("SHUTDOWN").query::<()>(&mut node.connection());
+    }
+    // Each node restarted from its own directory loads its shard: every key, value and expiry
+    // time is back, on the primary it was on, and the cluster is whole.
+    drop(primaries);
+    cluster.restart();
+    let primaries: Vec<&RedisServer> = cluster.nodes().iter().collect();
+    assert_same(&before, &snapshot(&primaries), "replace-dump, then restart");
+    assert_eq!(placement(&primaries), placed, "a key is on another primary");
+    for node in &primaries {
+        let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut node.connection()).unwrap();
+        assert!(info.contains("cluster_state:ok"), "{info}");
+    }
+}
+
+#[test]
+fn replace_dump_refuses_a_cluster_of_another_shape_and_changes_no_file() {
+    let Some(cluster) = cache_tests::RedisCluster::start_with_replicas() else { return };
+    seed_cluster(&cluster, 3000);
+    let primaries: Vec<&RedisServer> = cluster.nodes().iter().collect();
+    let env = TestEnv::new();
+    env.write_config(&cluster_config(&primaries[0].url()));
+    env.run(BACKUP, &["create", "--only", "redis"]).expect_code(0);
+    let before = snapshot(&primaries);
+    let every_node: Vec<&RedisServer> = cluster.nodes().iter().chain(cluster.replicas()).collect();
+    let files = |nodes: &[&RedisServer]| nodes.iter().map(|n| dump_files(n)).collect::<Vec<_>>();
+    let untouched = files(&every_node);
+    assert!(untouched[..3].iter().all(|f| f.contains_key("dump.rdb")), "the backup's BGSAVE wrote each primary's dump");
+    let instead = "restore key by key instead (without --replace-dump)";
+
+    // The same shape, but with replicas: they would keep the old data.
+    let out = env.run(BACKUP, &["restore", "--replace-dump", "--yes"]);
+    out.expect_code(1);
+    let replica = format!("127.0.0.1:{}", cluster.replicas()[1].port());
+    assert!(out.stderr.contains("needs primaries without replicas") && out.stderr.contains(&replica), "{}", out.dump());
+    assert!(out.stderr.contains(instead), "{}", out.dump());
+
+    // Slot 5460 moves from the first primary to the second: three primaries, other slots.
+    let ids: Vec<String> =
+        primaries.iter().map(|p| redis::cmd("CLUSTER").arg("MYID").query(&mut p.connection()).unwrap()).collect();
+    let mut first = primaries[0].connection();
+    let in_slot: Vec<String> =
+        redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(5460).arg(1000).query(&mut first).unwrap();
+    if !in_slot.is_empty() {
+        let _: () = redis::cmd("DEL").arg(&in_slot).query(&mut first).unwrap();
+    }
+    for primary in &primaries {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(5460)
+            .arg("NODE")
+            .arg(&ids[1])
+            .query(&mut primary.connection())
+            .unwrap();
+    }
+    let out = env.run(BACKUP, &["restore", "--replace-dump", "--yes"]);
+    out.expect_code(1);
+    let shard = format!(
+        "shard {}… (127.0.0.1:{} when backed up) slots 0-5460 match no primary",
+        &ids[0][..8],
+        primaries[0].port()
+    );
+    assert!(out.stderr.contains(&shard), "{shard}\n{}", out.dump());
+    assert!(
+        out.stderr.contains(&format!("primary 127.0.0.1:{} slots 5460-10922 match no shard", primaries[1].port())),
+        "{}",
+        out.dump()
+    );
+    assert!(out.stderr.contains(instead), "{}", out.dump());
+
+    // Four primaries.
+    let Some(four) = cache_tests::RedisCluster::start_primaries(4) else { return };
+    env.write_config(&cluster_config(&four.nodes()[3].url()));
+    let out = env.run(BACKUP, &["restore", "--replace-dump", "--yes"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("backup has 3 shards, the cluster 4 primaries") && out.stderr.contains(instead),
+        "{}",
+        out.dump()
+    );
+
+    // No dump file was written, moved or kept anywhere, and no key changed.
+    assert_eq!(files(&every_node), untouched);
+    assert!(four.nodes().iter().all(|n| dump_files(n).is_empty()));
+    let mut expected = before;
+    expected.retain(|k, _| !in_slot.contains(k));
+    assert_same(&expected, &snapshot(&primaries), "after the refusals");
+}
+
+#[test]
+fn a_three_primary_backup_restores_key_by_key_into_four_primaries_and_by_dump_into_three() {
+    let Some(three) = cache_tests::RedisCluster::start_primaries_with(3, "save 3600 1") else { return };
+    seed_cluster(&three, 4000);
+    let before = snapshot(&three.nodes().iter().collect::<Vec<_>>());
+    let env = TestEnv::new();
+    env.write_config(&cluster_config(&three.nodes()[0].url()));
+    let id =
+        env.run(BACKUP, &["create", "--only", "redis", "--format", "json"]).json()["id"].as_str().unwrap().to_owned();
+    let Some(four) = cache_tests::RedisCluster::start_primaries(4) else { return };
+    assert_eq!(four.slots(), [(0, 4095), (4096, 8191), (8192, 12287), (12288, 16383)]);
+    env.write_config(&cluster_config(&four.nodes()[2].url()));
+    let out = env.run(BACKUP, &["restore", &id, "--yes", "--format", "json"]);
+    out.expect_code(0);
+    let restored = out.json()["restored"].to_string();
+    assert!(restored.contains("4000 keys restored") && restored.contains("from 3 cluster shards"), "{}", out.dump());
+    let primaries: Vec<&RedisServer> = four.nodes().iter().collect();
+    assert_same(&before, &snapshot(&primaries), "3 primaries → 4");
+    for (primary, (first, last)) in primaries.iter().zip(four.slots()) {
+        let keys = primary.keys();
+        assert!(keys.len() > 500, "127.0.0.1:{} holds {} keys", primary.port(), keys.len());
+        for key in keys {
+            let slot = cache_core::keyspace::key_slot(key.as_bytes());
+            assert!((*first..=*last).contains(&slot), "`{key}` (slot {slot}) is on 127.0.0.1:{}", primary.port());
+        }
+    }
+
+    // Back into the three primaries by dump: where DEBUG RELOAD is allowed (the kit's servers
+    // allow it), each primary loads its shard at once, and no restart is needed.
+    let primaries: Vec<&RedisServer> = three.nodes().iter().collect();
+    let placed = placement(&primaries);
+    for primary in &primaries {
+        let mut conn = primary.connection();
+        let _: () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
+        let _: () = redis::cmd("SAVE").query(&mut conn).unwrap();
+    }
+    env.write_config(&cluster_config(&primaries[2].url()));
+    let out = env.run(BACKUP, &["restore", &id, "--replace-dump", "--yes", "--format", "json"]);
+    out.expect_code(0);
+    let report = out.json();
+    assert_eq!(report["restored"].to_string().matches("replaced and reloaded").count(), 3, "{}", out.dump());
+    assert_eq!(report["actions"], serde_json::json!([]), "{}", out.dump());
+    assert_same(&before, &snapshot(&primaries), "replace-dump with DEBUG RELOAD");
+    assert_eq!(placement(&primaries), placed);
+    // Saves were off only while the dumps changed places.
+    for primary in &primaries {
+        let save: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("save").query(&mut primary.connection()).unwrap();
+        assert_eq!(save[1], "3600 1");
+    }
+}
+
+#[test]
+fn keys_the_target_refuses_are_counted_and_reported_one_line_per_kind() {
+    let Some(source) = RedisServer::start() else { return };
+    let mut pipe = redis::pipe();
+    for i in 0..3000 {
+        pipe.cmd("SET").arg(format!("big:{i}")).arg(vec![b'x'; 2048]).ignore();
+    }
+    pipe.query::<()>(&mut source.connection()).unwrap();
+    let env = TestEnv::new();
+    env.write_config(&cluster_config(&source.url()));
+    env.run(BACKUP, &["create", "--only", "redis"]).expect_code(0);
+    // 6 MB of values for a server that takes 4 MB and evicts nothing: it refuses the rest.
+    let Some(small) = RedisServer::start_with("maxmemory 4mb\nmaxmemory-policy noeviction") else { return };
+    env.write_config(&cluster_config(&small.url()));
+    let out = env.run(BACKUP, &["restore", "--yes", "--format", "json"]);
+    out.expect_code(1);
+    let report = out.json();
+    let lines: Vec<&str> = report["restored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(report["skipped"].as_array().unwrap())
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    let count = |pattern: &str| {
+        lines.iter().find_map(|l| regex::Regex::new(pattern).unwrap().captures(l)).map(|c| c[1].parse::<u64>().unwrap())
+    };
+    let restored = count(r"(\d+) keys restored").unwrap_or_else(|| panic!("{}", out.dump()));
+    let refused =
+        count(r"(\d+) keys not restored: the target refused them").unwrap_or_else(|| panic!("{}", out.dump()));
+    assert!(refused > 0 && restored + refused == 3000, "{restored} + {refused}\n{}", out.dump());
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut small.connection()).unwrap();
+    assert_eq!(dbsize, restored);
+    // One line for all the refusals of one kind, with their count and one example.
+    let oom: Vec<&&str> = lines.iter().filter(|l| l.contains("OOM command not allowed")).collect();
+    assert_eq!(oom.len(), 1, "{}", out.dump());
+    assert!(oom[0].contains(&format!("{refused}× OOM")) && oom[0].contains("(RESTORE `big:"), "{}", oom[0]);
+    assert!(lines.iter().all(|l| l.chars().count() < 400), "{}", out.dump());
+    let text = env.run(BACKUP, &["restore", "--yes"]);
+    text.expect_code(1);
+    assert!(text.stdout.lines().all(|l| l.chars().count() < 400), "{}", text.dump());
+}

@@ -134,8 +134,10 @@ impl RedisServer {
         redis::Client::open(self.url()).unwrap().get_connection().unwrap()
     }
 
-    /// Starts the server again on the same port, directory and configuration (with
-    /// `appendonly yes` in the configuration, the data survives a [`RedisServer::stop`]).
+    /// Starts the server again on the same port, directory and configuration. It is killed
+    /// first ([`RedisServer::stop`]: SIGKILL, and the kit's servers have `save ""`), so nothing
+    /// is saved on the way down: it starts from what is on disk, its dump file (or its AOF,
+    /// with `appendonly yes` in the configuration), and a cluster node from its `nodes.conf`.
     pub fn restart(&mut self) {
         self.stop();
         let binary = std::env::var_os(REDIS_SERVER_ENV)

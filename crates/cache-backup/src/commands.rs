@@ -9,6 +9,7 @@ use cache_core::archive;
 use cache_core::clients::{memory::MemoryClient, postgres, redis as redis_client};
 use cache_core::config::ConfigSource;
 use cache_core::exit::{self, Convention};
+use cache_core::messages::{MAX_LINE, clip, condense};
 use cache_core::output::{Format, bytes};
 use cache_core::runs::Outcome;
 use cache_core::tier::{Tier, selected, tier_selected};
@@ -119,7 +120,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
             tier: tier.into(),
             target: target.into(),
             node: None,
-            error: cache_core::redact::scrub(&format!("{error:#}")).into_owned(),
+            error: clip(&cache_core::redact::scrub(&format!("{error:#}")), MAX_LINE),
         });
     };
     let mut add = |path: &Path, content: &str, written: (String, u64)| {
@@ -280,6 +281,9 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
     };
     let dir = store.commit(&partial, &manifest)?;
     let complete = errors.is_empty() && manifest.failed.is_empty();
+    // Readable however a source failed: one line per kind of error, none over a few hundred
+    // characters, in the text, the JSON and the run record alike.
+    let errors = condense(&errors);
     let created = Created {
         id: &id,
         dir: dir.display().to_string(),
@@ -353,7 +357,7 @@ impl RedisBackup {
             tier: "redis".into(),
             target: target.into(),
             node: node.map(str::to_owned),
-            error: cache_core::redact::scrub(&format!("{error:#}")).into_owned(),
+            error: clip(&cache_core::redact::scrub(&format!("{error:#}")), MAX_LINE),
         });
     }
 }
@@ -642,6 +646,9 @@ struct Recovery {
     dry_run: bool,
     restored: Vec<String>,
     skipped: Vec<String>,
+    /// What is left to do by hand to finish the restore (restart the servers whose new dump
+    /// file is in place but not loaded).
+    actions: Vec<String>,
     /// Sources of the backup that `--tier` left out.
     left_out: Vec<String>,
     extracted: Vec<String>,
@@ -730,11 +737,24 @@ async fn restore(
                     bail!("{label}: the manifest lists no file for it");
                 }
                 let shards = files.iter().filter(|f| f.node.is_some()).count();
+                if replace_dump && shards > 0 {
+                    if shards != files.len() {
+                        bail!("{label}: the manifest mixes cluster shards and a standalone dump");
+                    }
+                    let timeout = ctx.config.backup.bgsave_timeout;
+                    let done = crate::cluster_dump::replace(target, &backup.dir, &files, timeout, dry_run)
+                        .await
+                        .with_context(|| label.clone())?;
+                    recovery.restored.extend(done.done.iter().map(|line| format!("{label}: {line}")));
+                    recovery.actions.extend(done.actions.iter().map(|line| format!("{label}: {line}")));
+                    continue;
+                }
                 if replace_dump {
                     let [file] = files[..] else {
                         bail!(
-                            "{label}: --replace-dump puts one server's dump file in place, and this backup holds \
-                             {shards} cluster shards: restore key by key instead (without --replace-dump)"
+                            "{label}: --replace-dump puts one server's dump file in place, and the manifest lists \
+                             {} dump files for it: restore key by key instead (without --replace-dump)",
+                            files.len()
                         );
                     };
                     if file.content != "redis-rdb" {
@@ -755,7 +775,7 @@ async fn restore(
                              restore key by key instead (without --replace-dump)"
                         );
                     }
-                    let done = redis_dump::replace_dump(target, &path).await?;
+                    let done = redis_dump::replace_dump(target, &path, ctx.config.backup.bgsave_timeout).await?;
                     recovery.restored.push(format!("{label}: {done}"));
                     continue;
                 }
@@ -794,9 +814,7 @@ async fn restore(
                         let done = redis_dump::restore_routed(router, &keys)
                             .await
                             .with_context(|| format!("{label}: restoring `{}`", file.path))?;
-                        total.restored += done.restored;
-                        total.expired += done.expired;
-                        total.unrouted += done.unrouted;
+                        total.add(done);
                     }
                 }
                 let from = if shards > 0 { format!(" from {shards} cluster shards") } else { String::new() };
@@ -813,6 +831,18 @@ async fn restore(
                         "{label}: {} keys not restored: no primary of the target serves their slots",
                         total.unrouted
                     ));
+                }
+                if total.failed > 0 {
+                    // One reply per refused key: folded by kind, so a server refusing every key
+                    // is one line with a count, not one line (or one huge line) per key.
+                    recovery
+                        .skipped
+                        .push(format!("{label}: {} keys not restored: the target refused them", total.failed));
+                    recovery.skipped.extend(
+                        cache_core::messages::condense(&total.errors)
+                            .into_iter()
+                            .map(|line| format!("{label}: {line}")),
+                    );
                 }
             }
             "postgres" => {
@@ -873,16 +903,26 @@ async fn restore(
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
         printer.json(&recovery)?;
-    } else if !printer.is_quiet() {
+    } else if !printer.is_quiet() || !recovery.actions.is_empty() || !recovery.skipped.is_empty() {
         let mut text = format!("restore of backup {}{}:\n", recovery.backup, if dry_run { " (dry run)" } else { "" });
         for line in
             recovery.restored.iter().chain(&recovery.extracted).chain(&recovery.skipped).chain(&recovery.left_out)
         {
             text.push_str(&format!("  {line}\n"));
         }
+        if !recovery.actions.is_empty() {
+            text.push_str(
+                "not finished: restart each of these servers, which loads its new dump file as it starts (until \
+                 then its automatic saves are off, so that none writes the old data over it):\n",
+            );
+            for line in &recovery.actions {
+                text.push_str(&format!("  {line}\n"));
+            }
+        }
         printer.always(&text)?;
     }
-    let exit_code = if recovery.skipped.is_empty() { exit::SUCCESS } else { exit::PARTIAL };
+    let exit_code =
+        if recovery.skipped.is_empty() && recovery.actions.is_empty() { exit::SUCCESS } else { exit::PARTIAL };
     Ok(JobResult {
         outcome: if exit_code == 0 { Outcome::Success } else { Outcome::Partial },
         exit_code,

@@ -5,8 +5,11 @@
 //! the memories of each memory-API target's user (JSON Lines, through the API), the
 //! configuration and the state directory as tar.gz, and a manifest with the size and SHA-256 of
 //! every file, written last. A Redis Cluster is backed up on every primary, one dump per
-//! primary with its node and slots in the manifest, and restored key by key, routed by slot.
+//! primary with its node and slots in the manifest, and restored key by key, routed by slot,
+//! or (`--replace-dump`, into a cluster of the same shape) each shard's RDB in place of its
+//! primary's dump file.
 
+pub mod cluster_dump;
 pub mod commands;
 pub mod manifest;
 pub mod memory_dump;
@@ -104,7 +107,8 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         extract_files: Option<std::path::PathBuf>,
         /// For a Redis server on this host: put the RDB in place of its dump file (keeping the
-        /// old one beside it) and reload it, instead of restoring key by key
+        /// old one beside it) and reload it, instead of restoring key by key; for a cluster of
+        /// the backup's shape, each shard's RDB on the primary serving its slots
         #[arg(long)]
         replace_dump: bool,
     },

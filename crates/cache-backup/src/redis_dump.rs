@@ -368,32 +368,49 @@ pub async fn dump_all(conn: &mut MultiplexedConnection, mut each: impl FnMut(Vec
 }
 
 /// RESTOREs `keys` into the server behind `conn` with REPLACE and their absolute expiry times
-/// (ABSTTL), pipelined. Keys whose time has passed are skipped. Returns (restored, expired).
-pub async fn restore_keys(conn: &mut MultiplexedConnection, keys: &[KeyDump]) -> anyhow::Result<(u64, u64)> {
+/// (ABSTTL), pipelined. Keys whose time has passed are skipped; a key the server refuses is
+/// counted with the server's reply, and the others are still restored.
+pub async fn restore_keys(conn: &mut MultiplexedConnection, keys: &[KeyDump]) -> anyhow::Result<Routed> {
     let refs: Vec<&KeyDump> = keys.iter().collect();
     restore_refs(conn, &refs).await
 }
 
-async fn restore_refs(conn: &mut MultiplexedConnection, keys: &[&KeyDump]) -> anyhow::Result<(u64, u64)> {
+async fn restore_refs(conn: &mut MultiplexedConnection, keys: &[&KeyDump]) -> anyhow::Result<Routed> {
     let now = chrono::Utc::now().timestamp_millis();
     let (live, gone): (Vec<&KeyDump>, Vec<&KeyDump>) =
         keys.iter().copied().partition(|(_, at, _)| at.is_none_or(|at| at > now));
+    let mut done = Routed { expired: gone.len() as u64, ..Routed::default() };
     for chunk in live.chunks(500) {
         let mut pipe = redis::pipe();
+        // One reply per key: a refused key must not hide the others (nor become one error
+        // quoting the whole pipeline).
+        pipe.ignore_errors();
         for (key, at, dump) in chunk {
             pipe.cmd("RESTORE").arg(key).arg(at.unwrap_or(0)).arg(dump).arg("REPLACE");
             if at.is_some() {
                 pipe.arg("ABSTTL");
             }
-            pipe.ignore();
         }
-        let () = pipe.query_async(conn).await.context("RESTORE")?;
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await.context("RESTORE")?;
+        for ((key, _, _), reply) in chunk.iter().zip(&replies) {
+            if let redis::Value::ServerError(e) = reply {
+                done.failed += 1;
+                // The reply first, so that `messages::condense` folds the keys of one error.
+                let reply = cache_core::messages::clip(
+                    &format!("{} {}", e.code(), e.details().unwrap_or_default()),
+                    cache_core::messages::MAX_LINE,
+                );
+                done.errors.push(format!("{} (RESTORE `{}`)", reply.trim_end(), String::from_utf8_lossy(key)));
+            } else {
+                done.restored += 1;
+            }
+        }
     }
-    Ok((live.len() as u64, gone.len() as u64))
+    Ok(done)
 }
 
-/// What [`restore_routed`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What [`restore_routed`] (or [`restore_keys`]) did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Routed {
     /// Keys restored.
     pub restored: u64,
@@ -401,6 +418,22 @@ pub struct Routed {
     pub expired: u64,
     /// Keys whose slot no primary serves: not restored.
     pub unrouted: u64,
+    /// Keys the server refused: not restored.
+    pub failed: u64,
+    /// The server's reply for each refused key, naming it (one per key: condense before
+    /// showing them).
+    pub errors: Vec<String>,
+}
+
+impl Routed {
+    /// Adds what another batch did.
+    pub fn add(&mut self, other: Routed) {
+        self.restored += other.restored;
+        self.expired += other.expired;
+        self.unrouted += other.unrouted;
+        self.failed += other.failed;
+        self.errors.extend(other.errors);
+    }
 }
 
 /// A key dump seen by its name, for the router.
@@ -425,48 +458,172 @@ pub async fn restore_routed(router: &cache_core::keyspace::Router, keys: &[KeyDu
     .await;
     let mut done = Routed { unrouted: (keys.len() - routed) as u64, ..Routed::default() };
     for result in results {
-        let (restored, expired) = result?;
-        done.restored += restored;
-        done.expired += expired;
+        done.add(result?);
     }
     Ok(done)
 }
 
 /// Puts the RDB `rdb_gz` in place of the dump file of the local server `target` (the old file
-/// is kept as `<file>.before-restore-<time>`) and reloads it with `DEBUG RELOAD NOSAVE`.
-pub async fn replace_dump(target: &RedisTarget, rdb_gz: &Path) -> anyhow::Result<String> {
-    if !is_local(target) {
-        bail!("--replace-dump needs the server on this host; `{}` is not: restore key by key instead", target.url);
-    }
-    let mut conn = client::connect(target).await?;
-    let info = client::info(&mut conn).await?;
-    if info.get("aof_enabled").map(String::as_str) == Some("1") {
-        bail!("the server has AOF on, so it would load its AOF rather than the dump: restore key by key instead");
-    }
-    let dump = dump_path(&mut conn).await.context("CONFIG GET dir/dbfilename")?;
-    let fresh = dump.with_extension("restore-tmp");
-    {
-        let mut input = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(rdb_gz)?));
-        let mut output = cache_core::archive::private_file(&fresh)?;
-        std::io::copy(&mut input, &mut output)?;
-        output.sync_all()?;
-    }
-    let kept = if dump.exists() {
-        let kept =
-            PathBuf::from(format!("{}.before-restore-{}", dump.display(), chrono::Utc::now().format("%Y%m%dT%H%M%SZ")));
-        std::fs::hard_link(&dump, &kept).with_context(|| format!("keeping the old dump as `{}`", kept.display()))?;
-        Some(kept)
-    } else {
-        None
+/// is kept as `<file>.before-restore-<time>`) and reloads it with `DEBUG RELOAD NOSAVE`. The
+/// server's automatic saves are off meanwhile (see [`DumpSlot::hold_saves`]), and stay off when
+/// the reload is refused, until the restart that loads the new dump.
+pub async fn replace_dump(target: &RedisTarget, rdb_gz: &Path, timeout: Duration) -> anyhow::Result<String> {
+    let mut slot = DumpSlot::check(target).await?;
+    slot.hold_saves(timeout).await?;
+    let placed = slot.stage(rdb_gz).and_then(Staged::put_in_place);
+    let kept = match placed {
+        Ok(kept) => kept,
+        Err(e) => {
+            let _ = slot.resume_saves().await;
+            return Err(e);
+        }
     };
-    std::fs::rename(&fresh, &dump).with_context(|| format!("replacing `{}`", dump.display()))?;
+    let dump = slot.dump().display().to_string();
     let kept = kept.map(|k| format!(" (the old one is `{}`)", k.display())).unwrap_or_default();
-    let reloaded: redis::RedisResult<()> = redis::cmd("DEBUG").arg("RELOAD").arg("NOSAVE").query_async(&mut conn).await;
-    match reloaded {
-        Ok(()) => Ok(format!("dump file `{}` replaced and reloaded{kept}", dump.display())),
+    match slot.reload().await {
+        Ok(()) => {
+            slot.resume_saves().await?;
+            Ok(format!("dump file `{dump}` replaced and reloaded{kept}"))
+        }
         Err(e) => bail!(
-            "the dump file `{}` is in place{kept}, but DEBUG RELOAD was refused ({e}): restart redis-server to load it",
-            dump.display()
+            "the dump file `{dump}` is in place{kept}, but DEBUG RELOAD was refused ({e}): restart redis-server to \
+             load it (its automatic saves are off until then, so that none writes the old data over it)"
         ),
+    }
+}
+
+/// A server whose dump file may be replaced: it is on this host, its AOF is off (else it would
+/// load the AOF, not the dump), and its dump file's directory is here. Nothing is written
+/// until [`DumpSlot::stage`].
+pub struct DumpSlot {
+    conn: MultiplexedConnection,
+    dump: PathBuf,
+    /// The server's `save` setting while [`DumpSlot::hold_saves`] has it off.
+    held: Option<String>,
+}
+
+impl DumpSlot {
+    /// Checks that `target`'s dump file can be replaced.
+    pub async fn check(target: &RedisTarget) -> anyhow::Result<Self> {
+        if !is_local(target) {
+            bail!("--replace-dump needs the server on this host; `{}` is not: restore key by key instead", target.url);
+        }
+        let mut conn = client::connect(target).await?;
+        let info = client::info(&mut conn).await?;
+        if info.get("aof_enabled").map(String::as_str) == Some("1") {
+            bail!("the server has AOF on, so it would load its AOF rather than the dump: restore key by key instead");
+        }
+        let dump = dump_path(&mut conn).await.context("CONFIG GET dir/dbfilename")?;
+        if !dump.parent().is_some_and(Path::is_dir) {
+            bail!(
+                "the server's dump directory `{}` is not a directory on this host: restore key by key instead",
+                dump.parent().unwrap_or(&dump).display()
+            );
+        }
+        Ok(Self { conn, dump, held: None })
+    }
+
+    /// The server's dump file.
+    pub fn dump(&self) -> &Path {
+        &self.dump
+    }
+
+    /// Writes the RDB `rdb_gz`, decompressed and synced, beside the dump file, and links the old
+    /// dump to its kept name; the dump itself is untouched until [`Staged::put_in_place`], and
+    /// dropping the result removes what this wrote.
+    pub fn stage(&self, rdb_gz: &Path) -> anyhow::Result<Staged> {
+        let mut staged = Staged { fresh: self.dump.with_extension("restore-tmp"), dump: self.dump.clone(), kept: None };
+        {
+            let mut input = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+                std::fs::File::open(rdb_gz).with_context(|| format!("opening `{}`", rdb_gz.display()))?,
+            ));
+            let mut output = cache_core::archive::private_file(&staged.fresh)?;
+            std::io::copy(&mut input, &mut output)
+                .and_then(|_| output.sync_all())
+                .with_context(|| format!("writing `{}`", staged.fresh.display()))?;
+        }
+        if self.dump.exists() {
+            let kept = PathBuf::from(format!(
+                "{}.before-restore-{}",
+                self.dump.display(),
+                chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+            ));
+            std::fs::hard_link(&self.dump, &kept)
+                .with_context(|| format!("keeping the old dump as `{}`", kept.display()))?;
+            staged.kept = Some(kept);
+        }
+        Ok(staged)
+    }
+
+    /// Turns the server's automatic saves off (`CONFIG SET save ""`) and waits for a save in
+    /// progress to end, so that no save, scheduled or on shutdown, writes the data in memory
+    /// over the new dump before the server loads it. A restart brings back the configured save
+    /// points; [`DumpSlot::resume_saves`] brings them back without one.
+    pub async fn hold_saves(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let save: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("save").query_async(&mut self.conn).await?;
+        let save = save.get(1).cloned().unwrap_or_default();
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("save")
+            .arg("")
+            .query_async(&mut self.conn)
+            .await
+            .context("CONFIG SET save \"\" (so that no save writes over the new dump)")?;
+        self.held = Some(save);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let info = client::info(&mut self.conn).await?;
+            if info.get("rdb_bgsave_in_progress").map(String::as_str) != Some("1") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("a save in progress did not end within {}", humantime::format_duration(timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Puts back the `save` setting [`DumpSlot::hold_saves`] turned off (nothing if it did not).
+    pub async fn resume_saves(&mut self) -> anyhow::Result<()> {
+        if let Some(save) = self.held.take() {
+            let set: redis::RedisResult<()> =
+                redis::cmd("CONFIG").arg("SET").arg("save").arg(&save).query_async(&mut self.conn).await;
+            set.with_context(|| format!("turning its saves back on (CONFIG SET save \"{save}\")"))?;
+        }
+        Ok(())
+    }
+
+    /// `DEBUG RELOAD NOSAVE`: the server loads the dump file now (refused where DEBUG is
+    /// disabled, the default since Redis 7: then only a restart loads it).
+    pub async fn reload(&mut self) -> redis::RedisResult<()> {
+        redis::cmd("DEBUG").arg("RELOAD").arg("NOSAVE").query_async(&mut self.conn).await
+    }
+}
+
+/// A new dump written beside a server's dump file, and the old one linked to its kept name.
+pub struct Staged {
+    fresh: PathBuf,
+    dump: PathBuf,
+    kept: Option<PathBuf>,
+}
+
+impl Staged {
+    /// Moves the new dump over the old one (a rename); returns where the old one is kept.
+    pub fn put_in_place(mut self) -> anyhow::Result<Option<PathBuf>> {
+        std::fs::rename(&self.fresh, &self.dump).with_context(|| format!("replacing `{}`", self.dump.display()))?;
+        self.fresh = PathBuf::new();
+        Ok(self.kept.take())
+    }
+}
+
+impl Drop for Staged {
+    /// Not put in place: removes the new file and the kept link, leaving the dump as it was.
+    fn drop(&mut self) {
+        if !self.fresh.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.fresh);
+        }
+        if let Some(kept) = &self.kept {
+            let _ = std::fs::remove_file(kept);
+        }
     }
 }
