@@ -311,7 +311,7 @@ fn chromium(chrome: &std::path::Path, env: &TestEnv, url: &str, args: &[&str]) -
     (String::from_utf8_lossy(&out.stdout).into_owned(), console)
 }
 
-fn http_get(port: u16, path: &str) -> (String, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();

@@ -10,6 +10,7 @@ mod export;
 mod forecast;
 mod health;
 mod latency;
+mod ledger;
 mod monitor;
 mod optimizer;
 mod scheduler;

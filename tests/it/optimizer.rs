@@ -119,7 +119,7 @@ async fn run_applies_the_recommendations_and_rollback_restores_every_changed_val
     env.watch_log("postgres", pg.socket_dir().join("postgres.log"));
     env.write_config(&format!(
         "[cleanup]\nprotected = [\"app:search:keep:*\"]\n\
-         [optimizer]\nfragmentation_ratio = 0.0\n\
+         [optimizer]\nfragmentation_ratio = 0.0\nunused_index_after = \"100ms\"\n\
          [[redis]]\nname = \"main\"\nurl = \"{}\"\nprefixes = [{{ prefix = \"app:search:\", ttl = \"10m\" }}]\n\
          [[postgres]]\nname = \"main\"\nurl = \"{url}\"\n\
          [[postgres]]\nname = \"archive\"\nurl = \"{url}\"\ntable = \"archive\"\n",
@@ -149,6 +149,7 @@ async fn run_applies_the_recommendations_and_rollback_restores_every_changed_val
         issues.iter().any(|i| i.starts_with("index archive_payload") && i.contains("has not been used")),
         "{issues:?}"
     );
+    assert!(!issues.iter().any(|i| i.contains("pkey") && i.contains("has not been used")), "{issues:?}");
     assert!(issues.iter().any(|i| i.contains("10000 dead tuples")), "{issues:?}");
     assert!(issues.iter().any(|i| i.contains("keys without a TTL are under no configured prefix")), "{issues:?}");
     let date = chrono::Utc::now().format("%Y-%m-%d");

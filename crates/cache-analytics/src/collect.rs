@@ -9,19 +9,22 @@ use cache_core::app::{Context, JobResult};
 use cache_core::cache_table::CacheTable;
 use cache_core::cli::CommonArgs;
 use cache_core::clients::memory::MemoryClient;
-use cache_core::clients::{postgres, redis as redis_client};
+use cache_core::clients::postgres;
 use cache_core::config::{Config, DirTarget, PostgresTarget, RedisTarget};
 use cache_core::exit::{self, Convention};
-use cache_core::keyspace::Keyspace;
+use cache_core::keyspace::{Keyspace, Primary};
+use cache_core::ledger;
 use cache_core::messages::{MAX_LINE, clip, one_line};
 use cache_core::output::{Format, bytes};
 use cache_core::runs::Outcome;
 use cache_core::scan::{ScanOptions, Scanner};
+use cache_core::state::StateDir;
 use cache_core::tier::{Tier, selected};
 use chrono::Utc;
 
 use cache_core::history::{
-    DirFigures, HISTORY, HostFigures, Latency, MemoryFigures, PostgresFigures, PrefixFigures, RedisFigures, Snapshot,
+    self as history, DirFigures, HISTORY, HostFigures, Latency, MemoryFigures, PostgresFigures, PrefixFigures,
+    RedisFigures, Snapshot,
 };
 
 /// Keys sampled per Redis target for the per-prefix figures.
@@ -43,7 +46,11 @@ async fn collect(ctx: &Context) -> anyhow::Result<JobResult> {
     let config = &ctx.config;
     let filters = &ctx.common.tiers;
     let redis = futures::future::join_all(
-        config.redis.iter().filter(|t| selected(filters, Tier::Redis, &t.name)).map(|t| redis_figures(config, t)),
+        config
+            .redis
+            .iter()
+            .filter(|t| selected(filters, Tier::Redis, &t.name))
+            .map(|t| redis_figures(config, &ctx.state, t)),
     );
     let pg = futures::future::join_all(
         config
@@ -137,7 +144,7 @@ const INFO_FIGURES: &[&str] = &[
     "expired_keys",
 ];
 
-async fn redis_figures(config: &Config, target: &RedisTarget) -> RedisFigures {
+async fn redis_figures(config: &Config, state: &StateDir, target: &RedisTarget) -> RedisFigures {
     let mut figures = RedisFigures { name: target.name.clone(), ..RedisFigures::default() };
     let keyspace = Keyspace::new(config, target);
     let primaries = match keyspace.primaries().await {
@@ -175,26 +182,24 @@ async fn redis_figures(config: &Config, target: &RedisTarget) -> RedisFigures {
     figures.keys = summed.keys;
     figures.info =
         summed.named().into_iter().filter(|(k, _)| INFO_FIGURES.contains(k)).map(|(k, v)| (k.to_owned(), v)).collect();
-    figures.hit_ratio = summed.hit_ratio();
+    // The toolkit's own lookups on these servers up to the INFO just read (this collect's
+    // sample comes after, and is in the next snapshot's counters and ledger figure alike), so
+    // every hit ratio computed from the history is the applications' (`cache_core::ledger`).
+    match ledger::totals(state) {
+        Ok(totals) => {
+            let own = ledger::total_of(&totals, primaries.nodes.iter().map(Primary::run_id));
+            figures.info.insert("toolkit_hits".into(), own.hits as f64);
+            figures.info.insert("toolkit_misses".into(), own.misses as f64);
+        }
+        Err(e) => tracing::warn!("reading the toolkit's own lookups: {e:#}"),
+    }
+    figures.hit_ratio = history::application_hit_ratio(&figures.info);
     let share = SAMPLE_KEYS / primaries.nodes.len().max(1) as u64;
     let mut sample = Sample::default();
     for node in &primaries.nodes {
-        sample_prefixes(&keyspace, node.conn.clone(), primaries.cluster, share, &mut sample).await;
+        sample_prefixes(&keyspace, state, node, primaries.cluster, share, &mut sample).await;
     }
     sample.finish(&mut figures);
-    // The sample's TYPE and PTTL lookups count as keyspace hits: note where the counters stand
-    // after it, so the next interval counts only the applications' lookups.
-    for node in &primaries.nodes {
-        let mut conn = node.conn.clone();
-        if let Ok(text) = redis::cmd("INFO").arg("stats").query_async::<String>(&mut conn).await {
-            let stats = redis_client::parse_info(&text);
-            for key in ["keyspace_hits", "keyspace_misses"] {
-                if let Some(v) = stats.get(key).and_then(|v| v.parse::<f64>().ok()) {
-                    *figures.info.entry(format!("{key}_after")).or_insert(0.0) += v;
-                }
-            }
-        }
-    }
     figures
 }
 
@@ -225,7 +230,8 @@ impl Sample {
 /// Samples at most `limit` keys of one primary (within `SAMPLE_TIME`) into `sample`.
 async fn sample_prefixes(
     keyspace: &Keyspace<'_>,
-    conn: redis::aio::MultiplexedConnection,
+    state: &StateDir,
+    node: &Primary,
     cluster: bool,
     limit: u64,
     sample: &mut Sample,
@@ -233,7 +239,8 @@ async fn sample_prefixes(
     // A script on a cluster node may only touch declared keys.
     let method = cluster.then_some(cache_core::scan::Method::Pipeline);
     let opts = ScanOptions { count: 1000, access: false, method, ..ScanOptions::default() };
-    let Ok(mut scanner) = Scanner::new(conn, opts, 0).await else { return };
+    let Ok(scanner) = Scanner::new(node.conn.clone(), opts, 0).await else { return };
+    let mut scanner = scanner.recording(state, node.run_id());
     let deadline = Instant::now() + SAMPLE_TIME;
     let mut sampled = 0u64;
     while sampled < limit && Instant::now() < deadline {

@@ -137,17 +137,21 @@ impl Data {
     fn metrics(&self) -> Value {
         let last = self.last.as_ref();
         let redis: Vec<_> = last.map(|s| s.redis.iter().filter(|r| r.error.is_none()).collect()).unwrap_or_default();
-        // The hit ratio of the last day, from the counters; INFO's since-start ratio otherwise.
+        // The hit ratio of the last day, from the counters; the since-start ratio otherwise (both
+        // the applications' alone).
         let from = self.history.iter().position(|p| p.t > self.end() - Duration::days(1)).unwrap_or(self.history.len());
         let (h, m) = lookups(&self.history[from..]);
         let hit_ratio = if h + m > 0.0 {
             Some(h / (h + m))
         } else {
-            let (hits, lookups) = redis.iter().fold((0.0, 0.0), |acc, r| {
-                let hits = r.info.get("keyspace_hits").copied().unwrap_or(0.0);
-                (acc.0 + hits, acc.1 + hits + r.info.get("keyspace_misses").copied().unwrap_or(0.0))
-            });
-            (lookups > 0.0).then(|| hits / lookups)
+            // The applications' since-start ratio: the toolkit's own lookups taken out.
+            let mut info = std::collections::BTreeMap::new();
+            for r in &redis {
+                for (k, v) in &r.info {
+                    *info.entry(k.clone()).or_insert(0.0) += v;
+                }
+            }
+            cache_core::history::application_hit_ratio(&info)
         };
         let latencies: Vec<f64> = redis.iter().map(|r| r.latency.avg_ms).collect();
         let response_time = (!latencies.is_empty()).then(|| latencies.iter().sum::<f64>() / latencies.len() as f64);

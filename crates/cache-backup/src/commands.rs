@@ -132,7 +132,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
     if wants(Part::Redis) {
         for target in config.redis.iter().filter(|t| selected(&ctx.common.tiers, Tier::Redis, &t.name)) {
             progress.set_message(format!("redis/{}", target.name));
-            let done = backup_redis(config, target, &partial, gzip).await;
+            let done = backup_redis(&ctx.state, config, target, &partial, gzip).await;
             redis_files.extend(done.files);
             sources.extend(done.source);
             notes.extend(done.notes);
@@ -370,6 +370,7 @@ fn file_name(path: &Path) -> String {
 /// parallel, with node, node id and slots). A primary that fails, or slots no primary serves,
 /// make the result partial.
 async fn backup_redis(
+    state: &cache_core::state::StateDir,
     config: &cache_core::config::Config,
     target: &cache_core::config::RedisTarget,
     partial: &Path,
@@ -391,7 +392,7 @@ async fn backup_redis(
         Ok(Some(nodes)) => nodes,
         Ok(None) => {
             let base = partial.join(format!("redis-{}", target.name));
-            match redis_dump::take(target, &base, gzip, timeout, method).await {
+            match redis_dump::take(state, target, &base, gzip, timeout, method).await {
                 Ok((path, taken)) => {
                     out.files.push(File::plain(file_name(&path), taken.content, taken.written));
                     out.notes.extend(taken.notes.into_iter().map(|n| format!("redis/{}: {n}", target.name)));
@@ -433,7 +434,7 @@ async fn backup_redis(
                 bail!("the cluster knows no address for node {} ({})", node.id, node.flags);
             }
             let shard = redis_client::node_target(target, &node.host, node.port)?;
-            let taken = redis_dump::take(&shard, &base, gzip, timeout, method).await;
+            let taken = redis_dump::take(state, &shard, &base, gzip, timeout, method).await;
             let taken = match taken {
                 Ok(taken) => taken,
                 Err(e) if node.flags.contains("fail") => {

@@ -44,6 +44,7 @@ pub struct Gzip {
 /// Takes `target`'s dataset into `out_base` + `.rdb.gz` or `.logical.gz`, the way `method`
 /// says.
 pub async fn take(
+    state: &cache_core::state::StateDir,
     target: &RedisTarget,
     out_base: &Path,
     gzip: Gzip,
@@ -51,7 +52,9 @@ pub async fn take(
     method: RedisBackupMethod,
 ) -> anyhow::Result<(PathBuf, Taken)> {
     let mut conn = client::connect(target).await?;
-    let version = client::info(&mut conn).await.ok().and_then(|i| i.get("redis_version").cloned());
+    let info = client::info(&mut conn).await.unwrap_or_default();
+    let version = info.get("redis_version").cloned();
+    let run_id = info.get("run_id").cloned().unwrap_or_default();
     let mut notes = Vec::new();
     let rdb = PathBuf::from(format!("{}.rdb.gz", out_base.display()));
     let auto = method == RedisBackupMethod::Auto;
@@ -97,7 +100,13 @@ pub async fn take(
         notes.push("not supported on this tier: neither the dump file nor replication; used a logical export".into());
     }
     let logical = PathBuf::from(format!("{}.logical.gz", out_base.display()));
-    let written = logical_export(&mut conn, &logical, gzip).await?;
+    let mut lookups = cache_core::ledger::Lookups::default();
+    let written = logical_export(&mut conn, &logical, gzip, &mut lookups).await;
+    // DUMP, PEXPIRETIME and PTTL of every key are the toolkit's lookups, not the application's.
+    if let Err(e) = cache_core::ledger::record(state, &run_id, lookups) {
+        tracing::warn!("recording the toolkit's own lookups: {e:#}");
+    }
+    let written = written?;
     Ok((logical, Taken { method: "logical", content: "redis-logical", notes, version, written }))
 }
 
@@ -261,7 +270,12 @@ async fn line(stream: &mut BufReader<Box<dyn Stream>>) -> anyhow::Result<String>
 }
 
 /// Writes every key (SCAN + DUMP + expiry time) in the logical format.
-async fn logical_export(conn: &mut MultiplexedConnection, out: &Path, gzip: Gzip) -> anyhow::Result<(String, u64)> {
+async fn logical_export(
+    conn: &mut MultiplexedConnection,
+    out: &Path,
+    gzip: Gzip,
+    lookups: &mut cache_core::ledger::Lookups,
+) -> anyhow::Result<(String, u64)> {
     let mut writer = GzFile::create(out, gzip.level, gzip.threads)?;
     tokio::task::block_in_place(|| writer.write_all(LOGICAL_MAGIC))?;
     let mut cursor = 0u64;
@@ -270,7 +284,7 @@ async fn logical_export(conn: &mut MultiplexedConnection, out: &Path, gzip: Gzip
             redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(conn).await?;
         if !keys.is_empty() {
             let mut record = Vec::new();
-            for (key, at, dump) in dump_batch(conn, keys).await? {
+            for (key, at, dump) in dump_batch(conn, keys, lookups).await? {
                 record.extend_from_slice(&(key.len() as u32).to_be_bytes());
                 record.extend_from_slice(&key);
                 record.extend_from_slice(&at.unwrap_or(-1).to_be_bytes());
@@ -295,7 +309,11 @@ async fn logical_export(conn: &mut MultiplexedConnection, out: &Path, gzip: Gzip
 pub type KeyDump = (Vec<u8>, Option<i64>, Vec<u8>);
 
 /// DUMP and absolute expiry time of `keys` (PEXPIRETIME, Redis 7; PTTL from now before).
-async fn dump_batch(conn: &mut MultiplexedConnection, keys: Vec<Vec<u8>>) -> anyhow::Result<Vec<KeyDump>> {
+async fn dump_batch(
+    conn: &mut MultiplexedConnection,
+    keys: Vec<Vec<u8>>,
+    lookups: &mut cache_core::ledger::Lookups,
+) -> anyhow::Result<Vec<KeyDump>> {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     for key in &keys {
@@ -305,6 +323,13 @@ async fn dump_batch(conn: &mut MultiplexedConnection, keys: Vec<Vec<u8>>) -> any
     let now = chrono::Utc::now().timestamp_millis();
     let mut out = Vec::with_capacity(keys.len());
     for (key, r) in keys.into_iter().zip(replies.chunks(3)) {
+        // Each of the three is a keyspace lookup (a miss once the key is gone).
+        let counted = r.iter().filter(|v| !matches!(v, redis::Value::ServerError(_))).count() as u64;
+        if matches!(r[0], redis::Value::Nil) {
+            lookups.misses += counted;
+        } else {
+            lookups.hits += counted;
+        }
         let dump = match &r[0] {
             redis::Value::BulkString(b) => b.clone(),
             redis::Value::Nil => continue, // Gone since SCAN.
@@ -357,7 +382,7 @@ pub async fn dump_all(conn: &mut MultiplexedConnection, mut each: impl FnMut(Vec
         let (next, keys): (u64, Vec<Vec<u8>>) =
             redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(conn).await?;
         if !keys.is_empty() {
-            let batch = dump_batch(conn, keys).await?;
+            let batch = dump_batch(conn, keys, &mut cache_core::ledger::Lookups::default()).await?;
             each(batch);
         }
         cursor = next;

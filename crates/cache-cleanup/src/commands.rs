@@ -260,7 +260,9 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
         figures.total_entries += summed.keys;
         for node in &primaries.nodes {
             let keys = cache_core::keyspace::Figures::of(&node.info).keys;
-            figures.recent_activity += recent_keys(&mut node.conn.clone(), keys).await;
+            let (recent, lookups) = recent_keys(&mut node.conn.clone(), keys).await;
+            node.record_lookups(&ctx.state, lookups);
+            figures.recent_activity += recent;
         }
     }
     for target in config.postgres.iter().filter(|t| wanted(ctx, request, Tier::Postgres, &t.name)) {
@@ -308,25 +310,33 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
 }
 
 /// Estimates keys used in the last hour from a random sample of 200 keys' idle times.
-async fn recent_keys(conn: &mut redis::aio::MultiplexedConnection, keys: u64) -> u64 {
+/// Also returns the keyspace lookups the sample caused (each OBJECT is one).
+async fn recent_keys(conn: &mut redis::aio::MultiplexedConnection, keys: u64) -> (u64, cache_core::ledger::Lookups) {
     const SAMPLE: usize = 200;
+    let none = cache_core::ledger::Lookups::default();
     if keys == 0 {
-        return 0;
+        return (0, none);
     }
     let mut pipe = redis::pipe();
     for _ in 0..SAMPLE.min(keys as usize) {
         pipe.cmd("RANDOMKEY");
     }
-    let Ok(sampled) = pipe.query_async::<Vec<Option<Vec<u8>>>>(conn).await else { return 0 };
+    let Ok(sampled) = pipe.query_async::<Vec<Option<Vec<u8>>>>(conn).await else { return (0, none) };
     let sampled: Vec<Vec<u8>> = sampled.into_iter().flatten().collect();
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     for key in &sampled {
         pipe.cmd("OBJECT").arg("IDLETIME").arg(key);
     }
-    let Ok(idle) = pipe.query_async::<Vec<redis::Value>>(conn).await else { return 0 };
+    let Ok(idle) = pipe.query_async::<Vec<redis::Value>>(conn).await else { return (0, none) };
+    let lookups = cache_core::ledger::Lookups {
+        hits: idle.iter().filter(|v| matches!(v, redis::Value::Int(_))).count() as u64,
+        misses: idle.iter().filter(|v| matches!(v, redis::Value::Nil)).count() as u64,
+    };
     let recent = idle.iter().filter(|v| matches!(v, redis::Value::Int(i) if *i < 3600)).count();
-    if sampled.is_empty() { 0 } else { (recent as f64 / sampled.len() as f64 * keys as f64).round() as u64 }
+    let estimate =
+        if sampled.is_empty() { 0 } else { (recent as f64 / sampled.len() as f64 * keys as f64).round() as u64 };
+    (estimate, lookups)
 }
 
 #[cfg(test)]

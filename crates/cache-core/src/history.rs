@@ -178,10 +178,14 @@ pub struct Point {
     /// Counter `keyspace_misses`.
     pub misses: f64,
     /// `keyspace_hits` once `collect` had taken its key sample, whose TYPE and PTTL lookups
-    /// Redis counts as hits: the next interval's lookups are counted from here.
+    /// Redis counts as hits: the next interval's lookups are counted from here (histories
+    /// written before the lookup ledger; see `own`).
     pub hits_after: f64,
     /// `keyspace_misses` likewise.
     pub misses_after: f64,
+    /// The toolkit's own lookups on these servers so far, from the ledger
+    /// ([`crate::ledger`]): every tool's, not only collect's sample. `None` in older histories.
+    pub own: Option<(f64, f64)>,
     /// Counter `total_commands_processed`, or hits + misses where not collected.
     pub commands: f64,
     /// Counter `evicted_keys`.
@@ -222,6 +226,10 @@ impl Point {
             misses,
             hits_after: after("keyspace_hits_after", "keyspace_hits"),
             misses_after: after("keyspace_misses_after", "keyspace_misses"),
+            own: ok
+                .iter()
+                .all(|r| r.info.contains_key("toolkit_hits"))
+                .then(|| (sum("toolkit_hits"), sum("toolkit_misses"))),
             commands,
             evicted: sum("evicted_keys"),
             ops_per_sec: sum("instantaneous_ops_per_sec"),
@@ -246,13 +254,36 @@ pub fn increase(values: impl IntoIterator<Item = f64>) -> f64 {
 }
 
 /// Keyspace hits and misses of the applications between the first and the last of `span`:
-/// each interval counts from the counters left after the earlier point's own sample to the
-/// later point's counters, so the toolkit's lookups are not counted as the applications'. A
-/// counter lower than where it stood is a restart, and counts from zero.
+/// each interval's counter increases less the toolkit's own lookups in it (the ledger's
+/// increase; in histories older than the ledger, counted from the counters left after the
+/// earlier point's own sample). A counter lower than where it stood is a restart, and counts
+/// from zero.
 pub fn lookups(span: &[Point]) -> (f64, f64) {
+    span.windows(2).fold((0.0, 0.0), |(h, m), w| {
+        let (dh, dm) = interval_lookups(&w[0], &w[1]);
+        (h + dh, m + dm)
+    })
+}
+
+/// The applications' hits and misses between two consecutive points.
+fn interval_lookups(a: &Point, b: &Point) -> (f64, f64) {
     let step = |from: f64, to: f64| if to >= from { to - from } else { to };
-    span.windows(2)
-        .fold((0.0, 0.0), |(h, m), w| (h + step(w[0].hits_after, w[1].hits), m + step(w[0].misses_after, w[1].misses)))
+    match (a.own, b.own) {
+        (Some((ah, am)), Some((bh, bm))) => {
+            ((step(a.hits, b.hits) - step(ah, bh)).max(0.0), (step(a.misses, b.misses) - step(am, bm)).max(0.0))
+        }
+        _ => (step(a.hits_after, b.hits), step(a.misses_after, b.misses)),
+    }
+}
+
+/// The applications' hit ratio since the servers started, from one snapshot's INFO figures
+/// (`keyspace_hits` and `keyspace_misses` less the toolkit's `toolkit_hits` and
+/// `toolkit_misses`). For display only: judgement uses per-interval ratios.
+pub fn application_hit_ratio(info: &BTreeMap<String, f64>) -> Option<f64> {
+    let get = |k: &str| info.get(k).copied().unwrap_or(0.0);
+    let hits = (get("keyspace_hits") - get("toolkit_hits")).max(0.0);
+    let misses = (get("keyspace_misses") - get("toolkit_misses")).max(0.0);
+    (hits + misses > 0.0).then(|| hits / (hits + misses))
 }
 
 /// The hit ratio of each interval between consecutive points (by [`lookups`]), at the later
@@ -464,6 +495,26 @@ pub fn hourly_profile(history: &[Snapshot]) -> Option<[f64; 24]> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_toolkits_own_lookups_are_not_the_applications() {
+        let t0 = Utc::now();
+        let mut a = point(t0, 1000.0, 1000.0, 0.0, 1.0);
+        let mut b = point(t0 + Duration::minutes(15), 21_000.0, 1600.0, 0.0, 1.0);
+        // Between the two, the applications looked up 400 hits and 600 misses; a cleanup scan
+        // caused 19,600 hits (TYPE, PTTL, OBJECT on every key).
+        (a.own, b.own) = (Some((500.0, 0.0)), Some((20_100.0, 0.0)));
+        assert_eq!(lookups(&[a.clone(), b.clone()]), (400.0, 600.0));
+        assert_eq!(interval_hit_ratios(&[a, b])[0].1, 0.4);
+        let info: BTreeMap<String, f64> = [
+            ("keyspace_hits".to_owned(), 21_000.0),
+            ("keyspace_misses".to_owned(), 1600.0),
+            ("toolkit_hits".to_owned(), 20_100.0),
+            ("toolkit_misses".to_owned(), 0.0),
+        ]
+        .into();
+        assert_eq!(application_hit_ratio(&info), Some(900.0 / 2500.0));
+    }
+
     fn point(t: DateTime<Utc>, hits: f64, misses: f64, memory: f64, latency: f64) -> Point {
         Point {
             t,
@@ -473,6 +524,7 @@ mod tests {
             misses,
             hits_after: hits,
             misses_after: misses,
+            own: None,
             commands: hits + misses,
             evicted: 0.0,
             ops_per_sec: 10.0,

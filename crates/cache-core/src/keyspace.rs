@@ -48,6 +48,22 @@ pub struct Primaries {
     concurrency: usize,
 }
 
+impl Primary {
+    /// The server's INFO `run_id` (empty when INFO was refused): the toolkit's lookups on it
+    /// are recorded against this ([`crate::ledger`]).
+    pub fn run_id(&self) -> &str {
+        self.info.get("run_id").map_or("", String::as_str)
+    }
+
+    /// Records `lookups` the caller caused on this server in the state's ledger. A failure
+    /// to record is a warning in the log, never the end of the caller's work.
+    pub fn record_lookups(&self, state: &crate::state::StateDir, lookups: crate::ledger::Lookups) {
+        if let Err(e) = crate::ledger::record(state, self.run_id(), lookups) {
+            tracing::warn!("recording the toolkit's own lookups: {e:#}");
+        }
+    }
+}
+
 impl Primaries {
     /// What was covered, for reports: `standalone`, or `3 of 3 primaries`.
     pub fn coverage(&self) -> String {

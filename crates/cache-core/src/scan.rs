@@ -7,6 +7,7 @@
 //! TYPE, PTTL, OBJECT and MEMORY USAGE. Facts the server refuses (OBJECT or MEMORY on hosted
 //! Redis) are recorded in [`Scanner::missing`] and the scan goes on with the rest.
 
+use crate::ledger::Lookups;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -80,12 +81,14 @@ impl Default for ScanOptions {
 
 const BATCH_SCRIPT: &str = r"
 local r = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
-local out = {r[1]}
+local out = {r[1], 0}
 local access = ARGV[4]
 local memory = ARGV[5] == '1'
 for _, k in ipairs(r[2]) do
   local t = redis.call('TYPE', k)['ok']
-  if t ~= 'none' then
+  if t == 'none' then
+    out[2] = out[2] + 1
+  else
     local a = -1
     if access ~= '' then
       a = redis.pcall('OBJECT', access, k)
@@ -118,6 +121,19 @@ pub struct Scanner {
     missing: BTreeSet<String>,
     started: Instant,
     examined: u64,
+    lookups: Lookups,
+    /// Where the lookups are recorded when the scan ends: the state and the server's `run_id`.
+    ledger: Option<(crate::state::StateDir, String)>,
+}
+
+impl Drop for Scanner {
+    fn drop(&mut self) {
+        if let Some((state, run_id)) = &self.ledger
+            && let Err(e) = crate::ledger::record(state, run_id, self.lookups)
+        {
+            tracing::warn!("recording the toolkit's own lookups: {e:#}");
+        }
+    }
 }
 
 impl Scanner {
@@ -148,6 +164,8 @@ impl Scanner {
             missing,
             started: Instant::now(),
             examined: 0,
+            lookups: Lookups::default(),
+            ledger: None,
         })
     }
 
@@ -174,6 +192,20 @@ impl Scanner {
     /// Keys examined so far.
     pub fn examined(&self) -> u64 {
         self.examined
+    }
+
+    /// Records the scan's lookups in `state`'s ledger against the server `run_id` when the
+    /// scan ends, however it ends (see [`crate::ledger`]).
+    #[must_use]
+    pub fn recording(mut self, state: &crate::state::StateDir, run_id: &str) -> Self {
+        self.ledger = Some((state.clone(), run_id.to_owned()));
+        self
+    }
+
+    /// The keyspace lookups the scan caused so far, as Redis counts them (see
+    /// [`crate::ledger`]): the caller records them against the server's `run_id`.
+    pub fn lookups(&self) -> Lookups {
+        self.lookups
     }
 
     /// The next batch of keys, or `None` when the scan is complete.
@@ -230,11 +262,16 @@ impl Scanner {
         let Value::Array(items) = reply else { return Err(unexpected("script reply is not an array")) };
         let mut items = items.into_iter();
         let cursor = parse_cursor(items.next())?;
+        // Keys gone since SCAN saw them: TYPE missed them.
+        let vanished = items.next().as_ref().and_then(int).unwrap_or(0).max(0) as u64;
+        self.lookups.misses += vanished;
         let mut keys = Vec::new();
         let rest: Vec<Value> = items.collect();
         for chunk in rest.chunks(5) {
             let [key, kind, ttl, access, bytes] = chunk else { return Err(unexpected("short script reply")) };
             let (access, bytes) = (int(access), int(bytes));
+            // TYPE and PTTL, and OBJECT unless refused (MEMORY USAGE counts as no lookup).
+            self.lookups.hits += 2 + u64::from(access.is_some_and(|a| a >= 0));
             self.note_refusals(access == Some(-2), bytes == Some(-2));
             keys.push(self.info(bytes_of(key)?, text(kind), int(ttl), access, bytes));
         }
@@ -268,9 +305,14 @@ impl Scanner {
         let mut keys = Vec::with_capacity(found.len());
         for (key, r) in found.into_iter().zip(replies.chunks(per_key)) {
             let kind = text(&r[0]);
+            // TYPE, PTTL and OBJECT are lookups (a refused OBJECT is none); MEMORY USAGE is not.
+            let object = !word.is_empty() && !matches!(r[2], Value::ServerError(_));
+            let lookups = 2 + u64::from(object);
             if kind == "none" {
+                self.lookups.misses += lookups;
                 continue; // Deleted or expired since SCAN saw it.
             }
+            self.lookups.hits += lookups;
             let access = if word.is_empty() { Some(-1) } else { Some(int(&r[2]).unwrap_or(-2)) };
             let bytes = if self.opts.memory { Some(int(&r[per_key - 1]).unwrap_or(-2)) } else { Some(-1) };
             self.note_refusals(access == Some(-2), bytes == Some(-2));

@@ -124,7 +124,7 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
         // A script on a cluster node may only touch declared keys.
         let method = primaries.cluster.then_some(Method::Pipeline);
         let opts = ScanOptions { count: 1000, memory: true, access: true, method, ..ScanOptions::default() };
-        match Scanner::new(node.conn.clone(), opts, 0).await {
+        match Scanner::new(node.conn.clone(), opts, 0).await.map(|s| s.recording(&ctx.state, node.run_id())) {
             Ok(mut scanner) => {
                 loop {
                     match scanner.next_batch().await {

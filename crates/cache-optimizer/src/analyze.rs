@@ -138,7 +138,7 @@ pub async fn findings(ctx: &Context) -> anyhow::Result<Findings> {
             .redis
             .iter()
             .filter(|t| selected(filters, Tier::Redis, &t.name))
-            .map(|t| redis_findings(t, settings, Keyspace::new(&ctx.config, t))),
+            .map(|t| redis_findings(&ctx.state, t, settings, Keyspace::new(&ctx.config, t))),
     );
     let (pg, redis) = tokio::join!(pg, redis);
     for (recs, notes) in pg.into_iter().chain(redis) {
@@ -237,19 +237,38 @@ async fn postgres_findings(
     let indexes = postgres::index_stats(&db, &table).await;
     match indexes {
         Ok(rows) => {
+            // cache-core's one rule, shared with cache-health: never a key, unique, constraint
+            // or replica-identity index, and only on enough statistics time.
+            match postgres::stats_observed(&db).await {
+                Ok(observed) => match postgres::unused_indexes(&rows, observed, settings.unused_index_after) {
+                    postgres::UnusedIndexes::Judged(unused) => {
+                        for ix in unused {
+                            recs.push(rec(
+                                "index",
+                                Priority::Low,
+                                Some(who.clone()),
+                                format!(
+                                    "index {} ({}) has not been used in {} of statistics",
+                                    ix.name,
+                                    bytes(ix.bytes as u64),
+                                    humantime::format_duration(std::time::Duration::from_secs(observed.as_secs()))
+                                ),
+                                "Drop it if no query needs it (not done automatically)",
+                                (json!(ix.scans), Value::Null),
+                                None,
+                            ));
+                        }
+                    }
+                    postgres::UnusedIndexes::TooSoon { observed, needed } => notes.push(format!(
+                        "{who}: index usage not judged: statistics gathered for {} of the {} needed (optimizer.unused_index_after)",
+                        humantime::format_duration(std::time::Duration::from_secs(observed.as_secs())),
+                        humantime::format_duration(needed)
+                    )),
+                },
+                Err(e) => notes.push(format!("{who}: statistics age: {}", postgres::error_text(&e))),
+            }
             for ix in rows {
                 let (name, size) = (ix.name, ix.bytes);
-                if ix.scans == 0 && !ix.unique {
-                    recs.push(rec(
-                        "index",
-                        Priority::Low,
-                        Some(who.clone()),
-                        format!("index {name} ({}) has not been used since statistics were reset", bytes(size as u64)),
-                        "Drop it if no query needs it (not done automatically)",
-                        (json!(ix.scans), Value::Null),
-                        None,
-                    ));
-                }
                 let Some(waste) = ix.bloat_bytes.map(|b| b as f64) else { continue };
                 let ratio = if size > 0 { waste / size as f64 } else { 0.0 };
                 if ratio > settings.bloat_ratio && waste >= settings.bloat_min_size.as_u64() as f64 {
@@ -276,6 +295,7 @@ async fn postgres_findings(
 }
 
 async fn redis_findings(
+    state: &cache_core::state::StateDir,
     target: &RedisTarget,
     settings: &OptimizerSettings,
     keyspace: Keyspace<'_>,
@@ -358,7 +378,7 @@ async fn redis_findings(
         let method = primaries.cluster.then_some(cache_core::scan::Method::Pipeline);
         let opts = ScanOptions { count: 1000, access: false, memory: false, method, ..ScanOptions::default() };
         let mut scanner = match Scanner::new(node.conn.clone(), opts, 0).await {
-            Ok(s) => s,
+            Ok(s) => s.recording(state, node.run_id()),
             Err(e) => {
                 notes.push(format!("{who}: SCAN: {e}"));
                 continue;

@@ -176,6 +176,7 @@ async fn index_size(db: &tokio_postgres::Client, index: &str) -> i64 {
 /// The keys under `prefix` without a TTL (and not protected), at most `limit`, on every
 /// primary of the target (every shard of a cluster).
 async fn ttl_less_keys(
+    state: &cache_core::state::StateDir,
     primaries: &Primaries,
     keyspace: &Keyspace<'_>,
     prefix: &str,
@@ -192,7 +193,7 @@ async fn ttl_less_keys(
             method: primaries.cluster.then_some(Method::Pipeline),
             ..ScanOptions::default()
         };
-        let mut scanner = Scanner::new(node.conn.clone(), opts, 0).await?;
+        let mut scanner = Scanner::new(node.conn.clone(), opts, 0).await?.recording(state, node.run_id());
         while let Some(batch) = scanner.next_batch().await? {
             for k in batch {
                 if k.ttl_ms.is_none()
@@ -344,7 +345,8 @@ async fn apply(
             if !primaries.complete() {
                 anyhow::bail!("not every primary was reached ({}): no TTL set", primaries.missing.join("; "));
             }
-            let keys = ttl_less_keys(&primaries, &keyspace, &prefix, ctx.config.optimizer.ttl_max_keys).await?;
+            let keys =
+                ttl_less_keys(&ctx.state, &primaries, &keyspace, &prefix, ctx.config.optimizer.ttl_max_keys).await?;
             // Recorded before any is changed: a run that dies midway can still be rolled back.
             change.before = json!({ "keys": keys });
             save(change)?;

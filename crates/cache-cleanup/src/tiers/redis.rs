@@ -581,6 +581,18 @@ impl Eviction<'_> {
             pipe.cmd("OBJECT").arg(if freq { "FREQ" } else { "IDLETIME" }).arg(&c.key);
         }
         let now: Vec<redis::Value> = pipe.query_async(conn).await?;
+        // Each OBJECT is a keyspace lookup: the toolkit's, not the application's.
+        let mut lookups = cache_core::ledger::Lookups::default();
+        for v in &now {
+            match v {
+                redis::Value::Int(_) => lookups.hits += 1,
+                redis::Value::Nil => lookups.misses += 1,
+                _ => {}
+            }
+        }
+        if let Err(e) = cache_core::ledger::record(self.pass.job.state, self.pass.run_id, lookups) {
+            tracing::warn!("recording the toolkit's own lookups: {e:#}");
+        }
         Ok(batch
             .into_iter()
             .zip(now)
@@ -641,6 +653,7 @@ impl Pass<'_> {
     ) -> Option<Scanner> {
         match Scanner::new(conn, self.options(), start).await {
             Ok(scanner) => {
+                let scanner = scanner.recording(self.job.state, self.run_id);
                 let _ = self.access.set(scanner.access());
                 Some(scanner)
             }
