@@ -728,6 +728,138 @@ fn eviction_on_a_cluster_brings_every_primary_to_its_target() {
     }
 }
 
+/// Writes keys `{prefix}{i}` for `i` in `keys` to the primaries serving them (slots from `CLUSTER
+/// KEYSLOT`), `size` bytes each with a TTL of an hour, idle `idle` seconds, in pipelines of
+/// RESTORE; with `only`, just the keys of that primary. The keys written on each primary.
+fn fill_cluster(
+    cluster: &cache_tests::RedisCluster,
+    prefix: &str,
+    keys: std::ops::Range<u64>,
+    size: usize,
+    idle: u64,
+    only: Option<usize>,
+) -> Vec<u64> {
+    let nodes = cluster.nodes();
+    let holder = cluster.node_for("seed:payload");
+    let mut conn = holder.connection();
+    let _: () = redis::cmd("SET").arg("seed:payload").arg(vec![b'v'; size]).query(&mut conn).unwrap();
+    let payload: Vec<u8> = redis::cmd("DUMP").arg("seed:payload").query(&mut conn).unwrap();
+    let _: () = redis::cmd("DEL").arg("seed:payload").query(&mut conn).unwrap();
+    let names: Vec<String> = keys.map(|i| format!("{prefix}{i}")).collect();
+    let mut slots = redis::pipe();
+    for name in &names {
+        slots.cmd("CLUSTER").arg("KEYSLOT").arg(name);
+    }
+    let slots: Vec<u16> = slots.query(&mut nodes[0].connection()).unwrap();
+    let mut pipes: Vec<redis::Pipeline> = nodes.iter().map(|_| redis::pipe()).collect();
+    let mut written = vec![0u64; nodes.len()];
+    for (name, slot) in names.iter().zip(slots) {
+        let port = cluster.node_for_slot(slot).port();
+        let index = nodes.iter().position(|n| n.port() == port).unwrap();
+        if only.is_some_and(|o| o != index) {
+            continue;
+        }
+        pipes[index].cmd("RESTORE").arg(name).arg(3_600_000).arg(&payload).arg("REPLACE").arg("IDLETIME").arg(idle);
+        pipes[index].ignore();
+        written[index] += 1;
+    }
+    for ((node, pipe), n) in nodes.iter().zip(pipes).zip(&written) {
+        if *n > 0 {
+            pipe.query::<()>(&mut node.connection()).unwrap();
+        }
+    }
+    written
+}
+
+#[test]
+fn smart_on_a_cluster_sums_the_keys_and_judges_the_fullest_primary() {
+    let Some(cluster) = cache_tests::RedisCluster::start() else { return };
+    // 3000 small keys over the three primaries, and 20 MB of 8 KB keys on the middle primary
+    // only; every key idle two days (nothing used in the last hour).
+    let small = fill_cluster(&cluster, "app:search:k", 0..3000, 200, 2 * DAY, None);
+    let full = 1;
+    let big = fill_cluster(&cluster, "app:embedding:k", 0..7500, 8000, 2 * DAY, Some(full));
+    assert!(small.iter().all(|&n| n > 500) && big[full] > 2000, "{small:?} {big:?}");
+    let nodes = cluster.nodes();
+    // The seed in the URL is the last primary: neither the full one nor the first listed.
+    let seed = 2;
+    let env = TestEnv::new();
+    env.write_config(&redis_config(&nodes[seed].url()));
+    // One connection per node held for the whole test: a new one would add its own buffers to
+    // the figure it reads.
+    let mut conns: Vec<redis::Connection> = nodes.iter().map(RedisServer::connection).collect();
+    let dbsize: u64 = conns.iter_mut().map(|c| redis::cmd("DBSIZE").query::<u64>(c).unwrap()).sum();
+    assert_eq!(dbsize, small.iter().sum::<u64>() + big[full]);
+    // Sets each primary's maxmemory so that it uses `shares[i]` of it: (used, maxmemory) each.
+    let mut set_shares = |shares: [f64; 3]| -> Vec<(u64, u64)> {
+        let mut set = Vec::new();
+        for (conn, share) in conns.iter_mut().zip(shares) {
+            let used = used_memory(conn);
+            let max = (used as f64 / share) as u64;
+            let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(max).query(conn).unwrap();
+            set.push((used, max));
+        }
+        set
+    };
+    let smart = |env: &TestEnv| {
+        let out = env.run(CLEANUP, &["smart", "--dry-run", "--format", "json"]);
+        out.expect_code(0);
+        out.json()
+    };
+    // The one usage figure: the primary at `index`, using `used` of its `max` (give or take the
+    // buffers of the tool's own connections, at most 128 KiB), and the keys summed over the
+    // primaries.
+    let fullest_is = |report: &Value, index: usize, (used, max): (u64, u64)| {
+        let figures = &report["decision"]["figures"];
+        assert_eq!(figures["total_entries"], dbsize, "{report:#}");
+        assert_eq!(figures["unmeasured"], serde_json::json!([]), "{report:#}");
+        let usage = figures["usage"].as_array().unwrap();
+        assert_eq!(usage.len(), 1, "{report:#}");
+        assert_eq!(usage[0]["target"], format!("redis/main (127.0.0.1:{})", nodes[index].port()), "{report:#}");
+        assert_eq!(usage[0]["of"], "maxmemory");
+        let reported = usage[0]["share"].as_f64().unwrap();
+        let seen = reported * max as f64;
+        assert!(
+            seen >= used as f64 - 4096.0 && seen <= (used + 128 * 1024) as f64,
+            "share {reported}: {seen} bytes of {max}, {used} used when set\n{report:#}"
+        );
+        format!("redis/main (127.0.0.1:{}) at {:.1}% of maxmemory", nodes[index].port(), reported * 100.0)
+    };
+
+    // One primary at 95%, the others at 20%: aggressive, on the fullest primary's share (the
+    // cluster as a whole is far below 90%).
+    let shares = set_shares([0.2, 0.95, 0.2]);
+    let report = smart(&env);
+    assert_eq!(report["mode"], "aggressive", "{report:#}");
+    assert_eq!(report["decision"]["mode"], "aggressive");
+    let at = fullest_is(&report, full, shares[full]);
+    assert_eq!(report["decision"]["reason"], format!("{at} > 90.0%"), "{report:#}");
+    // The text says the same (its share read anew, a little higher for the runs before it).
+    let text = env.run(CLEANUP, &["smart", "--dry-run"]);
+    let line = text.stdout.lines().find(|l| l.starts_with("smart: ")).unwrap_or_default();
+    let named = format!("smart: AGGRESSIVE because redis/main (127.0.0.1:{}) at ", nodes[full].port());
+    assert!(line.starts_with(&named) && line.ends_with(" of maxmemory > 90.0%"), "{}", text.dump());
+
+    // The same primary at 82% and nothing used in the last hour: moderate.
+    let shares = set_shares([0.2, 0.82, 0.2]);
+    let report = smart(&env);
+    assert_eq!(report["mode"], "moderate", "{report:#}");
+    assert_eq!(report["decision"]["figures"]["recent_activity"], 0, "{report:#}");
+    let at = fullest_is(&report, full, shares[full]);
+    assert_eq!(report["decision"]["reason"], format!("{at} > 75.0% and 0 used in the last hour < 50"));
+
+    // No primary over the thresholds, the first now the fullest at 60%: light, naming it.
+    let shares = set_shares([0.6, 0.4, 0.2]);
+    let report = smart(&env);
+    assert_eq!(report["mode"], "light", "{report:#}");
+    let at = fullest_is(&report, 0, shares[0]);
+    let reason = report["decision"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with(&format!("{dbsize} entries, fullest: {at}, 0 used in the last hour")), "{reason}");
+    // Dry runs all: every key is still there.
+    let after: u64 = conns.iter_mut().map(|c| redis::cmd("DBSIZE").query::<u64>(c).unwrap()).sum();
+    assert_eq!(after, dbsize);
+}
+
 #[test]
 fn a_server_refusing_object_and_memory_is_cleaned_with_what_it_allows() {
     let Some(redis) =
@@ -1071,4 +1203,73 @@ fn a_lost_primary_is_reported_never_skipped() {
     let target = &out.json()["targets"][0];
     assert!(target["notes"].to_string().contains("2 of 3 primaries"), "{target:#}");
     assert!(target["errors"].to_string().contains(&format!("primary 127.0.0.1:{lost}")), "{target:#}");
+}
+
+#[test]
+fn a_lost_primary_is_never_replaced_by_a_seed_node_nor_its_errors_read_as_key_facts() {
+    let Some(mut cluster) = cache_tests::RedisCluster::start() else { return };
+    for i in 0..900 {
+        cluster.set_aged(&format!("app:embedding:k{i}"), b"v", 3_600_000, DAY);
+    }
+    let lost = cluster.nodes()[2].port();
+    cluster.kill_primary(2);
+    let flagged = wait_until(Duration::from_secs(20), || {
+        let nodes: String =
+            redis::cmd("CLUSTER").arg("NODES").query(&mut cluster.nodes()[0].connection()).unwrap_or_default();
+        nodes.lines().any(|l| l.contains(&format!(":{lost}@")) && l.contains("fail") && !l.contains("fail?"))
+    });
+    assert!(flagged, "the cluster did not flag the killed primary");
+    // Seeds: the lost node's per-node connection must not fall back to one of these.
+    let (first, second) = (cluster.nodes()[0].url(), cluster.nodes()[1].url());
+    let env = TestEnv::new();
+    env.write_config(
+        &redis_config(&first)
+            .replace("namespace = \"app:\"\n", &format!("namespace = \"app:\"\nurls = [\"{second}\", \"{first}\"]\n")),
+    );
+    let out = env.run(crate::DEBUG, &["memory", "--format", "json"]);
+    let report = out.json();
+    let text = report.to_string();
+    assert!(text.contains("2 of 3 primaries"), "{}", out.dump());
+    assert!(!text.contains("3 of 3 primaries"), "{}", out.dump());
+    assert!(!out.stderr.contains('\u{1b}'), "colour codes in a log that is no terminal: {:?}", out.stderr);
+    // The live primaries answer CLUSTERDOWN: their keys are not "without a TTL".
+    let out = env.run(CLEANUP, &["light", "--dry-run", "--tier", "redis", "--format", "json"]);
+    let target = &out.json()["targets"][0];
+    assert_ne!(out.code(), 0, "{}", out.dump());
+    assert!(!target.to_string().contains("gets 2h"), "TTLs offered to keys that have one: {target:#}");
+    for refusal in ["OBJECT IDLETIME refused", "MEMORY USAGE refused"] {
+        assert!(!target.to_string().contains(refusal), "CLUSTERDOWN read as a refusal: {target:#}");
+    }
+    assert!(target["errors"].to_string().contains("The cluster is down"), "{target:#}");
+}
+
+#[test]
+fn smart_judges_the_applications_hit_ratio_of_the_last_interval_not_its_own_scans() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut conn = redis.connection();
+    let mut pipe = redis::pipe();
+    for i in 0..1000 {
+        pipe.cmd("SET").arg(format!("app:search:k{i}")).arg("v").arg("EX").arg(600).ignore();
+    }
+    pipe.query::<()>(&mut conn).unwrap();
+    let env = TestEnv::new();
+    env.write_config(&format!("{}[cleanup.smart]\nsize_basis = \"entries\"\n", redis_config(&redis.url())));
+    // No analytics interval yet: the hit ratio is unknown, not INFO's since-start figure.
+    let first = env.run(CLEANUP, &["smart", "--dry-run", "--format", "json"]).json();
+    assert_eq!(first["mode"], "light", "{first:#}");
+    assert!(first["decision"]["reason"].as_str().unwrap().contains("hit ratio unknown"), "{first:#}");
+    env.run(crate::ANALYTICS, &["collect"]).expect_code(0);
+    // The application: 395 hits of 1,000 lookups; the toolkit: a full scan of every key.
+    let mut pipe = redis::pipe();
+    for i in 0..1000 {
+        let key = if i < 395 { format!("app:search:k{i}") } else { format!("app:absent:{i}") };
+        pipe.cmd("GET").arg(key).ignore();
+    }
+    pipe.query::<()>(&mut conn).unwrap();
+    env.run(CLEANUP, &["light", "--dry-run"]).expect_code(0);
+    env.run(crate::ANALYTICS, &["collect"]).expect_code(0);
+    let out = env.run(CLEANUP, &["smart", "--dry-run", "--format", "json"]);
+    let report = out.json();
+    assert_eq!(report["mode"], "targeted", "{report:#}");
+    assert_eq!(report["decision"]["reason"], "hit ratio 39.5% < 60%", "{report:#}");
 }

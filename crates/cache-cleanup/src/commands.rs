@@ -236,7 +236,6 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
     let config = &ctx.config;
     let settings = &config.cleanup.smart;
     let mut figures = Figures::default();
-    let (mut hits, mut misses) = (0u64, 0u64);
     for target in config.redis.iter().filter(|t| wanted(ctx, request, Tier::Redis, &t.name)) {
         // Every primary of a cluster: keys and lookups summed, the fullest primary's memory.
         let primaries = match cache_core::keyspace::primaries(target).await {
@@ -248,7 +247,6 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
         };
         figures.unmeasured.extend(primaries.missing.iter().map(|m| format!("redis/{}: {m}", target.name)));
         let summed = primaries.figures();
-        (hits, misses) = (hits + summed.hits as u64, misses + summed.misses as u64);
         if let Some((node, fullest)) = primaries.fullest() {
             let on = if node.is_empty() { String::new() } else { format!(" ({node})") };
             figures.usage.push(Usage {
@@ -305,8 +303,30 @@ async fn figures(ctx: &Context, request: &Request) -> Figures {
             Err(e) => figures.unmeasured.push(format!("memory/{}: {e:#}", target.name)),
         }
     }
-    figures.hit_ratio = redis_client::hit_ratio((hits, misses));
+    figures.hit_ratio = recent_hit_ratio(ctx);
     figures
+}
+
+/// The applications' hit ratio of the analytics history's last interval, when it ended within
+/// the hour: counter increases less the toolkit's own lookups (`cache_core::history::lookups`),
+/// never the since-start ratio, which the toolkit's own scans inflate. `None`: unknown.
+fn recent_hit_ratio(ctx: &Context) -> Option<f64> {
+    use cache_core::history::{HISTORY, Point, Snapshot, lookups};
+    let snapshots: Vec<Snapshot> = match ctx.state.read_jsonl_tail(HISTORY, 256 * 1024) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("reading the analytics history for the hit ratio: {e:#}");
+            return None;
+        }
+    };
+    let points: Vec<Point> = snapshots.iter().filter_map(Point::of).collect();
+    let last = points.len().checked_sub(2).map(|i| &points[i..])?;
+    let now = cache_core::clock::now().ok()?;
+    if now - last[1].t > chrono::Duration::hours(1) {
+        return None;
+    }
+    let (h, m) = lookups(last);
+    (h + m > 0.0).then(|| h / (h + m))
 }
 
 /// Estimates keys used in the last hour from a random sample of 200 keys' idle times.

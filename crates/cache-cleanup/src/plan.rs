@@ -122,7 +122,10 @@ fn decide_by_capacity(figures: Figures, t: &SmartThresholds) -> Decision {
         _ => match figures.hit_ratio.filter(|r| *r < t.targeted_hit_ratio) {
             Some(ratio) => (Mode::Targeted, format!("hit ratio {} < {}", pct(ratio), pct(t.targeted_hit_ratio))),
             None => {
-                let ratio = figures.hit_ratio.map_or("no lookups yet".to_owned(), |r| format!("hit ratio {}", pct(r)));
+                let ratio =
+                    figures.hit_ratio.map_or("hit ratio unknown (no recent analytics interval)".to_owned(), |r| {
+                        format!("hit ratio {}", pct(r))
+                    });
                 let size = fullest.as_ref().map_or(
                     "capacity unknown (no maxmemory, table_budget or memory_budget): size not judged".to_owned(),
                     |u| format!("fullest: {}", at(u)),
@@ -164,7 +167,9 @@ fn decide_by_entries(figures: Figures, t: &SmartThresholds) -> Decision {
     } else if let Some(ratio) = figures.hit_ratio.filter(|r| *r < t.targeted_hit_ratio) {
         (Mode::Targeted, format!("hit ratio {:.1}% < {:.0}%", ratio * 100.0, t.targeted_hit_ratio * 100.0))
     } else {
-        let ratio = figures.hit_ratio.map_or("no lookups yet".to_owned(), |r| format!("hit ratio {:.1}%", r * 100.0));
+        let ratio = figures.hit_ratio.map_or("hit ratio unknown (no recent analytics interval)".to_owned(), |r| {
+            format!("hit ratio {:.1}%", r * 100.0)
+        });
         (
             Mode::Light,
             format!("{size} entries, {} used in the last hour, {ratio}: maintenance only", figures.recent_activity),

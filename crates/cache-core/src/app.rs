@@ -107,8 +107,12 @@ fn init_tracing(common: &CommonArgs) {
     let filter = crate::env::EnvVars::var(crate::env::EnvVars::CACHE_LOG)
         .and_then(|spec| EnvFilter::try_new(spec).ok())
         .unwrap_or_else(|| EnvFilter::new(level));
+    // Colour only on a terminal, and never under NO_COLOR: cron mail and log files get text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && crate::env::EnvVars::var_os(crate::env::EnvVars::NO_COLOR).is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(|| ScrubbingStderr(Vec::new()))
         .with_target(false)
         .try_init();

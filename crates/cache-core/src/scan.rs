@@ -109,6 +109,9 @@ end
 return out
 ";
 
+/// Error codes that mean the server cannot answer for the key now, whatever the command.
+const UNAVAILABLE: &[&str] = &["CLUSTERDOWN", "MOVED", "ASK", "TRYAGAIN", "LOADING", "MASTERDOWN", "BUSY"];
+
 /// A scan in progress.
 pub struct Scanner {
     conn: MultiplexedConnection,
@@ -302,6 +305,14 @@ impl Scanner {
             }
         }
         let replies: Vec<Value> = pipe.query_async(&mut self.conn).await?;
+        // A cluster that is down (or a slot moving) answers every key with an error: that is the
+        // batch failing, never a property of the keys ("no TTL", "OBJECT refused").
+        if let Some(e) = replies.iter().find_map(|v| match v {
+            Value::ServerError(e) if UNAVAILABLE.contains(&e.code()) => Some(e.clone()),
+            _ => None,
+        }) {
+            return Err(e.into());
+        }
         let mut keys = Vec::with_capacity(found.len());
         for (key, r) in found.into_iter().zip(replies.chunks(per_key)) {
             let kind = text(&r[0]);

@@ -210,6 +210,9 @@ pub fn node_target(target: &RedisTarget, host: &str, port: u16) -> anyhow::Resul
     let mut node = target.clone();
     node.url = crate::redact::SafeUrl::parse(url.as_str())?;
     node.name = format!("{}@{host}:{port}", target.name);
+    // This node and no other: falling back to a seed would serve another shard's keys (or the
+    // same shard twice) in place of a primary that is down.
+    node.urls.clear();
     Ok(node)
 }
 
