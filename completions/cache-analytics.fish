@@ -68,7 +68,7 @@ complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboar
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -l format -d 'What to write' -r -f -a "json\t'The latest snapshot as one JSON document'
 csv\t'Every snapshot\'s figures, one `timestamp,tier,target,metric,value` row each'
 prometheus\t'The Prometheus text exposition format (classic), with job run times'"
-complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -s o -l output -d 'Write here (atomically, mode 0644) instead of stdout, e.g. for node_exporter\'s textfile collector: /var/lib/node_exporter/textfile_collector/cache.prom' -r -F
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -s o -l output -d 'Write here (atomically, mode 0644) instead of stdout; a directory (node_exporter\'s textfile collector, e.g. /var/lib/prometheus/node-exporter/) gets `cache-toolkit-<project>.prom`, so several installations never collide' -r -F
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r

@@ -81,8 +81,8 @@ _arguments "${_arguments_options[@]}" : \
 '--format=[What to write]:FORMAT:((json\:"The latest snapshot as one JSON document"
 csv\:"Every snapshot'\''s figures, one \`timestamp,tier,target,metric,value\` row each"
 prometheus\:"The Prometheus text exposition format (classic), with job run times"))' \
-'-o+[Write here (atomically, mode 0644) instead of stdout, e.g. for node_exporter'\''s textfile collector\: /var/lib/node_exporter/textfile_collector/cache.prom]:FILE:_files' \
-'--output=[Write here (atomically, mode 0644) instead of stdout, e.g. for node_exporter'\''s textfile collector\: /var/lib/node_exporter/textfile_collector/cache.prom]:FILE:_files' \
+'-o+[Write here (atomically, mode 0644) instead of stdout; a directory (node_exporter'\''s textfile collector, e.g. /var/lib/prometheus/node-exporter/) gets \`cache-toolkit-<project>.prom\`, so several installations never collide]:FILE|DIR:_files' \
+'--output=[Write here (atomically, mode 0644) instead of stdout; a directory (node_exporter'\''s textfile collector, e.g. /var/lib/prometheus/node-exporter/) gets \`cache-toolkit-<project>.prom\`, so several installations never collide]:FILE|DIR:_files' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \

@@ -56,10 +56,12 @@ async fn collect_then_export_json_csv_and_prometheus() {
     env.run(ANALYTICS, &["collect", "-q"]).expect_code(0);
     let history = std::fs::read_to_string(env.state_dir().join("analytics/history.jsonl")).unwrap();
     assert_eq!(history.lines().count(), 2);
-    // The sample's own TYPE/PTTL lookups count as hits in Redis...
-    let (before, after) =
-        (r["info"]["keyspace_hits"].as_f64().unwrap(), r["info"]["keyspace_hits_after"].as_f64().unwrap());
-    assert!(after >= before + 400.0, "the sample looked up {} keys", after - before);
+    // The sample's own TYPE/PTTL lookups count as hits in Redis, and in the ledger...
+    let second: Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    let info = |s: &Value, k: &str| s["redis"][0]["info"][k].as_f64().unwrap();
+    let own = info(&second, "toolkit_hits") - info(&snap, "toolkit_hits");
+    assert!(own >= 800.0, "the first sample's TYPE and PTTL of 400 keys are the toolkit's: {own}");
+    assert_eq!(own, info(&second, "keyspace_hits") - info(&snap, "keyspace_hits"), "{second:#}");
     // ...but not in reports: nothing else looked a key up between the two collects.
     let day = env.run(ANALYTICS, &["generate", "--period", "day", "--format", "json"]).json();
     assert_eq!(day["cache_stats"]["hit_count"], 0.0, "{day:#}");
@@ -78,9 +80,15 @@ async fn collect_then_export_json_csv_and_prometheus() {
     let text = std::fs::read_to_string(&prom).unwrap();
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&prom).unwrap().permissions()) & 0o777;
     assert_eq!(mode, 0o644, "node_exporter must be able to read it");
-    assert!(text.contains("cache_redis_keys{target=\"main\"} 400\n"), "{text}");
-    assert!(text.contains("cache_redis_prefix_keys{target=\"main\",prefix=\"app:search:\"} 300\n"), "{text}");
-    assert!(text.contains("cache_job_last_success_timestamp_seconds{job=\"analytics-collect\"} "), "{text}");
+    assert!(text.contains("cache_redis_keys{project=\"default\",target=\"main\"} 400\n"), "{text}");
+    assert!(
+        text.contains("cache_redis_prefix_keys{project=\"default\",target=\"main\",prefix=\"app:search:\"} 300\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cache_job_last_success_timestamp_seconds{project=\"default\",cache_job=\"analytics-collect\"} "),
+        "{text}"
+    );
     let Some(promtool) = find_binary("promtool", &[]) else {
         missing("promtool (Debian package prometheus)");
         return;
@@ -153,7 +161,7 @@ fn export_before_any_collect_says_so_and_unreachable_targets_are_recorded() {
     assert!(snap["redis"][0]["error"].as_str().unwrap().contains("unreachable"), "{snap:#}");
     // The Prometheus export says the target is down.
     let text = env.run(ANALYTICS, &["export", "--format", "prometheus"]).stdout;
-    assert!(text.contains("cache_redis_up{target=\"gone\"} 0\n"), "{text}");
+    assert!(text.contains("cache_redis_up{project=\"default\",target=\"gone\"} 0\n"), "{text}");
 }
 
 /// Two days of snapshots every 15 minutes: memory grows 10 000 bytes a step towards a 10 MB

@@ -159,6 +159,31 @@ fn commands_renamed_away_are_not_supported_and_the_rest_goes_on() {
 }
 
 #[test]
+fn key_sizes_are_unknown_where_memory_usage_is_refused_never_zero() {
+    let Some(redis) = RedisServer::start_with("rename-command MEMORY \"\"") else { return };
+    let mut conn = redis.connection();
+    let mut pipe = redis::pipe();
+    for i in 0..2000 {
+        pipe.cmd("SET").arg(format!("app:item:{i}")).arg(vec![b'x'; 512]).ignore();
+    }
+    pipe.query::<()>(&mut conn).unwrap();
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"hosted\"\nurl = \"{}\"\n", redis.url()));
+    let m = env.run(DEBUG, &["memory", "--format", "json"]).json();
+    let r = &m["redis"][0];
+    assert_eq!(r["scanned"], 2000, "{r:#}");
+    assert_eq!(r["sizes_known"], false, "{r:#}");
+    assert!(r["top_keys"].is_null(), "{r:#}");
+    assert!(r["prefixes"]["app:"]["bytes"].is_null(), "{r:#}");
+    assert_eq!(r["prefixes"]["app:"]["keys"], 2000, "{r:#}");
+    let text = env.run(DEBUG, &["memory"]);
+    text.expect_code(0);
+    assert!(text.stdout.contains("Biggest keys: unknown (the server refuses MEMORY USAGE)"), "{}", text.dump());
+    let redis_part = text.stdout.split("File cache").next().unwrap();
+    assert!(!redis_part.contains(" 0 B"), "{}", text.dump());
+}
+
+#[test]
 fn logs_count_patterns_in_the_last_days_rotations_included() {
     let env = TestEnv::new();
     let dir = env.path("logs");

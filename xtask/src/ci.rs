@@ -16,6 +16,8 @@ const NEEDED: &[(&str, &str)] = &[
     ("initdb", "postgresql"),
     ("pkg-config", "pkg-config"),
     ("promtool", "prometheus"),
+    ("prometheus", "prometheus"),
+    ("prometheus-node-exporter", "prometheus-node-exporter"),
     ("chromium", "chromium"),
     ("crontab", "cron"),
     ("systemd-analyze", "systemd"),

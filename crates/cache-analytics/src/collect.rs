@@ -195,9 +195,18 @@ async fn redis_figures(config: &Config, state: &StateDir, target: &RedisTarget) 
     }
     figures.hit_ratio = history::application_hit_ratio(&figures.info);
     let share = SAMPLE_KEYS / primaries.nodes.len().max(1) as u64;
+    // Every primary sampled, several at once (the target's `concurrency`), then added up.
+    let keyspace = &keyspace;
+    let samples = primaries
+        .visit(|node| async move {
+            let mut sample = Sample::default();
+            sample_prefixes(keyspace, state, node, primaries.cluster, share, &mut sample).await;
+            sample
+        })
+        .await;
     let mut sample = Sample::default();
-    for node in &primaries.nodes {
-        sample_prefixes(&keyspace, state, node, primaries.cluster, share, &mut sample).await;
+    for s in samples {
+        sample.add(s);
     }
     sample.finish(&mut figures);
     figures
@@ -211,6 +220,16 @@ struct Sample {
 }
 
 impl Sample {
+    /// Adds another primary's sample.
+    fn add(&mut self, other: Self) {
+        for (prefix, (keys, bytes)) in other.per {
+            let entry = self.per.entry(prefix).or_default();
+            entry.0 += keys;
+            entry.1 += bytes;
+        }
+        self.sampled += other.sampled;
+    }
+
     /// Scales the sample to the whole keyspace.
     fn finish(self, figures: &mut RedisFigures) {
         let scale = if self.sampled == 0 { 0.0 } else { figures.keys.max(self.sampled) as f64 / self.sampled as f64 };

@@ -1,25 +1,54 @@
 //! `export`: the history as JSON (the latest snapshot), CSV (every figure of every snapshot),
 //! or the Prometheus text exposition format (classic: `# HELP` and `# TYPE` once per family,
 //! samples of a family together, escaped label values), written atomically and readable by
-//! node_exporter's textfile collector, with each job's last run, last success and exit code.
+//! node_exporter's textfile collector.
+//!
+//! The Prometheus export follows the textfile collector's and Prometheus's naming practices:
+//! every series carries a `project` label (two installations can share one textfile directory
+//! and one Prometheus), no label of ours is called `job` or `instance` (Prometheus's own: the
+//! toolkit's job names are `cache_job`), a figure that is not known is left out (a target that
+//! is down has `cache_redis_up 0` and no keys or latency, never zeros), servers' counters are
+//! `_total` counters, and times are Unix timestamps (an age is `time() - ...`). It reads only
+//! what the tools left in the state directory: the latest snapshot, the last health report,
+//! the monitor's alert state, the newest backup manifest and the run records.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::{BufRead as _, Read as _, Seek as _};
 use std::path::Path;
 
 use anyhow::Context as _;
+use cache_core::alerting::Metric;
 use cache_core::app::Context;
+use cache_core::archive::Manifest;
 use cache_core::cli::CommonArgs;
 use cache_core::exit::{self, Convention};
+use cache_core::history::{HISTORY, RedisFigures, Snapshot};
 use cache_core::output::Format;
 use cache_core::runs;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::ExportFormat;
-use cache_core::history::{HISTORY, Snapshot};
+
+/// The health report `cache-health check` (and `monitor`) leaves in the state directory.
+pub const HEALTH_REPORT: &str = "health/comprehensive-health.json";
+/// The monitor's alert state, in the state directory.
+pub const ALERT_STATE: &str = "alerts/state.json";
+/// The manifest of each backup, in its directory (written last: a backup without one is
+/// incomplete and not counted).
+pub const BACKUP_MANIFEST: &str = "manifest.json";
+/// The cleanup totals counted from `runs.jsonl` so far, and where the count stopped.
+pub const TOTALS: &str = "analytics/export-totals.json";
+/// The job whose runs the cleanup counters add up.
+const CLEANUP_JOB: &str = "cleanup";
 
 /// Runs `export`.
 pub fn run(common: &CommonArgs, format: ExportFormat, output: Option<&Path>) -> anyhow::Result<u8> {
     let ctx = Context::load(common, Format::Text, Convention::Standard)?;
     let latest = || ctx.state.read_last_jsonl::<Snapshot>(HISTORY);
+    let mut code = exit::SUCCESS;
     let text = match format {
         ExportFormat::Json => {
             let latest = latest()?.context("no snapshot yet: run `cache-analytics collect` first")?;
@@ -31,14 +60,46 @@ pub fn run(common: &CommonArgs, format: ExportFormat, output: Option<&Path>) -> 
         }
         // CSV is the whole history; the others need the latest snapshot only.
         ExportFormat::Csv => csv(&ctx.state.read_jsonl::<Snapshot>(HISTORY)?),
-        ExportFormat::Prometheus => prometheus(latest()?.as_ref(), &runs::summary_by_job(&ctx.state)?),
+        ExportFormat::Prometheus => {
+            let (state, problems) = Sources::read(&ctx, latest()?);
+            for problem in &problems {
+                ctx.printer.warn(problem);
+            }
+            if !problems.is_empty() {
+                code = exit::PARTIAL;
+            }
+            prometheus(&state)
+        }
     };
     match output {
-        Some(path) => cache_core::state::write_atomic_mode(path, text.as_bytes(), 0o644)
-            .with_context(|| format!("writing `{}`", path.display()))?,
+        Some(path) => {
+            // A directory (node_exporter's textfile directory) gets a file named after the
+            // project, so that two installations writing there never replace each other's.
+            let path = if path.is_dir() { path.join(textfile_name(&ctx.config.project_name)) } else { path.into() };
+            cache_core::state::write_atomic_mode(&path, text.as_bytes(), 0o644)
+                .with_context(|| format!("writing `{}`", path.display()))?;
+        }
         None => ctx.printer.always(&text)?,
     }
-    Ok(exit::SUCCESS)
+    Ok(code)
+}
+
+/// The file `export --format prometheus -o DIR` writes in `DIR`: `cache-toolkit-<project>.prom`,
+/// with characters other than letters, digits, `_`, `-` and `.` replaced by `_` and then a hash
+/// of the name, so that two different project names never share a file.
+pub fn textfile_name(project: &str) -> String {
+    let safe: String = project
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' })
+        .collect();
+    if safe == project && !project.is_empty() && !project.starts_with('.') {
+        format!("cache-toolkit-{project}.prom")
+    } else {
+        // FNV-1a: stable across builds and platforms, which std's hasher is not.
+        let hash =
+            project.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        format!("cache-toolkit-{}-{:08x}.prom", safe.trim_start_matches('.'), hash as u32)
+    }
 }
 
 /// Every numeric figure, one `timestamp,tier,target,metric,value` row each.
@@ -80,11 +141,260 @@ fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
 }
 
+/// The last health report, as far as the export reads it (cache-health owns the format; no
+/// tool depends on another, so only the fields used are named here).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Health {
+    /// When the check ran.
+    pub timestamp: DateTime<Utc>,
+    /// `OK`, `WARNING` or `CRITICAL`.
+    pub status: String,
+    /// Every target probed.
+    #[serde(default)]
+    pub targets: Vec<HealthTarget>,
+}
+
+/// One target of the health report.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct HealthTarget {
+    /// Its tier (`redis`, `postgres`, ...).
+    pub tier: String,
+    /// Its name.
+    pub name: String,
+    /// `healthy`, `degraded`, `failed`, `not_configured` or `not_available`.
+    pub status: String,
+    /// The figures alert rules judge, by metric name: only what the probe measured.
+    #[serde(default)]
+    pub observed: BTreeMap<String, f64>,
+    /// Figures read from the target.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, Value>,
+}
+
+/// The monitor's alert state, as far as the export reads it.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Alerts {
+    /// Alerts by fingerprint.
+    #[serde(default)]
+    pub alerts: BTreeMap<String, Alert>,
+}
+
+/// One alert: a rule on a target.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Alert {
+    /// The rule's name.
+    pub rule: String,
+    /// `tier/name`, or `all`.
+    pub target: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    /// `pending`, `firing` or `resolved`.
+    pub status: String,
+}
+
+/// The newest complete backup.
+#[derive(Clone, Debug)]
+pub struct Backups {
+    /// Complete backups (those with a manifest).
+    pub count: usize,
+    /// The newest one's manifest.
+    pub newest: Manifest,
+}
+
+/// What one cleanup target has removed over every recorded run (dry runs left out).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupTotal {
+    /// Its tier.
+    pub tier: String,
+    /// Its name.
+    pub target: String,
+    /// Items removed (keys, rows, memories, files).
+    pub removed: u64,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+}
+
+/// The running count of [`TOTALS`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+struct Totals {
+    /// Bytes of `runs.jsonl` counted.
+    offset: u64,
+    /// The id of the file's first record when it was counted: another one means the file was
+    /// replaced (rotated), and it is counted again from the start past `through`.
+    first_id: Option<String>,
+    /// The end of the last run counted.
+    through: Option<DateTime<Utc>>,
+    /// Per cleanup target.
+    cleanup: Vec<CleanupTotal>,
+}
+
+/// Everything the Prometheus export reads: one installation's state.
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    /// The configuration's `project_name`: the `project` label of every series.
+    pub project: String,
+    /// The latest snapshot of the history.
+    pub snapshot: Option<Snapshot>,
+    /// Each job's last run and last success.
+    pub jobs: BTreeMap<String, (runs::RunRecord, Option<runs::RunRecord>)>,
+    /// The last health report.
+    pub health: Option<Health>,
+    /// The monitor's alert state.
+    pub alerts: Option<Alerts>,
+    /// The backups.
+    pub backups: Option<Backups>,
+    /// Cleanup totals per target.
+    pub cleanup: Vec<CleanupTotal>,
+}
+
+impl Sources {
+    /// Reads every source; one that cannot be read is left out and named in the problems
+    /// returned (the others are still exported).
+    fn read(ctx: &Context, snapshot: Option<Snapshot>) -> (Self, Vec<String>) {
+        let mut problems = Vec::new();
+        let p = &mut problems;
+        let health = keep(p, "the health report", ctx.state.read_json::<Health>(HEALTH_REPORT));
+        let alerts = keep(p, "the alert state", ctx.state.read_json::<Alerts>(ALERT_STATE));
+        let backups = keep(p, "the backups", newest_backup(&ctx.config.backup.dir));
+        let cleanup = keep(p, "the cleanup totals", count_cleanups(&ctx.state).map(Some)).unwrap_or_default();
+        let jobs = keep(p, "the job runs", runs::summary_by_job(&ctx.state).map(Some)).unwrap_or_default();
+        let sources =
+            Self { project: ctx.config.project_name.clone(), snapshot, jobs, health, alerts, backups, cleanup };
+        (sources, problems)
+    }
+}
+
+/// `result`'s value, or `None` with the error noted in `problems`.
+fn keep<T>(problems: &mut Vec<String>, what: &str, result: anyhow::Result<Option<T>>) -> Option<T> {
+    result.unwrap_or_else(|e| {
+        problems.push(format!("{what} left out of the export: {e:#}"));
+        None
+    })
+}
+
+/// The complete backups in `dir` and the newest one; `None` when there is none (or no
+/// directory). A backup being built (`.partial-...`) has no manifest yet and is not counted.
+fn newest_backup(dir: &Path) -> anyhow::Result<Option<Backups>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading `{}`", dir.display())),
+    };
+    let mut count = 0;
+    let mut newest: Option<Manifest> = None;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading `{}`", dir.display()))?;
+        if entry.file_name().to_string_lossy().starts_with('.') || !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let path = entry.path().join(BACKUP_MANIFEST);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading `{}`", path.display())),
+        };
+        let manifest: Manifest =
+            serde_json::from_str(&text).with_context(|| format!("`{}` is not a valid manifest", path.display()))?;
+        count += 1;
+        if newest.as_ref().is_none_or(|n| manifest.created_at > n.created_at) {
+            newest = Some(manifest);
+        }
+    }
+    Ok(newest.map(|newest| Backups { count, newest }))
+}
+
+/// One run record, as far as the counters read it.
+#[derive(Deserialize)]
+struct CountedRun {
+    id: String,
+    job: String,
+    ended_at: DateTime<Utc>,
+    #[serde(default)]
+    summary: Value,
+}
+
+/// The cleanup totals: [`TOTALS`] brought up to date with the runs appended to `runs.jsonl`
+/// since, and saved again (a failure to save is a warning: the next export counts again).
+fn count_cleanups(state: &cache_core::state::StateDir) -> anyhow::Result<Vec<CleanupTotal>> {
+    let mut totals: Totals = state.read_json(TOTALS)?.unwrap_or_default();
+    let path = state.path(runs::RUNS_FILE);
+    let mut file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(totals.cleanup),
+        Err(e) => return Err(e).with_context(|| format!("reading `{}`", path.display())),
+    };
+    let len = file.metadata()?.len();
+    let first_id = {
+        let mut first = String::new();
+        std::io::BufReader::new(&file).read_line(&mut first)?;
+        serde_json::from_str::<CountedRun>(&first).ok().map(|r| r.id)
+    };
+    // The same file, grown: count from where the last export stopped. Another file: count it
+    // from the start, every run that ended after the last one counted.
+    let same = totals.first_id.is_some() && totals.first_id == first_id && len >= totals.offset;
+    let (start, after) = if same { (totals.offset, None) } else { (0, totals.through) };
+    file.seek(std::io::SeekFrom::Start(start))?;
+    let before = totals.clone();
+    // Line by line, whole lines only: a run being appended is counted by the next export.
+    let mut lines = std::io::BufReader::new(file.take(len - start));
+    let mut line = Vec::new();
+    let mut counted = 0u64;
+    loop {
+        line.clear();
+        let n = lines.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        counted += n as u64;
+        let Ok(run) = serde_json::from_slice::<CountedRun>(&line) else { continue };
+        if after.is_some_and(|t| run.ended_at <= t) {
+            continue;
+        }
+        totals.through = totals.through.max(Some(run.ended_at));
+        if run.job == CLEANUP_JOB {
+            add_cleanup(&mut totals.cleanup, &run.summary);
+        }
+    }
+    totals.offset = start + counted;
+    totals.first_id = first_id;
+    if totals != before
+        && let Err(e) = state.write_json(TOTALS, &totals)
+    {
+        tracing::warn!("saving the cleanup totals: {e:#}");
+    }
+    Ok(totals.cleanup)
+}
+
+/// Adds one cleanup run's per-target figures (a dry run, or a run without targets such as an
+/// undo, adds nothing).
+fn add_cleanup(totals: &mut Vec<CleanupTotal>, summary: &Value) {
+    if summary.get("dry_run").and_then(Value::as_bool) != Some(false) {
+        return;
+    }
+    for t in summary.get("targets").and_then(Value::as_array).into_iter().flatten() {
+        let (Some(tier), Some(target)) = (t["tier"].as_str(), t["target"].as_str()) else { continue };
+        let at = match totals.iter().position(|c| c.tier == tier && c.target == target) {
+            Some(at) => at,
+            None => {
+                totals.push(CleanupTotal {
+                    tier: tier.to_owned(),
+                    target: target.to_owned(),
+                    ..CleanupTotal::default()
+                });
+                totals.len() - 1
+            }
+        };
+        totals[at].removed += t["removed"].as_u64().unwrap_or(0);
+        totals[at].bytes_freed += t["bytes_freed"].as_u64().unwrap_or(0);
+    }
+}
+
 /// Metric families in the order first seen.
 #[derive(Default)]
 struct Families {
     order: Vec<String>,
-    families: std::collections::BTreeMap<String, (&'static str, &'static str, Vec<String>)>,
+    families: BTreeMap<String, (&'static str, &'static str, Vec<String>)>,
 }
 
 impl Families {
@@ -117,6 +427,33 @@ impl Families {
     }
 }
 
+/// Families whose every series carries the project's label first.
+struct Exposition<'a> {
+    project: &'a str,
+    families: Families,
+}
+
+impl Exposition<'_> {
+    fn sample(&mut self, name: &str, kind: &'static str, help: &'static str, labels: &[(&str, &str)], value: f64) {
+        let mut all = Vec::with_capacity(labels.len() + 1);
+        all.push(("project", self.project));
+        all.extend_from_slice(labels);
+        self.families.add(name, kind, help, &all, value);
+    }
+
+    fn gauge(&mut self, name: &str, help: &'static str, labels: &[(&str, &str)], value: f64) {
+        self.sample(name, "gauge", help, labels, value);
+    }
+
+    fn counter(&mut self, name: &str, help: &'static str, labels: &[(&str, &str)], value: f64) {
+        self.sample(name, "counter", help, labels, value);
+    }
+
+    fn flag(&mut self, name: &str, help: &'static str, labels: &[(&str, &str)], value: bool) {
+        self.gauge(name, help, labels, if value { 1.0 } else { 0.0 });
+    }
+}
+
 /// Escapes a label value: backslash, double quote and newline.
 pub fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -132,160 +469,378 @@ fn number(v: f64) -> String {
     }
 }
 
-/// The latest snapshot and the jobs' runs in the Prometheus text format.
-pub fn prometheus(
-    latest: Option<&Snapshot>,
-    jobs: &std::collections::BTreeMap<String, (runs::RunRecord, Option<runs::RunRecord>)>,
-) -> String {
-    let mut f = Families::default();
-    if let Some(s) = latest {
-        f.add(
+/// `(reached, all)` from a cluster's coverage (`2 of 3 primaries`).
+fn coverage(r: &RedisFigures) -> Option<(f64, f64)> {
+    let (reached, rest) = r.coverage.as_deref()?.split_once(" of ")?;
+    let all = rest.split_whitespace().next()?;
+    Some((reached.parse().ok()?, all.parse().ok()?))
+}
+
+/// 0 fine, 1 degraded, 2 failed, as cache-health's severities.
+fn severity(status: &str) -> Option<f64> {
+    match status {
+        "healthy" | "not_configured" | "not_available" | "OK" => Some(0.0),
+        "degraded" | "WARNING" => Some(1.0),
+        "failed" | "CRITICAL" => Some(2.0),
+        _ => None,
+    }
+}
+
+/// The state of one installation in the Prometheus text format.
+pub fn prometheus(sources: &Sources) -> String {
+    let mut x = Exposition { project: &sources.project, families: Families::default() };
+    if let Some(s) = &sources.snapshot {
+        x.gauge(
             "cache_snapshot_timestamp_seconds",
-            "gauge",
-            "When the latest snapshot was taken.",
+            "When the latest analytics snapshot was taken.",
             &[],
             s.timestamp.timestamp() as f64,
         );
         for r in &s.redis {
-            let t = [("target", r.name.as_str())];
-            f.add(
-                "cache_redis_up",
-                "gauge",
-                "Whether the Redis target answered (1) or not (0).",
-                &t,
-                if r.error.is_none() { 1.0 } else { 0.0 },
-            );
-            f.add("cache_redis_keys", "gauge", "Keys in every database.", &t, r.keys as f64);
-            let info = |k: &str| r.info.get(k).copied();
-            if let Some(v) = info("used_memory") {
-                f.add("cache_redis_used_memory_bytes", "gauge", "Memory used by Redis.", &t, v);
-            }
-            if let Some(v) = info("maxmemory") {
-                f.add("cache_redis_maxmemory_bytes", "gauge", "The maxmemory setting (0: none).", &t, v);
-            }
-            if let Some(v) = info("instantaneous_ops_per_sec") {
-                f.add("cache_redis_ops_per_second", "gauge", "Commands per second.", &t, v);
-            }
-            if let Some(v) = info("connected_clients") {
-                f.add("cache_redis_connected_clients", "gauge", "Client connections.", &t, v);
-            }
-            if let Some(v) = info("evicted_keys") {
-                f.add("cache_redis_evicted_keys_total", "counter", "Keys evicted since the server started.", &t, v);
-            }
-            if let Some(v) = info("expired_keys") {
-                f.add("cache_redis_expired_keys_total", "counter", "Keys expired since the server started.", &t, v);
-            }
-            if let Some(h) = r.hit_ratio {
-                f.add("cache_redis_hit_ratio", "gauge", "Keyspace hits over lookups since the server started.", &t, h);
-            }
-            f.add(
-                "cache_redis_latency_seconds",
-                "gauge",
-                "Mean PING round trip of the snapshot.",
-                &t,
-                r.latency.avg_ms / 1000.0,
-            );
-            for p in &r.prefixes {
-                let l = [("target", r.name.as_str()), ("prefix", p.prefix.as_str())];
-                f.add(
-                    "cache_redis_prefix_keys",
-                    "gauge",
-                    "Keys under a prefix, estimated from a sample.",
-                    &l,
-                    p.keys as f64,
-                );
-                f.add(
-                    "cache_redis_prefix_bytes",
-                    "gauge",
-                    "Bytes under a prefix, estimated from a sample.",
-                    &l,
-                    p.bytes as f64,
-                );
-            }
+            redis(&mut x, r);
         }
         for p in &s.postgres {
             let t = [("target", p.name.as_str())];
-            f.add(
-                "cache_postgres_up",
-                "gauge",
-                "Whether the PostgreSQL target answered (1) or not (0).",
+            // Answered `SELECT 1`, whatever became of the statistics after.
+            let up = p.error.is_none() || p.latency.samples > 0;
+            x.flag("cache_postgres_up", "Whether the PostgreSQL target could be reached.", &t, up);
+            if !up {
+                continue;
+            }
+            if p.latency.samples > 0 {
+                x.gauge(
+                    "cache_postgres_latency_seconds",
+                    "Mean SELECT 1 round trip of the snapshot.",
+                    &t,
+                    p.latency.avg_ms / 1000.0,
+                );
+            }
+            x.flag(
+                "cache_postgres_statistics_available",
+                "Whether the cache table's statistics could be read (a missing table or a refused query: 0).",
                 &t,
-                if p.error.is_none() { 1.0 } else { 0.0 },
+                p.error.is_none(),
             );
-            f.add(
-                "cache_postgres_entries",
-                "gauge",
-                "Rows of the cache table for the project.",
-                &t,
-                p.total_entries as f64,
-            );
-            f.add("cache_postgres_hot_entries", "gauge", "Rows accessed in the last hour.", &t, p.hot_entries as f64);
-            f.add(
-                "cache_postgres_latency_seconds",
-                "gauge",
-                "Mean SELECT 1 round trip of the snapshot.",
-                &t,
-                p.latency.avg_ms / 1000.0,
-            );
+            if p.error.is_none() {
+                x.gauge(
+                    "cache_postgres_entries",
+                    "Rows of the cache table for the project.",
+                    &t,
+                    p.total_entries as f64,
+                );
+                x.gauge("cache_postgres_hot_entries", "Rows accessed in the last hour.", &t, p.hot_entries as f64);
+            }
         }
         for m in &s.memory {
             let t = [("target", m.name.as_str())];
-            f.add(
-                "cache_memory_up",
-                "gauge",
-                "Whether the memory API answered (1) or not (0).",
-                &t,
-                if m.error.is_none() { 1.0 } else { 0.0 },
-            );
-            f.add("cache_memory_memories", "gauge", "Memories of the user.", &t, m.memories as f64);
+            let up = m.error.is_none() || m.latency.samples > 0;
+            x.flag("cache_memory_up", "Whether the memory API answered.", &t, up);
+            if m.latency.samples > 0 {
+                x.gauge(
+                    "cache_memory_latency_seconds",
+                    "Mean list round trip of the snapshot.",
+                    &t,
+                    m.latency.avg_ms / 1000.0,
+                );
+            }
+            if m.error.is_none() {
+                x.gauge("cache_memory_memories", "Memories of the user.", &t, m.memories as f64);
+            }
         }
         for d in &s.dirs {
             let t = [("tier", d.tier.as_str()), ("target", d.name.as_str())];
-            f.add("cache_directory_bytes", "gauge", "Bytes on disk in a cache or log directory.", &t, d.bytes as f64);
-            f.add("cache_directory_files", "gauge", "Files in a cache or log directory.", &t, d.files as f64);
+            x.gauge("cache_directory_bytes", "Bytes on disk in a cache or log directory.", &t, d.bytes as f64);
+            x.gauge("cache_directory_files", "Files in a cache or log directory.", &t, d.files as f64);
         }
-        f.add("cache_host_load1", "gauge", "One-minute load average of the host.", &[], s.host.load1);
-        f.add(
-            "cache_host_memory_used_ratio",
-            "gauge",
-            "Share of the host's memory in use.",
+        // A host that could not be read is recorded with no CPUs: nothing is known.
+        if s.host.cpus > 0 {
+            x.gauge("cache_host_load1", "One-minute load average of the host.", &[], s.host.load1);
+            x.gauge(
+                "cache_host_memory_used_ratio",
+                "Share of the host's memory in use.",
+                &[],
+                s.host.memory_percent / 100.0,
+            );
+        }
+    }
+    if let Some(h) = &sources.health {
+        health_report(&mut x, h);
+    }
+    if let Some(a) = &sources.alerts {
+        alerts(&mut x, a);
+    }
+    if let Some(b) = &sources.backups {
+        let m = &b.newest;
+        x.gauge("cache_backups", "Complete backups in the backup directory.", &[], b.count as f64);
+        x.gauge(
+            "cache_backup_last_timestamp_seconds",
+            "When the newest complete backup was taken.",
             &[],
-            s.host.memory_percent / 100.0,
+            m.created_at.timestamp() as f64,
+        );
+        x.gauge(
+            "cache_backup_last_size_bytes",
+            "Bytes of the newest backup's files.",
+            &[],
+            m.files.iter().map(|f| f.bytes).sum::<u64>() as f64,
+        );
+        x.flag(
+            "cache_backup_last_complete",
+            "Whether the newest backup holds every source (0: some failed and are missing).",
+            &[],
+            m.failed.is_empty(),
         );
     }
-    for (job, (last, success)) in jobs {
-        let t = [("job", job.as_str())];
-        f.add(
+    for c in &sources.cleanup {
+        let t = [("tier", c.tier.as_str()), ("target", c.target.as_str())];
+        x.counter(
+            "cache_cleanup_removed_total",
+            "Items (keys, rows, memories, files) removed by cleanup runs, dry runs left out.",
+            &t,
+            c.removed as f64,
+        );
+        x.counter(
+            "cache_cleanup_freed_bytes_total",
+            "Bytes freed by cleanup runs, dry runs left out.",
+            &t,
+            c.bytes_freed as f64,
+        );
+    }
+    for (job, (last, success)) in &sources.jobs {
+        let t = [("cache_job", job.as_str())];
+        x.gauge(
             "cache_job_last_run_timestamp_seconds",
-            "gauge",
             "When the job's last run ended.",
             &t,
             last.ended_at.timestamp() as f64,
         );
-        f.add("cache_job_last_exit_code", "gauge", "Exit code of the job's last run.", &t, f64::from(last.exit_code));
-        f.add(
+        x.gauge("cache_job_last_exit_code", "Exit code of the job's last run.", &t, f64::from(last.exit_code));
+        x.gauge(
             "cache_job_last_duration_seconds",
-            "gauge",
             "Wall time of the job's last run.",
             &t,
             last.duration_ms as f64 / 1000.0,
         );
         if let Some(success) = success {
-            f.add(
+            x.gauge(
                 "cache_job_last_success_timestamp_seconds",
-                "gauge",
                 "When the job last ended successfully.",
                 &t,
                 success.ended_at.timestamp() as f64,
             );
         }
     }
-    f.render()
+    x.families.render()
+}
+
+/// One Redis target of the snapshot.
+fn redis(x: &mut Exposition<'_>, r: &RedisFigures) {
+    let t = [("target", r.name.as_str())];
+    // Reached: no error, or the PING samples were taken (INFO may still have been refused).
+    let up = r.error.is_none() || r.latency.samples > 0;
+    x.flag("cache_redis_up", "Whether the Redis target could be reached.", &t, up);
+    let cluster = coverage(r);
+    if let Some((reached, all)) = cluster {
+        x.gauge("cache_redis_primaries", "Primaries of the Redis Cluster.", &t, all);
+        x.gauge(
+            "cache_redis_primaries_reached",
+            "Primaries of the Redis Cluster reached by the snapshot.",
+            &t,
+            reached,
+        );
+    }
+    if !up {
+        return;
+    }
+    if r.latency.samples > 0 {
+        x.gauge("cache_redis_latency_seconds", "Mean PING round trip of the snapshot.", &t, r.latency.avg_ms / 1000.0);
+    }
+    // A cluster's figures are sums over the primaries reached: with one missing they are
+    // neither the cluster's nor comparable with the last export's (a counter would seem to
+    // reset), so they are left out.
+    if cluster.is_some_and(|(reached, all)| reached < all) {
+        return;
+    }
+    // Every primary reached: the only error collect records then is INFO refused.
+    let info_available = r.error.is_none();
+    x.flag(
+        "cache_redis_info_available",
+        "Whether the server answered INFO (hosted servers may refuse it: their figures are unknown).",
+        &t,
+        info_available,
+    );
+    if !info_available {
+        return;
+    }
+    let info = |k: &str| r.info.get(k).copied();
+    x.gauge("cache_redis_keys", "Keys in every database.", &t, r.keys as f64);
+    let gauges: [(&str, &str, &'static str); 5] = [
+        ("used_memory", "cache_redis_used_memory_bytes", "Memory used by Redis."),
+        ("used_memory_peak", "cache_redis_used_memory_peak_bytes", "Peak memory used by Redis since it started."),
+        ("maxmemory", "cache_redis_maxmemory_bytes", "The maxmemory setting (0: no limit)."),
+        (
+            "mem_fragmentation_ratio",
+            "cache_redis_memory_fragmentation_ratio",
+            "RSS over used memory (a cluster: the worst primary).",
+        ),
+        ("connected_clients", "cache_redis_connected_clients", "Client connections."),
+    ];
+    for (key, name, help) in gauges {
+        if let Some(v) = info(key) {
+            x.gauge(name, help, &t, v);
+        }
+    }
+    // The applications' lookups: the server's counters less the toolkit's own (its scans and
+    // samples count as hits in Redis too).
+    let lookups: [(&str, &str, &str, &'static str); 2] = [
+        (
+            "keyspace_hits",
+            "toolkit_hits",
+            "cache_redis_keyspace_hits_total",
+            "Key lookups that found the key, the toolkit's own left out.",
+        ),
+        (
+            "keyspace_misses",
+            "toolkit_misses",
+            "cache_redis_keyspace_misses_total",
+            "Key lookups that found no key, the toolkit's own left out.",
+        ),
+    ];
+    for (key, own, name, help) in lookups {
+        let value = info(key).map(|v| v - info(own).unwrap_or(0.0));
+        // Below zero the two figures do not describe the same server life: unknown.
+        if let Some(v) = value.filter(|v| *v >= 0.0) {
+            x.counter(name, help, &t, v);
+        }
+    }
+    let counters: [(&str, &str, &'static str); 3] = [
+        (
+            "total_commands_processed",
+            "cache_redis_commands_processed_total",
+            "Commands processed since the server started.",
+        ),
+        ("evicted_keys", "cache_redis_evicted_keys_total", "Keys evicted since the server started."),
+        ("expired_keys", "cache_redis_expired_keys_total", "Keys expired since the server started."),
+    ];
+    for (key, name, help) in counters {
+        if let Some(v) = info(key) {
+            x.counter(name, help, &t, v);
+        }
+    }
+    for p in &r.prefixes {
+        let l = [t[0], ("prefix", p.prefix.as_str())];
+        x.gauge("cache_redis_prefix_keys", "Keys under a prefix, estimated from a sample.", &l, p.keys as f64);
+        x.gauge("cache_redis_prefix_bytes", "Bytes under a prefix, estimated from a sample.", &l, p.bytes as f64);
+    }
+}
+
+/// The last health report: each target's status, and the figures only the health check reads
+/// (Redis replication and cluster state, PostgreSQL dead tuples and connections).
+fn health_report(x: &mut Exposition<'_>, h: &Health) {
+    x.gauge("cache_health_timestamp_seconds", "When the last health check ran.", &[], h.timestamp.timestamp() as f64);
+    if let Some(v) = severity(&h.status) {
+        x.gauge("cache_health_overall_status", "The last health check's verdict: 0 OK, 1 warning, 2 critical.", &[], v);
+    }
+    for target in &h.targets {
+        let t = [("tier", target.tier.as_str()), ("target", target.name.as_str())];
+        if let Some(v) = severity(&target.status) {
+            x.gauge(
+                "cache_health_status",
+                "A target's status at the last health check: 0 healthy, 1 degraded, 2 failed.",
+                &t,
+                v,
+            );
+        }
+        let t = [("target", target.name.as_str())];
+        let metric = |k: &str| target.metrics.get(k);
+        match target.tier.as_str() {
+            "redis" => {
+                if let Some(role) = metric("role").and_then(Value::as_str) {
+                    x.gauge(
+                        "cache_redis_role",
+                        "The server's replication role at the last health check (1).",
+                        &[t[0], ("role", role)],
+                        1.0,
+                    );
+                }
+                if let Some(state) = metric("cluster_state").and_then(Value::as_str).filter(|s| *s != "unknown") {
+                    x.flag(
+                        "cache_redis_cluster_state_ok",
+                        "Whether CLUSTER INFO said `cluster_state:ok` at the last health check.",
+                        &t,
+                        state == "ok",
+                    );
+                }
+                if let Some(n) = metric("cluster_replicas").and_then(Value::as_f64) {
+                    x.gauge(
+                        "cache_redis_cluster_replicas",
+                        "Healthy replicas in the Redis Cluster at the last health check.",
+                        &t,
+                        n,
+                    );
+                }
+            }
+            "postgres" => {
+                if let Some(v) = target.observed.get(Metric::DeadTuples.name()) {
+                    x.gauge(
+                        "cache_postgres_dead_tuples",
+                        "Dead tuples of the cache table at the last health check.",
+                        &t,
+                        *v,
+                    );
+                }
+                if let Some(v) = metric("table_bytes").and_then(Value::as_f64) {
+                    x.gauge(
+                        "cache_postgres_table_size_bytes",
+                        "Size of the cache table with its indexes and TOAST.",
+                        &t,
+                        v,
+                    );
+                }
+                if let Some(v) = metric("connections").and_then(Value::as_f64) {
+                    x.gauge("cache_postgres_connections", "Client backends at the last health check.", &t, v);
+                }
+                if let Some(v) = metric("max_connections").and_then(Value::as_f64) {
+                    x.gauge("cache_postgres_max_connections", "The max_connections setting.", &t, v);
+                }
+                if let Some(v) = metric("in_recovery").and_then(Value::as_bool) {
+                    x.flag(
+                        "cache_postgres_in_recovery",
+                        "Whether the server is a standby in recovery (a replica).",
+                        &t,
+                        v,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The monitor's alerts: each one's state, and how many fire.
+fn alerts(x: &mut Exposition<'_>, a: &Alerts) {
+    let firing = a.alerts.values().filter(|a| a.status == "firing").count();
+    x.gauge("cache_alerts_firing", "Alerts firing.", &[], firing as f64);
+    for alert in a.alerts.values() {
+        let mut l = vec![("rule", alert.rule.as_str())];
+        match alert.target.split_once('/') {
+            Some((tier, name)) => l.extend([("tier", tier), ("target", name)]),
+            None => l.push(("target", alert.target.as_str())),
+        }
+        l.push(("severity", alert.severity.as_str()));
+        x.flag(
+            "cache_alert_firing",
+            "Whether an alert rule fires on a target (1), or is pending or resolved (0).",
+            &l,
+            alert.status == "firing",
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cache_core::history::Latency;
 
     #[test]
     fn label_values_are_escaped_and_families_grouped() {
@@ -302,5 +857,179 @@ mod tests {
             (number(f64::NAN), number(f64::INFINITY), number(1e20)),
             ("NaN".into(), "+Inf".into(), "100000000000000000000".into())
         );
+    }
+
+    #[test]
+    fn textfile_names_differ_for_different_projects() {
+        assert_eq!(textfile_name("shop"), "cache-toolkit-shop.prom");
+        let odd = ["shop prod", "shop_prod", "shop/prod", ".shop", "", "shop\u{e9}"].map(textfile_name);
+        assert_eq!(odd[1], "cache-toolkit-shop_prod.prom");
+        for (i, a) in odd.iter().enumerate() {
+            assert!(a.ends_with(".prom") && !a.contains('/') && !a.contains(' '), "{a}");
+            for b in &odd[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    fn figures(name: &str) -> RedisFigures {
+        RedisFigures { name: name.into(), latency: Latency::of(&[1.0, 3.0]), ..RedisFigures::default() }
+    }
+
+    #[test]
+    fn unknown_redis_figures_are_left_out() {
+        let mut ok = figures("ok");
+        ok.keys = 0;
+        ok.info = [("used_memory", 1000.0), ("keyspace_hits", 10.0), ("toolkit_hits", 4.0), ("keyspace_misses", 3.0)]
+            .map(|(k, v)| (k.to_owned(), v))
+            .into();
+        let down = RedisFigures { name: "down".into(), error: Some("unreachable".into()), ..RedisFigures::default() };
+        let refused = RedisFigures { error: Some("INFO refused by the server".into()), ..figures("hosted") };
+        let partial = RedisFigures {
+            error: Some("not every primary was reached (2 of 3 primaries): x".into()),
+            coverage: Some("2 of 3 primaries".into()),
+            keys: 7,
+            info: [("used_memory".to_owned(), 1.0)].into(),
+            ..figures("cluster")
+        };
+        let lagging = RedisFigures {
+            info: [("keyspace_hits".to_owned(), 1.0), ("toolkit_hits".to_owned(), 5.0)].into(),
+            ..figures("lagging")
+        };
+        let snapshot = Snapshot { redis: vec![ok, down, refused, partial, lagging], ..Snapshot::default() };
+        let text = prometheus(&Sources { project: "p".into(), snapshot: Some(snapshot), ..Sources::default() });
+        let of = |target: &str| -> Vec<String> {
+            let tag = format!("target=\"{target}\"");
+            lines(&text).into_iter().filter(|l| l.contains(&tag)).map(|l| l.replace(&tag, "T")).collect()
+        };
+        assert_eq!(
+            of("ok"),
+            [
+                "cache_redis_up{project=\"p\",T} 1",
+                "cache_redis_latency_seconds{project=\"p\",T} 0.002",
+                "cache_redis_info_available{project=\"p\",T} 1",
+                "cache_redis_keys{project=\"p\",T} 0",
+                "cache_redis_used_memory_bytes{project=\"p\",T} 1000",
+                "cache_redis_keyspace_hits_total{project=\"p\",T} 6",
+                "cache_redis_keyspace_misses_total{project=\"p\",T} 3",
+            ]
+        );
+        assert_eq!(of("down"), ["cache_redis_up{project=\"p\",T} 0"]);
+        assert_eq!(
+            of("hosted"),
+            [
+                "cache_redis_up{project=\"p\",T} 1",
+                "cache_redis_latency_seconds{project=\"p\",T} 0.002",
+                "cache_redis_info_available{project=\"p\",T} 0",
+            ]
+        );
+        assert_eq!(
+            of("cluster"),
+            [
+                "cache_redis_up{project=\"p\",T} 1",
+                "cache_redis_latency_seconds{project=\"p\",T} 0.002",
+                "cache_redis_primaries{project=\"p\",T} 3",
+                "cache_redis_primaries_reached{project=\"p\",T} 2",
+            ]
+        );
+        // More of the toolkit's lookups than the server counts: not one server life, unknown.
+        assert!(!of("lagging").iter().any(|l| l.contains("keyspace_hits")), "{text}");
+        // No host figures when the host could not be read.
+        assert!(!text.contains("cache_host_"), "{text}");
+    }
+
+    #[test]
+    fn health_alerts_and_backups_are_exported_from_what_they_hold() {
+        let health: Health = serde_json::from_value(serde_json::json!({
+            "timestamp": "2026-11-22T10:00:00Z", "status": "WARNING", "targets": [
+                {"tier": "redis", "name": "main", "status": "degraded",
+                 "metrics": {"role": "master", "cluster_state": "fail", "cluster_replicas": 2}},
+                {"tier": "postgres", "name": "pg", "status": "healthy", "observed": {"dead_tuples": 12.0},
+                 "metrics": {"connections": 3, "max_connections": 100, "in_recovery": false}},
+                {"tier": "system", "name": "host", "status": "not_available"}]
+        }))
+        .unwrap();
+        let alerts: Alerts = serde_json::from_value(serde_json::json!({ "alerts": {
+            "a": {"rule": "Many keys", "target": "redis/main", "severity": "critical", "status": "firing"},
+            "b": {"rule": "Budget", "target": "all", "severity": "warning", "status": "resolved"}}}))
+        .unwrap();
+        let snapshot = Snapshot { redis: vec![figures("main")], ..Snapshot::default() };
+        let text = prometheus(&Sources {
+            project: "p".into(),
+            snapshot: Some(snapshot),
+            health: Some(health),
+            alerts: Some(alerts),
+            ..Sources::default()
+        });
+        for want in [
+            "cache_redis_role{project=\"p\",target=\"main\",role=\"master\"} 1",
+            "cache_redis_cluster_state_ok{project=\"p\",target=\"main\"} 0",
+            "cache_redis_cluster_replicas{project=\"p\",target=\"main\"} 2",
+            "cache_health_overall_status{project=\"p\"} 1",
+            "cache_health_status{project=\"p\",tier=\"redis\",target=\"main\"} 1",
+            "cache_health_status{project=\"p\",tier=\"system\",target=\"host\"} 0",
+            "cache_postgres_dead_tuples{project=\"p\",target=\"pg\"} 12",
+            "cache_postgres_connections{project=\"p\",target=\"pg\"} 3",
+            "cache_postgres_max_connections{project=\"p\",target=\"pg\"} 100",
+            "cache_postgres_in_recovery{project=\"p\",target=\"pg\"} 0",
+            "cache_alerts_firing{project=\"p\"} 1",
+            "cache_alert_firing{project=\"p\",rule=\"Many keys\",tier=\"redis\",target=\"main\",severity=\"critical\"} 1",
+            "cache_alert_firing{project=\"p\",rule=\"Budget\",target=\"all\",severity=\"warning\"} 0",
+        ] {
+            assert!(lines(&text).contains(&want), "no `{want}` in\n{text}");
+        }
+        // What the report does not hold is not exported.
+        assert!(!text.contains("cache_postgres_table_size_bytes"), "{text}");
+        assert!(!text.contains("cache_backup"), "{text}");
+    }
+
+    #[test]
+    fn cleanup_totals_count_every_real_run_once() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let dir = std::env::temp_dir().join(format!("cache-analytics-totals-{}-{nanos}", std::process::id()));
+        let state = cache_core::state::StateDir::open(dir.join("state")).unwrap();
+        let run = |id: &str, job: &str, minute: u32, dry_run: bool, removed: u64| {
+            serde_json::json!({
+                "schema_version": 1, "id": id, "job": job, "ended_at": format!("2026-11-22T10:{minute:02}:00Z"),
+                "summary": {"dry_run": dry_run, "targets": [
+                    {"tier": "files", "target": "models", "removed": removed, "bytes_freed": removed * 10}]}
+            })
+            .to_string()
+                + "\n"
+        };
+        let path = state.path(runs::RUNS_FILE);
+        let append = |line: String| {
+            use std::io::Write as _;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap()
+                .write_all(line.as_bytes())
+                .unwrap();
+        };
+        assert_eq!(count_cleanups(&state).unwrap(), []);
+        append(run("r1", "cleanup", 1, false, 2));
+        append(run("r2", "cleanup", 2, true, 100));
+        append(run("r3", "backup", 3, false, 100));
+        let want = |removed: u64| {
+            vec![CleanupTotal { tier: "files".into(), target: "models".into(), removed, bytes_freed: removed * 10 }]
+        };
+        assert_eq!(count_cleanups(&state).unwrap(), want(2));
+        // Counted once, however often exported; a line being written waits for the next export.
+        assert_eq!(count_cleanups(&state).unwrap(), want(2));
+        let next = run("r4", "cleanup", 4, false, 3);
+        append(next[..10].to_owned());
+        assert_eq!(count_cleanups(&state).unwrap(), want(2));
+        append(next[10..].to_owned());
+        assert_eq!(count_cleanups(&state).unwrap(), want(5));
+        // A rotated file: only the runs after the last one counted are added.
+        std::fs::write(&path, run("r4", "cleanup", 4, false, 3) + &run("r5", "cleanup", 5, false, 1)).unwrap();
+        assert_eq!(count_cleanups(&state).unwrap(), want(6));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -66,9 +66,10 @@ pub enum Command {
         /// What to write
         #[arg(long, value_enum, default_value = "json")]
         format: ExportFormat,
-        /// Write here (atomically, mode 0644) instead of stdout, e.g. for node_exporter's
-        /// textfile collector: /var/lib/node_exporter/textfile_collector/cache.prom
-        #[arg(long, short, value_name = "FILE")]
+        /// Write here (atomically, mode 0644) instead of stdout; a directory (node_exporter's
+        /// textfile collector, e.g. /var/lib/prometheus/node-exporter/) gets
+        /// `cache-toolkit-<project>.prom`, so several installations never collide
+        #[arg(long, short, value_name = "FILE|DIR")]
         output: Option<PathBuf>,
     },
     /// Write a report: seed 002's daily metrics, the weekly analysis, or the monthly capacity

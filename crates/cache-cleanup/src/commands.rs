@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 use cache_core::app::{Context, JobResult};
 use cache_core::cache_table::CacheTable;
-use cache_core::clients::{memory::MemoryClient, postgres, redis as redis_client};
+use cache_core::clients::{memory::MemoryClient, postgres};
 use cache_core::error::UsageError;
 use cache_core::exit::{self, Convention};
 use cache_core::journal::{self, RunJournal};

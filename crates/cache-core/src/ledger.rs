@@ -106,6 +106,63 @@ pub fn total_of<'a>(totals: &BTreeMap<String, Lookups>, run_ids: impl IntoIterat
     sum
 }
 
+/// One server's lookup counters as a check saw them: INFO's and the toolkit's share of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    /// `keyspace_hits`.
+    pub hits: u64,
+    /// `keyspace_misses`.
+    pub misses: u64,
+    /// The toolkit's own lookups on the server so far (the ledger's total).
+    pub own: Lookups,
+    /// When read.
+    pub at: DateTime<Utc>,
+}
+
+/// Counters by server `run_id`.
+pub type Seen = BTreeMap<String, Counters>;
+
+/// The applications' lookups in one interval, over the servers of a target.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Interval {
+    /// The applications' lookups: counter increases less the toolkit's.
+    pub lookups: Lookups,
+    /// Servers measured (seen at the start of the interval with the same `run_id`).
+    pub measured: usize,
+    /// Servers not measured: first seen now, or restarted since.
+    pub unmeasured: usize,
+    /// Length of the interval (the longest of the servers'), seconds.
+    pub seconds: i64,
+}
+
+impl Interval {
+    /// hits / lookups; `None` when nothing was measured or there were no lookups.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let total = self.lookups.hits + self.lookups.misses;
+        (self.measured > 0 && total > 0).then(|| self.lookups.hits as f64 / total as f64)
+    }
+}
+
+/// The applications' lookups between `before` and `now`, for the servers in `now`.
+pub fn interval(before: &Seen, now: &Seen) -> Interval {
+    let mut out = Interval::default();
+    for (run_id, n) in now {
+        let Some(b) = before.get(run_id).filter(|b| n.hits >= b.hits && n.misses >= b.misses) else {
+            out.unmeasured += 1;
+            continue;
+        };
+        let own_hits = n.own.hits.saturating_sub(b.own.hits);
+        let own_misses = n.own.misses.saturating_sub(b.own.misses);
+        out.lookups += Lookups {
+            hits: (n.hits - b.hits).saturating_sub(own_hits),
+            misses: (n.misses - b.misses).saturating_sub(own_misses),
+        };
+        out.measured += 1;
+        out.seconds = out.seconds.max((n.at - b.at).num_seconds());
+    }
+    out
+}
+
 fn entries(state: &StateDir) -> anyhow::Result<Vec<Entry>> {
     state.read_jsonl(FILE)
 }
@@ -157,6 +214,20 @@ fn compact(state: &StateDir) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interval_counts_the_applications_lookups_only_and_never_across_a_restart() {
+        let at = |m: i64| DateTime::<Utc>::from_timestamp(1_700_000_000 + m * 60, 0).unwrap();
+        let c = |hits, misses, own_hits, m| Counters { hits, misses, own: Lookups::hits(own_hits), at: at(m) };
+        let before: Seen = [("a".to_owned(), c(100, 100, 0, 0)), ("b".to_owned(), c(50, 0, 10, 0))].into();
+        // a: the application 395 hits, 605 misses, a scan 3,000 hits; b restarted (new run_id).
+        let now: Seen = [("a".to_owned(), c(3495, 705, 3000, 15)), ("c".to_owned(), c(5, 5, 0, 15))].into();
+        let i = interval(&before, &now);
+        assert_eq!(i.lookups, Lookups { hits: 395, misses: 605 });
+        assert_eq!((i.measured, i.unmeasured, i.seconds), (1, 1, 900));
+        assert_eq!(i.hit_ratio(), Some(0.395));
+        assert_eq!(interval(&Seen::new(), &now).hit_ratio(), None);
+    }
 
     #[test]
     fn records_add_up_per_server_and_survive_compaction() {

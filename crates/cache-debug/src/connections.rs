@@ -62,12 +62,18 @@ async fn redis_section(t: &RedisTarget) -> Value {
     // Every primary's clients, and their limits added up.
     let (mut list, mut maxclients) = (String::new(), None::<u64>);
     let mut notes: Vec<String> = primaries.missing.iter().map(|m| format!("not read: {m}")).collect();
-    for node in &primaries.nodes {
-        let mut conn = node.conn.clone();
+    // Every primary, several at once (the target's `concurrency`).
+    let replies = primaries
+        .visit(|node| async move {
+            let mut conn = node.conn.clone();
+            (node, redis::cmd("CLIENT").arg("LIST").query_async::<String>(&mut conn).await)
+        })
+        .await;
+    for (node, reply) in replies {
         if let Some(max) = node.info.get("maxclients").and_then(|m| m.parse::<u64>().ok()) {
             maxclients = Some(maxclients.unwrap_or(0) + max);
         }
-        match redis::cmd("CLIENT").arg("LIST").query_async::<String>(&mut conn).await {
+        match reply {
             Ok(text) => {
                 list.push_str(&text);
                 if !text.ends_with('\n') {

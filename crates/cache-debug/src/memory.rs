@@ -116,6 +116,9 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
     let mut prefixes: BTreeMap<String, Prefix> = BTreeMap::new();
     let mut biggest: BinaryHeap<Reverse<(u64, String)>> = BinaryHeap::new();
     let mut seen = 0u64;
+    // Keys whose size the server told (MEMORY USAGE may be refused: then sizes are unknown,
+    // never 0 B).
+    let mut sized = 0u64;
     let limit = sample.unwrap_or(u64::MAX);
     let started = Instant::now();
     let bar = ctx.printer.progress(limit.min(dbsize), &format!("scanning {name}"));
@@ -133,6 +136,7 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
                                 let p = prefixes.entry(prefix_of(t, &k.key)).or_default();
                                 p.keys += 1;
                                 let size = k.bytes.unwrap_or(0);
+                                sized += u64::from(k.bytes.is_some());
                                 p.bytes += size;
                                 *p.ttl.entry(ttl_bucket(k.ttl_ms)).or_default() += 1;
                                 *p.idle.entry(idle_bucket(k.idle_s)).or_default() += 1;
@@ -169,6 +173,16 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
     let notes = condense(&notes);
     let mut top_keys: Vec<(u64, String)> = biggest.into_iter().map(|Reverse(x)| x).collect();
     top_keys.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let sizes_known = sized > 0 || seen == 0;
+    let mut prefixes = json!(prefixes);
+    let top_keys = if sizes_known {
+        json!(top_keys.iter().map(|(b, k)| json!({ "key": k, "bytes": b })).collect::<Vec<_>>())
+    } else {
+        for p in prefixes.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
+            p["bytes"] = Value::Null;
+        }
+        Value::Null
+    };
     json!({
         "target": name,
         "coverage": primaries.coverage(),
@@ -178,7 +192,8 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
         "scanned": seen,
         "sampled": sample.is_some() && seen < dbsize,
         "scan_seconds": started.elapsed().as_secs_f64(),
-        "top_keys": top_keys.iter().map(|(b, k)| json!({ "key": k, "bytes": b })).collect::<Vec<_>>(),
+        "sizes_known": sizes_known,
+        "top_keys": top_keys,
         "prefixes": prefixes,
         "notes": notes,
     })
@@ -300,13 +315,18 @@ pub async fn run(ctx: &Context, sample: Option<u64>, top: usize) -> anyhow::Resu
             num(&s["scan_seconds"]),
             s["coverage"].as_str().unwrap_or("standalone")
         ));
-        let mut t = printer.table();
-        t.set_header(["Key", "Bytes"]);
-        for k in s["top_keys"].as_array().into_iter().flatten() {
-            // A key name can be megabytes long: the table shows its start (the JSON all of it).
-            t.add_row(vec![clip(k["key"].as_str().unwrap_or_default(), SHOWN_KEY), bytes(num(&k["bytes"]) as u64)]);
+        if s["sizes_known"] == false {
+            out.push_str("Biggest keys: unknown (the server refuses MEMORY USAGE)\n");
+        } else {
+            let mut t = printer.table();
+            t.set_header(["Key", "Bytes"]);
+            for k in s["top_keys"].as_array().into_iter().flatten() {
+                // A key name can be megabytes long: the table shows its start (the JSON all of it).
+                t.add_row(vec![clip(k["key"].as_str().unwrap_or_default(), SHOWN_KEY), bytes(num(&k["bytes"]) as u64)]);
+            }
+            out.push_str(&format!("Biggest keys\n{t}\n"));
         }
-        out.push_str(&format!("Biggest keys\n{t}\n"));
+        let size = |v: &Value| if v.is_null() { "unknown".to_owned() } else { bytes(num(v) as u64) };
         let mut t = printer.table();
         let mut header = vec!["Prefix".to_owned(), "Keys".into(), "Bytes".into()];
         header.extend(TTL_BUCKETS.iter().map(|b| format!("ttl {b}")));
@@ -315,7 +335,7 @@ pub async fn run(ctx: &Context, sample: Option<u64>, top: usize) -> anyhow::Resu
         let mut rows: Vec<(&String, &Value)> = s["prefixes"].as_object().into_iter().flatten().collect();
         rows.sort_by(|a, b| num(&b.1["bytes"]).total_cmp(&num(&a.1["bytes"])));
         for (p, v) in rows {
-            let mut row = vec![clip(p, SHOWN_KEY), v["keys"].to_string(), bytes(num(&v["bytes"]) as u64)];
+            let mut row = vec![clip(p, SHOWN_KEY), v["keys"].to_string(), size(&v["bytes"])];
             row.extend(TTL_BUCKETS.iter().map(|b| v["ttl"][b].as_u64().unwrap_or(0).to_string()));
             row.extend(IDLE_BUCKETS.iter().map(|b| v["idle"][b].as_u64().unwrap_or(0).to_string()));
             t.add_row(row);

@@ -230,14 +230,22 @@ async fn redis_section(t: &RedisTarget, samples: u32, top: usize) -> serde_json:
     let (mut entries, mut slow_notes) = (Vec::new(), Vec::new());
     let mut by_command: std::collections::BTreeMap<String, CommandStat> = std::collections::BTreeMap::new();
     let mut stats_notes = Vec::new();
-    for node in &primaries.nodes {
-        let mut c = node.conn.clone();
+    // Every primary, several at once (the target's `concurrency`).
+    let replies = primaries
+        .visit(|node| async move {
+            let mut c = node.conn.clone();
+            let slow = redis::cmd("SLOWLOG").arg("GET").arg(top).query_async::<redis::Value>(&mut c).await;
+            let stats = redis::cmd("INFO").arg("commandstats").query_async::<String>(&mut c).await;
+            (node, slow, stats)
+        })
+        .await;
+    for (node, slow, stats) in replies {
         let on = |what: &str| crate::on(what, node.node.as_deref());
-        match redis::cmd("SLOWLOG").arg("GET").arg(top).query_async::<redis::Value>(&mut c).await {
+        match slow {
             Ok(v) => entries.extend(slowlog(&v)),
             Err(e) => slow_notes.push(refused(&on("SLOWLOG"), &e)),
         }
-        match redis::cmd("INFO").arg("commandstats").query_async::<String>(&mut c).await {
+        match stats {
             Ok(text) => {
                 for stat in commandstats(&text) {
                     let sum =
