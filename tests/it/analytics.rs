@@ -319,6 +319,25 @@ fn chromium(chrome: &std::path::Path, env: &TestEnv, url: &str, args: &[&str]) -
     (String::from_utf8_lossy(&out.stdout).into_owned(), console)
 }
 
+/// Runs `check` with `cache-analytics dashboard --serve` listening on a loopback port, and
+/// stops the server whatever `check` does.
+pub(crate) fn with_dashboard_served(env: &TestEnv, check: impl FnOnce(u16) + std::panic::UnwindSafe) {
+    let port = cache_tests::free_port();
+    let mut server = env.command(ANALYTICS, &["dashboard", "--serve", &format!("127.0.0.1:{port}")]).spawn().unwrap();
+    let up = cache_tests::wait_until(std::time::Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let result = std::panic::catch_unwind(|| {
+        assert!(up, "the dashboard server did not listen");
+        check(port);
+    });
+    server.kill().unwrap();
+    server.wait().unwrap();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 pub(crate) fn http_get(port: u16, path: &str) -> (String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -403,13 +422,7 @@ fn dashboard_renders_in_headless_chromium_with_its_cards_and_charts() {
     std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png"), &png).unwrap();
 
     // Served: the page and the metrics API, on loopback.
-    let port = cache_tests::free_port();
-    let mut server = env.command(ANALYTICS, &["dashboard", "--serve", &format!("127.0.0.1:{port}")]).spawn().unwrap();
-    let up = cache_tests::wait_until(std::time::Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    let result = std::panic::catch_unwind(|| {
-        assert!(up, "the dashboard server did not listen");
+    with_dashboard_served(&env, |port| {
         let (head, body) = http_get(port, "/api/cache/metrics");
         assert!(head.starts_with("HTTP/1.") && head.contains(" 200 "), "{head}");
         let metrics: Value = serde_json::from_str(&body).unwrap();
@@ -420,11 +433,6 @@ fn dashboard_renders_in_headless_chromium_with_its_cards_and_charts() {
         assert!(console.is_empty(), "console messages: {console:#?}");
         assert!(dom.contains("id=\"chart-latency-7d\""));
     });
-    server.kill().unwrap();
-    server.wait().unwrap();
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
 }
 
 #[test]

@@ -102,21 +102,10 @@ fn the_reported_hit_ratio_is_the_applications_after_cleanup_optimizer_and_debug_
     let raw = hits as f64 / (hits + misses) as f64;
     assert!(raw > 0.6, "the scans should have inflated INFO's ratio, it is {raw}");
 
-    let port = cache_tests::free_port();
-    let mut server = env.command(ANALYTICS, &["dashboard", "--serve", &format!("127.0.0.1:{port}")]).spawn().unwrap();
-    let up = cache_tests::wait_until(std::time::Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    let result = std::panic::catch_unwind(|| {
-        assert!(up, "the dashboard server did not listen");
+    crate::analytics::with_dashboard_served(&env, |port| {
         let (_, body) = crate::analytics::http_get(port, "/api/cache/metrics");
         let metrics: Value = serde_json::from_str(&body).unwrap();
         let shown = metrics["hit_ratio"].as_f64().unwrap();
         assert!((shown - 39.5).abs() <= 1.0, "hit ratio shown {shown}%, the application's is 39.5%: {metrics:#}");
     });
-    server.kill().unwrap();
-    let _ = server.wait();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
 }
