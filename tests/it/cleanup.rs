@@ -1273,3 +1273,28 @@ fn smart_judges_the_applications_hit_ratio_of_the_last_interval_not_its_own_scan
     assert_eq!(report["mode"], "targeted", "{report:#}");
     assert_eq!(report["decision"]["reason"], "hit ratio 39.5% < 60%", "{report:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cache_table_without_the_configured_columns_is_misconfigured_naming_the_setting() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.create_database("app").await;
+    pg.client("app")
+        .await
+        .batch_execute(
+            "CREATE TABLE cache_entries (cache_key text PRIMARY KEY, value jsonb, project_name text,
+               category text, access_count int, accessed_at timestamptz, expires_at timestamptz);
+             INSERT INTO cache_entries SELECT 'k' || i, '{}', 'default', 'c', 0, now(), now() - interval '1 day'
+               FROM generate_series(1, 2000) i;",
+        )
+        .await
+        .unwrap();
+    let env = TestEnv::new();
+    env.write_config(&format!("[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n"));
+    let out = env.run(CLEANUP, &["light", "--yes", "--tier", "postgres", "--format", "json"]);
+    let errors = out.json()["targets"][0]["errors"].to_string();
+    assert!(errors.contains("`key` (postgres[0].columns.key)"), "{}", out.dump());
+    assert!(!errors.contains("does not exist"), "{}", out.dump());
+    assert_ne!(out.code(), 0);
+    let rows: i64 = pg.client("app").await.query_one("SELECT count(*) FROM cache_entries", &[]).await.unwrap().get(0);
+    assert_eq!(rows, 2000, "nothing is deleted from a misconfigured table");
+}

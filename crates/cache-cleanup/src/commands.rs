@@ -144,9 +144,12 @@ async fn clean(
             report
         }));
     }
-    for target in config.postgres.iter().filter(|t| wanted(ctx, request, Tier::Postgres, &t.name)) {
+    for (index, target) in
+        config.postgres.iter().enumerate().filter(|(_, t)| wanted(ctx, request, Tier::Postgres, &t.name))
+    {
         let job = tiers::postgres::PostgresJob {
             target,
+            index,
             settings,
             mode,
             category,

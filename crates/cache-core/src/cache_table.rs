@@ -52,6 +52,17 @@ impl std::fmt::Debug for Params {
     }
 }
 
+/// The error for a table lacking configured columns ([`CacheTable::missing_columns`]), naming
+/// each setting: "misconfigured: the table `t` has no column `k` (postgres[0].columns.key)".
+pub fn misconfigured(table: &str, index: usize, missing: &[(&'static str, String)]) -> String {
+    let each: Vec<String> =
+        missing.iter().map(|(key, name)| format!("`{name}` (postgres[{index}].columns.{key})")).collect();
+    format!(
+        "misconfigured: the table `{table}` has no column {}; set the column names in the configuration",
+        each.join(", ")
+    )
+}
+
 /// The cache table of one PostgreSQL target, for one project.
 #[derive(Clone, Debug)]
 pub struct CacheTable {
@@ -67,6 +78,8 @@ pub struct CacheTable {
     access_count: String,
     /// The project column (quoted) and the project, when the table holds several projects.
     scope: Option<(String, String)>,
+    /// Every configured column: (`columns.KEY`, its name unquoted).
+    configured: Vec<(&'static str, String)>,
 }
 
 /// Rows and size of the project's part of the table (smart's figures).
@@ -126,7 +139,38 @@ impl CacheTable {
             value: quote_ident(&c.value),
             access_count: quote_ident(&c.access_count),
             scope: (!c.project.is_empty()).then(|| (quote_ident(&c.project), project.to_owned())),
+            configured: [
+                ("key", &c.key),
+                ("expires_at", &c.expires_at),
+                ("accessed_at", &c.accessed_at),
+                ("category", &c.category),
+                ("project", &c.project),
+                ("value", &c.value),
+                ("access_count", &c.access_count),
+            ]
+            .into_iter()
+            .filter(|(_, name)| !name.is_empty())
+            .map(|(key, name)| (key, name.clone()))
+            .collect(),
         }
+    }
+
+    /// The configured columns the table lacks, as (`columns.KEY`, name): a table whose
+    /// columns do not match the configuration is misconfigured, said before any statement
+    /// fails on it. Empty when the table does not exist (that is said elsewhere).
+    pub async fn missing_columns(&self, db: &Client) -> Result<Vec<(&'static str, String)>, tokio_postgres::Error> {
+        let rows = db
+            .query(
+                "SELECT attname::text FROM pg_attribute
+                  WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+                &[&self.table],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let present: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        Ok(self.configured.iter().filter(|(_, name)| !present.contains(name)).cloned().collect())
     }
 
     /// The configured table name, unquoted (for `to_regclass` and messages).

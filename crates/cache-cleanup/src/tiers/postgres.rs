@@ -36,6 +36,8 @@ const VACUUM_MIN_SHARE: f64 = 0.1;
 pub struct PostgresJob<'a> {
     /// The target.
     pub target: &'a PostgresTarget,
+    /// Its place in the configuration (`postgres[N]`).
+    pub index: usize,
     /// Cleanup settings.
     pub settings: &'a CleanupSettings,
     /// The mode.
@@ -126,6 +128,11 @@ impl PostgresJob<'_> {
             report.errors.push(format!("the cache table `{}` does not exist", self.target.table));
             return Ok(());
         };
+        let missing = self.table().missing_columns(db).await?;
+        if !missing.is_empty() {
+            report.errors.push(cache_core::cache_table::misconfigured(&self.target.table, self.index, &missing));
+            return Ok(());
+        }
         let t = quote_ident(&table);
         let lock_timeout = (self.settings.max_statement * 4).as_millis();
         db.batch_execute(&format!("SET lock_timeout = {lock_timeout}")).await?;
