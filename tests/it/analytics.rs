@@ -191,20 +191,12 @@ fn forecasts_and_windows_from_a_known_history() {
     let out = env.run(ANALYTICS, &["forecast"]);
     out.expect_code(1);
     assert!(out.stderr.contains("at least two snapshots"), "{}", out.dump());
+    // Under two days of history: no forecast, said (forecast.rs tests the figures of a longer one).
     synthetic_history(&env);
     let out = env.run(ANALYTICS, &["forecast", "--format", "json"]);
     out.expect_code(0);
-    let f = &out.json()["targets"][0];
-    let close = |v: &Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-6 * want.abs().max(1.0);
-    // Last value 2 910 000, +10 000 a step, 672 steps in 7 days.
-    assert!(close(&f["memory"]["value"], 2_910_000.0 + 10_000.0 * 672.0), "{f:#}");
-    // (10 000 000 - 2 910 000) / 10 000 = 709 steps = 7.385 days.
-    assert!(close(&f["days_to_maxmemory"], 709.0 / 96.0), "{f:#}");
-    // The last point is at day 191/96; seven days later the ratio has fallen 7% more.
-    assert!(close(&f["hit_ratio"]["value"], 0.9 - 0.01 * (191.0 / 96.0 + 7.0)), "{f:#}");
-    assert!(close(&f["latency_ms"], 2.0));
-    let text = env.run(ANALYTICS, &["forecast"]).stdout;
-    assert!(text.contains("in ~7.4 days"), "{text}");
+    assert_eq!(out.json()["targets"][0]["not_enough_history"], "not enough history (47 h of 48 h)", "{}", out.dump());
+    assert!(out.json()["targets"][0]["memory"].is_null(), "{}", out.dump());
 
     let out = env.run(ANALYTICS, &["windows", "--format", "json"]);
     out.expect_code(0);

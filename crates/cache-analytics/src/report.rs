@@ -10,20 +10,26 @@
 //! - `month`: `capacity_report_<YYYY-MM>.json`, seed 002's `CapacityPlanner` over the 30 days
 //!   ending on the date, with projections for each of the next 6 months.
 //!
+//! Reports cover whole UTC days only ([`Coverage`]): the day the history starts in and the day
+//! still running are left out of the weekly and monthly figures, growth and projections (a
+//! quarter of a day of operations is not a fall of traffic), and each report says which days it
+//! covered. A daily report of a day not yet over says so.
+//!
 //! Every report carries seed 000's insights (performance decline over the last 24 hours,
 //! capacity growth over 10% a day) and the anomalies of its period (median/MAD modified
-//! z-score over [`ANOMALY_THRESHOLD`]). Counters (hits, misses, commands, evictions) are
-//! turned into increases the way Prometheus's `increase()` does: a drop means a restart, and
-//! the value after it counts from zero.
+//! z-score over [`ANOMALY_THRESHOLD`], and a change of at least [`MIN_RELATIVE_CHANGE`] of the
+//! median and the metric's floor in [`ANOMALY_FLOORS`]). Counters (hits, misses, commands,
+//! evictions) are turned into increases the way Prometheus's `increase()` does: a drop means a
+//! restart, and the value after it counts from zero.
 
 use anyhow::Context as _;
 use cache_core::app::{Context, JobResult};
 use cache_core::cli::CommonArgs;
 use cache_core::exit::{self, Convention};
-use cache_core::forecast::{self, ANOMALY_THRESHOLD};
+use cache_core::forecast::{self, ANOMALY_THRESHOLD, MIN_RELATIVE_CHANGE, MinEffect};
 use cache_core::output::{Format, bytes};
 use cache_core::runs::Outcome;
-use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -170,19 +176,38 @@ pub struct AnomalyReport {
     pub timestamp: DateTime<Utc>,
     /// Its value.
     pub value: f64,
+    /// The period's median of the metric.
+    pub median: f64,
     /// Its modified z-score.
     pub score: f64,
 }
 
+/// The least change from the period's median an anomaly must show in each metric's unit,
+/// besides a z-score over [`ANOMALY_THRESHOLD`] and a change of [`MIN_RELATIVE_CHANGE`] (20%)
+/// of the median: 1 ms of PING latency (a 0.307 against 0.314 ms wobble is noise however many
+/// MADs it is), 1 MiB of memory, 5 points of hit ratio.
+pub const ANOMALY_FLOORS: [(&str, f64); 3] = [("latency_ms", 1.0), ("used_memory", 1_048_576.0), ("hit_ratio", 0.05)];
+
+fn floor(metric: &str) -> f64 {
+    ANOMALY_FLOORS.iter().find(|(m, _)| *m == metric).map_or(0.0, |(_, f)| *f)
+}
+
 /// Anomalies of each metric over `points`: latency, memory, and the hit ratio of each
-/// 15-minute interval. Operations per second are left out: their daily cycle would make every
-/// quiet night an anomaly (the quiet hours are what `windows` looks for).
+/// 15-minute interval, by z-score and effect size. Operations per second are left out: their
+/// daily cycle would make every quiet night an anomaly (the quiet hours are what `windows`
+/// looks for).
 pub fn anomalies(points: &[Point]) -> Vec<AnomalyReport> {
     let mut out = Vec::new();
     let mut check = |metric: &'static str, series: Vec<(DateTime<Utc>, f64)>| {
         let values: Vec<f64> = series.iter().map(|s| s.1).collect();
-        for a in forecast::anomalies(&values, ANOMALY_THRESHOLD) {
-            out.push(AnomalyReport { metric, timestamp: series[a.index].0, value: a.value, score: a.score });
+        for a in forecast::anomalies(&values, ANOMALY_THRESHOLD, MinEffect::at_least(floor(metric))) {
+            out.push(AnomalyReport {
+                metric,
+                timestamp: series[a.index].0,
+                value: a.value,
+                median: a.median,
+                score: a.score,
+            });
         }
     };
     check("latency_ms", points.iter().map(|p| (p.t, p.latency_ms)).collect());
@@ -192,21 +217,23 @@ pub fn anomalies(points: &[Point]) -> Vec<AnomalyReport> {
     out
 }
 
-/// Growth per month (fraction) of a daily series, from its least-squares line.
-fn monthly_growth(series: &[f64]) -> f64 {
-    let points: Vec<(f64, f64)> = series.iter().enumerate().map(|(i, v)| (i as f64, *v)).collect();
-    daily_growth(&points).map_or(0.0, |g| g * 30.0)
+/// Growth per month (fraction) of a daily series of `(day, value)`, from its least-squares line.
+fn monthly_growth(series: &[(f64, f64)]) -> f64 {
+    daily_growth(series).map_or(0.0, |g| g * 30.0)
 }
 
-/// Seed 002's capacity analysis of `days`, with a projection for each of the next 6 months.
-pub fn capacity_analysis(days: &[Day]) -> Value {
+/// Seed 002's capacity analysis of whole `days`, with a projection for each of the next 6
+/// months. `operations_per_day` are the days' operations scaled to 24 hours of counters (the
+/// first day of a history has no snapshot before it to count from).
+pub fn capacity_analysis(days: &[Day], operations_per_day: &[f64]) -> Value {
     if days.is_empty() {
         return json!({ "memory_trends": { "status": "no_data" }, "operation_trends": { "status": "no_data" } });
     }
+    let x = |d: &Day| (d.date - days[0].date).num_days() as f64;
     let used: Vec<f64> = days.iter().map(|d| d.used_memory).collect();
-    let ops: Vec<f64> = days.iter().map(|d| d.total_operations).collect();
-    let memory_growth = monthly_growth(&used);
-    let ops_growth = monthly_growth(&ops);
+    let ops = operations_per_day;
+    let memory_growth = monthly_growth(&days.iter().map(|d| (x(d), d.used_memory)).collect::<Vec<_>>());
+    let ops_growth = monthly_growth(&days.iter().zip(ops).map(|(d, o)| (x(d), *o)).collect::<Vec<_>>());
     let peak_memory = days.iter().map(|d| d.peak_memory).fold(0.0, f64::max);
     let peak_ops = ops.iter().copied().fold(0.0, f64::max);
     let maxmemory = days.last().map_or(0.0, |d| d.maxmemory);
@@ -265,7 +292,7 @@ pub fn capacity_analysis(days: &[Day]) -> Value {
             "trend": if growth_percent > 5.0 { "increasing" } else if growth_percent > -5.0 { "stable" } else { "decreasing" },
         },
         "operation_trends": {
-            "average_daily_operations": mean(&ops),
+            "average_daily_operations": mean(ops),
             "peak_daily_operations": peak_ops,
             "growth_rate_percent": ops_growth * 100.0,
             "operations_per_second_peak": peak_ops / 86_400.0,
@@ -281,25 +308,137 @@ pub fn capacity_analysis(days: &[Day]) -> Value {
     })
 }
 
+/// Which UTC days of a report's range have whole figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// Days whose snapshots run from midnight to midnight (the first and the last within
+    /// [`EDGE_INTERVALS`] collection intervals of it).
+    pub whole: Vec<NaiveDate>,
+    /// Days whose snapshots start or end further from midnight: the day a history starts on,
+    /// the day still running.
+    pub partial: Vec<NaiveDate>,
+}
+
+/// How many collection intervals from midnight a whole day's first and last snapshots may be:
+/// two, so that one snapshot missed at either end leaves the day whole.
+pub const EDGE_INTERVALS: i32 = 2;
+
+/// The usual time between snapshots: the median gap of `points` (15 minutes with fewer than
+/// two).
+fn collection_interval(points: &[Point]) -> Duration {
+    let mut gaps: Vec<Duration> =
+        points.windows(2).map(|w| w[1].t - w[0].t).filter(|g| *g > Duration::zero()).collect();
+    gaps.sort();
+    gaps.get(gaps.len() / 2).copied().unwrap_or(Duration::minutes(15))
+}
+
+/// The whole and partial UTC days of `points` (in time order) from `from` on.
+pub fn coverage(points: &[Point], from: NaiveDate) -> Coverage {
+    let edge = collection_interval(points) * EDGE_INTERVALS;
+    let mut out = Coverage::default();
+    let mut start = 0;
+    while start < points.len() {
+        let date = points[start].t.date_naive();
+        let end = start + points[start..].iter().take_while(|p| p.t.date_naive() == date).count();
+        if date >= from {
+            let midnight = date.and_time(NaiveTime::MIN).and_utc();
+            let whole = points[start].t - midnight <= edge && midnight + Duration::days(1) - points[end - 1].t <= edge;
+            if whole { &mut out.whole } else { &mut out.partial }.push(date);
+        }
+        start = end;
+    }
+    out
+}
+
+/// Operations of each of `days` scaled to 24 hours: a day's counters run from the snapshot
+/// before its first (the first itself when the history starts that day) to its last, as
+/// [`cache_core::history::days`] counts them.
+fn operations_per_day(points: &[Point], days: &[Day]) -> Vec<f64> {
+    days.iter()
+        .map(|d| {
+            let first = points.iter().position(|p| p.t.date_naive() == d.date);
+            let last = points.iter().rposition(|p| p.t.date_naive() == d.date);
+            let hours = match (first, last) {
+                (Some(first), Some(last)) => {
+                    (points[last].t - points[first.saturating_sub(1)].t).num_seconds() as f64 / 3600.0
+                }
+                _ => 0.0,
+            };
+            if hours > 0.0 { d.total_operations * 24.0 / hours } else { d.total_operations }
+        })
+        .collect()
+}
+
+/// What a report says it covered: "covers 2026-11-02 to 2026-11-30, 29 whole days; partial days
+/// left out: 2026-12-01", or, for a daily report of a day not over, its snapshots' times.
+fn covers(covered: &[NaiveDate], whole: usize, left_out: &[NaiveDate], points: &[Point]) -> String {
+    let (Some(first), Some(last)) = (covered.first(), covered.last()) else { return "covers no day".into() };
+    if whole == 0 {
+        let time = |p: Option<&Point>| p.map_or(String::new(), |p| p.t.format("%H:%M").to_string());
+        return format!(
+            "covers {first}, a partial day (snapshots from {} to {} UTC)",
+            time(points.first()),
+            time(points.last())
+        );
+    }
+    let mut text = if first == last { format!("covers {first}") } else { format!("covers {first} to {last}") };
+    text.push_str(&format!(", {whole} whole day{}", if whole == 1 { "" } else { "s" }));
+    if !left_out.is_empty() {
+        let list: Vec<String> = left_out.iter().map(NaiveDate::to_string).collect();
+        text.push_str(&format!("; partial days left out: {}", list.join(", ")));
+    }
+    text
+}
+
 /// Builds the report of `period` ending on `date`; returns its file name (in [`REPORTS_DIR`])
-/// and document.
+/// and document. Weekly and monthly reports cover the whole days of the period only; a daily
+/// report covers its day, whole or not, and says which.
 pub fn build(history: &[Snapshot], date: NaiveDate, period: Period) -> anyhow::Result<(String, Value)> {
     let all = load_points(history, date, period.days());
     let first_day = date - Duration::days(period.days() - 1);
-    let days: Vec<Day> = days(&all).into_iter().filter(|d| d.date >= first_day).collect();
-    let points: Vec<Point> = all.iter().filter(|p| p.t.date_naive() >= first_day).cloned().collect();
-    if points.is_empty() {
+    let coverage = coverage(&all, first_day);
+    if coverage.whole.is_empty() && coverage.partial.is_empty() {
         anyhow::bail!(
             "no snapshots with a readable Redis target between {first_day} and {date} in the history; \
              `cache-analytics collect` (every 15 minutes) builds it"
         );
     }
+    let (covered, left_out): (Vec<NaiveDate>, Vec<NaiveDate>) = match period {
+        Period::Day => (coverage.whole.iter().chain(&coverage.partial).copied().collect(), Vec::new()),
+        Period::Week | Period::Month => (coverage.whole.clone(), coverage.partial.clone()),
+    };
+    if covered.is_empty() {
+        let list: Vec<String> = left_out.iter().map(NaiveDate::to_string).collect();
+        anyhow::bail!(
+            "no whole UTC day between {first_day} and {date} in the history (partial: {}); a {} report covers \
+             whole days only",
+            list.join(", "),
+            period.name()
+        );
+    }
+    let days: Vec<Day> = days(&all).into_iter().filter(|d| covered.contains(&d.date)).collect();
+    let points: Vec<Point> = all.iter().filter(|p| covered.contains(&p.t.date_naive())).cloned().collect();
+    let whole = covered.iter().filter(|d| coverage.whole.contains(d)).count();
     let insights = insights(&points);
     let anomalies = anomalies(&points);
-    let period_doc = json!({ "from": first_day, "to": date, "days": days.len(), "snapshots": points.len() });
+    let period_doc = json!({
+        "from": first_day,
+        "to": date,
+        "days": days.len(),
+        "snapshots": points.len(),
+        "covered": { "from": covered.first(), "to": covered.last() },
+        "whole_days": whole,
+        "partial_days_left_out": left_out,
+        "covers": covers(&covered, whole, &left_out, &points),
+    });
+    let floors: serde_json::Map<String, Value> =
+        ANOMALY_FLOORS.iter().map(|(m, f)| ((*m).to_owned(), json!(f))).collect();
     let anomaly_doc = json!({
-        "method": "modified z-score 0.6745 (x - median) / MAD over the period's snapshots",
+        "method": "modified z-score 0.6745 (x - median) / MAD over the period's snapshots, and a change from the \
+                   median of at least min_relative_change of it and the metric's floor",
         "threshold": ANOMALY_THRESHOLD,
+        "min_relative_change": MIN_RELATIVE_CHANGE,
+        "floors": floors,
         "found": anomalies,
     });
     let now = Utc::now();
@@ -367,7 +506,7 @@ pub fn build(history: &[Snapshot], date: NaiveDate, period: Period) -> anyhow::R
             (format!("weekly_report_{date}.json"), doc)
         }
         Period::Month => {
-            let mut doc = capacity_analysis(&days);
+            let mut doc = capacity_analysis(&days, &operations_per_day(&all, &days));
             let extra = json!({
                 "month": format!("{:04}-{:02}", date.year(), date.month()),
                 "generated_at": now,
@@ -395,9 +534,11 @@ pub fn summary(period: Period, doc: &Value) -> String {
     let pct = |v: &Value| v.as_f64().map_or("n/a".to_owned(), |v| format!("{:.1}%", v * 100.0));
     let num = |v: &Value| v.as_f64().unwrap_or(0.0);
     let p = &doc["period"];
+    let covered = format!("Report {}\n", text(&p["covers"]));
     match period {
         Period::Day => {
             s.push_str(&format!("=== Daily Metrics {} ({} snapshots) ===\n", text(&doc["date"]), p["snapshots"]));
+            s.push_str(&covered);
             let c = &doc["cache_stats"];
             s.push_str(&format!("Hit Rate: {}\n", pct(&c["hit_rate"])));
             s.push_str(&format!("Operations: {:.0}\n", num(&c["total_operations"])));
@@ -417,6 +558,7 @@ pub fn summary(period: Period, doc: &Value) -> String {
         }
         Period::Week => {
             s.push_str(&format!("=== Weekly Analysis {} to {} ===\n", text(&p["from"]), text(&p["to"])));
+            s.push_str(&covered);
             let h = &doc["hit_rate_analysis"];
             if h.get("average_hit_rate").is_some() {
                 s.push_str(&format!(
@@ -449,6 +591,7 @@ pub fn summary(period: Period, doc: &Value) -> String {
         }
         Period::Month => {
             s.push_str(&format!("=== Capacity Planning Summary {} ===\n", doc["month"].as_str().unwrap_or("")));
+            s.push_str(&covered);
             let m = &doc["memory_trends"];
             s.push_str(&format!(
                 "Memory Usage: {} average, growth {:.1}% monthly\n",
@@ -485,13 +628,20 @@ pub fn summary(period: Period, doc: &Value) -> String {
         ));
     }
     let found = doc["anomalies"]["found"].as_array().map_or(0, Vec::len);
-    s.push_str(&format!("Anomalies: {found} (modified z-score > {ANOMALY_THRESHOLD})\n"));
+    let floors: Vec<String> = ANOMALY_FLOORS.iter().map(|(m, f)| format!("{m} {f}")).collect();
+    s.push_str(&format!(
+        "Anomalies: {found} (modified z-score > {ANOMALY_THRESHOLD}, and a change of at least {:.0}% of the median \
+         and the metric's floor: {})\n",
+        MIN_RELATIVE_CHANGE * 100.0,
+        floors.join(", ")
+    ));
     for a in doc["anomalies"]["found"].as_array().into_iter().flatten().take(10) {
         s.push_str(&format!(
-            "  {} {} = {:.3} (score {:.1})\n",
+            "  {} {} = {:.3} (median {:.3}, score {:.1})\n",
             a["timestamp"].as_str().unwrap_or(""),
             a["metric"].as_str().unwrap_or(""),
             num(&a["value"]),
+            num(&a["median"]),
             num(&a["score"])
         ));
     }
@@ -532,13 +682,161 @@ pub fn points_since(history: &[Snapshot], since: DateTime<Utc>) -> Vec<Point> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use cache_core::history::{Latency, RedisFigures};
+    use chrono::Timelike;
+
     use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+    }
+
+    /// Snapshots every 15 minutes from `from` to `to` (inclusive) of one Redis target: `figures`
+    /// gives, from the snapshot's time, its memory, the commands processed in the 15 minutes
+    /// before it (counted into `total_commands_processed`) and its PING latency.
+    fn history(from: &str, to: &str, mut figures: impl FnMut(DateTime<Utc>) -> (f64, f64, f64)) -> Vec<Snapshot> {
+        let (mut t, end) = (at(from), at(to));
+        let mut commands = 5.0e9; // The server has run long before.
+        let mut out = Vec::new();
+        while t <= end {
+            let (memory, ops, latency) = figures(t);
+            commands += ops;
+            let info = BTreeMap::from([
+                ("used_memory".to_owned(), memory),
+                ("keyspace_hits".to_owned(), commands * 0.9),
+                ("keyspace_misses".to_owned(), commands * 0.1),
+                ("total_commands_processed".to_owned(), commands),
+            ]);
+            let redis =
+                RedisFigures { name: "main".into(), info, latency: Latency::of(&[latency]), ..RedisFigures::default() };
+            out.push(Snapshot { timestamp: t, redis: vec![redis], ..Snapshot::default() });
+            t += Duration::minutes(15);
+        }
+        out
+    }
+
+    fn points(history: &[Snapshot]) -> Vec<Point> {
+        history.iter().filter_map(Point::of).collect()
+    }
+
+    fn date(text: &str) -> NaiveDate {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn whole_days_run_from_midnight_to_midnight_give_or_take_a_missed_snapshot() {
+        let mut points = points(&history("2026-11-01T10:00:00Z", "2026-11-05T06:00:00Z", |_| (1.0, 1.0, 1.0)));
+        let c = coverage(&points, date("2026-11-01"));
+        assert_eq!(c.whole, [date("2026-11-02"), date("2026-11-03"), date("2026-11-04")]);
+        assert_eq!(c.partial, [date("2026-11-01"), date("2026-11-05")]);
+        assert_eq!(coverage(&points, date("2026-11-03")).partial, [date("2026-11-05")]);
+        // One snapshot missed at 23:45 leaves Nov 2 whole; two (23:30 too) do not.
+        points.retain(|p| p.t != at("2026-11-02T23:45:00Z"));
+        assert!(coverage(&points, date("2026-11-01")).whole.contains(&date("2026-11-02")));
+        points.retain(|p| p.t != at("2026-11-02T23:30:00Z"));
+        assert!(coverage(&points, date("2026-11-01")).partial.contains(&date("2026-11-02")));
+        // Nov 3 from 00:30 (two missed) is whole, from 00:45 it is not.
+        points.retain(|p| p.t != at("2026-11-03T00:00:00Z") && p.t != at("2026-11-03T00:15:00Z"));
+        assert!(coverage(&points, date("2026-11-01")).whole.contains(&date("2026-11-03")));
+        points.retain(|p| p.t != at("2026-11-03T00:30:00Z"));
+        assert!(coverage(&points, date("2026-11-01")).partial.contains(&date("2026-11-03")));
+    }
+
+    /// Flat traffic and flat memory, collected from Nov 1 10:00 to Dec 1 06:00, the monthly
+    /// job's time: the partial Dec 1 (a quarter of a day of operations) once made a fall of
+    /// traffic, and projected 0 operations a day.
+    #[test]
+    fn the_monthly_report_leaves_partial_days_out_and_flat_traffic_projects_flat() {
+        const MIB: f64 = 1_048_576.0;
+        let flat = history("2026-11-01T10:00:00Z", "2026-12-01T06:00:00Z", |_| (100.0 * MIB, 1000.0, 0.3));
+        let (name, month) = build(&flat, date("2026-12-01"), Period::Month).unwrap();
+        assert_eq!(name, "capacity_report_2026-12.json");
+        assert_eq!(
+            month["period"]["covers"],
+            "covers 2026-11-02 to 2026-11-30, 29 whole days; partial days left out: 2026-12-01"
+        );
+        assert_eq!((month["period"]["days"].as_u64(), month["period"]["whole_days"].as_u64()), (Some(29), Some(29)));
+        assert_eq!(month["period"]["snapshots"], 29 * 96);
+        let o = &month["operation_trends"];
+        assert_eq!(
+            (o["growth_rate_percent"].as_f64(), o["average_daily_operations"].as_f64()),
+            (Some(0.0), Some(96_000.0))
+        );
+        assert_eq!(month["growth_projections"]["6_month_operations_projection"], 96_000.0);
+        assert_eq!(month["memory_trends"]["growth_rate_percent"], 0.0);
+        assert_eq!(month["memory_trends"]["trend"], "stable");
+        let text = summary(Period::Month, &month);
+        assert!(
+            text.contains("Report covers 2026-11-02 to 2026-11-30, 29 whole days; partial days left out"),
+            "{text}"
+        );
+        assert!(text.contains("6-Month Projections: memory 100.0 MiB, 96000 operations/day"), "{text}");
+
+        // Growing memory (1 MiB an hour) grows by its slope over the whole days' last snapshots,
+        // 24 MiB a day on the line's 137.75 MiB at Nov 2 23:45.
+        let start = at("2026-11-01T10:00:00Z");
+        let growing = history("2026-11-01T10:00:00Z", "2026-12-01T06:00:00Z", |t| {
+            (100.0 * MIB + MIB * (t - start).num_minutes() as f64 / 60.0, 1000.0, 0.3)
+        });
+        let (_, month) = build(&growing, date("2026-12-01"), Period::Month).unwrap();
+        let growth = month["memory_trends"]["growth_rate_percent"].as_f64().unwrap();
+        assert!((growth - 100.0 * 30.0 * 24.0 / 137.75).abs() < 1e-6, "{growth}");
+
+        // A history that starts at midnight has no snapshot before its first day to count from:
+        // its 95 intervals are scaled to 24 hours, and traffic stays flat.
+        let from_midnight = history("2026-11-02T00:00:00Z", "2026-12-01T06:00:00Z", |_| (100.0 * MIB, 1000.0, 0.3));
+        let (_, month) = build(&from_midnight, date("2026-12-01"), Period::Month).unwrap();
+        assert_eq!(month["period"]["whole_days"], 29);
+        let o = &month["operation_trends"];
+        assert!(o["growth_rate_percent"].as_f64().unwrap().abs() < 1e-9, "{o:#}");
+        assert!((o["peak_daily_operations"].as_f64().unwrap() - 96_000.0).abs() < 1e-6, "{o:#}");
+
+        // No whole day at all: a weekly report says so rather than reporting a part of one.
+        let err = build(&flat, date("2026-11-01"), Period::Week).unwrap_err().to_string();
+        assert!(err.contains("no whole UTC day between 2026-10-26 and 2026-11-01"), "{err}");
+    }
+
+    #[test]
+    fn a_daily_report_of_a_day_not_over_says_so() {
+        let today = history("2026-11-05T00:00:00Z", "2026-11-05T12:15:00Z", |_| (1.0e6, 1000.0, 0.3));
+        let (_, day) = build(&today, date("2026-11-05"), Period::Day).unwrap();
+        assert_eq!(day["period"]["covers"], "covers 2026-11-05, a partial day (snapshots from 00:00 to 12:15 UTC)");
+        assert_eq!(day["period"]["whole_days"], 0);
+        assert!(summary(Period::Day, &day).contains("Report covers 2026-11-05, a partial day"));
+    }
+
+    /// Every PING took 0.307 ms but a few 0.314 ms: "5 MADs" by the z-score alone, 0.007 ms in
+    /// fact. A jump from 0.3 to 5 ms is an anomaly still.
+    #[test]
+    fn anomalies_need_an_effect_as_well_as_a_z_score() {
+        let wobble = history("2026-11-05T00:00:00Z", "2026-11-05T23:45:00Z", |t| {
+            (1.0e8, 1000.0, if t.minute() == 30 && t.hour() % 5 == 0 { 0.314 } else { 0.307 })
+        });
+        let wobble = points(&wobble);
+        let latency: Vec<f64> = wobble.iter().map(|p| p.latency_ms).collect();
+        assert!(!forecast::anomalies(&latency, ANOMALY_THRESHOLD, MinEffect::NONE).is_empty(), "not a wobble");
+        assert_eq!(anomalies(&wobble), []);
+
+        let jump = history("2026-11-05T00:00:00Z", "2026-11-05T23:45:00Z", |t| {
+            (1.0e8, 1000.0, if t == at("2026-11-05T14:00:00Z") { 5.0 } else { 0.3 + 0.001 * f64::from(t.minute() % 7) })
+        });
+        let found = anomalies(&points(&jump));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].metric, found[0].timestamp, found[0].value),
+            ("latency_ms", at("2026-11-05T14:00:00Z"), 5.0)
+        );
+        assert!(found[0].score > ANOMALY_THRESHOLD && (found[0].median - 0.303).abs() < 0.002, "{found:?}");
+    }
 
     #[test]
     fn monthly_growth_of_a_straight_line() {
         // 100, 102, 104...: 2% of the first value a day, 60% a month.
-        let series: Vec<f64> = (0..30).map(|i| 100.0 + 2.0 * f64::from(i)).collect();
+        let series: Vec<(f64, f64)> = (0..30).map(|i| (f64::from(i), 100.0 + 2.0 * f64::from(i))).collect();
         assert!((monthly_growth(&series) - 0.6).abs() < 1e-9);
-        assert_eq!(monthly_growth(&[5.0; 10]), 0.0);
+        let flat: Vec<(f64, f64)> = (0..10).map(|i| (f64::from(i), 5.0)).collect();
+        assert_eq!(monthly_growth(&flat), 0.0);
     }
 }
