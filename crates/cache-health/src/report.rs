@@ -124,7 +124,9 @@ pub struct TargetReport {
     /// Where it is (redacted URL, path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// Wall time of the whole probe, milliseconds.
+    /// One round trip on the probe's open connection, milliseconds: Redis PING, PostgreSQL
+    /// `SELECT 1`, a request to an HTTP endpoint or memory API on a kept-alive connection. The
+    /// host, GPUs and directories: the probe's wall time. Connecting is in `connect_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
     /// One line about the target when healthy.
@@ -205,7 +207,19 @@ impl TargetReport {
         }
     }
 
-    /// Records the probe's latency and judges it against `threshold` (degraded above it).
+    /// Records the time the probe took to open its connection (TCP, TLS handshake,
+    /// authentication; for HTTP, with the first request) as the `connect_ms` metric and a
+    /// `connect` check. Judged by no threshold: a TLS handshake is not a slow server, and the
+    /// latency threshold is for [`TargetReport::latency`].
+    pub fn connected(&mut self, elapsed: Duration) {
+        let ms = round3(elapsed.as_secs_f64() * 1000.0);
+        self.metric("connect_ms", ms);
+        let perf = self.perf("connect", ms, "ms").range(0.0, None);
+        self.check("connect", Status::Healthy, format!("connected in {}", cache_core::output::millis(ms)), Some(perf));
+    }
+
+    /// Records the probe's latency, one round trip on its open connection (`elapsed`; never
+    /// the connect), and judges it against `threshold` (degraded above it).
     pub fn latency(&mut self, elapsed: Duration, threshold: Duration) {
         let ms = elapsed.as_secs_f64() * 1000.0;
         let limit = threshold.as_secs_f64() * 1000.0;
@@ -217,7 +231,7 @@ impl TargetReport {
         self.check("latency", status, summary, Some(perf));
         if status == Status::Degraded {
             self.recommendations.push(format!(
-                "{}: the probe took {} (over {}); look at the server's load, slow commands and the network",
+                "{}: the probe took {} for one round trip on an open connection (over {}); look at the server's load, slow commands and the network",
                 self.id(),
                 cache_core::output::millis(ms),
                 cache_core::output::millis(limit)

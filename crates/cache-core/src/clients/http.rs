@@ -1,7 +1,10 @@
 //! The HTTP client: one per process, every request bounded by a connect and a total timeout.
 //!
 //! The client and its TLS context ([`super::tls::shared`]) are built once per process; each
-//! request sets its own total timeout.
+//! request sets its own total timeout. Building them parses the system CA bundle, so async
+//! code gets the client through [`client_async`], which builds it on a blocking thread. The
+//! client keeps connections alive (HTTP/1.1 keep-alive, idle ones for 90 s): a second request
+//! to a server that allows it goes over the connection the first opened.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -14,10 +17,9 @@ pub const USER_AGENT: &str = concat!("cache-toolkit/", env!("CARGO_PKG_VERSION")
 /// Longest time allowed to establish a connection, whatever the request's own timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The process's HTTP client. Callers must set a total timeout on each request
-/// (`RequestBuilder::timeout`); connects give up after [`CONNECT_TIMEOUT`] at most.
-pub fn client() -> anyhow::Result<reqwest::Client> {
-    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+
+fn built() -> anyhow::Result<reqwest::Client> {
     CLIENT
         .get_or_init(|| {
             let tls = super::tls::shared().map_err(|e| format!("{e:#}"))?;
@@ -32,4 +34,20 @@ pub fn client() -> anyhow::Result<reqwest::Client> {
         .clone()
         .map_err(|e| anyhow::anyhow!(e))
         .context("building the HTTP client")
+}
+
+/// The process's HTTP client. Callers must set a total timeout on each request
+/// (`RequestBuilder::timeout`); connects give up after [`CONNECT_TIMEOUT`] at most. Blocking
+/// the first time (it builds the TLS context): from async code, use [`client_async`].
+pub fn client() -> anyhow::Result<reqwest::Client> {
+    built()
+}
+
+/// The process's HTTP client ([`client`]), built on a blocking thread the first time, so that
+/// no runtime thread stalls on the TLS context while other tasks are being timed.
+pub async fn client_async() -> anyhow::Result<reqwest::Client> {
+    if CLIENT.get().is_some() {
+        return built();
+    }
+    tokio::task::spawn_blocking(built).await.context("building the HTTP client")?
 }

@@ -21,9 +21,16 @@ pub struct MemoryClient {
 }
 
 impl MemoryClient {
-    /// A client for `target`, acting for `user_id`.
+    /// A client for `target`, acting for `user_id`. Blocking the first time the process needs
+    /// an HTTP client: from code that times requests, use [`MemoryClient::open`].
     pub fn new(target: &MemoryTarget, user_id: &str) -> anyhow::Result<Self> {
         Ok(Self { http: super::http::client()?, target: target.clone(), user_id: user_id.to_owned() })
+    }
+
+    /// A client for `target`, acting for `user_id`, its HTTP client built on a blocking thread
+    /// ([`super::http::client_async`]). Requests share the process's kept-alive connections.
+    pub async fn open(target: &MemoryTarget, user_id: &str) -> anyhow::Result<Self> {
+        Ok(Self { http: super::http::client_async().await?, target: target.clone(), user_id: user_id.to_owned() })
     }
 
     fn url(&self, path: &str) -> anyhow::Result<url::Url> {
@@ -210,8 +217,12 @@ impl MemoryClient {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Vec<Value>> {
-        let response =
-            self.authorize(request).send().await.with_context(|| format!("{what} at {}", self.target.url))?;
+        let response = self
+            .authorize(request)
+            .timeout(self.target.timeout)
+            .send()
+            .await
+            .with_context(|| format!("{what} at {}", self.target.url))?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();

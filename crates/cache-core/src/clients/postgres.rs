@@ -32,17 +32,17 @@ pub async fn connect(target: &PostgresTarget) -> anyhow::Result<Client> {
         target: target.name.clone(),
         message: format!("{message} ({})", target.url),
     };
-    // Build TLS only when the connection can use it: never over a Unix socket, not with
-    // sslmode=disable. (A URL with both a host name and `?host=/dir` lists two hosts.)
-    let only_unix = config.get_hosts().iter().all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
-    let wants_tls = config.get_ssl_mode() != tokio_postgres::config::SslMode::Disable && !only_unix;
-    let connected = if wants_tls {
-        let tls = tls_connector(target)?;
-        tokio::time::timeout(budget, config.connect(tls)).await.map(|r| r.map(|(c, conn)| (c, spawn(conn, target))))
-    } else {
-        tokio::time::timeout(budget, config.connect(tokio_postgres::NoTls))
+    // TLS only when the connection can use it: never over a Unix socket, not with
+    // sslmode=disable. (A URL with both a host name and `?host=/dir` lists two hosts.) The
+    // connector comes from a blocking thread, built once per process (clients::tls).
+    let connected = match trust_of(target, &config) {
+        Some(trust) => {
+            let tls = MakeTlsConnector::new(super::tls::connector(&trust).await?);
+            tokio::time::timeout(budget, config.connect(tls)).await.map(|r| r.map(|(c, conn)| (c, spawn(conn, target))))
+        }
+        None => tokio::time::timeout(budget, config.connect(tokio_postgres::NoTls))
             .await
-            .map(|r| r.map(|(c, conn)| (c, spawn(conn, target))))
+            .map(|r| r.map(|(c, conn)| (c, spawn(conn, target)))),
     };
     match connected {
         Ok(Ok((client, ()))) => Ok(client),
@@ -65,21 +65,21 @@ where
     });
 }
 
-fn tls_connector(target: &PostgresTarget) -> anyhow::Result<MakeTlsConnector> {
-    if target.tls.ca_file.is_none() && !target.tls.accept_invalid_certs {
-        return Ok(MakeTlsConnector::new(super::tls::shared()?));
-    }
-    let mut builder = native_tls::TlsConnector::builder();
-    if let Some(ca) = &target.tls.ca_file {
-        let pem = std::fs::read(ca).with_context(|| format!("reading CA file `{}`", ca.display()))?;
-        builder.add_root_certificate(
-            native_tls::Certificate::from_pem(&pem).with_context(|| format!("parsing CA file `{}`", ca.display()))?,
-        );
-    }
-    if target.tls.accept_invalid_certs {
-        builder.danger_accept_invalid_certs(true).danger_accept_invalid_hostnames(true);
-    }
-    Ok(MakeTlsConnector::new(builder.build().context("building the TLS connector")?))
+/// How a connection to `target` verifies the server, when it uses TLS at all; for callers
+/// that build the connectors before timing anything ([`super::tls::prepare`]). `None` for a
+/// URL that does not parse.
+pub fn trust(target: &PostgresTarget) -> Option<super::tls::Trust> {
+    let config: tokio_postgres::Config = target.url.expose().parse().ok()?;
+    trust_of(target, &config)
+}
+
+fn trust_of(target: &PostgresTarget, config: &tokio_postgres::Config) -> Option<super::tls::Trust> {
+    let only_unix = config.get_hosts().iter().all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+    let wants_tls = config.get_ssl_mode() != tokio_postgres::config::SslMode::Disable && !only_unix;
+    wants_tls.then(|| super::tls::Trust {
+        ca_file: target.tls.ca_file.clone(),
+        accept_invalid: target.tls.accept_invalid_certs,
+    })
 }
 
 /// A readable message for a tokio-postgres error: the server's message when there is one.

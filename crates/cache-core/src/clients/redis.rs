@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ConnectionAddr};
+
+use super::tls::Trust;
 
 use crate::config::RedisTarget;
 use crate::error::Unreachable;
@@ -56,11 +58,71 @@ async fn connect_url(target: &RedisTarget, url: &crate::redact::SafeUrl) -> anyh
         target: target.name.clone(),
         message: format!("{message} ({url})"),
     };
-    match tokio::time::timeout(budget, client.get_multiplexed_async_connection_with_config(&config)).await {
+    let connecting = async {
+        match client.get_connection_info().addr() {
+            ConnectionAddr::TcpTls { host, port, insecure, .. } => {
+                let trust = Trust { ca_file: None, accept_invalid: *insecure };
+                connect_tls(host, *port, &trust, client.get_connection_info().redis_settings(), config, target).await
+            }
+            _ => client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| e.to_string()),
+        }
+    };
+    match tokio::time::timeout(budget, connecting).await {
         Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(e)) => Err(unreachable(e.to_string()).into()),
+        Ok(Err(e)) => Err(unreachable(e).into()),
         Err(_) => Err(unreachable(format!("no connection within {}", humantime::format_duration(budget))).into()),
     }
+}
+
+/// A `rediss://` connection through the process's TLS connector for `trust`
+/// ([`super::tls::connector`]). The redis crate would build a TLS context (parsing the system
+/// CA bundle) for every connection, on the runtime's thread; here it is built once, on a
+/// blocking thread. TCP, TLS and the handshake (AUTH, SELECT...) share the connect timeout.
+async fn connect_tls(
+    host: &str,
+    port: u16,
+    trust: &Trust,
+    settings: &redis::RedisConnectionInfo,
+    config: AsyncConnectionConfig,
+    target: &RedisTarget,
+) -> Result<MultiplexedConnection, String> {
+    use tokio_postgres::tls::TlsConnect as _;
+    let connector = super::tls::connector(trust).await.map_err(|e| format!("{e:#}"))?;
+    let open = async {
+        let tcp = tokio::net::TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        // tokio-native-tls's stream, as the PostgreSQL client already uses it: any async
+        // stream serves the redis crate.
+        let stream = postgres_native_tls::TlsConnector::new(connector, host)
+            .connect(tcp)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let (connection, driver) =
+            MultiplexedConnection::new_with_config(settings, stream, config).await.map_err(|e| e.to_string())?;
+        // Ends once every clone of the connection is dropped.
+        tokio::spawn(driver);
+        Ok(connection)
+    };
+    match tokio::time::timeout(target.connect_timeout, open).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no connection within {}", humantime::format_duration(target.connect_timeout))),
+    }
+}
+
+/// How the connections to `target` verify the server, for each of its seeds that uses TLS
+/// (`rediss://`); for callers that build the connectors before timing anything
+/// ([`super::tls::prepare`]).
+pub fn trusts(target: &RedisTarget) -> Vec<Trust> {
+    let mut trusts: Vec<Trust> = std::iter::once(&target.url)
+        .chain(&target.urls)
+        .filter_map(|url| redis::IntoConnectionInfo::into_connection_info(url.expose()).ok())
+        .filter_map(|info| match info.addr() {
+            ConnectionAddr::TcpTls { insecure, .. } => Some(Trust { ca_file: None, accept_invalid: *insecure }),
+            _ => None,
+        })
+        .collect();
+    trusts.dedup();
+    trusts
 }
 
 /// Runs `INFO` (all default sections) and parses it into field → value.

@@ -164,6 +164,13 @@ pub struct Observation {
     pub degraded: bool,
 }
 
+/// Slow rounds in a row before a default latency rule fires.
+pub const LATENCY_ROUNDS: u32 = 3;
+
+/// The tiers whose `latency_ms` is a round trip on an open connection, judged by the default
+/// "High Latency" rule.
+const LATENCY_TIERS: [&str; 4] = ["redis", "postgres", "memory", "http"];
+
 /// Seed 000's `ALERT_RULES` and seed 002's thresholds, the rules used when none are configured.
 pub fn default_rules(settings: &AlertSettings) -> Vec<AlertRule> {
     let rule = |name: &str, condition: &str, severity: Severity, message: &str, action: Option<AutoAction>| AlertRule {
@@ -213,14 +220,30 @@ pub fn default_rules(settings: &AlertSettings) -> Vec<AlertRule> {
             "Cache hit ratio of {target} dropped to {hit_ratio:.1%}.",
             Some(AutoAction::TriggerOptimization),
         ),
-        rule("High Latency", "latency_ms > 50", Severity::Warning, "{target} answers in {latency_ms:.0f} ms.", None),
-        rule(
-            "Slow Cache Table",
-            "rows >= 0 and latency_ms > 1000",
-            Severity::Warning,
-            "{target} answers in {latency_ms:.0f} ms: running index and statistics maintenance.",
-            Some(AutoAction::PostgresMaintenance),
-        ),
+        // Latency rules judge the wire round trip of the network tiers (the host's and the
+        // directories' figures are their probes' wall time), and fire on the third slow round
+        // in a row: one slow round (a busy moment, a GC pause) is not an incident.
+        AlertRule {
+            tiers: LATENCY_TIERS.iter().map(|t| (*t).into()).collect(),
+            for_rounds: LATENCY_ROUNDS,
+            ..rule(
+                "High Latency",
+                "latency_ms > 50",
+                Severity::Warning,
+                "{target} answers in {latency_ms:.0f} ms.",
+                None,
+            )
+        },
+        AlertRule {
+            for_rounds: LATENCY_ROUNDS,
+            ..rule(
+                "Slow Cache Table",
+                "rows >= 0 and latency_ms > 1000",
+                Severity::Warning,
+                "{target} answers in {latency_ms:.0f} ms: running index and statistics maintenance.",
+                Some(AutoAction::PostgresMaintenance),
+            )
+        },
         rule(
             "Scheduled Job Failing",
             "failures >= 3",
@@ -237,6 +260,74 @@ pub fn default_rules(settings: &AlertSettings) -> Vec<AlertRule> {
             None,
         ),
     ]
+}
+
+/// The default latency rules on hand-made rounds. (Here rather than in `tests.rs`, beside
+/// the rules they pin.)
+#[cfg(test)]
+mod default_latency_rules {
+    use super::*;
+    use cache_core::alerting::Metric;
+
+    fn at(round: i64) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z").unwrap().to_utc() + chrono::Duration::minutes(round)
+    }
+
+    fn observation(target: &str, latency_ms: f64, rows: Option<f64>) -> Observation {
+        let mut metrics: Figures = [(Metric::LatencyMs, latency_ms)].into();
+        if let Some(rows) = rows {
+            metrics.insert(Metric::Rows, rows);
+        }
+        Observation { target: target.into(), metrics, unavailable: false, degraded: false }
+    }
+
+    /// One round of every default latency rule; the (rule, target) pairs notified as firing.
+    fn round(book: &mut Book, minute: i64, observations: &[Observation]) -> Vec<(String, String)> {
+        let settings = AlertSettings::default();
+        let rules: Vec<AlertRule> = default_rules(&settings)
+            .into_iter()
+            .filter(|r| ["High Latency", "Slow Cache Table"].contains(&r.name.as_str()))
+            .collect();
+        assert_eq!(rules.len(), 2);
+        let (notices, _) = evaluate(book, &rules, &settings, observations, &[], at(minute));
+        notices
+            .iter()
+            .filter(|n| n.kind == Kind::Firing)
+            .map(|n| (n.alert.rule.clone(), n.alert.target.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn one_slow_round_does_not_fire_the_third_in_a_row_does() {
+        let slow = [observation("redis/main", 120.0, None), observation("postgres/main", 1500.0, Some(25.0))];
+        let fast = [observation("redis/main", 0.4, None), observation("postgres/main", 0.6, Some(25.0))];
+        let mut book = Book::default();
+        // One slow round, then fast ones: nothing fires, nothing is left pending.
+        assert_eq!(round(&mut book, 0, &slow), []);
+        assert_eq!(round(&mut book, 1, &fast), []);
+        assert!(book.alerts.is_empty(), "{book:#?}");
+        // Two slow rounds are still not an incident; the third in a row is, for both rules.
+        assert_eq!(round(&mut book, 2, &slow), []);
+        assert_eq!(round(&mut book, 3, &slow), []);
+        let fired = round(&mut book, 4, &slow);
+        let expected: Vec<(String, String)> =
+            [("High Latency", "redis/main"), ("High Latency", "postgres/main"), ("Slow Cache Table", "postgres/main")]
+                .iter()
+                .map(|(r, t)| ((*r).to_owned(), (*t).to_owned()))
+                .collect();
+        assert_eq!(fired, expected);
+    }
+
+    #[test]
+    fn the_hosts_probe_time_is_not_judged_as_latency() {
+        // The host's and a directory's latency_ms are their probes' wall time (disk walks).
+        let slow = [observation("system/host", 900.0, None), observation("files/models", 900.0, None)];
+        let mut book = Book::default();
+        for minute in 0..5 {
+            assert_eq!(round(&mut book, minute, &slow), []);
+        }
+        assert!(book.alerts.is_empty(), "{book:#?}");
+    }
 }
 
 /// The rules in force: the configured ones, or the defaults.

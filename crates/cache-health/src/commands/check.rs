@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use cache_core::app::{Context, JobResult};
 use cache_core::cli::CommonArgs;
+use cache_core::clients::{self, tls};
 use cache_core::config::DirTarget;
 use cache_core::exit::Convention;
 use cache_core::output::{Format, Printer, millis};
@@ -66,22 +67,56 @@ pub async fn probe_and_record(ctx: &Context, job: Option<&cache_core::app::Job>)
     let previous: Option<HealthReport> = ctx.state.read_json(REPORT_FILE)?;
     let start = Instant::now();
     let (probes, unconfigured) = plan(ctx);
-    let targets = futures::future::join_all(probes).await;
+    // The probes are futures not yet started: nothing is timed before they are awaited.
+    prepare(ctx).await;
+    // Each probe's wall time, for the run record (a target's latency is one round trip).
+    let timed = probes.into_iter().map(|probe| async move {
+        let start = Instant::now();
+        let report = probe.await;
+        (report, start.elapsed())
+    });
+    let (targets, took): (Vec<TargetReport>, Vec<Duration>) =
+        futures::future::join_all(timed).await.into_iter().unzip();
     if let Some(job) = job {
-        for target in &targets {
+        for (target, took) in targets.iter().zip(&took) {
             let outcome = match target.status.severity() {
                 0 => Outcome::Success,
                 1 => Outcome::Partial,
                 _ => Outcome::Failed,
             };
             let detail = target.error.clone().or_else(|| Some(target.status.as_str().to_owned()));
-            job.log().step(format!("probe {}", target.id()), outcome, target.latency_ms.unwrap_or(0.0) as u64, detail);
+            job.log().step(format!("probe {}", target.id()), outcome, took.as_millis() as u64, detail);
         }
     }
     let report = report::assemble(targets, &unconfigured, previous.as_ref(), Utc::now(), start.elapsed());
     ctx.state.write_json(REPORT_FILE, &report)?;
     ctx.state.append_jsonl(HISTORY_FILE, &HistoryLine::of(&report))?;
     Ok(report)
+}
+
+/// Builds, before any probe starts, what the probes would otherwise build while the others
+/// are being timed: the TLS connectors of the selected Redis and PostgreSQL targets and the
+/// HTTP client of the memory and HTTP targets, each on a blocking thread and once per
+/// process (the monitor's later rounds find them built). Failures are left to the probes.
+async fn prepare(ctx: &Context) {
+    let config = &ctx.config;
+    let filters = &ctx.common.tiers;
+    let mut trusts: Vec<tls::Trust> = Vec::new();
+    let redis = config.redis.iter().filter(|t| selected(filters, Tier::Redis, &t.name));
+    let postgres = config.postgres.iter().filter(|t| selected(filters, Tier::Postgres, &t.name));
+    for trust in redis.flat_map(clients::redis::trusts).chain(postgres.filter_map(clients::postgres::trust)) {
+        if !trusts.contains(&trust) {
+            trusts.push(trust);
+        }
+    }
+    let wants_http = config.memory.iter().any(|t| selected(filters, Tier::Memory, &t.name))
+        || config.http.iter().any(|t| selected(filters, Tier::Http, &t.name));
+    let http = async {
+        if wants_http {
+            let _ = clients::http::client_async().await;
+        }
+    };
+    tokio::join!(tls::prepare(trusts), http);
 }
 
 /// Builds one budgeted probe per selected target, and lists selected tiers with no target.

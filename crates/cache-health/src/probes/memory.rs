@@ -1,5 +1,6 @@
 //! Memory API: list one memory and run one search, as seed 000's health check does, in the
-//! target's dialect.
+//! target's dialect. The first list opens the connection (`connect_ms`); the latency is a
+//! second list of one memory on the connection it left open (keep-alive).
 
 use std::time::Instant;
 
@@ -11,10 +12,9 @@ use crate::report::{Status, TargetReport, round3};
 
 /// Probes one memory-API target for `user_id`.
 pub async fn probe(target: &MemoryTarget, user_id: &str, settings: &HealthSettings) -> TargetReport {
-    let start = Instant::now();
     let mut report = TargetReport::new(Tier::Memory, &target.name);
     report.endpoint = Some(target.url.to_string());
-    let client = match MemoryClient::new(target, user_id) {
+    let client = match MemoryClient::open(target, user_id).await {
         Ok(client) => client,
         Err(e) => {
             report.fail("client", format!("{e:#}"));
@@ -37,6 +37,15 @@ pub async fn probe(target: &MemoryTarget, user_id: &str, settings: &HealthSettin
             return report;
         }
     }
+    let connected = list_start.elapsed();
+    let timed_start = Instant::now();
+    let round_trip = match client.list(1).await {
+        Ok(_) => Some(timed_start.elapsed()),
+        Err(e) => {
+            report.fail("latency", format!("listing again: {e:#}"));
+            None
+        }
+    };
     let search_start = Instant::now();
     match client.search("health check", 1).await {
         Ok(found) => {
@@ -48,6 +57,9 @@ pub async fn probe(target: &MemoryTarget, user_id: &str, settings: &HealthSettin
     }
     report.metric("user_id", user_id.to_owned());
     report.headline = format!("{:?} API, user `{user_id}`", target.dialect).to_lowercase();
-    report.latency(start.elapsed(), target.latency_warn.unwrap_or(settings.latency.memory));
+    report.connected(connected);
+    if let Some(round_trip) = round_trip {
+        report.latency(round_trip, target.latency_warn.unwrap_or(settings.latency.memory));
+    }
     report
 }

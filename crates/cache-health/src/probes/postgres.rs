@@ -17,9 +17,9 @@ const EXACT_COUNT_LIMIT: f64 = 1_000_000.0;
 
 /// Probes one PostgreSQL target.
 pub async fn probe(target: &PostgresTarget, settings: &HealthSettings, unused_after: Duration) -> TargetReport {
-    let start = Instant::now();
     let mut report = TargetReport::new(Tier::Postgres, &target.name);
     report.endpoint = Some(target.url.to_string());
+    let connect_start = Instant::now();
     let db = match client::connect(target).await {
         Ok(db) => db,
         Err(e) => {
@@ -31,10 +31,17 @@ pub async fn probe(target: &PostgresTarget, settings: &HealthSettings, unused_af
             return report;
         }
     };
-    if let Err(e) = checks(&db, target, settings, unused_after, &mut report).await {
+    // Connecting (TCP, TLS, startup, authentication) is reported apart; the latency is the
+    // `SELECT 1` on the connection now open.
+    let connected = connect_start.elapsed();
+    let mut round_trip = None;
+    if let Err(e) = checks(&db, target, settings, unused_after, &mut round_trip, &mut report).await {
         report.fail("query", client::error_text(&e));
     }
-    report.latency(start.elapsed(), target.latency_warn.unwrap_or(settings.latency.postgres));
+    report.connected(connected);
+    if let Some(round_trip) = round_trip {
+        report.latency(round_trip, target.latency_warn.unwrap_or(settings.latency.postgres));
+    }
     report
 }
 
@@ -43,12 +50,21 @@ async fn checks(
     target: &PostgresTarget,
     settings: &HealthSettings,
     unused_after: Duration,
+    round_trip: &mut Option<Duration>,
     report: &mut TargetReport,
 ) -> Result<(), tokio_postgres::Error> {
+    // The simple-query protocol: one round trip, as psql sends it (a prepared query is two).
     let select_start = Instant::now();
-    let one: i32 = db.query_one("SELECT 1", &[]).await?.get(0);
-    let perf = report.perf("select1", round3(select_start.elapsed().as_secs_f64() * 1000.0), "ms").range(0.0, None);
-    report.check("select", if one == 1 { Status::Healthy } else { Status::Failed }, "SELECT 1", Some(perf));
+    let answer = db.simple_query("SELECT 1").await?;
+    let elapsed = select_start.elapsed();
+    *round_trip = Some(elapsed);
+    let one = answer.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    });
+    let perf = report.perf("select1", round3(elapsed.as_secs_f64() * 1000.0), "ms").range(0.0, None);
+    let status = if one.as_deref() == Some("1") { Status::Healthy } else { Status::Failed };
+    report.check("select", status, "SELECT 1", Some(perf));
 
     let row = db
         .query_one(

@@ -1,6 +1,7 @@
 //! Redis: connect, PING, a SET/GET/DEL round trip on a health key with a TTL, then INFO
 //! (memory against maxmemory, clients against maxclients, hit ratio). Servers that refuse INFO
-//! (hosted Redis) are reported with that fact and stay healthy.
+//! (hosted Redis) are reported with that fact and stay healthy. The latency is the PING on the
+//! open connection; connecting is reported apart (`connect_ms`).
 
 use std::time::Instant;
 
@@ -19,9 +20,9 @@ const HEALTH_KEY_TTL: u64 = 60;
 
 /// Probes one Redis target.
 pub async fn probe(target: &RedisTarget, settings: &HealthSettings) -> TargetReport {
-    let start = Instant::now();
     let mut report = TargetReport::new(Tier::Redis, &target.name);
     report.endpoint = Some(target.url.to_string());
+    let connect_start = Instant::now();
     let mut connection = match client::connect(target).await {
         Ok(connection) => connection,
         Err(e) => {
@@ -34,18 +35,27 @@ pub async fn probe(target: &RedisTarget, settings: &HealthSettings) -> TargetRep
         }
     };
 
+    // Connecting (TCP, TLS, AUTH, SELECT) is reported apart; the latency is one PING on the
+    // connection now open: the wire round trip.
+    let connected = connect_start.elapsed();
     let ping_start = Instant::now();
-    match redis::cmd("PING").query_async::<String>(&mut connection).await {
-        Ok(pong) if pong == "PONG" => {
-            let perf = report.perf("ping", round3(client::ms(ping_start.elapsed())), "ms").range(0.0, None);
-            report.check("ping", Status::Healthy, "PONG", Some(perf));
+    let round_trip = match redis::cmd("PING").query_async::<String>(&mut connection).await {
+        Ok(pong) => {
+            let round_trip = ping_start.elapsed();
+            if pong == "PONG" {
+                let perf = report.perf("ping", round3(client::ms(round_trip)), "ms").range(0.0, None);
+                report.check("ping", Status::Healthy, "PONG", Some(perf));
+            } else {
+                report.fail("ping", format!("unexpected reply to PING: {pong}"));
+            }
+            round_trip
         }
-        Ok(other) => report.fail("ping", format!("unexpected reply to PING: {other}")),
         Err(e) => {
             report.fail("ping", format!("PING failed: {e}"));
+            report.connected(connected);
             return report;
         }
-    }
+    };
 
     let lost = client::lost_seeds(target).await;
     if !lost.is_empty() {
@@ -58,7 +68,8 @@ pub async fn probe(target: &RedisTarget, settings: &HealthSettings) -> TargetRep
     }
     write_round_trip(&mut connection, &target.name, &mut report).await;
     info(target, &mut connection, &mut report, settings).await;
-    report.latency(start.elapsed(), target.latency_warn.unwrap_or(settings.latency.redis));
+    report.connected(connected);
+    report.latency(round_trip, target.latency_warn.unwrap_or(settings.latency.redis));
     report
 }
 
