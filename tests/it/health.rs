@@ -338,7 +338,9 @@ fn nagios_output_follows_the_plugin_guidelines() {
         hole.addr(),
         env.path("").display()
     ));
-    // The application's lookups: 200 hits, 1,000 misses (16.7%, judged: over 1,000 lookups).
+    // A first check, for the interval to start from; then the application's lookups: 200
+    // hits, 1,000 misses (16.7%, judged: over 1,000 lookups).
+    env.run(HEALTH, &["check"]);
     let mut conn = redis.connection();
     let _: () = redis::cmd("SET").arg("app:hot").arg("v").query(&mut conn).unwrap();
     let mut pipe = redis::pipe();
@@ -718,4 +720,32 @@ async fn a_primary_key_is_never_advised_for_dropping_nor_anything_on_fresh_stati
     for never in ["cache_entries_pkey", "cache_entries_meta_uq"] {
         assert!(!advice[0].contains(never), "{never} advised for dropping: {}", advice[0]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cache_table_whose_columns_differ_from_the_configuration_is_misconfigured() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.create_database("app").await;
+    pg.client("app")
+        .await
+        .batch_execute(
+            &CACHE_TABLE
+                .replace("key text PRIMARY KEY", "cache_key text PRIMARY KEY")
+                .replace("(key, value, category)", "(cache_key, value, category)"),
+        )
+        .await
+        .unwrap();
+    let env = TestEnv::new();
+    env.write_config(&format!("[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n"));
+    let out = env.run(HEALTH, &["check", "--format", "json", "--tier", "postgres"]);
+    out.expect_code(1);
+    let report = out.json();
+    let t = target(&report, "postgres", "main");
+    assert_eq!(t["status"], "degraded", "{report:#}");
+    let columns = t["checks"].as_array().unwrap().iter().find(|c| c["name"] == "columns").unwrap();
+    assert!(columns["summary"].as_str().unwrap().contains("`key` (postgres[0].columns.key)"), "{columns:#}");
+    // Named as configured, the same table is healthy.
+    env.write_config(&format!("[[postgres]]\nname = \"main\"\nurl = \"{url}\"\ncolumns = {{ key = \"cache_key\" }}\n"));
+    let report = env.run(HEALTH, &["check", "--format", "json", "--tier", "postgres"]).json();
+    assert_eq!(target(&report, "postgres", "main")["status"], "healthy", "{report:#}");
 }

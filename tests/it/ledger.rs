@@ -4,7 +4,7 @@
 use cache_tests::{RedisServer, TestEnv};
 use serde_json::Value;
 
-use crate::{ANALYTICS, BACKUP, CLEANUP, DEBUG, OPTIMIZER};
+use crate::{ANALYTICS, BACKUP, CLEANUP, DEBUG, HEALTH, OPTIMIZER};
 
 /// `keyspace_hits` and `keyspace_misses` of the server.
 fn counters(conn: &mut redis::Connection) -> (u64, u64) {
@@ -58,6 +58,7 @@ fn every_tool_records_exactly_the_lookups_redis_counted_for_it() {
         (OPTIMIZER, &["run", "--apply"]),
         (ANALYTICS, &["collect"]),
         (BACKUP, &["create"]),
+        (HEALTH, &["check"]),
     ];
     for (tool, args) in runs {
         let (before, own_before) = (counters(&mut conn), ledger(&env));
@@ -85,6 +86,9 @@ fn the_reported_hit_ratio_is_the_applications_after_cleanup_optimizer_and_debug_
         pipe.query::<()>(conn).unwrap();
     };
     env.run(ANALYTICS, &["collect"]).expect_code(0);
+    // The first health check has no interval to measure: the ratio is unknown, not INFO's.
+    let first = env.run(HEALTH, &["check", "--format", "json", "--tier", "redis"]).json();
+    assert!(first["targets"][0]["metrics"]["hit_ratio"].is_null(), "{first:#}");
     traffic(&mut conn);
     for (tool, args) in [
         (CLEANUP, &["light", "--yes"][..]),
@@ -101,6 +105,10 @@ fn the_reported_hit_ratio_is_the_applications_after_cleanup_optimizer_and_debug_
     let (hits, misses) = counters(&mut conn);
     let raw = hits as f64 / (hits + misses) as f64;
     assert!(raw > 0.6, "the scans should have inflated INFO's ratio, it is {raw}");
+    let health = env.run(HEALTH, &["check", "--format", "json", "--tier", "redis"]).json();
+    let judged = health["targets"][0]["metrics"]["hit_ratio"].as_f64().unwrap() * 100.0;
+    assert!((judged - 39.5).abs() <= 1.0, "health judged {judged}%, the application's is 39.5%: {health:#}");
+    assert_eq!(health["status"], "WARNING", "39.5% is under the 70% minimum: {health:#}");
 
     crate::analytics::with_dashboard_served(&env, |port| {
         let (_, body) = crate::analytics::http_get(port, "/api/cache/metrics");

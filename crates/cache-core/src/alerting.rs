@@ -23,7 +23,8 @@ use std::fmt;
 pub enum Metric {
     /// 0 healthy, 1 degraded, 2 failed.
     Status,
-    /// The probe's wall time, milliseconds.
+    /// The wire round trip of one request on an open connection, milliseconds (connecting is
+    /// reported apart); the host's and directories' probe time.
     LatencyMs,
     /// `used_memory / maxmemory` (a cluster: the fullest primary); the host's memory in use.
     MemoryUsage,
@@ -31,7 +32,8 @@ pub enum Metric {
     ClientsUsage,
     /// Backends of `max_connections`.
     ConnectionUsage,
-    /// Keyspace hits of lookups; an HTTP cache's `hit_rate`.
+    /// The applications' keyspace hits of their lookups since the previous check (the
+    /// toolkit's own taken out); an HTTP cache's `hit_rate`.
     HitRatio,
     /// `mem_fragmentation_ratio` (a cluster: the worst primary).
     Fragmentation,

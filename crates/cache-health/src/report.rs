@@ -139,6 +139,10 @@ pub struct TargetReport {
     /// nothing it did not.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub observed: cache_core::alerting::Figures,
+    /// The lookup counters of the target's servers, for the next check's interval (kept in
+    /// `health/lookups.json`, not in the report).
+    #[serde(skip)]
+    pub seen: cache_core::ledger::Seen,
     /// Why the target failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -160,6 +164,7 @@ impl TargetReport {
             checks: Vec::new(),
             metrics: BTreeMap::new(),
             observed: BTreeMap::new(),
+            seen: BTreeMap::new(),
             error: None,
             recommendations: Vec::new(),
         }

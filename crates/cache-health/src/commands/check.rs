@@ -1,5 +1,6 @@
 //! `cache-health check`: probe everything concurrently, report, record, exit with the verdict.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use cache_core::cli::CommonArgs;
 use cache_core::clients::{self, tls};
 use cache_core::config::DirTarget;
 use cache_core::exit::Convention;
+use cache_core::ledger::Seen;
 use cache_core::output::{Format, Printer, millis};
 use cache_core::runs::Outcome;
 use cache_core::tier::{Tier, selected, tier_selected};
@@ -25,10 +27,22 @@ pub const REPORT_FILE: &str = "health/comprehensive-health.json";
 pub const HISTORY_FILE: &str = "health/history.jsonl";
 /// The job's name for locks and run records.
 pub const JOB: &str = "health-check";
+/// The lookup counters each Redis target's servers had at the last check (by target id),
+/// from which the next check measures the hit ratio of the interval.
+pub const LOOKUPS_FILE: &str = "health/lookups.json";
 
 /// Arguments of `check`.
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {}
+
+/// [`LOOKUPS_FILE`]: each target's servers' counters, by target id (`redis/main`).
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+struct LookupsFile {
+    targets: BTreeMap<String, Seen>,
+}
+
+/// No counters yet.
+static NONE: Seen = Seen::new();
 
 type Probe<'a> = Pin<Box<dyn Future<Output = TargetReport> + Send + 'a>>;
 
@@ -65,8 +79,9 @@ async fn check(ctx: &Context, job: &cache_core::app::Job) -> anyhow::Result<JobR
 pub async fn probe_and_record(ctx: &Context, job: Option<&cache_core::app::Job>) -> anyhow::Result<HealthReport> {
     // Read the previous report first: a corrupt one stops the check before anything is written.
     let previous: Option<HealthReport> = ctx.state.read_json(REPORT_FILE)?;
+    let mut seen = ctx.state.read_json::<LookupsFile>(LOOKUPS_FILE)?.unwrap_or_default().targets;
     let start = Instant::now();
-    let (probes, unconfigured) = plan(ctx);
+    let (probes, unconfigured) = plan(ctx, &seen);
     // The probes are futures not yet started: nothing is timed before they are awaited.
     prepare(ctx).await;
     // Each probe's wall time, for the run record (a target's latency is one round trip).
@@ -88,6 +103,15 @@ pub async fn probe_and_record(ctx: &Context, job: Option<&cache_core::app::Job>)
             job.log().step(format!("probe {}", target.id()), outcome, took.as_millis() as u64, detail);
         }
     }
+    // Every target probed leaves its servers' counters for the next interval; a target not
+    // probed this time (a `--tier` filter) keeps the ones it had.
+    let mut targets = targets;
+    for t in &mut targets {
+        if !t.seen.is_empty() {
+            seen.insert(t.id(), std::mem::take(&mut t.seen));
+        }
+    }
+    ctx.state.write_json(LOOKUPS_FILE, &LookupsFile { targets: seen })?;
     let report = report::assemble(targets, &unconfigured, previous.as_ref(), Utc::now(), start.elapsed());
     ctx.state.write_json(REPORT_FILE, &report)?;
     ctx.state.append_jsonl(HISTORY_FILE, &HistoryLine::of(&report))?;
@@ -120,7 +144,7 @@ async fn prepare(ctx: &Context) {
 }
 
 /// Builds one budgeted probe per selected target, and lists selected tiers with no target.
-fn plan(ctx: &Context) -> (Vec<Probe<'_>>, Vec<Tier>) {
+fn plan<'a>(ctx: &'a Context, seen: &'a BTreeMap<String, Seen>) -> (Vec<Probe<'a>>, Vec<Tier>) {
     let config = &ctx.config;
     let health = &config.health;
     let filters = &ctx.common.tiers;
@@ -142,17 +166,29 @@ fn plan(ctx: &Context) -> (Vec<Probe<'_>>, Vec<Tier>) {
             &t.name,
             endpoint,
             t.timeout,
-            probes::redis::probe(t, health),
+            probes::redis::probe(
+                t,
+                health,
+                probes::redis::Lookback {
+                    state: &ctx.state,
+                    before: seen.get(&format!("redis/{}", t.name)).unwrap_or(&NONE),
+                },
+            ),
         )));
     }
-    for t in config.postgres.iter().filter(|t| selected(filters, Tier::Postgres, &t.name)) {
+    for (index, t) in config.postgres.iter().enumerate().filter(|(_, t)| selected(filters, Tier::Postgres, &t.name)) {
         let endpoint = Some(t.url.to_string());
+        let table = probes::postgres::Table {
+            index,
+            project: &config.project_name,
+            unused_after: config.optimizer.unused_index_after,
+        };
         probes.push(Box::pin(within_budget(
             Tier::Postgres,
             &t.name,
             endpoint,
             t.timeout,
-            probes::postgres::probe(t, health, config.optimizer.unused_index_after),
+            probes::postgres::probe(t, health, table),
         )));
     }
     for t in config.memory.iter().filter(|t| selected(filters, Tier::Memory, &t.name)) {

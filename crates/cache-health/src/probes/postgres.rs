@@ -4,6 +4,7 @@
 use cache_core::alerting::Metric;
 use std::time::{Duration, Instant};
 
+use cache_core::cache_table::CacheTable;
 use cache_core::clients::postgres as client;
 use cache_core::config::{HealthSettings, PostgresTarget};
 use cache_core::output::bytes;
@@ -15,8 +16,19 @@ use crate::report::{Status, TargetReport, judge, round3};
 /// Below this many estimated rows the table is counted exactly; above, the estimate is used.
 const EXACT_COUNT_LIMIT: f64 = 1_000_000.0;
 
+/// What the probe judges the cache table by, besides the target.
+#[derive(Clone, Copy)]
+pub struct Table<'a> {
+    /// The target's place in the configuration (`postgres[N]`), for messages.
+    pub index: usize,
+    /// The project whose rows the table holds.
+    pub project: &'a str,
+    /// `optimizer.unused_index_after`.
+    pub unused_after: Duration,
+}
+
 /// Probes one PostgreSQL target.
-pub async fn probe(target: &PostgresTarget, settings: &HealthSettings, unused_after: Duration) -> TargetReport {
+pub async fn probe(target: &PostgresTarget, settings: &HealthSettings, table: Table<'_>) -> TargetReport {
     let mut report = TargetReport::new(Tier::Postgres, &target.name);
     report.endpoint = Some(target.url.to_string());
     let connect_start = Instant::now();
@@ -35,7 +47,7 @@ pub async fn probe(target: &PostgresTarget, settings: &HealthSettings, unused_af
     // `SELECT 1` on the connection now open.
     let connected = connect_start.elapsed();
     let mut round_trip = None;
-    if let Err(e) = checks(&db, target, settings, unused_after, &mut round_trip, &mut report).await {
+    if let Err(e) = checks(&db, target, settings, table, &mut round_trip, &mut report).await {
         report.fail("query", client::error_text(&e));
     }
     report.connected(connected);
@@ -49,7 +61,7 @@ async fn checks(
     db: &Client,
     target: &PostgresTarget,
     settings: &HealthSettings,
-    unused_after: Duration,
+    config: Table<'_>,
     round_trip: &mut Option<Duration>,
     report: &mut TargetReport,
 ) -> Result<(), tokio_postgres::Error> {
@@ -105,6 +117,13 @@ async fn checks(
         report.headline = headline.join(", ");
         return Ok(());
     };
+    // Columns named in the configuration that the table lacks: every tool would fail on it.
+    let missing = CacheTable::new(target, config.project).missing_columns(db).await?;
+    if !missing.is_empty() {
+        let why = cache_core::cache_table::misconfigured(&target.table, config.index, &missing);
+        report.check("columns", Status::Degraded, why.clone(), None);
+        report.recommendations.push(format!("{}: {why}", report.id()));
+    }
     let stats = db
         .query_one(
             "SELECT c.reltuples::float8, pg_total_relation_size(c.oid)::bigint,
@@ -149,7 +168,7 @@ async fn checks(
         .collect();
     report.metric("indexes", index_metrics);
     report.metric("stats_observed_seconds", observed.as_secs());
-    match client::unused_indexes(&indexes, observed, unused_after) {
+    match client::unused_indexes(&indexes, observed, config.unused_after) {
         client::UnusedIndexes::Judged(unused) => {
             let names: Vec<&str> = unused.iter().map(|ix| ix.name.as_str()).collect();
             report.check(

@@ -9,7 +9,9 @@ use cache_core::alerting::Metric;
 use cache_core::clients::redis as client;
 use cache_core::config::{HealthSettings, RedisTarget};
 use cache_core::keyspace::Figures;
+use cache_core::ledger::{self, Counters, Lookups, Seen};
 use cache_core::output::bytes;
+use cache_core::state::StateDir;
 use cache_core::tier::Tier;
 use redis::AsyncCommands as _;
 
@@ -18,8 +20,18 @@ use crate::report::{Status, TargetReport, judge, round3};
 /// TTL of the health key, seconds: it disappears even if the DEL never arrives.
 const HEALTH_KEY_TTL: u64 = 60;
 
+/// What the hit ratio of an interval is measured with: the state (the toolkit's own lookups,
+/// `cache_core::ledger`) and the counters the previous check saw on this target's servers.
+#[derive(Clone, Copy)]
+pub struct Lookback<'a> {
+    /// The state directory.
+    pub state: &'a StateDir,
+    /// The previous check's counters of this target.
+    pub before: &'a Seen,
+}
+
 /// Probes one Redis target.
-pub async fn probe(target: &RedisTarget, settings: &HealthSettings) -> TargetReport {
+pub async fn probe(target: &RedisTarget, settings: &HealthSettings, lookback: Lookback<'_>) -> TargetReport {
     let mut report = TargetReport::new(Tier::Redis, &target.name);
     report.endpoint = Some(target.url.to_string());
     let connect_start = Instant::now();
@@ -66,14 +78,19 @@ pub async fn probe(target: &RedisTarget, settings: &HealthSettings) -> TargetRep
             None,
         );
     }
-    write_round_trip(&mut connection, &target.name, &mut report).await;
-    info(target, &mut connection, &mut report, settings).await;
+    let own = write_round_trip(&mut connection, &target.name, &mut report).await;
+    info(target, &mut connection, &mut report, settings, lookback, own).await;
     report.connected(connected);
     report.latency(round_trip, target.latency_warn.unwrap_or(settings.latency.redis));
     report
 }
 
-async fn write_round_trip(connection: &mut redis::aio::MultiplexedConnection, target: &str, report: &mut TargetReport) {
+/// Returns the keyspace lookups it caused (the GET), which are the toolkit's.
+async fn write_round_trip(
+    connection: &mut redis::aio::MultiplexedConnection,
+    target: &str,
+    report: &mut TargetReport,
+) -> Lookups {
     // Unique per host, process and target: several targets may point at one server, and
     // several hosts may check the same server at the same moment.
     let key = format!("cache-toolkit:health:{}:{}:{target}", cache_core::system::hostname(), std::process::id());
@@ -83,7 +100,7 @@ async fn write_round_trip(connection: &mut redis::aio::MultiplexedConnection, ta
         Ok(()) => {}
         Err(e) if e.to_string().contains("READONLY") => {
             report.check("write", Status::Healthy, "read-only replica: write test skipped", None);
-            return;
+            return Lookups::default();
         }
         Err(e) if e.redirect_node().is_some() => {
             report.check(
@@ -92,7 +109,7 @@ async fn write_round_trip(connection: &mut redis::aio::MultiplexedConnection, ta
                 "cluster node: the health key's slot is served by another node",
                 None,
             );
-            return;
+            return Lookups::default();
         }
         Err(e) if client::is_refused(&e) => {
             report.check("write", Status::Degraded, format!("SET refused: {e}"), None);
@@ -100,14 +117,19 @@ async fn write_round_trip(connection: &mut redis::aio::MultiplexedConnection, ta
                 "{}: the server refuses writes to the health key ({e}); grant SET/GET/DEL on `cache-toolkit:*`",
                 report.id()
             ));
-            return;
+            return Lookups::default();
         }
         Err(e) => {
             report.fail("write", format!("SET failed: {e}"));
-            return;
+            return Lookups::default();
         }
     }
     let read: redis::RedisResult<Option<String>> = connection.get(&key).await;
+    let own = match &read {
+        Ok(Some(_)) => Lookups::hits(1),
+        Ok(None) => Lookups { hits: 0, misses: 1 },
+        Err(_) => Lookups::default(),
+    };
     let deleted: redis::RedisResult<i64> = connection.del(&key).await;
     match (read, deleted) {
         (Ok(Some(got)), Ok(_)) if got == value => {
@@ -116,6 +138,7 @@ async fn write_round_trip(connection: &mut redis::aio::MultiplexedConnection, ta
         (Err(e), _) | (_, Err(e)) => report.fail("write", format!("GET/DEL failed: {e}")),
         (Ok(got), Ok(_)) => report.fail("write", format!("read back {got:?} instead of the value written")),
     }
+    own
 }
 
 async fn info(
@@ -123,6 +146,8 @@ async fn info(
     connection: &mut redis::aio::MultiplexedConnection,
     report: &mut TargetReport,
     settings: &HealthSettings,
+    lookback: Lookback<'_>,
+    own: Lookups,
 ) {
     let info = match client::info(connection).await {
         Ok(info) => info,
@@ -138,11 +163,18 @@ async fn info(
     };
     // Typed figures: the server's own, or a cluster's summed over every primary.
     let mut fullest = None;
+    // The health key's GET is the toolkit's lookup, on the server this connection reaches.
+    let seed_run_id = info.get("run_id").cloned().unwrap_or_default();
+    if let Err(e) = ledger::record(lookback.state, &seed_run_id, own) {
+        tracing::warn!("recording the toolkit's own lookups: {e:#}");
+    }
+    let mut servers = vec![server_counters(&info)];
     let figures = if info.get("cluster_enabled").map(String::as_str) == Some("1") {
         cluster(connection, report).await;
         match summed(target, report).await {
-            Some((summed, full)) => {
+            Some((summed, full, counters)) => {
                 fullest = full;
+                servers = counters;
                 summed
             }
             None => Figures::of(&info),
@@ -224,21 +256,55 @@ async fn info(
         report.check("clients", status, format!("{clients} of {max} clients ({pct:.1}%)"), Some(perf));
         headline.push(format!("{clients} clients"));
     }
-    let lookups = figures.hits + figures.misses;
-    if let Some(ratio) = figures.hit_ratio() {
+    // The applications' hit ratio since the last check: counter increases less the toolkit's
+    // own lookups, per server (never INFO's since-start ratio, which the toolkit's scans
+    // inflate and which hides today's traffic under months of history).
+    let totals = ledger::totals(lookback.state).unwrap_or_else(|e| {
+        tracing::warn!("reading the toolkit's own lookups: {e:#}");
+        Default::default()
+    });
+    let now = chrono::Utc::now();
+    let seen: Seen = servers
+        .into_iter()
+        .flatten()
+        .map(|(run_id, hits, misses)| {
+            let own = totals.get(&run_id).copied().unwrap_or_default();
+            (run_id, Counters { hits, misses, own, at: now })
+        })
+        .collect();
+    let interval = ledger::interval(lookback.before, &seen);
+    report.seen = seen;
+    let lookups = (interval.lookups.hits + interval.lookups.misses) as f64;
+    let Some(ratio) = interval.hit_ratio() else {
+        let why = if interval.measured == 0 && lookback.before.is_empty() {
+            "unknown until the next check: the first check has no interval to measure".to_owned()
+        } else if interval.measured == 0 {
+            "unknown: the server restarted since the last check".to_owned()
+        } else {
+            format!("no lookups by the applications in the last {} s", interval.seconds)
+        };
+        report.check("hit_ratio", Status::Healthy, why, None);
+        report.headline = headline.join(", ");
+        return;
+    };
+    {
+        let lookups = lookups as u64;
         report.metric("hit_ratio", round3(ratio));
+        report.metric("hit_ratio_interval_seconds", interval.seconds);
         report.observe(Metric::HitRatio, ratio);
         headline.push(format!("hit ratio {:.1}%", ratio * 100.0));
-        let judged = lookups >= settings.hit_ratio_min_lookups as f64;
+        let judged = lookups >= settings.hit_ratio_min_lookups;
         let status = if judged && ratio < settings.hit_ratio_min { Status::Degraded } else { Status::Healthy };
         let mut perf = report.perf("hit_ratio", round3(ratio * 100.0), "%").range(0.0, Some(100.0));
         if judged {
             perf = perf.floor(settings.hit_ratio_min * 100.0);
         }
+        let of =
+            format!("{:.1}% of the applications' {lookups} lookups in the last {} s", ratio * 100.0, interval.seconds);
         let summary = if judged {
-            format!("{:.1}% of {lookups} lookups (minimum {:.0}%)", ratio * 100.0, settings.hit_ratio_min * 100.0)
+            format!("{of} (minimum {:.0}%)", settings.hit_ratio_min * 100.0)
         } else {
-            format!("{:.1}% of {lookups} lookups (too few to judge)", ratio * 100.0)
+            format!("{of} (too few to judge)")
         };
         report.check("hit_ratio", status, summary, Some(perf));
         if status == Status::Degraded {
@@ -256,7 +322,10 @@ async fn info(
 /// A cluster's INFO summed over every primary (keys, memory, lookups...), and its fullest
 /// primary (`host:port`, used, maxmemory). Primaries that cannot be reached are a warning: their
 /// figures are missing.
-async fn summed(target: &RedisTarget, report: &mut TargetReport) -> Option<(Figures, Option<(String, f64, f64)>)> {
+async fn summed(
+    target: &RedisTarget,
+    report: &mut TargetReport,
+) -> Option<(Figures, Option<(String, f64, f64)>, Vec<Option<(String, u64, u64)>>)> {
     let primaries = match cache_core::keyspace::primaries(target).await {
         Ok(p) => p,
         Err(e) => {
@@ -278,7 +347,14 @@ async fn summed(target: &RedisTarget, report: &mut TargetReport) -> Option<(Figu
             None,
         );
     }
-    Some((summed, fullest))
+    let counters = primaries.nodes.iter().map(|n| server_counters(&n.info)).collect();
+    Some((summed, fullest, counters))
+}
+
+/// A server's `run_id`, `keyspace_hits` and `keyspace_misses`, when INFO gave them.
+fn server_counters(info: &std::collections::BTreeMap<String, String>) -> Option<(String, u64, u64)> {
+    let num = |k: &str| info.get(k).and_then(|v| v.parse::<u64>().ok());
+    Some((info.get("run_id")?.clone(), num("keyspace_hits")?, num("keyspace_misses")?))
 }
 
 /// A cluster node: the cluster's state and slot coverage, from `CLUSTER INFO`.
