@@ -381,7 +381,20 @@ fn dashboard_renders_in_headless_chromium_with_its_cards_and_charts() {
     // Without `--output` it goes to the state directory.
     env.run(ANALYTICS, &["dashboard", "-q"]).expect_code(0);
     assert!(env.state_dir().join("analytics/dashboard.html").is_file());
-    assert!(html.contains("<span id=\"scheduler-status\">on</span>"), "{html}");
+    // Nothing installed the schedule: the card says so, never "on".
+    assert!(html.contains("<span id=\"scheduler-status\">not installed</span>"), "{html}");
+    let cron_d = env.path("cron.d-cache-toolkit");
+    env.run(crate::SCHEDULER, &["install", "--cron-d", cron_d.to_str().unwrap()]).expect_code(0);
+    let scheduler_status = || {
+        env.run(ANALYTICS, &["dashboard", "-q"]).expect_code(0);
+        let page = std::fs::read_to_string(env.state_dir().join("analytics/dashboard.html")).unwrap();
+        let at = page.find("<span id=\"scheduler-status\">").unwrap() + "<span id=\"scheduler-status\">".len();
+        page[at..at + page[at..].find("</span>").unwrap()].to_owned()
+    };
+    assert_eq!(scheduler_status(), format!("on (installed in {})", cron_d.display()));
+    // Removed behind the scheduler's back: not installed, and where it was.
+    std::fs::remove_file(&cron_d).unwrap();
+    assert_eq!(scheduler_status(), format!("not installed: the schedule put in {} is gone", cron_d.display()));
     // Automation turned off shows on the card.
     env.run(crate::SCHEDULER, &["stop", "--reason", "migration"]).expect_code(0);
     env.run(ANALYTICS, &["dashboard", "-q"]).expect_code(0);

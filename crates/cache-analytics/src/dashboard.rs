@@ -82,6 +82,8 @@ struct Data {
     windows: Option<Value>,
     next_runs: Vec<(String, Option<DateTime<Utc>>, bool)>,
     automation: Option<cache_core::gate::Automation>,
+    /// Whether the schedule is really installed, in words (`cache_core::schedule`).
+    installed: (bool, String),
 }
 
 impl Data {
@@ -126,6 +128,7 @@ impl Data {
             windows: state.read_json(WINDOWS_FILE)?,
             next_runs,
             automation: cache_core::gate::automation(state)?,
+            installed: schedule::installed_status(state)?,
         })
     }
 
@@ -372,7 +375,9 @@ fn render(d: &Data) -> String {
             ),
             (automation.0, Level::Warning),
         ),
-        _ => ("on".to_owned(), automation),
+        // Automation on, but only as real as what cron or systemd will run.
+        _ if !d.installed.0 => (d.installed.1.clone(), (automation.0, Level::Warning)),
+        _ => (format!("on ({})", d.installed.1), automation),
     };
     let last_cleanup = last_of("Cleanups")
         .map_or("never".to_owned(), |r| format!("{} ({})", ago(d.now, r.ended_at), outcome_text(r.outcome)));

@@ -351,3 +351,94 @@ mod tests {
         assert_eq!(deep.requires.unwrap().job, "backup");
     }
 }
+
+/// Where `cache-scheduler install` put the schedule, kept in the state so that the dashboard
+/// and status can say whether it is really installed (and check it still is).
+pub const INSTALLED_FILE: &str = "scheduler/installed.json";
+
+/// The first line of the marked block in a user's crontab.
+pub const CRONTAB_BEGIN: &str = "# BEGIN cache-toolkit";
+
+/// How the schedule was installed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Installed {
+    /// The marked block in a user's crontab (`None`: the invoking user's).
+    Crontab {
+        /// `crontab -u USER`.
+        user: Option<String>,
+    },
+    /// A file in `/etc/cron.d`.
+    CronD {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// `cache-toolkit-*.timer` units in a directory.
+    Systemd {
+        /// The directory.
+        dir: std::path::PathBuf,
+    },
+}
+
+/// The installation record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installation {
+    /// How.
+    #[serde(flatten)]
+    pub how: Installed,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl Installed {
+    /// Whether the installed schedule is still where it was put.
+    pub fn present(&self) -> bool {
+        match self {
+            Self::CronD { path } => path.is_file(),
+            Self::Systemd { dir } => std::fs::read_dir(dir).is_ok_and(|entries| {
+                entries.filter_map(Result::ok).any(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with("cache-toolkit-") && name.ends_with(".timer")
+                })
+            }),
+            Self::Crontab { user } => {
+                let mut cmd = std::process::Command::new("crontab");
+                if let Some(u) = user {
+                    cmd.args(["-u", u]);
+                }
+                cmd.arg("-l").stdin(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+                cmd.output()
+                    .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with(CRONTAB_BEGIN)))
+            }
+        }
+    }
+
+    /// In words: `the crontab`, `/etc/cron.d/cache-toolkit`, `systemd timers in DIR`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Crontab { user: None } => "the crontab".to_owned(),
+            Self::Crontab { user: Some(u) } => format!("the crontab of {u}"),
+            Self::CronD { path } => path.display().to_string(),
+            Self::Systemd { dir } => format!("systemd timers in {}", dir.display()),
+        }
+    }
+}
+
+/// Records that the schedule was installed `how` (an uninstall removes the record).
+pub fn record_installed(state: &StateDir, how: Installed) -> anyhow::Result<()> {
+    state.write_json(INSTALLED_FILE, &Installation { how, at: crate::clock::now()? })
+}
+
+/// Whether the schedule is installed, in words for the dashboard and status: `installed in
+/// the crontab`, `not installed`, or `not installed: /etc/cron.d/cache-toolkit is gone`.
+pub fn installed_status(state: &StateDir) -> anyhow::Result<(bool, String)> {
+    let Some(record) = state.read_json::<Installation>(INSTALLED_FILE)? else {
+        return Ok((false, "not installed".to_owned()));
+    };
+    let place = record.how.describe();
+    Ok(if record.how.present() {
+        (true, format!("installed in {place}"))
+    } else {
+        (false, format!("not installed: the schedule put in {place} is gone"))
+    })
+}

@@ -275,6 +275,7 @@ fn install(ctx: &Context, target: &Target, print: bool, image: &str, namespace: 
             }
         }
         if !print {
+            schedule::record_installed(&ctx.state, schedule::Installed::Systemd { dir: dir.clone() })?;
             printer.info(&format!(
                 "wrote {} units to {}; then: systemctl daemon-reload && systemctl enable --now 'cache-toolkit-*.timer'",
                 units.len(),
@@ -290,6 +291,7 @@ fn install(ctx: &Context, target: &Target, print: bool, image: &str, namespace: 
         } else {
             cache_core::state::write_atomic_mode(path, text.as_bytes(), 0o644)
                 .with_context(|| format!("writing `{}`", path.display()))?;
+            schedule::record_installed(&ctx.state, schedule::Installed::CronD { path: path.clone() })?;
             printer.info(&format!("wrote {} ({} jobs)", path.display(), jobs.iter().filter(|j| j.enabled).count()))?;
         }
         return Ok(exit::SUCCESS);
@@ -302,6 +304,7 @@ fn install(ctx: &Context, target: &Target, print: bool, image: &str, namespace: 
     }
     let existing = crontab::read(user)?;
     let merged = crontab::merge(&existing, &block)?;
+    schedule::record_installed(&ctx.state, schedule::Installed::Crontab { user: user.map(str::to_owned) })?;
     if merged == existing {
         printer.info("the crontab already has this schedule; nothing changed")?;
     } else {
@@ -317,6 +320,9 @@ fn install(ctx: &Context, target: &Target, print: bool, image: &str, namespace: 
 
 fn uninstall(ctx: &Context, target: &Target) -> anyhow::Result<u8> {
     let printer = &ctx.printer;
+    if !target.kubernetes {
+        ctx.state.remove(schedule::INSTALLED_FILE)?;
+    }
     if target.kubernetes {
         return Err(UsageError(
             "remove CronJobs with kubectl: kubectl delete cronjob -l app.kubernetes.io/name=cache-toolkit".into(),

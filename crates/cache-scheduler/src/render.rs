@@ -13,7 +13,7 @@ use cache_core::config::SchedulerSettings;
 use cache_core::schedule::Effective;
 
 /// First line of the block in a user's crontab.
-pub const BEGIN: &str = "# BEGIN cache-toolkit";
+pub const BEGIN: &str = cache_core::schedule::CRONTAB_BEGIN;
 /// Last line of the block.
 pub const END: &str = "# END cache-toolkit";
 
