@@ -236,7 +236,18 @@ fn a_tier_filter_matching_no_target_is_a_usage_error_and_keeps_the_last_report()
         out.expect_code(2);
         assert!(out.stderr.contains("--tier redis:mian matches no configured target"), "{}", out.dump());
     }
-    env.run(HEALTH, &["check", "--tier", "redis:main"]).expect_code(0);
+    // A filtered report says what it did not see.
+    let out = env.run(HEALTH, &["check", "--tier", "redis:main", "--format", "json"]);
+    out.expect_code(0);
+    let not_checked = out.json()["not_checked"].clone();
+    assert!(not_checked.as_array().unwrap().iter().any(|t| t == "system/host"), "{not_checked:#}");
+    assert!(!not_checked.as_array().unwrap().iter().any(|t| t == "redis/main"), "{not_checked:#}");
+    let text = env.run(HEALTH, &["check", "--tier", "redis:main"]);
+    assert!(
+        text.stdout.contains(&format!("{} not checked (--tier)", not_checked.as_array().unwrap().len())),
+        "{}",
+        text.dump()
+    );
 }
 
 #[test]

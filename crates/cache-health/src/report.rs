@@ -310,6 +310,10 @@ pub struct HealthReport {
     pub recommendations: Vec<String>,
     /// Wall time of the whole check, milliseconds.
     pub duration_ms: f64,
+    /// Configured targets a `--tier` filter left out (`tier/name`): what this report did not
+    /// see.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_checked: Vec<String>,
 }
 
 /// Tiers of seed 000 whose absence the seed counts as a warning.
@@ -364,6 +368,7 @@ pub fn assemble(
         targets,
         recommendations,
         duration_ms: round3(duration.as_secs_f64() * 1000.0),
+        not_checked: Vec::new(),
     }
 }
 
@@ -469,7 +474,11 @@ impl HealthReport {
             (count(Status::NotAvailable), "not available"),
             (unconfigured, "not configured"),
         ];
-        let text: Vec<String> = parts.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} {what}")).collect();
+        let mut text: Vec<String> =
+            parts.iter().filter(|(n, _)| *n > 0).map(|(n, what)| format!("{n} {what}")).collect();
+        if !self.not_checked.is_empty() {
+            text.push(format!("{} not checked (--tier)", self.not_checked.len()));
+        }
         if text.is_empty() { "nothing checked".into() } else { text.join(", ") }
     }
 }

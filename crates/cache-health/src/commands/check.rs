@@ -112,7 +112,16 @@ pub async fn probe_and_record(ctx: &Context, job: Option<&cache_core::app::Job>)
         }
     }
     ctx.state.write_json(LOOKUPS_FILE, &LookupsFile { targets: seen })?;
-    let report = report::assemble(targets, &unconfigured, previous.as_ref(), Utc::now(), start.elapsed());
+    let mut report = report::assemble(targets, &unconfigured, previous.as_ref(), Utc::now(), start.elapsed());
+    let filters = &ctx.common.tiers;
+    report.not_checked = ctx
+        .config
+        .target_ids()
+        .into_iter()
+        .filter(|(tier, name)| !selected(filters, *tier, name))
+        .filter(|(tier, name)| !(*tier == Tier::System && name == "gpu"))
+        .map(|(tier, name)| format!("{tier}/{name}"))
+        .collect();
     ctx.state.write_json(REPORT_FILE, &report)?;
     ctx.state.append_jsonl(HISTORY_FILE, &HistoryLine::of(&report))?;
     Ok(report)
