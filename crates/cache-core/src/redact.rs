@@ -141,15 +141,35 @@ impl<'de> Deserialize<'de> for SafeUrl {
     }
 }
 
+/// The parts of a secret URL that are secrets on their own: the password, each query value
+/// and each path segment of at least [`TOKEN_LEN`] characters.
+fn url_tokens(url: &Url) -> Vec<String> {
+    let mut out: Vec<String> = url.password().map(str::to_owned).into_iter().collect();
+    out.extend(url.query_pairs().map(|(_, v)| v.into_owned()).filter(|v| v.len() >= 6));
+    out.extend(url.path_segments().into_iter().flatten().filter(|s| s.len() >= TOKEN_LEN).map(str::to_owned));
+    out
+}
+
+/// The shortest path segment of a secret URL taken for a token (Slack's are 24 characters;
+/// words such as `services` or `webhook` are shorter).
+const TOKEN_LEN: usize = 16;
+
 /// A secret string (token, API key): shown as `***` everywhere.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
-    /// Wraps `value` and registers it with [`register`].
+    /// Wraps `value` and registers it with [`register`]. A secret URL (a webhook's, whose
+    /// token is its path or query) also registers each part that can appear alone in a log
+    /// line: its password, every query value and every path segment of token length.
     pub fn new(value: impl Into<String>) -> Self {
         let value = value.into();
         register(&value);
+        if let Ok(url) = Url::parse(&value)
+            && matches!(url.scheme(), "http" | "https")
+        {
+            url_tokens(&url).iter().for_each(|t| register(t));
+        }
         Self(value)
     }
 
@@ -185,6 +205,16 @@ impl<'de> Deserialize<'de> for Secret {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_secret_webhook_urls_token_is_scrubbed_where_it_appears_alone() {
+        let _hook =
+            Secret::new("https://hooks.example.com/services/T0A1B2C3/B4D5E6F7/q8Rz31LwKpM2Nc7VxYt0Ha9s?sig=4f1c2e9a77");
+        let line = "POST /services/T0A1B2C3/B4D5E6F7/q8Rz31LwKpM2Nc7VxYt0Ha9s failed; sig=4f1c2e9a77 retrying";
+        let scrubbed = scrub(line);
+        assert!(!scrubbed.contains("q8Rz31LwKpM2Nc7VxYt0Ha9s") && !scrubbed.contains("4f1c2e9a77"), "{scrubbed}");
+        assert!(scrubbed.contains("/services/"), "words of the path stay: {scrubbed}");
+    }
+
     use super::*;
 
     #[test]
