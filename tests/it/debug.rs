@@ -379,3 +379,35 @@ fn on_a_cluster_a_refusal_by_every_node_is_one_line_with_its_count() {
     assert_eq!(text.stdout.lines().filter(|l| l.contains("CLIENT LIST on")).count(), 1, "{}", text.dump());
     assert!(longest_line(&text) <= 400, "a line of {} characters\n{}", longest_line(&text), text.dump());
 }
+
+#[test]
+fn hostile_key_names_print_escaped_and_short_in_text_and_exact_in_json() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut conn = redis.connection();
+    let hostile = ["app:\u{1b}[2J\u{1b}[31mred", "app:bell\u{7}\rover", "app:tab\there"];
+    for name in hostile {
+        redis::cmd("SET").arg(name).arg("v").query::<()>(&mut conn).unwrap();
+    }
+    for i in 0..5 {
+        redis::cmd("SET").arg(format!("app:{i}:{}", "x".repeat(1 << 20))).arg("v").query::<()>(&mut conn).unwrap();
+    }
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\nnamespace = \"app:\"\nprefixes = [{{ prefix = \"app:\", ttl = \"1h\" }}]\n",
+        redis.url()
+    ));
+    for (tool, args) in [(DEBUG, &["memory"][..]), (crate::CLEANUP, &["light", "--dry-run"][..])] {
+        let out = env.run(tool, args);
+        assert!(out.code() <= 1, "{}", out.dump());
+        for bad in ['\u{1b}', '\u{7}', '\r'] {
+            assert!(!out.stdout.contains(bad), "{args:?} printed {bad:?}: {:?}", out.stdout);
+        }
+        assert!(out.stdout.len() < 64 * 1024, "{args:?} printed {} bytes for five 1 MB names", out.stdout.len());
+        assert!(out.stdout.contains("app:\\x1b[2J\\x1b[31mred") || args[0] == "light", "{}", out.stdout);
+    }
+    // JSON keeps the exact names.
+    let json = env.run(DEBUG, &["memory", "--format", "json"]).json();
+    let keys: Vec<&str> =
+        json["redis"][0]["top_keys"].as_array().unwrap().iter().map(|k| k["key"].as_str().unwrap()).collect();
+    assert!(hostile.iter().all(|h| keys.contains(h)), "{keys:?}");
+}

@@ -6,6 +6,9 @@ use serde::Serialize;
 
 use crate::plan::{Decision, Mode};
 
+/// Characters of an item's name shown in text (the JSON has all of it).
+const SHOWN_NAME: usize = 200;
+
 /// What happens to an item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -218,7 +221,7 @@ impl CleanupReport {
                     t.tier,
                     t.target,
                     item.action.as_str(),
-                    item.name,
+                    cache_core::messages::printable(&item.name, SHOWN_NAME),
                     item.reason
                 ));
             }

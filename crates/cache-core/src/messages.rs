@@ -54,9 +54,45 @@ pub fn one_line(messages: &[String]) -> String {
     clip(&condense(messages).join("; "), MAX_LINE)
 }
 
+/// `name` (a key or file name) fit for a terminal: control characters escaped as `redis-cli`
+/// shows them (`\n`, `\r`, `\t`, `\x1b`...), a backslash doubled, and cut at `max` characters
+/// with a note of the full length. A name can never move the cursor, ring the bell or recolour
+/// the screen, and five 1 MB names print as five short lines. JSON keeps the exact name.
+pub fn printable(name: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    for c in name.chars() {
+        if shown >= max {
+            out.push_str(&format!("… ({} characters in all)", name.chars().count()));
+            break;
+        }
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+        shown += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_print_without_control_characters_and_cut_when_long() {
+        assert_eq!(printable("a\x1b[31mred\r\x07b\\c", 100), "a\\x1b[31mred\\r\\x07b\\\\c");
+        assert_eq!(printable("plain:key", 100), "plain:key");
+        let long = "k".repeat(1_000_000);
+        let shown = printable(&long, 80);
+        assert!(shown.starts_with(&"k".repeat(80)) && shown.ends_with("(1000000 characters in all)"), "{shown}");
+        assert!(shown.len() < 120);
+        assert!(!printable("\u{9b}31m", 10).contains('\u{9b}'));
+    }
 
     #[test]
     fn many_of_a_kind_fold_and_long_lines_are_clipped() {

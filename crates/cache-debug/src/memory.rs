@@ -78,7 +78,7 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
     let name = format!("redis/{}", t.name);
     let primaries = match Keyspace::new(&ctx.config, t).primaries().await {
         Ok(p) => p,
-        Err(e) => return json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
+        Err(e) => return crate::failed(&name, &e),
     };
     let mut notes: Vec<String> = primaries.missing.iter().map(|m| format!("not scanned: {m}")).collect();
     // INFO figures summed over the primaries (fragmentation: the worst one; policy: the first).
@@ -203,7 +203,7 @@ async fn postgres_section(t: &PostgresTarget) -> Value {
     let name = format!("postgres/{}", t.name);
     let db = match postgres::connect(t).await {
         Ok(d) => d,
-        Err(e) => return json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
+        Err(e) => return crate::failed(&name, &e),
     };
     let table = postgres::quote_ident(&t.table);
     let stats = db
@@ -280,11 +280,12 @@ pub async fn run(ctx: &Context, sample: Option<u64>, top: usize) -> anyhow::Resu
     .await;
     let files: Vec<Value> =
         config.files.iter().filter(|t| selected(filters, Tier::Files, &t.name)).map(files_section).collect();
-    let unreachable = redis.iter().chain(&pg).any(|s| s.get("error").is_some());
+    // Every target unreachable: 4; any section with an error: 1.
+    let code = crate::code(redis.iter().chain(&pg));
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
         printer.json(&json!({ "redis": redis, "postgres": pg, "files": files }))?;
-        return Ok(if unreachable { exit::PARTIAL } else { exit::SUCCESS });
+        return Ok(code);
     }
     let num = |v: &Value| v.as_f64().unwrap_or(0.0);
     let mut out = String::new();
@@ -322,7 +323,10 @@ pub async fn run(ctx: &Context, sample: Option<u64>, top: usize) -> anyhow::Resu
             t.set_header(["Key", "Bytes"]);
             for k in s["top_keys"].as_array().into_iter().flatten() {
                 // A key name can be megabytes long: the table shows its start (the JSON all of it).
-                t.add_row(vec![clip(k["key"].as_str().unwrap_or_default(), SHOWN_KEY), bytes(num(&k["bytes"]) as u64)]);
+                t.add_row(vec![
+                    cache_core::messages::printable(k["key"].as_str().unwrap_or_default(), SHOWN_KEY),
+                    bytes(num(&k["bytes"]) as u64),
+                ]);
             }
             out.push_str(&format!("Biggest keys\n{t}\n"));
         }
@@ -335,7 +339,7 @@ pub async fn run(ctx: &Context, sample: Option<u64>, top: usize) -> anyhow::Resu
         let mut rows: Vec<(&String, &Value)> = s["prefixes"].as_object().into_iter().flatten().collect();
         rows.sort_by(|a, b| num(&b.1["bytes"]).total_cmp(&num(&a.1["bytes"])));
         for (p, v) in rows {
-            let mut row = vec![clip(p, SHOWN_KEY), v["keys"].to_string(), size(&v["bytes"])];
+            let mut row = vec![cache_core::messages::printable(p, SHOWN_KEY), v["keys"].to_string(), size(&v["bytes"])];
             row.extend(TTL_BUCKETS.iter().map(|b| v["ttl"][b].as_u64().unwrap_or(0).to_string()));
             row.extend(IDLE_BUCKETS.iter().map(|b| v["idle"][b].as_u64().unwrap_or(0).to_string()));
             t.add_row(row);
@@ -389,7 +393,7 @@ pub async fn run(ctx: &Context, sample: Option<u64>, top: usize) -> anyhow::Resu
         out.push_str(&format!("{t}\n"));
     }
     printer.always(out.trim_end())?;
-    Ok(if unreachable { exit::PARTIAL } else { exit::SUCCESS })
+    Ok(code)
 }
 
 #[cfg(test)]
