@@ -945,3 +945,38 @@ fn keys_the_target_refuses_are_counted_and_reported_one_line_per_kind() {
     text.expect_code(1);
     assert!(text.stdout.lines().all(|l| l.chars().count() < 400), "{}", text.dump());
 }
+
+#[test]
+fn entries_that_are_not_backups_are_skipped_by_every_command() {
+    let Some(redis) = RedisServer::start() else { return };
+    seed_redis(&redis);
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", redis.url()));
+    let id = env.run(BACKUP, &["create", "--format", "json"]).json()["id"].as_str().unwrap().to_owned();
+    let backups = env.state_dir().join("backups");
+    // A filesystem's lost+found, a directory without a manifest, a stray file, and a backup
+    // written by a newer toolkit.
+    std::fs::create_dir(backups.join("lost+found")).unwrap();
+    std::fs::create_dir(backups.join("20990101T000000Z")).unwrap();
+    std::fs::write(backups.join("notes.txt"), "x").unwrap();
+    let newer = backups.join("20990102T000000Z");
+    std::fs::create_dir(&newer).unwrap();
+    let (_, mut manifest) = manifest_of(&env, &id);
+    manifest["schema_version"] = 99.into();
+    manifest["created_at"] = "2099-01-02T00:00:00Z".into();
+    std::fs::write(newer.join("manifest.json"), manifest.to_string()).unwrap();
+    let list = env.run(BACKUP, &["list", "--format", "json"]);
+    list.expect_code(0);
+    let ids: Vec<String> =
+        list.json()["backups"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, [id.clone()], "{}", list.dump());
+    env.run(BACKUP, &["verify"]).expect_code(0);
+    let restore = env.run(BACKUP, &["restore", "latest", "--dry-run"]);
+    restore.expect_code(0);
+    assert!(restore.stdout.contains(&id), "{}", restore.dump());
+    env.run(BACKUP, &["prune", "--dry-run"]).expect_code(0);
+    // Nothing that is not a backup is touched.
+    for stray in ["lost+found", "20990101T000000Z", "notes.txt", "20990102T000000Z"] {
+        assert!(backups.join(stray).exists(), "{stray} was removed");
+    }
+}

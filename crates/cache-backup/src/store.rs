@@ -75,24 +75,61 @@ impl Store {
         &self.dir
     }
 
-    /// Complete backups, oldest first. A directory whose manifest cannot be read is an error
-    /// naming it.
+    /// Complete backups, oldest first. Entries that are not backups (a `lost+found`, a
+    /// directory without a readable manifest, a manifest of a newer format) are skipped:
+    /// [`Store::strays`] says what they are.
     pub fn backups(&self) -> anyhow::Result<Vec<Backup>> {
+        let (backups, _) = self.scan()?;
+        Ok(backups)
+    }
+
+    /// The entries of the backup directory that are not backups, with why: listed, never used.
+    pub fn strays(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let (_, strays) = self.scan()?;
+        Ok(strays)
+    }
+
+    fn scan(&self) -> anyhow::Result<(Vec<Backup>, Vec<(String, String)>)> {
         let mut backups = Vec::new();
+        let mut strays = Vec::new();
         for entry in std::fs::read_dir(&self.dir).with_context(|| format!("reading `{}`", self.dir.display()))? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !entry.file_type()?.is_dir() {
+            if name.starts_with('.') {
+                continue; // `.partial-*`: see `partials`.
+            }
+            if !entry.file_type()?.is_dir() {
+                strays.push((name, "not a directory".to_owned()));
                 continue;
             }
             let path = entry.path().join(MANIFEST);
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading `{}`", path.display()))?;
-            let manifest: Manifest =
-                serde_json::from_str(&text).with_context(|| format!("`{}` is not a valid manifest", path.display()))?;
-            backups.push(Backup { dir: entry.path(), manifest });
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    strays.push((name, format!("no {MANIFEST}")));
+                    continue;
+                }
+                Err(e) => {
+                    strays.push((name, format!("{MANIFEST} unreadable: {e}")));
+                    continue;
+                }
+            };
+            match serde_json::from_str::<Manifest>(&text) {
+                Ok(m) if m.schema_version > cache_core::state::SCHEMA_VERSION => strays.push((
+                    name,
+                    format!(
+                        "{MANIFEST} has schema_version {}; this toolkit reads {} and older",
+                        m.schema_version,
+                        cache_core::state::SCHEMA_VERSION
+                    ),
+                )),
+                Ok(manifest) => backups.push(Backup { dir: entry.path(), manifest }),
+                Err(e) => strays.push((name, format!("{MANIFEST} is not a valid manifest: {e}"))),
+            }
         }
         backups.sort_by_key(|b| b.manifest.created_at);
-        Ok(backups)
+        strays.sort();
+        Ok((backups, strays))
     }
 
     /// Backups left incomplete by a failed or killed `create`.
