@@ -380,7 +380,9 @@ fn dashboard_renders_in_headless_chromium_with_its_cards_and_charts() {
     assert!(html.contains("<span id=\"hit-ratio\">80.0%</span>"), "{html}");
     // Without `--output` it goes to the state directory.
     env.run(ANALYTICS, &["dashboard", "-q"]).expect_code(0);
-    assert!(env.state_dir().join("analytics/dashboard.html").is_file());
+    let in_state = env.state_dir().join("analytics/dashboard.html");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&in_state).unwrap().permissions().mode() & 0o777, 0o600, "a state file is 0600");
     // Nothing installed the schedule: the card says so, never "on".
     assert!(html.contains("<span id=\"scheduler-status\">not installed</span>"), "{html}");
     let cron_d = env.path("cron.d-cache-toolkit");

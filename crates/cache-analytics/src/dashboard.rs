@@ -619,11 +619,13 @@ pub fn run(common: &CommonArgs, output: Option<&Path>, serve: Option<&str>) -> a
         return serve_forever(&ctx, &project, addr);
     }
     let html = render(&Data::load(&ctx.state, &ctx.config.scheduler, &project, Utc::now())?);
-    let path = match output {
-        Some(p) => p.to_path_buf(),
-        None => ctx.state.path(DEFAULT_OUTPUT),
+    // In the state directory it is a state file (0600, like every other); where the operator
+    // sends it (`--output`, a web root) it is readable by others.
+    let (path, mode) = match output {
+        Some(p) => (p.to_path_buf(), 0o644),
+        None => (ctx.state.path(DEFAULT_OUTPUT), 0o600),
     };
-    cache_core::state::write_atomic_mode(&path, html.as_bytes(), 0o644)
+    cache_core::state::write_atomic_mode(&path, html.as_bytes(), mode)
         .with_context(|| format!("writing the dashboard to `{}`", path.display()))?;
     ctx.printer.info(&format!("dashboard written to {}", path.display()))?;
     Ok(exit::SUCCESS)
