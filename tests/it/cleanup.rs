@@ -1298,3 +1298,33 @@ async fn a_cache_table_without_the_configured_columns_is_misconfigured_naming_th
     let rows: i64 = pg.client("app").await.query_one("SELECT count(*) FROM cache_entries", &[]).await.unwrap().get(0);
     assert_eq!(rows, 2000, "nothing is deleted from a misconfigured table");
 }
+
+#[test]
+fn a_rotation_killed_mid_compression_is_completed_by_the_next_run() {
+    let env = TestEnv::new();
+    let dir = env.path("logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = b"the rotated log the kill left uncompressed\n".repeat(500);
+    let live = b"line of a busy log\n".repeat(800);
+    // What a kill during the compression leaves: the renamed log and a half-written .gz.tmp.
+    std::fs::write(dir.join("app.log.1"), &old).unwrap();
+    std::fs::write(dir.join("app.log.1.gz.tmp"), b"\x1f\x8b\x08half").unwrap();
+    touch(&dir.join("app.log.2.gz"), 10, Duration::from_secs(DAY));
+    std::fs::write(dir.join("app.log"), &live).unwrap();
+    env.write_config(&format!(
+        "[[logs]]\nname = \"app\"\npath = \"{}\"\nrotate_size = \"10 KiB\"\nkeep = 5\n",
+        dir.display()
+    ));
+    let out = env.run(CLEANUP, &["logs", "--yes", "--format", "json"]);
+    out.expect_code(0);
+    let target = &out.json()["targets"][0];
+    assert!(target["notes"].to_string().contains("completed the interrupted rotation"), "{target:#}");
+    assert_eq!(target["rotated"], 1, "{target:#}");
+    // Nothing lost, nothing left over: the live log is .1.gz, the interrupted one .2.gz.
+    assert_eq!(gunzip(&dir.join("app.log.1.gz")), live);
+    assert_eq!(gunzip(&dir.join("app.log.2.gz")), old);
+    assert!(dir.join("app.log.3.gz").exists());
+    for leftover in ["app.log.1", "app.log.1.gz.tmp"] {
+        assert!(!dir.join(leftover).exists(), "{leftover} left behind");
+    }
+}

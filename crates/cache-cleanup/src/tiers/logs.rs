@@ -113,7 +113,10 @@ pub fn run(target: &LogsTarget, state: &StateDir, dry_run: bool, sample: usize, 
         let results = parallel(&due, threads, |log| rotate(target, log));
         for (log, result) in due.iter().zip(results) {
             match result {
-                Ok(()) => {
+                Ok(recovered) => {
+                    if let Some(note) = recovered {
+                        report.notes.push(note);
+                    }
                     report.rotated += 1;
                     status.rotated.insert(log.name.clone(), now);
                 }
@@ -153,17 +156,24 @@ fn rotated_name(log: &Path, n: u32, compressed: bool) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn rotate(target: &LogsTarget, log: &Due) -> io::Result<()> {
+/// Rotates one log; returns a note when it first completed a rotation left half done.
+fn rotate(target: &LogsTarget, log: &Due) -> io::Result<Option<String>> {
     let compressed = target.compress_level > 0;
     let path = &log.path;
     let first = rotated_name(path, 1, false);
+    let mut recovered = None;
     if compressed && first.exists() {
-        // A rotation was interrupted between the rename and the compression: rotating now
-        // would overwrite it.
-        return Err(io::Error::other(format!(
-            "`{}` is left from an interrupted rotation; compress or move it, then run again",
-            first.display()
-        )));
+        // A rotation was interrupted after the rename (by a kill, a full disk): finish it
+        // before this one, so nothing is overwritten and nothing is left for a person.
+        let gz = rotated_name(path, 1, true);
+        let _ = fs::remove_file(gz.with_extension("gz.tmp"));
+        if gz.exists() {
+            fs::remove_file(&first)?; // Compressed already; only the removal was left.
+        } else {
+            let meta = fs::metadata(&first)?;
+            compress(&first, &gz, target.compress_level, &meta)?;
+        }
+        recovered = Some(format!("completed the interrupted rotation of `{}`", first.display()));
     }
     // Shift the older rotations up by one; the one past `keep` goes.
     let _ = fs::remove_file(rotated_name(path, target.keep, compressed));
@@ -188,23 +198,26 @@ fn rotate(target: &LogsTarget, log: &Due) -> io::Result<()> {
         }
     }
     if compressed {
-        let gz = rotated_name(path, 1, true);
-        let mut input = BufReader::with_capacity(1 << 20, File::open(&first)?);
-        let tmp = gz.with_extension("gz.tmp");
-        let out = File::create(&tmp)?;
-        out.set_permissions(meta.permissions())?;
-        let mut encoder = flate2::write::GzEncoder::new(
-            BufWriter::with_capacity(1 << 20, out),
-            flate2::Compression::new(target.compress_level),
-        );
-        io::copy(&mut input, &mut encoder)?;
-        encoder.finish()?.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        fs::rename(&tmp, &gz)?;
-        let mtime = meta.modified().unwrap_or_else(|_| SystemTime::now());
-        File::options().write(true).open(&gz)?.set_modified(mtime)?;
-        fs::remove_file(&first)?;
+        compress(&first, &rotated_name(path, 1, true), target.compress_level, &meta)?;
     }
-    Ok(())
+    Ok(recovered)
+}
+
+/// Compresses `from` into `gz` (through `gz.tmp`, renamed when complete), with `meta`'s mode
+/// and modification time, then removes `from`.
+fn compress(from: &Path, gz: &Path, level: u32, meta: &fs::Metadata) -> io::Result<()> {
+    let mut input = BufReader::with_capacity(1 << 20, File::open(from)?);
+    let tmp = gz.with_extension("gz.tmp");
+    let out = File::create(&tmp)?;
+    out.set_permissions(meta.permissions())?;
+    let mut encoder =
+        flate2::write::GzEncoder::new(BufWriter::with_capacity(1 << 20, out), flate2::Compression::new(level));
+    io::copy(&mut input, &mut encoder)?;
+    encoder.finish()?.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    fs::rename(&tmp, gz)?;
+    let mtime = meta.modified().unwrap_or_else(|_| SystemTime::now());
+    File::options().write(true).open(gz)?.set_modified(mtime)?;
+    fs::remove_file(from)
 }
 
 /// Removes rotations beyond `keep` or older than `max_age`.
