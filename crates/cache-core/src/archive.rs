@@ -2,6 +2,7 @@
 //! never follows symbolic links, extraction that refuses anything escaping its target, and the
 //! manifest that lists every file of a backup with its size and checksum.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -174,12 +175,68 @@ fn link_stays_inside(entry: &Path, target: &Path) -> bool {
     true
 }
 
+/// A step of a relative path.
+enum Step {
+    Up,
+    Name(std::ffi::OsString),
+}
+
+/// `path` as steps; `None` for an absolute one.
+fn steps(path: &Path) -> Option<Vec<Step>> {
+    let mut out = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => out.push(Step::Up),
+            Component::Normal(n) => out.push(Step::Name(n.to_owned())),
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Where `path` (relative to the target) really leads once the archive's own symbolic links
+/// (`links`: entry → its target, relative to the target's root) are followed, as components
+/// below the target; `None` when it leads outside (or loops). `p/q/r -> ../..` then
+/// `e -> p/q/r/..` leads above the target, though each link alone looks inside.
+fn resolve(path: &Path, links: &BTreeMap<PathBuf, PathBuf>) -> Option<Vec<std::ffi::OsString>> {
+    let mut todo = steps(path)?;
+    todo.reverse();
+    let mut at: Vec<std::ffi::OsString> = Vec::new();
+    let mut followed = 0;
+    while let Some(step) = todo.pop() {
+        match step {
+            Step::Up => {
+                at.pop()?;
+            }
+            Step::Name(name) => {
+                at.push(name);
+                let so_far: PathBuf = at.iter().collect();
+                if let Some(target) = links.get(&so_far) {
+                    followed += 1;
+                    if followed > 40 {
+                        return None;
+                    }
+                    // The link's target is relative to the root: start from there.
+                    at.clear();
+                    let mut more = steps(target)?;
+                    more.reverse();
+                    todo.extend(more);
+                }
+            }
+        }
+    }
+    Some(at)
+}
+
 /// Checks every entry of the tar.gz at `archive`: no absolute path, no `..`, no link (symbolic
-/// or hard) that leads outside, no device files. Returns the entries' paths.
+/// or hard) that leads outside, followed through the archive's own links, no entry written
+/// through a link, no device files. Returns the entries' paths.
 pub fn check_tar_gz(archive: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let file = File::open(archive).with_context(|| format!("opening `{}`", archive.display()))?;
     let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)));
     let mut paths = Vec::new();
+    let mut links: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
     for entry in tar.entries().with_context(|| format!("reading `{}`", archive.display()))? {
         let entry = entry.with_context(|| format!("reading `{}`", archive.display()))?;
         let path = entry.path()?.into_owned();
@@ -199,6 +256,22 @@ pub fn check_tar_gz(archive: &Path) -> anyhow::Result<Vec<PathBuf>> {
                     target.display()
                 );
             }
+            if kind.is_symlink() {
+                let parent = path.parent().unwrap_or(Path::new(""));
+                links.insert(path.clone(), parent.join(&target));
+            }
+        }
+        // Followed through every link the archive made so far, the entry (and a link's
+        // target) must stay inside; and nothing is written through a link.
+        let through = path.parent().and_then(|p| resolve(p, &links)).map(|p| p.iter().collect::<PathBuf>());
+        let escapes = path.parent().is_some() && through.is_none()
+            || links.get(&path).is_some_and(|t| resolve(t, &links).is_none());
+        if escapes {
+            bail!(
+                "`{}` holds `{}`, which leads outside through the archive's links: refusing to extract it",
+                archive.display(),
+                path.display()
+            );
         }
         if kind.is_block_special() || kind.is_character_special() || kind.is_fifo() {
             bail!("`{}` holds the device or pipe `{}`: refusing to extract it", archive.display(), path.display());
@@ -208,11 +281,18 @@ pub fn check_tar_gz(archive: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-/// Extracts the tar.gz at `archive` into `dest` after [`check_tar_gz`] accepted every entry;
-/// nothing is written when one is refused.
+/// Extracts the tar.gz at `archive` into `dest`, all or nothing: after [`check_tar_gz`]
+/// accepted every entry, into a fresh directory beside `dest`, whose top-level entries are
+/// renamed into `dest` only once every entry was written and none of them is in `dest`
+/// already. Setuid, setgid and sticky bits are never kept.
 pub fn extract_tar_gz(archive: &Path, dest: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let paths = check_tar_gz(archive)?;
-    std::fs::create_dir_all(dest).with_context(|| format!("creating `{}`", dest.display()))?;
+    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating `{}`", parent.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".extract-")
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a staging directory in `{}`", parent.display()))?;
     let file = File::open(archive)?;
     let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)));
     tar.set_preserve_permissions(true);
@@ -220,9 +300,37 @@ pub fn extract_tar_gz(archive: &Path, dest: &Path) -> anyhow::Result<Vec<PathBuf
     for entry in tar.entries()? {
         let mut entry = entry?;
         let path = entry.path()?.into_owned();
-        if !entry.unpack_in(dest).with_context(|| format!("extracting `{}`", path.display()))? {
+        if !entry.unpack_in(staging.path()).with_context(|| format!("extracting `{}`", path.display()))? {
             bail!("`{}` would be written outside `{}`: stopped", path.display(), dest.display());
         }
+        let written = staging.path().join(&path);
+        if let Ok(meta) = std::fs::symlink_metadata(&written)
+            && !meta.file_type().is_symlink()
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = meta.permissions().mode();
+            if mode & 0o7000 != 0 {
+                std::fs::set_permissions(&written, std::fs::Permissions::from_mode(mode & 0o777))?;
+            }
+        }
+    }
+    let top: Vec<std::ffi::OsString> =
+        std::fs::read_dir(staging.path())?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+    if dest.exists() {
+        if let Some(clash) = top.iter().find(|name| std::fs::symlink_metadata(dest.join(name)).is_ok()) {
+            bail!(
+                "`{}` already holds `{}`: nothing was extracted (extract into an empty directory)",
+                dest.display(),
+                Path::new(clash).display()
+            );
+        }
+        for name in &top {
+            std::fs::rename(staging.path().join(name), dest.join(name))
+                .with_context(|| format!("moving `{}` into `{}`", Path::new(name).display(), dest.display()))?;
+        }
+    } else {
+        let staged = staging.keep();
+        std::fs::rename(&staged, dest).with_context(|| format!("moving the extraction to `{}`", dest.display()))?;
     }
     Ok(paths)
 }

@@ -60,8 +60,7 @@ pub fn one_line(messages: &[String]) -> String {
 /// the screen, and five 1 MB names print as five short lines. JSON keeps the exact name.
 pub fn printable(name: &str, max: usize) -> String {
     let mut out = String::new();
-    let mut shown = 0;
-    for c in name.chars() {
+    for (shown, c) in name.chars().enumerate() {
         if shown >= max {
             out.push_str(&format!("… ({} characters in all)", name.chars().count()));
             break;
@@ -74,7 +73,6 @@ pub fn printable(name: &str, max: usize) -> String {
             c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
             c => out.push(c),
         }
-        shown += 1;
     }
     out
 }

@@ -118,6 +118,15 @@ fn extraction_refuses_escapes_and_writes_nothing() {
         ),
         ("updown", &[("a/link", tar::EntryType::Symlink, Some("../../outside"))], "leads outside"),
         ("hardlink", &[("h", tar::EntryType::Link, Some("/etc/passwd"))], "leads outside"),
+        (
+            "chained links",
+            &[
+                ("p/q/r", tar::EntryType::Symlink, Some("../..")),
+                ("e", tar::EntryType::Symlink, Some("p/q/r/..")),
+                ("e/evil.txt", tar::EntryType::Regular, None),
+            ],
+            "through the archive's links",
+        ),
     ];
     for (name, entries, why) in cases {
         let archive = dir.path().join(format!("{name}.tar.gz"));
@@ -159,4 +168,40 @@ fn directories_are_archived_without_following_links() {
     let paths = extract_tar_gz(&archive, &dir.path().join("out")).unwrap();
     assert!(paths.iter().any(|p| p.ends_with("sub/a.json")));
     assert_eq!(std::fs::read(dir.path().join("out/state/sub/a.json")).unwrap(), b"{}");
+}
+
+#[test]
+fn extraction_is_all_or_nothing_and_drops_setuid_bits() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    // The target already holds a symlink where the archive has a file: nothing is extracted,
+    // not even the entries before it.
+    let dest = dir.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("elsewhere"), dest.join("b.txt")).unwrap();
+    let archive = dir.path().join("two.tar.gz");
+    tarball(&archive, &[("a.txt", tar::EntryType::Regular, None), ("b.txt", tar::EntryType::Regular, None)]);
+    let err = extract_tar_gz(&archive, &dest).unwrap_err().to_string();
+    assert!(err.contains("already holds `b.txt`"), "{err}");
+    assert!(!dest.join("a.txt").exists() && !dir.path().join("elsewhere").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".extract-"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind");
+    // A setuid entry comes out without the bit.
+    let archive = dir.path().join("suid.tar.gz");
+    let gz = flate2::write::GzEncoder::new(File::create(&archive).unwrap(), flate2::Compression::fast());
+    let mut builder = tar::Builder::new(gz);
+    let mut header = tar::Header::new_gnu();
+    header.set_path("tool").unwrap();
+    header.set_mode(0o4777);
+    header.set_size(7);
+    header.set_cksum();
+    builder.append(&header, &b"payload"[..]).unwrap();
+    builder.into_inner().unwrap().finish().unwrap();
+    let fresh = dir.path().join("fresh");
+    extract_tar_gz(&archive, &fresh).unwrap();
+    assert_eq!(std::fs::metadata(fresh.join("tool")).unwrap().permissions().mode() & 0o7777, 0o777);
 }
