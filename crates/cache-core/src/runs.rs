@@ -150,6 +150,9 @@ impl RunLog {
 /// readers of "last run" and "last success" never read the whole history.
 pub fn save(state: &StateDir, record: &RunRecord) -> anyhow::Result<()> {
     state.append_jsonl(RUNS_FILE, record)?;
+    // A corrupt last-run file is an error naming it, never replaced in silence.
+    last(state, &record.job)?;
+    last_success(state, &record.job)?;
     if record.outcome != Outcome::Locked {
         state.write_json(&format!("jobs/{}.json", record.job), record)?;
     }
@@ -232,5 +235,19 @@ mod tests {
         let summary = summary_by_job(&state).unwrap();
         assert_eq!(summary["health-check"], (failed, Some(record)));
         assert_eq!(summary.len(), 1);
+    }
+
+    #[test]
+    fn a_garbled_last_run_file_is_named_and_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path().to_path_buf()).unwrap();
+        std::fs::create_dir_all(state.path("jobs")).unwrap();
+        let garbled = b"{\"job\": \"cleanup\", \"outc";
+        std::fs::write(state.path("jobs/cleanup.json"), garbled).unwrap();
+        let record =
+            RunLog::begin("cleanup", "cache-cleanup light").finish(Outcome::Success, 0, serde_json::Value::Null, None);
+        let e = format!("{:#}", save(&state, &record).unwrap_err());
+        assert!(e.contains("jobs/cleanup.json"), "{e}");
+        assert_eq!(std::fs::read(state.path("jobs/cleanup.json")).unwrap(), garbled);
     }
 }
