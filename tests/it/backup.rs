@@ -969,7 +969,7 @@ fn entries_that_are_not_backups_are_skipped_by_every_command() {
     list.expect_code(0);
     let ids: Vec<String> =
         list.json()["backups"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(ids, [id.clone()], "{}", list.dump());
+    assert_eq!(ids, std::slice::from_ref(&id), "{}", list.dump());
     env.run(BACKUP, &["verify"]).expect_code(0);
     let restore = env.run(BACKUP, &["restore", "latest", "--dry-run"]);
     restore.expect_code(0);

@@ -934,21 +934,6 @@ fn logs_rotate_by_age_from_the_last_rotation() {
     assert!(!dir.join("fresh.log.1.gz").exists());
 }
 
-#[test]
-fn a_rotation_left_half_done_is_never_overwritten() {
-    let env = TestEnv::new();
-    let dir = env.path("logs");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("app.log"), b"new lines\n".repeat(200)).unwrap();
-    std::fs::write(dir.join("app.log.1"), b"the previous rotation, never compressed\n").unwrap();
-    env.write_config(&format!("[[logs]]\nname = \"a\"\npath = \"{}\"\nrotate_size = \"1 KiB\"\n", dir.display()));
-    let out = env.run(CLEANUP, &["logs", "--yes"]);
-    out.expect_code(1);
-    assert!(out.stdout.contains("left from an interrupted rotation"), "{}", out.dump());
-    assert_eq!(std::fs::read(dir.join("app.log.1")).unwrap(), b"the previous rotation, never compressed\n");
-    assert_eq!(std::fs::read(dir.join("app.log")).unwrap(), b"new lines\n".repeat(200));
-}
-
 /// The cache table with 2,450 rows: 400 of `proj` expired, 1,000 live but not accessed for eight
 /// days or more, 1,000 live and fresh, and 50 stale rows of another project. Values, metadata and
 /// times differ per row, so a restored row can be compared byte for byte.

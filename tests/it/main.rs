@@ -6,6 +6,7 @@ mod analytics;
 mod backup;
 mod cleanup;
 mod debug;
+mod exit_codes;
 mod export;
 mod forecast;
 mod health;

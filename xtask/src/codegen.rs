@@ -1,5 +1,6 @@
-//! Generated files: shell completions, man pages, the environment-variable reference, and
-//! `contrib/crontab-cache` (the documented schedule).
+//! Generated files: shell completions, man pages, the environment-variable reference,
+//! `docs/exit-codes.md` (from `cache_core::exit`), and `contrib/crontab-cache` (the documented
+//! schedule).
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +49,7 @@ pub(crate) fn generate() -> anyhow::Result<Vec<(PathBuf, String)>> {
         files.extend(man_pages(command, &name)?);
     }
     files.push((PathBuf::from("docs/environment.md"), environment()));
+    files.push((PathBuf::from("docs/exit-codes.md"), exit_codes_doc()?));
     files.push((PathBuf::from("contrib/crontab-cache"), crontab()?));
     Ok(files)
 }
@@ -66,7 +68,7 @@ fn crontab() -> anyhow::Result<String> {
 
 fn man_pages(command: clap::Command, name: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
     let mut pages = Vec::new();
-    let command = command.after_long_help(exit_codes_text());
+    let command = command.after_long_help(exit_codes_text(name)?);
     let mut render = |cmd: clap::Command, file: String| -> anyhow::Result<()> {
         let mut buf = Vec::new();
         clap_mangen::Man::new(cmd).render(&mut buf)?;
@@ -86,14 +88,84 @@ fn man_pages(command: clap::Command, name: &str) -> anyhow::Result<Vec<(PathBuf,
     Ok(pages)
 }
 
-fn exit_codes_text() -> String {
-    let mut text = String::from(
-        "Exit codes (cache-health follows the monitoring-plugin convention instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN, 75 LOCKED):\n",
-    );
-    for (code, name, meaning) in cache_core::exit::TABLE {
-        text.push_str(&format!("  {code:>3}  {name}: {meaning}\n"));
+/// The exit codes of `tool` as `cache_core::exit::TOOLS` lists them.
+fn tool_codes(tool: &str) -> anyhow::Result<&'static cache_core::exit::ToolCodes> {
+    cache_core::exit::TOOLS
+        .iter()
+        .find(|t| t.tool == tool)
+        .with_context(|| format!("`{tool}` is not in cache_core::exit::TOOLS: add its exit codes there"))
+}
+
+/// The man page's exit-code section of `tool`: its codes, and when it returns each.
+fn exit_codes_text(tool: &str) -> anyhow::Result<String> {
+    let codes = tool_codes(tool)?;
+    let mut text = String::from(match codes.convention {
+        cache_core::exit::Convention::Standard => "Exit codes (docs/exit-codes.md):\n",
+        cache_core::exit::Convention::MonitoringPlugin => {
+            "Exit codes, the monitoring-plugin convention (docs/exit-codes.md):\n"
+        }
+    });
+    for (code, when) in codes.codes {
+        text.push_str(&format!("  {code:>3}  {}: {when}\n", codes.name(*code)));
     }
-    text
+    Ok(text)
+}
+
+/// `docs/exit-codes.md`: the codes, how a run's code is decided, and each tool's codes.
+fn exit_codes_doc() -> anyhow::Result<String> {
+    use cache_core::exit::{Convention, PLUGIN_TABLE, TABLE, TOOLS};
+    let mut text = format!("<!-- {PREAMBLE} -->\n# Exit codes\n\n");
+    text.push_str(
+        "Codes are defined once, in `cache_core::exit` (this page is generated from it), and are added, never \
+         renumbered. A failure on one item (one key, one file, one target) is reported and the run goes on; the \
+         run then ends with `PARTIAL`. Errors go to stderr, prefixed `error:`, and name the file, key or argument \
+         at fault.\n\n## Every tool but cache-health\n\n| code | name | meaning |\n|---|---|---|\n",
+    );
+    for (code, name, meaning) in TABLE {
+        text.push_str(&format!("| {code} | `{name}` | {meaning} |\n"));
+    }
+    text.push_str(
+        "\nA broken pipe on stdout (`cache-debug memory | head`) exits 0.\n\n## How the code is decided\n\n\
+         - **A run that finished** ends with the code of how its targets fared: every selected target \
+         unreachable (or, for a cluster, none of its primaries) is `UNREACHABLE`, since nothing could be done; \
+         some unreachable while others were reached, or any target or item failing, is `PARTIAL`; a run with no \
+         target at all is `SUCCESS` (`cache_core::exit::Tally`). A target counts as unreachable when connecting \
+         to it failed or timed out (Redis, PostgreSQL, or an HTTP API such as the memory API). Local directories \
+         (cleanup's files and logs, a backup's configuration, state and path archives) are no such targets: \
+         their failures make a run `PARTIAL`, but their work never makes a run with every target unreachable \
+         anything but `UNREACHABLE`.\n\
+         - **An error that ended the run** gets the code of its kind, wherever the typed error sits under \
+         the context added to it (`cache_core::error::kind`): usage `USAGE`, configuration `CONFIG`, an \
+         unreachable tier `UNREACHABLE`, an unusable state directory or a corrupt state file `STATE`, a held \
+         lock `LOCKED`; any other error is `PARTIAL`.\n\
+         - The state directory is checked when a tool starts, right after the configuration: one that \
+         cannot be created, is not a directory, or is not writable is `STATE` before any target is touched.\n\n## cache-health\n\n\
+         `cache-health` is a monitoring plugin and follows that convention, so Nagios, Icinga, Naemon, Sensu \
+         and friends can run it as is:\n\n| code | status | meaning |\n|---|---|---|\n",
+    );
+    for (code, name, meaning) in PLUGIN_TABLE {
+        text.push_str(&format!("| {code} | `{name}` | {meaning} |\n"));
+    }
+    text.push_str("\n## Per tool\n\nEach tool returns only these codes; `tests/it/exit_codes.rs` drives every one.\n");
+    for tool in TOOLS {
+        let convention = match tool.convention {
+            Convention::Standard => "",
+            Convention::MonitoringPlugin => " (monitoring-plugin convention)",
+        };
+        text.push_str(&format!("\n### {}{convention}\n\n| code | name | when |\n|---|---|---|\n", tool.tool));
+        for (code, when) in tool.codes {
+            text.push_str(&format!("| {code} | `{}` | {when} |\n", tool.name(*code)));
+        }
+    }
+    // Every tool with a command line is listed, and nothing else.
+    let names: Vec<String> = tools().iter().map(|c| c.get_name().to_owned()).collect();
+    for name in &names {
+        tool_codes(name)?;
+    }
+    if let Some(extra) = TOOLS.iter().find(|t| !names.iter().any(|n| n == t.tool)) {
+        bail!("cache_core::exit::TOOLS lists `{}`, which is no tool", extra.tool);
+    }
+    Ok(text)
 }
 
 fn environment() -> String {

@@ -11,12 +11,11 @@ use cache_core::cli::CommonArgs;
 use cache_core::clients::memory::MemoryClient;
 use cache_core::clients::postgres;
 use cache_core::config::{Config, DirTarget, PostgresTarget, RedisTarget};
-use cache_core::exit::{self, Convention};
+use cache_core::exit::{Convention, Reach, Tally};
 use cache_core::keyspace::{Keyspace, Primary};
 use cache_core::ledger;
 use cache_core::messages::{MAX_LINE, clip, one_line};
 use cache_core::output::{Format, bytes};
-use cache_core::runs::Outcome;
 use cache_core::scan::{ScanOptions, Scanner};
 use cache_core::state::StateDir;
 use cache_core::tier::{Tier, selected};
@@ -63,6 +62,7 @@ async fn collect(ctx: &Context) -> anyhow::Result<JobResult> {
         config.memory.iter().filter(|t| selected(filters, Tier::Memory, &t.name)).map(|t| async {
             let mut figures = MemoryFigures { name: t.name.clone(), ..MemoryFigures::default() };
             let client = MemoryClient::new(t, config.memory_user_id(t));
+            let mut reach = Reach::Done;
             match client {
                 Ok(client) => {
                     let (samples, error) = cache_core::clients::time_calls(LATENCY_SAMPLES, || client.list(1)).await;
@@ -70,15 +70,30 @@ async fn collect(ctx: &Context) -> anyhow::Result<JobResult> {
                     figures.error = error.map(|e| clip(&e, MAX_LINE));
                     match client.list_all().await {
                         Ok(all) => figures.memories = all.len() as u64,
-                        Err(e) => figures.error = Some(clip(&format!("{e:#}"), MAX_LINE)),
+                        Err(e) => {
+                            reach = Reach::of_error(&e);
+                            figures.error = Some(clip(&format!("{e:#}"), MAX_LINE));
+                        }
                     }
                 }
-                Err(e) => figures.error = Some(clip(&format!("{e:#}"), MAX_LINE)),
+                Err(e) => {
+                    reach = Reach::of_error(&e);
+                    figures.error = Some(clip(&format!("{e:#}"), MAX_LINE));
+                }
             }
-            figures
+            if figures.error.is_some() && reach == Reach::Done {
+                reach = Reach::Failed;
+            }
+            (figures, reach)
         }),
     );
     let (redis, postgres, memory) = tokio::join!(redis, pg, memory);
+    // How each target fared: every one unreachable is exit 4, some is partial.
+    let tally: Tally =
+        redis.iter().map(|r| r.1).chain(postgres.iter().map(|p| p.1)).chain(memory.iter().map(|m| m.1)).collect();
+    let redis = redis.into_iter().map(|r| r.0).collect();
+    let postgres = postgres.into_iter().map(|p| p.0).collect();
+    let memory = memory.into_iter().map(|m| m.0).collect();
     let mut dirs = Vec::new();
     let deadline = Instant::now() + SAMPLE_TIME;
     for (tier, t) in config
@@ -112,9 +127,8 @@ async fn collect(ctx: &Context) -> anyhow::Result<JobResult> {
     // table, the JSON and the run record alike.
     let errors: Vec<String> = errors.iter().map(|e| clip(e, MAX_LINE)).collect();
     print(ctx, &snapshot, &errors)?;
-    let (outcome, exit_code) =
-        if errors.is_empty() { (Outcome::Success, exit::SUCCESS) } else { (Outcome::Partial, exit::PARTIAL) };
-    Ok(JobResult { outcome, exit_code, summary: serde_json::json!({ "errors": errors }) })
+    let exit_code = tally.code();
+    Ok(JobResult { outcome: Tally::outcome(exit_code), exit_code, summary: serde_json::json!({ "errors": errors }) })
 }
 
 /// Times up to [`LATENCY_SAMPLES`] calls of `probe`, stopping at the first failure (the
@@ -144,14 +158,16 @@ const INFO_FIGURES: &[&str] = &[
     "expired_keys",
 ];
 
-async fn redis_figures(config: &Config, state: &StateDir, target: &RedisTarget) -> RedisFigures {
+/// The figures of one Redis target, and whether it was reached: fully (an error of its own
+/// makes it [`Reach::Failed`]), partly (some primaries of a cluster), or not at all.
+async fn redis_figures(config: &Config, state: &StateDir, target: &RedisTarget) -> (RedisFigures, Reach) {
     let mut figures = RedisFigures { name: target.name.clone(), ..RedisFigures::default() };
     let keyspace = Keyspace::new(config, target);
     let primaries = match keyspace.primaries().await {
         Ok(primaries) => primaries,
         Err(e) => {
             figures.error = Some(clip(&format!("{e:#}"), MAX_LINE));
-            return figures;
+            return (figures, Reach::of_error(&e));
         }
     };
     if primaries.cluster {
@@ -162,7 +178,11 @@ async fn redis_figures(config: &Config, state: &StateDir, target: &RedisTarget) 
         figures.error =
             Some(format!("not every primary was reached ({}): {}", primaries.coverage(), one_line(&primaries.missing)));
     }
-    let Some(first) = primaries.nodes.first() else { return figures };
+    let Some(first) = primaries.nodes.first() else {
+        // A cluster none of whose primaries answered.
+        let reach = if primaries.missing.is_empty() { Reach::Failed } else { Reach::Unreachable };
+        return (figures, reach);
+    };
     let first = first.conn.clone();
     figures.latency = sample_latency(|| {
         let mut conn = first.clone();
@@ -209,7 +229,8 @@ async fn redis_figures(config: &Config, state: &StateDir, target: &RedisTarget) 
         sample.add(s);
     }
     sample.finish(&mut figures);
-    figures
+    let reach = if figures.error.is_some() { Reach::Failed } else { Reach::Done };
+    (figures, reach)
 }
 
 /// Keys and bytes per prefix, from the samples of every primary.
@@ -281,13 +302,14 @@ async fn sample_prefixes(
     sample.sampled += sampled;
 }
 
-async fn postgres_figures(target: &PostgresTarget, project: &str) -> PostgresFigures {
+/// The figures of one PostgreSQL target, and whether it was reached.
+async fn postgres_figures(target: &PostgresTarget, project: &str) -> (PostgresFigures, Reach) {
     let mut figures = PostgresFigures { name: target.name.clone(), ..PostgresFigures::default() };
     let db = match postgres::connect(target).await {
         Ok(db) => db,
         Err(e) => {
             figures.error = Some(clip(&format!("{e:#}"), MAX_LINE));
-            return figures;
+            return (figures, Reach::of_error(&e));
         }
     };
     figures.latency = sample_latency(|| db.query_one("SELECT 1", &[])).await;
@@ -303,7 +325,8 @@ async fn postgres_figures(target: &PostgresTarget, project: &str) -> PostgresFig
         }
         Err(e) => figures.error = Some(clip(&postgres::error_text(&e), MAX_LINE)),
     }
-    figures
+    let reach = if figures.error.is_some() { Reach::Failed } else { Reach::Done };
+    (figures, reach)
 }
 
 fn print(ctx: &Context, snapshot: &Snapshot, errors: &[String]) -> anyhow::Result<()> {

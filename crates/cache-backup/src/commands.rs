@@ -8,7 +8,8 @@ use cache_core::app::{Context, JobResult};
 use cache_core::archive;
 use cache_core::clients::{memory::MemoryClient, postgres, redis as redis_client};
 use cache_core::config::ConfigSource;
-use cache_core::exit::{self, Convention};
+use cache_core::error::{NoneReachable, UsageError};
+use cache_core::exit::{self, Convention, Reach, Tally};
 use cache_core::messages::{MAX_LINE, clip, condense};
 use cache_core::output::{Format, bytes};
 use cache_core::runs::Outcome;
@@ -113,7 +114,8 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
     let mut files = Vec::new();
     let mut sources = Vec::new();
     let (mut notes, mut errors) = (Vec::new(), Vec::new());
-    let mut unreachable = false;
+    // How each target fared: every one unreachable is exit 4, some is a partial backup.
+    let mut tally = Tally::default();
     let mut failed: Vec<Failed> = Vec::new();
     let mut fail = |tier: &str, target: &str, error: &anyhow::Error| {
         failed.push(Failed {
@@ -137,8 +139,14 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
             sources.extend(done.source);
             notes.extend(done.notes);
             errors.extend(done.errors);
+            tally.add(if done.unreachable {
+                Reach::Unreachable
+            } else if done.failed.is_empty() {
+                Reach::Done
+            } else {
+                Reach::Failed
+            });
             redis_failed.extend(done.failed);
-            unreachable |= done.unreachable;
             progress.inc(1);
         }
     }
@@ -156,7 +164,9 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
                 let (rows, data_written) = pg_dump::copy_out(&db, &target.table, &data_path, gzip).await?;
                 anyhow::Ok((version, schema_path, schema_written, data_path, data_written, rows))
             };
-            match taken.await {
+            let taken = taken.await;
+            tally.add(Reach::of(&taken));
+            match taken {
                 Ok((version, schema_path, schema_written, data_path, data_written, rows)) => {
                     add(&schema_path, "postgres-schema", schema_written);
                     add(&data_path, "postgres-copy", data_written);
@@ -171,7 +181,6 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
                     });
                 }
                 Err(e) => {
-                    unreachable |= e.downcast_ref::<cache_core::error::Unreachable>().is_some();
                     fail("postgres", &target.name, &e);
                     errors.push(format!("postgres/{}: {e:#}", target.name));
                 }
@@ -189,7 +198,9 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
                 let client = MemoryClient::new(target, user)?;
                 crate::memory_dump::export(&client, &path, gzip).await
             };
-            match taken.await {
+            let taken = taken.await;
+            tally.add(Reach::of(&taken));
+            match taken {
                 Ok((count, written)) => {
                     add(&path, "memory-jsonl", written);
                     notes.push(format!("memory/{}: {count} memories of user `{user}`", target.name));
@@ -264,10 +275,21 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
     failed.splice(0..0, redis_failed);
     if files.is_empty() {
         let _ = std::fs::remove_dir_all(&partial);
-        bail!(
-            "nothing was backed up: {}",
-            if errors.is_empty() { "no part selected".into() } else { errors.join("; ") }
-        );
+        if tally.none_reached() {
+            return Err(NoneReachable(format!(
+                "nothing was backed up: every target was unreachable: {}",
+                condense(&errors).join("; ")
+            ))
+            .into());
+        }
+        if errors.is_empty() {
+            return Err(UsageError(
+                "nothing was backed up: no part selected (`--only`, `--tier` and the configuration leave nothing)"
+                    .into(),
+            )
+            .into());
+        }
+        bail!("nothing was backed up: {}", errors.join("; "));
     }
     let manifest = Manifest {
         schema_version: cache_core::state::SCHEMA_VERSION,
@@ -323,13 +345,11 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         }
         printer.always(&text)?;
     }
-    let (outcome, exit_code) = match (complete, unreachable) {
-        (true, _) => (Outcome::Success, exit::SUCCESS),
-        (false, true) => (Outcome::Partial, exit::UNREACHABLE),
-        (false, false) => (Outcome::Partial, exit::PARTIAL),
-    };
+    // The archives (configuration, state, paths) are no target: a failed one makes the backup
+    // partial, and every target unreachable is exit 4 however many archives were written.
+    let exit_code = if complete { exit::SUCCESS } else { tally.code_with(1) };
     Ok(JobResult {
-        outcome,
+        outcome: if complete { Outcome::Success } else { Outcome::Partial },
         exit_code,
         summary: serde_json::json!({ "id": id, "outcome": created.outcome, "failed": manifest.failed, "files": manifest.files.len(), "bytes": manifest.files.iter().map(|f| f.bytes).sum::<u64>(), "errors": errors }),
     })
@@ -385,7 +405,7 @@ async fn backup_redis(
     };
     let nodes = match layout.await {
         Err(e) => {
-            out.unreachable = e.downcast_ref::<cache_core::error::Unreachable>().is_some();
+            out.unreachable = Reach::of_error(&e) == Reach::Unreachable;
             out.fail(&target.name, None, &e);
             return out;
         }
@@ -406,7 +426,7 @@ async fn backup_redis(
                     });
                 }
                 Err(e) => {
-                    out.unreachable = e.downcast_ref::<cache_core::error::Unreachable>().is_some();
+                    out.unreachable = Reach::of_error(&e) == Reach::Unreachable;
                     out.fail(&target.name, None, &e);
                 }
             }
@@ -454,6 +474,9 @@ async fn backup_redis(
     let mut methods: Vec<&'static str> = Vec::new();
     let mut version = None;
     let mut shards = Vec::new();
+    // No shard reached at all: the target was unreachable.
+    out.unreachable = !results.is_empty()
+        && results.iter().all(|r| r.as_ref().err().is_some_and(|e| Reach::of_error(e) == Reach::Unreachable));
     for (node, result) in nodes.iter().zip(results) {
         let addr = node.addr();
         match result {
@@ -683,7 +706,7 @@ async fn restore(
     }
     let holds_table = backup.manifest.files.iter().any(|f| f.content == "postgres-copy");
     if holds_table && pg_mode.is_none() && !dry_run && tier_selected(&ctx.common.tiers, Tier::Postgres) {
-        return Err(cache_core::error::UsageError(format!(
+        return Err(UsageError(format!(
             "backup {} holds a cache table: choose --postgres truncate (the table becomes the backup) or --postgres merge (add the missing rows)",
             backup.manifest.id
         ))

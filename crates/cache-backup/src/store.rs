@@ -14,6 +14,9 @@ use crate::manifest::Manifest;
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
+
+/// An entry of the backup directory that is not a backup: (name, why).
+pub type Stray = (String, String);
 /// Prefix of a backup being built (or left by a failed create).
 pub const PARTIAL_PREFIX: &str = ".partial-";
 /// Verification results, in the state directory.
@@ -84,12 +87,12 @@ impl Store {
     }
 
     /// The entries of the backup directory that are not backups, with why: listed, never used.
-    pub fn strays(&self) -> anyhow::Result<Vec<(String, String)>> {
+    pub fn strays(&self) -> anyhow::Result<Vec<Stray>> {
         let (_, strays) = self.scan()?;
         Ok(strays)
     }
 
-    fn scan(&self) -> anyhow::Result<(Vec<Backup>, Vec<(String, String)>)> {
+    fn scan(&self) -> anyhow::Result<(Vec<Backup>, Vec<Stray>)> {
         let mut backups = Vec::new();
         let mut strays = Vec::new();
         for entry in std::fs::read_dir(&self.dir).with_context(|| format!("reading `{}`", self.dir.display()))? {

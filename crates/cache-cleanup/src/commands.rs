@@ -7,10 +7,9 @@ use cache_core::app::{Context, JobResult};
 use cache_core::cache_table::CacheTable;
 use cache_core::clients::{memory::MemoryClient, postgres};
 use cache_core::error::UsageError;
-use cache_core::exit::{self, Convention};
+use cache_core::exit::{Convention, Reach, Tally};
 use cache_core::journal::{self, RunJournal};
 use cache_core::output::Format;
-use cache_core::runs::Outcome;
 use cache_core::tier::{Tier, selected};
 
 use crate::plan::{self, Figures, Mode, Usage};
@@ -203,15 +202,26 @@ async fn clean(
         targets,
     };
     print(ctx, &report)?;
-    let unreachable = report.targets.iter().any(|t| t.unreachable);
-    // A target stopped by its blast-radius cap did not finish: the run is partial.
-    let errors = report.targets.iter().any(|t| !t.errors.is_empty() || t.cap.as_ref().is_some_and(|c| c.hit.is_some()));
-    let (outcome, exit_code) = match (unreachable, errors) {
-        (true, _) => (Outcome::Failed, exit::UNREACHABLE),
-        (false, true) => (Outcome::Partial, exit::PARTIAL),
-        (false, false) => (Outcome::Success, exit::SUCCESS),
-    };
-    Ok(JobResult { outcome, exit_code, summary: report.summary() })
+    // Every remote target unreachable: nothing was cleaned (4); some: the run is partial (1). A
+    // target stopped by its blast-radius cap did not finish: partial too. Local directories
+    // (files, logs) cannot be unreachable: their failures make the run partial, nothing more.
+    let failed = |t: &TargetReport| !t.errors.is_empty() || t.cap.as_ref().is_some_and(|c| c.hit.is_some());
+    let (local, remote): (Vec<&TargetReport>, Vec<&TargetReport>) =
+        report.targets.iter().partition(|t| matches!(t.tier, Tier::Files | Tier::Logs));
+    let tally: Tally = remote
+        .iter()
+        .map(|t| {
+            if t.unreachable {
+                Reach::Unreachable
+            } else if failed(t) {
+                Reach::Failed
+            } else {
+                Reach::Done
+            }
+        })
+        .collect();
+    let exit_code = tally.code_with(local.iter().filter(|t| failed(t)).count());
+    Ok(JobResult { outcome: Tally::outcome(exit_code), exit_code, summary: report.summary() })
 }
 
 fn panicked(tier: Tier, name: &str, e: &tokio::task::JoinError) -> TargetReport {

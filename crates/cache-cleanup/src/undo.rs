@@ -17,10 +17,9 @@ use cache_core::cache_table::CacheTable;
 use cache_core::clients::memory::{MemoryClient, Restoring, text_of};
 use cache_core::clients::postgres::{self as client, quote_ident};
 use cache_core::error::UsageError;
-use cache_core::exit::{self, Convention};
+use cache_core::exit::{self, Convention, Reach, Tally};
 use cache_core::journal::{self, Journal, Run, Undone};
 use cache_core::output::{Format, bytes};
-use cache_core::runs::Outcome;
 use cache_core::tier::Tier;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -97,6 +96,7 @@ fn refuse_undone(run: &Run) -> anyhow::Result<()> {
 
 async fn undo(ctx: &Context, run: Run, dry_run: bool) -> anyhow::Result<JobResult> {
     let mut report = UndoReport { run_id: run.run_id.clone(), dry_run, journals: Vec::new() };
+    let mut tally = Tally::default();
     for mut journal in run.journals {
         let m = &journal.manifest;
         let mut restored = Restored {
@@ -113,8 +113,10 @@ async fn undo(ctx: &Context, run: Run, dry_run: bool) -> anyhow::Result<JobResul
             restored.error = Some("already undone".into());
             restored.skipped = m.count;
             report.journals.push(restored);
+            tally.add(Reach::Failed);
             continue;
         }
+        let mut reach = Reach::Done;
         let done = match m.tier {
             Tier::Memory => memories(ctx, &journal, dry_run, &mut restored).await,
             Tier::Postgres => rows(ctx, &journal, dry_run, &mut restored).await,
@@ -130,15 +132,18 @@ async fn undo(ctx: &Context, run: Run, dry_run: bool) -> anyhow::Result<JobResul
                 journal.mark_undone(undone)?;
             }
             Ok(()) => {}
-            Err(e) => restored.error = Some(format!("{e:#}")),
+            Err(e) => {
+                reach = Reach::of_error(&e);
+                restored.error = Some(format!("{e:#}"));
+            }
         }
+        tally.add(if restored.error.is_some() && reach == Reach::Done { Reach::Failed } else { reach });
         report.journals.push(restored);
     }
     print(ctx, &report)?;
-    let failed = report.journals.iter().any(|j| j.error.is_some());
-    let (outcome, exit_code) =
-        if failed { (Outcome::Partial, exit::PARTIAL) } else { (Outcome::Success, exit::SUCCESS) };
-    Ok(JobResult { outcome, exit_code, summary: serde_json::to_value(&report)? })
+    // Every journal's target unreachable: nothing was put back (4); some failed: partial (1).
+    let exit_code = tally.code();
+    Ok(JobResult { outcome: Tally::outcome(exit_code), exit_code, summary: serde_json::to_value(&report)? })
 }
 
 /// Re-creates the journal's memories that are not present again.

@@ -11,7 +11,6 @@ use chrono::Utc;
 
 use crate::cli::CommonArgs;
 use crate::config::{self, ConfigSource, ProcessEnv};
-use crate::error::LockHeld;
 use crate::exit::Convention;
 use crate::lock::JobLock;
 use crate::messages;
@@ -212,7 +211,7 @@ impl Context {
     }
 
     /// Starts job `job` run by `command`: takes its lock (waiting with `--wait`) and starts its
-    /// run record. A run locked out is recorded as such and ends with [`LockHeld`].
+    /// run record. A run locked out is recorded as such and ends with [`crate::error::LockHeld`].
     pub async fn begin_job(&self, job: &str, command: &str) -> anyhow::Result<Job> {
         let lock = if self.common.wait {
             JobLock::acquire_waiting(&self.state, job, command).await
@@ -224,7 +223,7 @@ impl Context {
         let lock = match lock {
             Ok(lock) => lock,
             Err(e) => {
-                if e.downcast_ref::<LockHeld>().is_some() {
+                if crate::error::kind(&e) == Some(crate::error::Kind::Locked) {
                     let record = RunLog::begin(record_as, command).finish(
                         Outcome::Locked,
                         crate::exit::LOCKED,

@@ -5,7 +5,8 @@
 //! `~/.local/state/cache-toolkit`. Directories are 0700 and files 0600. Every document carries
 //! `schema_version`; every write is atomic (temp file in the same directory, fsync, rename, fsync
 //! of the directory); histories are appended one line at a time. A file that cannot be parsed is
-//! a [`StateError`] naming it, and it is never replaced.
+//! a [`StateError`] naming it, and it is never replaced; a directory that cannot be used at all
+//! is a [`StateDirError`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -18,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::Env;
 use crate::env::EnvVars;
-use crate::error::StateError;
+use crate::error::{StateDirError, StateError};
 use crate::redact;
 
 /// The schema version written into every state document.
@@ -50,16 +51,33 @@ pub fn resolve(explicit: Option<&Path>, env: &dyn Env) -> anyhow::Result<PathBuf
     if let Some(xdg) = env.var(EnvVars::XDG_STATE_HOME) {
         return Ok(Path::new(&xdg).join("cache-toolkit"));
     }
-    let home = env
-        .var(EnvVars::HOME)
-        .context("cannot find a state directory: HOME is not set; pass --state-dir or set CACHE_STATE_DIR")?;
+    let home = env.var(EnvVars::HOME).ok_or_else(|| StateDirError {
+        path: PathBuf::from("~/.local/state/cache-toolkit"),
+        message: "cannot be found: HOME is not set".into(),
+    })?;
     Ok(Path::new(&home).join(".local/state/cache-toolkit"))
 }
 
 impl StateDir {
-    /// Opens (creating, mode 0700) the state directory at `root`.
+    /// Opens (creating, mode 0700) the state directory at `root`. A directory that cannot be
+    /// created, is something else, or is not writable is a [`StateDirError`].
     pub fn open(root: PathBuf) -> anyhow::Result<Self> {
-        create_private_dir(&root)?;
+        let unusable = |message: String| StateDirError { path: root.clone(), message };
+        match fs::metadata(&root) {
+            Ok(meta) if !meta.is_dir() => return Err(unusable("is not a directory".into()).into()),
+            Ok(_) => {}
+            // Missing, or under something that is not a directory: creating it says which.
+            Err(_) => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&root)
+                    .map_err(|e| unusable(format!("cannot be created ({e})")))?;
+            }
+        }
+        // Checked now, not at the first write: a run that cannot record itself must not start.
+        rustix::fs::access(&root, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK)
+            .map_err(|e| unusable(format!("is not writable ({e})")))?;
         Ok(Self { root })
     }
 
@@ -365,6 +383,31 @@ mod tests {
         assert_eq!(tail, [Doc { n: 97 }, Doc { n: 98 }, Doc { n: 99 }]);
         assert_eq!(state.read_jsonl_tail::<Doc>("h.jsonl", 1 << 20).unwrap().len(), 100);
         assert!(state.read_jsonl_tail::<Doc>("none.jsonl", 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unusable_directory_is_a_state_dir_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, "x").unwrap();
+        for (root, said) in [(file.clone(), "is not a directory"), (file.join("sub"), "cannot be created")] {
+            let err = StateDir::open(root.clone()).unwrap_err();
+            let typed = err.downcast_ref::<StateDirError>().unwrap_or_else(|| panic!("{err:#}"));
+            assert_eq!(typed.path, root);
+            assert!(err.to_string().contains(said), "{err}");
+        }
+        assert_eq!(fs::read_to_string(&file).unwrap(), "x");
+        // Without any variable, a user other than root has nowhere to keep state.
+        struct NoEnv;
+        impl Env for NoEnv {
+            fn var(&self, _: &str) -> Option<String> {
+                None
+            }
+        }
+        if !rustix::process::geteuid().is_root() {
+            let no_home = resolve(None, &NoEnv).unwrap_err();
+            assert!(no_home.downcast_ref::<StateDirError>().is_some(), "{no_home:#}");
+        }
     }
 
     #[test]

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use cache_core::app::Context;
 use cache_core::clients::postgres;
 use cache_core::config::{PostgresTarget, RedisTarget};
-use cache_core::exit;
-use cache_core::messages::{MAX_LINE, clip, one_line};
+use cache_core::messages::one_line;
 use cache_core::output::Format;
 use cache_core::tier::{Tier, selected};
 use serde_json::{Value, json};
@@ -57,7 +56,7 @@ async fn redis_section(t: &RedisTarget) -> Value {
     let name = format!("redis/{}", t.name);
     let primaries = match cache_core::keyspace::primaries(t).await {
         Ok(p) => p,
-        Err(e) => return json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
+        Err(e) => return crate::failed(&name, &e),
     };
     // Every primary's clients, and their limits added up.
     let (mut list, mut maxclients) = (String::new(), None::<u64>);
@@ -112,7 +111,7 @@ async fn postgres_section(t: &PostgresTarget) -> Value {
     let name = format!("postgres/{}", t.name);
     let db = match postgres::connect(t).await {
         Ok(d) => d,
-        Err(e) => return json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
+        Err(e) => return crate::failed(&name, &e),
     };
     let max: Option<i64> = db
         .query_one("SELECT setting::bigint FROM pg_settings WHERE name = 'max_connections'", &[])
@@ -169,11 +168,12 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
         ctx.config.postgres.iter().filter(|t| selected(filters, Tier::Postgres, &t.name)).map(postgres_section),
     );
     let (redis, pg) = tokio::join!(redis, pg);
-    let unreachable = redis.iter().chain(&pg).any(|s| s.get("error").is_some());
+    // Every target unreachable: 4; any section with an error: 1.
+    let code = crate::code(redis.iter().chain(&pg));
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
         printer.json(&json!({ "redis": redis, "postgres": pg }))?;
-        return Ok(if unreachable { exit::PARTIAL } else { exit::SUCCESS });
+        return Ok(code);
     }
     let mut out = String::new();
     for s in &redis {
@@ -252,7 +252,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
         out.push_str("no Redis or PostgreSQL target configured\n");
     }
     printer.always(out.trim_end())?;
-    Ok(if unreachable { exit::PARTIAL } else { exit::SUCCESS })
+    Ok(code)
 }
 
 #[cfg(test)]

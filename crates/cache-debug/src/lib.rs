@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use cache_core::app::{self, Context, ToolCli};
 use cache_core::cli::{CommonArgs, CompletionsArgs, FormatArgs};
-use cache_core::exit::Convention;
+use cache_core::exit::{Convention, Reach, Tally};
 use clap::{Parser, Subcommand};
 
 /// Diagnostics of every cache tier.
@@ -108,6 +108,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
+/// The section of a target that could not be looked at: the error, and `"unreachable": true`
+/// when it is one (what [`code`] counts).
+pub(crate) fn failed(name: &str, e: &anyhow::Error) -> serde_json::Value {
+    let unreachable = Reach::of_error(e) == Reach::Unreachable;
+    serde_json::json!({
+        "target": name,
+        "error": cache_core::messages::clip(&format!("{e:#}"), cache_core::messages::MAX_LINE),
+        "unreachable": unreachable,
+    })
+}
+
+/// The exit code of a command over its targets' `sections`: every target unreachable is
+/// `UNREACHABLE` (nothing could be looked at), any section with an error `PARTIAL`.
+pub(crate) fn code<'a>(sections: impl IntoIterator<Item = &'a serde_json::Value>) -> u8 {
+    let reach = |s: &serde_json::Value| match (s.get("error").is_some(), s["unreachable"] == true) {
+        (_, true) => Reach::Unreachable,
+        (true, false) => Reach::Failed,
+        (false, false) => Reach::Done,
+    };
+    sections.into_iter().map(reach).collect::<Tally>().code()
+}
+
 /// `what`, naming the cluster node it was asked of (``SLOWLOG on `127.0.0.1:7001` ``); plain
 /// `what` for a standalone server. The node comes after the words and in backticks, so that the
 /// same refusal by every node is one kind of message to [`cache_core::messages::condense`].
@@ -138,6 +160,27 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn every_section_unreachable_is_4_and_some_is_1() {
+        let down = failed(
+            "redis/a",
+            &anyhow::Error::new(cache_core::error::Unreachable {
+                tier: "redis".into(),
+                target: "a".into(),
+                message: "refused".into(),
+            })
+            .context("connecting"),
+        );
+        let broken = failed("postgres/b", &anyhow::anyhow!("table `t` does not exist"));
+        let fine = serde_json::json!({ "target": "redis/c" });
+        assert_eq!(down["unreachable"], true);
+        assert_eq!(code([&down, &down]), cache_core::exit::UNREACHABLE);
+        assert_eq!(code([&down, &fine]), cache_core::exit::PARTIAL);
+        assert_eq!(code([&broken]), cache_core::exit::PARTIAL);
+        assert_eq!(code([&fine]), cache_core::exit::SUCCESS);
+        assert_eq!(code([]), cache_core::exit::SUCCESS);
+    }
 
     #[test]
     fn verify_cli() {

@@ -8,7 +8,6 @@ use cache_core::cache_table::CacheTable;
 use cache_core::clients::memory::MemoryClient;
 use cache_core::clients::postgres;
 use cache_core::config::{PostgresTarget, RedisTarget};
-use cache_core::exit;
 use cache_core::messages::{MAX_LINE, clip, one_line};
 use cache_core::output::Format;
 use cache_core::redact;
@@ -213,10 +212,10 @@ async fn redis_section(t: &RedisTarget, samples: u32, top: usize) -> serde_json:
     let name = format!("redis/{}", t.name);
     let primaries = match cache_core::keyspace::primaries(t).await {
         Ok(p) => p,
-        Err(e) => return json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
+        Err(e) => return crate::failed(&name, &e),
     };
     let Some(first) = primaries.nodes.first() else {
-        return json!({ "target": name, "error": format!("no primary reached: {}", one_line(&primaries.missing)) });
+        return json!({ "target": name, "error": format!("no primary reached: {}", one_line(&primaries.missing)), "unreachable": true });
     };
     // Latency is sampled on the first primary; the slow log and command statistics of every
     // primary are merged.
@@ -291,7 +290,7 @@ async fn postgres_section(t: &PostgresTarget, project: &str, samples: u32, top: 
     let name = format!("postgres/{}", t.name);
     let db = match postgres::connect(t).await {
         Ok(d) => d,
-        Err(e) => return json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
+        Err(e) => return crate::failed(&name, &e),
     };
     let (s, err) = sample(samples, || db.query_one("SELECT 1", &[])).await;
     let latency = Latency::of(name.clone(), s, err);
@@ -379,7 +378,7 @@ pub async fn run(ctx: &Context, samples: u32, top: usize) -> anyhow::Result<u8> 
                     let (s, err) = sample(samples.min(20), || client.list(1)).await;
                     json!({ "target": name, "latency": Latency::of(name.clone(), s, err.map(|e| e.to_string())) })
                 }
-                Err(e) => json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
+                Err(e) => crate::failed(&name, &e),
             }
         }),
     );
@@ -401,12 +400,13 @@ pub async fn run(ctx: &Context, samples: u32, top: usize) -> anyhow::Result<u8> 
                     .await;
                     json!({ "target": name, "latency": Latency::of(name.clone(), s, err) })
                 }
-                Err(e) => json!({ "target": name, "error": clip(&format!("{e:#}"), MAX_LINE) }),
+                Err(e) => crate::failed(&name, &e),
             }
         },
     ));
     let (redis, pg, memory, http) = tokio::join!(redis, pg, memory, http);
-    let unreachable = redis.iter().chain(&pg).chain(&memory).chain(&http).any(|s| s.get("error").is_some());
+    // Every target unreachable: 4; any section with an error: 1.
+    let code = crate::code(redis.iter().chain(&pg).chain(&memory).chain(&http));
     let doc = json!({ "samples": samples, "redis": redis, "postgres": pg, "memory": memory, "http": http });
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
@@ -501,7 +501,7 @@ pub async fn run(ctx: &Context, samples: u32, top: usize) -> anyhow::Result<u8> 
         }
         printer.always(out.trim_end())?;
     }
-    Ok(if unreachable { exit::PARTIAL } else { exit::SUCCESS })
+    Ok(code)
 }
 
 #[cfg(test)]

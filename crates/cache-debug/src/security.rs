@@ -12,7 +12,7 @@ use std::path::Path;
 use cache_core::app::Context;
 use cache_core::clients::{postgres, redis as redis_client};
 use cache_core::config::{Channel, ConfigSource, RedisTarget};
-use cache_core::exit;
+use cache_core::exit::{Reach, Tally};
 use cache_core::messages::{MAX_LINE, clip, condense};
 use cache_core::output::Format;
 use redis::aio::MultiplexedConnection;
@@ -180,6 +180,8 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
     let mut findings = Vec::new();
     let mut notes = Vec::new();
     let mut coverage = Vec::new();
+    // The targets audited, and those not reached: every one unreachable is exit 4, some 1.
+    let mut tally = Tally::default();
     if let ConfigSource::File(path) = &ctx.config_source {
         mode_finding(&mut findings, path, "configuration", 0o600, Severity::High);
     }
@@ -200,10 +202,12 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
         let (servers, covered) = match redis_servers(t, &subject).await {
             Ok(found) => found,
             Err(e) => {
+                tally.add(unreached(&e));
                 notes.push(clip(&format!("{subject}: not audited: {e:#}"), MAX_LINE));
                 continue;
             }
         };
+        tally.add(if servers.is_empty() { Reach::Unreachable } else { Reach::Done });
         if url.password().is_none() && url.username().is_empty() {
             findings.push(Finding {
                 severity: if local { Severity::Medium } else { Severity::High },
@@ -243,7 +247,9 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
                 fix: "add ?sslmode=require to the URL (and tls.ca_file to verify the server)".into(),
             });
         }
-        match postgres::connect(t).await {
+        let db = postgres::connect(t).await;
+        tally.add(db.as_ref().map_or_else(unreached, |_| Reach::Done));
+        match db {
             Ok(db) => match db
                 .query(
                     "SELECT line_number, type, array_to_string(database, ','), coalesce(address, '') FROM pg_hba_file_rules \
@@ -301,7 +307,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
         printer.json(&json!({ "score": score, "findings": findings, "redis": coverage, "notes": notes }))?;
-        return Ok(exit::SUCCESS);
+        return Ok(tally.code());
     }
     let mut table = printer.table();
     table.set_header(["Severity", "Subject", "Finding", "Fix"]);
@@ -324,7 +330,16 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
         text.push_str(&format!("note: {n}\n"));
     }
     printer.always(text.trim_end())?;
-    Ok(exit::SUCCESS)
+    Ok(tally.code())
+}
+
+/// A target the audit could not reach is [`Reach::Unreachable`]; one that failed otherwise
+/// was reached (its failure is a note, as a refused query is), so [`Reach::Done`].
+fn unreached(e: &anyhow::Error) -> Reach {
+    match Reach::of_error(e) {
+        Reach::Unreachable => Reach::Unreachable,
+        _ => Reach::Done,
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use cache_core::app::Context;
 use cache_core::cli::CommonArgs;
 use cache_core::clients::postgres;
 use cache_core::config::{OptimizerSettings, PostgresTarget, RedisTarget};
-use cache_core::exit::{self, Convention};
+use cache_core::exit::{Convention, Reach, Tally};
 use cache_core::history::{self, REPORTS_DIR};
 use cache_core::history::{HISTORY, Snapshot};
 use cache_core::keyspace::Keyspace;
@@ -41,6 +41,9 @@ pub struct Findings {
     /// Seed 002's weekly analysis of the history (absent without history).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weekly: Option<Value>,
+    /// How the targets fared: reached, or not (the exit code of `analyze` and `run`).
+    #[serde(skip)]
+    pub reach: Tally,
 }
 
 fn rec(
@@ -141,7 +144,8 @@ pub async fn findings(ctx: &Context) -> anyhow::Result<Findings> {
             .map(|t| redis_findings(&ctx.state, t, settings, Keyspace::new(&ctx.config, t))),
     );
     let (pg, redis) = tokio::join!(pg, redis);
-    for (recs, notes) in pg.into_iter().chain(redis) {
+    for (recs, notes, reach) in pg.into_iter().chain(redis) {
+        findings.reach.add(reach);
         findings.recommendations.extend(recs);
         // Per target, so that one kind of note repeated per primary is one line with a count.
         findings.notes.extend(cache_core::messages::condense(&notes));
@@ -153,7 +157,7 @@ pub async fn findings(ctx: &Context) -> anyhow::Result<Findings> {
 async fn postgres_findings(
     target: &PostgresTarget,
     settings: &OptimizerSettings,
-) -> (Vec<Recommendation>, Vec<String>) {
+) -> (Vec<Recommendation>, Vec<String>, Reach) {
     let mut recs = Vec::new();
     let mut notes = Vec::new();
     let who = format!("postgres/{}", target.name);
@@ -161,7 +165,7 @@ async fn postgres_findings(
         Ok(db) => db,
         Err(e) => {
             notes.push(format!("{who}: {e:#}"));
-            return (recs, notes);
+            return (recs, notes, Reach::of_error(&e));
         }
     };
     let table = postgres::quote_ident(&target.table);
@@ -227,11 +231,11 @@ async fn postgres_findings(
         }
         Ok(None) => {
             notes.push(format!("{who}: table `{}` does not exist", target.table));
-            return (recs, notes);
+            return (recs, notes, Reach::Done);
         }
         Err(e) => {
             notes.push(format!("{who}: table statistics: {}", postgres::error_text(&e)));
-            return (recs, notes);
+            return (recs, notes, Reach::Done);
         }
     }
     let indexes = postgres::index_stats(&db, &table).await;
@@ -291,7 +295,7 @@ async fn postgres_findings(
         }
         Err(e) => notes.push(format!("{who}: index statistics: {}", postgres::error_text(&e))),
     }
-    (recs, notes)
+    (recs, notes, Reach::Done)
 }
 
 async fn redis_findings(
@@ -299,7 +303,7 @@ async fn redis_findings(
     target: &RedisTarget,
     settings: &OptimizerSettings,
     keyspace: Keyspace<'_>,
-) -> (Vec<Recommendation>, Vec<String>) {
+) -> (Vec<Recommendation>, Vec<String>, Reach) {
     let mut recs = Vec::new();
     let mut notes = Vec::new();
     let who = format!("redis/{}", target.name);
@@ -307,8 +311,14 @@ async fn redis_findings(
         Ok(p) => p,
         Err(e) => {
             notes.push(format!("{who}: {e:#}"));
-            return (recs, notes);
+            return (recs, notes, Reach::of_error(&e));
         }
+    };
+    // A cluster none of whose primaries answered was not reached; one missing some is partial.
+    let reach = match (primaries.nodes.is_empty(), primaries.missing.is_empty()) {
+        (true, false) => Reach::Unreachable,
+        (false, false) => Reach::Failed,
+        _ => Reach::Done,
     };
     if primaries.cluster {
         notes.push(format!("{who}: {} judged", primaries.coverage()));
@@ -439,7 +449,7 @@ async fn redis_findings(
             }
         }
     }
-    (recs, notes)
+    (recs, notes, reach)
 }
 
 /// The printed summary (seed 002's `_print_optimization_summary`).
@@ -502,7 +512,8 @@ pub async fn run(common: &CommonArgs, format: Format) -> anyhow::Result<u8> {
     } else {
         ctx.printer.info(&format!("{}Report: {}\n", summary(&findings), ctx.state.path(&rel).display()))?;
     }
-    Ok(if findings.notes.iter().any(|n| n.contains("unreachable")) { exit::PARTIAL } else { exit::SUCCESS })
+    // Every target unreachable: nothing was judged (4); some: partial (1).
+    Ok(findings.reach.code())
 }
 
 #[cfg(test)]

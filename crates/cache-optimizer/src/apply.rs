@@ -14,11 +14,10 @@ use cache_core::cli::CommonArgs;
 use cache_core::clients::postgres;
 use cache_core::config::{PostgresTarget, RedisTarget};
 use cache_core::error::UsageError;
-use cache_core::exit::{self, Convention};
+use cache_core::exit::{self, Convention, Reach, Tally};
 use cache_core::keyspace::{Keyspace, Primaries, Router};
 use cache_core::messages::{MAX_LINE, clip};
 use cache_core::output::Format;
-use cache_core::runs::Outcome;
 use cache_core::scan::{Method, ScanOptions, Scanner};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -471,7 +470,9 @@ async fn run_job(ctx: &Context, apply_config: bool, dry_run: bool) -> anyhow::Re
         } else {
             printer.info(&format!("cache-optimizer run (dry run: nothing changed)\n{table}"))?;
         }
-        return Ok(JobResult { outcome: Outcome::Success, exit_code: exit::SUCCESS, summary: doc });
+        // Every target unreachable: nothing was judged (4); some: partial (1).
+        let exit_code = findings.reach.code();
+        return Ok(JobResult { outcome: Tally::outcome(exit_code), exit_code, summary: doc });
     }
     let now = Utc::now();
     let mut point = RollbackPoint {
@@ -554,10 +555,11 @@ async fn run_job(ctx: &Context, apply_config: bool, dry_run: bool) -> anyhow::Re
         }
         printer.always(&text)?;
     }
-    let (outcome, code) =
-        if failed > 0 { (Outcome::Partial, exit::PARTIAL) } else { (Outcome::Success, exit::SUCCESS) };
+    // Every target unreachable: nothing was judged or changed (4); some, or a change that
+    // failed: partial (1).
+    let code = findings.reach.code_with(failed);
     Ok(JobResult {
-        outcome,
+        outcome: Tally::outcome(code),
         exit_code: code,
         summary: json!({ "rollback_point": point.id, "applied": applied, "failed": failed, "needs_apply": held.len() }),
     })
@@ -641,6 +643,8 @@ async fn rollback_job(ctx: &Context, id: &str, dry_run: bool) -> anyhow::Result<
     let mut table = ctx.printer.table();
     table.set_header(["Change", "Restored"]);
     let mut failed = 0;
+    // How each restore fared: every one unreachable is exit 4.
+    let mut tally = Tally::default();
     for i in (0..point.changes.len()).rev() {
         let change = point.changes[i].clone();
         // A pending change may have been partly made before the run died: undo it too; and a
@@ -654,7 +658,9 @@ async fn rollback_job(ctx: &Context, id: &str, dry_run: bool) -> anyhow::Result<
         } else if dry_run {
             format!("would restore {}", before_text(&change.before))
         } else {
-            match restore(&mut targets, &change).await {
+            let restored = restore(&mut targets, &change).await;
+            tally.add(Reach::of(&restored));
+            match restored {
                 Ok(t) => {
                     point.changes[i].restored = Some(t.clone());
                     t
@@ -680,9 +686,12 @@ async fn rollback_job(ctx: &Context, id: &str, dry_run: bool) -> anyhow::Result<
         let dry = if dry_run { " (dry run: nothing changed)" } else { "" };
         ctx.printer.always(&format!("rollback of {}{dry}\n{table}", point.id))?;
     }
-    let (outcome, code) =
-        if failed > 0 { (Outcome::Partial, exit::PARTIAL) } else { (Outcome::Success, exit::SUCCESS) };
-    Ok(JobResult { outcome, exit_code: code, summary: json!({ "rollback_point": point.id, "failed": failed }) })
+    let code = tally.code();
+    Ok(JobResult {
+        outcome: Tally::outcome(code),
+        exit_code: code,
+        summary: json!({ "rollback_point": point.id, "failed": failed }),
+    })
 }
 
 #[cfg(test)]
