@@ -105,6 +105,10 @@ fn the_reported_hit_ratio_is_the_applications_after_cleanup_optimizer_and_debug_
     let (hits, misses) = counters(&mut conn);
     let raw = hits as f64 / (hits + misses) as f64;
     assert!(raw > 0.6, "the scans should have inflated INFO's ratio, it is {raw}");
+    // Operations are the application's too: its 20,000 GETs, not the scans' tens of thousands.
+    let day = env.run(ANALYTICS, &["generate", "--period", "day", "--format", "json"]).json();
+    let ops = day["cache_stats"]["total_operations"].as_f64().unwrap();
+    assert!((ops - 20_000.0).abs() <= 200.0, "{ops} operations counted for the application's 20000: {day:#}");
     let health = env.run(HEALTH, &["check", "--format", "json", "--tier", "redis"]).json();
     let judged = health["targets"][0]["metrics"]["hit_ratio"].as_f64().unwrap() * 100.0;
     assert!((judged - 39.5).abs() <= 1.0, "health judged {judged}%, the application's is 39.5%: {health:#}");

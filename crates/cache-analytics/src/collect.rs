@@ -210,6 +210,7 @@ async fn redis_figures(config: &Config, state: &StateDir, target: &RedisTarget) 
             let own = ledger::total_of(&totals, primaries.nodes.iter().map(Primary::run_id));
             figures.info.insert("toolkit_hits".into(), own.hits as f64);
             figures.info.insert("toolkit_misses".into(), own.misses as f64);
+            figures.info.insert("toolkit_commands".into(), own.commands as f64);
         }
         Err(e) => tracing::warn!("reading the toolkit's own lookups: {e:#}"),
     }

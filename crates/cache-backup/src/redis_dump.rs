@@ -282,6 +282,7 @@ async fn logical_export(
     loop {
         let (next, keys): (u64, Vec<Vec<u8>>) =
             redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(conn).await?;
+        lookups.commands += 1;
         if !keys.is_empty() {
             let mut record = Vec::new();
             for (key, at, dump) in dump_batch(conn, keys, lookups).await? {
@@ -323,8 +324,9 @@ async fn dump_batch(
     let now = chrono::Utc::now().timestamp_millis();
     let mut out = Vec::with_capacity(keys.len());
     for (key, r) in keys.into_iter().zip(replies.chunks(3)) {
-        // Each of the three is a keyspace lookup (a miss once the key is gone).
+        // Each of the three is a keyspace lookup (a miss once the key is gone), and a command.
         let counted = r.iter().filter(|v| !matches!(v, redis::Value::ServerError(_))).count() as u64;
+        lookups.commands += counted;
         if matches!(r[0], redis::Value::Nil) {
             lookups.misses += counted;
         } else {

@@ -350,8 +350,9 @@ async fn recent_keys(conn: &mut redis::aio::MultiplexedConnection, keys: u64) ->
     if keys == 0 {
         return (0, none);
     }
+    let sent = SAMPLE.min(keys as usize);
     let mut pipe = redis::pipe();
-    for _ in 0..SAMPLE.min(keys as usize) {
+    for _ in 0..sent {
         pipe.cmd("RANDOMKEY");
     }
     let Ok(sampled) = pipe.query_async::<Vec<Option<Vec<u8>>>>(conn).await else { return (0, none) };
@@ -365,6 +366,8 @@ async fn recent_keys(conn: &mut redis::aio::MultiplexedConnection, keys: u64) ->
     let lookups = cache_core::ledger::Lookups {
         hits: idle.iter().filter(|v| matches!(v, redis::Value::Int(_))).count() as u64,
         misses: idle.iter().filter(|v| matches!(v, redis::Value::Nil)).count() as u64,
+        // The RANDOMKEYs and the OBJECTs.
+        commands: (sent + idle.len()) as u64,
     };
     let recent = idle.iter().filter(|v| matches!(v, redis::Value::Int(i) if *i < 3600)).count();
     let estimate =

@@ -186,6 +186,9 @@ pub struct Point {
     /// The toolkit's own lookups on these servers so far, from the ledger
     /// ([`crate::ledger`]): every tool's, not only collect's sample. `None` in older histories.
     pub own: Option<(f64, f64)>,
+    /// The toolkit's own commands on these servers so far, from the ledger. `None` in older
+    /// histories.
+    pub own_commands: Option<f64>,
     /// Counter `total_commands_processed`, or hits + misses where not collected.
     pub commands: f64,
     /// Counter `evicted_keys`.
@@ -230,6 +233,7 @@ impl Point {
                 .iter()
                 .all(|r| r.info.contains_key("toolkit_hits"))
                 .then(|| (sum("toolkit_hits"), sum("toolkit_misses"))),
+            own_commands: ok.iter().all(|r| r.info.contains_key("toolkit_commands")).then(|| sum("toolkit_commands")),
             commands,
             evicted: sum("evicted_keys"),
             ops_per_sec: sum("instantaneous_ops_per_sec"),
@@ -273,6 +277,16 @@ fn interval_lookups(a: &Point, b: &Point) -> (f64, f64) {
             ((step(a.hits, b.hits) - step(ah, bh)).max(0.0), (step(a.misses, b.misses) - step(am, bm)).max(0.0))
         }
         _ => (step(a.hits_after, b.hits), step(a.misses_after, b.misses)),
+    }
+}
+
+/// The applications' commands over `span`: the increase of `total_commands_processed` less
+/// the toolkit's own (the ledger's increase), where every point knows it.
+pub fn operations(span: &[Point]) -> f64 {
+    let all = increase(span.iter().map(|p| p.commands));
+    match span.iter().map(|p| p.own_commands).collect::<Option<Vec<f64>>>() {
+        Some(own) => (all - increase(own)).max(0.0),
+        None => all,
     }
 }
 
@@ -349,7 +363,7 @@ pub fn days(points: &[Point]) -> Vec<Day> {
             hit_rate: (hit_count + miss_count > 0.0).then(|| hit_count / (hit_count + miss_count)),
             hit_count,
             miss_count,
-            total_operations: counter(|p| p.commands),
+            total_operations: operations(span),
             evicted_keys: counter(|p| p.evicted),
             used_memory: day[day.len() - 1].used_memory,
             peak_memory: day.iter().map(|p| p.used_memory).fold(0.0, f64::max),
@@ -525,6 +539,7 @@ mod tests {
             hits_after: hits,
             misses_after: misses,
             own: None,
+            own_commands: None,
             commands: hits + misses,
             evicted: 0.0,
             ops_per_sec: 10.0,

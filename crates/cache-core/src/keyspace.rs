@@ -309,6 +309,8 @@ pub struct Router {
     /// (first slot, last slot, index into `conns`), sorted.
     ranges: Vec<(u16, u16, usize)>,
     conns: Vec<MultiplexedConnection>,
+    /// Each connection's server `run_id`, for the toolkit's own commands ([`crate::ledger`]).
+    run_ids: Vec<String>,
 }
 
 impl Router {
@@ -324,6 +326,14 @@ impl Router {
 
     /// `keys` grouped by the connection serving them, so each group can go in one pipeline.
     pub fn group<'k, K: AsRef<[u8]>>(&self, keys: &'k [K]) -> Vec<(MultiplexedConnection, Vec<&'k K>)> {
+        self.group_by_server(keys).into_iter().map(|(conn, _, keys)| (conn, keys)).collect()
+    }
+
+    /// [`Router::group`], with each group's server `run_id`.
+    pub fn group_by_server<'k, K: AsRef<[u8]>>(
+        &self,
+        keys: &'k [K],
+    ) -> Vec<(MultiplexedConnection, String, Vec<&'k K>)> {
         let mut groups: BTreeMap<usize, Vec<&K>> = BTreeMap::new();
         for key in keys {
             let index = if self.ranges.is_empty() {
@@ -337,7 +347,10 @@ impl Router {
                 groups.entry(index).or_default().push(key);
             }
         }
-        groups.into_iter().map(|(i, keys)| (self.conns[i].clone(), keys)).collect()
+        groups
+            .into_iter()
+            .map(|(i, keys)| (self.conns[i].clone(), self.run_ids.get(i).cloned().unwrap_or_default(), keys))
+            .collect()
     }
 }
 
@@ -392,8 +405,9 @@ impl Primaries {
     /// A router over these primaries (slots from `CLUSTER SLOTS` of the first one).
     pub async fn router(&self) -> anyhow::Result<Router> {
         let conns: Vec<MultiplexedConnection> = self.nodes.iter().map(|n| n.conn.clone()).collect();
+        let run_ids: Vec<String> = self.nodes.iter().map(|n| n.run_id().to_owned()).collect();
         if !self.cluster {
-            return Ok(Router { ranges: Vec::new(), conns });
+            return Ok(Router { ranges: Vec::new(), conns, run_ids });
         }
         let mut first = conns.first().cloned().ok_or_else(|| anyhow::anyhow!("no primary reached"))?;
         let mut ranges = Vec::new();
@@ -402,7 +416,7 @@ impl Primaries {
                 ranges.push((from, to, i));
             }
         }
-        Ok(Router { ranges, conns })
+        Ok(Router { ranges, conns, run_ids })
     }
 }
 

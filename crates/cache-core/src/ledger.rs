@@ -37,17 +37,27 @@ pub struct Lookups {
     pub hits: u64,
     /// Lookups of keys that did not.
     pub misses: u64,
+    /// Commands sent per key (TYPE, PTTL, OBJECT, MEMORY USAGE, DUMP, UNLINK, PEXPIRE, SET...)
+    /// and per batch (SCAN, a script): what Redis counts in `total_commands_processed`, less
+    /// the few each run sends once (connecting, INFO), which are not counted.
+    #[serde(default)]
+    pub commands: u64,
 }
 
 impl Lookups {
     /// `hits` hits and no misses.
     pub fn hits(hits: u64) -> Self {
-        Self { hits, misses: 0 }
+        Self { hits, ..Self::default() }
+    }
+
+    /// `n` commands that looked no key up (writes such as UNLINK or PEXPIRE).
+    pub fn commands(n: u64) -> Self {
+        Self { commands: n, ..Self::default() }
     }
 
     /// Whether there were none.
     pub fn is_zero(&self) -> bool {
-        self.hits == 0 && self.misses == 0
+        self.hits == 0 && self.misses == 0 && self.commands == 0
     }
 }
 
@@ -55,6 +65,7 @@ impl std::ops::AddAssign for Lookups {
     fn add_assign(&mut self, other: Self) {
         self.hits += other.hits;
         self.misses += other.misses;
+        self.commands += other.commands;
     }
 }
 
@@ -156,6 +167,7 @@ pub fn interval(before: &Seen, now: &Seen) -> Interval {
         out.lookups += Lookups {
             hits: (n.hits - b.hits).saturating_sub(own_hits),
             misses: (n.misses - b.misses).saturating_sub(own_misses),
+            commands: 0,
         };
         out.measured += 1;
         out.seconds = out.seconds.max((n.at - b.at).num_seconds());
@@ -223,7 +235,7 @@ mod tests {
         // a: the application 395 hits, 605 misses, a scan 3,000 hits; b restarted (new run_id).
         let now: Seen = [("a".to_owned(), c(3495, 705, 3000, 15)), ("c".to_owned(), c(5, 5, 0, 15))].into();
         let i = interval(&before, &now);
-        assert_eq!(i.lookups, Lookups { hits: 395, misses: 605 });
+        assert_eq!(i.lookups, Lookups { hits: 395, misses: 605, commands: 0 });
         assert_eq!((i.measured, i.unmeasured, i.seconds), (1, 1, 900));
         assert_eq!(i.hit_ratio(), Some(0.395));
         assert_eq!(interval(&Seen::new(), &now).hit_ratio(), None);
@@ -233,13 +245,13 @@ mod tests {
     fn records_add_up_per_server_and_survive_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path().to_path_buf()).unwrap();
-        record(&state, "aaa", Lookups { hits: 5, misses: 1 }).unwrap();
+        record(&state, "aaa", Lookups { hits: 5, misses: 1, commands: 6 }).unwrap();
         record(&state, "bbb", Lookups::hits(7)).unwrap();
-        record(&state, "aaa", Lookups { hits: 2, misses: 0 }).unwrap();
+        record(&state, "aaa", Lookups { hits: 2, ..Lookups::default() }).unwrap();
         record(&state, "", Lookups::hits(100)).unwrap();
         let t = totals(&state).unwrap();
-        assert_eq!(t["aaa"], Lookups { hits: 7, misses: 1 });
-        assert_eq!(total_of(&t, ["aaa", "bbb", "ccc"]), Lookups { hits: 14, misses: 1 });
+        assert_eq!(t["aaa"], Lookups { hits: 7, misses: 1, commands: 6 });
+        assert_eq!(total_of(&t, ["aaa", "bbb", "ccc"]), Lookups { hits: 14, misses: 1, commands: 6 });
         compact(&state).unwrap();
         assert_eq!(totals(&state).unwrap(), t);
         assert_eq!(std::fs::read_to_string(state.path(FILE)).unwrap().lines().count(), 2);

@@ -268,13 +268,18 @@ impl Scanner {
         // Keys gone since SCAN saw them: TYPE missed them.
         let vanished = items.next().as_ref().and_then(int).unwrap_or(0).max(0) as u64;
         self.lookups.misses += vanished;
+        // The script, its SCAN and each vanished key's TYPE.
+        self.lookups.commands += 2 + vanished;
         let mut keys = Vec::new();
         let rest: Vec<Value> = items.collect();
         for chunk in rest.chunks(5) {
             let [key, kind, ttl, access, bytes] = chunk else { return Err(unexpected("short script reply")) };
             let (access, bytes) = (int(access), int(bytes));
-            // TYPE and PTTL, and OBJECT unless refused (MEMORY USAGE counts as no lookup).
+            // TYPE and PTTL, and OBJECT unless refused (MEMORY USAGE counts as no lookup, but
+            // as a command).
             self.lookups.hits += 2 + u64::from(access.is_some_and(|a| a >= 0));
+            self.lookups.commands +=
+                2 + u64::from(access.is_some_and(|a| a >= 0)) + u64::from(bytes.is_some_and(|b| b >= 0));
             self.note_refusals(access == Some(-2), bytes == Some(-2));
             keys.push(self.info(bytes_of(key)?, text(kind), int(ttl), access, bytes));
         }
@@ -288,6 +293,7 @@ impl Scanner {
             scan.arg("MATCH").arg(pattern);
         }
         let (cursor, found): (u64, Vec<Vec<u8>>) = scan.query_async(&mut self.conn).await?;
+        self.lookups.commands += 1;
         if found.is_empty() {
             return Ok((cursor, Vec::new()));
         }
@@ -313,6 +319,11 @@ impl Scanner {
         }) {
             return Err(e.into());
         }
+        // A refused command (renamed away, or denied) never runs; every other one counts.
+        self.lookups.commands += replies
+            .iter()
+            .filter(|v| !matches!(v, Value::ServerError(e) if matches!(e.code(), "ERR" | "NOPERM")))
+            .count() as u64;
         let mut keys = Vec::with_capacity(found.len());
         for (key, r) in found.into_iter().zip(replies.chunks(per_key)) {
             let kind = text(&r[0]);

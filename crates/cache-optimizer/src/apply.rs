@@ -245,14 +245,20 @@ impl PerKey {
 /// Runs `command KEY ARGS...` on every key, each on the primary serving it, pipelined per
 /// primary. A key the server refuses is one message in `errors` (the server's reply quotes the
 /// key), and the others go on; `Err` only when a connection fails.
-async fn per_key(router: &Router, keys: &[String], command: &str, args: &[&str]) -> anyhow::Result<PerKey> {
+async fn per_key(
+    state: &cache_core::state::StateDir,
+    router: &Router,
+    keys: &[String],
+    command: &str,
+    args: &[&str],
+) -> anyhow::Result<PerKey> {
     let mut done = PerKey::default();
-    let groups = router.group(keys);
-    let routed: usize = groups.iter().map(|(_, g)| g.len()).sum();
+    let groups = router.group_by_server(keys);
+    let routed: usize = groups.iter().map(|(_, _, g)| g.len()).sum();
     if routed < keys.len() {
         done.errors.push(format!("{} keys' slots are served by no reachable primary", keys.len() - routed));
     }
-    for (mut conn, group) in groups {
+    for (mut conn, run_id, group) in groups {
         for chunk in group.chunks(1000) {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
@@ -260,6 +266,10 @@ async fn per_key(router: &Router, keys: &[String], command: &str, args: &[&str])
                 pipe.cmd(command).arg(k.as_str()).arg(args);
             }
             let replies: Vec<redis::RedisResult<i64>> = pipe.query_async(&mut conn).await?;
+            let own = cache_core::ledger::Lookups::commands(chunk.len() as u64);
+            if let Err(e) = cache_core::ledger::record(state, &run_id, own) {
+                tracing::warn!("recording the toolkit's own commands: {e:#}");
+            }
             for (k, reply) in chunk.iter().zip(replies) {
                 match reply {
                     Ok(1) => done.hit.push((*k).clone()),
@@ -351,7 +361,7 @@ async fn apply(
             save(change)?;
             let router = primaries.router().await?;
             let ttl = ttl_ms.to_string();
-            let done = per_key(&router, &keys, "PEXPIRE", &[&ttl, "NX"]).await?;
+            let done = per_key(&ctx.state, &router, &keys, "PEXPIRE", &[&ttl, "NX"]).await?;
             // Only the keys this run changed: one that got a TTL meanwhile is not ours to undo.
             let n = done.hit.len();
             change.before = json!({ "keys": done.hit });
@@ -418,7 +428,7 @@ async fn restore(targets: &mut Targets<'_>, change: &Change) -> anyhow::Result<S
             let keys: Vec<String> = serde_json::from_value(change.before["keys"].clone()).unwrap_or_default();
             let t = targets.redis_target(target)?;
             let primaries = Keyspace::new(&targets.ctx.config, t).primaries().await?;
-            let done = per_key(&primaries.router().await?, &keys, "PERSIST", &[]).await?;
+            let done = per_key(&targets.ctx.state, &primaries.router().await?, &keys, "PERSIST", &[]).await?;
             let persisted = done.hit.len();
             done.result(format!(
                 "TTL removed from {persisted} of {} keys (the others expired or changed since)",

@@ -153,9 +153,9 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
         let router = primaries.router().await?;
         let keys: Vec<String> = entries.iter().map(|(e, _)| e.key.clone()).collect();
         let index: HashMap<&str, usize> = keys.iter().enumerate().map(|(i, k)| (k.as_str(), i)).collect();
-        let groups = router.group(&keys);
+        let groups = router.group_by_server(&keys);
         // Checked before anything is written: a run writes every entry's shard or none.
-        let routed: usize = groups.iter().map(|(_, g)| g.len()).sum();
+        let routed: usize = groups.iter().map(|(_, _, g)| g.len()).sum();
         if routed < keys.len() {
             anyhow::bail!(
                 "redis/{}: {} entries' slots are served by no reachable primary ({})",
@@ -164,7 +164,7 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
                 primaries.coverage()
             );
         }
-        for (mut conn, group) in groups {
+        for (mut conn, run_id, group) in groups {
             for chunk in group.chunks(500) {
                 let mut pipe = redis::pipe();
                 pipe.ignore_errors();
@@ -173,6 +173,10 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
                     pipe.cmd("SET").arg(&e.key).arg(v).arg("PX").arg(e.ttl_ms).arg("NX");
                 }
                 let answers: Vec<redis::RedisResult<Option<String>>> = pipe.query_async(&mut conn).await?;
+                let own = cache_core::ledger::Lookups::commands(chunk.len() as u64);
+                if let Err(e) = cache_core::ledger::record(&ctx.state, &run_id, own) {
+                    tracing::warn!("recording the toolkit's own commands: {e:#}");
+                }
                 for (key, a) in chunk.iter().zip(answers) {
                     match a {
                         Ok(a) => entries[index[key.as_str()]].0.written = a.is_some(),

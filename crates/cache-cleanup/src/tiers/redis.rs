@@ -582,7 +582,7 @@ impl Eviction<'_> {
         }
         let now: Vec<redis::Value> = pipe.query_async(conn).await?;
         // Each OBJECT is a keyspace lookup: the toolkit's, not the application's.
-        let mut lookups = cache_core::ledger::Lookups::default();
+        let mut lookups = cache_core::ledger::Lookups::commands(now.len() as u64);
         for v in &now {
             match v {
                 redis::Value::Int(_) => lookups.hits += 1,
@@ -900,6 +900,13 @@ impl Pass<'_> {
             }
         }
         let replies: Vec<i64> = pipe.query_async(conn).await?;
+        // The toolkit's commands, never the application's operations.
+        let sent = (unlinks + expires.len()) as u64;
+        if let Err(e) =
+            cache_core::ledger::record(self.job.state, self.run_id, cache_core::ledger::Lookups::commands(sent))
+        {
+            tracing::warn!("recording the toolkit's own commands: {e:#}");
+        }
         let mut replies = replies.into_iter();
         report.removed += replies.by_ref().take(unlinks).map(|r| r.max(0) as u64).sum::<u64>();
         report.expired += replies.filter(|r| *r == 1).count() as u64;

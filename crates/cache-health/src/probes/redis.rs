@@ -127,7 +127,7 @@ async fn write_round_trip(
     let read: redis::RedisResult<Option<String>> = connection.get(&key).await;
     let own = match &read {
         Ok(Some(_)) => Lookups::hits(1),
-        Ok(None) => Lookups { hits: 0, misses: 1 },
+        Ok(None) => Lookups { misses: 1, ..Lookups::default() },
         Err(_) => Lookups::default(),
     };
     let deleted: redis::RedisResult<i64> = connection.del(&key).await;
