@@ -198,6 +198,12 @@ fn forecasts_and_windows_from_a_known_history() {
     out.expect_code(0);
     assert_eq!(out.json()["targets"][0]["not_enough_history"], "not enough history (47 h of 48 h)", "{}", out.dump());
     assert!(out.json()["targets"][0]["memory"].is_null(), "{}", out.dump());
+    // The minimum is a setting: a day is enough when the operator says so.
+    env.write_config("[analytics]\nforecast_min_history = \"24h\"\n");
+    let out = env.run(ANALYTICS, &["forecast", "--format", "json"]);
+    out.expect_code(0);
+    assert_eq!(out.json()["min_history_hours"], 24, "{}", out.dump());
+    assert!(out.json()["targets"][0]["memory"]["value"].is_number(), "{}", out.dump());
 
     let out = env.run(ANALYTICS, &["windows", "--format", "json"]);
     out.expect_code(0);

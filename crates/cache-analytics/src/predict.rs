@@ -23,7 +23,8 @@ use serde::Serialize;
 /// How far ahead forecasts look.
 pub const HORIZON_DAYS: f64 = 7.0;
 
-/// The least history a forecast is made from: 48 hours for the 7-day horizon. Less gives a
+/// The least history a forecast is made from by default (`analytics.forecast_min_history`):
+/// 48 hours for the 7-day horizon. Less gives a
 /// slope of noise (a minute of history once said "reaches maxmemory in ~1.9 days").
 pub const MIN_HISTORY: Duration = Duration::hours(48);
 
@@ -123,12 +124,13 @@ pub fn run_forecast(common: &CommonArgs, format: Format) -> anyhow::Result<u8> {
     if history.len() < 2 {
         anyhow::bail!("forecasts need at least two snapshots; run `cache-analytics collect` (every 15 minutes) first");
     }
-    let results = forecasts(&history, MIN_HISTORY);
+    let min_history = Duration::from_std(ctx.config.analytics.forecast_min_history).unwrap_or(MIN_HISTORY);
+    let results = forecasts(&history, min_history);
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
         printer.json(&serde_json::json!({
             "horizon_days": HORIZON_DAYS,
-            "min_history_hours": MIN_HISTORY.num_hours(),
+            "min_history_hours": min_history.num_hours(),
             "targets": results,
         }))?;
         return Ok(exit::SUCCESS);

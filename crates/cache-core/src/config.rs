@@ -28,6 +28,7 @@ use crate::env::EnvVars;
 use crate::error::ConfigError;
 
 mod alerts;
+mod analytics;
 mod backup;
 mod cleanup;
 mod files;
@@ -44,6 +45,7 @@ mod system;
 mod validate;
 
 pub use alerts::{AlertRule, AlertSettings, AutoAction, Channel, RULE_TARGET_KINDS, Remediation, Severity, SmtpTls};
+pub use analytics::AnalyticsSettings;
 pub use backup::{BackupSettings, RedisBackupMethod};
 pub use cleanup::{CleanupSettings, ModePolicy, Modes, ScanMethod, SizeBasis, SmartThresholds};
 pub use files::{DirTarget, FilesTarget, LogsTarget};
@@ -112,6 +114,8 @@ pub struct Config {
     pub backup: BackupSettings,
     /// cache-optimizer.
     pub optimizer: OptimizerSettings,
+    /// cache-analytics.
+    pub analytics: AnalyticsSettings,
     /// Alert rules, channels and self-healing (`cache-health monitor`).
     pub alerts: AlertSettings,
     /// The schedule and how cache-scheduler renders and gates it.
@@ -140,6 +144,7 @@ impl Default for Config {
             cleanup: CleanupSettings::default(),
             backup: BackupSettings::default(),
             optimizer: OptimizerSettings::default(),
+            analytics: AnalyticsSettings::default(),
             alerts: AlertSettings::default(),
             scheduler: SchedulerSettings::default(),
         }
