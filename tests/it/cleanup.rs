@@ -1313,3 +1313,19 @@ fn a_rotation_killed_mid_compression_is_completed_by_the_next_run() {
         assert!(!dir.join(leftover).exists(), "{leftover} left behind");
     }
 }
+
+#[test]
+fn a_run_filtered_by_tier_says_which_configured_targets_it_did_not_clean() {
+    let Some(redis) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    env.write_config(&redis_config(&redis.url()));
+    let out = env.run(CLEANUP, &["light", "--dry-run", "--tier", "redis", "--format", "json"]);
+    out.expect_code(0);
+    let not_cleaned = out.json()["not_cleaned"].clone();
+    assert_eq!(not_cleaned, serde_json::json!(["files/toolkit-reports", "logs/toolkit"]), "{}", out.dump());
+    let text = env.run(CLEANUP, &["light", "--dry-run", "--tier", "redis"]);
+    assert!(text.stdout.contains("not cleaned (--tier): files/toolkit-reports, logs/toolkit"), "{}", text.dump());
+    // Unfiltered, nothing is left out.
+    let all = env.run(CLEANUP, &["light", "--dry-run", "--format", "json"]).json();
+    assert!(all.get("not_cleaned").is_none(), "{all:#}");
+}

@@ -200,6 +200,14 @@ async fn clean(
         dry_run,
         run_id: journal.run_id().to_owned(),
         targets,
+        not_cleaned: ctx
+            .config
+            .target_ids()
+            .into_iter()
+            .filter(|(tier, _)| *tier != Tier::System && request.only.is_none_or(|only| only == *tier))
+            .filter(|(tier, name)| !selected(&ctx.common.tiers, *tier, name))
+            .map(|(tier, name)| format!("{tier}/{name}"))
+            .collect(),
     };
     print(ctx, &report)?;
     // Every remote target unreachable: nothing was cleaned (4); some: the run is partial (1). A

@@ -148,6 +148,10 @@ pub struct CleanupReport {
     pub run_id: String,
     /// Per target.
     pub targets: Vec<TargetReport>,
+    /// Configured targets of this mode's tiers a `--tier` filter left out (`tier/name`):
+    /// what this run did not clean.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_cleaned: Vec<String>,
 }
 
 impl CleanupReport {
@@ -232,6 +236,9 @@ impl CleanupReport {
             }
         }
         let (examined, selected, removed, freed, errors) = self.totals();
+        if !self.not_cleaned.is_empty() {
+            out.push_str(&format!("\nnot cleaned (--tier): {}\n", self.not_cleaned.join(", ")));
+        }
         out.push_str(&format!(
             "\n{examined} examined, {selected} selected, {removed} removed, {} freed, {errors} errors\n",
             bytes(freed)
