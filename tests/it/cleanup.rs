@@ -454,15 +454,8 @@ fn logs_copytruncate_keeps_the_same_file() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn smart_says_which_branch_and_why() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some((redis, env)) = smart_by_entries(1600) else { return };
     let mut conn = redis.connection();
-    let mut pipe = redis::pipe();
-    for i in 0..1600 {
-        pipe.cmd("SET").arg(format!("app:search:k{i}")).arg("v").arg("EX").arg(600).ignore();
-    }
-    pipe.query::<()>(&mut conn).unwrap();
-    let env = TestEnv::new();
-    env.write_config(&format!("{}[cleanup.smart]\nsize_basis = \"entries\"\n", redis_config(&redis.url())));
     let out = env.run(CLEANUP, &["smart", "--dry-run", "--format", "json"]);
     out.expect_code(0);
     let report = out.json();
@@ -475,6 +468,20 @@ async fn smart_says_which_branch_and_why() {
     let _: () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
     let light = env.run(CLEANUP, &["smart", "--dry-run", "--format", "json"]).json();
     assert_eq!(light["mode"], "light", "{light:#}");
+}
+
+/// A server with `keys` fresh `app:search:` keys (TTL 10 min), and smart judging size by
+/// entries.
+fn smart_by_entries(keys: usize) -> Option<(RedisServer, TestEnv)> {
+    let redis = RedisServer::start()?;
+    let mut pipe = redis::pipe();
+    for i in 0..keys {
+        pipe.cmd("SET").arg(format!("app:search:k{i}")).arg("v").arg("EX").arg(600).ignore();
+    }
+    pipe.query::<()>(&mut redis.connection()).unwrap();
+    let env = TestEnv::new();
+    env.write_config(&format!("{}[cleanup.smart]\nsize_basis = \"entries\"\n", redis_config(&redis.url())));
+    Some((redis, env))
 }
 
 /// `used_memory` of a server, from INFO memory.
@@ -1230,15 +1237,8 @@ fn a_lost_primary_is_never_replaced_by_a_seed_node_nor_its_errors_read_as_key_fa
 
 #[test]
 fn smart_judges_the_applications_hit_ratio_of_the_last_interval_not_its_own_scans() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some((redis, env)) = smart_by_entries(1000) else { return };
     let mut conn = redis.connection();
-    let mut pipe = redis::pipe();
-    for i in 0..1000 {
-        pipe.cmd("SET").arg(format!("app:search:k{i}")).arg("v").arg("EX").arg(600).ignore();
-    }
-    pipe.query::<()>(&mut conn).unwrap();
-    let env = TestEnv::new();
-    env.write_config(&format!("{}[cleanup.smart]\nsize_basis = \"entries\"\n", redis_config(&redis.url())));
     // No analytics interval yet: the hit ratio is unknown, not INFO's since-start figure.
     let first = env.run(CLEANUP, &["smart", "--dry-run", "--format", "json"]).json();
     assert_eq!(first["mode"], "light", "{first:#}");

@@ -389,26 +389,8 @@ mod tests {
             if step >= steps || (step > 0 && step < steps - 1 && rng.uniform() < 0.01) {
                 continue; // The future, or a snapshot that was not taken.
             }
-            let info = BTreeMap::from([
-                ("used_memory".to_owned(), memory),
-                ("maxmemory".to_owned(), 4.0 * level),
-                ("keyspace_hits".to_owned(), hits),
-                ("keyspace_misses".to_owned(), misses),
-                ("keyspace_hits_after".to_owned(), hits + SAMPLE_LOOKUPS),
-                ("keyspace_misses_after".to_owned(), misses),
-            ]);
-            let redis = RedisFigures {
-                name: "main".into(),
-                info,
-                hit_ratio: Some(hits / (hits + misses)),
-                latency: Latency::of(&[1.0]),
-                ..RedisFigures::default()
-            };
-            history.push(Snapshot {
-                timestamp: start + Duration::minutes(15 * step),
-                redis: vec![redis],
-                ..Snapshot::default()
-            });
+            let at = start + Duration::minutes(15 * step);
+            history.push(snapshot(at, (memory, 4.0 * level), (hits, misses), hits / (hits + misses), 1.0));
             hits += SAMPLE_LOOKUPS;
         }
         let p = (ratio + drift * (steps - 1 + horizon) as f64 / 96.0).clamp(0.05, 0.99);
@@ -426,6 +408,33 @@ mod tests {
         values[values.len() / 2]
     }
 
+    /// One snapshot of one Redis target: (used, max) memory, cumulative (hits, misses) with
+    /// collect's own sample after them, the lifetime ratio, and the PING latency.
+    fn snapshot(
+        at: DateTime<Utc>,
+        (memory, max): (f64, f64),
+        (hits, misses): (f64, f64),
+        lifetime: f64,
+        latency: f64,
+    ) -> Snapshot {
+        let info = BTreeMap::from([
+            ("used_memory".to_owned(), memory),
+            ("maxmemory".to_owned(), max),
+            ("keyspace_hits".to_owned(), hits),
+            ("keyspace_misses".to_owned(), misses),
+            ("keyspace_hits_after".to_owned(), hits + SAMPLE_LOOKUPS),
+            ("keyspace_misses_after".to_owned(), misses),
+        ]);
+        let redis = RedisFigures {
+            name: "main".into(),
+            info,
+            hit_ratio: Some(lifetime),
+            latency: Latency::of(&[latency]),
+            ..RedisFigures::default()
+        };
+        Snapshot { timestamp: at, redis: vec![redis], ..Snapshot::default() }
+    }
+
     /// Snapshots of one Redis target every `minutes` from 2026-03-01, `count` of them;
     /// `figures(i)` gives the i-th one's memory, cumulative hits and misses, and lifetime ratio.
     fn snapshots(count: i64, minutes: i64, mut figures: impl FnMut(i64) -> (f64, f64, f64, f64)) -> Vec<Snapshot> {
@@ -433,26 +442,7 @@ mod tests {
         (0..count)
             .map(|i| {
                 let (memory, hits, misses, lifetime) = figures(i);
-                let info = BTreeMap::from([
-                    ("used_memory".to_owned(), memory),
-                    ("maxmemory".to_owned(), 1e9),
-                    ("keyspace_hits".to_owned(), hits),
-                    ("keyspace_misses".to_owned(), misses),
-                    ("keyspace_hits_after".to_owned(), hits + SAMPLE_LOOKUPS),
-                    ("keyspace_misses_after".to_owned(), misses),
-                ]);
-                let redis = RedisFigures {
-                    name: "main".into(),
-                    info,
-                    hit_ratio: Some(lifetime),
-                    latency: Latency::of(&[0.5]),
-                    ..RedisFigures::default()
-                };
-                Snapshot {
-                    timestamp: start + Duration::minutes(minutes * i),
-                    redis: vec![redis],
-                    ..Snapshot::default()
-                }
+                snapshot(start + Duration::minutes(minutes * i), (memory, 1e9), (hits, misses), lifetime, 0.5)
             })
             .collect()
     }

@@ -201,7 +201,9 @@ impl MemoryClient {
         Ok(deleted)
     }
 
-    async fn send_empty(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<()> {
+    /// Sends `request` within the target's timeout; a status other than 2xx is an error
+    /// quoting the start of the body.
+    async fn checked(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<reqwest::Response> {
         let response = self
             .authorize(request)
             .timeout(self.target.timeout)
@@ -213,22 +215,15 @@ impl MemoryClient {
             let body: String = response.text().await.unwrap_or_default().chars().take(200).collect();
             bail!("{what} at {}: HTTP {status}: {body}", self.target.url);
         }
-        Ok(())
+        Ok(response)
+    }
+
+    async fn send_empty(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<()> {
+        self.checked(request, what).await.map(|_| ())
     }
 
     async fn send(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Vec<Value>> {
-        let response = self
-            .authorize(request)
-            .timeout(self.target.timeout)
-            .send()
-            .await
-            .with_context(|| format!("{what} at {}", self.target.url))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            let body: String = body.chars().take(200).collect();
-            bail!("{what} at {}: HTTP {status}: {body}", self.target.url);
-        }
+        let response = self.checked(request, what).await?;
         let body: Value = response
             .json()
             .await
