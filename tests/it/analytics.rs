@@ -525,3 +525,30 @@ fn on_a_cluster_collect_and_debug_memory_count_every_primary() {
         text.dump()
     );
 }
+
+#[test]
+fn a_history_torn_by_a_full_disk_heals_and_every_reader_goes_on() {
+    let Some(redis) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", redis.url()));
+    env.run(ANALYTICS, &["collect"]).expect_code(0);
+    let history = env.state_dir().join("analytics/history.jsonl");
+    // What a write cut by a full disk leaves: half a line, no newline.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&history).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"schema_version\":1,\"timestamp\":\"2026-").unwrap();
+    for (args, code) in [
+        (&["export", "--format", "prometheus"][..], 0),
+        (&["dashboard"][..], 0),
+        (&["generate", "--period", "day", "--format", "json"][..], 0),
+    ] {
+        let out = env.run(ANALYTICS, args);
+        out.expect_code(code);
+        assert!(out.stderr.contains("skipped 1 bad line"), "{args:?}: {}", out.dump());
+    }
+    // The next collect cuts the torn line and appends a whole one.
+    env.run(ANALYTICS, &["collect"]).expect_code(0);
+    let text = std::fs::read_to_string(&history).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "{text}");
+    assert!(!env.run(ANALYTICS, &["export", "--format", "prometheus"]).stderr.contains("bad line"));
+}

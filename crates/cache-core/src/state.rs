@@ -131,11 +131,15 @@ impl StateDir {
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .mode(0o600)
             .open(&path)
             .with_context(|| format!("opening history `{}`", path.display()))?;
-        // One write call per line: with O_APPEND, concurrent writers never interleave a line.
-        file.write_all(line.as_bytes()).with_context(|| format!("appending to history `{}`", path.display()))
+        cut_torn_tail(&file, &path)?;
+        // One write call per line: with O_APPEND, concurrent writers never interleave a line;
+        // synced, so a crash after the call never leaves half of it.
+        file.write_all(line.as_bytes()).with_context(|| format!("appending to history `{}`", path.display()))?;
+        file.sync_data().with_context(|| format!("syncing history `{}`", path.display()))
     }
 
     /// Removes a document; a missing one is fine.
@@ -148,8 +152,9 @@ impl StateDir {
         }
     }
 
-    /// Reads only the last record of a JSON Lines history (from the end of the file, so the cost
-    /// does not grow with the history); `Ok(None)` when there is none.
+    /// Reads only the last good record of a JSON Lines history (from the end of the file, so
+    /// the cost does not grow with the history); `Ok(None)` when there is none. Bad lines at
+    /// the end (a torn append) are skipped with a warning, like [`StateDir::read_jsonl`]'s.
     pub fn read_last_jsonl<T: DeserializeOwned>(&self, rel: &str) -> anyhow::Result<Option<T>> {
         use std::io::{Read, Seek, SeekFrom};
         let path = self.path(rel);
@@ -159,18 +164,11 @@ impl StateDir {
             Err(e) => return Err(StateError { path, message: format!("cannot be read: {e}") }.into()),
         };
         let len = file.metadata()?.len();
-        let mut tail: Vec<u8> = Vec::new();
         let mut pos = len;
-        // Grow the tail block by block until it holds a whole last line.
+        let mut tail: Vec<u8> = Vec::new();
+        let mut skipped = 0usize;
+        // Block by block from the end, newest line first, until a line parses.
         loop {
-            let trimmed = tail.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
-            if let Some(start) = tail[..trimmed].iter().rposition(|b| *b == b'\n') {
-                tail.drain(..=start);
-                break;
-            }
-            if pos == 0 {
-                break;
-            }
             let step = pos.min(64 * 1024);
             pos -= step;
             file.seek(SeekFrom::Start(pos))?;
@@ -178,17 +176,39 @@ impl StateDir {
             file.read_exact(&mut block)?;
             block.extend_from_slice(&tail);
             tail = block;
+            // Whole lines only: the first may be cut unless the block starts the file.
+            let first_whole =
+                if pos == 0 { 0 } else { tail.iter().position(|b| *b == b'\n').map_or(tail.len(), |i| i + 1) };
+            let lines: Vec<&[u8]> = tail[first_whole..].split(|b| *b == b'\n').collect();
+            skipped = 0;
+            for line in lines.iter().rev() {
+                let line = String::from_utf8_lossy(line);
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let parsed = serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .filter(|v| check_version(v).is_ok())
+                    .and_then(|v| serde_json::from_value::<T>(v).ok());
+                match parsed {
+                    Some(record) => {
+                        if skipped > 0 {
+                            tracing::warn!("history `{}`: skipped {skipped} bad line(s) at its end", path.display());
+                        }
+                        return Ok(Some(record));
+                    }
+                    None => skipped += 1,
+                }
+            }
+            if pos == 0 || tail.len() > 16 << 20 {
+                break;
+            }
         }
-        let line = String::from_utf8_lossy(&tail);
-        let line = line.trim();
-        if line.is_empty() {
-            return Ok(None);
+        if skipped > 0 {
+            tracing::warn!("history `{}`: skipped {skipped} bad line(s) and found no good one", path.display());
         }
-        let corrupt = |message: String| StateError { path: path.clone(), message: format!("last line: {message}") };
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| corrupt(format!("is not valid JSON ({e})")))?;
-        check_version(&value).map_err(corrupt)?;
-        Ok(Some(serde_json::from_value(value).map_err(|e| corrupt(format!("does not have the expected shape ({e})")))?))
+        Ok(None)
     }
 
     /// Reads every record of a JSON Lines history; a bad line is an error naming file and line.
@@ -219,24 +239,78 @@ impl StateDir {
             // The first line is cut: skip it.
             lines.next();
         }
+        // A history heals: a bad line (torn by a full disk, garbage) is skipped and counted, and
+        // the rest is read; the file is never refused whole for one line.
         let mut records = Vec::new();
+        let (mut bad, mut first_bad) = (0usize, None::<String>);
         for (i, line) in lines.enumerate() {
             let at = if offset > 0 { format!("line {} of the last part", i + 1) } else { format!("line {}", i + 1) };
-            let corrupt = |message: String| StateError { path: path.clone(), message: format!("{at}: {message}") };
-            let line = line.map_err(|e| corrupt(format!("cannot be read ({e})")))?;
+            let line = match line {
+                Ok(line) => line,
+                Err(e) => {
+                    bad += 1;
+                    first_bad.get_or_insert(format!("{at}: cannot be read ({e})"));
+                    continue;
+                }
+            };
             if line.trim().is_empty() {
                 continue;
             }
-            let value: serde_json::Value =
-                serde_json::from_str(&line).map_err(|e| corrupt(format!("is not valid JSON ({e})")))?;
-            check_version(&value).map_err(corrupt)?;
-            records.push(
-                serde_json::from_value(value)
-                    .map_err(|e| corrupt(format!("does not have the expected shape ({e})")))?,
+            let parsed = serde_json::from_str::<serde_json::Value>(&line)
+                .map_err(|e| format!("is not valid JSON ({e})"))
+                .and_then(|value| check_version(&value).map(|()| value))
+                .and_then(|value| {
+                    serde_json::from_value(value).map_err(|e| format!("does not have the expected shape ({e})"))
+                });
+            match parsed {
+                Ok(record) => records.push(record),
+                Err(why) => {
+                    bad += 1;
+                    first_bad.get_or_insert(format!("{at}: {why}"));
+                }
+            }
+        }
+        if let Some(first) = first_bad {
+            tracing::warn!(
+                "history `{}`: skipped {bad} bad line(s), the first {}",
+                path.display(),
+                crate::messages::clip(&first, 200)
             );
         }
         Ok(records)
     }
+}
+
+/// Cuts a last line without its newline (an append torn by a full disk or a crash: never a
+/// whole record) back to the last newline, saying so, so the next line starts on its own.
+fn cut_torn_tail(file: &File, path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    if last[0] == b'\n' {
+        return Ok(());
+    }
+    // Back to the last newline, block by block.
+    let mut end = len;
+    let keep = loop {
+        let start = end.saturating_sub(64 * 1024);
+        let mut block = vec![0u8; (end - start) as usize];
+        file.read_exact_at(&mut block, start)?;
+        if let Some(i) = block.iter().rposition(|b| *b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        if start == 0 {
+            break 0;
+        }
+        end = start;
+    };
+    file.set_len(keep).with_context(|| format!("cutting the torn last line of `{}`", path.display()))?;
+    tracing::warn!("history `{}`: cut a torn last line of {} bytes", path.display(), len - keep);
+    Ok(())
 }
 
 fn versioned<T: Serialize>(doc: &T) -> anyhow::Result<serde_json::Value> {
@@ -343,15 +417,25 @@ mod tests {
     }
 
     #[test]
-    fn jsonl_appends_and_names_bad_lines() {
+    fn a_history_heals_from_a_torn_line_and_skips_bad_ones() {
         let (_dir, state) = state();
         state.append_jsonl("h.jsonl", &Doc { n: 1 }).unwrap();
         state.append_jsonl("h.jsonl", &Doc { n: 2 }).unwrap();
         assert_eq!(state.read_jsonl::<Doc>("h.jsonl").unwrap(), vec![Doc { n: 1 }, Doc { n: 2 }]);
+        // Garbage in the middle is skipped; the lines around it are read.
         let mut f = OpenOptions::new().append(true).open(state.path("h.jsonl")).unwrap();
         f.write_all(b"garbage\n").unwrap();
-        let err = state.read_jsonl::<Doc>("h.jsonl").unwrap_err();
-        assert!(err.to_string().contains("line 3"), "{err}");
+        state.append_jsonl("h.jsonl", &Doc { n: 3 }).unwrap();
+        assert_eq!(state.read_jsonl::<Doc>("h.jsonl").unwrap(), vec![Doc { n: 1 }, Doc { n: 2 }, Doc { n: 3 }]);
+        // Half a line left by a full disk: the next append cuts it and starts a whole line.
+        f.write_all(b"{\"schema_version\":1,\"n\":4").unwrap();
+        state.append_jsonl("h.jsonl", &Doc { n: 5 }).unwrap();
+        let text = fs::read_to_string(state.path("h.jsonl")).unwrap();
+        assert!(text.ends_with("{\"n\":3,\"schema_version\":1}\n{\"n\":5,\"schema_version\":1}\n"), "{text}");
+        assert_eq!(
+            state.read_jsonl::<Doc>("h.jsonl").unwrap(),
+            vec![Doc { n: 1 }, Doc { n: 2 }, Doc { n: 3 }, Doc { n: 5 }]
+        );
     }
 
     #[test]
@@ -367,8 +451,9 @@ mod tests {
         assert_eq!(state.read_last_jsonl::<Doc>("h.jsonl").unwrap(), Some(Doc { n: 4999 }));
         std::fs::write(state.path("one.jsonl"), "{\"schema_version\":1,\"n\":7}").unwrap();
         assert_eq!(state.read_last_jsonl::<Doc>("one.jsonl").unwrap(), Some(Doc { n: 7 }));
-        std::fs::write(state.path("bad.jsonl"), "{\"schema_version\":1,\"n\":7}\ngarbage\n").unwrap();
-        assert!(state.read_last_jsonl::<Doc>("bad.jsonl").unwrap_err().to_string().contains("last line"));
+        // A bad last line (a torn append) is skipped: the last good record is read.
+        std::fs::write(state.path("bad.jsonl"), "{\"schema_version\":1,\"n\":7}\ngarbage\n{\"schema_ver").unwrap();
+        assert_eq!(state.read_last_jsonl::<Doc>("bad.jsonl").unwrap(), Some(Doc { n: 7 }));
     }
 
     #[test]
