@@ -166,7 +166,7 @@ impl StateDir {
         let len = file.metadata()?.len();
         let mut pos = len;
         let mut tail: Vec<u8> = Vec::new();
-        let mut skipped = 0usize;
+        let mut skipped: usize;
         // Block by block from the end, newest line first, until a line parses.
         loop {
             let step = pos.min(64 * 1024);
