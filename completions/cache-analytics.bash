@@ -166,7 +166,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__dashboard)
-            opts="-o -v -q -h --output --serve --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-o -v -q -h --output --follow-symlinks --serve --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -208,7 +208,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__export)
-            opts="-o -v -q -h --format --output --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-o -v -q -h --format --output --follow-symlinks --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

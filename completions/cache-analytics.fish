@@ -60,6 +60,7 @@ complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboar
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -l scheduled -d 'Run as scheduled job JOB (the rendered crontab passes it): the scheduler\'s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB' -r
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -l follow-symlinks -d 'With --output: a symbolic link is written where it points (refused otherwise)'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -l wait -d 'Wait for another run of the same job to finish instead of exiting at once'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -l emergency -d 'With --scheduled: run a heavy job even outside the maintenance windows'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand dashboard" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
@@ -73,6 +74,7 @@ complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" 
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -l scheduled -d 'Run as scheduled job JOB (the rendered crontab passes it): the scheduler\'s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB' -r
+complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -l follow-symlinks -d 'With --output: a symbolic link is written where it points (refused otherwise)'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -l wait -d 'Wait for another run of the same job to finish instead of exiting at once'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -l emergency -d 'With --scheduled: run a heavy job even outside the maintenance windows'
 complete -c cache-analytics -n "__fish_cache_analytics_using_subcommand export" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'

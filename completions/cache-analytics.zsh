@@ -66,6 +66,7 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--follow-symlinks[With --output\: a symbolic link is written where it points (refused otherwise)]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
@@ -87,6 +88,7 @@ prometheus\:"The Prometheus text exposition format (classic), with job run times
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--follow-symlinks[With --output\: a symbolic link is written where it points (refused otherwise)]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \

@@ -552,3 +552,25 @@ fn a_history_torn_by_a_full_disk_heals_and_every_reader_goes_on() {
     assert!(text.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "{text}");
     assert!(!env.run(ANALYTICS, &["export", "--format", "prometheus"]).stderr.contains("bad line"));
 }
+
+#[test]
+fn output_to_dev_stdout_writes_there_and_a_link_to_a_file_is_refused() {
+    let env = TestEnv::new();
+    write_history(&env, &history::known_week(2));
+    let out = env.run(ANALYTICS, &["dashboard", "-o", "/dev/stdout"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("<html") || out.stdout.contains("<!DOCTYPE"), "{}", out.dump());
+    let file = env.path("real.prom");
+    std::fs::write(&file, "old").unwrap();
+    let link = env.path("link.prom");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let out = env.run(ANALYTICS, &["export", "--format", "prometheus", "-o", link.to_str().unwrap()]);
+    assert_ne!(out.code(), 0, "{}", out.dump());
+    assert!(out.stderr.contains("is a symbolic link"), "{}", out.dump());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "old");
+    let out =
+        env.run(ANALYTICS, &["export", "--format", "prometheus", "-o", link.to_str().unwrap(), "--follow-symlinks"]);
+    out.expect_code(0);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(std::fs::read_to_string(&file).unwrap().contains("cache_"), "the file the link points to is written");
+}

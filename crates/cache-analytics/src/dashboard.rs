@@ -612,7 +612,12 @@ fn outcome_text(o: Outcome) -> &'static str {
 }
 
 /// Runs `dashboard`.
-pub fn run(common: &CommonArgs, output: Option<&Path>, serve: Option<&str>) -> anyhow::Result<u8> {
+pub fn run(
+    common: &CommonArgs,
+    output: Option<&Path>,
+    serve: Option<&str>,
+    follow_symlinks: bool,
+) -> anyhow::Result<u8> {
     let ctx = Context::load(common, Format::Text, Convention::Standard)?;
     let project = ctx.config.project_name.clone();
     if let Some(addr) = serve {
@@ -625,7 +630,7 @@ pub fn run(common: &CommonArgs, output: Option<&Path>, serve: Option<&str>) -> a
         Some(p) => (p.to_path_buf(), 0o644),
         None => (ctx.state.path(DEFAULT_OUTPUT), 0o600),
     };
-    cache_core::state::write_atomic_mode(&path, html.as_bytes(), mode)
+    cache_core::state::write_output(&path, html.as_bytes(), mode, follow_symlinks)
         .with_context(|| format!("writing the dashboard to `{}`", path.display()))?;
     ctx.printer.info(&format!("dashboard written to {}", path.display()))?;
     Ok(exit::SUCCESS)

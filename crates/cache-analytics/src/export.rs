@@ -45,7 +45,12 @@ pub const TOTALS: &str = "analytics/export-totals.json";
 const CLEANUP_JOB: &str = "cleanup";
 
 /// Runs `export`.
-pub fn run(common: &CommonArgs, format: ExportFormat, output: Option<&Path>) -> anyhow::Result<u8> {
+pub fn run(
+    common: &CommonArgs,
+    format: ExportFormat,
+    output: Option<&Path>,
+    follow_symlinks: bool,
+) -> anyhow::Result<u8> {
     let ctx = Context::load(common, Format::Text, Convention::Standard)?;
     let latest = || ctx.state.read_last_jsonl::<Snapshot>(HISTORY);
     let mut code = exit::SUCCESS;
@@ -76,7 +81,7 @@ pub fn run(common: &CommonArgs, format: ExportFormat, output: Option<&Path>) -> 
             // A directory (node_exporter's textfile directory) gets a file named after the
             // project, so that two installations writing there never replace each other's.
             let path = if path.is_dir() { path.join(textfile_name(&ctx.config.project_name)) } else { path.into() };
-            cache_core::state::write_atomic_mode(&path, text.as_bytes(), 0o644)
+            cache_core::state::write_output(&path, text.as_bytes(), 0o644, follow_symlinks)
                 .with_context(|| format!("writing `{}`", path.display()))?;
         }
         None => ctx.printer.always(&text)?,

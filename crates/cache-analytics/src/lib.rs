@@ -57,6 +57,9 @@ pub enum Command {
         /// Write the page here instead of `analytics/dashboard.html` in the state directory
         #[arg(long, short, value_name = "FILE", conflicts_with = "serve")]
         output: Option<PathBuf>,
+        /// With --output: a symbolic link is written where it points (refused otherwise)
+        #[arg(long, requires = "output")]
+        follow_symlinks: bool,
         /// Serve the page, and `/api/cache/metrics`, on this address until stopped
         #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
         serve: Option<String>,
@@ -71,6 +74,9 @@ pub enum Command {
         /// `cache-toolkit-<project>.prom`, so several installations never collide
         #[arg(long, short, value_name = "FILE|DIR")]
         output: Option<PathBuf>,
+        /// With --output: a symbolic link is written where it points (refused otherwise)
+        #[arg(long, requires = "output")]
+        follow_symlinks: bool,
     },
     /// Write a report: seed 002's daily metrics, the weekly analysis, or the monthly capacity
     /// report with 6-month projections; each with insights and anomalies
@@ -117,8 +123,12 @@ pub fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Collect { format } => collect::run(&cli.common, format.into()).await,
-        Command::Dashboard { output, serve } => dashboard::run(&cli.common, output.as_deref(), serve.as_deref()),
-        Command::Export { format, output } => export::run(&cli.common, format, output.as_deref()),
+        Command::Dashboard { output, serve, follow_symlinks } => {
+            dashboard::run(&cli.common, output.as_deref(), serve.as_deref(), follow_symlinks)
+        }
+        Command::Export { format, output, follow_symlinks } => {
+            export::run(&cli.common, format, output.as_deref(), follow_symlinks)
+        }
         Command::Generate { period, date, format } => report::run(&cli.common, format.into(), period, date).await,
         Command::Forecast { format } => predict::run_forecast(&cli.common, format.into()),
         Command::Windows { format } => predict::run_windows(&cli.common, format.into()),

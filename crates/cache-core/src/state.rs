@@ -330,6 +330,53 @@ fn check_version(value: &serde_json::Value) -> Result<(), String> {
     }
 }
 
+/// Writes what `-o PATH` asks for, respecting what `PATH` is: `-` is stdout; a regular file
+/// (or none yet) is replaced atomically with `mode`; a device, FIFO or socket (`/dev/null`,
+/// `/dev/stdout`, a pipe) is written in place, never renamed over; a symbolic link to a file is
+/// refused unless `follow` (then the file it points to is replaced, the link kept).
+pub fn write_output(path: &Path, bytes: &[u8], mode: u32, follow: bool) -> anyhow::Result<()> {
+    if path.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        return Ok(out.flush()?);
+    }
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => Some(meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading `{}`", path.display())),
+    };
+    let kind = match meta {
+        Some(m) if m.file_type().is_symlink() => {
+            let target = fs::metadata(path).ok().map(|m| m.file_type());
+            // A link to a device or a pipe (`/dev/stdout`) is written in place below; one to a
+            // file (or nowhere) would be replaced by a regular file: refused unless asked.
+            if !follow && target.is_none_or(|t| t.is_file() || t.is_dir()) {
+                anyhow::bail!(
+                    "`{}` is a symbolic link: refusing to replace it (pass --follow-symlinks to write where it points)",
+                    path.display()
+                );
+            }
+            target
+        }
+        m => m.map(|m| m.file_type()),
+    };
+    match kind {
+        Some(k) if !k.is_file() && !k.is_dir() => {
+            // A device or a pipe: written in place, as `>` would.
+            let mut f =
+                OpenOptions::new().write(true).open(path).with_context(|| format!("opening `{}`", path.display()))?;
+            f.write_all(bytes).with_context(|| format!("writing `{}`", path.display()))?;
+            Ok(())
+        }
+        Some(k) if k.is_dir() => anyhow::bail!("`{}` is a directory", path.display()),
+        _ => {
+            let target =
+                if follow { fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()) } else { path.to_path_buf() };
+            write_atomic_mode(&target, bytes, mode)
+        }
+    }
+}
+
 /// Creates `dir` and its missing parents with mode 0700.
 pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     fs::DirBuilder::new()
@@ -493,6 +540,38 @@ mod tests {
             let no_home = resolve(None, &NoEnv).unwrap_err();
             assert!(no_home.downcast_ref::<StateDirError>().is_some(), "{no_home:#}");
         }
+    }
+
+    #[test]
+    fn output_respects_what_the_path_is() {
+        let dir = tempfile::tempdir().unwrap();
+        // A FIFO is written in place, never renamed over.
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || fs::read(&fifo).unwrap())
+        };
+        write_output(&fifo, b"through the pipe", 0o644, false).unwrap();
+        assert_eq!(reader.join().unwrap(), b"through the pipe");
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fs::symlink_metadata(&fifo).unwrap().file_type()));
+        // A link to a file is refused, and both stay as they were; with `follow` the file
+        // it points to is replaced and the link kept.
+        let file = dir.path().join("real.prom");
+        fs::write(&file, "old").unwrap();
+        let link = dir.path().join("link.prom");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let e = write_output(&link, b"new", 0o644, false).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(fs::read(&file).unwrap(), b"old");
+        write_output(&link, b"new", 0o644, true).unwrap();
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read(&file).unwrap(), b"new");
+        // A regular file is replaced atomically, with the mode asked for.
+        let plain = dir.path().join("plain.html");
+        write_output(&plain, b"page", 0o640, false).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(fs::metadata(&plain).unwrap().permissions().mode() & 0o777, 0o640);
     }
 
     #[test]
