@@ -53,7 +53,7 @@ impl std::fmt::Debug for Params {
 }
 
 /// The error for a table lacking configured columns ([`CacheTable::missing_columns`]), naming
-/// each setting: "misconfigured: the table `t` has no column `k` (postgres[0].columns.key)".
+/// each setting: "misconfigured: the table `t` has no column `k` (`postgres[0].columns.key`)".
 pub fn misconfigured(table: &str, index: usize, missing: &[(&'static str, String)]) -> String {
     let each: Vec<String> =
         missing.iter().map(|(key, name)| format!("`{name}` (postgres[{index}].columns.{key})")).collect();
