@@ -8,6 +8,7 @@ mod cleanup;
 mod debug;
 mod exit_codes;
 mod export;
+mod faults;
 mod forecast;
 mod health;
 mod latency;

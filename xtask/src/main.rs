@@ -38,6 +38,16 @@ enum Task {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Run the fault suite (`tests/it/faults.rs`) with many kills per scenario; every test run
+    /// does a quick subset of it
+    Faults {
+        /// Kills per scenario
+        #[arg(long, default_value_t = 25)]
+        kills: u64,
+        /// Seed of the kill times (replays a sequence)
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 fn main() {
@@ -45,6 +55,7 @@ fn main() {
         Task::Codegen { check } => codegen::run(if check { codegen::Mode::Check } else { codegen::Mode::Write }),
         Task::Ci => ci::run(),
         Task::Bench { what, only } => bench::run(&what, &only),
+        Task::Faults { kills, seed } => faults(kills, seed),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -55,4 +66,19 @@ fn main() {
 /// The workspace root (xtask's parent directory).
 fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// `cargo xtask faults`: the fault tests with `FAULT_KILLS` kills each, their counts printed.
+fn faults(kills: u64, seed: Option<u64>) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["test", "-p", "cache-tests", "--test", "it", "faults::", "--", "--nocapture", "--test-threads", "1"])
+        .env("FAULT_KILLS", kills.to_string())
+        .current_dir(root());
+    if let Some(seed) = seed {
+        cmd.env("FAULT_SEED", seed.to_string());
+    }
+    let status = cmd.status()?;
+    anyhow::ensure!(status.success(), "the fault suite failed ({status})");
+    Ok(())
 }
