@@ -176,20 +176,28 @@ pub struct Loaded {
 ///
 /// `explicit` is `--config`. `state_dir` expands `{state_dir}` in directory paths.
 pub fn load(explicit: Option<&Path>, env: &dyn Env, state_dir: &Path) -> anyhow::Result<Loaded> {
-    let (mut config, source) = match find_file(explicit, env)? {
+    let (mut config, source, text) = match find_file(explicit, env)? {
         Some(path) => {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| ConfigError::new(path.display().to_string(), "(file)", format!("cannot read: {e}")))?;
-            (parse(&text, &path.display().to_string())?, ConfigSource::File(path))
+            (parse(&text, &path.display().to_string())?, ConfigSource::File(path), text)
         }
-        None => (parse(DEFAULT_CONFIG_TOML, "(embedded default)")?, ConfigSource::Embedded),
+        None => (parse(DEFAULT_CONFIG_TOML, "(embedded default)")?, ConfigSource::Embedded, String::new()),
     };
     let env_overrides = apply_env(&mut config, env)?;
     let source_name = match &source {
         ConfigSource::File(path) => path.display().to_string(),
         ConfigSource::Embedded => "(embedded default)".to_owned(),
     };
-    validate(&config, &source_name)?;
+    validate(&config, &source_name).map_err(|mut e| {
+        // A value the environment set is blamed on the variable; one from the file says its line.
+        if let Some(var) = env_overrides.iter().find(|v| overrides::key_of(v) == Some(e.key.as_str())) {
+            e.source_name = format!("environment variable {var}");
+        } else if let Some(line) = line_of(&text, &e.key) {
+            e.message = format!("{} (line {line})", e.message);
+        }
+        e
+    })?;
     expand_state_dir(&mut config, state_dir);
     Ok(Loaded { config, source, env_overrides })
 }
@@ -229,6 +237,48 @@ pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
         let inner = e.into_inner();
         ConfigError::new(source_name, key, located(text, &inner))
     })
+}
+
+/// The line of the TOML `text` where the dotted `key` (`redis[1].url`, `health.disk_percent`,
+/// `alerts.rules[0] ("name").condition`) is set, found by the tables and keys on the way.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    // Segments: `redis[1]` → ("redis", Some(1)); a quoted rule name is dropped.
+    let segments: Vec<(&str, Option<usize>)> = key
+        .split('.')
+        .map(|s| s.split(" (").next().unwrap_or(s))
+        .map(|s| match s.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse().ok()),
+            None => (s, None),
+        })
+        .collect();
+    let (last, tables) = segments.split_last()?;
+    let header: Vec<&str> = tables.iter().map(|(n, _)| *n).collect();
+    let header = header.join(".");
+    let index = tables.last().and_then(|(_, i)| *i).unwrap_or(0);
+    let lines: Vec<&str> = text.lines().collect();
+    let is_header = |l: &str| {
+        let l = l.trim();
+        l == format!("[{header}]") || l == format!("[[{header}]]")
+    };
+    // The index-th `[[header]]` (or the `[header]`), or the top level.
+    let start = if header.is_empty() {
+        0
+    } else {
+        lines.iter().enumerate().filter(|(_, l)| is_header(l)).nth(index).map(|(i, _)| i + 1)?
+    };
+    for (i, line) in lines.iter().enumerate().skip(start) {
+        let l = line.trim();
+        if i > start && l.starts_with('[') && !header.is_empty() {
+            break;
+        }
+        if header.is_empty() && l.starts_with('[') {
+            break;
+        }
+        if l.split(['=', ' ']).next() == Some(last.0) && l.contains('=') {
+            return Some(i + 1);
+        }
+    }
+    (!header.is_empty()).then_some(start)
 }
 
 fn located(text: &str, error: &toml::de::Error) -> String {

@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// The configuration is invalid: names the file (or environment variable) and the key.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("invalid configuration in `{source_name}` at `{key}`: {message}")]
 pub struct ConfigError {
     /// The file, or `environment variable NAME`, the bad value came from.

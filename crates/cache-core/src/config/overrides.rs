@@ -22,6 +22,18 @@ impl Env for ProcessEnv {
     }
 }
 
+/// The configuration key a variable sets (for errors blamed on the variable).
+pub(super) fn key_of(var: &str) -> Option<&'static str> {
+    Some(match var {
+        EnvVars::REDIS_URL => "redis[0].url",
+        EnvVars::DATABASE_URL => "postgres[0].url",
+        EnvVars::MEM0_URL => "memory[0].url",
+        EnvVars::MEM0_API_KEY => "memory[0].api_key",
+        EnvVars::PROJECT_NAME => "project_name",
+        _ => return None,
+    })
+}
+
 /// The name of a target created from the environment alone.
 const DEFAULT_TARGET: &str = "default";
 

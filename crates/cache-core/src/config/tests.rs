@@ -193,3 +193,28 @@ fn env_creates_targets_with_the_file_defaults() {
     assert_eq!(format!("{:?}", c.postgres), format!("{:?}", file.postgres));
     assert_eq!(format!("{:?}", c.memory), format!("{:?}", file.memory));
 }
+
+#[test]
+fn validation_errors_name_the_line_or_the_variable_that_set_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    let load_text = |text: &str, env: &MapEnv| {
+        std::fs::write(&file, text).unwrap();
+        let e = load(Some(&file), env, Path::new("/st")).unwrap_err();
+        e.downcast_ref::<ConfigError>().unwrap().clone()
+    };
+    let two = "project_name = \"p\"\n\n[[redis]]\nname = \"a\"\nurl = \"redis://x\"\n\n[[redis]]\nname = \"b\"\nurl = \"http://y\"\n";
+    let e = load_text(two, &no_env());
+    assert_eq!(e.key, "redis[1].url");
+    assert!(e.message.ends_with("(line 9)"), "{}", e.message);
+    let zero = "[[redis]]\nname = \"a\"\nurl = \"redis://x\"\ntimeout = \"0s\"\n";
+    let e = load_text(zero, &no_env());
+    assert_eq!(e.key, "redis[0].timeout");
+    assert!(e.message.ends_with("(line 4)"), "{}", e.message);
+    let health = "[health]\n# thresholds\ndisk_percent = { warn = 99, crit = 90 }\n";
+    assert!(load_text(health, &no_env()).message.ends_with("(line 3)"));
+    // A bad REDIS_URL is blamed on the variable, not on the file.
+    let env = MapEnv(HashMap::from([(EnvVars::HOME, "/x"), (EnvVars::REDIS_URL, "http://from-env")]));
+    let e = load_text("[[redis]]\nname = \"a\"\nurl = \"redis://x\"\n", &env);
+    assert_eq!((e.source_name.as_str(), e.key.as_str()), ("environment variable REDIS_URL", "redis[0].url"));
+}
