@@ -203,3 +203,47 @@ fn a_corrupt_state_file_of_any_kind_is_never_replaced() {
     }
     eprintln!("faults: corrupt state: {} documents x {} runs, none replaced", documents.len(), runs.len());
 }
+
+/// Sends `signal` (`STOP`, `CONT`) to `pid`.
+fn signal(pid: u32, signal: &str) {
+    assert!(
+        std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap().success()
+    );
+}
+
+#[test]
+fn a_frozen_redis_ends_every_tool_within_its_timeout_with_the_unreachable_code() {
+    let Some(redis) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\ntimeout = \"500ms\"\nconnect_timeout = \"500ms\"\n",
+        redis.url()
+    ));
+    // Frozen, as a server stuck in a fork or swapped out: connections open, nothing answers.
+    signal(redis.pid(), "STOP");
+    let runs: &[(&str, &[&str], i32)] = &[
+        (HEALTH, &["check", "--tier", "redis"], 2),
+        (CLEANUP, &["light", "--yes", "--tier", "redis"], 4),
+        (BACKUP, &["create", "--only", "redis"], 4),
+        (ANALYTICS, &["collect", "--tier", "redis"], 4),
+        (crate::DEBUG, &["memory", "--tier", "redis"], 4),
+        (crate::OPTIMIZER, &["run", "--tier", "redis"], 4),
+    ];
+    let mut failures = Vec::new();
+    for (tool, args, code) in runs {
+        let out = env.run(tool, args);
+        if out.code() != *code || out.elapsed > Duration::from_secs(5) {
+            failures.push(format!(
+                "{args:?}: exit {} in {:?}, want {code} within 5 s\n{}",
+                out.code(),
+                out.elapsed,
+                out.dump()
+            ));
+        }
+    }
+    signal(redis.pid(), "CONT");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Thawed, the same runs succeed.
+    env.run(HEALTH, &["check", "--tier", "redis"]).expect_code(0);
+    eprintln!("faults: frozen redis: {} tools, each ended in time with its code", runs.len());
+}

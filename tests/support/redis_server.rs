@@ -183,6 +183,11 @@ impl RedisServer {
             .unwrap();
     }
 
+    /// The server process's id (to freeze it with SIGSTOP, as a hung server would be).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the server now (as a crash would: SIGKILL) and waits for it.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
