@@ -54,6 +54,15 @@ fn open(path: &PathBuf) -> anyhow::Result<File> {
         .with_context(|| format!("opening lock file `{}`", path.display()))
 }
 
+/// Whether `file` is still the file at `path` (same device and inode).
+fn still_at_path(file: &File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 fn read_holder(file: &mut File) -> Option<LockHolder> {
     let mut text = String::new();
     file.rewind().ok()?;
@@ -65,14 +74,22 @@ impl JobLock {
     /// Takes `job`'s lock, or fails at once with [`LockHeld`].
     pub fn try_acquire(state: &StateDir, job: &str, command: &str) -> anyhow::Result<Self> {
         let path = lock_path(state, job);
-        let mut file = open(&path)?;
-        match file.try_lock() {
-            Ok(()) => Self::held(file, path, command),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                Err(LockHeld { job: job.to_owned(), holder: read_holder(&mut file) }.into())
+        // A lock is only a lock while its file is the one at the path: one removed or replaced
+        // between our open and our lock is taken again from the path.
+        for _ in 0..3 {
+            let mut file = open(&path)?;
+            match file.try_lock() {
+                Ok(()) if still_at_path(&file, &path) => return Self::held(file, path, command),
+                Ok(()) => continue,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(LockHeld { job: job.to_owned(), holder: read_holder(&mut file) }.into());
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("locking `{}`", path.display()));
+                }
             }
-            Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking `{}`", path.display())),
         }
+        anyhow::bail!("the lock file `{}` keeps being replaced: another process is removing it", path.display())
     }
 
     /// Takes `job`'s lock, waiting for the current holder to finish.
@@ -84,7 +101,20 @@ impl JobLock {
             .await
             .context("waiting for the job lock")?
             .with_context(|| format!("locking `{}`", wait_path.display()))?;
+        if !still_at_path(&file, &path) {
+            // The holder's file was removed while we waited: take the lock at the path now.
+            return Self::try_acquire_now(path, command).await;
+        }
         Self::held(file, path, command)
+    }
+
+    async fn try_acquire_now(path: PathBuf, command: &str) -> anyhow::Result<Self> {
+        let file = open(&path)?;
+        let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .context("waiting for the job lock")??;
+        anyhow::ensure!(still_at_path(&locked, &path), "the lock file `{}` keeps being replaced", path.display());
+        Self::held(locked, path, command)
     }
 
     fn held(mut file: File, path: PathBuf, command: &str) -> anyhow::Result<Self> {
@@ -144,5 +174,20 @@ mod tests {
         drop(first);
         assert_eq!(JobLock::holder(&state, "job").unwrap(), None);
         JobLock::try_acquire(&state, "job", "tool again").unwrap();
+    }
+
+    #[test]
+    fn a_lock_file_replaced_at_its_path_is_no_longer_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks/job.lock");
+        let file = open(&path).unwrap();
+        assert!(still_at_path(&file, &path));
+        std::fs::remove_file(&path).unwrap();
+        assert!(!still_at_path(&file, &path), "a removed file is no lock");
+        std::fs::write(&path, "").unwrap();
+        assert!(!still_at_path(&file, &path), "another file at the path is another lock");
+        let state = StateDir::open(dir.path().to_path_buf()).unwrap();
+        let lock = JobLock::try_acquire(&state, "job", "x").unwrap();
+        assert!(still_at_path(&lock.file, &path));
     }
 }
