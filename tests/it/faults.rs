@@ -247,3 +247,39 @@ fn a_frozen_redis_ends_every_tool_within_its_timeout_with_the_unreachable_code()
     env.run(HEALTH, &["check", "--tier", "redis"]).expect_code(0);
     eprintln!("faults: frozen redis: {} tools, each ended in time with its code", runs.len());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_postgres_ends_every_tool_within_its_timeout_with_the_unreachable_code() {
+    let Some(pg) = cache_tests::PgServer::start() else { return };
+    let url = pg.create_database("app").await;
+    pg.client("app").await.batch_execute(crate::health_table_sql()).await.unwrap();
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[postgres]]\nname = \"main\"\nurl = \"{url}\"\ntimeout = \"500ms\"\nconnect_timeout = \"500ms\"\n"
+    ));
+    // The postmaster frozen: a new session is never forked, so every connect hangs.
+    signal(pg.pid(), "STOP");
+    let runs: &[(&str, &[&str], i32)] = &[
+        (HEALTH, &["check", "--tier", "postgres"], 2),
+        (CLEANUP, &["light", "--yes", "--tier", "postgres"], 4),
+        (BACKUP, &["create", "--only", "postgres"], 4),
+        (ANALYTICS, &["collect", "--tier", "postgres"], 4),
+        (crate::OPTIMIZER, &["run", "--tier", "postgres"], 4),
+    ];
+    let mut failures = Vec::new();
+    for (tool, args, code) in runs {
+        let out = env.run(tool, args);
+        if out.code() != *code || out.elapsed > Duration::from_secs(5) {
+            failures.push(format!(
+                "{args:?}: exit {} in {:?}, want {code} within 5 s\n{}",
+                out.code(),
+                out.elapsed,
+                out.dump()
+            ));
+        }
+    }
+    signal(pg.pid(), "CONT");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    env.run(HEALTH, &["check", "--tier", "postgres"]).expect_code(0);
+    eprintln!("faults: frozen postgres: {} tools, each ended in time with its code", runs.len());
+}

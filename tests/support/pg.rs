@@ -193,6 +193,11 @@ impl PgServer {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// The postmaster's process id (to freeze it with SIGSTOP, as a hung server would be).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The port (which also names the Unix socket).
     pub fn port(&self) -> u16 {
         self.port
