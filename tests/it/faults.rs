@@ -204,6 +204,26 @@ fn a_corrupt_state_file_of_any_kind_is_never_replaced() {
     eprintln!("faults: corrupt state: {} documents x {} runs, none replaced", documents.len(), runs.len());
 }
 
+/// A run: tool, arguments, the exit code it must end with.
+type Run<'a> = (&'a str, &'a [&'a str], i32);
+
+/// Each run that did not end within 5 s with its code, described.
+fn late_or_wrong(env: &TestEnv, runs: &[Run<'_>]) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (tool, args, code) in runs {
+        let out = env.run(tool, args);
+        if out.code() != *code || out.elapsed > Duration::from_secs(5) {
+            failures.push(format!(
+                "{args:?}: exit {} in {:?}, want {code} within 5 s\n{}",
+                out.code(),
+                out.elapsed,
+                out.dump()
+            ));
+        }
+    }
+    failures
+}
+
 /// Sends `signal` (`STOP`, `CONT`) to `pid`.
 fn signal(pid: u32, signal: &str) {
     assert!(
@@ -221,7 +241,7 @@ fn a_frozen_redis_ends_every_tool_within_its_timeout_with_the_unreachable_code()
     ));
     // Frozen, as a server stuck in a fork or swapped out: connections open, nothing answers.
     signal(redis.pid(), "STOP");
-    let runs: &[(&str, &[&str], i32)] = &[
+    let runs: &[Run<'_>] = &[
         (HEALTH, &["check", "--tier", "redis"], 2),
         (CLEANUP, &["light", "--yes", "--tier", "redis"], 4),
         (BACKUP, &["create", "--only", "redis"], 4),
@@ -229,18 +249,7 @@ fn a_frozen_redis_ends_every_tool_within_its_timeout_with_the_unreachable_code()
         (crate::DEBUG, &["memory", "--tier", "redis"], 4),
         (crate::OPTIMIZER, &["run", "--tier", "redis"], 4),
     ];
-    let mut failures = Vec::new();
-    for (tool, args, code) in runs {
-        let out = env.run(tool, args);
-        if out.code() != *code || out.elapsed > Duration::from_secs(5) {
-            failures.push(format!(
-                "{args:?}: exit {} in {:?}, want {code} within 5 s\n{}",
-                out.code(),
-                out.elapsed,
-                out.dump()
-            ));
-        }
-    }
+    let failures = late_or_wrong(&env, runs);
     signal(redis.pid(), "CONT");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Thawed, the same runs succeed.
@@ -259,25 +268,14 @@ async fn a_frozen_postgres_ends_every_tool_within_its_timeout_with_the_unreachab
     ));
     // The postmaster frozen: a new session is never forked, so every connect hangs.
     signal(pg.pid(), "STOP");
-    let runs: &[(&str, &[&str], i32)] = &[
+    let runs: &[Run<'_>] = &[
         (HEALTH, &["check", "--tier", "postgres"], 2),
         (CLEANUP, &["light", "--yes", "--tier", "postgres"], 4),
         (BACKUP, &["create", "--only", "postgres"], 4),
         (ANALYTICS, &["collect", "--tier", "postgres"], 4),
         (crate::OPTIMIZER, &["run", "--tier", "postgres"], 4),
     ];
-    let mut failures = Vec::new();
-    for (tool, args, code) in runs {
-        let out = env.run(tool, args);
-        if out.code() != *code || out.elapsed > Duration::from_secs(5) {
-            failures.push(format!(
-                "{args:?}: exit {} in {:?}, want {code} within 5 s\n{}",
-                out.code(),
-                out.elapsed,
-                out.dump()
-            ));
-        }
-    }
+    let failures = late_or_wrong(&env, runs);
     signal(pg.pid(), "CONT");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     env.run(HEALTH, &["check", "--tier", "postgres"]).expect_code(0);
