@@ -274,7 +274,7 @@ async fn info(
         .collect();
     let interval = ledger::interval(lookback.before, &seen);
     report.seen = seen;
-    let lookups = (interval.lookups.hits + interval.lookups.misses) as f64;
+    let lookups = interval.lookups.hits + interval.lookups.misses;
     let Some(ratio) = interval.hit_ratio() else {
         let why = if interval.measured == 0 && lookback.before.is_empty() {
             "unknown until the next check: the first check has no interval to measure".to_owned()
@@ -287,34 +287,30 @@ async fn info(
         report.headline = headline.join(", ");
         return;
     };
-    {
-        let lookups = lookups as u64;
-        report.metric("hit_ratio", round3(ratio));
-        report.metric("hit_ratio_interval_seconds", interval.seconds);
-        report.observe(Metric::HitRatio, ratio);
-        headline.push(format!("hit ratio {:.1}%", ratio * 100.0));
-        let judged = lookups >= settings.hit_ratio_min_lookups;
-        let status = if judged && ratio < settings.hit_ratio_min { Status::Degraded } else { Status::Healthy };
-        let mut perf = report.perf("hit_ratio", round3(ratio * 100.0), "%").range(0.0, Some(100.0));
-        if judged {
-            perf = perf.floor(settings.hit_ratio_min * 100.0);
-        }
-        let of =
-            format!("{:.1}% of the applications' {lookups} lookups in the last {} s", ratio * 100.0, interval.seconds);
-        let summary = if judged {
-            format!("{of} (minimum {:.0}%)", settings.hit_ratio_min * 100.0)
-        } else {
-            format!("{of} (too few to judge)")
-        };
-        report.check("hit_ratio", status, summary, Some(perf));
-        if status == Status::Degraded {
-            report.recommendations.push(format!(
-                "{}: hit ratio {:.1}% is under {:.0}%; review TTLs and warm the hottest keys",
-                report.id(),
-                ratio * 100.0,
-                settings.hit_ratio_min * 100.0
-            ));
-        }
+    report.metric("hit_ratio", round3(ratio));
+    report.metric("hit_ratio_interval_seconds", interval.seconds);
+    report.observe(Metric::HitRatio, ratio);
+    headline.push(format!("hit ratio {:.1}%", ratio * 100.0));
+    let judged = lookups >= settings.hit_ratio_min_lookups;
+    let status = if judged && ratio < settings.hit_ratio_min { Status::Degraded } else { Status::Healthy };
+    let mut perf = report.perf("hit_ratio", round3(ratio * 100.0), "%").range(0.0, Some(100.0));
+    if judged {
+        perf = perf.floor(settings.hit_ratio_min * 100.0);
+    }
+    let of = format!("{:.1}% of the applications' {lookups} lookups in the last {} s", ratio * 100.0, interval.seconds);
+    let summary = if judged {
+        format!("{of} (minimum {:.0}%)", settings.hit_ratio_min * 100.0)
+    } else {
+        format!("{of} (too few to judge)")
+    };
+    report.check("hit_ratio", status, summary, Some(perf));
+    if status == Status::Degraded {
+        report.recommendations.push(format!(
+            "{}: hit ratio {:.1}% is under {:.0}%; review TTLs and warm the hottest keys",
+            report.id(),
+            ratio * 100.0,
+            settings.hit_ratio_min * 100.0
+        ));
     }
     report.headline = headline.join(", ");
 }
