@@ -176,6 +176,7 @@ impl RedisJob<'_> {
             cluster: node.is_some(),
             cursor_file: &cursor_file,
             access: std::sync::OnceLock::new(),
+            own: std::sync::Mutex::default(),
         };
         let memory_target = self.policy().memory_target_percent;
         // What eviction will need at most: the excess now (the first pass can only lower it).
@@ -590,9 +591,7 @@ impl Eviction<'_> {
                 _ => {}
             }
         }
-        if let Err(e) = cache_core::ledger::record(self.pass.job.state, self.pass.run_id, lookups) {
-            tracing::warn!("recording the toolkit's own lookups: {e:#}");
-        }
+        self.pass.count(lookups);
         Ok(batch
             .into_iter()
             .zip(now)
@@ -627,6 +626,25 @@ struct Pass<'a> {
     cursor_file: &'a str,
     /// How the server measures access, once a scan has learnt it.
     access: std::sync::OnceLock<Access>,
+    /// The pass's own lookups and commands outside the scanner (re-checks, writes), recorded
+    /// in the ledger once, when the pass ends however it ends.
+    own: std::sync::Mutex<cache_core::ledger::Lookups>,
+}
+
+impl Pass<'_> {
+    /// Adds lookups or commands the pass caused.
+    fn count(&self, lookups: cache_core::ledger::Lookups) {
+        *self.own.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += lookups;
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        let own = *self.own.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = cache_core::ledger::record(self.job.state, self.run_id, own) {
+            tracing::warn!("recording the toolkit's own lookups: {e:#}");
+        }
+    }
 }
 
 impl Pass<'_> {
@@ -902,11 +920,7 @@ impl Pass<'_> {
         let replies: Vec<i64> = pipe.query_async(conn).await?;
         // The toolkit's commands, never the application's operations.
         let sent = (unlinks + expires.len()) as u64;
-        if let Err(e) =
-            cache_core::ledger::record(self.job.state, self.run_id, cache_core::ledger::Lookups::commands(sent))
-        {
-            tracing::warn!("recording the toolkit's own commands: {e:#}");
-        }
+        self.count(cache_core::ledger::Lookups::commands(sent));
         let mut replies = replies.into_iter();
         report.removed += replies.by_ref().take(unlinks).map(|r| r.max(0) as u64).sum::<u64>();
         report.expired += replies.filter(|r| *r == 1).count() as u64;
