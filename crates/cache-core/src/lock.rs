@@ -3,6 +3,12 @@
 //! The lock is an advisory `flock` on `locks/<job>.lock` in the state directory. The kernel
 //! drops it when the process exits, however it exits, so a crash never leaves a stale lock. The
 //! file's content names the holder (pid, host, start, command) for error messages and status.
+//!
+//! A lock file removed (or replaced) while its holder runs is still that holder's lock: the
+//! holder keeps the removed file open and locked. Before a run proceeds on a lock newly taken
+//! at the path, the open files of the host's processes are searched for a removed file of the
+//! same path that someone still holds locked (as `lsof` finds deleted open files), and the run
+//! is refused (or, with `--wait`, waits for that holder) exactly as if the file were still there.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -63,6 +69,33 @@ fn still_at_path(file: &File, path: &std::path::Path) -> bool {
     }
 }
 
+/// A removed (or replaced) lock file of `path` that another process still holds locked: open on
+/// the same file through `/proc/<pid>/fd`, so that its holder can be read and its lock waited
+/// for. `None` when there is none, or where `/proc` cannot tell (not Linux, or processes of
+/// other users, whose runs do not share this state directory's locks anyway).
+fn removed_but_held(path: &std::path::Path) -> Option<File> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return None };
+    let wanted = std::fs::canonicalize(dir).ok()?.join(name);
+    let wanted = std::ffi::OsString::from(format!("{} (deleted)", wanted.display()));
+    let me = std::process::id().to_string();
+    for process in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = process.file_name();
+        if pid.to_str().is_none_or(|p| p == me || !p.bytes().all(|b| b.is_ascii_digit())) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(process.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == wanted) {
+                let Ok(file) = OpenOptions::new().read(true).open(fd.path()) else { continue };
+                if matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)) {
+                    return Some(file);
+                }
+            }
+        }
+    }
+    None
+}
+
 fn read_holder(file: &mut File) -> Option<LockHolder> {
     let mut text = String::new();
     file.rewind().ok()?;
@@ -79,7 +112,12 @@ impl JobLock {
         for _ in 0..3 {
             let mut file = open(&path)?;
             match file.try_lock() {
-                Ok(()) if still_at_path(&file, &path) => return Self::held(file, path, command),
+                Ok(()) if still_at_path(&file, &path) => {
+                    if let Some(mut orphan) = removed_but_held(&path) {
+                        return Err(LockHeld { job: job.to_owned(), holder: read_holder(&mut orphan) }.into());
+                    }
+                    return Self::held(file, path, command);
+                }
                 Ok(()) => continue,
                 Err(std::fs::TryLockError::WouldBlock) => {
                     return Err(LockHeld { job: job.to_owned(), holder: read_holder(&mut file) }.into());
@@ -95,6 +133,13 @@ impl JobLock {
     /// Takes `job`'s lock, waiting for the current holder to finish.
     pub async fn acquire_waiting(state: &StateDir, job: &str, command: &str) -> anyhow::Result<Self> {
         let path = lock_path(state, job);
+        // A holder whose file was removed is waited for first (its lock ends when it does).
+        while let Some(orphan) = removed_but_held(&path) {
+            tokio::task::spawn_blocking(move || orphan.lock().map(|()| drop(orphan)))
+                .await
+                .context("waiting for the job lock")?
+                .with_context(|| format!("waiting for the holder of the removed `{}`", path.display()))?;
+        }
         let file = open(&path)?;
         let wait_path = path.clone();
         let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
@@ -189,5 +234,46 @@ mod tests {
         let state = StateDir::open(dir.path().to_path_buf()).unwrap();
         let lock = JobLock::try_acquire(&state, "job", "x").unwrap();
         assert!(still_at_path(&lock.file, &path));
+    }
+
+    /// Another process (util-linux `flock`, as a run would) holds the lock; the file is then
+    /// removed, and replaced, under it: no second run may take the lock until the holder ends.
+    #[tokio::test]
+    async fn a_lock_file_removed_under_its_holder_still_keeps_others_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path().to_path_buf()).unwrap();
+        let path = lock_path(&state, "job");
+        create_private_dir(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, r#"{"pid":1,"host":"h","started_at":"2026-01-01T00:00:00Z","command":"holder"}"#)
+            .unwrap();
+        let mut holder = std::process::Command::new("flock")
+            .args(["--nonblock", "--no-fork"])
+            .arg(&path)
+            .args(["sleep", "30"])
+            .spawn()
+            .expect("util-linux flock");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while JobLock::holder(&state, "job").unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "flock never took the lock");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::fs::remove_file(&path).unwrap();
+        let err = JobLock::try_acquire(&state, "job", "second").unwrap_err();
+        let held = err.downcast_ref::<LockHeld>().expect("the removed file's holder still holds the job");
+        assert_eq!(held.holder.as_ref().unwrap().command, "holder");
+        // Still refused after a third party puts a new file at the path.
+        std::fs::write(&path, "").unwrap();
+        assert!(JobLock::try_acquire(&state, "job", "third").unwrap_err().downcast_ref::<LockHeld>().is_some());
+        // `--wait` waits for the holder of the removed file, then runs.
+        let waiting = tokio::spawn({
+            let state = StateDir::open(dir.path().to_path_buf()).unwrap();
+            async move { JobLock::acquire_waiting(&state, "job", "waiter").await.map(|_lock| ()) }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "a waiter must wait for the removed file's holder");
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await.unwrap().unwrap().unwrap();
+        JobLock::try_acquire(&state, "job", "after").unwrap();
     }
 }
