@@ -72,7 +72,7 @@ _cache__analytics() {
 
     case "${cmd}" in
         cache__analytics)
-            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help --version collect dashboard export generate forecast windows completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help --version collect dashboard export generate forecast windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -94,6 +94,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -102,7 +106,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__collect)
-            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -128,6 +132,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -136,7 +144,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__completions)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help bash elvish fish powershell zsh"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -158,6 +166,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -166,7 +178,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__dashboard)
-            opts="-o -v -q -h --output --follow-symlinks --serve --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-o -v -q -h --output --follow-symlinks --serve --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -200,6 +212,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -208,7 +224,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__export)
-            opts="-o -v -q -h --format --output --follow-symlinks --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-o -v -q -h --format --output --follow-symlinks --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -242,6 +258,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -250,7 +270,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__forecast)
-            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -276,6 +296,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -284,7 +308,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__generate)
-            opts="-v -q -h --period --date --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --period --date --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -316,6 +340,10 @@ _cache__analytics() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -452,7 +480,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__windows)
-            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -476,6 +504,10 @@ _cache__analytics() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 *)

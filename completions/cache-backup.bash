@@ -72,7 +72,7 @@ _cache__backup() {
 
     case "${cmd}" in
         cache__backup)
-            opts="-v -q -y -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help --version create list verify restore prune schedule completions help"
+            opts="-v -q -y -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help --version create list verify restore prune schedule completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -94,6 +94,10 @@ _cache__backup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -106,7 +110,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__completions)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help bash elvish fish powershell zsh"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -128,6 +132,10 @@ _cache__backup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -140,7 +148,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__create)
-            opts="-v -q -y -h --only --level --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --only --level --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -168,6 +176,10 @@ _cache__backup() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -308,7 +320,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__list)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -328,6 +340,10 @@ _cache__backup() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -342,7 +358,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__prune)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -364,6 +380,10 @@ _cache__backup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -376,7 +396,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__restore)
-            opts="-v -q -y -h --date --postgres --extract-files --replace-dump --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --date --postgres --extract-files --replace-dump --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -410,6 +430,10 @@ _cache__backup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -422,7 +446,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__schedule)
-            opts="-v -q -y -h --set --enable --disable --reset --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --set --enable --disable --reset --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -448,6 +472,10 @@ _cache__backup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -460,7 +488,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__verify)
-            opts="-v -q -y -h --all --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --all --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -480,6 +508,10 @@ _cache__backup() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)

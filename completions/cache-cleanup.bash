@@ -102,7 +102,7 @@ _cache__cleanup() {
 
     case "${cmd}" in
         cache__cleanup)
-            opts="-v -q -y -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help --version smart light moderate targeted aggressive evict category files logs memory undo completions help"
+            opts="-v -q -y -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help --version smart light moderate targeted aggressive evict category files logs memory undo completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -124,6 +124,10 @@ _cache__cleanup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -140,7 +144,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__aggressive)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -162,6 +166,10 @@ _cache__cleanup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -178,7 +186,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__category)
-            opts="-v -q -y -h --mode --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --mode --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -204,6 +212,10 @@ _cache__cleanup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -220,7 +232,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__completions)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help bash elvish fish powershell zsh"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -240,6 +252,10 @@ _cache__cleanup() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -258,7 +274,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__evict)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -278,6 +294,10 @@ _cache__cleanup() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -296,7 +316,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__files)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -316,6 +336,10 @@ _cache__cleanup() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -530,7 +554,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__light)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -550,6 +574,10 @@ _cache__cleanup() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -568,7 +596,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__logs)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -590,6 +618,10 @@ _cache__cleanup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -606,7 +638,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__memory)
-            opts="-v -q -y -h --mode --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --mode --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -632,6 +664,10 @@ _cache__cleanup() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -648,7 +684,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__moderate)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -668,6 +704,10 @@ _cache__cleanup() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -686,7 +726,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__smart)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -706,6 +746,10 @@ _cache__cleanup() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -724,7 +768,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__targeted)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -744,6 +788,10 @@ _cache__cleanup() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -762,7 +810,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__undo)
-            opts="-v -q -y -h --list --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --list --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -782,6 +830,10 @@ _cache__cleanup() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)

@@ -20,6 +20,11 @@ _cache-cleanup() {
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -53,6 +58,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -77,6 +87,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -101,6 +116,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -125,6 +145,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -149,6 +174,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -173,6 +203,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -201,6 +236,11 @@ aggressive\:"Everything\: orphans, oversized, idle, stale memories, down to a me
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -226,6 +266,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -250,6 +295,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -278,6 +328,11 @@ aggressive\:"Everything\: orphans, oversized, idle, stale memories, down to a me
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -302,6 +357,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -328,6 +388,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \

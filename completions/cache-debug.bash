@@ -72,7 +72,7 @@ _cache__debug() {
 
     case "${cmd}" in
         cache__debug)
-            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help --version performance connections memory logs security config completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help --version performance connections memory logs security config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -94,6 +94,10 @@ _cache__debug() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -106,7 +110,7 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__completions)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help bash elvish fish powershell zsh"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -126,6 +130,10 @@ _cache__debug() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -140,7 +148,7 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__config)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -160,6 +168,10 @@ _cache__debug() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -174,7 +186,7 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__connections)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -194,6 +206,10 @@ _cache__debug() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -334,7 +350,7 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__logs)
-            opts="-v -q -h --days --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help"
+            opts="-v -q -h --days --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -360,6 +376,10 @@ _cache__debug() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -372,7 +392,7 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__memory)
-            opts="-v -q -h --sample --top --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help"
+            opts="-v -q -h --sample --top --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -402,6 +422,10 @@ _cache__debug() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -414,7 +438,7 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__performance)
-            opts="-v -q -h --samples --top --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help"
+            opts="-v -q -h --samples --top --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -444,6 +468,10 @@ _cache__debug() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -456,7 +484,7 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__security)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -476,6 +504,10 @@ _cache__debug() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)

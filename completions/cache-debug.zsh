@@ -20,6 +20,11 @@ _cache-debug() {
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -49,6 +54,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -67,6 +77,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -87,6 +102,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -106,6 +126,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -124,6 +149,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -142,6 +172,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -160,6 +195,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \

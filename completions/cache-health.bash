@@ -69,7 +69,7 @@ _cache__health() {
 
     case "${cmd}" in
         cache__health)
-            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help --version check monitor alerts completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help --version check monitor alerts completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -91,6 +91,10 @@ _cache__health() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json nagios" -- "${cur}"))
                     return 0
@@ -103,7 +107,7 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__alerts)
-            opts="-v -q -h --ack --all --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help test help"
+            opts="-v -q -h --ack --all --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help test help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -127,6 +131,10 @@ _cache__health() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -183,7 +191,7 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__alerts__subcmd__test)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -205,6 +213,10 @@ _cache__health() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text json nagios" -- "${cur}"))
                     return 0
@@ -217,7 +229,7 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__check)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -237,6 +249,10 @@ _cache__health() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -251,7 +267,7 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__completions)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help bash elvish fish powershell zsh"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -271,6 +287,10 @@ _cache__health() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -383,7 +403,7 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__monitor)
-            opts="-v -q -h --once --interval --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --format --help"
+            opts="-v -q -h --once --interval --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -407,6 +427,10 @@ _cache__health() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 --format)

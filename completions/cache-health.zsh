@@ -20,6 +20,11 @@ _cache-health() {
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format\: a table, one JSON document, or one monitoring-plugin line with perfdata]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"
 nagios\:"One monitoring-plugin line with performance data (cache-health only)"))' \
@@ -48,6 +53,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format\: a table, one JSON document, or one monitoring-plugin line with perfdata]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"
 nagios\:"One monitoring-plugin line with performance data (cache-health only)"))' \
@@ -68,6 +78,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format\: a table, one JSON document, or one monitoring-plugin line with perfdata]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"
 nagios\:"One monitoring-plugin line with performance data (cache-health only)"))' \
@@ -89,6 +104,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format\: a table, one JSON document, or one monitoring-plugin line with perfdata]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"
 nagios\:"One monitoring-plugin line with performance data (cache-health only)"))' \
@@ -117,6 +137,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format\: a table, one JSON document, or one monitoring-plugin line with perfdata]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"
 nagios\:"One monitoring-plugin line with performance data (cache-health only)"))' \
@@ -165,6 +190,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format\: a table, one JSON document, or one monitoring-plugin line with perfdata]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"
 nagios\:"One monitoring-plugin line with performance data (cache-health only)"))' \

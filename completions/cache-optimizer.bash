@@ -66,7 +66,7 @@ _cache__optimizer() {
 
     case "${cmd}" in
         cache__optimizer)
-            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help --version analyze run rollback warm schedule completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help --version analyze run rollback warm schedule completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -88,6 +88,10 @@ _cache__optimizer() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -96,7 +100,7 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__analyze)
-            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -122,6 +126,10 @@ _cache__optimizer() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -130,7 +138,7 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__completions)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help bash elvish fish powershell zsh"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -150,6 +158,10 @@ _cache__optimizer() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -272,7 +284,7 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__rollback)
-            opts="-v -q -h --list --dry-run --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --list --dry-run --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -296,6 +308,10 @@ _cache__optimizer() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -306,7 +322,7 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__run)
-            opts="-v -q -h --apply --dry-run --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --apply --dry-run --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -332,6 +348,10 @@ _cache__optimizer() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -340,7 +360,7 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__schedule)
-            opts="-v -q -h --at --next-window --list --cancel --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --at --next-window --list --cancel --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -374,6 +394,10 @@ _cache__optimizer() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -382,7 +406,7 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__warm)
-            opts="-v -q -h --from --into --max-entries --force --dry-run --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --from --into --max-entries --force --dry-run --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -418,6 +442,10 @@ _cache__optimizer() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -20,6 +20,11 @@ _cache-optimizer() {
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
@@ -47,6 +52,11 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
@@ -65,6 +75,11 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--apply[Also apply configuration changes (maxmemory-policy, table storage parameters)]' \
 '--dry-run[Change nothing\: list what would be done]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -85,6 +100,11 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '()--list[List the rollback points instead]' \
 '--dry-run[Change nothing\: list what would be restored]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -109,6 +129,11 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--force[Warm even when the next hour is not busy, or there is no usage profile yet]' \
 '--dry-run[Change nothing\: list what would be copied]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -131,6 +156,11 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--next-window[At the start of the next low-usage window found by \`cache-analytics windows\`]' \
 '--list[List the scheduled optimizations]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -149,6 +179,11 @@ _arguments "${_arguments_options[@]}" : \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
 '--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \

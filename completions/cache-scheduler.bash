@@ -123,7 +123,7 @@ _cache__scheduler() {
 
     case "${cmd}" in
         cache__scheduler)
-            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help --version init install uninstall start stop restart status optimize windows completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help --version init install uninstall start stop restart status optimize windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -145,6 +145,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -153,7 +157,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__completions)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help bash elvish fish powershell zsh"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -173,6 +177,10 @@ _cache__scheduler() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -393,7 +401,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__init)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -415,6 +423,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -423,7 +435,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__install)
-            opts="-v -q -h --cron-d --systemd --kubernetes --user --print --image --namespace --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --cron-d --systemd --kubernetes --user --print --image --namespace --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -465,6 +477,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -473,7 +489,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__optimize)
-            opts="-v -q -h --dry-run --install --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --dry-run --install --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -497,6 +513,10 @@ _cache__scheduler() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -507,7 +527,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__restart)
-            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -531,6 +551,10 @@ _cache__scheduler() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -541,7 +565,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__start)
-            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -567,6 +591,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -575,7 +603,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__status)
-            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -601,6 +629,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -609,7 +641,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__stop)
-            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -635,6 +667,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -643,7 +679,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__uninstall)
-            opts="-v -q -h --cron-d --systemd --kubernetes --user --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --cron-d --systemd --kubernetes --user --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -677,6 +713,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -685,7 +725,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__windows)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help list add remove help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help list add remove help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -707,6 +747,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -715,7 +759,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__windows__subcmd__add)
-            opts="-v -q -h --start --duration --timezone --task --max-heavy --silence --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --start --duration --timezone --task --max-heavy --silence --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -759,6 +803,10 @@ _cache__scheduler() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -839,7 +887,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__windows__subcmd__list)
-            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -865,6 +913,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -873,7 +925,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__windows__subcmd__remove)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --verbose --quiet --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -893,6 +945,10 @@ _cache__scheduler() {
                     ;;
                 --scheduled)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
                 *)

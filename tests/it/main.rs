@@ -15,6 +15,7 @@ mod latency;
 mod ledger;
 mod monitor;
 mod optimizer;
+mod runs;
 mod scheduler;
 
 pub(crate) use health::health_table_sql;

@@ -358,8 +358,7 @@ fn render(d: &Data) -> String {
     );
 
     // Automation status (seed 000).
-    let last_of =
-        |family: &str| d.runs.iter().rev().find(|r| job_family(&r.job) == family && r.outcome != Outcome::Locked);
+    let last_of = |family: &str| d.runs.iter().rev().find(|r| job_family(&r.job) == family && r.outcome.is_a_run());
     let collect_age = d.last.as_ref().map(|s| d.now - s.timestamp);
     let automation = match collect_age {
         Some(age) if age <= STALE => ("active".to_owned(), Level::Healthy),
@@ -511,7 +510,7 @@ fn render(d: &Data) -> String {
 
     // 24-hour activity (seed 000).
     let mut activity: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in d.runs.iter().filter(|r| r.started_at > d.now - Duration::days(1) && r.outcome != Outcome::Locked) {
+    for r in d.runs.iter().filter(|r| r.started_at > d.now - Duration::days(1) && r.outcome.is_a_run()) {
         *activity.entry(job_family(&r.job)).or_default() += 1;
     }
     let mut parts: Vec<String> = ["Analytics", "Health checks", "Cleanups", "Optimizations", "Backups", "Reports"]
@@ -523,7 +522,7 @@ fn render(d: &Data) -> String {
 
     // Task success rate and duration (seed 003).
     let mut per_job: BTreeMap<&str, (u32, u32, u64, Option<&RunRecord>)> = BTreeMap::new();
-    for r in d.runs.iter().filter(|r| !matches!(r.outcome, Outcome::Locked | Outcome::Skipped)) {
+    for r in d.runs.iter().filter(|r| r.outcome.is_a_run() && r.outcome != Outcome::Skipped) {
         let e = per_job.entry(&r.job).or_default();
         e.0 += 1;
         e.1 += u32::from(r.outcome == Outcome::Success);
@@ -608,6 +607,8 @@ fn outcome_text(o: Outcome) -> &'static str {
         Outcome::Failed => "failed",
         Outcome::Skipped => "skipped",
         Outcome::Locked => "locked out",
+        Outcome::Interrupted => "interrupted",
+        Outcome::DryRun => "dry run",
     }
 }
 

@@ -52,7 +52,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Prune => ("prune", cli.mutation.confirm("delete the backups no retention rule keeps")?),
         Command::List | Command::Schedule { .. } | Command::Completions(_) => unreachable!("handled before"),
     };
-    let job = ctx.begin_job(JOB, &format!("cache-backup {name}")).await?;
+    // Only `create` is the backup job's run (what `cleanup-deep` waits for); the other
+    // commands run under its lock but are recorded as themselves, and a dry run as none.
+    let work = cache_core::app::Work::new(JOB, format!("cache-backup {name}")).dry_run(!apply);
+    let job = ctx.begin(if name == "create" { work } else { work.recorded_as(format!("backup-{name}")) }).await?;
     let result = match &cli.command {
         Command::Create { only, level } => create(&ctx, &store, only, *level).await,
         Command::Verify { backup, all } => verify(&ctx, &store, backup, *all),

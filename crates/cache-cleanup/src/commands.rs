@@ -74,7 +74,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let ctx = Context::load(&cli.common, format, Convention::Standard)?;
     let cap_lifted = crate::cap::lifted(cli.force, cli.common.scheduled.is_some())?;
     let apply = cli.mutation.confirm(&format!("clean up ({} mode) the selected tiers", request.name))?;
-    let job = ctx.begin_job(JOB, &format!("cache-cleanup {}", request.name)).await?;
+    let job =
+        ctx.begin(cache_core::app::Work::new(JOB, format!("cache-cleanup {}", request.name)).dry_run(!apply)).await?;
     let journal = RunJournal::new(&ctx.state, &job.log().id());
     if apply {
         prune_journals(&ctx);

@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 
 use anyhow::{Context as _, bail};
-use cache_core::app::{Context, JobResult};
+use cache_core::app::{Context, JobResult, Work};
 use cache_core::cache_table::CacheTable;
 use cache_core::clients::memory::{MemoryClient, Restoring, text_of};
 use cache_core::clients::postgres::{self as client, quote_ident};
@@ -70,7 +70,11 @@ pub async fn run(cli: &Cli, run: Option<&str>) -> anyhow::Result<u8> {
         found.count(),
         found.run_id
     ))?;
-    let job = ctx.begin_job(JOB, &format!("cache-cleanup undo {}", found.run_id)).await?;
+    let job = ctx
+        .begin(
+            Work::new(JOB, format!("cache-cleanup undo {}", found.run_id)).recorded_as("cleanup-undo").dry_run(!apply),
+        )
+        .await?;
     let result = async {
         // Under the lock: another undo may have finished meanwhile.
         let found = journal::find(&ctx.state, &found.run_id)?;

@@ -16,7 +16,7 @@ use crate::lock::JobLock;
 use crate::messages;
 use crate::output::{Format, Printer};
 use crate::redact;
-use crate::runs::{self, Outcome, RunLog};
+use crate::runs::{self, Outcome, RunLog, Trigger};
 use crate::state::{self, StateDir};
 
 /// A tool's parsed command line.
@@ -49,12 +49,23 @@ where
             return ExitCode::from(convention.for_error(&anyhow::anyhow!("runtime")));
         }
     };
-    let result = runtime.block_on(run(cli));
+    // SIGTERM (systemd, Kubernetes, `timeout`) and SIGINT end the run at its next await: the
+    // command's future is dropped there, so its guards run and its job records `interrupted`.
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = run(cli) => result,
+            signal = termination() => Err(anyhow::Error::new(crate::error::Interrupted(signal))),
+        }
+    });
     // Never wait for stuck blocking work (a hung NFS walk, say): the deadline already passed.
     runtime.shutdown_background();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<crate::error::Interrupted>().is_some() => {
+            report_error(&e);
+            ExitCode::from(interrupted_by().map_or(crate::exit::TERMINATED, exit_code_of))
+        }
         Err(e) if e.downcast_ref::<crate::gate::Skipped>().is_some() => {
             // A scheduled run that must not run: not an error, but said (cron mails it unless -q).
             if cli_quiet == 0 {
@@ -210,21 +221,33 @@ impl Context {
         Ok(())
     }
 
-    /// Starts job `job` run by `command`: takes its lock (waiting with `--wait`) and starts its
-    /// run record. A run locked out is recorded as such and ends with [`crate::error::LockHeld`].
+    /// Starts a run of `job` by `command`, under the lock of the same name; see
+    /// [`Context::begin`].
     pub async fn begin_job(&self, job: &str, command: &str) -> anyhow::Result<Job> {
+        self.begin(Work::new(job, command)).await
+    }
+
+    /// Starts `work`: takes its lock (waiting with `--wait`; a lock left by a killed run is
+    /// recorded as that run's `interrupted` record first), applies the scheduler's gates to a
+    /// `--scheduled` run, and starts its run record. A run locked out is recorded as such and
+    /// ends with [`crate::error::LockHeld`].
+    pub async fn begin(&self, work: Work<'_>) -> anyhow::Result<Job> {
         let lock = if self.common.wait {
-            JobLock::acquire_waiting(&self.state, job, command).await
+            JobLock::acquire_waiting(&self.state, work.lock, &work.command).await
         } else {
-            JobLock::try_acquire(&self.state, job, command)
+            JobLock::try_acquire(&self.state, work.lock, &work.command)
         };
-        // A scheduled run is recorded under its schedule entry's name.
-        let record_as = self.common.scheduled.as_deref().unwrap_or(job);
-        let lock = match lock {
+        // A scheduled run is recorded under its schedule entry's name; a manual one under the
+        // job its command does (which only that command's real runs stand for).
+        let record_as = self.common.scheduled.as_deref().unwrap_or(&work.record);
+        let trigger = self.trigger();
+        let begin =
+            |window: Option<String>| RunLog::begin(record_as, &work.command).started_by(trigger, work.lock, window);
+        let mut lock = match lock {
             Ok(lock) => lock,
             Err(e) => {
                 if crate::error::kind(&e) == Some(crate::error::Kind::Locked) {
-                    let record = RunLog::begin(record_as, command).finish(
+                    let record = begin(None).finish(
                         Outcome::Locked,
                         crate::exit::LOCKED,
                         serde_json::Value::Null,
@@ -237,12 +260,19 @@ impl Context {
                 return Err(e);
             }
         };
+        if let Some(killed) = lock.left_by_killed_run() {
+            let record = runs::interrupted(&killed, "killed: its lock was found left by a process that had ended");
+            if let Err(e) = runs::save(&self.state, &record) {
+                tracing::warn!("recording the killed run {}: {e:#}", killed.command);
+            }
+        }
+        lock.record_run(record_as, trigger)?;
         let mut pass = None;
         if let Some(name) = &self.common.scheduled {
             match crate::gate::check(self, name, self.common.emergency).await? {
                 Ok(p) => pass = Some(p),
                 Err(skipped) => {
-                    let record = RunLog::begin(record_as, command).finish(
+                    let record = begin(None).finish(
                         Outcome::Skipped,
                         crate::exit::SUCCESS,
                         serde_json::Value::Null,
@@ -253,7 +283,50 @@ impl Context {
                 }
             }
         }
-        Ok(Job { _lock: lock, log: RunLog::begin(record_as, command), pass })
+        Ok(Job { lock: Some(lock), log: Some(begin(None)), pass, dry_run: work.dry_run, state: self.state.clone() })
+    }
+
+    /// What started this process's run: `--trigger`, else `--emergency`, else `--scheduled`
+    /// (cron), else a person.
+    pub fn trigger(&self) -> Trigger {
+        match (self.common.trigger, self.common.emergency, &self.common.scheduled) {
+            (Some(trigger), _, _) => trigger,
+            (None, true, _) => Trigger::Emergency,
+            (None, false, Some(_)) => Trigger::Cron,
+            (None, false, None) => Trigger::Manual,
+        }
+    }
+}
+
+/// What a run is, in three names that differ: the job its record stands for, the lock it
+/// takes, and the command; and whether it is a dry run (which stands for no job's run).
+#[derive(Clone, Debug)]
+pub struct Work<'a> {
+    lock: &'a str,
+    record: String,
+    command: String,
+    dry_run: bool,
+}
+
+impl<'a> Work<'a> {
+    /// A run of `command` under `lock`, recorded as the job of the same name.
+    pub fn new(lock: &'a str, command: impl Into<String>) -> Self {
+        Self { lock, record: lock.to_owned(), command: command.into(), dry_run: false }
+    }
+
+    /// Recorded as `job` (another command under the same lock, e.g. `backup-prune` under
+    /// `backup`): its runs then never stand for the lock's job.
+    #[must_use]
+    pub fn recorded_as(mut self, job: impl Into<String>) -> Self {
+        self.record = job.into();
+        self
+    }
+
+    /// A dry run (when `dry_run`): recorded as `dry_run`, never the job's last run or success.
+    #[must_use]
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
     }
 }
 
@@ -268,35 +341,46 @@ pub struct JobResult {
     pub summary: serde_json::Value,
 }
 
-/// A running job: holds the lock and the run record until [`Job::finish`].
+/// A running job: holds the lock and the run record until [`Job::finish`]. A job dropped
+/// unfinished (its command's future dropped when SIGTERM or SIGINT ended the process at an
+/// await point, or a panic) records an `interrupted` run.
 #[derive(Debug)]
 pub struct Job {
-    _lock: JobLock,
-    log: RunLog,
+    lock: Option<JobLock>,
+    log: Option<RunLog>,
     pass: Option<crate::gate::Pass>,
+    dry_run: bool,
+    state: StateDir,
 }
 
 impl Job {
     /// The run record in progress, to add steps to.
+    #[expect(
+        clippy::missing_panics_doc,
+        reason = "the log is taken only by `finish` and `drop`, which consume the job"
+    )]
     pub fn log(&self) -> &RunLog {
-        &self.log
+        self.log.as_ref().expect("a running job has its log")
     }
 
     /// Ends the job: saves its run record and passes on the exit code or the error.
-    pub async fn finish(self, ctx: &Context, result: anyhow::Result<JobResult>) -> anyhow::Result<u8> {
-        if let Some(pass) = self.pass {
+    pub async fn finish(mut self, ctx: &Context, result: anyhow::Result<JobResult>) -> anyhow::Result<u8> {
+        let Some(log) = self.log.take() else { return result.map(|r| r.exit_code) };
+        if let Some(pass) = self.pass.take() {
             if let Some(token) = pass.fencing_token() {
                 tracing::info!("fleet lock fencing token {token}");
             }
             pass.release().await;
         }
+        // A dry run changed nothing, however it went: it is recorded as one, never as the job's run.
+        let outcome = |outcome| if self.dry_run { Outcome::DryRun } else { outcome };
         let (record, result) = match result {
-            Ok(r) => (self.log.finish(r.outcome, r.exit_code, r.summary, None), Ok(r.exit_code)),
+            Ok(r) => (log.finish(outcome(r.outcome), r.exit_code, r.summary, None), Ok(r.exit_code)),
             Err(e) => {
                 let code = ctx.convention.for_error(&e);
                 // The record keeps what a person can read, like the `error:` line.
                 let message = messages::clip_lines(&format!("{e:#}"), messages::MAX_LINE);
-                let record = self.log.finish(Outcome::Failed, code, serde_json::Value::Null, Some(message));
+                let record = log.finish(outcome(Outcome::Failed), code, serde_json::Value::Null, Some(message));
                 (record, Err(e))
             }
         };
@@ -304,7 +388,68 @@ impl Job {
             ctx.printer.warn(&format!("recording the run in the state directory: {e:#}"));
         }
         tracing::debug!("run {} ended {:?} at {}", record.id, record.outcome, Utc::now());
+        drop(self.lock.take());
         result
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        let Some(log) = self.log.take() else { return };
+        let why = match interrupted_by() {
+            Some(signal) => format!("interrupted by {signal}"),
+            None => "ended before it finished".to_owned(),
+        };
+        let code = interrupted_by().map_or(crate::exit::PARTIAL, exit_code_of);
+        let record = log.finish(Outcome::Interrupted, code, serde_json::Value::Null, Some(why));
+        if let Err(e) = runs::save(&self.state, &record) {
+            tracing::warn!("recording the interrupted run: {e:#}");
+        }
+        // The lock is released after the record is written, so the next run sees it.
+        drop(self.lock.take());
+    }
+}
+
+/// Set by a command that ends on SIGTERM and SIGINT by itself, at its own safe point.
+static OWN_SIGNALS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says that the running command stops on SIGTERM and SIGINT by itself (a daemon such as
+/// `cache-health monitor`, for which SIGTERM is the normal end): [`main`] then leaves them to
+/// it instead of ending the run at its next await.
+pub fn stops_on_signals_itself() {
+    OWN_SIGNALS.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The signal that ended this process's run, once one has.
+static INTERRUPTED: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+fn interrupted_by() -> Option<&'static str> {
+    INTERRUPTED.get().copied()
+}
+
+/// The shell's code of a run ended by `signal` (128 + its number).
+fn exit_code_of(signal: &str) -> u8 {
+    if signal == "SIGINT" { crate::exit::INTERRUPTED } else { crate::exit::TERMINATED }
+}
+
+/// Waits for SIGTERM or SIGINT and names it. Where the handlers cannot be installed it waits
+/// for ever (the default dispositions then stay).
+async fn termination() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => loop {
+            let signal = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            if OWN_SIGNALS.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
+            // Before the command's future is dropped, so that its job records why it ended.
+            let _ = INTERRUPTED.set(signal);
+            break signal;
+        },
+        _ => std::future::pending().await,
     }
 }
 

@@ -38,6 +38,11 @@ pub struct CommonArgs {
     #[arg(long, global = true, requires = "scheduled")]
     pub emergency: bool,
 
+    /// What started the run, for its record (passed by the scheduler and by cache-health's
+    /// automatic actions) [default: cron with --scheduled, else manual]
+    #[arg(long, global = true, value_enum, hide = true)]
+    pub trigger: Option<crate::runs::Trigger>,
+
     /// More log output on stderr (-v info, -vv debug, -vvv trace)
     #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,

@@ -56,6 +56,11 @@ impl fmt::Display for LockHeld {
     }
 }
 
+/// The run was stopped by a signal (SIGTERM or SIGINT) at a safe point.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by {0} at a safe point; the run is recorded as interrupted")]
+pub struct Interrupted(pub &'static str);
+
 /// A tier the command needs could not be reached.
 #[derive(Debug, thiserror::Error)]
 #[error("{tier} target `{target}` is unreachable: {message}")]

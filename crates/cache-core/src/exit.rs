@@ -26,6 +26,10 @@ pub const UNREACHABLE: u8 = 4;
 pub const STATE: u8 = 5;
 /// Another run of the same job holds its lock (`EX_TEMPFAIL`: try again later).
 pub const LOCKED: u8 = 75;
+/// The run was stopped by SIGINT (128 + 2) at a safe point, and recorded as `interrupted`.
+pub const INTERRUPTED: u8 = 130;
+/// The run was stopped by SIGTERM (128 + 15) at a safe point, and recorded as `interrupted`.
+pub const TERMINATED: u8 = 143;
 
 /// Monitoring-plugin codes used by `cache-health`.
 pub mod plugin {
@@ -191,6 +195,8 @@ pub const TABLE: &[(u8, &str, &str)] = &[
         "the state directory is unusable (cannot be created, not a directory, not writable) or a state file is corrupt",
     ),
     (LOCKED, "LOCKED", "another run of the same job holds its lock"),
+    (INTERRUPTED, "INTERRUPTED", "stopped by SIGINT at a safe point; the run is recorded as `interrupted`"),
+    (TERMINATED, "TERMINATED", "stopped by SIGTERM at a safe point; the run is recorded as `interrupted`"),
 ];
 
 /// The monitoring-plugin codes of `cache-health`, with their status names and meanings.
@@ -200,6 +206,8 @@ pub const PLUGIN_TABLE: &[(u8, &str, &str)] = &[
     (plugin::CRITICAL, "CRITICAL", "at least one target failed"),
     (plugin::UNKNOWN, "UNKNOWN", "the check could not run"),
     (LOCKED, "LOCKED", "another check holds the job lock"),
+    (INTERRUPTED, "INTERRUPTED", "stopped by SIGINT"),
+    (TERMINATED, "TERMINATED", "stopped by SIGTERM"),
 ];
 
 /// The codes one tool can return, and when.

@@ -133,7 +133,7 @@ pub fn job_status(
     } else {
         None
     };
-    let last = runs.iter().rev().find(|r| r.outcome != Outcome::Locked);
+    let last = runs.iter().rev().find(|r| r.outcome.is_a_run());
     if let Some(last) = last {
         // A run scheduled after the last one started, and longer ago than the grace: missed.
         let grace = chrono::Duration::from_std(settings.grace).unwrap_or(chrono::Duration::zero());
@@ -143,12 +143,8 @@ pub fn job_status(
         if job.enabled && missed && holder.is_none() {
             flags.push(Flag::Overdue);
         }
-        let failures = runs
-            .iter()
-            .rev()
-            .filter(|r| r.outcome != Outcome::Locked)
-            .take_while(|r| matches!(r.outcome, Outcome::Failed | Outcome::Partial))
-            .count();
+        let failures =
+            runs.iter().rev().filter(|r| r.outcome.is_a_run()).take_while(|r| r.outcome.is_failure()).count();
         consecutive_failures = failures as u32;
         if failures >= settings.max_failures as usize {
             flags.push(Flag::Failing(failures));

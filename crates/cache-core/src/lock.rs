@@ -33,6 +33,12 @@ pub struct LockHolder {
     pub started_at: DateTime<Utc>,
     /// The holder's command (tool and subcommand).
     pub command: String,
+    /// The job its run is recorded as, once its gates let it run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// What started it.
+    #[serde(default)]
+    pub trigger: crate::runs::Trigger,
 }
 
 /// A held job lock; released on drop.
@@ -40,6 +46,8 @@ pub struct LockHolder {
 pub struct JobLock {
     file: File,
     path: PathBuf,
+    holder: LockHolder,
+    left: Option<LockHolder>,
 }
 
 fn lock_path(state: &StateDir, job: &str) -> PathBuf {
@@ -163,17 +171,42 @@ impl JobLock {
     }
 
     fn held(mut file: File, path: PathBuf, command: &str) -> anyhow::Result<Self> {
+        // A holder still named in a lock nobody held had no chance to clear it: it was killed.
+        let left = read_holder(&mut file).filter(|h| h.job.is_some());
         let holder = LockHolder {
             pid: std::process::id(),
             host: crate::system::hostname(),
             started_at: Utc::now(),
             command: command.to_owned(),
+            job: None,
+            trigger: crate::runs::Trigger::default(),
         };
-        file.set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| file.write_all(serde_json::to_string(&holder)?.as_bytes()))
-            .with_context(|| format!("writing lock file `{}`", path.display()))?;
-        Ok(Self { file, path })
+        let mut lock = Self { file, path, holder, left };
+        lock.write_holder()?;
+        Ok(lock)
+    }
+
+    fn write_holder(&mut self) -> anyhow::Result<()> {
+        let text = serde_json::to_string(&self.holder)?;
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.rewind())
+            .and_then(|()| self.file.write_all(text.as_bytes()))
+            .with_context(|| format!("writing lock file `{}`", self.path.display()))
+    }
+
+    /// The run that held this lock before and was killed (SIGKILL, out of memory, power
+    /// lost): it left its record in the file, which a run ending in any other way clears.
+    pub fn left_by_killed_run(&mut self) -> Option<LockHolder> {
+        self.left.take()
+    }
+
+    /// Names the run that now holds the lock (recorded as `job`, started by `trigger`), so that
+    /// if it is killed the next run can record it as interrupted.
+    pub fn record_run(&mut self, job: &str, trigger: crate::runs::Trigger) -> anyhow::Result<()> {
+        self.holder.job = Some(job.to_owned());
+        self.holder.trigger = trigger;
+        self.write_holder()
     }
 
     /// Who holds `job`'s lock now, if anyone.

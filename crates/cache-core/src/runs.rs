@@ -29,6 +29,56 @@ pub enum Outcome {
     Skipped,
     /// Another run held the job's lock.
     Locked,
+    /// Ended before it finished: stopped by SIGTERM or SIGINT at a safe point, or found killed
+    /// (its lock left with its holder's record) by the next run.
+    Interrupted,
+    /// A dry run: it changed nothing, so it is neither the job's last run nor a success that
+    /// satisfies a dependency.
+    DryRun,
+}
+
+impl Outcome {
+    /// Whether a run that ended so stands for a run of its job (its last run, a failure in a
+    /// row, a run on time): a run locked out never ran, and a dry run changed nothing.
+    pub fn is_a_run(self) -> bool {
+        !matches!(self, Self::Locked | Self::DryRun)
+    }
+
+    /// Whether it counts as a failure of its job (one in a row for `failing`).
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Failed | Self::Partial | Self::Interrupted)
+    }
+
+    /// The name runs.jsonl and the status pages use (`dry_run`, `locked`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Partial => "partial",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Locked => "locked",
+            Self::Interrupted => "interrupted",
+            Self::DryRun => "dry_run",
+        }
+    }
+}
+
+/// What started a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The installed schedule (`--scheduled JOB`).
+    Cron,
+    /// A person, or a script, at a shell (records written before triggers were kept read as
+    /// this).
+    #[default]
+    Manual,
+    /// `--emergency`: a heavy job run outside the maintenance windows.
+    Emergency,
+    /// A one-off run by `cache-scheduler tick` at its time.
+    Oneoff,
+    /// An alert rule's automatic action (cache-health monitor).
+    Remediation,
 }
 
 /// One step of a run.
@@ -75,6 +125,15 @@ pub struct RunRecord {
     /// The error that ended it, if any (secrets scrubbed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What started it.
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// The lock it ran under (`locks/<lock>.lock`), when it differs from the job's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    /// The maintenance window that admitted it, for a heavy scheduled job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
 }
 
 /// A run in progress: collects steps until [`RunLog::finish`].
@@ -82,6 +141,9 @@ pub struct RunRecord {
 pub struct RunLog {
     job: String,
     command: String,
+    trigger: Trigger,
+    lock: Option<String>,
+    window: Option<String>,
     started_at: DateTime<Utc>,
     start: Instant,
     steps: Mutex<Vec<Step>>,
@@ -94,10 +156,23 @@ impl RunLog {
         Self {
             job: job.to_owned(),
             command: command.to_owned(),
+            trigger: Trigger::Manual,
+            lock: None,
+            window: None,
             started_at: crate::clock::now().unwrap_or_else(|_| Utc::now()),
             start: Instant::now(),
             steps: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Records what started the run, the lock it runs under (kept only when it is not the
+    /// job's own name) and the window that admitted it.
+    #[must_use]
+    pub fn started_by(mut self, trigger: Trigger, lock: &str, window: Option<String>) -> Self {
+        self.trigger = trigger;
+        self.lock = (lock != self.job).then(|| lock.to_owned());
+        self.window = window;
+        self
     }
 
     /// The job name.
@@ -141,25 +216,54 @@ impl RunLog {
             steps: self.steps.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
             summary,
             error: error.map(|e| crate::redact::scrub(&e).into_owned()),
+            trigger: self.trigger,
+            lock: self.lock,
+            window: self.window,
         }
     }
 }
 
-/// Appends `record` to the history and, unless it was locked out, makes it the job's last run
-/// (`jobs/<job>.json`), and its last success (`jobs/<job>.success.json`) when it succeeded, so
-/// readers of "last run" and "last success" never read the whole history.
+/// Appends `record` to the history and, unless it was locked out or a dry run, makes it the
+/// job's last run (`jobs/<job>.json`), and its last success (`jobs/<job>.success.json`) when it
+/// succeeded, so readers of "last run" and "last success" never read the whole history. A dry
+/// run changed nothing: it never stands for the job's run, nor opens a dependency's gate.
 pub fn save(state: &StateDir, record: &RunRecord) -> anyhow::Result<()> {
     state.append_jsonl(RUNS_FILE, record)?;
     // A corrupt last-run file is an error naming it, never replaced in silence.
     last(state, &record.job)?;
     last_success(state, &record.job)?;
-    if record.outcome != Outcome::Locked {
+    if record.outcome.is_a_run() {
         state.write_json(&format!("jobs/{}.json", record.job), record)?;
     }
     if record.outcome == Outcome::Success {
         state.write_json(&format!("jobs/{}.success.json", record.job), record)?;
     }
     Ok(())
+}
+
+/// The `interrupted` record of a run killed while it held its lock, from what it left in the
+/// lock file (`holder`), found by the next run of the same lock.
+pub fn interrupted(holder: &crate::lock::LockHolder, why: &str) -> RunRecord {
+    let found = crate::clock::now().unwrap_or_else(|_| Utc::now());
+    let job = holder.job.clone().unwrap_or_else(|| holder.command.clone());
+    RunRecord {
+        id: format!("{}-{}", holder.started_at.format("%Y%m%dT%H%M%S%.3fZ"), holder.pid),
+        job,
+        command: holder.command.clone(),
+        host: holder.host.clone(),
+        pid: holder.pid,
+        started_at: holder.started_at,
+        ended_at: found.max(holder.started_at),
+        duration_ms: u64::try_from((found - holder.started_at).num_milliseconds()).unwrap_or(0),
+        outcome: Outcome::Interrupted,
+        exit_code: 137,
+        steps: Vec::new(),
+        summary: serde_json::Value::Null,
+        error: Some(format!("{why} (found at {})", found.format("%Y-%m-%d %H:%M:%S UTC"))),
+        trigger: holder.trigger,
+        lock: None,
+        window: None,
+    }
 }
 
 /// For each job that has run: its last run and its last successful run.

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use cache_core::app::{Context, JobResult};
+use cache_core::app::{Context, JobResult, Work};
 use cache_core::cli::CommonArgs;
 use cache_core::clients::postgres;
 use cache_core::config::{PostgresTarget, RedisTarget};
@@ -454,7 +454,7 @@ fn new_id(now: DateTime<Utc>) -> String {
 /// Runs `run`.
 pub async fn run(common: &CommonArgs, format: Format, apply_config: bool, dry_run: bool) -> anyhow::Result<u8> {
     let ctx = Context::load(common, format, Convention::Standard)?;
-    let job = ctx.begin_job(JOB, "cache-optimizer run").await?;
+    let job = ctx.begin(Work::new(JOB, "cache-optimizer run").dry_run(dry_run)).await?;
     let result = run_job(&ctx, apply_config, dry_run).await;
     job.finish(&ctx, result).await
 }
@@ -626,7 +626,8 @@ pub async fn rollback(
         return Ok(exit::SUCCESS);
     }
     let id = id.ok_or_else(|| UsageError("name a rollback point (an id, or `latest`), or pass --list".into()))?;
-    let job = ctx.begin_job(JOB, "cache-optimizer rollback").await?;
+    let job =
+        ctx.begin(Work::new(JOB, "cache-optimizer rollback").recorded_as("optimize-rollback").dry_run(dry_run)).await?;
     let result = rollback_job(&ctx, id, dry_run).await;
     job.finish(&ctx, result).await
 }

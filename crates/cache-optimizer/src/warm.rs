@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use cache_core::app::{Context, JobResult};
+use cache_core::app::{Context, JobResult, Work};
 use cache_core::cache_table::CacheTable;
 use cache_core::cli::CommonArgs;
 use cache_core::clients::postgres;
@@ -70,7 +70,7 @@ pub fn next_hour_busy(history: &[Snapshot], now: chrono::DateTime<Utc>) -> Resul
 /// Runs `warm`.
 pub async fn run(common: &CommonArgs, format: Format, opts: WarmOptions) -> anyhow::Result<u8> {
     let ctx = Context::load(common, format, Convention::Standard)?;
-    let job = ctx.begin_job(JOB, "cache-optimizer warm").await?;
+    let job = ctx.begin(Work::new(JOB, "cache-optimizer warm").dry_run(opts.dry_run)).await?;
     let result = warm(&ctx, &opts).await;
     job.finish(&ctx, result).await
 }

@@ -116,7 +116,12 @@ fn over_cap(stdout: &str) -> Option<String> {
 async fn run_command(ctx: &Context, argv: &[String]) -> anyhow::Result<Ran> {
     let (program, args) = argv.split_first().ok_or_else(|| anyhow::anyhow!("empty command"))?;
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args).arg("--state-dir").arg(ctx.state.root()).kill_on_drop(true).stdin(std::process::Stdio::null());
+    cmd.args(args)
+        .arg("--state-dir")
+        .arg(ctx.state.root())
+        .args(["--trigger", "remediation"])
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null());
     if let ConfigSource::File(path) = &ctx.config_source {
         cmd.arg("--config").arg(path);
     }

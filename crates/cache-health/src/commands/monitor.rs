@@ -35,6 +35,8 @@ pub async fn run(common: &CommonArgs, format: Format, args: MonitorArgs) -> anyh
     let job = ctx.begin_job(JOB, "cache-health monitor").await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // SIGTERM is how a daemon is stopped: after the round in progress, as a success.
+    cache_core::app::stops_on_signals_itself();
     let interval = args.interval.unwrap_or(ctx.config.alerts.interval);
     let mut rounds = 0u64;
     let result = loop {

@@ -1,0 +1,147 @@
+//! Run records: what stands for a job's run (dependencies, last success), what started a run,
+//! and runs that ended early (SIGTERM, SIGINT, SIGKILL) recorded as `interrupted`.
+
+use std::time::Duration;
+
+use cache_tests::{RedisServer, TestEnv};
+use serde_json::Value;
+
+use crate::{ANALYTICS, BACKUP, CLEANUP, HEALTH, OPTIMIZER};
+
+fn runs(env: &TestEnv) -> Vec<Value> {
+    std::fs::read_to_string(env.state_dir().join("runs.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn job_file(env: &TestEnv, name: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(env.state_dir().join("jobs").join(name)).ok()?;
+    Some(serde_json::from_str(&text).unwrap())
+}
+
+/// Sends `signal` (`TERM`, `INT`, `KILL`, `STOP`, `CONT`) to `pid`.
+fn signal(pid: u32, signal: &str) {
+    assert!(
+        std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap().success()
+    );
+}
+
+fn redis_config(env: &TestEnv, redis: &RedisServer, timeout: &str) {
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\ntimeout = \"{timeout}\"\nconnect_timeout = \"{timeout}\"\n\
+         [system]\ngpu = false\n",
+        redis.url()
+    ));
+}
+
+/// `cleanup-deep` needs a backup within 12 hours. Neither a dry run of any backup command nor
+/// another backup command (prune, verify) is that backup; only `cache-backup create` is.
+#[test]
+fn only_a_real_backup_opens_the_deep_cleanup_gate() {
+    let Some(redis) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    redis_config(&env, &redis, "5s");
+    let deep = |env: &TestEnv| {
+        env.run(CLEANUP, &["smart", "--yes", "--tier", "redis", "--scheduled", "cleanup-deep"]).expect_code(0);
+        job_file(env, "cleanup-deep.json").unwrap()["outcome"].as_str().unwrap().to_owned()
+    };
+    // No backup exists: prune has nothing to do, in a dry run and for real.
+    env.run(BACKUP, &["prune", "--dry-run"]).expect_code(0);
+    env.run(BACKUP, &["prune", "--yes"]).expect_code(0);
+    assert!(job_file(&env, "backup.success.json").is_none(), "a prune stood for the backup job");
+    assert_eq!(deep(&env), "skipped", "the gate opened without a backup");
+    let all = runs(&env);
+    let prunes: Vec<(&str, &str)> = all
+        .iter()
+        .filter(|r| r["command"] == "cache-backup prune")
+        .map(|r| (r["job"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(prunes, [("backup-prune", "dry_run"), ("backup-prune", "success")]);
+    assert!(all.iter().all(|r| r["trigger"] == "manual" || r["job"] == "cleanup-deep"), "{all:#?}");
+    let skipped = all.iter().find(|r| r["job"] == "cleanup-deep").unwrap();
+    assert_eq!((&skipped["trigger"], &skipped["lock"]), (&Value::from("cron"), &Value::from("cleanup")));
+
+    // The optimizer's dry run is no run of the optimize job either.
+    env.run(OPTIMIZER, &["run", "--dry-run", "--tier", "redis"]).expect_code(0);
+    assert!(job_file(&env, "optimize.success.json").is_none());
+    assert!(job_file(&env, "optimize.json").is_none(), "a dry run became the job's last run");
+    assert_eq!(runs(&env).last().unwrap()["outcome"], "dry_run");
+
+    // A real backup does open it.
+    env.run(BACKUP, &["create", "--only", "redis"]).expect_code(0);
+    assert_eq!(job_file(&env, "backup.success.json").unwrap()["command"], "cache-backup create");
+    assert_eq!(deep(&env), "success");
+}
+
+/// A run stopped by SIGTERM (or SIGINT) while it waits on a server ends at once with 143
+/// (130), records `interrupted` and releases its lock.
+#[test]
+fn a_run_stopped_by_sigterm_or_sigint_is_recorded_as_interrupted() {
+    let Some(redis) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    // A long timeout: the run waits on the frozen server until the signal comes.
+    redis_config(&env, &redis, "60s");
+    signal(redis.pid(), "STOP");
+    for (name, code) in [("TERM", 143), ("INT", 130)] {
+        let mut child = env.command(ANALYTICS, &["collect", "--tier", "redis", "--trigger", "oneoff"]).spawn().unwrap();
+        let lock = env.state_dir().join("locks/analytics-collect.lock");
+        let holding = cache_tests::wait_until(Duration::from_secs(20), || {
+            std::fs::read_to_string(&lock).is_ok_and(|t| t.contains("analytics-collect"))
+        });
+        assert!(holding, "the run never took its lock");
+        std::thread::sleep(Duration::from_millis(300));
+        signal(child.id(), name);
+        let ended = cache_tests::wait_until(Duration::from_secs(10), || child.try_wait().unwrap().is_some());
+        if !ended {
+            child.kill().unwrap();
+        }
+        assert!(ended, "SIG{name} did not end the run");
+        assert_eq!(child.wait().unwrap().code(), Some(code), "SIG{name}");
+        let last = runs(&env).pop().unwrap();
+        assert_eq!(last["job"], "analytics-collect");
+        assert_eq!(last["outcome"], "interrupted", "{last:#}");
+        assert_eq!(last["trigger"], "oneoff");
+        assert_eq!(last["exit_code"], code);
+        assert!(last["error"].as_str().unwrap().contains(&format!("SIG{name}")), "{last:#}");
+        assert_eq!(job_file(&env, "analytics-collect.json").unwrap()["outcome"], "interrupted");
+        // The lock is free, and its holder cleared: nothing is taken for a killed run.
+        assert_eq!(std::fs::read_to_string(&lock).unwrap(), "");
+    }
+    signal(redis.pid(), "CONT");
+    env.run(ANALYTICS, &["collect", "--tier", "redis"]).expect_code(0);
+    let outcomes: Vec<String> = runs(&env).iter().map(|r| r["outcome"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(outcomes, ["interrupted", "interrupted", "success"]);
+}
+
+/// A run killed with SIGKILL cannot write anything; the next run of its lock finds the
+/// holder's record left in the lock file and records the killed run as `interrupted`.
+#[test]
+fn a_killed_run_is_recorded_as_interrupted_by_the_next_run() {
+    let Some(redis) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    redis_config(&env, &redis, "60s");
+    signal(redis.pid(), "STOP");
+    let mut child = env.command(HEALTH, &["check", "--tier", "redis", "--scheduled", "health-check"]).spawn().unwrap();
+    let killed_pid = child.id();
+    let lock = env.state_dir().join("locks/health-check.lock");
+    let holding = cache_tests::wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&lock).is_ok_and(|t| t.contains("\"job\":\"health-check\""))
+    });
+    assert!(holding, "the run never named itself in its lock");
+    signal(killed_pid, "KILL");
+    child.wait().unwrap();
+    signal(redis.pid(), "CONT");
+    assert!(runs(&env).is_empty(), "a killed run wrote its own record");
+    env.run(HEALTH, &["check", "--tier", "redis", "--scheduled", "health-check"]).expect_code(0);
+    let all = runs(&env);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!((&all[0]["outcome"], &all[0]["pid"]), (&Value::from("interrupted"), &Value::from(killed_pid)));
+    assert_eq!((&all[0]["job"], &all[0]["trigger"]), (&Value::from("health-check"), &Value::from("cron")));
+    assert!(all[0]["error"].as_str().unwrap().contains("killed"), "{:#}", all[0]);
+    assert_eq!(all[1]["outcome"], "success");
+    // Only once: the run that recorded it cleared the lock when it ended.
+    env.run(HEALTH, &["check", "--tier", "redis"]).expect_code(0);
+    assert_eq!(runs(&env).iter().filter(|r| r["outcome"] == "interrupted").count(), 1);
+}
