@@ -145,3 +145,31 @@ fn a_killed_run_is_recorded_as_interrupted_by_the_next_run() {
     env.run(HEALTH, &["check", "--tier", "redis"]).expect_code(0);
     assert_eq!(runs(&env).iter().filter(|r| r["outcome"] == "interrupted").count(), 1);
 }
+
+/// `-q` prints nothing when a command succeeds, listings and tables included; a run that
+/// does not succeed still says everything it had to say.
+#[test]
+fn quiet_prints_nothing_on_success_in_every_command_and_everything_otherwise() {
+    let Some(redis) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    redis_config(&env, &redis, "5s");
+    env.run(BACKUP, &["create", "--only", "redis", "-q"]).expect_code(0);
+    for (bin, args) in [
+        (BACKUP, &["list", "-q"][..]),
+        (crate::SCHEDULER, &["status", "-q"]),
+        (crate::DEBUG, &["config", "-q"]),
+        (OPTIMIZER, &["rollback", "--list", "-q"]),
+        (BACKUP, &["verify", "latest", "-q"]),
+    ] {
+        let out = env.run(bin, args);
+        out.expect_code(0);
+        assert_eq!(out.stdout, "", "{}", out.dump());
+    }
+    // Without -q the same listing prints.
+    assert!(env.run(BACKUP, &["list"]).expect_code(0).stdout.contains("redis"));
+    // A check that does not succeed prints its table under -q.
+    drop(redis);
+    let failed = env.run(HEALTH, &["check", "--tier", "redis", "-q"]);
+    failed.expect_code(2);
+    assert!(failed.stdout.contains("redis"), "{}", failed.dump());
+}

@@ -112,6 +112,10 @@ impl ToolCli for Cli {
     fn common(&self) -> &CommonArgs {
         &self.common
     }
+
+    fn runs_a_job(&self) -> bool {
+        matches!(self.command, Command::Collect { .. } | Command::Generate { .. })
+    }
 }
 
 /// The process entry point, shared by the binary and the test shim.

@@ -143,6 +143,13 @@ impl ToolCli for Cli {
     fn common(&self) -> &CommonArgs {
         &self.common
     }
+
+    fn runs_a_job(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Create { .. } | Command::Verify { .. } | Command::Restore { .. } | Command::Prune
+        )
+    }
 }
 
 /// The process entry point, shared by the binary and the test shim.

@@ -118,6 +118,10 @@ impl ToolCli for Cli {
     fn common(&self) -> &CommonArgs {
         &self.common
     }
+
+    fn runs_a_job(&self) -> bool {
+        !matches!(self.command, Command::Completions(_))
+    }
 }
 
 /// The process entry point, shared by the binary and the test shim.

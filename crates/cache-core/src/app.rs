@@ -23,6 +23,24 @@ use crate::state::{self, StateDir};
 pub trait ToolCli: clap::Parser {
     /// The options shared by every tool.
     fn common(&self) -> &CommonArgs;
+
+    /// Whether the command runs as a job of its own ([`Context::begin`]: a lock, gates and a
+    /// run record). Any other command given `--scheduled JOB` (a custom job of the catalogue,
+    /// say) is run inside job `JOB` by [`main`], so that `--scheduled` means the same in
+    /// every command; and `--wait`, which only waits for a job's lock, is refused for it.
+    fn runs_a_job(&self) -> bool;
+
+    /// The tool's name and subcommand, for the run record of a command run as a job by
+    /// [`main`].
+    fn command_line(&self) -> String {
+        let command = Self::command();
+        let tool = command.get_name().to_owned();
+        let matches = command.try_get_matches_from(std::env::args_os()).ok();
+        match matches.as_ref().and_then(clap::ArgMatches::subcommand_name) {
+            Some(sub) => format!("{tool} {sub}"),
+            None => tool,
+        }
+    }
 }
 
 /// Runs a tool: parses `C`, sets up logging and the runtime, awaits `run`, and turns its result
@@ -42,6 +60,18 @@ where
     };
     init_tracing(cli.common());
     let cli_quiet = cli.common().quiet;
+    let as_job = match (cli.runs_a_job(), cli.common().scheduled.clone()) {
+        (false, Some(name)) => Some((cli.common().clone(), name, cli.command_line())),
+        (false, None) if cli.common().wait => {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "error: --wait waits for a job's lock, and `{}` runs no job (it takes no lock)",
+                cli.command_line()
+            );
+            return ExitCode::from(convention.usage());
+        }
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -53,12 +83,20 @@ where
     // command's future is dropped there, so its guards run and its job records `interrupted`.
     let result = runtime.block_on(async {
         tokio::select! {
-            result = run(cli) => result,
+            result = async {
+                match &as_job {
+                    Some((common, name, command)) => run_as_job(common, convention, name, command, run(cli)).await,
+                    None => run(cli).await,
+                }
+            } => result,
             signal = termination() => Err(anyhow::Error::new(crate::error::Interrupted(signal))),
         }
     });
     // Never wait for stuck blocking work (a hung NFS walk, say): the deadline already passed.
     runtime.shutdown_background();
+    crate::output::flush_held(
+        matches!(result, Ok(0)) || result.as_ref().is_err_and(|e| e.downcast_ref::<crate::gate::Skipped>().is_some()),
+    );
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -78,6 +116,25 @@ where
             ExitCode::from(convention.for_error(&e))
         }
     }
+}
+
+/// Runs a command that is no job of its own as scheduled job `name`: under `name`'s lock and
+/// gates, recorded as `name`, its outcome read from its exit code.
+async fn run_as_job(
+    common: &CommonArgs,
+    convention: Convention,
+    name: &str,
+    command: &str,
+    run: impl Future<Output = anyhow::Result<u8>>,
+) -> anyhow::Result<u8> {
+    let ctx = Context::load(common, Format::Text, convention)?;
+    let job = ctx.begin(Work::new(name, command)).await?;
+    let result = run.await.map(|code| JobResult {
+        outcome: crate::exit::Tally::outcome(code),
+        exit_code: code,
+        summary: serde_json::Value::Null,
+    });
+    job.finish(&ctx, result).await
 }
 
 fn report_error(e: &anyhow::Error) {

@@ -27,6 +27,19 @@ pub enum Format {
     Nagios,
 }
 
+/// Text results held back under `-q` until the run's outcome is known.
+static HELD: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// Prints the results held back under `-q` when the run did not succeed (`succeeded` false),
+/// else drops them.
+pub fn flush_held(succeeded: bool) {
+    let held = std::mem::take(&mut *HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    if !succeeded && !held.is_empty() {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(held.as_bytes()).and_then(|()| out.flush());
+    }
+}
+
 /// Writes results and diagnostics.
 #[derive(Clone, Debug)]
 pub struct Printer {
@@ -62,13 +75,20 @@ impl Printer {
         if self.quiet > 0 { Ok(()) } else { self.always(text) }
     }
 
-    /// Prints text on stdout even under `-q` (results that need attention).
+    /// Prints a result on stdout. Under `-q` text is held back, and printed when the run ends
+    /// only if it did not succeed ([`flush_held`]): `-q` prints nothing on success, in every
+    /// command, and everything a failing run had to say.
     pub fn always(&self, text: &str) -> std::io::Result<()> {
-        let mut out = std::io::stdout().lock();
-        out.write_all(redact::scrub(text).as_bytes())?;
-        if !text.ends_with('\n') {
-            out.write_all(b"\n")?;
+        let mut line = redact::scrub(text).into_owned();
+        if !line.ends_with('\n') {
+            line.push('\n');
         }
+        if self.quiet > 0 && self.format == Format::Text {
+            HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_str(&line);
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(line.as_bytes())?;
         out.flush()
     }
 

@@ -176,6 +176,10 @@ impl ToolCli for Cli {
     fn common(&self) -> &CommonArgs {
         &self.common
     }
+
+    fn runs_a_job(&self) -> bool {
+        false
+    }
 }
 
 /// The process entry point, shared by the binary and the test shim.
