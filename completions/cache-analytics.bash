@@ -72,7 +72,7 @@ _cache__analytics() {
 
     case "${cmd}" in
         cache__analytics)
-            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help --version collect dashboard export generate forecast windows completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help --version collect dashboard export generate forecast windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -98,6 +98,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json csv prometheus" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -106,16 +110,12 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__collect)
-            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --format)
-                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
-                    return 0
-                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -134,6 +134,10 @@ _cache__analytics() {
                     ;;
                 --trigger)
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json csv prometheus" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -144,7 +148,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__completions)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help bash elvish fish powershell zsh"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -170,6 +174,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json csv prometheus" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -178,7 +186,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__dashboard)
-            opts="-o -v -q -h --output --follow-symlinks --serve --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-o -v -q -h --output --follow-symlinks --serve --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -216,6 +224,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json csv prometheus" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -224,16 +236,12 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__export)
-            opts="-o -v -q -h --format --output --follow-symlinks --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-o -v -q -h --output --follow-symlinks --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --format)
-                    COMPREPLY=($(compgen -W "json csv prometheus" -- "${cur}"))
-                    return 0
-                    ;;
                 --output)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -262,6 +270,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json csv prometheus" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -270,16 +282,12 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__forecast)
-            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --format)
-                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
-                    return 0
-                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -300,6 +308,10 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json csv prometheus" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -308,7 +320,7 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__generate)
-            opts="-v -q -h --period --date --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -h --period --date --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -322,10 +334,6 @@ _cache__analytics() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --format)
-                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
-                    return 0
-                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -344,6 +352,10 @@ _cache__analytics() {
                     ;;
                 --trigger)
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json csv prometheus" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -480,16 +492,12 @@ _cache__analytics() {
             return 0
             ;;
         cache__subcmd__analytics__subcmd__windows)
-            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --format)
-                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
-                    return 0
-                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -508,6 +516,10 @@ _cache__analytics() {
                     ;;
                 --trigger)
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json csv prometheus" -- "${cur}"))
                     return 0
                     ;;
                 *)

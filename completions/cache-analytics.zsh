@@ -25,14 +25,18 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document"
+csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"
+prometheus\:"The Prometheus text exposition format (\`export\` only)"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \
 '--version[Print version]' \
 ":: :_cache-analytics_commands" \
@@ -46,8 +50,6 @@ remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
         case $line[1] in
             (collect)
 _arguments "${_arguments_options[@]}" : \
-'--format=[Output format of the snapshot printed]:FORMAT:((text\:"Tables and sentences for people"
-json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -57,6 +59,10 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document"
+csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"
+prometheus\:"The Prometheus text exposition format (\`export\` only)"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
@@ -81,6 +87,10 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document"
+csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"
+prometheus\:"The Prometheus text exposition format (\`export\` only)"))' \
 '--follow-symlinks[With --output\: a symbolic link is written where it points (refused otherwise)]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
@@ -88,15 +98,12 @@ remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
 (export)
 _arguments "${_arguments_options[@]}" : \
-'--format=[What to write]:FORMAT:((json\:"The latest snapshot as one JSON document"
-csv\:"Every snapshot'\''s figures, one \`timestamp,tier,target,metric,value\` row each"
-prometheus\:"The Prometheus text exposition format (classic), with job run times"))' \
 '-o+[Write here (atomically, mode 0644) instead of stdout; a directory (node_exporter'\''s textfile collector, e.g. /var/lib/prometheus/node-exporter/) gets \`cache-toolkit-<project>.prom\`, so several installations never collide]:FILE|DIR:_files' \
 '--output=[Write here (atomically, mode 0644) instead of stdout; a directory (node_exporter'\''s textfile collector, e.g. /var/lib/prometheus/node-exporter/) gets \`cache-toolkit-<project>.prom\`, so several installations never collide]:FILE|DIR:_files' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
@@ -108,6 +115,10 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document"
+csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"
+prometheus\:"The Prometheus text exposition format (\`export\` only)"))' \
 '--follow-symlinks[With --output\: a symbolic link is written where it points (refused otherwise)]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
@@ -125,8 +136,6 @@ _arguments "${_arguments_options[@]}" : \
 week\:"The weekly analysis of the 7 days ending on the date"
 month\:"The capacity report of the 30 days ending on the date, with 6-month projections"))' \
 '--date=[The last UTC day the report covers (YYYY-MM-DD); today by default]:DATE:_default' \
-'--format=[Output format of what is printed (the report file is always JSON)]:FORMAT:((text\:"Tables and sentences for people"
-json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -136,6 +145,10 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document"
+csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"
+prometheus\:"The Prometheus text exposition format (\`export\` only)"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
@@ -148,8 +161,6 @@ remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 ;;
 (forecast)
 _arguments "${_arguments_options[@]}" : \
-'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
-json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -159,6 +170,10 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document"
+csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"
+prometheus\:"The Prometheus text exposition format (\`export\` only)"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
@@ -171,8 +186,6 @@ remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 ;;
 (windows)
 _arguments "${_arguments_options[@]}" : \
-'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
-json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -182,6 +195,10 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document"
+csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"
+prometheus\:"The Prometheus text exposition format (\`export\` only)"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
@@ -203,14 +220,18 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document"
+csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"
+prometheus\:"The Prometheus text exposition format (\`export\` only)"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 ':shell -- Shell to generate completions for:(bash elvish fish powershell zsh)' \
 && ret=0
 ;;

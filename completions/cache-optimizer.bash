@@ -66,7 +66,7 @@ _cache__optimizer() {
 
     case "${cmd}" in
         cache__optimizer)
-            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help --version analyze run rollback warm schedule completions help"
+            opts="-v -q -y -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help --version analyze run rollback warm schedule completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -92,6 +92,10 @@ _cache__optimizer() {
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -100,16 +104,12 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__analyze)
-            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --format)
-                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
-                    return 0
-                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -128,6 +128,10 @@ _cache__optimizer() {
                     ;;
                 --trigger)
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -138,7 +142,7 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__completions)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help bash elvish fish powershell zsh"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -162,6 +166,10 @@ _cache__optimizer() {
                     ;;
                 --trigger)
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -284,16 +292,12 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__rollback)
-            opts="-v -q -h --list --dry-run --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -y -h --list --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --format)
-                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
-                    return 0
-                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -312,6 +316,10 @@ _cache__optimizer() {
                     ;;
                 --trigger)
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -322,16 +330,12 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__run)
-            opts="-v -q -h --apply --dry-run --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -y -h --apply --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --format)
-                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
-                    return 0
-                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -352,6 +356,10 @@ _cache__optimizer() {
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -360,7 +368,7 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__schedule)
-            opts="-v -q -h --at --next-window --list --cancel --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -y -h --at --next-window --list --cancel --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -374,10 +382,6 @@ _cache__optimizer() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --format)
-                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
-                    return 0
-                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -398,6 +402,10 @@ _cache__optimizer() {
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -406,7 +414,7 @@ _cache__optimizer() {
             return 0
             ;;
         cache__subcmd__optimizer__subcmd__warm)
-            opts="-v -q -h --from --into --max-entries --force --dry-run --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -y -h --from --into --max-entries --force --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -424,10 +432,6 @@ _cache__optimizer() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --format)
-                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
-                    return 0
-                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -446,6 +450,10 @@ _cache__optimizer() {
                     ;;
                 --trigger)
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -25,14 +25,19 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--dry-run[Change nothing\: list what would be done, with the reason for each item]' \
+'(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \
 '--version[Print version]' \
 ":: :_cache-optimizer_commands" \
@@ -46,8 +51,6 @@ remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
         case $line[1] in
             (analyze)
 _arguments "${_arguments_options[@]}" : \
-'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
-json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -57,20 +60,23 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--dry-run[Change nothing\: list what would be done, with the reason for each item]' \
+'(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
 (run)
 _arguments "${_arguments_options[@]}" : \
-'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
-json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -80,22 +86,24 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--apply[Also apply configuration changes (maxmemory-policy, table storage parameters)]' \
-'--dry-run[Change nothing\: list what would be done]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--dry-run[Change nothing\: list what would be done, with the reason for each item]' \
+'(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
 (rollback)
 _arguments "${_arguments_options[@]}" : \
-'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
-json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -105,14 +113,18 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '()--list[List the rollback points instead]' \
-'--dry-run[Change nothing\: list what would be restored]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--dry-run[Change nothing\: list what would be done, with the reason for each item]' \
+'(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 '::id -- The rollback point'\''s id, or `latest`:_default' \
@@ -123,8 +135,6 @@ _arguments "${_arguments_options[@]}" : \
 '--from=[PostgreSQL target to read (default\: the first)]:NAME:_default' \
 '--into=[Redis target to fill (default\: the first)]:NAME:_default' \
 '--max-entries=[Entries to copy at most (default\: optimizer.warm_max_entries)]:N:_default' \
-'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
-json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -134,14 +144,18 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--force[Warm even when the next hour is not busy, or there is no usage profile yet]' \
-'--dry-run[Change nothing\: list what would be copied]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--dry-run[Change nothing\: list what would be done, with the reason for each item]' \
+'(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
@@ -150,8 +164,6 @@ remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 _arguments "${_arguments_options[@]}" : \
 '--at=[When\: RFC 3339, or \`YYYY-MM-DD HH\:MM\` in UTC]:TIME:_default' \
 '--cancel=[Cancel a scheduled optimization]:ID:_default' \
-'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
-json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -161,6 +173,8 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--next-window[At the start of the next low-usage window found by \`cache-analytics windows\`]' \
 '--list[List the scheduled optimizations]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -169,6 +183,9 @@ remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--dry-run[Change nothing\: list what would be done, with the reason for each item]' \
+'(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
@@ -184,14 +201,19 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--dry-run[Change nothing\: list what would be done, with the reason for each item]' \
+'(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 ':shell -- Shell to generate completions for:(bash elvish fish powershell zsh)' \
 && ret=0
 ;;

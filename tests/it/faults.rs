@@ -247,7 +247,7 @@ fn a_frozen_redis_ends_every_tool_within_its_timeout_with_the_unreachable_code()
         (BACKUP, &["create", "--only", "redis"], 4),
         (ANALYTICS, &["collect", "--tier", "redis"], 4),
         (crate::DEBUG, &["memory", "--tier", "redis"], 4),
-        (crate::OPTIMIZER, &["run", "--tier", "redis"], 4),
+        (crate::OPTIMIZER, &["run", "--tier", "redis", "--yes"], 4),
     ];
     let failures = late_or_wrong(&env, runs);
     signal(redis.pid(), "CONT");
@@ -273,7 +273,7 @@ async fn a_frozen_postgres_ends_every_tool_within_its_timeout_with_the_unreachab
         (CLEANUP, &["light", "--yes", "--tier", "postgres"], 4),
         (BACKUP, &["create", "--only", "postgres"], 4),
         (ANALYTICS, &["collect", "--tier", "postgres"], 4),
-        (crate::OPTIMIZER, &["run", "--tier", "postgres"], 4),
+        (crate::OPTIMIZER, &["run", "--tier", "postgres", "--yes"], 4),
     ];
     let failures = late_or_wrong(&env, runs);
     signal(pg.pid(), "CONT");

@@ -55,7 +55,7 @@ fn every_tool_records_exactly_the_lookups_redis_counted_for_it() {
         (CLEANUP, &["light", "--dry-run"]),
         (CLEANUP, &["light", "--yes"]),
         (OPTIMIZER, &["analyze"]),
-        (OPTIMIZER, &["run", "--apply"]),
+        (OPTIMIZER, &["run", "--apply", "--yes"]),
         (ANALYTICS, &["collect"]),
         (BACKUP, &["create"]),
         (HEALTH, &["check"]),
@@ -92,7 +92,7 @@ fn the_reported_hit_ratio_is_the_applications_after_cleanup_optimizer_and_debug_
     traffic(&mut conn);
     for (tool, args) in [
         (CLEANUP, &["light", "--yes"][..]),
-        (OPTIMIZER, &["run", "--apply"][..]),
+        (OPTIMIZER, &["run", "--apply", "--yes"][..]),
         (DEBUG, &["memory"][..]),
         (CLEANUP, &["light", "--dry-run"][..]),
     ] {

@@ -5,6 +5,7 @@
 mod analytics;
 mod backup;
 mod cleanup;
+mod cli;
 mod debug;
 mod exit_codes;
 mod export;

@@ -162,7 +162,7 @@ async fn run_applies_the_recommendations_and_rollback_restores_every_changed_val
     assert_eq!(policy(&mut conn), "noeviction");
     assert!(ttls(&mut conn, "app:search:[0-9]*").iter().all(|t| *t == -1));
 
-    let out = env.run(OPTIMIZER, &["run", "--apply", "--format", "json"]);
+    let out = env.run(OPTIMIZER, &["run", "--apply", "--format", "json", "--yes"]);
     out.expect_code(0);
     let run = out.json();
     let id = run["rollback_point"].as_str().unwrap().to_owned();
@@ -185,18 +185,18 @@ async fn run_applies_the_recommendations_and_rollback_restores_every_changed_val
             .unwrap();
     assert_eq!(point["status"], "applied");
 
-    let out = env.run(OPTIMIZER, &["rollback", &id]);
+    let out = env.run(OPTIMIZER, &["rollback", &id, "--yes"]);
     out.expect_code(0);
     assert_eq!(policy(&mut conn), "noeviction");
     assert_eq!(reloptions(&db, "cache_entries").await, ["autovacuum_enabled=false"]);
     assert!(ttls(&mut conn, "app:search:[0-9]*").iter().all(|t| *t == -1), "TTLs not removed");
     assert!(ttls(&mut conn, "app:search:own:*").iter().all(|t| *t > 600_000), "rollback touched keys it never changed");
-    let out = env.run(OPTIMIZER, &["rollback", &id]);
+    let out = env.run(OPTIMIZER, &["rollback", &id, "--yes"]);
     out.expect_code(2);
     assert!(out.stderr.contains("already rolled back"), "{}", out.dump());
     let list = env.run(OPTIMIZER, &["rollback", "--list", "--format", "json"]).json();
     assert_eq!(list["points"][0]["status"], "rolled_back");
-    let out = env.run(OPTIMIZER, &["rollback", "no-such-point"]);
+    let out = env.run(OPTIMIZER, &["rollback", "no-such-point", "--yes"]);
     out.expect_code(2);
     assert!(out.stderr.contains("no rollback point `no-such-point`"), "{}", out.dump());
 }
@@ -230,7 +230,7 @@ async fn warm_copies_the_hottest_entries_per_category_and_never_overwrites() {
         redis.url()
     ));
     // No usage profile yet: nothing is warmed without --force.
-    let out = env.run(OPTIMIZER, &["warm"]);
+    let out = env.run(OPTIMIZER, &["warm", "--yes"]);
     out.expect_code(0);
     assert!(out.stdout.contains("no usage profile yet"), "{}", out.dump());
     let out = env.run(OPTIMIZER, &["warm", "--force", "--dry-run", "--max-entries", "4", "--format", "json"]);
@@ -242,7 +242,7 @@ async fn warm_copies_the_hottest_entries_per_category_and_never_overwrites() {
     // Round-robin over categories, hottest first; the expired b2 and the other project's x1 are not taken.
     assert_eq!(chosen, ["cache:a1", "cache:b1", "cache:c1", "cache:a2"]);
 
-    let out = env.run(OPTIMIZER, &["warm", "--force", "--max-entries", "4", "--format", "json"]);
+    let out = env.run(OPTIMIZER, &["warm", "--force", "--max-entries", "4", "--format", "json", "--yes"]);
     out.expect_code(0);
     let done = out.json();
     assert_eq!((done["written"].as_u64(), done["already_present"].as_u64()), (Some(3), Some(1)), "{done:#}");
@@ -254,7 +254,7 @@ async fn warm_copies_the_hottest_entries_per_category_and_never_overwrites() {
     assert!(b1_ttl > 0 && b1_ttl <= 30_000, "b1 outlives its row: {b1_ttl}");
     let a2_ttl: i64 = redis::cmd("PTTL").arg("cache:a2").query(&mut conn).unwrap();
     assert!(a2_ttl > 30_000 && a2_ttl <= 600_000, "{a2_ttl}");
-    let out = env.run(OPTIMIZER, &["warm", "--force", "--from", "nope"]);
+    let out = env.run(OPTIMIZER, &["warm", "--force", "--from", "nope", "--yes"]);
     out.expect_code(2);
     assert!(out.stderr.contains("--from: no postgres target named `nope`"), "{}", out.dump());
 }
@@ -275,7 +275,7 @@ fn schedule_puts_a_one_off_run_in_the_next_low_usage_window() {
     let now = chrono::Utc::now();
     assert_eq!(chrono::Timelike::hour(&at), 2);
     assert!(at > now && at - now <= chrono::Duration::days(1), "{at}");
-    assert_eq!(job["command"], "cache-optimizer run -q");
+    assert_eq!(job["command"], "cache-optimizer run --yes -q");
     let id = job["id"].as_str().unwrap().to_owned();
     let out = env.run(OPTIMIZER, &["schedule", "--next-window"]);
     out.expect_code(2);
@@ -363,19 +363,19 @@ async fn on_a_cluster_run_sets_ttls_on_every_shard_rollback_undoes_them_and_warm
             .sum()
     };
     assert_eq!(ttl_less(&cluster), 9000);
-    let out = env.run(OPTIMIZER, &["run", "--apply", "--tier", "redis", "--format", "json"]);
+    let out = env.run(OPTIMIZER, &["run", "--apply", "--tier", "redis", "--format", "json", "--yes"]);
     out.expect_code(0);
     assert_eq!(policies(&cluster), ["allkeys-lru"; 3], "{}", out.dump());
     let changes = out.json()["changes"].clone();
     let ttl = changes.as_array().unwrap().iter().find(|c| c["action"]["kind"] == "redis_pattern_ttl").unwrap();
     assert_eq!(ttl["before"]["keys"].as_array().unwrap().len(), 9000, "{}", out.dump());
     assert_eq!(ttl_less(&cluster), 0, "a shard kept TTL-less keys of a TTL prefix");
-    let rollback = env.run(OPTIMIZER, &["rollback", "latest"]);
+    let rollback = env.run(OPTIMIZER, &["rollback", "latest", "--yes"]);
     rollback.expect_code(0);
     assert_eq!(ttl_less(&cluster), 9000, "rollback left TTLs: {}", rollback.dump());
     assert_eq!(policies(&cluster), ["noeviction"; 3], "{}", rollback.dump());
     // warm writes each entry to the primary of its slot: no MOVED, every shard gets some.
-    let out = env.run(OPTIMIZER, &["warm", "--force", "--max-entries", "300", "--format", "json"]);
+    let out = env.run(OPTIMIZER, &["warm", "--force", "--max-entries", "300", "--format", "json", "--yes"]);
     out.expect_code(0);
     assert_eq!(out.json()["written"], 300, "{}", out.dump());
     for node in cluster.nodes() {
@@ -425,7 +425,7 @@ async fn a_command_refused_for_every_key_is_one_line_with_its_count_in_run_and_w
         redis.url()
     ));
 
-    let text = env.run(OPTIMIZER, &["run", "--tier", "redis"]);
+    let text = env.run(OPTIMIZER, &["run", "--tier", "redis", "--yes"]);
     text.expect_code(1);
     let refused = lines_with(&text.stdout, "PEXPIRE");
     assert_eq!(refused.len(), 1, "{}", text.dump());
@@ -436,7 +436,7 @@ async fn a_command_refused_for_every_key_is_one_line_with_its_count_in_run_and_w
     );
     assert!(longest_line(&text) <= 400, "a line of {} characters\n{}", longest_line(&text), text.dump());
 
-    let json = env.run(OPTIMIZER, &["run", "--tier", "redis", "--format", "json"]);
+    let json = env.run(OPTIMIZER, &["run", "--tier", "redis", "--format", "json", "--yes"]);
     json.expect_code(1);
     assert!(longest_line(&json) <= 400, "a line of {} characters\n{}", longest_line(&json), json.dump());
     let doc = json.json();
@@ -452,7 +452,7 @@ async fn a_command_refused_for_every_key_is_one_line_with_its_count_in_run_and_w
     assert_eq!(record["outcome"], "partial", "{record:#}");
 
     // Warming: 1000 entries (optimizer.warm_max_entries), every SET refused.
-    let warm = env.run(OPTIMIZER, &["warm", "--force", "--format", "json"]);
+    let warm = env.run(OPTIMIZER, &["warm", "--force", "--format", "json", "--yes"]);
     warm.expect_code(1);
     assert!(longest_line(&warm) <= 400, "a line of {} characters\n{}", longest_line(&warm), warm.dump());
     let doc = warm.json();
@@ -461,7 +461,7 @@ async fn a_command_refused_for_every_key_is_one_line_with_its_count_in_run_and_w
     assert_eq!(errors.len(), 1, "{errors:?}");
     let error = errors[0].as_str().unwrap();
     assert!(error.starts_with("1000× SET refused") && error.ends_with("(and 999 more like it)"), "{error}");
-    let warm = env.run(OPTIMIZER, &["warm", "--force"]);
+    let warm = env.run(OPTIMIZER, &["warm", "--force", "--yes"]);
     warm.expect_code(1);
     assert_eq!(lines_with(&warm.stdout, "SET refused").len(), 1, "{}", warm.dump());
     assert!(longest_line(&warm) <= 400, "a line of {} characters\n{}", longest_line(&warm), warm.dump());

@@ -27,13 +27,66 @@ pub struct Cli {
     /// Common options.
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Output format: text or json for what a command prints (the default: text); for
+    /// `export` what it writes: json (the default), csv or prometheus
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub format: Option<Format>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Export formats.
+/// Every format of `--format`; each command takes those it can write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Tables and sentences for people
+    Text,
+    /// One JSON document
+    Json,
+    /// Rows of `timestamp,tier,target,metric,value` (`export` only)
+    Csv,
+    /// The Prometheus text exposition format (`export` only)
+    Prometheus,
+}
+
+impl Format {
+    /// The format of a command that prints text or JSON (text when none was given).
+    fn text_or_json(format: Option<Self>, command: &str) -> anyhow::Result<cache_core::output::Format> {
+        match format {
+            None | Some(Self::Text) => Ok(cache_core::output::Format::Text),
+            Some(Self::Json) => Ok(cache_core::output::Format::Json),
+            Some(other) => Err(cache_core::error::UsageError(format!(
+                "`{command}` prints text or json, not {}; `export` writes csv and prometheus",
+                other.name()
+            ))
+            .into()),
+        }
+    }
+
+    /// What `export` writes (JSON when none was given).
+    fn export(format: Option<Self>) -> anyhow::Result<ExportFormat> {
+        match format {
+            None | Some(Self::Json) => Ok(ExportFormat::Json),
+            Some(Self::Csv) => Ok(ExportFormat::Csv),
+            Some(Self::Prometheus) => Ok(ExportFormat::Prometheus),
+            Some(Self::Text) => {
+                Err(cache_core::error::UsageError("`export` writes json, csv or prometheus, not text".into()).into())
+            }
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+            Self::Csv => "csv",
+            Self::Prometheus => "prometheus",
+        }
+    }
+}
+
+/// What `export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
     /// The latest snapshot as one JSON document
     Json,
@@ -47,11 +100,7 @@ pub enum ExportFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Take one snapshot of every tier and append it to the history
-    Collect {
-        /// Output format of the snapshot printed
-        #[arg(long, value_enum, default_value = "text")]
-        format: cache_core::cli::TextOrJson,
-    },
+    Collect,
     /// Write the dashboard: one self-contained HTML page with the status cards and charts
     Dashboard {
         /// Write the page here instead of `analytics/dashboard.html` in the state directory
@@ -66,9 +115,6 @@ pub enum Command {
     },
     /// Export the history
     Export {
-        /// What to write
-        #[arg(long, value_enum, default_value = "json")]
-        format: ExportFormat,
         /// Write here (atomically, mode 0644) instead of stdout; a directory (node_exporter's
         /// textfile collector, e.g. /var/lib/prometheus/node-exporter/) gets
         /// `cache-toolkit-<project>.prom`, so several installations never collide
@@ -87,23 +133,12 @@ pub enum Command {
         /// The last UTC day the report covers (YYYY-MM-DD); today by default
         #[arg(long, value_name = "DATE")]
         date: Option<chrono::NaiveDate>,
-        /// Output format of what is printed (the report file is always JSON)
-        #[arg(long, value_enum, default_value = "text")]
-        format: cache_core::cli::TextOrJson,
     },
     /// Forecast each Redis target 7 days ahead: memory (and when it reaches maxmemory), hit
     /// ratio, latency
-    Forecast {
-        /// Output format
-        #[arg(long, value_enum, default_value = "text")]
-        format: cache_core::cli::TextOrJson,
-    },
+    Forecast,
     /// Find the low-usage windows of the day and leave them for the scheduler
-    Windows {
-        /// Output format
-        #[arg(long, value_enum, default_value = "text")]
-        format: cache_core::cli::TextOrJson,
-    },
+    Windows,
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -114,7 +149,7 @@ impl ToolCli for Cli {
     }
 
     fn runs_a_job(&self) -> bool {
-        matches!(self.command, Command::Collect { .. } | Command::Generate { .. })
+        matches!(self.command, Command::Collect | Command::Generate { .. })
     }
 }
 
@@ -125,17 +160,23 @@ pub fn main() -> ExitCode {
 
 /// Runs a parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let format = cli.format;
+    if format.is_some() && matches!(cli.command, Command::Dashboard { .. }) {
+        return Err(cache_core::error::UsageError("`dashboard` writes HTML and takes no --format".into()).into());
+    }
     match cli.command {
-        Command::Collect { format } => collect::run(&cli.common, format.into()).await,
+        Command::Collect => collect::run(&cli.common, Format::text_or_json(format, "collect")?).await,
         Command::Dashboard { output, serve, follow_symlinks } => {
             dashboard::run(&cli.common, output.as_deref(), serve.as_deref(), follow_symlinks)
         }
-        Command::Export { format, output, follow_symlinks } => {
-            export::run(&cli.common, format, output.as_deref(), follow_symlinks)
+        Command::Export { output, follow_symlinks } => {
+            export::run(&cli.common, Format::export(format)?, output.as_deref(), follow_symlinks)
         }
-        Command::Generate { period, date, format } => report::run(&cli.common, format.into(), period, date).await,
-        Command::Forecast { format } => predict::run_forecast(&cli.common, format.into()),
-        Command::Windows { format } => predict::run_windows(&cli.common, format.into()),
+        Command::Generate { period, date } => {
+            report::run(&cli.common, Format::text_or_json(format, "generate")?, period, date).await
+        }
+        Command::Forecast => predict::run_forecast(&cli.common, Format::text_or_json(format, "forecast")?),
+        Command::Windows => predict::run_windows(&cli.common, Format::text_or_json(format, "windows")?),
         Command::Completions(args) => app::print_completions::<Cli>(args.shell),
     }
 }
@@ -151,5 +192,10 @@ mod tests {
         Cli::command().debug_assert();
         Cli::try_parse_from(["cache-analytics", "export", "--format", "prometheus", "-o", "x.prom"]).unwrap();
         assert!(Cli::try_parse_from(["cache-analytics", "export", "--format", "xml"]).is_err());
+        // Before or after the subcommand alike.
+        let cli = Cli::try_parse_from(["cache-analytics", "--format", "json", "forecast"]).unwrap();
+        assert_eq!(cli.format, Some(Format::Json));
+        assert_eq!(Format::export(None).unwrap(), ExportFormat::Json);
+        assert!(Format::text_or_json(Some(Format::Csv), "forecast").is_err());
     }
 }

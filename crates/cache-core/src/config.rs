@@ -217,15 +217,37 @@ fn find_file(explicit: Option<&Path>, env: &dyn Env) -> anyhow::Result<Option<Pa
         }
         return Ok(Some(path));
     }
+    Ok(search_path(env).into_iter().find(|p| p.is_file()))
+}
+
+/// Where the configuration is looked for when neither `--config` nor `CACHE_CONFIG` names it,
+/// first first: `$XDG_CONFIG_HOME/cache-toolkit/config.toml` (or `~/.config/...`), then
+/// `/etc/cache-toolkit/config.toml`.
+fn search_path(env: &dyn Env) -> Vec<PathBuf> {
     let xdg = env
         .var(EnvVars::XDG_CONFIG_HOME)
         .map(PathBuf::from)
         .or_else(|| env.var(EnvVars::HOME).map(|h| Path::new(&h).join(".config")));
-    let candidates = xdg
-        .map(|base| base.join("cache-toolkit/config.toml"))
-        .into_iter()
-        .chain([PathBuf::from("/etc/cache-toolkit/config.toml")]);
-    Ok(candidates.into_iter().find(|p| p.is_file()))
+    xdg.map(|base| base.join("cache-toolkit/config.toml")).into_iter().chain([PathBuf::from(SYSTEM_CONFIG)]).collect()
+}
+
+const SYSTEM_CONFIG: &str = "/etc/cache-toolkit/config.toml";
+
+/// The file `cache-scheduler init` writes, so that every tool then reads it: `explicit`
+/// (`--config`), else `CACHE_CONFIG`, else `$XDG_CONFIG_HOME/cache-toolkit/config.toml` when
+/// that is set, else `/etc/cache-toolkit/config.toml` for root and `~/.config/...` for others —
+/// each the first place [`load`] looks for that user.
+pub fn init_path(explicit: Option<&Path>, env: &dyn Env, root: bool) -> PathBuf {
+    if let Some(path) = explicit.map(Path::to_path_buf).or_else(|| env.var(EnvVars::CACHE_CONFIG).map(PathBuf::from)) {
+        return path;
+    }
+    if let Some(xdg) = env.var(EnvVars::XDG_CONFIG_HOME) {
+        return Path::new(&xdg).join("cache-toolkit/config.toml");
+    }
+    match (root, env.var(EnvVars::HOME)) {
+        (false, Some(home)) => Path::new(&home).join(".config/cache-toolkit/config.toml"),
+        _ => PathBuf::from(SYSTEM_CONFIG),
+    }
 }
 
 /// Parses `text` (from `source_name`) into a [`Config`], naming the key of any error.

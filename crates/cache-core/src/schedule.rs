@@ -109,7 +109,7 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
         name: "optimize",
         // Not on Sundays, when optimize-weekly runs at the same time under the same lock.
         schedule: "0 4 * * 1-6",
-        command: "cache-optimizer run -q",
+        command: "cache-optimizer run --yes -q",
         task: "optimization",
         heavy: true,
         description: "Performance optimization at 4 AM",
@@ -119,7 +119,7 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
     JobSpec {
         name: "optimize-weekly",
         schedule: "0 4 * * 0",
-        command: "cache-optimizer run -q",
+        command: "cache-optimizer run --yes -q",
         task: "optimization",
         heavy: true,
         description: "Full system optimization on Sundays at 4 AM",

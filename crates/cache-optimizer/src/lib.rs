@@ -11,7 +11,7 @@ pub mod warm;
 use std::process::ExitCode;
 
 use cache_core::app::{self, ToolCli};
-use cache_core::cli::{CommonArgs, CompletionsArgs, TextOrJson};
+use cache_core::cli::{CommonArgs, CompletionsArgs, FormatArgs, MutationArgs};
 use cache_core::exit::Convention;
 use clap::{Parser, Subcommand};
 
@@ -23,13 +23,19 @@ use clap::{Parser, Subcommand};
     version,
     about = "Recommendations, safe optimizations with rollback, and cache warming",
     after_help = "Examples:\n  cache-optimizer analyze\n  cache-optimizer run --dry-run\n  \
-                  cache-optimizer run --apply\n  cache-optimizer rollback latest\n  \
+                  cache-optimizer run --apply --yes\n  cache-optimizer rollback latest --yes\n  \
                   cache-optimizer warm --dry-run --force\n  cache-optimizer schedule --next-window"
 )]
 pub struct Cli {
     /// Common options.
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub format: FormatArgs,
+    /// `--dry-run` and `--yes`, shared by every command that changes something.
+    #[command(flatten)]
+    pub mutation: MutationArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -39,23 +45,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Analyze the last 7 days and the servers; write `optimization_report_<date>.json`
-    Analyze {
-        /// Output format
-        #[arg(long, value_enum, default_value = "text")]
-        format: TextOrJson,
-    },
+    Analyze,
     /// Apply the safe recommendations (and configuration changes with --apply), recording a
     /// rollback point first
     Run {
         /// Also apply configuration changes (maxmemory-policy, table storage parameters)
         #[arg(long)]
         apply: bool,
-        /// Change nothing: list what would be done
-        #[arg(long)]
-        dry_run: bool,
-        /// Output format
-        #[arg(long, value_enum, default_value = "text")]
-        format: TextOrJson,
     },
     /// Put back every value a run changed
     Rollback {
@@ -65,12 +61,6 @@ pub enum Command {
         /// List the rollback points instead
         #[arg(long, conflicts_with = "id")]
         list: bool,
-        /// Change nothing: list what would be restored
-        #[arg(long)]
-        dry_run: bool,
-        /// Output format
-        #[arg(long, value_enum, default_value = "text")]
-        format: TextOrJson,
     },
     /// Copy the hottest PostgreSQL cache entries into Redis before a busy hour
     Warm {
@@ -86,12 +76,6 @@ pub enum Command {
         /// Warm even when the next hour is not busy, or there is no usage profile yet
         #[arg(long)]
         force: bool,
-        /// Change nothing: list what would be copied
-        #[arg(long)]
-        dry_run: bool,
-        /// Output format
-        #[arg(long, value_enum, default_value = "text")]
-        format: TextOrJson,
     },
     /// Schedule a one-off optimization at a time or in the next low-usage window
     Schedule {
@@ -107,9 +91,6 @@ pub enum Command {
         /// Cancel a scheduled optimization
         #[arg(long, value_name = "ID", group = "what")]
         cancel: Option<String>,
-        /// Output format
-        #[arg(long, value_enum, default_value = "text")]
-        format: TextOrJson,
     },
     /// Print shell completions
     Completions(CompletionsArgs),
@@ -133,16 +114,24 @@ pub fn main() -> ExitCode {
 /// Runs a parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let common = &cli.common;
+    let format = cli.format.format;
+    // Like every command that changes something: a dry run, `--yes`, or a "y" at the terminal.
+    let dry_run = |what: &str| cli.mutation.confirm(what).map(|go| !go);
     match cli.command {
-        Command::Analyze { format } => analyze::run(common, format.into()).await,
-        Command::Run { apply, dry_run, format } => apply::run(common, format.into(), apply, dry_run).await,
-        Command::Rollback { id, list, dry_run, format } => {
+        Command::Analyze => analyze::run(common, format.into()).await,
+        Command::Run { apply } => {
+            let dry_run = dry_run("apply the safe optimizations")?;
+            apply::run(common, format.into(), apply, dry_run).await
+        }
+        Command::Rollback { id, list } => {
+            let dry_run = if list { true } else { dry_run("put back the values the run changed")? };
             apply::rollback(common, format.into(), id.as_deref(), list, dry_run).await
         }
-        Command::Warm { from, into, max_entries, force, dry_run, format } => {
+        Command::Warm { from, into, max_entries, force } => {
+            let dry_run = dry_run("copy the hottest cache entries into Redis")?;
             warm::run(common, format.into(), warm::WarmOptions { from, into, max_entries, force, dry_run }).await
         }
-        Command::Schedule { at, next_window, list, cancel, format } => {
+        Command::Schedule { at, next_window, list, cancel } => {
             let request = match (at, cancel) {
                 (Some(at), _) => oneoff::Request::At(at),
                 (_, Some(id)) => oneoff::Request::Cancel(id),
@@ -161,6 +150,7 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+    use cache_core::cli::TextOrJson;
 
     #[test]
     fn verify_cli() {
@@ -168,5 +158,10 @@ mod tests {
         assert!(Cli::try_parse_from(["cache-optimizer", "rollback"]).is_err());
         Cli::try_parse_from(["cache-optimizer", "rollback", "--list"]).unwrap();
         assert!(Cli::try_parse_from(["cache-optimizer", "schedule", "--at", "x", "--next-window"]).is_err());
+        // One CLI shape: the format before or after the subcommand, the shared --dry-run/--yes.
+        let cli = Cli::try_parse_from(["cache-optimizer", "--format", "json", "analyze"]).unwrap();
+        assert_eq!(cli.format.format, TextOrJson::Json);
+        assert!(Cli::try_parse_from(["cache-optimizer", "run", "--yes"]).unwrap().mutation.yes);
+        assert!(Cli::try_parse_from(["cache-optimizer", "run", "--dry-run", "--yes"]).is_err());
     }
 }

@@ -118,7 +118,7 @@ pub fn run(common: &CommonArgs, format: Format, request: Request) -> anyhow::Res
         let job = OneOff {
             id: format!("optimize-{}", at.format("%Y%m%d-%H%M")),
             job: "optimize".into(),
-            command: "cache-optimizer run -q".into(),
+            command: "cache-optimizer run --yes -q".into(),
             at,
             reason,
             created_at: now,

@@ -230,17 +230,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 fn init(common: &CommonArgs) -> anyhow::Result<u8> {
-    let path = match &common.config {
-        Some(p) => p.clone(),
-        None => {
-            let home = cache_core::env::EnvVars::var_os(cache_core::env::EnvVars::HOME).map(PathBuf::from);
-            let root = rustix::process::geteuid().is_root();
-            match (root, home) {
-                (false, Some(home)) => home.join(".config/cache-toolkit/config.toml"),
-                _ => PathBuf::from("/etc/cache-toolkit/config.toml"),
-            }
-        }
-    };
+    // The one resolver every tool reads with, so that the file written is the file read.
+    let root = rustix::process::geteuid().is_root();
+    let path = cache_core::config::init_path(common.config.as_deref(), &cache_core::config::ProcessEnv, root);
     if path.exists() {
         return Err(UsageError(format!("`{}` exists; init never overwrites a configuration", path.display())).into());
     }

@@ -64,9 +64,9 @@ pub enum Severity {
 pub enum AutoAction {
     /// `cache-cleanup smart --yes -q`
     TriggerCleanup,
-    /// `cache-optimizer run -q`
+    /// `cache-optimizer run --yes -q`
     TriggerOptimization,
-    /// `cache-optimizer run -q --tier postgres`: the index and statistics maintenance
+    /// `cache-optimizer run --yes -q --tier postgres`: the index and statistics maintenance
     PostgresMaintenance,
     /// Mark the failing target disabled for `remediation.disable_for`, so other tools skip it
     DisableTier,

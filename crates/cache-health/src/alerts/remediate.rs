@@ -52,8 +52,8 @@ fn command_of(ctx: &Context, action: AutoAction, target: &str) -> Result<Vec<Str
         }
         (AutoAction::TriggerCleanup, "files") => &["cache-cleanup", "files", "--yes", "--format", "json"],
         (AutoAction::TriggerCleanup, "logs") => &["cache-cleanup", "logs", "--yes", "--format", "json"],
-        (AutoAction::TriggerOptimization, "redis" | "postgres") => &["cache-optimizer", "run", "-q"],
-        (AutoAction::PostgresMaintenance, "postgres") => &["cache-optimizer", "run", "-q"],
+        (AutoAction::TriggerOptimization, "redis" | "postgres") => &["cache-optimizer", "run", "--yes", "-q"],
+        (AutoAction::PostgresMaintenance, "postgres") => &["cache-optimizer", "run", "--yes", "-q"],
         _ => {
             return Err(format!(
                 "{} does not apply to {target}: there is no cache of the toolkit's to act on there",
