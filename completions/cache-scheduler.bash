@@ -35,6 +35,9 @@ _cache__scheduler() {
             cache__scheduler,restart)
                 cmd="cache__scheduler__subcmd__restart"
                 ;;
+            cache__scheduler,run)
+                cmd="cache__scheduler__subcmd__run"
+                ;;
             cache__scheduler,start)
                 cmd="cache__scheduler__subcmd__start"
                 ;;
@@ -43,6 +46,9 @@ _cache__scheduler() {
                 ;;
             cache__scheduler,stop)
                 cmd="cache__scheduler__subcmd__stop"
+                ;;
+            cache__scheduler,tick)
+                cmd="cache__scheduler__subcmd__tick"
                 ;;
             cache__scheduler,uninstall)
                 cmd="cache__scheduler__subcmd__uninstall"
@@ -68,6 +74,9 @@ _cache__scheduler() {
             cache__scheduler__subcmd__help,restart)
                 cmd="cache__scheduler__subcmd__help__subcmd__restart"
                 ;;
+            cache__scheduler__subcmd__help,run)
+                cmd="cache__scheduler__subcmd__help__subcmd__run"
+                ;;
             cache__scheduler__subcmd__help,start)
                 cmd="cache__scheduler__subcmd__help__subcmd__start"
                 ;;
@@ -76,6 +85,9 @@ _cache__scheduler() {
                 ;;
             cache__scheduler__subcmd__help,stop)
                 cmd="cache__scheduler__subcmd__help__subcmd__stop"
+                ;;
+            cache__scheduler__subcmd__help,tick)
+                cmd="cache__scheduler__subcmd__help__subcmd__tick"
                 ;;
             cache__scheduler__subcmd__help,uninstall)
                 cmd="cache__scheduler__subcmd__help__subcmd__uninstall"
@@ -123,7 +135,7 @@ _cache__scheduler() {
 
     case "${cmd}" in
         cache__scheduler)
-            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help --version init install uninstall start stop restart status optimize windows completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help --version init install uninstall start stop restart status optimize run tick windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -149,6 +161,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -157,7 +173,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__completions)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help bash elvish fish powershell zsh"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -183,6 +199,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -191,7 +211,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__help)
-            opts="init install uninstall start stop restart status optimize windows completions help"
+            opts="init install uninstall start stop restart status optimize run tick windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -288,6 +308,20 @@ _cache__scheduler() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cache__subcmd__scheduler__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cache__subcmd__scheduler__subcmd__help__subcmd__start)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -317,6 +351,20 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__help__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__scheduler__subcmd__help__subcmd__tick)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -401,7 +449,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__init)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -427,6 +475,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -435,7 +487,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__install)
-            opts="-v -q -h --cron-d --systemd --kubernetes --user --print --image --namespace --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -h --cron-d --systemd --kubernetes --user --print --image --namespace --storage --force --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -461,6 +513,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --storage)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -479,6 +535,10 @@ _cache__scheduler() {
                     ;;
                 --trigger)
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -489,16 +549,12 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__optimize)
-            opts="-v -q -h --dry-run --install --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -h --dry-run --install --force --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --format)
-                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
-                    return 0
-                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -517,6 +573,10 @@ _cache__scheduler() {
                     ;;
                 --trigger)
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -527,7 +587,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__restart)
-            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -555,6 +615,52 @@ _cache__scheduler() {
                     ;;
                 --trigger)
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__scheduler__subcmd__run)
+            opts="-v -q -h --at --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --at)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -565,7 +671,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__start)
-            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -593,6 +699,10 @@ _cache__scheduler() {
                     ;;
                 --trigger)
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -603,16 +713,12 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__status)
-            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --format)
-                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
-                    return 0
-                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -633,6 +739,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -641,7 +751,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__stop)
-            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -671,6 +781,48 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__scheduler__subcmd__tick)
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -679,7 +831,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__uninstall)
-            opts="-v -q -h --cron-d --systemd --kubernetes --user --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -h --cron-d --systemd --kubernetes --user --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -717,6 +869,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -725,7 +881,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__windows)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help list add remove help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help list add remove help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -751,6 +907,10 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
                     return 0
                     ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -759,7 +919,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__windows__subcmd__add)
-            opts="-v -q -h --start --duration --timezone --task --max-heavy --silence --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -h --start --duration --timezone --task --max-heavy --silence --force --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -807,6 +967,10 @@ _cache__scheduler() {
                     ;;
                 --trigger)
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -887,16 +1051,12 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__windows__subcmd__list)
-            opts="-v -q -h --format --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --format)
-                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
-                    return 0
-                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -915,6 +1075,10 @@ _cache__scheduler() {
                     ;;
                 --trigger)
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -925,7 +1089,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__windows__subcmd__remove)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --help"
+            opts="-v -q -h --force --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -949,6 +1113,10 @@ _cache__scheduler() {
                     ;;
                 --trigger)
                     COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -25,14 +25,16 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
-'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 '-V[Print version]' \
 '--version[Print version]' \
 ":: :_cache-scheduler_commands" \
@@ -55,14 +57,16 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
-'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
 (install)
@@ -71,7 +75,8 @@ _arguments "${_arguments_options[@]}" : \
 '--systemd=[Write a systemd service and timer per job into DIR]:DIR:_files' \
 '(--cron-d --systemd --kubernetes)--user=[The crontab of this user instead of one'\''s own (needs root)]:USER:_default' \
 '--image=[Container image of the Kubernetes CronJobs]:IMAGE:_default' \
-'--namespace=[Namespace of the Kubernetes CronJobs]:NAMESPACE:_default' \
+'--namespace=[Namespace of the Kubernetes objects]:NAMESPACE:_default' \
+'--storage=[Size of the Kubernetes state volume (it holds the backups by default)]:STORAGE:_default' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -81,16 +86,19 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
-'--kubernetes[Print Kubernetes CronJob manifests (concurrencyPolicy\: Forbid)]' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--kubernetes[Print Kubernetes manifests\: a ConfigMap of the configuration, a volume claim for the state, a CronJob per job (concurrencyPolicy\: Forbid)]' \
 '--print[Show what would be written, write nothing]' \
+'--force[Install even when no maintenance window admits a heavy job (it warns, and records the warning)]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
-'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
 (uninstall)
@@ -107,15 +115,17 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
-'--kubernetes[Print Kubernetes CronJob manifests (concurrencyPolicy\: Forbid)]' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--kubernetes[Print Kubernetes manifests\: a ConfigMap of the configuration, a volume claim for the state, a CronJob per job (concurrencyPolicy\: Forbid)]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
-'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
 (start)
@@ -130,14 +140,16 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
-'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
 (stop)
@@ -152,14 +164,16 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
-'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
 (restart)
@@ -174,20 +188,20 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
-'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
 (status)
 _arguments "${_arguments_options[@]}" : \
-'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
-json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -197,20 +211,20 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
-'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
 (optimize)
 _arguments "${_arguments_options[@]}" : \
-'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
-json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -220,14 +234,65 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--dry-run[Show the changes, make none]' \
 '--install[Also update the installed crontab block]' \
+'--force[Make the changes even when a heavy job ends up admitted by no maintenance window]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
-'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+&& ret=0
+;;
+(run)
+_arguments "${_arguments_options[@]}" : \
+'--at=[Run it once at this time instead (RFC 3339, or \`YYYY-MM-DD HH\:MM\` in UTC)\: a one-off, which \`tick\` runs]:TIME:_default' \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+':job -- The job (cache-scheduler status lists them):_default' \
+&& ret=0
+;;
+(tick)
+_arguments "${_arguments_options[@]}" : \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
@@ -243,14 +308,16 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
-'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 ":: :_cache-scheduler__subcmd__windows_commands" \
 "*::: :->windows" \
 && ret=0
@@ -263,8 +330,6 @@ remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
         case $line[1] in
             (list)
 _arguments "${_arguments_options[@]}" : \
-'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
-json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -274,12 +339,14 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
-'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
@@ -289,9 +356,9 @@ _arguments "${_arguments_options[@]}" : \
 '--start=[When it opens (five-field cron)]:START:_default' \
 '--duration=[How long it stays open, e.g. 4h]:DURATION:_default' \
 '--timezone=[Time zone of --start (default\: scheduler.timezone)]:TIMEZONE:_default' \
-'*--task=[Task types allowed (repeatable; default\: all)\: backup, cleanup, memory, optimization...]:TASKS:_default' \
+'*--task=[Task types allowed (repeatable; default\: all)\: those of the catalogue, e.g. backup, cleanup, memory, optimization]:TASKS:_default' \
 '--max-heavy=[Heavy jobs at once, at most]:MAX_HEAVY:_default' \
-'*--silence=[Alert rules it silences (repeatable)]:SILENCE:_default' \
+'*--silence=[Alert rules it silences (repeatable)\: names of cache-health'\''s rules]:SILENCE:_default' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -301,14 +368,17 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--force[Save it even when it leaves a heavy job admitted by no window (it warns, and records the warning)]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
-'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 ':name -- Its name:_default' \
 && ret=0
 ;;
@@ -323,14 +393,17 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--force[Remove it even when that leaves a heavy job admitted by no window]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
-'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 ':name -- Its name:_default' \
 && ret=0
 ;;
@@ -381,14 +454,16 @@ manual\:"A person, or a script, at a shell (records written before triggers were
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
 remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
-'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
 '*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
 '*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 ':shell -- Shell to generate completions for:(bash elvish fish powershell zsh)' \
 && ret=0
 ;;
@@ -433,6 +508,14 @@ _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
 (optimize)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(run)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(tick)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
@@ -492,6 +575,8 @@ _cache-scheduler_commands() {
 'restart:Stop, then start' \
 'status:Every job\: schedule, next run, last run, lock holder, flags; and the automation state' \
 'optimize:Adapt repeating jobs'\'' frequency to the performance score and move heavy jobs into the low-usage window (seed 000'\''s SmartScheduler)' \
+'run:Run a job now as the schedule would, through all its gates (automation, enabled, dependency, windows, fleet lock; --emergency passes the windows); or once at --at TIME' \
+'tick:Run every one-off that is due, once (the installed schedule runs this every minute)' \
 'windows:Maintenance windows\: when heavy jobs may run' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -514,6 +599,8 @@ _cache-scheduler__subcmd__help_commands() {
 'restart:Stop, then start' \
 'status:Every job\: schedule, next run, last run, lock holder, flags; and the automation state' \
 'optimize:Adapt repeating jobs'\'' frequency to the performance score and move heavy jobs into the low-usage window (seed 000'\''s SmartScheduler)' \
+'run:Run a job now as the schedule would, through all its gates (automation, enabled, dependency, windows, fleet lock; --emergency passes the windows); or once at --at TIME' \
+'tick:Run every one-off that is due, once (the installed schedule runs this every minute)' \
 'windows:Maintenance windows\: when heavy jobs may run' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -550,6 +637,11 @@ _cache-scheduler__subcmd__help__subcmd__restart_commands() {
     local commands; commands=()
     _describe -t commands 'cache-scheduler help restart commands' commands "$@"
 }
+(( $+functions[_cache-scheduler__subcmd__help__subcmd__run_commands] )) ||
+_cache-scheduler__subcmd__help__subcmd__run_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-scheduler help run commands' commands "$@"
+}
 (( $+functions[_cache-scheduler__subcmd__help__subcmd__start_commands] )) ||
 _cache-scheduler__subcmd__help__subcmd__start_commands() {
     local commands; commands=()
@@ -564,6 +656,11 @@ _cache-scheduler__subcmd__help__subcmd__status_commands() {
 _cache-scheduler__subcmd__help__subcmd__stop_commands() {
     local commands; commands=()
     _describe -t commands 'cache-scheduler help stop commands' commands "$@"
+}
+(( $+functions[_cache-scheduler__subcmd__help__subcmd__tick_commands] )) ||
+_cache-scheduler__subcmd__help__subcmd__tick_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-scheduler help tick commands' commands "$@"
 }
 (( $+functions[_cache-scheduler__subcmd__help__subcmd__uninstall_commands] )) ||
 _cache-scheduler__subcmd__help__subcmd__uninstall_commands() {
@@ -614,6 +711,11 @@ _cache-scheduler__subcmd__restart_commands() {
     local commands; commands=()
     _describe -t commands 'cache-scheduler restart commands' commands "$@"
 }
+(( $+functions[_cache-scheduler__subcmd__run_commands] )) ||
+_cache-scheduler__subcmd__run_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-scheduler run commands' commands "$@"
+}
 (( $+functions[_cache-scheduler__subcmd__start_commands] )) ||
 _cache-scheduler__subcmd__start_commands() {
     local commands; commands=()
@@ -628,6 +730,11 @@ _cache-scheduler__subcmd__status_commands() {
 _cache-scheduler__subcmd__stop_commands() {
     local commands; commands=()
     _describe -t commands 'cache-scheduler stop commands' commands "$@"
+}
+(( $+functions[_cache-scheduler__subcmd__tick_commands] )) ||
+_cache-scheduler__subcmd__tick_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-scheduler tick commands' commands "$@"
 }
 (( $+functions[_cache-scheduler__subcmd__uninstall_commands] )) ||
 _cache-scheduler__subcmd__uninstall_commands() {

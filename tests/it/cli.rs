@@ -10,7 +10,7 @@ use crate::{ANALYTICS, DEBUG, OPTIMIZER, SCHEDULER};
 fn the_format_goes_before_or_after_the_subcommand() {
     let env = TestEnv::new();
     env.write_config("[system]\ngpu = false\n");
-    for (bin, sub) in [(OPTIMIZER, "schedule"), (ANALYTICS, "collect"), (DEBUG, "config")] {
+    for (bin, sub) in [(OPTIMIZER, "schedule"), (ANALYTICS, "collect"), (DEBUG, "config"), (SCHEDULER, "status")] {
         for args in [["--format", "json", sub], [sub, "--format", "json"]] {
             let out = env.run(bin, &args);
             assert_ne!(out.code(), 2, "{}", out.dump());

@@ -16,6 +16,7 @@ mod latency;
 mod ledger;
 mod monitor;
 mod optimizer;
+mod rotation;
 mod runs;
 mod scheduler;
 

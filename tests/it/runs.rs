@@ -146,6 +146,30 @@ fn a_killed_run_is_recorded_as_interrupted_by_the_next_run() {
     assert_eq!(runs(&env).iter().filter(|r| r["outcome"] == "interrupted").count(), 1);
 }
 
+/// `--scheduled` means the same in every command: one that is no job of its own (a custom
+/// job of the catalogue such as `cache-debug security`) runs inside the scheduled job, under
+/// its gates and with a run record; `--wait`, meaningless there, is refused.
+#[test]
+fn any_command_run_as_a_scheduled_job_is_gated_and_recorded() {
+    let env = TestEnv::new();
+    env.write_config("[system]\ngpu = false\n");
+    let audit = &["security", "--scheduled", "security-audit", "-q"];
+    let ran = env.run(crate::DEBUG, audit);
+    assert!(matches!(ran.code(), 0 | 1), "{}", ran.dump());
+    let first = runs(&env).pop().unwrap();
+    assert_eq!((&first["job"], &first["trigger"]), (&Value::from("security-audit"), &Value::from("cron")));
+    assert_eq!(first["command"], "cache-debug security");
+    assert_eq!(first["exit_code"], ran.code());
+    // Automation stopped: the gate holds it like any scheduled job.
+    env.run(crate::SCHEDULER, &["stop", "--reason", "maintenance"]).expect_code(0);
+    env.run(crate::DEBUG, audit).expect_code(0);
+    let skipped = runs(&env).pop().unwrap();
+    assert_eq!((&skipped["job"], &skipped["outcome"]), (&Value::from("security-audit"), &Value::from("skipped")));
+    let refused = env.run(crate::DEBUG, &["security", "--wait"]);
+    refused.expect_code(2);
+    assert!(refused.stderr.contains("--wait") && refused.stderr.contains("runs no job"), "{}", refused.dump());
+}
+
 /// `-q` prints nothing when a command succeeds, listings and tables included; a run that
 /// does not succeed still says everything it had to say.
 #[test]

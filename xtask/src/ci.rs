@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: exactly what CI runs, on a fresh Debian machine too.
 //!
 //! It first installs what the tests need and the machine lacks (redis-server, PostgreSQL,
-//! promtool, chromium, cron, systemd-analyze; with apt-get when root), then runs formatting, lints with and without default features, the
+//! promtool, chromium, cron, systemd-analyze; with apt-get when root; kubernetes-validate from
+//! PyPI with pip), then runs formatting, lints with and without default features, the
 //! generated-files check, the whole test suite (with `CI` set, so no server test can skip), and
 //! the documentation build.
 
@@ -23,6 +24,10 @@ const NEEDED: &[(&str, &str)] = &[
     ("systemd-analyze", "systemd"),
     ("check_postgres", "check-postgres"),
 ];
+
+/// PyPI packages providing each program the tests run (pip installs them; Debian's own Python
+/// is externally managed, PEP 668, so pip there needs `--break-system-packages`).
+const NEEDED_PYPI: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes-validate")];
 
 pub(crate) fn run() -> anyhow::Result<()> {
     install_missing()?;
@@ -77,6 +82,36 @@ fn install_missing() -> anyhow::Result<()> {
     install(NEEDED)?;
     if !Command::new("pkg-config").args(["--exists", "openssl"]).status().is_ok_and(|s| s.success()) {
         install_packages(&["libssl-dev"])?;
+    }
+    install_pypi(NEEDED_PYPI)
+}
+
+/// Installs with pip the PyPI package of each (program, package) whose program is missing.
+fn install_pypi(needed: &[(&str, &str)]) -> anyhow::Result<()> {
+    let mut packages: Vec<&str> = needed.iter().filter(|(bin, _)| !on_path(bin)).map(|(_, pkg)| *pkg).collect();
+    packages.dedup();
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let has_pip =
+        || Command::new("python3").args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success());
+    if !has_pip() {
+        install_packages(&["python3-pip"])?;
+    }
+    println!("==> installing missing PyPI packages: {}", packages.join(" "));
+    let pip = |extra: &[&str]| -> anyhow::Result<bool> {
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(extra)
+            .args(&packages)
+            .status()
+            .context("running python3 -m pip (install python3-pip)")?;
+        Ok(status.success())
+    };
+    // A virtual environment or pyenv's Python takes the packages as they are; Debian's wants
+    // the flag.
+    if !pip(&[])? && !pip(&["--break-system-packages"])? {
+        bail!("pip install {} failed; install it by hand", packages.join(" "));
     }
     Ok(())
 }

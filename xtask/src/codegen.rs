@@ -59,7 +59,10 @@ pub(crate) fn generate() -> anyhow::Result<Vec<(PathBuf, String)>> {
 fn crontab() -> anyhow::Result<String> {
     let settings = cache_core::config::SchedulerSettings::default();
     let jobs = cache_core::schedule::configured(&settings)?;
-    let block = cache_scheduler::render::crontab_block(&jobs, Path::new("/usr/local/bin"));
+    // The embedded default configuration and state directory: no `--config`, no `--state-dir`.
+    let invocation =
+        cache_scheduler::render::Invocation { bin_dir: Some("/usr/local/bin".into()), ..Default::default() };
+    let block = cache_scheduler::render::crontab_block(&jobs, &invocation);
     Ok(format!(
         "# contrib/crontab-cache: {PREAMBLE}\n# Install with `crontab contrib/crontab-cache`, or better `cache-scheduler install`,\n\
          # which keeps the rest of your crontab and follows your configuration.\n{block}"

@@ -15,10 +15,11 @@ use anyhow::Context as _;
 use cache_core::app::Context;
 use cache_core::cli::CommonArgs;
 use cache_core::exit::{self, Convention};
+use cache_core::jobs::Flag;
 use cache_core::output::{Format, bytes};
 use cache_core::runs::{Outcome, RUNS_FILE, RunRecord};
 use cache_core::schedule;
-use cache_core::state::StateDir;
+use cache_core::state::{History, Span, StateDir};
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -31,8 +32,9 @@ use cache_core::history::{Point, lookups};
 pub const DEFAULT_OUTPUT: &str = "analytics/dashboard.html";
 /// The page reloads itself this often (seed 000: 30 seconds).
 const REFRESH_SECONDS: u32 = 30;
-/// The page reads at most this much of the end of each history (a week of snapshots, runs and
-/// health checks is far less), so building it costs the same however long they grow.
+/// The page reads at most this much of the end of each history, across its segments (a week of
+/// snapshots, runs and health checks is far less), so building it costs the same however long
+/// they grow; what the cap or bad lines left out is said on the page and on stderr.
 const TAIL_BYTES: u64 = 32 * 1024 * 1024;
 /// A snapshot older than this makes the collection card a warning.
 const STALE: Duration = Duration::minutes(45);
@@ -81,9 +83,15 @@ struct Data {
     health_history: Vec<HealthLine>,
     windows: Option<Value>,
     next_runs: Vec<(String, Option<DateTime<Utc>>, bool)>,
+    /// Jobs that never run as scheduled: never admitted by any window, skipped N times in a row.
+    job_flags: Vec<(String, String)>,
+    /// One-off runs waiting for their time (`cache-scheduler tick` runs them).
+    oneoffs: Vec<cache_core::schedule::oneoff::OneOff>,
     automation: Option<cache_core::gate::Automation>,
     /// Whether the schedule is really installed, in words (`cache_core::schedule`).
     installed: (bool, String),
+    /// What reading the histories left out: bad lines skipped, what the cap left unread.
+    problems: Vec<String>,
 }
 
 impl Data {
@@ -93,30 +101,38 @@ impl Data {
         project: &str,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Self> {
-        let snapshots: Vec<Snapshot> = state.read_jsonl_tail(HISTORY, TAIL_BYTES)?;
+        // What a history left out (bad lines, what the cap left unread) is shown on the page and
+        // printed: a history of garbage must not make an empty page in silence.
+        let mut problems = Vec::new();
+        let snapshots: History<Snapshot> = state.read_history(HISTORY, Span::Last(Duration::days(7)), TAIL_BYTES)?;
+        problems.extend(snapshots.warnings());
+        let snapshots = snapshots.records;
         let end = snapshots.last().map_or(now, |s| s.timestamp);
         let history =
             snapshots.iter().filter(|s| s.timestamp > end - Duration::days(7)).filter_map(Point::of).collect();
-        let runs: Vec<RunRecord> = state
-            .read_jsonl_tail::<RunRecord>(RUNS_FILE, TAIL_BYTES)?
-            .into_iter()
-            .filter(|r| r.started_at > now - Duration::days(7))
-            .collect();
-        let health_history: Vec<HealthLine> = state
-            .read_jsonl_tail::<HealthLine>("health/history.jsonl", TAIL_BYTES)?
-            .into_iter()
-            .filter(|h| h.timestamp > now - Duration::days(1))
-            .collect();
+        let runs: History<RunRecord> =
+            state.read_history(RUNS_FILE, Span::Since(now - Duration::days(7)), TAIL_BYTES)?;
+        problems.extend(runs.warnings());
+        let runs: Vec<RunRecord> =
+            runs.records.into_iter().filter(|r| r.started_at > now - Duration::days(7)).collect();
+        let health_history: History<HealthLine> =
+            state.read_history("health/history.jsonl", Span::Since(now - Duration::days(1)), TAIL_BYTES)?;
+        problems.extend(health_history.warnings());
+        let health_history: Vec<HealthLine> =
+            health_history.records.into_iter().filter(|h| h.timestamp > now - Duration::days(1)).collect();
+        // Every job of the catalogue; one no window admits is not upcoming, it is flagged.
         let mut next_runs = Vec::new();
-        for spec in schedule::DEFAULT_JOBS {
-            let job = schedule::effective(settings, state, spec.name)?;
-            let next = if job.enabled {
-                schedule::next_runs_in(&job.schedule, now, 1, &settings.timezone)?.first().copied()
-            } else {
-                None
-            };
-            next_runs.push((spec.name.to_owned(), next, spec.heavy));
+        let mut job_flags = Vec::new();
+        for job in cache_core::jobs::statuses(settings, state, now)? {
+            for flag in &job.flags {
+                if matches!(flag, Flag::NeverAdmitted) || matches!(flag, Flag::Skipped(n) if *n > 1) {
+                    job_flags.push((job.name.clone(), flag.to_string()));
+                }
+            }
+            let next = job.next_run.filter(|_| !job.never_admitted);
+            next_runs.push((job.name, next, job.heavy));
         }
+        let oneoffs = cache_core::schedule::oneoff::read(state)?.pending().cloned().collect();
         Ok(Self {
             now,
             project: project.to_owned(),
@@ -127,8 +143,11 @@ impl Data {
             health_history,
             windows: state.read_json(WINDOWS_FILE)?,
             next_runs,
+            job_flags,
+            oneoffs,
             automation: cache_core::gate::automation(state)?,
             installed: schedule::installed_status(state)?,
+            problems,
         })
     }
 
@@ -352,10 +371,18 @@ fn render(d: &Data) -> String {
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{} cache dashboard</title>\
-         <style>{STYLE}</style></head><body><h1>{} — automated cache maintenance</h1><div class=\"status-grid\">",
+         <style>{STYLE}</style></head><body><h1>{} — automated cache maintenance</h1>",
         esc(&d.project),
         esc(&d.project)
     );
+    if !d.problems.is_empty() {
+        out.push_str("<div class=\"status-card status-warning\" id=\"history-problems\"><h3>History Problems</h3><ul>");
+        for p in &d.problems {
+            let _ = write!(out, "<li>{}</li>", esc(p));
+        }
+        out.push_str("</ul></div>");
+    }
+    out.push_str("<div class=\"status-grid\">");
 
     // Automation status (seed 000).
     let last_of = |family: &str| d.runs.iter().rev().find(|r| job_family(&r.job) == family && r.outcome.is_a_run());
@@ -490,7 +517,18 @@ fn render(d: &Data) -> String {
             rows.push((job.clone(), format!("{} ({})", t.format("%m-%d %H:%M UTC"), in_(*t - d.now)), None));
         }
     }
-    card(&mut out, Level::Healthy, "Upcoming Maintenance", &rows);
+    for o in &d.oneoffs {
+        rows.push((
+            format!("One-off {}", o.job),
+            format!("{} ({})", o.at.format("%m-%d %H:%M UTC"), in_(o.at - d.now)),
+            None,
+        ));
+    }
+    for (job, flag) in &d.job_flags {
+        rows.push((job.clone(), flag.clone(), None));
+    }
+    let level = if d.job_flags.is_empty() { Level::Healthy } else { Level::Warning };
+    card(&mut out, level, "Upcoming Maintenance", &rows);
 
     // Space freed per tier, last 7 days (real runs only).
     let mut freed: BTreeMap<String, u64> = BTreeMap::new();
@@ -624,12 +662,23 @@ pub fn run(
     if let Some(addr) = serve {
         return serve_forever(&ctx, &project, addr);
     }
-    let html = render(&Data::load(&ctx.state, &ctx.config.scheduler, &project, Utc::now())?);
+    let data = Data::load(&ctx.state, &ctx.config.scheduler, &project, Utc::now())?;
+    for problem in &data.problems {
+        ctx.printer.warn(problem);
+    }
+    let html = render(&data);
     // In the state directory it is a state file (0600, like every other); where the operator
     // sends it (`--output`, a web root) it is readable by others.
     let (path, mode) = match output {
         Some(p) => (p.to_path_buf(), 0o644),
-        None => (ctx.state.path(DEFAULT_OUTPUT), 0o600),
+        None => {
+            // A state directory with no analytics yet (only a run history) has no `analytics/`.
+            let path = ctx.state.path(DEFAULT_OUTPUT);
+            if let Some(dir) = path.parent() {
+                cache_core::state::create_private_dir(dir)?;
+            }
+            (path, 0o600)
+        }
     };
     cache_core::state::write_output(&path, html.as_bytes(), mode, follow_symlinks)
         .with_context(|| format!("writing the dashboard to `{}`", path.display()))?;
@@ -647,7 +696,12 @@ fn serve_forever(ctx: &Context, project: &str, addr: &str) -> anyhow::Result<u8>
         let response = match (request.method(), path.as_str()) {
             (tiny_http::Method::Get, "/" | "/index.html") => {
                 match Data::load(&ctx.state, &ctx.config.scheduler, project, Utc::now()) {
-                    Ok(d) => respond(200, "text/html; charset=utf-8", render(&d)),
+                    Ok(d) => {
+                        for problem in &d.problems {
+                            ctx.printer.warn(problem);
+                        }
+                        respond(200, "text/html; charset=utf-8", render(&d))
+                    }
                     Err(e) => respond(500, "text/plain; charset=utf-8", format!("{e:#}\n")),
                 }
             }

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead as _, Read as _, Seek as _};
+use std::io::{Read as _, Seek as _};
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -26,6 +26,7 @@ use cache_core::exit::{self, Convention};
 use cache_core::history::{HISTORY, RedisFigures, Snapshot};
 use cache_core::output::Format;
 use cache_core::runs;
+use cache_core::state::{Line, LineReader, MAX_LINE_BYTES};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -225,8 +226,9 @@ pub struct CleanupTotal {
 struct Totals {
     /// Bytes of `runs.jsonl` counted.
     offset: u64,
-    /// The id of the file's first record when it was counted: another one means the file was
-    /// replaced (rotated), and it is counted again from the start past `through`.
+    /// The id of the first run of the file counted (the current one then): the count goes on
+    /// in the file that starts with it, which a rotation made a segment; when none does, the
+    /// history is counted again from the start past `through`.
     first_id: Option<String>,
     /// The end of the last run counted.
     through: Option<DateTime<Utc>>,
@@ -321,38 +323,125 @@ struct CountedRun {
 
 /// The cleanup totals: [`TOTALS`] brought up to date with the runs appended to `runs.jsonl`
 /// since, and saved again (a failure to save is a warning: the next export counts again).
+///
+/// The count goes on from where the last one stopped: in the file whose first run it names,
+/// the current file or, once that was rotated, its segment (plain or compressed), then every
+/// newer segment and the current file. A history whose counted file is gone (pruned, or
+/// replaced by hand) is counted again whole, adding only the runs that ended after the last one
+/// counted.
 fn count_cleanups(state: &cache_core::state::StateDir) -> anyhow::Result<Vec<CleanupTotal>> {
     let mut totals: Totals = state.read_json(TOTALS)?.unwrap_or_default();
-    let path = state.path(runs::RUNS_FILE);
-    let mut file = match std::fs::File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(totals.cleanup),
-        Err(e) => return Err(e).with_context(|| format!("reading `{}`", path.display())),
+    let files = state.history_files(runs::RUNS_FILE)?;
+    let Some(current) = &files.current else { return Ok(totals.cleanup) };
+    // Oldest first: the segments, then the current file at its length now (a run being
+    // appended after this is counted by the next export).
+    let len = current.metadata()?.len();
+    let mut sources: Vec<RunsFile<'_>> = files.segments.iter().map(RunsFile::Segment).collect();
+    sources.push(RunsFile::Current(current, len));
+    let read_err = |e: std::io::Error| anyhow::anyhow!("reading `{}`: {e}", files.path.display());
+    let first_ids: Vec<Option<String>> = sources
+        .iter()
+        .map(|source| match source.open_at(0) {
+            Ok(reader) => first_id(reader),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .collect::<std::io::Result<_>>()
+        .map_err(read_err)?;
+    let last = sources.len() - 1;
+    let found = totals
+        .first_id
+        .as_ref()
+        .and_then(|id| first_ids.iter().position(|f| f.as_ref() == Some(id)))
+        .filter(|at| *at < last || len >= totals.offset);
+    let (from, offset, after) = match found {
+        Some(at) => (at, totals.offset, None),
+        None => (0, 0, totals.through),
     };
-    let len = file.metadata()?.len();
-    let first_id = {
-        let mut first = String::new();
-        std::io::BufReader::new(&file).read_line(&mut first)?;
-        serde_json::from_str::<CountedRun>(&first).ok().map(|r| r.id)
-    };
-    // The same file, grown: count from where the last export stopped. Another file: count it
-    // from the start, every run that ended after the last one counted.
-    let same = totals.first_id.is_some() && totals.first_id == first_id && len >= totals.offset;
-    let (start, after) = if same { (totals.offset, None) } else { (0, totals.through) };
-    file.seek(std::io::SeekFrom::Start(start))?;
     let before = totals.clone();
-    // Line by line, whole lines only: a run being appended is counted by the next export.
-    let mut lines = std::io::BufReader::new(file.take(len - start));
-    let mut line = Vec::new();
-    let mut counted = 0u64;
-    loop {
-        line.clear();
-        let n = lines.read_until(b'\n', &mut line)?;
-        if n == 0 || line.last() != Some(&b'\n') {
-            break;
+    let mut counted_current = 0;
+    for (i, source) in sources.iter().enumerate().skip(from) {
+        let start = if i == from { offset } else { 0 };
+        let reader = match source.open_at(start) {
+            Ok(reader) => reader,
+            // A segment compressed and pruned since it was listed: nothing left to count.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(read_err(e)),
+        };
+        let reader: Box<dyn std::io::Read + Send + '_> = match source {
+            RunsFile::Current(_, len) => Box::new(reader.take(len.saturating_sub(start))),
+            RunsFile::Segment(_) => reader,
+        };
+        let counted = count_runs(reader, after, &mut totals).map_err(read_err)?;
+        if i == last {
+            counted_current = start + counted;
         }
-        counted += n as u64;
-        let Ok(run) = serde_json::from_slice::<CountedRun>(&line) else { continue };
+    }
+    totals.offset = counted_current;
+    totals.first_id = first_ids[last].clone();
+    if totals != before
+        && let Err(e) = state.write_json(TOTALS, &totals)
+    {
+        tracing::warn!("saving the cleanup totals: {e:#}");
+    }
+    Ok(totals.cleanup)
+}
+
+/// A file of the run history: a segment, or the current file at the length it had.
+enum RunsFile<'a> {
+    Segment(&'a cache_core::state::Segment),
+    Current(&'a std::fs::File, u64),
+}
+
+impl RunsFile<'_> {
+    /// Its lines from `offset`.
+    fn open_at(&self, offset: u64) -> std::io::Result<Box<dyn std::io::Read + Send + '_>> {
+        match self {
+            Self::Segment(segment) => segment.open_at(offset),
+            Self::Current(file, _) => {
+                let mut file = file.try_clone()?;
+                file.seek(std::io::SeekFrom::Start(offset))?;
+                Ok(Box::new(file))
+            }
+        }
+    }
+}
+
+/// The id of the first run of a file of the run history (within its first lines: a line of
+/// garbage first does not make the file unrecognisable).
+fn first_id(reader: impl std::io::Read) -> std::io::Result<Option<String>> {
+    let mut lines = LineReader::new(reader, MAX_LINE_BYTES);
+    for _ in 0..16 {
+        match lines.next_line()? {
+            Some(Line::Text { .. }) => {
+                if let Ok(run) = serde_json::from_slice::<CountedRun>(lines.text()) {
+                    return Ok(Some(run.id));
+                }
+            }
+            Some(Line::TooLong { .. }) => {}
+            None => break,
+        }
+    }
+    Ok(None)
+}
+
+/// Adds the runs of `reader`'s whole lines (those that ended after `after`, when given) to
+/// `totals`; returns the bytes of the whole lines read.
+fn count_runs(reader: impl std::io::Read, after: Option<DateTime<Utc>>, totals: &mut Totals) -> std::io::Result<u64> {
+    // Line by line, whole lines only: a run being appended is counted by the next export.
+    let mut lines = LineReader::new(reader, MAX_LINE_BYTES);
+    let mut counted = 0u64;
+    while let Some(line) = lines.next_line()? {
+        let (n, text) = match line {
+            Line::Text { bytes, ended: true } => (bytes, true),
+            Line::TooLong { bytes, ended: true } => (bytes, false),
+            Line::Text { ended: false, .. } | Line::TooLong { ended: false, .. } => break,
+        };
+        counted += n;
+        if !text {
+            continue;
+        }
+        let Ok(run) = serde_json::from_slice::<CountedRun>(lines.text()) else { continue };
         if after.is_some_and(|t| run.ended_at <= t) {
             continue;
         }
@@ -361,14 +450,7 @@ fn count_cleanups(state: &cache_core::state::StateDir) -> anyhow::Result<Vec<Cle
             add_cleanup(&mut totals.cleanup, &run.summary);
         }
     }
-    totals.offset = start + counted;
-    totals.first_id = first_id;
-    if totals != before
-        && let Err(e) = state.write_json(TOTALS, &totals)
-    {
-        tracing::warn!("saving the cleanup totals: {e:#}");
-    }
-    Ok(totals.cleanup)
+    Ok(counted)
 }
 
 /// Adds one cleanup run's per-target figures (a dry run, or a run without targets such as an
@@ -1036,5 +1118,58 @@ mod tests {
         std::fs::write(&path, run("r4", "cleanup", 4, false, 3) + &run("r5", "cleanup", 5, false, 1)).unwrap();
         assert_eq!(count_cleanups(&state).unwrap(), want(6));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cleanup_totals_go_on_across_rotations_and_compression() {
+        let dir = tempfile_dir("rotation");
+        let state = cache_core::state::StateDir::open(dir.join("state")).unwrap().with_rotate_bytes(700);
+        let mut minute = 0;
+        let mut append = |removed: u64| {
+            minute += 1;
+            let run = serde_json::json!({
+                "id": format!("r{minute}"), "job": "cleanup",
+                "ended_at": chrono::Utc::now() + chrono::Duration::seconds(minute),
+                "summary": {"dry_run": false, "targets": [
+                    {"tier": "files", "target": "models", "removed": removed, "bytes_freed": removed * 10}]}
+            });
+            state.append_jsonl(runs::RUNS_FILE, &run).unwrap();
+        };
+        let removed = |state: &cache_core::state::StateDir| count_cleanups(state).unwrap()[0].removed;
+        append(1);
+        assert_eq!(removed(&state), 1);
+        // Runs appended after the count, then the file rotated (twice over) before the next.
+        for _ in 0..10 {
+            append(1);
+        }
+        assert!(state.history_files(runs::RUNS_FILE).unwrap().segments.len() >= 2);
+        assert_eq!(removed(&state), 11);
+        assert_eq!(removed(&state), 11, "counted once");
+        for _ in 0..10 {
+            append(1);
+        }
+        // The segments compressed by a monthly archival meanwhile: counted on in the `.gz`.
+        let done = state.archive_histories(chrono::Utc::now() + chrono::Duration::days(40), 13).unwrap();
+        assert!(!done.compressed.is_empty(), "{done:?}");
+        append(1);
+        assert_eq!(removed(&state), 22);
+        // The file counted last rotated and pruned past the retention before the next count:
+        // the runs of the segments pruned are gone; those left are counted, once.
+        for _ in 0..10 {
+            append(1);
+        }
+        state.archive_histories(chrono::Utc::now() + chrono::Duration::days(800), 13).unwrap();
+        assert!(state.history_files(runs::RUNS_FILE).unwrap().segments.is_empty());
+        let left = std::fs::read_to_string(state.path(runs::RUNS_FILE)).unwrap().lines().count() as u64;
+        assert!(left < 10, "{left}");
+        assert_eq!(removed(&state), 22 + left);
+        append(5);
+        assert_eq!(removed(&state), 27 + left);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir(what: &str) -> std::path::PathBuf {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        std::env::temp_dir().join(format!("cache-analytics-{what}-{}-{nanos}", std::process::id()))
     }
 }

@@ -7,7 +7,8 @@
 //! The hit ratio is that of each 15-minute interval ([`history::interval_hit_ratios`]): INFO's
 //! ratio is the server's lifetime one, and says little about next week. No forecast is made from
 //! less than [`MIN_HISTORY`]. Low-usage windows come from the hour-of-day profile of operations
-//! per second.
+//! per second over the same last [`FIT_DAYS`] days. Both read only those days of the history
+//! (back from its last snapshot, across its segments), never all of it.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,7 @@ use cache_core::exit::{self, Convention};
 use cache_core::forecast::{self, Estimate, Window};
 use cache_core::history::{self, HISTORY, Point, RedisFigures, Snapshot, WINDOWS_FILE, hourly_profile};
 use cache_core::output::{Format, bytes};
+use cache_core::state::READ_CAP_BYTES;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
@@ -120,11 +122,13 @@ fn target_forecast(target: String, points: &[(DateTime<Utc>, &RedisFigures)], mi
 /// Runs `forecast`.
 pub fn run_forecast(common: &CommonArgs, format: Format) -> anyhow::Result<u8> {
     let ctx = Context::load(common, format, Convention::Standard)?;
-    let history: Vec<Snapshot> = ctx.state.read_jsonl(HISTORY)?;
+    let min_history = Duration::from_std(ctx.config.analytics.forecast_min_history).unwrap_or(MIN_HISTORY);
+    // The fit's days and the least history, back from the last snapshot, and a day to spare.
+    let span = Duration::days(FIT_DAYS).max(min_history) + Duration::days(1);
+    let history: Vec<Snapshot> = ctx.state.read_jsonl_last(HISTORY, span, READ_CAP_BYTES)?;
     if history.len() < 2 {
         anyhow::bail!("forecasts need at least two snapshots; run `cache-analytics collect` (every 15 minutes) first");
     }
-    let min_history = Duration::from_std(ctx.config.analytics.forecast_min_history).unwrap_or(MIN_HISTORY);
     let results = forecasts(&history, min_history);
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
@@ -178,7 +182,7 @@ struct Windows {
 /// Runs `windows`.
 pub fn run_windows(common: &CommonArgs, format: Format) -> anyhow::Result<u8> {
     let ctx = Context::load(common, format, Convention::Standard)?;
-    let history: Vec<Snapshot> = ctx.state.read_jsonl(HISTORY)?;
+    let history: Vec<Snapshot> = ctx.state.read_jsonl_last(HISTORY, Duration::days(FIT_DAYS), READ_CAP_BYTES)?;
     let profile = hourly_profile(&history)
         .ok_or_else(|| anyhow::anyhow!("low-usage windows need snapshots in every hour of the day; keep collecting"))?;
     let windows = Windows {

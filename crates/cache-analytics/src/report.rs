@@ -8,7 +8,13 @@
 //! - `week`: `weekly_report_<date>.json`, seed 002's weekly analysis (hit rate, latency,
 //!   memory, operations) over the 7 days ending on the date;
 //! - `month`: `capacity_report_<YYYY-MM>.json`, seed 002's `CapacityPlanner` over the 30 days
-//!   ending on the date, with projections for each of the next 6 months.
+//!   ending on the date, with projections for each of the next 6 months. The monthly run (the
+//!   `archival-monthly` job) also archives the state directory's histories
+//!   ([`cache_core::state::StateDir::archive_histories`]): segments of past months gzipped,
+//!   those over [`KEEP_MONTHS`] months old removed.
+//!
+//! A report reads only the history its period needs (the days of the period and the one
+//! before), across the history's segments.
 //!
 //! Reports cover whole UTC days only ([`Coverage`]): the day the history starts in and the day
 //! still running are left out of the weekly and monthly figures, growth and projections (a
@@ -29,6 +35,7 @@ use cache_core::exit::{self, Convention};
 use cache_core::forecast::{self, ANOMALY_THRESHOLD, MIN_RELATIVE_CHANGE, MinEffect};
 use cache_core::output::{Format, bytes};
 use cache_core::runs::Outcome;
+use cache_core::state::{KEEP_MONTHS, READ_CAP_BYTES};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -657,22 +664,61 @@ pub async fn run(common: &CommonArgs, format: Format, period: Period, date: Opti
 }
 
 fn generate(ctx: &Context, period: Period, date: Option<NaiveDate>) -> anyhow::Result<JobResult> {
+    // The monthly run archives the histories first, whatever becomes of the report.
+    let archived = (period == Period::Month).then(|| archive(ctx));
     let date = date.unwrap_or_else(|| Utc::now().date_naive());
-    let history: Vec<Snapshot> = ctx.state.read_jsonl(HISTORY)?;
+    let history: Vec<Snapshot> = ctx.state.read_jsonl_since(HISTORY, since(date, period), READ_CAP_BYTES)?;
     let (name, doc) = build(&history, date, period)?;
     let rel = format!("{REPORTS_DIR}/{name}");
     ctx.state.write_json(&rel, &doc).with_context(|| format!("writing report `{rel}`"))?;
     let path = ctx.state.path(&rel);
+    let mut summary_json = json!({ "report": path, "insights": doc["insights"].as_array().map_or(0, Vec::len) });
+    let mut outcome = (Outcome::Success, exit::SUCCESS);
+    match &archived {
+        Some(Ok(done)) => merge(&mut summary_json, json!({ "archival": serde_json::to_value(done)? })),
+        Some(Err(e)) => {
+            let text = format!("archiving the histories: {e:#}");
+            ctx.printer.warn(&text);
+            merge(&mut summary_json, json!({ "archival_error": text }));
+            outcome = (Outcome::Partial, exit::PARTIAL);
+        }
+        None => {}
+    }
     if ctx.printer.format() == Format::Json {
         ctx.printer.json(&doc)?;
     } else {
-        ctx.printer.info(&format!("{}Report: {}\n", summary(period, &doc), path.display()))?;
+        let archival = match &archived {
+            Some(Ok(done)) => format!("{}\n", done.summary()),
+            _ => String::new(),
+        };
+        ctx.printer.info(&format!("{}{archival}Report: {}\n", summary(period, &doc), path.display()))?;
     }
-    Ok(JobResult {
-        outcome: Outcome::Success,
-        exit_code: exit::SUCCESS,
-        summary: json!({ "report": path, "insights": doc["insights"].as_array().map_or(0, Vec::len) }),
-    })
+    Ok(JobResult { outcome: outcome.0, exit_code: outcome.1, summary: summary_json })
+}
+
+/// The first instant of history a report of `period` ending on `date` reads
+/// ([`cache_core::history::load_points`]'s first day: the day before the period, whose last
+/// snapshot the first day's counters start from).
+fn since(date: NaiveDate, period: Period) -> DateTime<Utc> {
+    let first = date - Duration::days(period.days());
+    first.and_hms_opt(0, 0, 0).map_or(DateTime::<Utc>::MIN_UTC, |t| t.and_utc())
+}
+
+/// Monthly archival of the histories ([`cache_core::state::StateDir::archive_histories`]): the
+/// segments of past months compressed, those more than [`KEEP_MONTHS`] months old removed.
+fn archive(ctx: &Context) -> anyhow::Result<cache_core::state::Archived> {
+    let now = cache_core::clock::now()?;
+    let done = ctx.state.archive_histories(now, KEEP_MONTHS)?;
+    for path in &done.compressed {
+        tracing::info!("archival: compressed `{}`", path.display());
+    }
+    for path in &done.pruned {
+        tracing::info!("archival: removed `{}`, past the retention of {KEEP_MONTHS} months", path.display());
+    }
+    for path in &done.recovered {
+        tracing::info!("archival: cleaned up `{}`, left by an interrupted run", path.display());
+    }
+    Ok(done)
 }
 
 /// Figures per Redis target, for callers (dashboard) that chart targets together.

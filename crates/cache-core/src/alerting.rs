@@ -59,11 +59,15 @@ pub enum Metric {
     Skipped,
     /// Runs of a scheduled job in a row that failed or were only partly done.
     Failures,
+    /// Runs of a scheduled job in a row that a gate skipped (not while automation was stopped).
+    Skips,
+    /// A heavy scheduled job that no maintenance window can ever admit (0 or 1).
+    NeverAdmitted,
 }
 
 impl Metric {
     /// Every metric, in the order docs/alerts.md lists them.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 20] = [
         Self::Status,
         Self::LatencyMs,
         Self::MemoryUsage,
@@ -82,6 +86,8 @@ impl Metric {
         Self::TooFast,
         Self::Skipped,
         Self::Failures,
+        Self::Skips,
+        Self::NeverAdmitted,
     ];
 
     /// The name conditions and message templates use.
@@ -105,6 +111,8 @@ impl Metric {
             Self::TooFast => "too_fast",
             Self::Skipped => "skipped",
             Self::Failures => "failures",
+            Self::Skips => "skips",
+            Self::NeverAdmitted => "never_admitted",
         }
     }
 
@@ -127,6 +135,31 @@ impl fmt::Display for Metric {
 
 /// One target's figures, by metric.
 pub type Figures = BTreeMap<Metric, f64>;
+
+/// The names of cache-health's default rules (seed 000's and seed 002's), which apply when no
+/// rule is configured; cache-health's `default_rules` are these (a test keeps them equal).
+pub const DEFAULT_RULE_NAMES: &[&str] = &[
+    "Critical System Down",
+    "Tier Unavailable",
+    "High Memory Usage",
+    "Low Hit Ratio",
+    "High Latency",
+    "Slow Cache Table",
+    "Scheduled Job Failing",
+    "Scheduled Job Overdue",
+    "Scheduled Job Skipped",
+    "Connection Usage",
+];
+
+/// The names of the rules `cache-health monitor` judges under `settings` (what a maintenance
+/// window may silence): the configured rules, or the default ones when none are configured.
+pub fn rule_names(settings: &crate::config::AlertSettings) -> Vec<String> {
+    if settings.rules.is_empty() && settings.default_rules {
+        DEFAULT_RULE_NAMES.iter().map(|n| (*n).to_owned()).collect()
+    } else {
+        settings.rules.iter().map(|r| r.name.clone()).collect()
+    }
+}
 
 /// Refuses a ratio metric compared with a bare number above 1 (`hit_ratio < 70`), which would
 /// be true, or false, for ever.

@@ -355,12 +355,17 @@ pub const TOOLS: &[ToolCodes] = &[
         tool: "cache-scheduler",
         convention: Convention::Standard,
         codes: &[
-            (SUCCESS, "the command did what it was asked"),
-            (PARTIAL, "installing or removing the schedule failed (the crontab, the cron.d file or a unit directory)"),
+            (SUCCESS, "the command did what it was asked (`run JOB` exits with the job's own code)"),
+            (
+                PARTIAL,
+                "installing or removing the schedule failed (the crontab, the cron.d file or a unit directory); \
+                 `tick`: a one-off it ran failed",
+            ),
             (
                 USAGE,
                 "bad usage; init over an existing configuration; a bad cron expression or time zone; no such \
-                 window",
+                 window or job; a task type or alert rule no window can name; a heavy job no window admits \
+                 (without --force)",
             ),
             (CONFIG, "the configuration is invalid"),
             (STATE, "the state directory is unusable, or a state file is corrupt"),

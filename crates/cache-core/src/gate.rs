@@ -6,6 +6,10 @@
 //!
 //! A run that does not pass exits 0 at once, saying why on stderr and in its run record
 //! (outcome `skipped`). Runs without `--scheduled` (an operator at a shell) are never gated.
+//!
+//! [`never_admitted`] tells, ahead of time, whether a heavy job's schedule can ever pass the
+//! windows: `cache-scheduler install`, `windows` and `optimize` refuse a schedule that leaves a
+//! heavy job skipped for ever, and `status` flags one.
 
 use std::time::Duration;
 
@@ -22,6 +26,10 @@ use crate::state::StateDir;
 pub const AUTOMATION_FILE: &str = "scheduler/automation.json";
 /// Maintenance windows, in the state directory.
 pub const WINDOWS_FILE: &str = "scheduler/windows.json";
+/// How a skip by stopped automation begins (`status` does not count those against a job).
+pub const AUTOMATION_STOPPED: &str = "automation is stopped";
+/// How far ahead [`never_admitted`] looks: two weeks of runs (and at least a job's next three).
+pub const ADMISSION_DAYS: i64 = 14;
 
 /// Whether scheduled runs run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,14 +103,75 @@ pub fn automation(state: &StateDir) -> anyhow::Result<Option<Automation>> {
     state.read_json(AUTOMATION_FILE)
 }
 
+/// The maintenance windows (none when there is no document).
+pub fn windows(state: &StateDir) -> anyhow::Result<Windows> {
+    Ok(state.read_json(WINDOWS_FILE)?.unwrap_or_default())
+}
+
+/// Whether no window can ever admit heavy job `job`: windows exist, and none of its runs from
+/// `from` for [`ADMISSION_DAYS`] days (at least its next three, at most a year ahead), read in
+/// `timezone`, falls inside a window that allows its task type and any heavy job at all.
+/// A light or disabled job, or any job when there are no windows, is always admitted.
+pub fn never_admitted(job: &Effective, windows: &Windows, timezone: &str, from: DateTime<Utc>) -> anyhow::Result<bool> {
+    if !job.spec.heavy || !job.enabled || windows.windows.is_empty() {
+        return Ok(false);
+    }
+    let mut allowing = Vec::new();
+    for w in windows.windows.iter().filter(|w| w.allows(&job.spec.task) && w.max_heavy > 0) {
+        let length = chrono::Duration::from_std(w.duration).unwrap_or(chrono::Duration::zero());
+        allowing.push((schedule::parse(&w.start)?, schedule::timezone(&w.timezone)?, length));
+    }
+    if allowing.is_empty() {
+        return Ok(true);
+    }
+    let cron = schedule::parse(&job.schedule)?;
+    let tz = schedule::timezone(timezone)?;
+    let (horizon, limit) = (from + chrono::Duration::days(ADMISSION_DAYS), from + chrono::Duration::days(366));
+    for (n, run) in cron.iter_after(from.with_timezone(&tz)).enumerate() {
+        let run = run.with_timezone(&Utc);
+        if run > limit || (run > horizon && n >= 3) || n >= 50_000 {
+            break;
+        }
+        let open = allowing.iter().any(|(start, wtz, length)| {
+            start.iter_after((run - *length).with_timezone(wtz)).next().is_some_and(|s| s.with_timezone(&Utc) <= run)
+        });
+        if open {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The enabled heavy jobs of `jobs` that no window of `windows` can ever admit.
+pub fn never_admitted_jobs(
+    jobs: &[Effective],
+    windows: &Windows,
+    timezone: &str,
+    from: DateTime<Utc>,
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for job in jobs {
+        if never_admitted(job, windows, timezone, from)? {
+            out.push(job.spec.name.to_string());
+        }
+    }
+    Ok(out)
+}
+
 /// What a scheduled run holds while it runs: the heavy-job slot and the fleet lease.
 #[derive(Debug, Default)]
 pub struct Pass {
     _heavy: Option<JobLock>,
     lease: Option<crate::fleet::Lease>,
+    window: Option<String>,
 }
 
 impl Pass {
+    /// The maintenance window that admitted the run, for a heavy job when windows exist.
+    pub fn window(&self) -> Option<&str> {
+        self.window.as_deref()
+    }
+
     /// The fleet lease's fencing token, when one was taken.
     pub fn fencing_token(&self) -> Option<i64> {
         self.lease.as_ref().map(crate::fleet::Lease::token)
@@ -142,7 +211,7 @@ pub async fn check(ctx: &Context, name: &str, emergency: bool) -> anyhow::Result
     if let Some(a) = automation(state)?.filter(|a| !a.running) {
         let why = a.reason.map(|r| format!(": {r}")).unwrap_or_default();
         return Ok(Err(Skipped(format!(
-            "automation is stopped (since {} by {}{why}); `cache-scheduler start` turns it back on",
+            "{AUTOMATION_STOPPED} (since {} by {}{why}); `cache-scheduler start` turns it back on",
             a.changed_at.format("%Y-%m-%d %H:%M UTC"),
             a.changed_by
         ))));
@@ -164,11 +233,11 @@ pub async fn check(ctx: &Context, name: &str, emergency: bool) -> anyhow::Result
     }
     let mut pass = Pass::default();
     if job.spec.heavy && !emergency {
-        let windows: Windows = state.read_json(WINDOWS_FILE)?.unwrap_or_default();
+        let windows = windows(state)?;
         if !windows.windows.is_empty() {
             let mut open = None;
             for w in &windows.windows {
-                if w.allows(job.spec.task) && w.open_since(now)?.is_some() {
+                if w.allows(&job.spec.task) && w.open_since(now)?.is_some() {
                     open = Some(w);
                     break;
                 }
@@ -179,10 +248,10 @@ pub async fn check(ctx: &Context, name: &str, emergency: bool) -> anyhow::Result
                     job.spec.task
                 ))));
             };
-            let busy = schedule::DEFAULT_JOBS
+            let busy = schedule::catalogue(settings)?
                 .iter()
                 .filter(|j| j.heavy && j.name != name)
-                .map(|j| JobLock::holder(state, &heavy_slot(j.name)).map(|h| h.is_some()))
+                .map(|j| JobLock::holder(state, &heavy_slot(&j.name)).map(|h| h.is_some()))
                 .collect::<anyhow::Result<Vec<bool>>>()?
                 .into_iter()
                 .filter(|held| *held)
@@ -193,6 +262,7 @@ pub async fn check(ctx: &Context, name: &str, emergency: bool) -> anyhow::Result
                     window.name, window.max_heavy
                 ))));
             }
+            pass.window = Some(window.name.clone());
         }
         pass._heavy = Some(JobLock::try_acquire(state, &heavy_slot(name), "scheduled heavy job")?);
     }
@@ -217,4 +287,67 @@ pub async fn check(ctx: &Context, name: &str, emergency: bool) -> anyhow::Result
         }
     }
     Ok(Ok(pass))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SchedulerSettings;
+
+    fn window(start: &str, hours: u64, timezone: &str, tasks: &[&str]) -> Window {
+        Window {
+            name: "w".into(),
+            start: start.into(),
+            duration: Duration::from_secs(hours * 3600),
+            timezone: timezone.into(),
+            tasks: tasks.iter().map(|t| (*t).to_owned()).collect(),
+            max_heavy: 1,
+            silence: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_heavy_job_outside_every_window_is_never_admitted() {
+        let settings = SchedulerSettings::default();
+        let from = DateTime::parse_from_rfc3339("2026-11-22T10:00:00Z").unwrap().to_utc();
+        let job =
+            |name: &str| schedule::configured(&settings).unwrap().into_iter().find(|j| j.spec.name == name).unwrap();
+        let never = |name: &str, windows: &[Window]| {
+            never_admitted(&job(name), &Windows { windows: windows.to_vec() }, "UTC", from).unwrap()
+        };
+        // The case: 02:00-04:00 in Jakarta is 19:00-21:00 UTC; the backup runs at 01:00 UTC.
+        let jakarta = window("0 2 * * *", 2, "Asia/Jakarta", &[]);
+        assert!(never("backup", std::slice::from_ref(&jakarta)));
+        assert!(!never("backup", &[window("0 0 * * *", 2, "UTC", &[])]));
+        // The window must allow the task, and some heavy job at all.
+        assert!(never("backup", &[window("0 0 * * *", 2, "UTC", &["cleanup"])]));
+        assert!(never("backup", &[Window { max_heavy: 0, ..window("0 0 * * *", 2, "UTC", &[]) }]));
+        // A window opening at the job's minute admits it; one closing then does not.
+        assert!(!never("backup", &[window("0 1 * * *", 1, "UTC", &[])]));
+        assert!(never("backup", &[window("0 0 * * *", 1, "UTC", &[])]));
+        // Sundays only: the daily job is admitted once a week; the monthly one some month.
+        assert!(!never("backup", &[window("0 0 * * 0", 2, "UTC", &[])]));
+        assert!(!never("archival-monthly", &[window("0 5 * * *", 2, "UTC", &[])]));
+        // Light jobs, and any job without windows, are always admitted.
+        assert!(!never("analytics-collect", std::slice::from_ref(&jakarta)));
+        assert!(!never("backup", &[]));
+        assert_eq!(
+            never_admitted_jobs(
+                &schedule::configured(&settings).unwrap(),
+                &Windows { windows: vec![jakarta] },
+                "UTC",
+                from
+            )
+            .unwrap(),
+            [
+                "backup",
+                "backup-verify",
+                "cleanup-deep",
+                "memory-maintenance",
+                "optimize",
+                "optimize-weekly",
+                "archival-monthly"
+            ]
+        );
+    }
 }

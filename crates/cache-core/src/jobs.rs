@@ -1,8 +1,10 @@
 //! The status of each scheduled job, from its schedule and its run records: next run, last
 //! run, who holds its lock, and flags: disabled, overdue (a run due more than
 //! `scheduler.grace` ago never started), failing (`scheduler.max_failures` or more runs in a row
-//! failed or only partly done), too fast (under a tenth of its median successful duration), skipped. cache-scheduler
-//! shows them; cache-health's alert rules read them (`job/NAME` targets).
+//! failed or only partly done), too fast (under a tenth of its median successful duration),
+//! skipped (N in a row, not counting skips while automation was stopped), never admitted (a
+//! heavy job no maintenance window can ever let run, [`crate::gate::never_admitted`]).
+//! cache-scheduler shows them; cache-health's alert rules read them (`job/NAME` targets).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -37,6 +39,11 @@ pub struct JobStatus {
     pub flags: Vec<Flag>,
     /// Runs in a row, up to the last one, that failed or were only partly done.
     pub consecutive_failures: u32,
+    /// Runs in a row, up to the last one, that a gate skipped (skips while automation was
+    /// stopped neither count nor end the row).
+    pub consecutive_skips: u32,
+    /// A heavy job that no maintenance window can ever admit.
+    pub never_admitted: bool,
 }
 
 /// Something worth flagging about a job. Shown (and serialized) as text, read by type.
@@ -48,8 +55,10 @@ pub enum Flag {
     Overdue,
     /// This many runs in a row failed or were only partly done.
     Failing(usize),
-    /// The last run was skipped by a gate.
-    Skipped,
+    /// The last run was skipped by a gate; this many in a row (at least 1).
+    Skipped(usize),
+    /// A heavy job no maintenance window can ever admit: it would be skipped for ever.
+    NeverAdmitted,
     /// The last successful run took under a tenth of the median of the earlier ones (ms).
     TooFast {
         /// The last run's duration.
@@ -65,7 +74,9 @@ impl std::fmt::Display for Flag {
             Flag::Disabled => f.write_str("disabled"),
             Flag::Overdue => f.write_str("overdue"),
             Flag::Failing(n) => write!(f, "failing ({n} in a row)"),
-            Flag::Skipped => f.write_str("skipped"),
+            Flag::Skipped(n) if *n > 1 => write!(f, "skipped ({n} in a row)"),
+            Flag::Skipped(_) => f.write_str("skipped"),
+            Flag::NeverAdmitted => f.write_str("never admitted by any window"),
             Flag::TooFast { last_ms, median_ms } => {
                 write!(f, "too fast ({} against a median of {})", millis(*last_ms as f64), millis(*median_ms as f64))
             }
@@ -92,7 +103,7 @@ impl JobStatus {
 
     /// Whether its last run was skipped.
     pub fn skipped(&self) -> bool {
-        self.flags.contains(&Flag::Skipped)
+        self.flags.iter().any(|f| matches!(f, Flag::Skipped(_)))
     }
 }
 
@@ -125,6 +136,7 @@ pub fn job_status(
 ) -> anyhow::Result<JobStatus> {
     let mut flags = Vec::new();
     let mut consecutive_failures = 0;
+    let mut consecutive_skips = 0;
     if !job.enabled {
         flags.push(Flag::Disabled);
     }
@@ -149,8 +161,19 @@ pub fn job_status(
         if failures >= settings.max_failures as usize {
             flags.push(Flag::Failing(failures));
         }
+        let stopped = |r: &RunRecord| {
+            r.outcome == Outcome::Skipped
+                && r.error.as_deref().is_some_and(|e| e.starts_with(crate::gate::AUTOMATION_STOPPED))
+        };
+        let skips = runs
+            .iter()
+            .rev()
+            .filter(|r| r.outcome.is_a_run() && !stopped(r))
+            .take_while(|r| r.outcome == Outcome::Skipped)
+            .count();
+        consecutive_skips = skips as u32;
         if last.outcome == Outcome::Skipped {
-            flags.push(Flag::Skipped);
+            flags.push(Flag::Skipped(skips.max(1)));
         }
         let earlier: Vec<u64> =
             runs.iter().filter(|r| r.outcome == Outcome::Success && r.id != last.id).map(|r| r.duration_ms).collect();
@@ -163,9 +186,9 @@ pub fn job_status(
         }
     }
     Ok(JobStatus {
-        name: job.spec.name.to_owned(),
+        name: job.spec.name.to_string(),
         schedule: job.schedule.clone(),
-        command: job.spec.command.to_owned(),
+        command: job.spec.command.to_string(),
         enabled: job.enabled,
         heavy: job.spec.heavy,
         next_run,
@@ -178,22 +201,30 @@ pub fn job_status(
         lock_holder: holder,
         flags,
         consecutive_failures,
+        consecutive_skips,
+        never_admitted: false,
     })
 }
 
 /// How much of the end of the run history status reads (days of runs, however long the
-/// history has grown).
+/// history has grown; across a rotation, the newest segment's end too).
 pub const RECENT_RUNS_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Every job's status at `now`, from the last [`RECENT_RUNS_BYTES`] of the run history.
 pub fn statuses(settings: &SchedulerSettings, state: &StateDir, now: DateTime<Utc>) -> anyhow::Result<Vec<JobStatus>> {
     let all: Vec<RunRecord> = state.read_jsonl_tail(RUNS_FILE, RECENT_RUNS_BYTES)?;
     let mut out = Vec::new();
+    let windows = crate::gate::windows(state)?;
     for job in schedule::all(settings, state)? {
         let runs: Vec<&RunRecord> = all.iter().filter(|r| r.job == job.spec.name).collect();
-        let holder = JobLock::holder(state, job.spec.lock)?
+        let holder = JobLock::holder(state, &job.spec.lock)?
             .map(|h| format!("pid {} on {} since {} ({})", h.pid, h.host, h.started_at.format("%H:%M:%S"), h.command));
-        out.push(job_status(&job, &runs, now, settings, holder)?);
+        let mut status = job_status(&job, &runs, now, settings, holder)?;
+        if crate::gate::never_admitted(&job, &windows, &settings.timezone, now)? {
+            status.never_admitted = true;
+            status.flags.push(Flag::NeverAdmitted);
+        }
+        out.push(status);
     }
     Ok(out)
 }

@@ -112,8 +112,12 @@ pub async fn findings(ctx: &Context) -> anyhow::Result<Findings> {
     let settings = &ctx.config.optimizer;
     let filters = &ctx.common.tiers;
     let mut findings = Findings::default();
-    let history: Vec<Snapshot> = ctx.state.read_jsonl(HISTORY)?;
     let today = Utc::now().date_naive();
+    // The 7 days judged and the day before them (its last snapshot starts the first day's counters).
+    let since = (today - chrono::Duration::days(7))
+        .and_hms_opt(0, 0, 0)
+        .map_or(chrono::DateTime::<Utc>::MIN_UTC, |t| t.and_utc());
+    let history: Vec<Snapshot> = ctx.state.read_jsonl_since(HISTORY, since, cache_core::state::READ_CAP_BYTES)?;
     let points = history::load_points(&history, today, 7);
     if !points.is_empty() {
         let days = history::days(&points);

@@ -1,5 +1,7 @@
 //! `schedule`: a one-off optimization at a given time or in the next low-usage window, left in
-//! the scheduler's state (`scheduler/oneoff.json`) for cache-scheduler to run.
+//! the scheduler's state (`scheduler/oneoff.json`, [`cache_core::schedule::oneoff`]) for
+//! `cache-scheduler tick`, which the installed schedule runs every minute, to run once as the
+//! `optimize` job.
 
 use cache_core::app::Context;
 use cache_core::cli::CommonArgs;
@@ -7,36 +9,15 @@ use cache_core::error::UsageError;
 use cache_core::exit::{self, Convention};
 use cache_core::history::WINDOWS_FILE;
 use cache_core::output::Format;
-use chrono::{DateTime, Duration, NaiveDateTime, Timelike, Utc};
-use serde::{Deserialize, Serialize};
+use cache_core::schedule::oneoff;
+pub use cache_core::schedule::oneoff::{ONEOFF_FILE, OneOff, OneOffs, parse_at};
+use chrono::{DateTime, Duration, Timelike, Utc};
 use serde_json::Value;
 
-/// The one-off jobs, in the state directory.
-pub const ONEOFF_FILE: &str = "scheduler/oneoff.json";
-
-/// One scheduled one-off run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OneOff {
-    /// Its id.
-    pub id: String,
-    /// The job it runs as (its lock).
-    pub job: String,
-    /// The command line.
-    pub command: String,
-    /// When to run it.
-    pub at: DateTime<Utc>,
-    /// Why then.
-    pub reason: String,
-    /// When it was asked for.
-    pub created_at: DateTime<Utc>,
-}
-
-/// The file's document.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct OneOffs {
-    /// Pending one-off runs, soonest first.
-    pub jobs: Vec<OneOff>,
-}
+/// The job a one-off optimization runs as (its gates, lock and run record).
+const JOB: &str = "optimize";
+/// Its command.
+const COMMAND: &str = "cache-optimizer run --yes -q";
 
 /// What `schedule` is asked to do.
 #[derive(Debug)]
@@ -45,21 +26,10 @@ pub enum Request {
     At(String),
     /// Run at the start of the next low-usage window.
     NextWindow,
-    /// List pending runs.
+    /// List the one-off optimizations.
     List,
     /// Cancel one.
     Cancel(String),
-}
-
-/// Parses `--at`.
-pub fn parse_at(text: &str) -> anyhow::Result<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.to_utc());
-    }
-    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M").map(|t| t.and_utc()).map_err(|_| {
-        UsageError(format!("--at `{text}`: expected RFC 3339 (2026-11-23T03:00:00Z) or `YYYY-MM-DD HH:MM` (UTC)"))
-            .into()
-    })
 }
 
 /// The next start, after `now`, of the best window in `analytics/windows.json`'s document.
@@ -79,18 +49,32 @@ pub fn next_window(windows: &Value, now: DateTime<Utc>) -> Option<(DateTime<Utc>
 /// Runs `schedule`.
 pub fn run(common: &CommonArgs, format: Format, request: Request) -> anyhow::Result<u8> {
     let ctx = Context::load(common, format, Convention::Standard)?;
-    let mut doc: OneOffs = ctx.state.read_json(ONEOFF_FILE)?.unwrap_or_default();
-    let now = Utc::now();
+    let now = cache_core::clock::now()?;
     let printer = &ctx.printer;
-    let added = match request {
-        Request::List => None,
-        Request::Cancel(id) => {
-            let before = doc.jobs.len();
-            doc.jobs.retain(|j| j.id != id);
-            if doc.jobs.len() == before {
-                return Err(UsageError(format!("no scheduled optimization `{id}` (schedule --list shows them)")).into());
+    let (at, reason) = match request {
+        Request::List => {
+            let doc = oneoff::read(&ctx.state)?;
+            let mine: Vec<&OneOff> = doc.jobs.iter().filter(|j| j.job == JOB).collect();
+            if printer.format() == Format::Json {
+                printer.json(&serde_json::json!({ "jobs": mine }))?;
+            } else {
+                let mut table = printer.table();
+                table.set_header(["Id", "At", "Command", "Status", "Why"]);
+                for j in mine {
+                    table.add_row(vec![
+                        j.id.clone(),
+                        j.at.format("%Y-%m-%d %H:%M UTC").to_string(),
+                        j.command.clone(),
+                        j.status.to_string(),
+                        j.reason.clone(),
+                    ]);
+                }
+                printer.always(&format!("{table}"))?;
             }
-            ctx.state.write_json(ONEOFF_FILE, &doc)?;
+            return Ok(exit::SUCCESS);
+        }
+        Request::Cancel(id) => {
+            oneoff::cancel(&ctx.state, &id)?;
             printer.info(&format!("cancelled {id}"))?;
             return Ok(exit::SUCCESS);
         }
@@ -99,7 +83,7 @@ pub fn run(common: &CommonArgs, format: Format, request: Request) -> anyhow::Res
             if at <= now {
                 return Err(UsageError(format!("--at {at}: that is in the past")).into());
             }
-            Some((at, "at the time asked for".to_owned()))
+            (at, "at the time asked for".to_owned())
         }
         Request::NextWindow => {
             let windows: Value = ctx.state.read_json(WINDOWS_FILE)?.ok_or_else(|| {
@@ -108,54 +92,22 @@ pub fn run(common: &CommonArgs, format: Format, request: Request) -> anyhow::Res
                         .into(),
                 )
             })?;
-            Some(
-                next_window(&windows, now)
-                    .ok_or_else(|| UsageError("cache-analytics found no low-usage window; pass --at".into()))?,
-            )
+            next_window(&windows, now)
+                .ok_or_else(|| UsageError("cache-analytics found no low-usage window; pass --at".into()))?
         }
     };
-    if let Some((at, reason)) = added {
-        let job = OneOff {
-            id: format!("optimize-{}", at.format("%Y%m%d-%H%M")),
-            job: "optimize".into(),
-            command: "cache-optimizer run --yes -q".into(),
-            at,
-            reason,
-            created_at: now,
-        };
-        if doc.jobs.iter().any(|j| j.id == job.id) {
-            return Err(UsageError(format!("an optimization is already scheduled at {at} ({})", job.id)).into());
-        }
-        doc.jobs.push(job.clone());
-        doc.jobs.sort_by_key(|j| j.at);
-        ctx.state.write_json(ONEOFF_FILE, &doc)?;
-        if printer.format() == Format::Json {
-            printer.json(&job)?;
-        } else {
-            printer.info(&format!(
-                "scheduled {}: `{}` at {} ({})",
-                job.id,
-                job.command,
-                job.at.format("%Y-%m-%d %H:%M UTC"),
-                job.reason
-            ))?;
-        }
-        return Ok(exit::SUCCESS);
-    }
+    let job = OneOff::new(JOB, COMMAND, at, &reason, "cache-optimizer schedule")?;
+    oneoff::add(&ctx.state, job.clone())?;
     if printer.format() == Format::Json {
-        printer.json(&doc)?;
+        printer.json(&job)?;
     } else {
-        let mut table = printer.table();
-        table.set_header(["Id", "At", "Command", "Why"]);
-        for j in &doc.jobs {
-            table.add_row(vec![
-                j.id.clone(),
-                j.at.format("%Y-%m-%d %H:%M UTC").to_string(),
-                j.command.clone(),
-                j.reason.clone(),
-            ]);
-        }
-        printer.always(&format!("{table}"))?;
+        printer.info(&format!(
+            "scheduled {}: `{}` at {} ({}); `cache-scheduler tick` runs it then",
+            job.id,
+            job.command,
+            job.at.format("%Y-%m-%d %H:%M UTC"),
+            job.reason
+        ))?;
     }
     Ok(exit::SUCCESS)
 }

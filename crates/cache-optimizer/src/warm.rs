@@ -22,6 +22,9 @@ use serde_json::json;
 
 /// The job (and lock) name.
 pub const JOB: &str = "optimize-warm";
+/// The usage profile is the hour-of-day mean of the history's last this many days (back from
+/// its last snapshot): what the next hour is judged against.
+pub const PROFILE_DAYS: i64 = 28;
 
 /// `warm`'s options.
 #[derive(Clone, Debug, Default)]
@@ -96,7 +99,8 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
     let pg = &config.postgres[pick(&opts.from, config.postgres.iter().map(|t| t.name.as_str()).collect(), "postgres")?];
     let redis_target =
         &config.redis[pick(&opts.into, config.redis.iter().map(|t| t.name.as_str()).collect(), "redis")?];
-    let history: Vec<Snapshot> = ctx.state.read_jsonl(HISTORY)?;
+    let history: Vec<Snapshot> =
+        ctx.state.read_jsonl_last(HISTORY, Duration::days(PROFILE_DAYS), cache_core::state::READ_CAP_BYTES)?;
     let reason = match next_hour_busy(&history, Utc::now()) {
         Ok(why) => format!("busy hour ahead: {why}"),
         Err(why) if opts.force => format!("forced ({why})"),

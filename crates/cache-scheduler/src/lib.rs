@@ -1,10 +1,14 @@
-//! cache-scheduler: seed 000's documented schedule (`cache_core::schedule`) rendered for cron,
-//! systemd and Kubernetes and installed; automation turned on and off; maintenance windows;
-//! and the status of every job.
+//! cache-scheduler: the catalogue of jobs (`cache_core::schedule`) rendered for cron, systemd
+//! and Kubernetes and installed, each line with the configuration and state directory the
+//! installer used; automation turned on and off; maintenance windows (refusing a schedule that
+//! no window admits); jobs run now or once at a time (`run`, `tick`); and the status of every
+//! job.
 
 pub mod crontab;
+pub mod kubernetes;
 pub mod optimize;
 pub mod render;
+pub mod run;
 pub mod status;
 
 use std::path::{Path, PathBuf};
@@ -13,10 +17,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cache_core::app::{self, Context, ToolCli};
-use cache_core::cli::{CommonArgs, CompletionsArgs, TextOrJson};
+use cache_core::cli::{CommonArgs, CompletionsArgs, FormatArgs};
 use cache_core::error::UsageError;
 use cache_core::exit::{self, Convention};
-use cache_core::gate::{AUTOMATION_FILE, Automation, WINDOWS_FILE, Window, Windows};
+use cache_core::gate::{AUTOMATION_FILE, Automation, WINDOWS_FILE, Window};
 use cache_core::output::Format;
 use cache_core::schedule;
 use clap::{Parser, Subcommand};
@@ -31,12 +35,18 @@ use clap::{Parser, Subcommand};
     after_help = "Examples:\n  cache-scheduler init\n  cache-scheduler install --print\n  cache-scheduler install\n  \
                   cache-scheduler install --cron-d\n  cache-scheduler install --systemd /etc/systemd/system\n  \
                   cache-scheduler status\n  cache-scheduler stop --reason 'migration'\n  \
-                  cache-scheduler windows add nightly --start '0 1 * * *' --duration 4h"
+                  cache-scheduler windows add nightly --start '0 1 * * *' --duration 4h\n  \
+                  cache-scheduler run backup\n  cache-scheduler run optimize --at '2026-11-23 03:00'",
+    // `run JOB --emergency` needs no `--scheduled`: `run` is a scheduled run of JOB.
+    mut_arg("emergency", |a| a.requires(clap::builder::Resettable::<clap::Id>::Reset).help("With run (or --scheduled): run a heavy job even outside the maintenance windows"))
 )]
 pub struct Cli {
     /// Common options.
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Output format (before or after the subcommand).
+    #[command(flatten)]
+    pub format: FormatArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -51,7 +61,8 @@ pub struct Target {
     /// Write a systemd service and timer per job into DIR
     #[arg(long, value_name = "DIR", group = "where")]
     pub systemd: Option<PathBuf>,
-    /// Print Kubernetes CronJob manifests (concurrencyPolicy: Forbid)
+    /// Print Kubernetes manifests: a ConfigMap of the configuration, a volume claim for the
+    /// state, a CronJob per job (concurrencyPolicy: Forbid)
     #[arg(long, group = "where")]
     pub kubernetes: bool,
     /// The crontab of this user instead of one's own (needs root)
@@ -76,9 +87,16 @@ pub enum Command {
         /// Container image of the Kubernetes CronJobs
         #[arg(long, default_value = "cache-toolkit:latest", requires = "kubernetes")]
         image: String,
-        /// Namespace of the Kubernetes CronJobs
+        /// Namespace of the Kubernetes objects
         #[arg(long, requires = "kubernetes")]
         namespace: Option<String>,
+        /// Size of the Kubernetes state volume (it holds the backups by default)
+        #[arg(long, default_value = "10Gi", requires = "kubernetes")]
+        storage: String,
+        /// Install even when no maintenance window admits a heavy job (it warns, and records
+        /// the warning)
+        #[arg(long)]
+        force: bool,
     },
     /// Remove what `install` wrote (only the marked block of a crontab)
     Uninstall {
@@ -105,11 +123,7 @@ pub enum Command {
         reason: Option<String>,
     },
     /// Every job: schedule, next run, last run, lock holder, flags; and the automation state
-    Status {
-        /// Output format
-        #[arg(long, value_enum, default_value = "text")]
-        format: TextOrJson,
-    },
+    Status,
     /// Adapt repeating jobs' frequency to the performance score and move heavy jobs into the
     /// low-usage window (seed 000's SmartScheduler)
     Optimize {
@@ -119,10 +133,22 @@ pub enum Command {
         /// Also update the installed crontab block
         #[arg(long)]
         install: bool,
-        /// Output format
-        #[arg(long, value_enum, default_value = "text")]
-        format: TextOrJson,
+        /// Make the changes even when a heavy job ends up admitted by no maintenance window
+        #[arg(long)]
+        force: bool,
     },
+    /// Run a job now as the schedule would, through all its gates (automation, enabled,
+    /// dependency, windows, fleet lock; --emergency passes the windows); or once at --at TIME
+    Run {
+        /// The job (cache-scheduler status lists them)
+        job: String,
+        /// Run it once at this time instead (RFC 3339, or `YYYY-MM-DD HH:MM` in UTC): a one-off,
+        /// which `tick` runs
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// Run every one-off that is due, once (the installed schedule runs this every minute)
+    Tick,
     /// Maintenance windows: when heavy jobs may run
     Windows {
         /// What to do
@@ -137,11 +163,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum WindowsAction {
     /// List the windows
-    List {
-        /// Output format
-        #[arg(long, value_enum, default_value = "text")]
-        format: TextOrJson,
-    },
+    List,
     /// Add (or replace) a window
     Add {
         /// Its name
@@ -155,20 +177,28 @@ pub enum WindowsAction {
         /// Time zone of --start (default: scheduler.timezone)
         #[arg(long)]
         timezone: Option<String>,
-        /// Task types allowed (repeatable; default: all): backup, cleanup, memory, optimization...
+        /// Task types allowed (repeatable; default: all): those of the catalogue, e.g. backup,
+        /// cleanup, memory, optimization
         #[arg(long = "task")]
         tasks: Vec<String>,
         /// Heavy jobs at once, at most
         #[arg(long, default_value_t = 1)]
         max_heavy: u32,
-        /// Alert rules it silences (repeatable)
+        /// Alert rules it silences (repeatable): names of cache-health's rules
         #[arg(long = "silence")]
         silence: Vec<String>,
+        /// Save it even when it leaves a heavy job admitted by no window (it warns, and records
+        /// the warning)
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a window
     Remove {
         /// Its name
         name: String,
+        /// Remove it even when that leaves a heavy job admitted by no window
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -178,7 +208,8 @@ impl ToolCli for Cli {
     }
 
     fn runs_a_job(&self) -> bool {
-        false
+        // `run` and `tick` start jobs (tools with `--scheduled`), never run inside one.
+        matches!(self.command, Command::Run { .. } | Command::Tick)
     }
 }
 
@@ -187,24 +218,90 @@ pub fn main() -> ExitCode {
     app::main::<Cli, _, _>(Convention::Standard, run)
 }
 
-/// Where the tools are: `scheduler.bin_dir`, or beside this binary.
+/// Where the tools are: `scheduler.bin_dir`, or beside this binary; absolute.
 pub fn bin_dir(ctx: &Context) -> PathBuf {
-    ctx.config.scheduler.bin_dir.clone().unwrap_or_else(|| {
+    let dir = ctx.config.scheduler.bin_dir.clone().unwrap_or_else(|| {
         std::env::current_exe()
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| PathBuf::from("/usr/local/bin"))
-    })
+    });
+    std::path::absolute(&dir).unwrap_or(dir)
+}
+
+/// How this process would have the installed lines run the tools: from [`bin_dir`], with the
+/// configuration file it read (none for the embedded default) and its state directory, both
+/// absolute.
+pub fn invocation(ctx: &Context) -> anyhow::Result<render::Invocation> {
+    let absolute = |p: &Path| std::path::absolute(p).with_context(|| format!("making `{}` absolute", p.display()));
+    let config = match &ctx.config_source {
+        cache_core::config::ConfigSource::File(path) => Some(absolute(path)?),
+        cache_core::config::ConfigSource::Embedded => None,
+    };
+    Ok(render::Invocation { bin_dir: Some(bin_dir(ctx)), config, state_dir: Some(absolute(ctx.state.root())?) })
+}
+
+/// What is wrong with each of `never`, heavy jobs no window admits.
+fn never_admitted_messages(never: &[String]) -> Vec<String> {
+    let days = cache_core::gate::ADMISSION_DAYS;
+    never
+        .iter()
+        .map(|job| {
+            format!(
+                "heavy job `{job}` is never admitted: none of its runs in the next {days} days falls inside a \
+                 maintenance window allowing its task, so it would be skipped every time"
+            )
+        })
+        .collect()
+}
+
+/// Heavy scheduled jobs no window can ever admit, forced through: a line each, in the state.
+pub const WARNINGS_FILE: &str = "scheduler/warnings.jsonl";
+
+/// What to do about the heavy jobs `never` (no window admits them) that a command `by` would
+/// leave: refuse, naming them, or with `force` warn and record; the warnings.
+fn never_admitted_gate(ctx: &Context, never: &[String], force: bool, by: &str) -> anyhow::Result<Vec<String>> {
+    let messages = never_admitted_messages(never);
+    if messages.is_empty() {
+        return Ok(messages);
+    }
+    if !force {
+        let names: Vec<String> = never.iter().map(|j| format!("`{j}`")).collect();
+        let (jobs, are, their) = if names.len() == 1 { ("job", "is", "its") } else { ("jobs", "are", "their") };
+        return Err(UsageError(format!(
+            "heavy {jobs} {} {are} never admitted (pass --force to go on): no maintenance window allowing {their} \
+             task admits any of {their} runs in the next {} days; change the schedule or the windows",
+            names.join(", "),
+            cache_core::gate::ADMISSION_DAYS,
+        ))
+        .into());
+    }
+    let now = cache_core::clock::now()?;
+    for (job, message) in never.iter().zip(&messages) {
+        ctx.printer.warn(&format!("{message} (--force)"));
+        ctx.state.append_jsonl(
+            WARNINGS_FILE,
+            &serde_json::json!({ "time": now, "by": by, "job": job, "warning": message }),
+        )?;
+    }
+    Ok(messages)
 }
 
 /// Runs a parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let common = &cli.common;
+    let format = cli.format.format;
     match cli.command {
         Command::Init => init(common),
-        Command::Install { target, print, image, namespace } => {
+        Command::Install { target, print, image, namespace, storage, force } => {
             let ctx = Context::load_all(common, Format::Text, Convention::Standard)?;
-            install(&ctx, &target, print, &image, namespace.as_deref())
+            let config_file = match &ctx.config_source {
+                cache_core::config::ConfigSource::File(path) => Some(path.as_path()),
+                cache_core::config::ConfigSource::Embedded => None,
+            };
+            let k8s =
+                kubernetes::Options { image: &image, namespace: namespace.as_deref(), storage: &storage, config_file };
+            install(&ctx, &target, print, &k8s, force)
         }
         Command::Uninstall { target } => {
             let ctx = Context::load_all(common, Format::Text, Convention::Standard)?;
@@ -216,15 +313,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             set_automation(common, false, reason.clone(), "cache-scheduler restart")?;
             set_automation(common, true, reason, "cache-scheduler restart")
         }
-        Command::Status { format } => {
+        Command::Status => {
             let ctx = Context::load_all(common, format.into(), Convention::Standard)?;
             status::run(&ctx)
         }
-        Command::Optimize { dry_run, install, format } => {
+        Command::Optimize { dry_run, install, force } => {
             let ctx = Context::load_all(common, format.into(), Convention::Standard)?;
-            optimize::run(&ctx, dry_run, install)
+            optimize::run(&ctx, dry_run, install, force)
         }
-        Command::Windows { action } => windows(common, action),
+        Command::Run { job, at } => run::run(common, &job, at.as_deref()).await,
+        Command::Tick => run::tick(common).await,
+        Command::Windows { action } => windows(common, format.into(), action),
         Command::Completions(args) => app::print_completions::<Cli>(args.shell),
     }
 }
@@ -251,17 +350,63 @@ fn init(common: &CommonArgs) -> anyhow::Result<u8> {
     Ok(exit::SUCCESS)
 }
 
-fn install(ctx: &Context, target: &Target, print: bool, image: &str, namespace: Option<&str>) -> anyhow::Result<u8> {
+/// Environment variables that change the configuration here but that cron and systemd do not
+/// pass on (an installed line would run with the file's values).
+const OVERRIDING: &[&str] = &[
+    cache_core::env::EnvVars::REDIS_URL,
+    cache_core::env::EnvVars::DATABASE_URL,
+    cache_core::env::EnvVars::MEM0_URL,
+    cache_core::env::EnvVars::MEM0_API_KEY,
+    cache_core::env::EnvVars::PROJECT_NAME,
+];
+
+fn install(
+    ctx: &Context,
+    target: &Target,
+    print: bool,
+    k8s: &kubernetes::Options<'_>,
+    force: bool,
+) -> anyhow::Result<u8> {
     let settings = &ctx.config.scheduler;
     let jobs = schedule::all(settings, &ctx.state)?;
-    let bin = bin_dir(ctx);
+    let now = cache_core::clock::now()?;
+    let windows = cache_core::gate::windows(&ctx.state)?;
+    let never = cache_core::gate::never_admitted_jobs(&jobs, &windows, &settings.timezone, now)?;
     let printer = &ctx.printer;
+    // Printing shows what would be installed, problems included; installing refuses them.
+    let warnings = if print {
+        never_admitted_messages(&never).iter().for_each(|m| printer.warn(m));
+        Vec::new()
+    } else {
+        never_admitted_gate(ctx, &never, force, "cache-scheduler install")?
+    };
+    let inv = invocation(ctx)?;
     if target.kubernetes {
-        printer.always(render::kubernetes(&jobs, settings, image, namespace).trim_end())?;
+        printer.always(kubernetes::render(&jobs, &ctx.config, ctx.state.root(), k8s)?.trim_end())?;
         return Ok(exit::SUCCESS);
     }
+    for var in OVERRIDING {
+        if cache_core::env::EnvVars::var(var).is_some_and(|v| !v.is_empty()) {
+            printer.warn(&format!(
+                "`{var}` is set here and overrides the configuration, but the installed jobs run without it: \
+                 put its value in the configuration file"
+            ));
+        }
+    }
+    // Every tool a line runs is where the line says.
+    let bin = bin_dir(ctx);
+    let mut tools: Vec<String> = jobs.iter().filter(|j| j.enabled).map(|j| j.spec.tool().to_owned()).collect();
+    tools.push("cache-scheduler".into());
+    tools.sort();
+    tools.dedup();
+    for tool in tools.iter().filter(|t| !bin.join(t).is_file()) {
+        printer.warn(&format!(
+            "`{}` is not there: the jobs running it would fail (set scheduler.bin_dir)",
+            bin.join(tool).display()
+        ));
+    }
     if let Some(dir) = &target.systemd {
-        let units = render::systemd(&jobs, settings, &bin)?;
+        let units = render::systemd(&jobs, settings, &inv)?;
         for (name, text) in &units {
             if print {
                 printer.always(&format!("# {}\n{text}", dir.join(name).display()))?;
@@ -271,7 +416,7 @@ fn install(ctx: &Context, target: &Target, print: bool, image: &str, namespace: 
             }
         }
         if !print {
-            schedule::record_installed(&ctx.state, schedule::Installed::Systemd { dir: dir.clone() })?;
+            schedule::record_installed(&ctx.state, schedule::Installed::Systemd { dir: dir.clone() }, warnings)?;
             printer.info(&format!(
                 "wrote {} units to {}; then: systemctl daemon-reload && systemctl enable --now 'cache-toolkit-*.timer'",
                 units.len(),
@@ -281,18 +426,18 @@ fn install(ctx: &Context, target: &Target, print: bool, image: &str, namespace: 
         return Ok(exit::SUCCESS);
     }
     if let Some(path) = &target.cron_d {
-        let text = render::cron_d(&jobs, settings, &bin);
+        let text = render::cron_d(&jobs, settings, &inv);
         if print {
             printer.always(text.trim_end())?;
         } else {
             cache_core::state::write_atomic_mode(path, text.as_bytes(), 0o644)
                 .with_context(|| format!("writing `{}`", path.display()))?;
-            schedule::record_installed(&ctx.state, schedule::Installed::CronD { path: path.clone() })?;
+            schedule::record_installed(&ctx.state, schedule::Installed::CronD { path: path.clone() }, warnings)?;
             printer.info(&format!("wrote {} ({} jobs)", path.display(), jobs.iter().filter(|j| j.enabled).count()))?;
         }
         return Ok(exit::SUCCESS);
     }
-    let block = render::crontab_block(&jobs, &bin);
+    let block = render::crontab_block(&jobs, &inv);
     let user = target.user.as_deref();
     if print {
         printer.always(block.trim_end())?;
@@ -300,7 +445,7 @@ fn install(ctx: &Context, target: &Target, print: bool, image: &str, namespace: 
     }
     let existing = crontab::read(user)?;
     let merged = crontab::merge(&existing, &block)?;
-    schedule::record_installed(&ctx.state, schedule::Installed::Crontab { user: user.map(str::to_owned) })?;
+    schedule::record_installed(&ctx.state, schedule::Installed::Crontab { user: user.map(str::to_owned) }, warnings)?;
     if merged == existing {
         printer.info("the crontab already has this schedule; nothing changed")?;
     } else {
@@ -370,16 +515,15 @@ fn set_automation(common: &CommonArgs, running: bool, reason: Option<String>, by
     Ok(exit::SUCCESS)
 }
 
-fn windows(common: &CommonArgs, action: WindowsAction) -> anyhow::Result<u8> {
-    let format = match &action {
-        WindowsAction::List { format } => (*format).into(),
-        _ => Format::Text,
-    };
+fn windows(common: &CommonArgs, format: Format, action: WindowsAction) -> anyhow::Result<u8> {
+    let format = if matches!(action, WindowsAction::List) { format } else { Format::Text };
     let ctx = Context::load_all(common, format, Convention::Standard)?;
-    let mut doc: Windows = ctx.state.read_json(WINDOWS_FILE)?.unwrap_or_default();
+    let mut doc = cache_core::gate::windows(&ctx.state)?;
+    let before = doc.clone();
     let printer = &ctx.printer;
-    match action {
-        WindowsAction::List { .. } => {
+    let settings = &ctx.config.scheduler;
+    let (force, by, done) = match action {
+        WindowsAction::List => {
             if printer.format() == Format::Json {
                 printer.json(&doc)?;
                 return Ok(exit::SUCCESS);
@@ -404,29 +548,58 @@ fn windows(common: &CommonArgs, action: WindowsAction) -> anyhow::Result<u8> {
             } else {
                 table.to_string()
             })?;
+            return Ok(exit::SUCCESS);
         }
-        WindowsAction::Add { name, start, duration, timezone, tasks, max_heavy, silence } => {
+        WindowsAction::Add { name, start, duration, timezone, tasks, max_heavy, silence, force } => {
             schedule::parse(&start)?;
-            let timezone = timezone.unwrap_or_else(|| ctx.config.scheduler.timezone.clone());
-            schedule::next_runs_in(&start, chrono::Utc::now(), 1, &timezone)?;
+            let timezone = timezone.unwrap_or_else(|| settings.timezone.clone());
+            schedule::timezone(&timezone)?;
             if duration.is_zero() {
                 return Err(UsageError("--duration must be more than zero".into()).into());
             }
+            let known = schedule::task_types(settings);
+            if let Some(bad) = tasks.iter().find(|t| !known.contains(t)) {
+                return Err(UsageError(format!(
+                    "--task `{bad}` is no task type of the schedule; the task types are: {}",
+                    known.join(", ")
+                ))
+                .into());
+            }
+            let rules = cache_core::alerting::rule_names(&ctx.config.alerts);
+            if let Some(bad) = silence.iter().find(|r| !rules.contains(r)) {
+                return Err(UsageError(format!(
+                    "--silence `{bad}` names no alert rule; the rules are: {}",
+                    if rules.is_empty() { "none".to_owned() } else { rules.join(", ") }
+                ))
+                .into());
+            }
             doc.windows.retain(|w| w.name != name);
-            doc.windows.push(Window { name: name.clone(), start, duration, timezone, tasks, max_heavy, silence });
-            ctx.state.write_json(WINDOWS_FILE, &doc)?;
-            printer.info(&format!("window `{name}` saved; heavy jobs now run only inside the windows"))?;
+            let done = format!("window `{name}` saved; heavy jobs now run only inside the windows");
+            doc.windows.push(Window { name, start, duration, timezone, tasks, max_heavy, silence });
+            (force, "cache-scheduler windows add", done)
         }
-        WindowsAction::Remove { name } => {
+        WindowsAction::Remove { name, force } => {
             let before = doc.windows.len();
             doc.windows.retain(|w| w.name != name);
             if doc.windows.len() == before {
                 return Err(UsageError(format!("no window `{name}` (cache-scheduler windows list)")).into());
             }
-            ctx.state.write_json(WINDOWS_FILE, &doc)?;
-            printer.info(&format!("window `{name}` removed"))?;
+            (force, "cache-scheduler windows remove", format!("window `{name}` removed"))
         }
+    };
+    // Refused (or forced through) when the change leaves a heavy job that was admitted before
+    // admitted by no window.
+    let now = cache_core::clock::now()?;
+    let jobs = schedule::all(settings, &ctx.state)?;
+    let was = cache_core::gate::never_admitted_jobs(&jobs, &before, &settings.timezone, now)?;
+    let will = cache_core::gate::never_admitted_jobs(&jobs, &doc, &settings.timezone, now)?;
+    let newly: Vec<String> = will.iter().filter(|j| !was.contains(j)).cloned().collect();
+    never_admitted_gate(&ctx, &newly, force, by)?;
+    for message in never_admitted_messages(&was.iter().filter(|j| will.contains(j)).cloned().collect::<Vec<_>>()) {
+        printer.warn(&format!("{message} (already before this change)"));
     }
+    ctx.state.write_json(WINDOWS_FILE, &doc)?;
+    printer.info(&done)?;
     Ok(exit::SUCCESS)
 }
 
@@ -443,5 +616,12 @@ mod tests {
         let cli = Cli::try_parse_from(["cache-scheduler", "install", "--cron-d"]).unwrap();
         let Command::Install { target, .. } = cli.command else { unreachable!() };
         assert_eq!(target.cron_d.unwrap(), PathBuf::from("/etc/cron.d/cache-toolkit"));
+        // `run JOB --emergency` needs no `--scheduled`.
+        let cli = Cli::try_parse_from(["cache-scheduler", "run", "backup", "--emergency"]).unwrap();
+        assert!(cli.common.emergency && matches!(cli.command, Command::Run { ref job, at: None } if job == "backup"));
+        assert!(Cli::try_parse_from(["cache-scheduler", "run"]).is_err());
+        assert!(Cli::try_parse_from(["cache-scheduler", "tick", "-q"]).is_ok());
+        assert!(Cli::try_parse_from(["cache-scheduler", "install", "--storage", "1Gi"]).is_err());
+        assert!(Cli::try_parse_from(["cache-scheduler", "windows", "remove", "x", "--force"]).is_ok());
     }
 }

@@ -6,13 +6,18 @@
 //!   `scheduler.min_factor`..`max_factor` of the documented interval, rounded to an interval cron
 //!   can express (towards the direction of the change).
 //! - **Placement**: heavy jobs move into the best low-usage window `cache-analytics windows`
-//!   found, keeping their order, 30 minutes apart.
+//!   found, keeping their order, 30 minutes apart; when maintenance windows exist, only to
+//!   times one of them admits (the next half hour that one does, else the job stays), and a
+//!   heavy job no window admits is moved into one even without a low-usage window. A plan that
+//!   would leave a heavy job admitted by no window is refused (or, with `--force`, warned about
+//!   and recorded).
 //!
 //! Every change goes through `schedule::change` with its reason (and into
 //! `scheduler/changes.jsonl`); `--install` re-renders the installed crontab block.
 
 use cache_core::app::Context;
 use cache_core::exit;
+use cache_core::gate::{Windows, never_admitted};
 use cache_core::history::{HISTORY, Point, Snapshot, WINDOWS_FILE, lookups};
 use cache_core::output::Format;
 use cache_core::schedule::{self, Effective};
@@ -113,14 +118,24 @@ fn hm(expression: &str) -> Option<(u32, u32)> {
     Some((f.first()?.parse().ok()?, f.get(1)?.parse().ok()?))
 }
 
-/// The changes `optimize` would make at `now`.
+/// `job` at `minutes` past midnight, its other fields kept.
+fn at_minute(job: &Effective, minutes: u32) -> Effective {
+    let rest: Vec<&str> = job.schedule.split_whitespace().skip(2).collect();
+    let mut moved = job.clone();
+    moved.schedule = format!("{} {} {}", minutes % 60, (minutes / 60) % 24, rest.join(" "));
+    moved
+}
+
+/// The changes `optimize` would make at `now`, given the low-usage windows of the analytics
+/// (`windows`) and the maintenance windows.
 pub fn plan(
     jobs: &[Effective],
     history: &[Snapshot],
     windows: Option<&serde_json::Value>,
+    maintenance: &Windows,
     settings: &cache_core::config::SchedulerSettings,
     now: DateTime<Utc>,
-) -> (Option<Score>, Vec<Change>) {
+) -> anyhow::Result<(Option<Score>, Vec<Change>)> {
     let day: Vec<Point> = history
         .iter()
         .filter(|s| s.timestamp > now - Duration::days(1) && s.timestamp <= now)
@@ -130,13 +145,13 @@ pub fn plan(
     let mut changes = Vec::new();
     if let Some(s) = &score {
         for job in jobs.iter().filter(|j| j.enabled && !j.spec.heavy) {
-            let (Some(current), Some(documented)) = (interval(&job.schedule), interval(job.spec.schedule)) else {
+            let (Some(current), Some(documented)) = (interval(&job.schedule), interval(&job.spec.schedule)) else {
                 continue;
             };
             let next = adapt(current, documented, s.score, settings.min_factor, settings.max_factor);
             if next != current {
                 changes.push(Change {
-                    job: job.spec.name.to_owned(),
+                    job: job.spec.name.to_string(),
                     from: job.schedule.clone(),
                     to: every(next),
                     reason: format!(
@@ -149,50 +164,103 @@ pub fn plan(
             }
         }
     }
-    // Heavy jobs into the best low-usage window, in their order, 30 minutes apart.
+    // Heavy jobs into the best low-usage window, in their order, 30 minutes apart (jobs sharing
+    // a time keep sharing it), and only at times a maintenance window admits.
     let best = windows.and_then(|w| w["windows"].as_array()?.first().cloned());
-    if let Some(w) = best {
-        let start = w["start_hour"].as_u64().unwrap_or(0) as u32;
-        let mut heavy: Vec<&Effective> = jobs.iter().filter(|j| j.spec.heavy && hm(&j.schedule).is_some()).collect();
+    let restricted = !maintenance.windows.is_empty();
+    if best.is_some() || restricted {
+        let start = best.as_ref().map(|w| w["start_hour"].as_u64().unwrap_or(0) as u32 * 60);
+        let mut heavy: Vec<&Effective> =
+            jobs.iter().filter(|j| j.enabled && j.spec.heavy && hm(&j.schedule).is_some()).collect();
         heavy.sort_by_key(|j| hm(&j.schedule).map(|(m, h)| h * 60 + m));
-        let mut slots: Vec<(u32, u32)> = Vec::new();
+        let mut groups: Vec<(u32, Vec<&Effective>)> = Vec::new();
         for job in heavy {
-            let Some(old) = hm(&job.schedule) else { continue };
-            let slot = match slots.iter().position(|s| *s == old) {
-                Some(i) => i,
-                None => {
-                    slots.push(old);
-                    slots.len() - 1
+            let Some((m, h)) = hm(&job.schedule) else { continue };
+            match groups.iter_mut().find(|(old, _)| *old == h * 60 + m) {
+                Some((_, members)) => members.push(job),
+                None => groups.push((h * 60 + m, vec![job])),
+            }
+        }
+        let admits = |members: &[&Effective], minutes: u32| -> anyhow::Result<bool> {
+            for job in members {
+                if never_admitted(&at_minute(job, minutes), maintenance, &settings.timezone, now)? {
+                    return Ok(false);
                 }
+            }
+            Ok(true)
+        };
+        let mut used: Vec<u32> = Vec::new();
+        let mut next = start;
+        for (old, members) in groups {
+            // From the next slot of the low-usage window, else from where the jobs are.
+            let first = next.unwrap_or(old);
+            let mut pick = None;
+            for k in 0..48 {
+                let minutes = (first + 30 * k) % 1440;
+                if !used.contains(&minutes) && (!restricted || admits(&members, minutes)?) {
+                    pick = Some(minutes);
+                    break;
+                }
+            }
+            let Some(minutes) = pick else { continue };
+            used.push(minutes);
+            if next.is_some() {
+                next = Some(minutes + 30);
+            }
+            let reason = match &best {
+                Some(w) => format!(
+                    "heavy: into the low-usage window at {:02}:00 UTC (confidence {:.2}){}",
+                    start.unwrap_or(0) / 60,
+                    w["confidence"].as_f64().unwrap_or(0.0),
+                    if restricted { ", at a time a maintenance window admits" } else { "" }
+                ),
+                None => "heavy: no maintenance window admitted it; moved to the first time one does".to_owned(),
             };
-            let minutes = start * 60 + 30 * slot as u32;
-            let (h, m) = ((minutes / 60) % 24, minutes % 60);
-            let rest: Vec<&str> = job.schedule.split_whitespace().skip(2).collect();
-            let to = format!("{m} {h} {}", rest.join(" "));
-            if to != job.schedule {
-                changes.push(Change {
-                    job: job.spec.name.to_owned(),
-                    from: job.schedule.clone(),
-                    to,
-                    reason: format!(
-                        "heavy: into the low-usage window at {start:02}:00 UTC (confidence {:.2})",
-                        w["confidence"].as_f64().unwrap_or(0.0)
-                    ),
-                });
+            for job in members {
+                let to = at_minute(job, minutes).schedule;
+                if to != job.schedule {
+                    changes.push(Change {
+                        job: job.spec.name.to_string(),
+                        from: job.schedule.clone(),
+                        to,
+                        reason: reason.clone(),
+                    });
+                }
             }
         }
     }
-    (score, changes)
+    Ok((score, changes))
 }
 
 /// Runs `optimize`.
-pub fn run(ctx: &Context, dry_run: bool, install: bool) -> anyhow::Result<u8> {
+pub fn run(ctx: &Context, dry_run: bool, install: bool, force: bool) -> anyhow::Result<u8> {
     let now = cache_core::clock::now()?;
     let settings = &ctx.config.scheduler;
     let jobs = schedule::all(settings, &ctx.state)?;
-    let history: Vec<Snapshot> = ctx.state.read_jsonl(HISTORY)?;
+    // `plan` scores the last day; a day more to spare.
+    let history: Vec<Snapshot> =
+        ctx.state.read_jsonl_since(HISTORY, now - Duration::days(2), cache_core::state::READ_CAP_BYTES)?;
     let windows: Option<serde_json::Value> = ctx.state.read_json(WINDOWS_FILE)?;
-    let (score, changes) = plan(&jobs, &history, windows.as_ref(), settings, now);
+    let maintenance = cache_core::gate::windows(&ctx.state)?;
+    let (score, changes) = plan(&jobs, &history, windows.as_ref(), &maintenance, settings, now)?;
+    // The schedule after the changes: no heavy job a window admitted may end up admitted by none.
+    let after: Vec<Effective> = jobs
+        .iter()
+        .map(|j| {
+            let mut j = j.clone();
+            if let Some(c) = changes.iter().find(|c| c.job == j.spec.name) {
+                j.schedule = c.to.clone();
+            }
+            j
+        })
+        .collect();
+    let was = cache_core::gate::never_admitted_jobs(&jobs, &maintenance, &settings.timezone, now)?;
+    let will = cache_core::gate::never_admitted_jobs(&after, &maintenance, &settings.timezone, now)?;
+    let newly: Vec<String> = will.iter().filter(|j| !was.contains(j)).cloned().collect();
+    if !dry_run {
+        crate::never_admitted_gate(ctx, &newly, force, "cache-scheduler optimize")?;
+    }
+    let unplaced: Vec<String> = will.iter().filter(|j| was.contains(j)).cloned().collect();
     if !dry_run {
         for c in &changes {
             schedule::change(
@@ -214,14 +282,21 @@ pub fn run(ctx: &Context, dry_run: bool, install: bool) -> anyhow::Result<u8> {
         let existing = crate::crontab::read(None)?;
         if existing.contains(crate::render::BEGIN) {
             let jobs = schedule::all(settings, &ctx.state)?;
-            let merged = crate::crontab::merge(&existing, &crate::render::crontab_block(&jobs, &crate::bin_dir(ctx)))?;
+            let merged =
+                crate::crontab::merge(&existing, &crate::render::crontab_block(&jobs, &crate::invocation(ctx)?))?;
             crate::crontab::write(None, &merged)?;
             installed = true;
         }
     }
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
-        printer.json(&json!({ "dry_run": dry_run, "score": score, "changes": changes, "reinstalled": installed }))?;
+        printer.json(&json!({
+            "dry_run": dry_run,
+            "score": score,
+            "changes": changes,
+            "never_admitted": will,
+            "reinstalled": installed,
+        }))?;
         return Ok(exit::SUCCESS);
     }
     let mut text = match &score {
@@ -239,6 +314,9 @@ pub fn run(ctx: &Context, dry_run: bool, install: bool) -> anyhow::Result<u8> {
     }
     for c in &changes {
         text.push_str(&format!("{}: `{}` → `{}` ({})\n", c.job, c.from, c.to, c.reason));
+    }
+    for job in &unplaced {
+        text.push_str(&format!("{job}: no maintenance window admits it at any half hour; it stays\n"));
     }
     if changes.is_empty() {
         text.push_str("nothing to change\n");

@@ -1,5 +1,6 @@
 //! `status`: every job as `cache_core::jobs` sees it (schedule, next and last run, lock holder,
-//! flags), and whether automation is on.
+//! flags: never admitted by any window, skipped N times in a row...), the one-off runs (pending
+//! and recently finished), what `install --force` let through, and whether automation is on.
 
 use cache_core::app::Context;
 use cache_core::exit;
@@ -15,12 +16,16 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
     let automation = gate::automation(&ctx.state)?;
     let jobs = jobs::statuses(settings, &ctx.state, now)?;
     let running = automation.as_ref().is_none_or(|a| a.running);
+    let oneoffs = cache_core::schedule::oneoff::read(&ctx.state)?.jobs;
+    let warnings = cache_core::schedule::installation(&ctx.state)?.map(|i| i.warnings).unwrap_or_default();
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
         printer.json(&json!({
             "automation": { "running": running, "state": automation },
             "timezone": settings.timezone,
             "jobs": jobs,
+            "oneoffs": oneoffs,
+            "install_warnings": warnings,
         }))?;
         return Ok(exit::SUCCESS);
     }
@@ -47,6 +52,28 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
         ),
         _ => "automation: on".to_owned(),
     };
-    printer.always(&format!("{state}; times in UTC, schedules in {}\n{table}", settings.timezone))?;
+    let mut text = format!("{state}; times in UTC, schedules in {}\n{table}", settings.timezone);
+    if !oneoffs.is_empty() {
+        let mut once = printer.table();
+        once.set_header(["One-off", "Job", "At", "Status", "Why"]);
+        for o in &oneoffs {
+            let status = match &o.error {
+                Some(e) if o.status.finished() => format!("{}: {e}", o.status),
+                _ => o.status.to_string(),
+            };
+            once.add_row(vec![
+                o.id.clone(),
+                o.job.clone(),
+                o.at.format("%m-%d %H:%M").to_string(),
+                status,
+                o.reason.clone(),
+            ]);
+        }
+        text.push_str(&format!("\none-off runs (cache-scheduler tick runs them when due):\n{once}"));
+    }
+    for w in &warnings {
+        text.push_str(&format!("\ninstalled with --force: {w}"));
+    }
+    printer.always(&text)?;
     Ok(exit::SUCCESS)
 }

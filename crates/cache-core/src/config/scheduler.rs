@@ -60,19 +60,43 @@ impl Default for SchedulerSettings {
     }
 }
 
-/// Changes to one job of the schedule.
+/// Changes to one job of the schedule, or (under a name not in the table) a job of its own,
+/// which then needs `command` and `schedule`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSettings {
+    /// The command: one of the toolkit's tools with its arguments, e.g.
+    /// `cache-debug security --format json` (the scheduler adds `--scheduled`, `--config` and
+    /// `--state-dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     /// Another cron expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// Its task type, which maintenance windows allow or not (default for a new job: `custom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Heavy: runs only inside a maintenance window allowing its task (default for a new job:
+    /// no).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heavy: Option<bool>,
+    /// The lock it runs under (default for a new job: its name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+    /// What it is, for status and the rendered schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// Off (or on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Another job that must have succeeded recently (replaces the default dependency).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requires: Option<Requirement>,
+    /// A dead-man's switch pinged by each `--scheduled` run of the job (healthchecks.io
+    /// style: `/start`, then the bare URL, `/fail` or `/<exit code>`; `cache_core::heartbeat`).
+    /// A secret: its path is the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping_url: Option<crate::redact::Secret>,
 }
 
 /// "Run only after `job` succeeded within `within`" (seed 003 dependencies).

@@ -42,6 +42,15 @@ fn redis(targets: &[RedisTarget], source: &str) -> Result<(), ConfigError> {
                 return Err(err(format!("redis[{i}].urls[{j}]"), "must use the same scheme as `url`"));
             }
         }
+        // Parsed as the client will, so that a bad database number or option is refused here,
+        // naming the key, and not at every run as an unreachable target.
+        for (key, url) in std::iter::once((format!("redis[{i}].url"), &t.url))
+            .chain(t.urls.iter().enumerate().map(|(j, u)| (format!("redis[{i}].urls[{j}]"), u)))
+        {
+            if let Err(e) = redis::Client::open(url.expose()) {
+                return Err(err(key, &format!("not a usable Redis URL: {e}")));
+            }
+        }
         positive(source, format!("redis[{i}].timeout"), t.timeout)?;
         positive(source, format!("redis[{i}].connect_timeout"), t.connect_timeout)?;
         if !(1..=64).contains(&t.concurrency) {
@@ -74,6 +83,9 @@ fn postgres(targets: &[PostgresTarget], source: &str) -> Result<(), ConfigError>
     for (i, t) in targets.iter().enumerate() {
         if !matches!(t.url.scheme(), "postgres" | "postgresql") {
             return Err(err(format!("postgres[{i}].url"), "scheme must be postgres://"));
+        }
+        if let Err(e) = t.url.expose().parse::<tokio_postgres::Config>() {
+            return Err(err(format!("postgres[{i}].url"), &format!("not a usable PostgreSQL URL: {e}")));
         }
         let valid_ident = !t.table.is_empty()
             && t.table.split('.').all(|part| {
@@ -251,25 +263,8 @@ fn scheduler(config: &Config, source: &str) -> Result<(), ConfigError> {
             format!("`{}` is not an IANA time zone", s.timezone),
         ));
     }
-    for (name, job) in &s.jobs {
-        let key = |field: &str| format!("scheduler.jobs.{name}.{field}");
-        if crate::schedule::job(name).is_err() {
-            let names: Vec<&str> = crate::schedule::DEFAULT_JOBS.iter().map(|j| j.name).collect();
-            return Err(ConfigError::new(
-                source,
-                format!("scheduler.jobs.{name}"),
-                format!("no such job; the jobs are {}", names.join(", ")),
-            ));
-        }
-        if let Some(expr) = &job.schedule {
-            crate::schedule::parse(expr).map_err(|e| ConfigError::new(source, key("schedule"), e.to_string()))?;
-        }
-        if let Some(r) = &job.requires
-            && crate::schedule::job(&r.job).is_err()
-        {
-            return Err(ConfigError::new(source, key("requires"), format!("no job `{}`", r.job)));
-        }
-    }
+    // Jobs added or changed, their commands, and their dependencies (no cycle).
+    crate::schedule::check_settings(s).map_err(|(key, message)| ConfigError::new(source, key, message))?;
     if let Some(target) = &s.fleet_lock
         && !config.redis.iter().any(|t| &t.name == target)
     {

@@ -252,6 +252,15 @@ pub fn default_rules(settings: &AlertSettings) -> Vec<AlertRule> {
             None,
         ),
         rule("Scheduled Job Overdue", "overdue >= 1", Severity::Warning, "{target} missed its scheduled run.", None),
+        // A job its gates keep from running (a heavy job outside every window) is as missing
+        // as one that fails, and says so with exit 0.
+        rule(
+            "Scheduled Job Skipped",
+            "skips >= 3 or never_admitted >= 1",
+            Severity::Warning,
+            "{target} was skipped {skips:.0f} times in a row (cache-scheduler status says why).",
+            None,
+        ),
         rule(
             "Connection Usage",
             "connection_usage > 90% or clients_usage > 90%",
@@ -370,8 +379,8 @@ pub fn observe(report: &HealthReport) -> Vec<Observation> {
     out
 }
 
-/// Scheduled jobs as targets `job/NAME`: `overdue`, `too_fast`, `skipped` (0 or 1) and
-/// `failures` (in a row), from `cache_core::jobs`.
+/// Scheduled jobs as targets `job/NAME`: `overdue`, `too_fast`, `skipped`, `never_admitted`
+/// (0 or 1), `failures` and `skips` (in a row), from `cache_core::jobs`.
 pub fn observe_jobs(statuses: &[cache_core::jobs::JobStatus]) -> Vec<Observation> {
     statuses
         .iter()
@@ -383,6 +392,8 @@ pub fn observe_jobs(statuses: &[cache_core::jobs::JobStatus]) -> Vec<Observation
                 (Metric::TooFast, flag(j.too_fast())),
                 (Metric::Skipped, flag(j.skipped())),
                 (Metric::Failures, f64::from(j.consecutive_failures)),
+                (Metric::Skips, f64::from(j.consecutive_skips)),
+                (Metric::NeverAdmitted, flag(j.never_admitted)),
             ]
             .into();
             Observation { target: format!("job/{}", j.name), metrics, unavailable: false, degraded: false }
