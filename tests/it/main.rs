@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr, reason = "tests: panics are failures")]
 
+mod alertmanager;
 mod analytics;
 mod backup;
 mod cleanup;

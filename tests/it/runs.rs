@@ -197,3 +197,37 @@ fn quiet_prints_nothing_on_success_in_every_command_and_everything_otherwise() {
     failed.expect_code(2);
     assert!(failed.stdout.contains("redis"), "{}", failed.dump());
 }
+
+/// A scheduled job with a `ping_url` tells its dead-man's switch when it starts and how it
+/// ended (success, or its exit code), with its run id; and a run admitted by a maintenance
+/// window records that window.
+#[test]
+fn a_scheduled_job_pings_its_dead_mans_switch_and_records_its_window() {
+    let Some(redis) = RedisServer::start() else { return };
+    let ping = cache_tests::HttpReceiver::start("OK");
+    let check = "/ping/5b1f0d3e-2c4a-4f6b-9d8e-7a6c5b4d3e2f";
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[system]\ngpu = false\n\
+         [scheduler.jobs.backup]\nping_url = \"{}\"\n",
+        redis.url(),
+        ping.url(check)
+    ));
+    env.run(crate::SCHEDULER, &["windows", "add", "night", "--start", "0 0 * * *", "--duration", "24h"]).expect_code(0);
+    env.run(BACKUP, &["create", "--only", "redis", "--scheduled", "backup", "-q"]).expect_code(0);
+    let pings = ping.received();
+    assert_eq!(pings.len(), 2, "{pings:#?}");
+    let rid = pings[0].path.rsplit_once("rid=").unwrap().1.to_owned();
+    assert_eq!(pings[0].path, format!("{check}/start?rid={rid}"));
+    assert_eq!(pings[1].path, format!("{check}?rid={rid}"));
+    let record = runs(&env).pop().unwrap();
+    assert_eq!((&record["outcome"], &record["window"]), (&Value::from("success"), &Value::from("night")));
+    // A run that fails reports its exit code.
+    drop(redis);
+    let failed = env.run(BACKUP, &["create", "--only", "redis", "--scheduled", "backup", "-q"]);
+    assert_ne!(failed.code(), 0, "{}", failed.dump());
+    let pings = ping.received();
+    assert_eq!(pings.len(), 4, "{pings:#?}");
+    assert!(pings[3].path.starts_with(&format!("{check}/{}?rid=", failed.code())), "{:?}", pings[3].path);
+    assert!(String::from_utf8_lossy(&pings[3].body).contains("error"), "{:?}", pings[3]);
+}

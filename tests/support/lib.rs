@@ -5,6 +5,7 @@
 //!   `postgres` user when the tests run as root.
 //! - [`Mem0Server`]: a small HTTP server speaking the Mem0 platform and self-hosted dialects.
 //! - [`HttpReceiver`], [`SmtpServer`]: notification receivers speaking HTTP and SMTP.
+//! - [`Alertmanager`]: a real Prometheus Alertmanager (and `amtool`) on a free loopback port.
 //! - [`Blackhole`]: a listener that accepts connections and never answers.
 //! - [`history`]: synthetic analytics histories with known answers.
 //! - [`TestEnv`]: a temporary state directory and config, and a runner that scrubs `CACHE_*`
@@ -16,6 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stderr, clippy::print_stdout, reason = "test kit: panics are failures")]
 #![allow(clippy::disallowed_methods, reason = "test variables (`CI`, `PATH`, server paths), not `EnvVars`")]
 
+mod alertmanager;
 mod cluster;
 mod env;
 pub mod history;
@@ -27,6 +29,7 @@ mod redis_server;
 mod stub_http;
 mod tls;
 
+pub use alertmanager::Alertmanager;
 pub use cluster::RedisCluster;
 pub use env::{RunOutput, TestEnv};
 pub use mem0::{Mem0Server, RecordedRequest};

@@ -39,6 +39,7 @@ impl Received {
 pub struct HttpReceiver {
     port: u16,
     answer: &'static str,
+    status: u16,
     received: Arc<Mutex<Vec<Received>>>,
     running: Option<(Arc<tiny_http::Server>, JoinHandle<()>)>,
 }
@@ -46,14 +47,20 @@ pub struct HttpReceiver {
 impl HttpReceiver {
     /// Starts a receiver answering 200 with `answer` (Slack answers `ok`).
     pub fn start(answer: &'static str) -> Self {
-        let mut r = Self { port: crate::free_port(), answer, received: Arc::default(), running: None };
+        Self::start_with_status(200, answer)
+    }
+
+    /// Starts a receiver answering `status` with `answer` to every request (400: a receiver
+    /// refusing the payload for good; 503: one that is overloaded).
+    pub fn start_with_status(status: u16, answer: &'static str) -> Self {
+        let mut r = Self { port: crate::free_port(), answer, status, received: Arc::default(), running: None };
         r.up();
         r
     }
 
     /// A receiver on a free port that is down until [`HttpReceiver::up`].
     pub fn down(answer: &'static str) -> Self {
-        Self { port: crate::free_port(), answer, received: Arc::default(), running: None }
+        Self { port: crate::free_port(), answer, status: 200, received: Arc::default(), running: None }
     }
 
     /// Starts listening (again).
@@ -64,6 +71,7 @@ impl HttpReceiver {
         let server = Arc::new(tiny_http::Server::http(("127.0.0.1", self.port)).unwrap());
         let received = Arc::clone(&self.received);
         let answer = self.answer;
+        let status = self.status;
         let thread = {
             let server = Arc::clone(&server);
             std::thread::spawn(move || {
@@ -80,7 +88,7 @@ impl HttpReceiver {
                             .collect(),
                         body,
                     });
-                    let _ = request.respond(tiny_http::Response::from_string(answer));
+                    let _ = request.respond(tiny_http::Response::from_string(answer).with_status_code(status));
                 }
             })
         };

@@ -1,8 +1,8 @@
 //! `cargo xtask ci`: exactly what CI runs, on a fresh Debian machine too.
 //!
 //! It first installs what the tests need and the machine lacks (redis-server, PostgreSQL,
-//! promtool, chromium, cron, systemd-analyze; with apt-get when root; kubernetes-validate from
-//! PyPI with pip), then runs formatting, lints with and without default features, the
+//! promtool, alertmanager, chromium, cron, systemd-analyze; with apt-get when root; kubernetes-validate and
+//! mem0ai from PyPI with pip), then runs formatting, lints with and without default features, the
 //! generated-files check, the whole test suite (with `CI` set, so no server test can skip), and
 //! the documentation build.
 
@@ -19,6 +19,8 @@ const NEEDED: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("prometheus", "prometheus"),
     ("prometheus-node-exporter", "prometheus-node-exporter"),
+    ("prometheus-alertmanager", "prometheus-alertmanager"),
+    ("amtool", "prometheus-alertmanager"),
     ("chromium", "chromium"),
     ("crontab", "cron"),
     ("systemd-analyze", "systemd"),

@@ -128,7 +128,10 @@ async fn run_as_job(
     run: impl Future<Output = anyhow::Result<u8>>,
 ) -> anyhow::Result<u8> {
     let ctx = Context::load(common, Format::Text, convention)?;
-    let job = ctx.begin(Work::new(name, command)).await?;
+    // The lock the catalogue gives the job (a custom job may share one), else its name.
+    let lock =
+        crate::schedule::spec(&ctx.config.scheduler, name).map_or_else(|_| name.to_owned(), |s| s.lock.into_owned());
+    let job = ctx.begin(Work::new(&lock, command).recorded_as(name)).await?;
     let result = run.await.map(|code| JobResult {
         outcome: crate::exit::Tally::outcome(code),
         exit_code: code,
@@ -340,7 +343,14 @@ impl Context {
                 }
             }
         }
-        Ok(Job { lock: Some(lock), log: Some(begin(None)), pass, dry_run: work.dry_run, state: self.state.clone() })
+        let log = begin(pass.as_ref().and_then(|p| p.window()).map(str::to_owned));
+        // The job's dead-man's switch hears that it started (and, from `finish`, how it ended).
+        let ping =
+            self.common.scheduled.as_ref().and_then(|name| self.config.scheduler.jobs.get(name)?.ping_url.clone());
+        if let Some(url) = &ping {
+            crate::heartbeat::start(url, &log.id()).await;
+        }
+        Ok(Job { lock: Some(lock), log: Some(log), pass, dry_run: work.dry_run, state: self.state.clone(), ping })
     }
 
     /// What started this process's run: `--trigger`, else `--emergency`, else `--scheduled`
@@ -408,6 +418,7 @@ pub struct Job {
     pass: Option<crate::gate::Pass>,
     dry_run: bool,
     state: StateDir,
+    ping: Option<crate::redact::Secret>,
 }
 
 impl Job {
@@ -443,6 +454,14 @@ impl Job {
         };
         if let Err(e) = runs::save(&ctx.state, &record) {
             ctx.printer.warn(&format!("recording the run in the state directory: {e:#}"));
+        }
+        if let Some(url) = self.ping.take() {
+            let body = match &record.error {
+                Some(error) => format!("error: {error}"),
+                None => format!("{} {}: {}", record.command, record.outcome.name(), record.summary),
+            };
+            crate::heartbeat::finish(&url, &record.id, record.exit_code, record.outcome == Outcome::Success, &body)
+                .await;
         }
         tracing::debug!("run {} ended {:?} at {}", record.id, record.outcome, Utc::now());
         drop(self.lock.take());

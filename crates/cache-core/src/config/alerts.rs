@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::default_timeout;
-use crate::redact::Secret;
+use crate::redact::{SafeUrl, Secret};
 
 /// Alerting: rules over the health metrics, where notifications go, and self-healing.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -29,6 +29,15 @@ pub struct AlertSettings {
     pub channels: BTreeMap<String, Channel>,
     /// Self-healing limits.
     pub remediation: Remediation,
+    /// The dashboard or runbook index the alerts link to: Alertmanager's `generatorURL` and the
+    /// webhook payload's `externalURL` (none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_url: Option<String>,
+    /// A dead-man's switch (healthchecks.io style) pinged by every monitor round: `/start`
+    /// when it begins, the bare URL when it went well, `/fail` or `/<exit code>` otherwise
+    /// (see `cache_core::heartbeat`). A secret: its path is the credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping_url: Option<Secret>,
 }
 
 impl Default for AlertSettings {
@@ -41,6 +50,8 @@ impl Default for AlertSettings {
             rules: Vec::new(),
             channels: BTreeMap::new(),
             remediation: Remediation::default(),
+            external_url: None,
+            ping_url: None,
         }
     }
 }
@@ -143,7 +154,44 @@ pub enum Channel {
         /// Signs the body: `X-Cache-Toolkit-Signature: sha256=<hex HMAC>`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hmac_secret: Option<Secret>,
+        /// The `Authorization` header's value (`Bearer ...`, `Basic ...`): a secret.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        authorization: Option<Secret>,
+        /// More headers (name = value); their values are secrets.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        headers: BTreeMap<String, Secret>,
+        /// The labels alerts of one round are grouped by, one POST per group (Alertmanager's
+        /// `group_by`; default: `["alertname"]`, one POST per rule per round).
+        #[serde(default = "default_group_by")]
+        group_by: Vec<String>,
         /// Time allowed for the request.
+        #[serde(default = "default_timeout", with = "humantime_serde")]
+        timeout: Duration,
+    },
+    /// Alertmanager's own API: `POST /api/v2/alerts`, as Prometheus sends alerts.
+    Alertmanager {
+        /// The Alertmanager base URL (`http://alertmanager:9093`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<SafeUrl>,
+        /// Several Alertmanagers (a cluster): each gets every alert; one answering is enough.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        urls: Vec<SafeUrl>,
+        /// Basic authentication: the user...
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+        /// ...and its password.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<Secret>,
+        /// Bearer authentication instead.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bearer_token: Option<Secret>,
+        /// An extra CA certificate (PEM) to trust.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_file: Option<PathBuf>,
+        /// A firing alert's `endsAt` is this many monitor intervals ahead (re-sent each round).
+        #[serde(default = "three")]
+        resend_intervals: u32,
+        /// Time allowed for each request.
         #[serde(default = "default_timeout", with = "humantime_serde")]
         timeout: Duration,
     },
@@ -182,6 +230,23 @@ pub enum Channel {
         #[serde(default = "default_timeout", with = "humantime_serde")]
         timeout: Duration,
     },
+}
+
+fn default_group_by() -> Vec<String> {
+    vec!["alertname".into()]
+}
+fn three() -> u32 {
+    3
+}
+
+impl Channel {
+    /// The Alertmanager base URLs of an `alertmanager` channel (`url` and `urls`).
+    pub fn alertmanager_urls(&self) -> Vec<&SafeUrl> {
+        match self {
+            Channel::Alertmanager { url, urls, .. } => url.iter().chain(urls).collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 fn smtp_port() -> u16 {

@@ -289,6 +289,11 @@ fn alerts(alerts: &AlertSettings, source: &str) -> Result<(), ConfigError> {
         }
     }
     positive(source, "alerts.interval".into(), alerts.interval)?;
+    if let Some(url) = &alerts.ping_url
+        && !(url.expose().starts_with("http://") || url.expose().starts_with("https://"))
+    {
+        return Err(ConfigError::new(source, "alerts.ping_url", "must be an http:// or https:// URL"));
+    }
     let mut seen = BTreeSet::new();
     for (i, rule) in alerts.rules.iter().enumerate() {
         let key = |field: &str| format!("alerts.rules[{i}] (\"{}\").{field}", rule.name);
@@ -330,6 +335,21 @@ fn alerts(alerts: &AlertSettings, source: &str) -> Result<(), ConfigError> {
                 }
                 if !from.contains('@') {
                     return Err(err("from", "must be an email address"));
+                }
+            }
+            Channel::Alertmanager { url, urls, password, username, resend_intervals, .. } => {
+                let all = channel.alertmanager_urls();
+                if url.is_none() && urls.is_empty() {
+                    return Err(err("url", "needs the Alertmanager base URL (`url` or `urls`)"));
+                }
+                if all.iter().any(|u| !matches!(u.scheme(), "http" | "https")) {
+                    return Err(err("url", "must be an http:// or https:// URL"));
+                }
+                if password.is_some() != username.is_some() {
+                    return Err(err("username", "basic authentication needs both `username` and `password`"));
+                }
+                if *resend_intervals == 0 {
+                    return Err(err("resend_intervals", "must be at least 1"));
                 }
             }
             Channel::Log => {}

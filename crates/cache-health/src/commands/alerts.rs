@@ -7,7 +7,7 @@ use cache_core::exit::{self, Convention};
 use cache_core::output::Format;
 use serde_json::json;
 
-use crate::alerts::channels::{self, OUTBOX_FILE, Outbox};
+use crate::alerts::channels::{self, DEAD_LETTER_FILE, DeadLetters, OUTBOX_FILE, Outbox};
 use crate::alerts::{self, Alert, AlertStatus, Book, Kind, Notice, STATE_FILE};
 
 /// Arguments of `alerts`.
@@ -56,11 +56,12 @@ pub async fn run(common: &CommonArgs, format: Format, args: AlertsArgs) -> anyho
         return Ok(exit::SUCCESS);
     }
     let outbox: Outbox = ctx.state.read_json(OUTBOX_FILE)?.unwrap_or_default();
+    let dead: DeadLetters = ctx.state.read_json(DEAD_LETTER_FILE)?.unwrap_or_default();
     let mut list: Vec<&Alert> =
         book.alerts.values().filter(|a| args.all || a.status != AlertStatus::Resolved).collect();
     list.sort_by_key(|a| std::cmp::Reverse(a.since));
     if printer.format() == Format::Json {
-        printer.json(&json!({ "alerts": list, "outbox": outbox.items }))?;
+        printer.json(&json!({ "alerts": list, "outbox": outbox.items, "dead_letter": dead.items }))?;
         return Ok(exit::SUCCESS);
     }
     let mut table = printer.table();
@@ -84,6 +85,21 @@ pub async fn run(common: &CommonArgs, format: Format, args: AlertsArgs) -> anyho
             "{} notification(s) waiting in the outbox for a channel to come back\n",
             outbox.items.len()
         ));
+    }
+    if !dead.items.is_empty() {
+        text.push_str(&format!(
+            "{} notification(s) refused for good by their receiver ({DEAD_LETTER_FILE}), newest last:\n",
+            dead.items.len()
+        ));
+        for item in dead.items.iter().rev().take(10).rev() {
+            text.push_str(&format!(
+                "  {} {} {}: {}\n",
+                item.dead_at.unwrap_or(item.queued_at).format("%Y-%m-%d %H:%M:%S UTC"),
+                item.channel,
+                channels::headline(&item.notice),
+                item.last_error.as_deref().unwrap_or("refused")
+            ));
+        }
     }
     printer.always(&text)?;
     Ok(exit::SUCCESS)
@@ -114,7 +130,7 @@ async fn test(ctx: &Context, rule_name: &str) -> anyhow::Result<u8> {
     let mut failed = 0;
     let mut text = String::new();
     for item in &outbox.items {
-        match channels::deliver(&ctx.state, settings, item).await {
+        match channels::deliver(&ctx.state, &ctx.config, item).await {
             Ok(()) => text.push_str(&format!("{}: delivered\n", item.channel)),
             Err(e) => {
                 failed += 1;

@@ -1,6 +1,9 @@
 //! `cache-health monitor`: a round every `alerts.interval` (or one with `--once`, for cron):
 //! probe everything, evaluate the rules, queue notices in the outbox, run auto-actions, deliver.
-//! SIGTERM and SIGINT stop it after the round in progress.
+//! SIGTERM and SIGINT stop it after the round in progress. A round in which a receiver refused
+//! a notice for good (moved to the dead-letter list) exits 1 (WARNING). With `alerts.ping_url`,
+//! each round pings that dead-man's switch (`cache_core::heartbeat`): `/start`, then the bare URL
+//! or `/<exit code>` (`/fail` when the round failed).
 
 use std::time::Duration;
 
@@ -39,9 +42,12 @@ pub async fn run(common: &CommonArgs, format: Format, args: MonitorArgs) -> anyh
     cache_core::app::stops_on_signals_itself();
     let interval = args.interval.unwrap_or(ctx.config.alerts.interval);
     let mut rounds = 0u64;
+    let mut code = exit::SUCCESS;
+    let run_id = job.log().id();
     let result = loop {
-        if let Err(e) = round(&ctx).await {
-            break Err(e);
+        match pinged_round(&ctx, &format!("{run_id}-{}", rounds + 1)).await {
+            Ok(c) => code = code.max(c),
+            Err(e) => break Err(e),
         }
         rounds += 1;
         if args.once {
@@ -54,15 +60,34 @@ pub async fn run(common: &CommonArgs, format: Format, args: MonitorArgs) -> anyh
         }
     };
     let result = result.map(|()| cache_core::app::JobResult {
-        outcome: cache_core::runs::Outcome::Success,
-        exit_code: exit::SUCCESS,
+        outcome: if code == exit::SUCCESS {
+            cache_core::runs::Outcome::Success
+        } else {
+            cache_core::runs::Outcome::Partial
+        },
+        exit_code: code,
         summary: json!({ "rounds": rounds }),
     });
     job.finish(&ctx, result).await
 }
 
-/// One round.
-pub async fn round(ctx: &Context) -> anyhow::Result<()> {
+/// One round between the pings of `alerts.ping_url`, when set (`run_id`: the round's).
+async fn pinged_round(ctx: &Context, run_id: &str) -> anyhow::Result<u8> {
+    let Some(url) = &ctx.config.alerts.ping_url else { return round(ctx).await.map(|(code, _)| code) };
+    cache_core::heartbeat::start(url, run_id).await;
+    let result = round(ctx).await;
+    match &result {
+        Ok((code, text)) => cache_core::heartbeat::finish(url, run_id, *code, true, text).await,
+        Err(e) => {
+            let code = ctx.convention.for_error(e);
+            cache_core::heartbeat::finish(url, run_id, code, false, &format!("error: {e:#}")).await;
+        }
+    }
+    result.map(|(code, _)| code)
+}
+
+/// One round: its exit code (WARNING when a receiver refused a notice for good) and its text.
+pub async fn round(ctx: &Context) -> anyhow::Result<(u8, String)> {
     let now = cache_core::clock::now()?;
     let settings = &ctx.config.alerts;
     let report = probe_and_record(ctx, None).await?;
@@ -80,11 +105,21 @@ pub async fn round(ctx: &Context) -> anyhow::Result<()> {
     let actions = remediate::run(ctx, &mut book, &mut outbox, &fired, now).await?;
     ctx.state.write_json(STATE_FILE, &book)?;
     ctx.state.write_json(OUTBOX_FILE, &outbox)?;
-    let attempts = channels::flush(&ctx.state, settings, &mut outbox, now).await?;
+    let mut attempts = channels::flush(&ctx.state, &ctx.config, &mut outbox, now).await?;
+    attempts.extend(channels::refresh(&ctx.config, &book, &rules, &silenced, &notices).await);
+    let refused: Vec<String> = attempts
+        .iter()
+        .filter(|a| a.permanent)
+        .filter_map(|a| a.error.as_ref().map(|e| format!("{}: {e}", a.channel)))
+        .collect();
     let firing = book.alerts.values().filter(|a| a.status == AlertStatus::Firing).count();
     let delivered = attempts.iter().filter(|a| a.error.is_none()).count();
-    let failed: Vec<String> =
-        attempts.iter().filter_map(|a| a.error.as_ref().map(|e| format!("{}: {e}", a.channel))).collect();
+    let failed: Vec<String> = attempts
+        .iter()
+        .filter(|a| !a.permanent)
+        .filter_map(|a| a.error.as_ref().map(|e| format!("{}: {e}", a.channel)))
+        .collect();
+    let code = if refused.is_empty() { exit::SUCCESS } else { exit::plugin::WARNING };
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
         printer.json(&json!({
@@ -95,8 +130,10 @@ pub async fn round(ctx: &Context) -> anyhow::Result<()> {
             "actions": actions,
             "delivered": delivered,
             "failed": failed,
+            "dead_letter": refused,
             "outbox": outbox.items.len(),
         }))?;
+        Ok((code, summary_line(&book, firing, notices.len(), delivered, &failed, &refused)))
     } else {
         let mut text = format!(
             "round {}: health {}, {firing} alert(s) firing, {} notice(s), {delivered} delivered, {} waiting in the outbox\n",
@@ -114,11 +151,33 @@ pub async fn round(ctx: &Context) -> anyhow::Result<()> {
         for f in &failed {
             text.push_str(&format!("  delivery failed, will retry: {f}\n"));
         }
-        if !failed.is_empty() || !notices.is_empty() || !actions.is_empty() {
+        for f in &refused {
+            text.push_str(&format!("  delivery refused, moved to the dead-letter list: {f}\n"));
+        }
+        if !failed.is_empty() || !refused.is_empty() || !notices.is_empty() || !actions.is_empty() {
             printer.always(&text)?;
         } else {
             printer.info(&text)?;
         }
+        Ok((code, text))
     }
-    Ok(())
+}
+
+fn summary_line(
+    book: &Book,
+    firing: usize,
+    notices: usize,
+    delivered: usize,
+    failed: &[String],
+    refused: &[String],
+) -> String {
+    let mut text =
+        format!("round {}: {firing} alert(s) firing, {notices} notice(s), {delivered} delivered\n", book.round);
+    for f in failed {
+        text.push_str(&format!("delivery failed, will retry: {f}\n"));
+    }
+    for f in refused {
+        text.push_str(&format!("delivery refused, moved to the dead-letter list: {f}\n"));
+    }
+    text
 }
