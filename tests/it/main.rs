@@ -15,6 +15,7 @@ mod forecast;
 mod health;
 mod latency;
 mod ledger;
+mod mem0;
 mod monitor;
 mod optimizer;
 mod rotation;

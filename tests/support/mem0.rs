@@ -1,13 +1,19 @@
 //! A small real HTTP server that speaks the Mem0 wire formats.
 //!
-//! Platform dialect: `Authorization: Token KEY`; `GET /v1/memories/` (an array, or a page
-//! object when `page`/`page_size` are given), `POST /v1/memories/search/`, `POST /v2/memories/`
-//! (a page object), `POST /v2/memories/search/`. Self-hosted dialect: `X-API-Key: KEY`;
-//! `GET /memories` and `POST /search`, both answering `{"results": [...]}`. Memories are created
-//! with `POST /v1/memories/` (platform) or `POST /memories` (self-hosted), both taking
-//! `{"messages": [...], "user_id": ..., "metadata": ..., "infer": false}`; with `infer: false`
-//! the text of the messages is stored verbatim under a new id. Every request is recorded for the
-//! test to inspect.
+//! Platform dialect: `Authorization: Token KEY`; `GET /v1/ping/` (the key's `org_id` and
+//! `project_id`, see [`Mem0Server::with_org_project`]); `GET /v1/memories/` (an array, or a
+//! page object when `page`/`page_size` are given), `POST /v1/memories/search/`,
+//! `POST /v2/memories/` and `POST /v3/memories/` (page objects: `count`, `next` as an absolute
+//! URL, `previous`, `results`), `POST /v2/memories/search/`, `POST /v3/memories/search/`
+//! (`{"results": [...]}`); every search takes `top_k`. v2 filters are `{"AND": [{"user_id"}]}`,
+//! v3 ones `{"user_id"}` (either is read). Self-hosted dialect (mem0's `server/main.py`):
+//! `X-API-Key: KEY`; `GET /memories` and `POST /search`, both answering `{"results": [...]}`;
+//! [`Mem0Server::self_hosted_capped`] answers at most its cap without `next`, as that server
+//! does. Memories are created with `POST /v1/memories/` (platform) or `POST /memories`
+//! (self-hosted), both taking `{"messages": [...], "user_id": ..., "metadata": ...,
+//! "infer": false}`; with `infer: false` the text of the messages is stored verbatim under a new
+//! id. Every request is recorded for the test to inspect; [`Mem0Server::set_delay`] makes every
+//! answer slow.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -48,6 +54,13 @@ impl RecordedRequest {
 struct State {
     dialect: Dialect,
     key: String,
+    /// Self-hosted: the most memories `GET /memories` answers.
+    cap: Option<usize>,
+    /// `org_id`, `project_id` that `GET /v1/ping/` names (by default `org-stand-in`,
+    /// `project-stand-in`).
+    org_project: Option<(String, String)>,
+    /// Waited before each answer.
+    delay: Duration,
     memories: Vec<Value>,
     requests: Vec<RecordedRequest>,
     created: u64,
@@ -76,6 +89,25 @@ impl Mem0Server {
         Self::start(Dialect::SelfHosted, key)
     }
 
+    /// A self-hosted server answering `GET /memories` with at most `cap` memories and no
+    /// `next`, as mem0's `server/main.py` does (100; 20 in mem0 2.x).
+    pub fn self_hosted_capped(key: &str, cap: usize) -> Self {
+        let server = Self::start(Dialect::SelfHosted, key);
+        server.state.lock().unwrap().cap = Some(cap);
+        server
+    }
+
+    /// Makes `GET /v1/ping/` name `org_id` and `project_id` for the key.
+    pub fn with_org_project(self, org_id: &str, project_id: &str) -> Self {
+        self.state.lock().unwrap().org_project = Some((org_id.to_owned(), project_id.to_owned()));
+        self
+    }
+
+    /// Waits `delay` before every answer from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.lock().unwrap().delay = delay;
+    }
+
     fn start(dialect: Dialect, key: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -83,6 +115,10 @@ impl Mem0Server {
         let state = Arc::new(Mutex::new(State {
             dialect,
             key: key.to_owned(),
+            cap: None,
+            // The platform names them for every key (the SDK refuses a ping without them).
+            org_project: Some(("org-stand-in".into(), "project-stand-in".into())),
+            delay: Duration::ZERO,
             memories: Vec::new(),
             requests: Vec::new(),
             created: 0,
@@ -161,11 +197,15 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
     let Ok(mut writer) = stream.try_clone() else { return };
     let mut reader = BufReader::new(stream);
     while let Some((recorded, close)) = read_request(&mut reader) {
-        let (status, reply) = {
+        let (status, reply, delay) = {
             let mut state = state.lock().unwrap();
             state.requests.push(recorded.clone());
-            route(&mut state, &recorded)
+            let (status, reply) = route(&mut state, &recorded);
+            (status, reply, state.delay)
         };
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let body = reply.to_string();
         let reason = match status {
             200 => "OK",
@@ -237,7 +277,14 @@ fn route(state: &mut State, req: &RecordedRequest) -> (u16, Value) {
         let number = param("page").and_then(|s| s.parse().ok()).unwrap_or(1usize).max(1);
         let count = items.len();
         let results: Vec<Value> = items.into_iter().skip((number - 1) * size).take(size).collect();
-        let next = (number * size < count).then(|| format!("{path}?page={}&page_size={size}", number + 1));
+        // Absolute, as the platform's are, keeping the request's other query parameters.
+        let host = req.header("host").unwrap_or("127.0.0.1");
+        let mut kept: Vec<(String, String)> =
+            params.iter().filter(|(k, _)| k != "page" && k != "page_size").cloned().collect();
+        kept.push(("page".into(), (number + 1).to_string()));
+        kept.push(("page_size".into(), size.to_string()));
+        let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(kept).finish();
+        let next = (number * size < count).then(|| format!("http://{host}{path}?{query}"));
         json!({ "count": count, "next": next, "previous": null, "results": results })
     };
     let no_filter = (400, json!({ "error": "At least one of user_id, agent_id, run_id is required" }));
@@ -247,9 +294,21 @@ fn route(state: &mut State, req: &RecordedRequest) -> (u16, Value) {
             Some(user) if param("page").is_some() || param("page_size").is_some() => (200, page(of_user(&user))),
             Some(user) => (200, Value::Array(of_user(&user))),
         },
+        (Dialect::Platform, "GET", "/v1/ping/") => match &state.org_project {
+            Some((org, project)) => (200, json!({ "status": "ok", "org_id": org, "project_id": project })),
+            None => (200, json!({ "status": "ok" })),
+        },
         (Dialect::Platform, "POST", "/v1/memories/search/") => match body["user_id"].as_str() {
             None => no_filter,
-            Some(user) => (200, Value::Array(search(of_user(user), &body, "limit"))),
+            Some(user) => (200, Value::Array(search(of_user(user), &body))),
+        },
+        (Dialect::Platform, "POST", "/v3/memories/") => match filter_user(&body["filters"]) {
+            None => no_filter,
+            Some(user) => (200, page(of_user(&user))),
+        },
+        (Dialect::Platform, "POST", "/v3/memories/search/") => match filter_user(&body["filters"]) {
+            None => no_filter,
+            Some(user) => (200, json!({ "results": search(of_user(&user), &body) })),
         },
         (Dialect::Platform, "POST", "/v2/memories/") => match filter_user(&body["filters"]) {
             None => no_filter,
@@ -257,18 +316,22 @@ fn route(state: &mut State, req: &RecordedRequest) -> (u16, Value) {
         },
         (Dialect::Platform, "POST", "/v2/memories/search/") => match filter_user(&body["filters"]) {
             None => no_filter,
-            Some(user) => (200, Value::Array(search(of_user(&user), &body, "top_k"))),
+            Some(user) => (200, Value::Array(search(of_user(&user), &body))),
         },
         (Dialect::Platform, "POST", "/v1/memories/") | (Dialect::SelfHosted, "POST", "/memories") => {
             create(state, &body)
         }
         (Dialect::SelfHosted, "GET", "/memories") => match param("user_id") {
             None => (400, json!({ "detail": "At least one identifier is required." })),
-            Some(user) => (200, json!({ "results": of_user(&user) })),
+            Some(user) => {
+                let mut all = of_user(&user);
+                all.truncate(state.cap.unwrap_or(usize::MAX));
+                (200, json!({ "results": all }))
+            }
         },
         (Dialect::SelfHosted, "POST", "/search") => match body["user_id"].as_str() {
             None => (200, json!({ "results": [] })),
-            Some(user) => (200, json!({ "results": search(of_user(user), &body, "limit") })),
+            Some(user) => (200, json!({ "results": search(of_user(user), &body) })),
         },
         _ => (404, json!({ "detail": "Not found." })),
     }
@@ -355,9 +418,11 @@ fn filter_user(filters: &Value) -> Option<String> {
     ["AND", "OR"].iter().filter_map(|k| filters.get(*k)?.as_array()).flatten().find_map(filter_user)
 }
 
-fn search(memories: Vec<Value>, body: &Value, limit_key: &str) -> Vec<Value> {
+/// The memories matching `body.query`, best first, at most `body.top_k` (the SDKs' name; the
+/// self-hosted server ignores it and answers its own default).
+fn search(memories: Vec<Value>, body: &Value) -> Vec<Value> {
     let query = body["query"].as_str().unwrap_or_default().to_lowercase();
-    let limit = body[limit_key].as_u64().unwrap_or(100) as usize;
+    let limit = body["top_k"].as_u64().unwrap_or(100) as usize;
     let mut scored: Vec<(usize, Value)> = memories
         .into_iter()
         .map(|mut m| {

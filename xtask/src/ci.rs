@@ -28,8 +28,11 @@ const NEEDED: &[(&str, &str)] = &[
 ];
 
 /// PyPI packages providing each program the tests run (pip installs them; Debian's own Python
-/// is externally managed, PEP 668, so pip there needs `--break-system-packages`).
-const NEEDED_PYPI: &[(&str, &str)] = &[("kubernetes-validate", "kubernetes-validate")];
+/// is externally managed, PEP 668, so pip there needs `--break-system-packages`). A
+/// `python3:MODULE` entry is a module `python3` must import (mem0ai: the official Mem0 SDK that
+/// `tests/it/mem0.rs` runs against the stand-in).
+const NEEDED_PYPI: &[(&str, &str)] =
+    &[("kubernetes-validate", "kubernetes-validate"), ("python3:mem0.client.main", "mem0ai")];
 
 pub(crate) fn run() -> anyhow::Result<()> {
     install_missing()?;
@@ -90,7 +93,13 @@ fn install_missing() -> anyhow::Result<()> {
 
 /// Installs with pip the PyPI package of each (program, package) whose program is missing.
 fn install_pypi(needed: &[(&str, &str)]) -> anyhow::Result<()> {
-    let mut packages: Vec<&str> = needed.iter().filter(|(bin, _)| !on_path(bin)).map(|(_, pkg)| *pkg).collect();
+    let present = |bin: &str| match bin.strip_prefix("python3:") {
+        Some(module) => {
+            Command::new("python3").args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success())
+        }
+        None => on_path(bin),
+    };
+    let mut packages: Vec<&str> = needed.iter().filter(|(bin, _)| !present(bin)).map(|(_, pkg)| *pkg).collect();
     packages.dedup();
     if packages.is_empty() {
         return Ok(());
@@ -120,7 +129,13 @@ fn install_pypi(needed: &[(&str, &str)]) -> anyhow::Result<()> {
 
 /// Installs the Debian package of each (binary, package) whose binary is missing.
 pub(crate) fn install(needed: &[(&str, &str)]) -> anyhow::Result<()> {
-    let mut packages: Vec<&str> = needed.iter().filter(|(bin, _)| !on_path(bin)).map(|(_, pkg)| *pkg).collect();
+    let present = |bin: &str| match bin.strip_prefix("python3:") {
+        Some(module) => {
+            Command::new("python3").args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success())
+        }
+        None => on_path(bin),
+    };
+    let mut packages: Vec<&str> = needed.iter().filter(|(bin, _)| !present(bin)).map(|(_, pkg)| *pkg).collect();
     packages.dedup();
     install_packages(&packages)
 }

@@ -68,8 +68,11 @@ async fn collect(ctx: &Context) -> anyhow::Result<JobResult> {
                     let (samples, error) = cache_core::clients::time_calls(LATENCY_SAMPLES, || client.list(1)).await;
                     figures.latency = Latency::of(&samples);
                     figures.error = error.map(|e| clip(&e, MAX_LINE));
-                    match client.list_all().await {
-                        Ok(all) => figures.memories = all.len() as u64,
+                    match client.list_pages().await {
+                        Ok(listing) => {
+                            figures.memories = listing.total();
+                            figures.truncated = !listing.complete();
+                        }
                         Err(e) => {
                             reach = Reach::of_error(&e);
                             figures.error = Some(clip(&format!("{e:#}"), MAX_LINE));
@@ -363,8 +366,10 @@ fn print(ctx: &Context, snapshot: &Snapshot, errors: &[String]) -> anyhow::Resul
         table.add_row(vec!["postgres".to_owned(), p.name.clone(), figures]);
     }
     for m in &snapshot.memory {
-        let figures =
-            m.error.clone().unwrap_or_else(|| format!("{} memories, {:.1} ms avg", m.memories, m.latency.avg_ms));
+        let figures = m.error.clone().unwrap_or_else(|| {
+            let floor = if m.truncated { "at least " } else { "" };
+            format!("{floor}{} memories, {:.1} ms avg", m.memories, m.latency.avg_ms)
+        });
         table.add_row(vec!["memory".to_owned(), m.name.clone(), figures]);
     }
     for d in &snapshot.dirs {

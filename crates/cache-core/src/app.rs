@@ -452,9 +452,20 @@ impl Job {
                 (record, Err(e))
             }
         };
-        if let Err(e) = runs::save(&ctx.state, &record) {
-            ctx.printer.warn(&format!("recording the run in the state directory: {e:#}"));
-        }
+        // A run that cannot record itself (a full disk, say) did not end well: its dependency
+        // gate and status would not know it ran. It ends with the state code, unless it failed
+        // already.
+        let result = match (runs::save(&ctx.state, &record), result) {
+            (Err(e), Ok(_)) => Err(anyhow::Error::new(crate::error::StateError {
+                path: ctx.state.path(runs::RUNS_FILE),
+                message: format!("could not record the run (it did its work): {e:#}"),
+            })),
+            (Err(e), Err(failed)) => {
+                ctx.printer.warn(&format!("recording the run in the state directory: {e:#}"));
+                Err(failed)
+            }
+            (Ok(()), result) => result,
+        };
         if let Some(url) = self.ping.take() {
             let body = match &record.error {
                 Some(error) => format!("error: {error}"),

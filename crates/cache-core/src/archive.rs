@@ -81,8 +81,16 @@ pub fn tar_paths<W: Write>(out: W, items: &[(String, PathBuf)], exclude: &[PathB
     for (name, root) in items {
         let walk = walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name();
         let mut entries = walk.into_iter();
+        // A file removed while the walk goes (another run's temporary file in the state
+        // directory, renamed over its document) is no longer there to archive: skipped, not an
+        // error that fails the whole archive. Nothing of it is written before it is opened.
+        let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
         while let Some(entry) = entries.next() {
-            let entry = entry.map_err(io::Error::other)?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) if e.io_error().is_some_and(gone) && e.depth() > 0 => continue,
+                Err(e) => return Err(io::Error::other(e)),
+            };
             if exclude.iter().any(|x| entry.path().starts_with(x)) {
                 if entry.file_type().is_dir() {
                     entries.skip_current_dir();
@@ -91,7 +99,10 @@ pub fn tar_paths<W: Write>(out: W, items: &[(String, PathBuf)], exclude: &[PathB
             }
             let rel = entry.path().strip_prefix(root).map_err(io::Error::other)?;
             let archived = if rel.as_os_str().is_empty() { PathBuf::from(name) } else { Path::new(name).join(rel) };
-            builder.append_path_with_name(entry.path(), archived)?;
+            match builder.append_path_with_name(entry.path(), archived) {
+                Err(e) if gone(&e) && entry.depth() > 0 => continue,
+                done => done?,
+            }
         }
     }
     builder.into_inner()
@@ -122,13 +133,20 @@ impl GzFile {
     }
 }
 
+impl GzFile {
+    /// `e`, naming the file (a full disk's ENOSPC says nothing of where).
+    fn named(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("writing `{}`: {e}", self.path.display()))
+    }
+}
+
 impl Write for GzFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.writer.write(buf)
+        self.writer.write(buf).map_err(|e| self.named(e))
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.writer.flush()
+        self.writer.flush().map_err(|e| self.named(e))
     }
 }
 

@@ -308,7 +308,9 @@ fn located(text: &str, error: &toml::de::Error) -> String {
     match error.span() {
         Some(span) => {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("{message} (line {line})")
+            // The line first: serde's message may list every key of the section, and a long
+            // error line is clipped when printed.
+            format!("line {line}: {message}")
         }
         None => message,
     }

@@ -117,8 +117,12 @@ pub struct MemoryFigures {
     /// Error, when the target could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Memories of the user.
+    /// Memories of the user (a floor when `truncated`).
     pub memories: u64,
+    /// The list may be incomplete (a capped self-hosted answer, a bound that stopped paging):
+    /// `memories` says "at least".
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
     /// List round trips.
     pub latency: Latency,
 }

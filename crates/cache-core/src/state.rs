@@ -129,7 +129,12 @@ impl StateDir {
     /// Writes a JSON document atomically, adding `schema_version`.
     pub fn write_json<T: Serialize>(&self, rel: &str, doc: &T) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(&versioned(doc)?)? + "\n";
-        write_atomic(&self.path(rel), text.as_bytes())
+        let path = self.path(rel);
+        write_atomic(&path, text.as_bytes())?;
+        if let Some(dir) = path.parent() {
+            remove_abandoned_temporaries(dir);
+        }
+        Ok(())
     }
 
     /// Appends one JSON line (with `schema_version`) to a history file.
@@ -618,6 +623,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().context("a state file needs a parent directory")?;
     create_private_dir(dir)?;
     write_atomic_mode(path, bytes, 0o600)
+}
+
+/// A temporary file of an atomic write this old was left by a process killed between its write
+/// and its rename (tempfile removes its file on drop, which SIGKILL skips): no write takes so long.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+/// Removes the `.tmp-*` files of atomic writes in the state directory `dir` older than
+/// [`ABANDONED_AFTER`], saying so; errors are only logged (another run may remove them first).
+fn remove_abandoned_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(".tmp-") {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .ok()
+            .filter(fs::Metadata::is_file)
+            .and_then(|m| m.modified().ok())
+            .and_then(|at| at.elapsed().ok())
+            .is_some_and(|age| age > ABANDONED_AFTER);
+        if old {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!("removed `{}`, left by a write that was killed", entry.path().display()),
+                Err(e) => tracing::debug!("removing `{}`: {e}", entry.path().display()),
+            }
+        }
+    }
 }
 
 /// [`write_atomic`] with another mode, into an existing directory (e.g. 0644 for a file another

@@ -375,8 +375,22 @@ pub async fn run(ctx: &Context, samples: u32, top: usize) -> anyhow::Result<u8> 
             let name = format!("memory/{}", t.name);
             match MemoryClient::new(t, config.memory_user_id(t)) {
                 Ok(client) => {
-                    let (s, err) = sample(samples.min(20), || client.list(1)).await;
-                    json!({ "target": name, "latency": Latency::of(name.clone(), s, err.map(|e| e.to_string())) })
+                    // The first failure whole (its cause, and whether it is unreachable).
+                    let first = std::sync::Mutex::new(None);
+                    let (s, err) = sample(samples.min(20), || async {
+                        client.list(1).await.map_err(|e| {
+                            let text = format!("{e:#}");
+                            first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);
+                            text
+                        })
+                    })
+                    .await;
+                    let first = first.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    match first {
+                        // Not one answer: the target failed, as for the other tiers.
+                        Some(e) if s.is_empty() => crate::failed(&name, &e),
+                        _ => json!({ "target": name, "latency": Latency::of(name.clone(), s, err) }),
+                    }
                 }
                 Err(e) => crate::failed(&name, &e),
             }

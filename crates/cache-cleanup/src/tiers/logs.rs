@@ -110,6 +110,15 @@ pub fn run(target: &LogsTarget, state: &StateDir, dry_run: bool, sample: usize, 
         );
     }
     if !dry_run {
+        // A rotation interrupted after its rename (a kill, a full disk) is finished even when
+        // its log is not due again (its new log is small, or not created yet): nothing is left
+        // for a person. A due log finishes its own in `rotate`.
+        for first in interrupted(target, &pattern, &due) {
+            match finish_interrupted(target, &first) {
+                Ok(note) => report.notes.push(note),
+                Err(e) => report.errors.push(format!("finishing the rotation of {}: {e}", first.display())),
+            }
+        }
         let results = parallel(&due, threads, |log| rotate(target, log));
         for (log, result) in due.iter().zip(results) {
             match result {
@@ -156,6 +165,42 @@ fn rotated_name(log: &Path, n: u32, compressed: bool) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The uncompressed first rotations (`app.log.1`) of logs matching `pattern` that are not
+/// `due`: rotations interrupted after their rename, when rotations are compressed.
+fn interrupted(target: &LogsTarget, pattern: &globset::GlobMatcher, due: &[Due]) -> Vec<PathBuf> {
+    if target.compress_level == 0 {
+        return Vec::new();
+    }
+    let Ok(entries) = fs::read_dir(&target.path) else { return Vec::new() };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let base = name.strip_suffix(".1")?;
+            (pattern.is_match(base) && !due.iter().any(|d| d.name == base)).then(|| e.path())
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Finishes a rotation interrupted after its rename: `first` (`app.log.1`) is compressed into
+/// `app.log.1.gz`, or only removed when that is already complete. The note says so.
+fn finish_interrupted(target: &LogsTarget, first: &Path) -> io::Result<String> {
+    let mut gz = first.as_os_str().to_owned();
+    gz.push(".gz");
+    let gz = PathBuf::from(gz);
+    let _ = fs::remove_file(gz.with_extension("gz.tmp"));
+    if gz.exists() {
+        fs::remove_file(first)?; // Compressed already; only the removal was left.
+    } else {
+        let meta = fs::metadata(first)?;
+        compress(first, &gz, target.compress_level, &meta)?;
+    }
+    Ok(format!("completed the interrupted rotation of `{}`", first.display()))
+}
+
 /// Rotates one log; returns a note when it first completed a rotation left half done.
 fn rotate(target: &LogsTarget, log: &Due) -> io::Result<Option<String>> {
     let compressed = target.compress_level > 0;
@@ -165,15 +210,7 @@ fn rotate(target: &LogsTarget, log: &Due) -> io::Result<Option<String>> {
     if compressed && first.exists() {
         // A rotation was interrupted after the rename (by a kill, a full disk): finish it
         // before this one, so nothing is overwritten and nothing is left for a person.
-        let gz = rotated_name(path, 1, true);
-        let _ = fs::remove_file(gz.with_extension("gz.tmp"));
-        if gz.exists() {
-            fs::remove_file(&first)?; // Compressed already; only the removal was left.
-        } else {
-            let meta = fs::metadata(&first)?;
-            compress(&first, &gz, target.compress_level, &meta)?;
-        }
-        recovered = Some(format!("completed the interrupted rotation of `{}`", first.display()));
+        recovered = Some(finish_interrupted(target, &first)?);
     }
     // Shift the older rotations up by one; the one past `keep` goes.
     let _ = fs::remove_file(rotated_name(path, target.keep, compressed));

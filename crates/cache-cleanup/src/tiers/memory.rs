@@ -53,14 +53,33 @@ impl MemoryJob<'_> {
             }
         };
         // As the API returned them: what the undo journal keeps.
-        let listed = match client.list_all_json().await {
-            Ok(listed) => listed,
+        let listing = match client.list_pages().await {
+            Ok(listing) => listing,
             Err(e) => {
                 report.unreachable = true;
                 report.errors.push(format!("{e:#}"));
                 return report;
             }
         };
+        // Duplicates judged on part of the list would keep an older copy whose newer one was
+        // not seen, and the cap's share would be of a wrong total: judge nothing, delete nothing.
+        if let Some(why) = &listing.incomplete {
+            report.examined = listing.memories.len() as u64;
+            report.errors.push(format!(
+                "the memory list is incomplete ({}): no duplicates judged and nothing deleted on a partial list",
+                listing.describe()
+            ));
+            report.notes.push(format!(
+                "listed {} in {} pages; incomplete: {why}",
+                listing.memories.len(),
+                listing.pages
+            ));
+            return report;
+        }
+        if listing.pages > 1 {
+            report.notes.push(format!("listed {} in {} pages", listing.describe(), listing.pages));
+        }
+        let listed = listing.memories;
         let mut raw: HashMap<String, serde_json::Value> = HashMap::new();
         let mut memories = Vec::new();
         for value in listed {

@@ -380,9 +380,17 @@ fn check_names<'a>(source: &str, tier: &str, names: impl Iterator<Item = &'a str
     Ok(())
 }
 
+/// The longest timeout, lease or interval accepted: anything longer is as good as no bound at
+/// all (every network wait is bounded), and far enough out it overflows the clock.
+const LONGEST_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A timeout, lease or interval: greater than zero and at most [`LONGEST_WAIT`].
 fn positive(source: &str, key: String, d: Duration) -> Result<(), ConfigError> {
     if d.is_zero() {
         return Err(ConfigError::new(source, key, "must be greater than zero"));
+    }
+    if d > LONGEST_WAIT {
+        return Err(ConfigError::new(source, key, "must be at most 1day (a longer wait is as good as none)"));
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Memory API: list one memory and run one search, as seed 000's health check does, in the
-//! target's dialect. The first list opens the connection (`connect_ms`); the latency is a
+//! target's dialect; the list's answer gives the user's memory count (`memories`, with
+//! `memories_complete`/`memories_truncated` when the server may have cut its answer). The first list opens the connection (`connect_ms`); the latency is a
 //! second list of one memory on the connection it left open (keep-alive).
 
 use std::time::Instant;
@@ -22,11 +23,29 @@ pub async fn probe(target: &MemoryTarget, user_id: &str, settings: &HealthSettin
         }
     };
     let list_start = Instant::now();
-    match client.list(1).await {
-        Ok(memories) => {
+    match client.list_page(1).await {
+        Ok(listing) => {
             let ms = round3(list_start.elapsed().as_secs_f64() * 1000.0);
             let perf = report.perf("list", ms, "ms").range(0.0, None);
-            report.check("list", Status::Healthy, format!("listed {} memory", memories.len()), Some(perf));
+            // The platform's page states its `count`; the self-hosted server's one answer is all
+            // it gives, and at its cap it may be truncated: then the count is a floor.
+            let message = match listing.count {
+                Some(_) => format!("listed {} memory of {}", listing.memories.len(), listing.describe()),
+                None => format!("listed {} memory", listing.memories.len()),
+            };
+            report.check("list", Status::Healthy, message, Some(perf));
+            if let Some(count) = listing.count {
+                report.metric("memories", count);
+                report.metric("memories_complete", listing.complete());
+            }
+            if !listing.complete() {
+                report.metric("memories_truncated", true);
+                report.recommendations.push(format!(
+                    "{}: {}; counts are floors and cleanup will not judge or delete on a partial list",
+                    report.id(),
+                    listing.describe()
+                ));
+            }
         }
         Err(e) => {
             report.fail("list", format!("{e:#}"));
