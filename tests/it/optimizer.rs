@@ -233,6 +233,11 @@ async fn warm_copies_the_hottest_entries_per_category_and_never_overwrites() {
     let out = env.run(OPTIMIZER, &["warm", "--yes"]);
     out.expect_code(0);
     assert!(out.stdout.contains("no usage profile yet"), "{}", out.dump());
+    // A judgement that nothing needs warming is the job's success, not a skipped run (which the
+    // "skipped in a row" rule would count against the hourly schedule).
+    let job: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.state_dir().join("jobs/optimize-warm.json")).unwrap()).unwrap();
+    assert_eq!((&job["outcome"], &job["summary"]["warmed"]), (&serde_json::json!("success"), &serde_json::json!(0)));
     let out = env.run(OPTIMIZER, &["warm", "--force", "--dry-run", "--max-entries", "4", "--format", "json"]);
     out.expect_code(0);
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();

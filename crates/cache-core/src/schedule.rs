@@ -218,11 +218,11 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
         "archival-monthly",
         None,
     ),
-    // Seed 002's predictive warming, before the busy hours of a working day (the usage
-    // profile gates what it warms).
+    // Seed 002's predictive warming, before the busy hours analytics found: ten minutes before
+    // every hour, and `warm` itself warms only when the usage profile marks the next hour busy.
     builtin(
         "cache-warm",
-        "0 7 * * *",
+        "50 * * * *",
         "cache-optimizer warm --yes -q",
         "warm",
         false,

@@ -101,16 +101,18 @@ async fn warm(ctx: &Context, opts: &WarmOptions) -> anyhow::Result<JobResult> {
         &config.redis[pick(&opts.into, config.redis.iter().map(|t| t.name.as_str()).collect(), "redis")?];
     let history: Vec<Snapshot> =
         ctx.state.read_jsonl_last(HISTORY, Duration::days(PROFILE_DAYS), cache_core::state::READ_CAP_BYTES)?;
-    let reason = match next_hour_busy(&history, Utc::now()) {
+    let reason = match next_hour_busy(&history, cache_core::clock::now()?) {
         Ok(why) => format!("busy hour ahead: {why}"),
         Err(why) if opts.force => format!("forced ({why})"),
         Err(why) => {
             let text = format!("nothing warmed: {why}; --force warms anyway");
             ctx.printer.info(&text)?;
+            // The job ran and judged that nothing needed warming: a success, not a skipped run
+            // (which is what a gate does, and what the "skipped in a row" rule counts).
             return Ok(JobResult {
-                outcome: Outcome::Skipped,
+                outcome: Outcome::Success,
                 exit_code: exit::SUCCESS,
-                summary: json!({ "skipped": text }),
+                summary: json!({ "warmed": 0, "reason": text }),
             });
         }
     };
