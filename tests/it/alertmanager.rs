@@ -6,17 +6,7 @@ use cache_tests::{Alertmanager, HttpReceiver, RedisServer, TestEnv, wait_until};
 use serde_json::Value;
 
 use crate::HEALTH;
-
-fn used_memory(conn: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("memory").query(conn).unwrap();
-    info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap()
-}
-
-/// Sets `maxmemory` so that `used_memory` is `share` of it.
-fn memory_share(conn: &mut redis::Connection, share: f64) {
-    let max = (used_memory(conn) as f64 / share) as u64;
-    redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(max).query::<()>(conn).unwrap();
-}
+use crate::monitor::memory_share;
 
 /// One `monitor --once` round, on the Redis tier, at the real time plus `minutes` (Alertmanager
 /// judges `endsAt` by its own clock): its exit code and JSON.

@@ -30,7 +30,7 @@ fn used_memory(conn: &mut redis::Connection) -> u64 {
 }
 
 /// Sets `maxmemory` so that `used_memory` is `share` of it.
-fn memory_share(conn: &mut redis::Connection, share: f64) {
+pub(crate) fn memory_share(conn: &mut redis::Connection, share: f64) {
     let max = (used_memory(conn) as f64 / share) as u64;
     redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(max).query::<()>(conn).unwrap();
 }

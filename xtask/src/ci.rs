@@ -91,8 +91,9 @@ fn install_missing() -> anyhow::Result<()> {
     install_pypi(NEEDED_PYPI)
 }
 
-/// Installs with pip the PyPI package of each (program, package) whose program is missing.
-fn install_pypi(needed: &[(&str, &str)]) -> anyhow::Result<()> {
+/// The packages of the (program, package) pairs whose program is missing: a binary not on
+/// `PATH`, or a `python3:MODULE` that `python3` cannot import.
+fn missing<'a>(needed: &[(&str, &'a str)]) -> Vec<&'a str> {
     let present = |bin: &str| match bin.strip_prefix("python3:") {
         Some(module) => {
             Command::new("python3").args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success())
@@ -101,6 +102,12 @@ fn install_pypi(needed: &[(&str, &str)]) -> anyhow::Result<()> {
     };
     let mut packages: Vec<&str> = needed.iter().filter(|(bin, _)| !present(bin)).map(|(_, pkg)| *pkg).collect();
     packages.dedup();
+    packages
+}
+
+/// Installs with pip the PyPI package of each (program, package) whose program is missing.
+fn install_pypi(needed: &[(&str, &str)]) -> anyhow::Result<()> {
+    let packages = missing(needed);
     if packages.is_empty() {
         return Ok(());
     }
@@ -129,14 +136,7 @@ fn install_pypi(needed: &[(&str, &str)]) -> anyhow::Result<()> {
 
 /// Installs the Debian package of each (binary, package) whose binary is missing.
 pub(crate) fn install(needed: &[(&str, &str)]) -> anyhow::Result<()> {
-    let present = |bin: &str| match bin.strip_prefix("python3:") {
-        Some(module) => {
-            Command::new("python3").args(["-c", &format!("import {module}")]).output().is_ok_and(|o| o.status.success())
-        }
-        None => on_path(bin),
-    };
-    let mut packages: Vec<&str> = needed.iter().filter(|(bin, _)| !present(bin)).map(|(_, pkg)| *pkg).collect();
-    packages.dedup();
+    let packages = missing(needed);
     install_packages(&packages)
 }
 
