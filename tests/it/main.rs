@@ -5,6 +5,7 @@
 mod alertmanager;
 mod analytics;
 mod backup;
+mod bigkeys;
 mod cleanup;
 mod cli;
 mod debug;

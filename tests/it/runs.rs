@@ -231,3 +231,31 @@ fn a_scheduled_job_pings_its_dead_mans_switch_and_records_its_window() {
     assert!(pings[3].path.starts_with(&format!("{check}/{}?rid=", failed.code())), "{:?}", pings[3].path);
     assert!(String::from_utf8_lossy(&pings[3].body).contains("error"), "{:?}", pings[3]);
 }
+
+/// Nothing runs unattended for ever: a job past its deadline (`scheduler.job_deadline`, or the
+/// job's own `deadline`) is stopped at its next await, exits 124 and is recorded `interrupted`.
+#[test]
+fn a_job_past_its_deadline_is_stopped_and_recorded_interrupted() {
+    let Some(redis) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\ntimeout = \"60s\"\nconnect_timeout = \"60s\"\n\
+         [system]\ngpu = false\n[scheduler.jobs.analytics-collect]\ndeadline = \"1s\"\n",
+        redis.url()
+    ));
+    // The server frozen: without the deadline the run would wait a minute on it.
+    signal(redis.pid(), "STOP");
+    let out = env.run(ANALYTICS, &["collect", "--tier", "redis"]);
+    signal(redis.pid(), "CONT");
+    out.expect_code(124);
+    assert!(out.elapsed < Duration::from_secs(10), "took {:?}", out.elapsed);
+    assert!(out.stderr.contains("deadline"), "{}", out.dump());
+    let last = runs(&env).pop().unwrap();
+    assert_eq!((&last["job"], &last["outcome"]), (&Value::from("analytics-collect"), &Value::from("interrupted")));
+    assert!(last["error"].as_str().unwrap().contains("deadline"), "{last:#}");
+    // A deadline that is no bound is refused at load, naming the key.
+    env.write_config("[scheduler]\njob_deadline = \"30days\"\n");
+    let refused = env.run(ANALYTICS, &["collect"]);
+    refused.expect_code(3);
+    assert!(refused.stderr.contains("scheduler.job_deadline"), "{}", refused.dump());
+}

@@ -5,7 +5,8 @@
 //! and RSS at 1M ≤ 1.2× RSS at 100k; deleting ~400k keys by prefix ≥ 1.5× `redis-cli --scan |
 //! xargs redis-cli unlink`; deleting 800k expired rows of 2M ≥ 0.8× one DELETE, no statement over
 //! 250 ms; sweeping 200k files ≥ 1× `find -mtime +7 -delete`; rotating 50 × 20 MiB logs ≥ 1.5×
-//! `logrotate -f`.
+//! `logrotate -f`. Issue 41: a logical backup and restore of one 500 MB hash never block the
+//! server for more than a few ms (worst PING round trip) and hold bounded memory (peak RSS).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -132,7 +133,7 @@ pub(crate) fn run(what: &str, only: &[String]) -> anyhow::Result<()> {
             ("files", files),
             ("logs", logs),
         ],
-        "backup" => vec![("archive", backup_archive), ("verify", backup_verify)],
+        "backup" => vec![("archive", backup_archive), ("verify", backup_verify), ("bigkey", backup_bigkey)],
         "debug" => vec![("memory", debug_memory)],
         _ => bail!("unknown benchmark `{what}`; there are: cleanup, backup, debug"),
     };
@@ -694,5 +695,200 @@ fn backup_verify(bench: &Bench) -> anyhow::Result<Row> {
         ours,
         target: 1.0,
         detail: String::new(),
+    })
+}
+
+/// Fills `key` with `fields` fields of about `width` bytes each, 50,000 per script call.
+const FILL_HASH: &str = r"
+local key, start, n, width = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local last = start + n - 1
+for i = start, last, 1000 do
+  local args = {}
+  for j = i, math.min(last, i + 999) do
+    local v = tostring(j * 2654435761 % 4294967296)
+    args[#args + 1] = 'field:' .. j
+    args[#args + 1] = string.rep(v, math.ceil(width / #v)):sub(1, width)
+  end
+  redis.call('HSET', key, unpack(args))
+end
+return n
+";
+
+/// A thread PINGing a server every millisecond on its own connection, keeping the longest round
+/// trip: how long the server kept its clients waiting.
+struct Pinger {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(Duration, u64)>,
+}
+
+impl Pinger {
+    fn start(server: &RedisServer) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mut conn = server.connection();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut worst, mut pings) = (Duration::ZERO, 0u64);
+            while !stopped.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let _: redis::RedisResult<String> = redis::cmd("PING").query(&mut conn);
+                worst = worst.max(sent.elapsed());
+                pings += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            (worst, pings)
+        });
+        Self { stop, thread }
+    }
+
+    /// Stops; the worst round trip.
+    fn worst(self) -> Duration {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().map_or(Duration::MAX, |(worst, _)| worst)
+    }
+}
+
+/// What a server went through while a command ran: the worst PING round trip (what a client
+/// waited), and its slowest command by SLOWLOG (what blocked it).
+struct Stall {
+    ping: Duration,
+    slowest: Duration,
+    command: String,
+}
+
+impl std::fmt::Display for Stall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        write!(f, "{:.1} ms (slowest command {:.1} ms, {})", ms(self.ping), ms(self.slowest), self.command)
+    }
+}
+
+/// `f` while a [`Pinger`] watches `server` and its slow log records every command over 1 ms:
+/// `f`'s result and the server's [`Stall`].
+fn watched<T>(server: &RedisServer, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, Stall)> {
+    let mut conn = server.connection();
+    redis::cmd("CONFIG").arg("SET").arg("slowlog-log-slower-than").arg(1000).exec(&mut conn)?;
+    redis::cmd("CONFIG").arg("SET").arg("slowlog-max-len").arg(100_000).exec(&mut conn)?;
+    redis::cmd("SLOWLOG").arg("RESET").exec(&mut conn)?;
+    let pinger = Pinger::start(server);
+    let result = f();
+    let ping = pinger.worst();
+    let entries: Vec<redis::Value> = redis::cmd("SLOWLOG").arg("GET").arg(100_000).query(&mut conn)?;
+    let (micros, command) = entries
+        .iter()
+        .filter_map(|e| {
+            let redis::Value::Array(fields) = e else { return None };
+            let (Some(redis::Value::Int(micros)), Some(redis::Value::Array(args))) = (fields.get(2), fields.get(3))
+            else {
+                return None;
+            };
+            let name = match args.first() {
+                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                _ => "?".to_owned(),
+            };
+            Some((*micros, name))
+        })
+        .max()
+        .unwrap_or((0, "none over 1 ms".to_owned()));
+    let slowest = Duration::from_micros(micros.max(0) as u64);
+    Ok((result?, Stall { ping, slowest, command }))
+}
+
+/// Empties the server and waits until its background thread has freed everything (so that the
+/// next step does not share the CPU with it).
+fn flush(conn: &mut redis::Connection) -> anyhow::Result<()> {
+    redis::cmd("FLUSHALL").arg("ASYNC").exec(conn)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let info: String = redis::cmd("INFO").arg("memory").query(conn)?;
+        let pending =
+            info.lines().find_map(|l| l.strip_prefix("lazyfree_pending_objects:")?.trim().parse::<u64>().ok());
+        if pending.unwrap_or(0) == 0 || Instant::now() > deadline {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A logical backup and restore of one ~500 MB hash (5,000,000 fields of 100 B): the server's
+/// worst stall (longest PING round trip, pinging every ms) and the peak RSS of each, against the
+/// standard tool, `redis-cli --rdb` (a fork and the RDB over the replication protocol), and
+/// against taking the key whole, one `DUMP` and one `RESTORE` of it with `redis-cli` (what the
+/// logical export did before it took big keys in chunks).
+fn backup_bigkey(bench: &Bench) -> anyhow::Result<Row> {
+    const FIELDS: u64 = 5_000_000;
+    const KEY: &str = "bench:big:hash";
+    println!("==> big key: filling one hash with {FIELDS} fields of 100 B");
+    // RESTORE of the whole key needs more than the default 512 MB argument.
+    let server = RedisServer::start_with("proto-max-bulk-len 2gb").context("redis-server is needed")?;
+    let mut conn = server.connection();
+    let script = redis::Script::new(FILL_HASH);
+    for start in (0..FIELDS).step_by(50_000) {
+        let _: i64 = script.key(KEY).arg(start).arg(50_000).arg(100).invoke(&mut conn)?;
+    }
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut conn)?;
+    let used = info.lines().find_map(|l| l.strip_prefix("used_memory:")?.trim().parse::<u64>().ok()).unwrap_or(0);
+    let digest = |conn: &mut redis::Connection| -> anyhow::Result<String> {
+        let value: Vec<String> = redis::cmd("DEBUG").arg("DIGEST-VALUE").arg(KEY).query(conn)?;
+        Ok(value.concat())
+    };
+    let before = digest(&mut conn)?;
+    let port = server.port().to_string();
+    let config = format!(
+        "[[redis]]\nname = \"bench\"\nurl = \"{}\"\ntimeout = \"120s\"\n[backup]\nredis_method = \"logical\"\n\
+         threads = 0\nlevel = 1\n",
+        server.url()
+    );
+
+    println!("==> big key: cache-backup create (logical), then restore");
+    let mut create = bench.backup(&config, &["create", "--only", "redis", "-q"])?;
+    let ((ours, create_rss, _), create_stall) = watched(&server, || measure(&mut create))?;
+    flush(&mut conn)?;
+    let mut restore = bench.backup(&config, &["restore", "--yes", "-q"])?;
+    let ((restore_time, restore_rss, _), restore_stall) = watched(&server, || measure(&mut restore))?;
+    let fields: u64 = redis::cmd("HLEN").arg(KEY).query(&mut conn)?;
+    if fields != FIELDS || digest(&mut conn)? != before {
+        bail!("the restored hash differs from the backed-up one ({fields} fields of {FIELDS})");
+    }
+
+    println!("==> big key: redis-cli --rdb, and one DUMP and RESTORE of the key");
+    let rdb = bench.work.path().join("bigkey.rdb");
+    let mut rdb_cli = Command::new("redis-cli");
+    rdb_cli.args(["-p", &port, "--rdb"]).arg(&rdb);
+    let ((standard, rdb_rss, _), rdb_stall) = watched(&server, || measure(&mut rdb_cli))?;
+    let dumped = bench.work.path().join("bigkey.dump");
+    let mut dump = Command::new("bash");
+    dump.arg("-c").arg(format!("redis-cli -p {port} --raw DUMP {KEY} | head -c -1 > {}", dumped.display()));
+    let ((dump_time, dump_rss, _), dump_stall) = watched(&server, || measure(&mut dump))?;
+    flush(&mut conn)?;
+    let mut put_back = Command::new("bash");
+    put_back.arg("-c").arg(format!("redis-cli -p {port} -x RESTORE {KEY} 0 < {} > /dev/null", dumped.display()));
+    let ((_, put_back_rss, _), put_back_stall) = watched(&server, || measure(&mut put_back))?;
+    let fields: u64 = redis::cmd("HLEN").arg(KEY).query(&mut conn)?;
+    if fields != FIELDS {
+        bail!("RESTORE of the DUMP gave {fields} fields of {FIELDS}");
+    }
+    let mib = |kib: u64| kib / 1024;
+    let bound = |s: &Stall| if s.ping <= Duration::from_millis(50) { "≤ 50 ms" } else { "OVER 50 ms" };
+    Ok(Row {
+        task: "logical backup of a 500 MB hash (vs redis-cli --rdb)",
+        standard,
+        ours,
+        target: 0.25,
+        detail: format!(
+            "hash {} MiB in Redis. Worst PING: backup {create_stall} {}, restore {restore_stall} {}; redis-cli \
+             --rdb {rdb_stall}; DUMP {dump_stall}, RESTORE {put_back_stall}. Peak RSS: backup {} MiB, restore {} \
+             MiB ({:.1}s); redis-cli --rdb {} MiB; DUMP {} MiB ({:.1}s), RESTORE {} MiB",
+            used >> 20,
+            bound(&create_stall),
+            bound(&restore_stall),
+            mib(create_rss),
+            mib(restore_rss),
+            restore_time.as_secs_f64(),
+            mib(rdb_rss),
+            mib(dump_rss),
+            dump_time.as_secs_f64(),
+            mib(put_back_rss),
+        ),
     })
 }

@@ -34,7 +34,8 @@ enum Task {
         /// Which benchmark: `cleanup`, `backup` or `debug`
         what: String,
         /// Run only these stages: analysis, unlink, evict, postgres, files, logs (cleanup); archive,
-        /// verify (backup); memory (debug)
+        /// verify, bigkey (backup: a 500 MB hash, the server's worst stall and the RSS); memory
+        /// (debug)
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },

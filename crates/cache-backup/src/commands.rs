@@ -595,8 +595,17 @@ fn list(ctx: &Context, store: &Store) -> anyhow::Result<u8> {
     Ok(exit::SUCCESS)
 }
 
+/// Keys in each logical export of a backup (by file name), as its verification counted them.
+type LogicalKeys = std::collections::BTreeMap<String, u64>;
+
 /// Verifies `backup`, also with `redis-check-rdb` when installed; records and returns the result.
 fn check(ctx: &Context, backup: &Backup) -> anyhow::Result<Verification> {
+    Ok(check_counting(ctx, backup)?.0)
+}
+
+/// [`check`], and the keys of each logical export it read.
+fn check_counting(ctx: &Context, backup: &Backup) -> anyhow::Result<(Verification, LogicalKeys)> {
+    let mut keys = LogicalKeys::new();
     let mut problems: Vec<String> = archive::verify(&backup.dir, &backup.manifest)
         .into_iter()
         .map(|p| format!("{}: {}", p.path, p.problem))
@@ -609,10 +618,19 @@ fn check(ctx: &Context, backup: &Backup) -> anyhow::Result<Verification> {
                 problems.push(format!("{}: {problem}", file.path));
             }
         }
+        // A logical export (format 1 or 2) is read to its end mark, every record checked.
+        for file in backup.manifest.files.iter().filter(|f| f.content == "redis-logical") {
+            match redis_dump::check_logical(&backup.dir.join(&file.path)) {
+                Ok((_, n)) => {
+                    keys.insert(file.path.clone(), n);
+                }
+                Err(e) => problems.push(format!("{}: not a sound logical export: {e:#}", file.path)),
+            }
+        }
     }
     let verification = Verification { at: Utc::now(), ok: problems.is_empty(), problems };
     store::record_verification(&ctx.state, &backup.manifest.id, verification.clone())?;
-    Ok(verification)
+    Ok((verification, keys))
 }
 
 /// Runs `redis-check-rdb` on a compressed RDB when the tool is installed.
@@ -699,7 +717,7 @@ async fn restore(
     let How { pg_mode, extract_to, replace_dump } = how;
     let start = Instant::now();
     let backup = store.find(selector)?;
-    let verification = check(ctx, &backup)?;
+    let (verification, logical_keys) = check_counting(ctx, &backup)?;
     if !verification.ok {
         bail!(
             "backup {} failed verification, so nothing was restored: {}",
@@ -822,28 +840,43 @@ async fn restore(
                     }
                     Some((primaries.router().await?, primaries.coverage()))
                 };
-                let mut total = redis_dump::Routed::default();
-                let mut read = 0usize;
+                // Record by record: what is held is a batch of small keys or one chunk of a
+                // big one, never the dataset.
+                let mut restorer = router.as_ref().map(|(router, _)| redis_dump::Restorer::new(router));
+                let mut read = 0u64;
                 for file in &files {
                     let path = backup.dir.join(&file.path);
-                    let keys = if file.content == "redis-rdb" {
+                    let restoring = format!("{label}: restoring `{}`", file.path);
+                    if file.content == "redis-rdb" {
                         // Prove the RDB loads, then read every key back from the scratch server.
                         let scratch = crate::scratch::Scratch::load(&path, ctx.config.backup.bgsave_timeout).await?;
                         let mut from = redis_client::connect(&scratch_target(target, &scratch.url())?).await?;
-                        let mut keys = Vec::new();
-                        redis_dump::dump_all(&mut from, |batch| keys.extend(batch)).await?;
-                        keys
+                        match &mut restorer {
+                            Some(restorer) => {
+                                redis_dump::copy_keys(&mut from, restorer).await.context(restoring)?;
+                            }
+                            None => read += redis::cmd("DBSIZE").query_async::<u64>(&mut from).await?,
+                        }
                     } else {
-                        tokio::task::block_in_place(|| redis_dump::read_logical(&path))?
-                    };
-                    read += keys.len();
-                    if let Some((router, _)) = &router {
-                        let done = redis_dump::restore_routed(router, &keys)
-                            .await
-                            .with_context(|| format!("{label}: restoring `{}`", file.path))?;
-                        total.add(done);
+                        match &mut restorer {
+                            Some(restorer) => redis_dump::restore_logical(&path, restorer).await.context(restoring)?,
+                            None => {
+                                read += match logical_keys.get(&file.path) {
+                                    Some(n) => *n,
+                                    None => tokio::task::block_in_place(|| redis_dump::check_logical(&path))?.1,
+                                }
+                            }
+                        }
                     }
                 }
+                let total = match restorer {
+                    Some(restorer) => {
+                        let (total, keys) = restorer.finish().await.with_context(|| label.clone())?;
+                        read += keys;
+                        total
+                    }
+                    None => redis_dump::Routed::default(),
+                };
                 let from = if shards > 0 { format!(" from {shards} cluster shards") } else { String::new() };
                 let Some((_, coverage)) = router else {
                     recovery.restored.push(format!("{label}: would restore {read} keys{from}"));

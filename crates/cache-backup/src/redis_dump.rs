@@ -1,6 +1,27 @@
 //! Taking a Redis dataset: the RDB file after a BGSAVE when it is readable from this host,
 //! else the RDB over the replication protocol (as `redis-cli --rdb` does), else a logical
-//! export (SCAN + DUMP + PTTL) for hosted servers that allow neither. And putting one back.
+//! export for hosted servers that allow neither. And putting one back.
+//!
+//! The logical export takes each key whole (DUMP and its absolute expiry) when it is small, and
+//! a big hash, set, sorted set, list or string in bounded chunks (HSCAN, SSCAN, ZSCAN, LRANGE,
+//! GETRANGE), so that no command blocks the server for more than a few milliseconds and the
+//! export holds one chunk. A restore reads it record by record and rebuilds a big key under a
+//! temporary name in the same slot, then renames it over the key. Format 2 (`LOGICAL_MAGIC`):
+//!
+//! ```text
+//! "CACHE-TOOLKIT-LOGICAL-2\n", then records, big-endian:
+//!   'K' key:blob at:i64 dump:blob               a whole key (at: absolute ms, -1: none)
+//!   'S' key:blob kind:u8 len:u64 at:i64         a key in chunks begins (kind: 1 string,
+//!                                                2 list, 3 set, 4 sorted set, 5 hash)
+//!   'C' count:u32 count × item:blob             its next chunk (pairs for sorted sets,
+//!                                                member then score, and hashes)
+//!   'E' at:i64                                  it ends (at: -1 none, -2 gone meanwhile)
+//!   'Z'                                         the end of the export
+//! blob = len:u32 bytes
+//! ```
+//!
+//! Format 1 (`LOGICAL_MAGIC_1`, one `key at dump` record per key, ended by a length of
+//! `u32::MAX`) is still read.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -12,11 +33,6 @@ use cache_core::clients::redis as client;
 use cache_core::config::{RedisBackupMethod, RedisTarget};
 use redis::aio::MultiplexedConnection;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-/// Magic line of the logical export format.
-pub const LOGICAL_MAGIC: &[u8] = b"CACHE-TOOLKIT-LOGICAL-1\n";
-/// Ends a logical export.
-const LOGICAL_END: u32 = u32::MAX;
 
 /// How a dataset was taken.
 pub struct Taken {
@@ -101,12 +117,35 @@ pub async fn take(
     }
     let logical = PathBuf::from(format!("{}.logical.gz", out_base.display()));
     let mut lookups = cache_core::ledger::Lookups::default();
-    let written = logical_export(&mut conn, &logical, gzip, &mut lookups).await;
-    // DUMP, PEXPIRETIME and PTTL of every key are the toolkit's lookups, not the application's.
+    let whole_hashes = field_ttls(&info);
+    let written = logical_export(&mut conn, &logical, gzip, whole_hashes, &mut lookups).await;
+    // TYPE, DUMP, PEXPIRETIME and PTTL of every key, and the chunks of big keys, are the
+    // toolkit's lookups, not the application's.
     if let Err(e) = cache_core::ledger::record(state, &run_id, lookups) {
         tracing::warn!("recording the toolkit's own lookups: {e:#}");
     }
-    let written = written?;
+    let (written, exported) = written?;
+    if exported.chunked > 0 {
+        notes.push(format!(
+            "{} keys over {} taken in {} chunks (HSCAN, SSCAN, ZSCAN, LRANGE, GETRANGE), not whole",
+            exported.chunked,
+            cache_core::output::bytes(DUMP_MAX_BYTES),
+            exported.chunks
+        ));
+    }
+    if whole_hashes {
+        notes.push(
+            "the server has hash fields with their own TTLs, which HSCAN does not give: hashes taken whole".into(),
+        );
+    }
+    if exported.whole_over > 0 {
+        notes.push(format!(
+            "{} keys over {} that cannot be taken in chunks (streams, module types) taken whole with DUMP, which \
+             blocks the server while it serializes each",
+            exported.whole_over,
+            cache_core::output::bytes(DUMP_MAX_BYTES)
+        ));
+    }
     Ok((logical, Taken { method: "logical", content: "redis-logical", notes, version, written }))
 }
 
@@ -269,45 +308,836 @@ async fn line(stream: &mut BufReader<Box<dyn Stream>>) -> anyhow::Result<String>
     Ok(line.trim_end().to_owned())
 }
 
-/// Writes every key (SCAN + DUMP + expiry time) in the logical format.
+/// Magic line of the logical export format written now (format 2): tagged records, a big key
+/// as a start record, its chunks and an end record.
+pub const LOGICAL_MAGIC: &[u8] = b"CACHE-TOOLKIT-LOGICAL-2\n";
+/// Magic line of format 1 (one DUMP per key), still read.
+pub const LOGICAL_MAGIC_1: &[u8] = b"CACHE-TOOLKIT-LOGICAL-1\n";
+/// Ends a format-1 export (in place of a key's length).
+const LOGICAL_END_1: u32 = u32::MAX;
+
+/// Record tags of format 2: a whole key (DUMP), the start of a key taken in chunks, one chunk,
+/// the end of that key, the end of the export.
+const TAG_KEY: u8 = b'K';
+const TAG_START: u8 = b'S';
+const TAG_CHUNK: u8 = b'C';
+const TAG_END: u8 = b'E';
+const TAG_FINISH: u8 = b'Z';
+
+/// Keys whose size by `MEMORY USAGE` (an estimate from a few samples: O(1)) is at most this
+/// are taken whole, one DUMP each, and put back with one RESTORE: a DUMP costs the server
+/// about 0.5-6 ms per MiB (a hash about 4, a string about 6, as it tries to compress it), so at
+/// most 2-3 ms here (of a 16 MiB, 200,000-field hash about 75 ms, during which it serves no
+/// one). Bigger hashes, sets, sorted sets, lists and strings are taken in chunks; streams and
+/// module types, which cannot be, are taken whole whatever their size.
+pub const DUMP_MAX_BYTES: u64 = 512 << 10;
+/// Where `MEMORY USAGE` is refused, collections of at most this many elements (HLEN, SCARD,
+/// ZCARD, LLEN: O(1)) are taken whole, and strings of at most [`DUMP_MAX_BYTES`] (STRLEN).
+pub const DUMP_MAX_ELEMENTS: u64 = 1000;
+/// A chunk of a big key holds about this many bytes (a GETRANGE slice of a string exactly)...
+pub const CHUNK_BYTES: u64 = 1 << 20;
+/// ...and at most this many elements: the COUNT of HSCAN, SSCAN and ZSCAN and the length of an
+/// LRANGE slice, each about 1-2 ms of the server's time, as is writing one chunk back.
+pub const CHUNK_ELEMENTS: u64 = 1000;
+/// Whole keys are DUMPed in pipelines of at most this many bytes (by `MEMORY USAGE`).
+const DUMP_BATCH_BYTES: u64 = 16 << 20;
+/// A restore sends whole keys in pipelines of at most this many keys...
+pub const RESTORE_BATCH_KEYS: usize = 500;
+/// ...or this many bytes of DUMP payload; with the chunk in hand, that is what it holds.
+pub const RESTORE_BATCH_BYTES: usize = 16 << 20;
+/// Records read from a file in one go (at most, and at most [`CHUNK_BYTES`] × 4 of payload).
+const READ_BATCH_RECORDS: usize = 256;
+/// A key being rebuilt from chunks expires this long after its last chunk unless it is
+/// renamed over its key first, so that a restore killed midway leaves nothing for long.
+const BUILDING_TTL_MS: u64 = 3_600_000;
+
+/// One key of a dataset: name, absolute expiry in Unix milliseconds (`None`: no TTL), DUMP
+/// payload. Absolute times make a restore exact: the keys expire when they would have.
+pub type KeyDump = (Vec<u8>, Option<i64>, Vec<u8>);
+
+/// The types of big keys taken in chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A string, in GETRANGE slices.
+    String,
+    /// A list, in LRANGE slices.
+    List,
+    /// A set, by SSCAN.
+    Set,
+    /// A sorted set, by ZSCAN: member and score (as Redis writes it, exact) pairs.
+    SortedSet,
+    /// A hash, by HSCAN: field and value pairs.
+    Hash,
+}
+
+impl Kind {
+    const ALL: [Kind; 5] = [Kind::String, Kind::List, Kind::Set, Kind::SortedSet, Kind::Hash];
+
+    /// The kind of a `TYPE` reply, if it can be chunked.
+    fn of(type_name: &str) -> Option<Self> {
+        match type_name {
+            "string" => Some(Kind::String),
+            "list" => Some(Kind::List),
+            "set" => Some(Kind::Set),
+            "zset" => Some(Kind::SortedSet),
+            "hash" => Some(Kind::Hash),
+            _ => None,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Kind::String => 1,
+            Kind::List => 2,
+            Kind::Set => 3,
+            Kind::SortedSet => 4,
+            Kind::Hash => 5,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.code() == code)
+    }
+
+    /// Items per element in a chunk.
+    fn arity(self) -> usize {
+        match self {
+            Kind::SortedSet | Kind::Hash => 2,
+            Kind::String | Kind::List | Kind::Set => 1,
+        }
+    }
+
+    /// The O(1) command giving its length (a string's bytes, a collection's elements).
+    fn length_command(self) -> &'static str {
+        match self {
+            Kind::String => "STRLEN",
+            Kind::List => "LLEN",
+            Kind::Set => "SCARD",
+            Kind::SortedSet => "ZCARD",
+            Kind::Hash => "HLEN",
+        }
+    }
+
+    /// The command adding a chunk to a key being rebuilt.
+    fn add_command(self) -> &'static str {
+        match self {
+            Kind::String => "SETRANGE",
+            Kind::List => "RPUSH",
+            Kind::Set => "SADD",
+            Kind::SortedSet => "ZADD",
+            Kind::Hash => "HSET",
+        }
+    }
+}
+
+/// How a key taken in chunks ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// It was still there, with this absolute expiry (Unix milliseconds; `None`: no TTL).
+    Kept(Option<i64>),
+    /// It was deleted (or expired) while it was being read: it is not in the export.
+    Gone,
+}
+
+/// One record of a logical export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A whole key.
+    Key(KeyDump),
+    /// A key taken in chunks begins: its name, kind, length when it began (bytes of a string,
+    /// elements of a collection) and absolute expiry then.
+    Start {
+        /// The key.
+        key: Vec<u8>,
+        /// Its type.
+        kind: Kind,
+        /// Its length when the export reached it.
+        len: u64,
+        /// Its absolute expiry then.
+        at: Option<i64>,
+    },
+    /// The next chunk of the key begun: a string's bytes, a list's elements in order, a set's
+    /// members, a sorted set's member and score pairs, a hash's field and value pairs.
+    Chunk(Vec<Vec<u8>>),
+    /// The key begun is complete.
+    End(Ending),
+}
+
+impl Record {
+    /// Appends the record, in format 2, to `buf`.
+    fn encode(&self, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+        fn blob(buf: &mut Vec<u8>, data: &[u8]) -> anyhow::Result<()> {
+            let len = u32::try_from(data.len()).context("a value of 4 GiB or more cannot be written")?;
+            buf.extend_from_slice(&len.to_be_bytes());
+            buf.extend_from_slice(data);
+            Ok(())
+        }
+        match self {
+            Record::Key((key, at, dump)) => {
+                buf.push(TAG_KEY);
+                blob(buf, key)?;
+                buf.extend_from_slice(&at.unwrap_or(-1).to_be_bytes());
+                blob(buf, dump)?;
+            }
+            Record::Start { key, kind, len, at } => {
+                buf.push(TAG_START);
+                blob(buf, key)?;
+                buf.push(kind.code());
+                buf.extend_from_slice(&len.to_be_bytes());
+                buf.extend_from_slice(&at.unwrap_or(-1).to_be_bytes());
+            }
+            Record::Chunk(items) => {
+                buf.push(TAG_CHUNK);
+                buf.extend_from_slice(&(items.len() as u32).to_be_bytes());
+                for item in items {
+                    blob(buf, item)?;
+                }
+            }
+            Record::End(ending) => {
+                buf.push(TAG_END);
+                let at = match ending {
+                    Ending::Kept(at) => at.unwrap_or(-1),
+                    Ending::Gone => -2,
+                };
+                buf.extend_from_slice(&at.to_be_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of names and values it holds.
+    fn payload(&self) -> usize {
+        match self {
+            Record::Key((key, _, dump)) => key.len() + dump.len(),
+            Record::Start { key, .. } => key.len(),
+            Record::Chunk(items) => items.iter().map(Vec::len).sum(),
+            Record::End(_) => 0,
+        }
+    }
+}
+
+/// Reads a logical export, format 1 or 2, one record at a time (what it holds is one record),
+/// checking its structure: a record out of place, or an export without its end mark (cut
+/// short), is an error.
+pub struct LogicalReader<R> {
+    input: R,
+    format: u8,
+    /// The kind of the key taken in chunks whose records are being read.
+    open: Option<Kind>,
+    done: bool,
+}
+
+/// A compressed export being read: buffered after decompression too, as records are read a
+/// few bytes at a time.
+type GzInput = std::io::BufReader<flate2::read::MultiGzDecoder<std::io::BufReader<std::fs::File>>>;
+
+impl LogicalReader<GzInput> {
+    /// Opens the compressed export at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::File::open(path).with_context(|| format!("opening `{}`", path.display()))?;
+        let decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 16, file));
+        Self::new(std::io::BufReader::with_capacity(1 << 18, decoder)).with_context(|| format!("`{}`", path.display()))
+    }
+}
+
+impl<R: Read> LogicalReader<R> {
+    /// Reads the magic line from `input`.
+    pub fn new(mut input: R) -> anyhow::Result<Self> {
+        let mut magic = vec![0u8; LOGICAL_MAGIC.len()];
+        input.read_exact(&mut magic).map_err(|_| anyhow::anyhow!("not a logical export: it is too short"))?;
+        let format = match &magic[..] {
+            m if m == LOGICAL_MAGIC => 2,
+            m if m == LOGICAL_MAGIC_1 => 1,
+            _ => bail!("not a logical export: the CACHE-TOOLKIT-LOGICAL magic is missing"),
+        };
+        Ok(Self { input, format, open: None, done: false })
+    }
+
+    /// The format: 1 (one DUMP per key) or 2.
+    pub fn format(&self) -> u8 {
+        self.format
+    }
+
+    /// The next record; `None` after the end mark.
+    pub fn next_record(&mut self) -> anyhow::Result<Option<Record>> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.format == 1 { self.next_1() } else { self.next_2() }
+    }
+
+    /// Records up to 256, or 4 chunks' worth of payload (at least one);
+    /// empty after the end mark.
+    pub fn next_batch(&mut self) -> anyhow::Result<Vec<Record>> {
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        while records.len() < READ_BATCH_RECORDS && bytes < 4 * CHUNK_BYTES as usize {
+            let Some(record) = self.next_record()? else { break };
+            bytes += record.payload();
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    /// Whether anything follows the end mark.
+    fn trailing(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        !matches!(self.input.read(&mut byte), Ok(0))
+    }
+
+    fn next_1(&mut self) -> anyhow::Result<Option<Record>> {
+        let len = self.u32()?;
+        if len == LOGICAL_END_1 {
+            self.done = true;
+            return Ok(None);
+        }
+        let key = self.bytes(len)?;
+        let at = self.i64()?;
+        let len = self.u32()?;
+        let dump = self.bytes(len)?;
+        Ok(Some(Record::Key((key, (at >= 0).then_some(at), dump))))
+    }
+
+    fn next_2(&mut self) -> anyhow::Result<Option<Record>> {
+        let tag = self.u8()?;
+        let record = match (tag, self.open) {
+            (TAG_FINISH, None) => {
+                self.done = true;
+                return Ok(None);
+            }
+            (TAG_KEY, None) => {
+                let key = self.blob()?;
+                let at = self.i64()?;
+                let dump = self.blob()?;
+                Record::Key((key, (at >= 0).then_some(at), dump))
+            }
+            (TAG_START, None) => {
+                let key = self.blob()?;
+                let code = self.u8()?;
+                let kind = Kind::from_code(code).with_context(|| format!("a key of unknown type {code}"))?;
+                let len = self.u64()?;
+                let at = self.i64()?;
+                self.open = Some(kind);
+                Record::Start { key, kind, len, at: (at >= 0).then_some(at) }
+            }
+            (TAG_CHUNK, Some(kind)) => {
+                let count = self.u32()? as usize;
+                if !count.is_multiple_of(kind.arity()) {
+                    bail!("a chunk of a {kind:?} with {count} items, not pairs");
+                }
+                let mut items = Vec::with_capacity(count.min(2 * CHUNK_ELEMENTS as usize));
+                for _ in 0..count {
+                    items.push(self.blob()?);
+                }
+                Record::Chunk(items)
+            }
+            (TAG_END, Some(_)) => {
+                self.open = None;
+                match self.i64()? {
+                    -2 => Record::End(Ending::Gone),
+                    at => Record::End(Ending::Kept((at >= 0).then_some(at))),
+                }
+            }
+            (TAG_KEY | TAG_START | TAG_FINISH, Some(_)) => bail!("a key taken in chunks has no end record"),
+            (TAG_CHUNK | TAG_END, None) => bail!("a chunk outside any key taken in chunks"),
+            (other, _) => bail!("unknown record tag {other:#04x}"),
+        };
+        Ok(Some(record))
+    }
+
+    fn exact(&mut self, buf: &mut [u8]) -> anyhow::Result<()> {
+        self.input.read_exact(buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => anyhow::anyhow!("cut short: the export ends before its end mark"),
+            _ => anyhow::Error::new(e).context("reading the export"),
+        })
+    }
+
+    fn u8(&mut self) -> anyhow::Result<u8> {
+        let mut b = [0u8; 1];
+        self.exact(&mut b)?;
+        Ok(b[0])
+    }
+
+    fn u32(&mut self) -> anyhow::Result<u32> {
+        let mut b = [0u8; 4];
+        self.exact(&mut b)?;
+        Ok(u32::from_be_bytes(b))
+    }
+
+    fn u64(&mut self) -> anyhow::Result<u64> {
+        let mut b = [0u8; 8];
+        self.exact(&mut b)?;
+        Ok(u64::from_be_bytes(b))
+    }
+
+    fn i64(&mut self) -> anyhow::Result<i64> {
+        let mut b = [0u8; 8];
+        self.exact(&mut b)?;
+        Ok(i64::from_be_bytes(b))
+    }
+
+    fn blob(&mut self) -> anyhow::Result<Vec<u8>> {
+        let len = self.u32()?;
+        self.bytes(len)
+    }
+
+    /// `len` bytes. Beyond a chunk's size the buffer grows as they come, so that a damaged
+    /// length allocates little.
+    fn bytes(&mut self, len: u32) -> anyhow::Result<Vec<u8>> {
+        if u64::from(len) <= 2 * CHUNK_BYTES {
+            let mut data = vec![0u8; len as usize];
+            self.exact(&mut data)?;
+            return Ok(data);
+        }
+        let mut data = Vec::with_capacity(2 * CHUNK_BYTES as usize);
+        (&mut self.input).take(u64::from(len)).read_to_end(&mut data).context("reading the export")?;
+        if data.len() != len as usize {
+            bail!("cut short: the export ends before its end mark");
+        }
+        Ok(data)
+    }
+}
+
+/// Reads the logical export at `path` to its end mark, checking every record; returns its
+/// format and the keys it holds.
+pub fn check_logical(path: &Path) -> anyhow::Result<(u8, u64)> {
+    let mut reader = LogicalReader::open(path)?;
+    let mut keys = 0;
+    while let Some(record) = reader.next_record()? {
+        keys += u64::from(matches!(record, Record::Key(_) | Record::Start { .. }));
+    }
+    if reader.trailing() {
+        bail!("data follows the end mark");
+    }
+    Ok((reader.format(), keys))
+}
+
+/// Where an export's records go: a file, or a restore.
+pub(crate) trait Sink {
+    /// Takes the next record.
+    async fn put(&mut self, record: Record) -> anyhow::Result<()>;
+}
+
+/// A logical export being written (format 2).
+struct FileSink {
+    out: GzFile,
+    buf: Vec<u8>,
+}
+
+impl FileSink {
+    fn create(path: &Path, gzip: Gzip) -> anyhow::Result<Self> {
+        let out = GzFile::create(path, gzip.level, gzip.threads)?;
+        Ok(Self { out, buf: LOGICAL_MAGIC.to_vec() })
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        tokio::task::block_in_place(|| self.out.write_all(&self.buf))?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<(String, u64)> {
+        self.buf.push(TAG_FINISH);
+        self.flush()?;
+        tokio::task::block_in_place(|| self.out.finish())
+    }
+}
+
+impl Sink for FileSink {
+    async fn put(&mut self, record: Record) -> anyhow::Result<()> {
+        record.encode(&mut self.buf)?;
+        if self.buf.len() >= CHUNK_BYTES as usize {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// What an export took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exported {
+    /// Keys taken.
+    pub keys: u64,
+    /// Of which, in chunks.
+    pub chunked: u64,
+    /// Chunks written.
+    pub chunks: u64,
+    /// Keys over [`DUMP_MAX_BYTES`] taken whole anyway: streams and module types (or hashes,
+    /// where the server has hash fields with their own TTLs).
+    pub whole_over: u64,
+}
+
+/// Whether the server holds hash fields with their own TTLs (Redis 7.4 `HEXPIRE`: `subexpiry`
+/// in INFO keyspace), which HSCAN does not return: then hashes are taken whole.
+fn field_ttls(info: &std::collections::BTreeMap<String, String>) -> bool {
+    info.iter().filter(|(k, _)| k.starts_with("db")).any(|(_, v)| {
+        v.split(',').any(|kv| kv.strip_prefix("subexpiry=").and_then(|n| n.parse::<u64>().ok()).is_some_and(|n| n > 0))
+    })
+}
+
+/// Writes every key of the server behind `conn` in the logical format (see [`export`]).
 async fn logical_export(
     conn: &mut MultiplexedConnection,
     out: &Path,
     gzip: Gzip,
+    whole_hashes: bool,
     lookups: &mut cache_core::ledger::Lookups,
-) -> anyhow::Result<(String, u64)> {
-    let mut writer = GzFile::create(out, gzip.level, gzip.threads)?;
-    tokio::task::block_in_place(|| writer.write_all(LOGICAL_MAGIC))?;
+) -> anyhow::Result<((String, u64), Exported)> {
+    let mut sink = FileSink::create(out, gzip)?;
+    let exported = export(conn, &mut sink, whole_hashes, lookups).await?;
+    Ok((sink.finish()?, exported))
+}
+
+/// How a key is taken.
+enum Plan {
+    /// Whole, by DUMP; the estimate of its size.
+    Whole(u64),
+    /// In chunks; its size by MEMORY USAGE, when known.
+    Chunks(Kind, Option<u64>),
+}
+
+/// Counts one reply to a command that looked a key up: a command, and a hit or a miss. A
+/// refused command (unknown, or denied) counts nothing; WRONGTYPE found the key.
+fn count(lookups: &mut cache_core::ledger::Lookups, reply: &redis::Value, found: bool) {
+    match reply {
+        redis::Value::ServerError(e) if e.code() != "WRONGTYPE" => {}
+        redis::Value::ServerError(_) => {
+            lookups.commands += 1;
+            lookups.hits += 1;
+        }
+        _ => {
+            lookups.commands += 1;
+            if found {
+                lookups.hits += 1;
+            } else {
+                lookups.misses += 1;
+            }
+        }
+    }
+}
+
+/// [`count`] for a command sent alone, whose server error came back as an error.
+fn count_result<T>(
+    lookups: &mut cache_core::ledger::Lookups,
+    result: redis::RedisResult<T>,
+    found: impl FnOnce(&T) -> bool,
+) -> anyhow::Result<Option<T>> {
+    match result {
+        Ok(value) => {
+            count(lookups, &redis::Value::Nil, found(&value));
+            Ok(Some(value))
+        }
+        Err(e) if e.code() == Some("WRONGTYPE") => {
+            count(lookups, &redis::Value::Okay, true);
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Takes every key of the server behind `conn` (SCAN) into `sink`: keys of at most
+/// [`DUMP_MAX_BYTES`] whole (DUMP and the absolute expiry, pipelined), bigger hashes, sets,
+/// sorted sets, lists and strings in chunks ([`export_chunked`]). Every command is counted in
+/// `lookups` as Redis counts it. `whole_hashes`: hashes are never chunked.
+pub(crate) async fn export(
+    conn: &mut MultiplexedConnection,
+    sink: &mut impl Sink,
+    whole_hashes: bool,
+    lookups: &mut cache_core::ledger::Lookups,
+) -> anyhow::Result<Exported> {
+    let mut exported = Exported::default();
     let mut cursor = 0u64;
     loop {
         let (next, keys): (u64, Vec<Vec<u8>>) =
             redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(conn).await?;
         lookups.commands += 1;
         if !keys.is_empty() {
-            let mut record = Vec::new();
-            for (key, at, dump) in dump_batch(conn, keys, lookups).await? {
-                record.extend_from_slice(&(key.len() as u32).to_be_bytes());
-                record.extend_from_slice(&key);
-                record.extend_from_slice(&at.unwrap_or(-1).to_be_bytes());
-                record.extend_from_slice(&(dump.len() as u32).to_be_bytes());
-                record.extend_from_slice(&dump);
-            }
-            tokio::task::block_in_place(|| writer.write_all(&record))?;
+            export_batch(conn, keys, sink, whole_hashes, lookups, &mut exported).await?;
         }
         cursor = next;
         if cursor == 0 {
-            break;
+            return Ok(exported);
         }
     }
-    tokio::task::block_in_place(|| {
-        writer.write_all(&LOGICAL_END.to_be_bytes())?;
-        writer.finish()
-    })
 }
 
-/// One key of a dataset: name, absolute expiry in Unix milliseconds (`None`: no TTL), DUMP
-/// payload. Absolute times make a restore exact: the keys expire when they would have.
-pub type KeyDump = (Vec<u8>, Option<i64>, Vec<u8>);
+/// Sizes up one SCAN batch (TYPE and MEMORY USAGE, pipelined), takes the small keys whole and
+/// the big ones in chunks.
+async fn export_batch(
+    conn: &mut MultiplexedConnection,
+    keys: Vec<Vec<u8>>,
+    sink: &mut impl Sink,
+    whole_hashes: bool,
+    lookups: &mut cache_core::ledger::Lookups,
+    exported: &mut Exported,
+) -> anyhow::Result<()> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for key in &keys {
+        pipe.cmd("TYPE").arg(key).cmd("MEMORY").arg("USAGE").arg(key);
+    }
+    let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+    let mut plans = Vec::with_capacity(keys.len());
+    let mut size_unknown = Vec::new();
+    for (key, r) in keys.into_iter().zip(replies.chunks(2)) {
+        let type_name = match &r[0] {
+            redis::Value::SimpleString(s) => s.clone(),
+            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        };
+        count(lookups, &r[0], type_name != "none");
+        // MEMORY USAGE looks no key up (Redis counts no hit nor miss for it).
+        if !matches!(r[1], redis::Value::ServerError(_)) {
+            lookups.commands += 1;
+        }
+        if type_name == "none" || matches!(r[1], redis::Value::Nil) {
+            continue; // Gone since SCAN.
+        }
+        let memory = match r[1] {
+            redis::Value::Int(n) => Some(n.max(0) as u64),
+            _ => None,
+        };
+        let plan = match (Kind::of(&type_name), memory) {
+            (Some(Kind::Hash), m) if whole_hashes => Plan::Whole(m.unwrap_or(0)),
+            (Some(kind), Some(m)) if m > DUMP_MAX_BYTES => Plan::Chunks(kind, Some(m)),
+            (Some(kind), None) => {
+                size_unknown.push(plans.len());
+                Plan::Chunks(kind, None)
+            }
+            (_, m) => Plan::Whole(m.unwrap_or(0)),
+        };
+        if matches!(plan, Plan::Whole(m) if m > DUMP_MAX_BYTES) {
+            exported.whole_over += 1;
+        }
+        plans.push((key, plan));
+    }
+    // MEMORY USAGE refused: the O(1) length decides.
+    if !size_unknown.is_empty() {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for &i in &size_unknown {
+            let (key, Plan::Chunks(kind, _)) = &plans[i] else { continue };
+            pipe.cmd(kind.length_command()).arg(key);
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+        for (&i, reply) in size_unknown.iter().zip(&replies) {
+            let (_, plan) = &mut plans[i];
+            let Plan::Chunks(kind, _) = *plan else { continue };
+            let len = match reply {
+                redis::Value::Int(n) => Some(n.max(&0).unsigned_abs()),
+                _ => None,
+            };
+            // An empty string exists; an empty collection does not.
+            count(lookups, reply, len.is_some_and(|n| n > 0) || kind == Kind::String);
+            let limit = if kind == Kind::String { DUMP_MAX_BYTES } else { DUMP_MAX_ELEMENTS };
+            if len.is_none_or(|n| n <= limit) {
+                *plan = Plan::Whole(0);
+            }
+        }
+    }
+    let mut whole: Vec<Vec<u8>> = Vec::new();
+    let mut whole_bytes = 0;
+    let mut big = Vec::new();
+    for (key, plan) in plans {
+        match plan {
+            Plan::Whole(estimate) => {
+                if !whole.is_empty() && whole_bytes + estimate > DUMP_BATCH_BYTES {
+                    dump_into(conn, std::mem::take(&mut whole), sink, lookups, exported).await?;
+                    whole_bytes = 0;
+                }
+                whole.push(key);
+                whole_bytes += estimate;
+            }
+            Plan::Chunks(kind, memory) => big.push((key, kind, memory)),
+        }
+    }
+    dump_into(conn, whole, sink, lookups, exported).await?;
+    // A big key whose type changed while it was read is taken again, whole.
+    let mut changed = Vec::new();
+    for (key, kind, memory) in big {
+        if !export_chunked(conn, &key, kind, memory, sink, lookups, exported).await? {
+            changed.push(key);
+        }
+    }
+    dump_into(conn, changed, sink, lookups, exported).await
+}
+
+/// DUMPs `keys` (one pipeline) into `sink`.
+async fn dump_into(
+    conn: &mut MultiplexedConnection,
+    keys: Vec<Vec<u8>>,
+    sink: &mut impl Sink,
+    lookups: &mut cache_core::ledger::Lookups,
+    exported: &mut Exported,
+) -> anyhow::Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    for key in dump_batch(conn, keys, lookups).await? {
+        exported.keys += 1;
+        sink.put(Record::Key(key)).await?;
+    }
+    Ok(())
+}
+
+/// The absolute expiry in PEXPIRETIME's reply (Redis 7), else from PTTL's; `None` when the key
+/// is gone. Counts the two lookups.
+fn expiry(
+    pexpiretime: &redis::Value,
+    pttl: &redis::Value,
+    now: i64,
+    lookups: &mut cache_core::ledger::Lookups,
+) -> Option<Option<i64>> {
+    for reply in [pexpiretime, pttl] {
+        count(lookups, reply, !matches!(reply, redis::Value::Int(-2)));
+    }
+    match (pexpiretime, pttl) {
+        (redis::Value::Int(-2), _) => None,
+        (redis::Value::Int(at), _) if *at >= 0 => Some(Some(*at)),
+        (redis::Value::Int(_), _) => Some(None),
+        (_, redis::Value::Int(-2)) => None,
+        (_, redis::Value::Int(ttl)) if *ttl >= 0 => Some(Some(now + ttl)),
+        _ => Some(None),
+    }
+}
+
+/// Length and expiry (or nothing: gone) of `key`, pipelined.
+async fn length_and_expiry(
+    conn: &mut MultiplexedConnection,
+    key: &[u8],
+    kind: Kind,
+    lookups: &mut cache_core::ledger::Lookups,
+) -> anyhow::Result<Option<(Option<u64>, Option<i64>)>> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    pipe.cmd(kind.length_command()).arg(key).cmd("PEXPIRETIME").arg(key).cmd("PTTL").arg(key);
+    let r: Vec<redis::Value> = pipe.query_async(conn).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let len = match &r[0] {
+        redis::Value::Int(n) => Some(n.max(&0).unsigned_abs()),
+        _ => None,
+    };
+    count(lookups, &r[0], len.is_some_and(|n| n > 0));
+    Ok(expiry(&r[1], &r[2], now, lookups).map(|at| (len, at)))
+}
+
+/// Takes one big key in chunks: a start record (kind, length, expiry), chunks of about
+/// [`CHUNK_BYTES`] and at most [`CHUNK_ELEMENTS`] elements (HSCAN, SSCAN, ZSCAN with COUNT,
+/// LRANGE slices, GETRANGE slices), and an end record with the expiry after the last chunk (or
+/// `Gone`). Each command costs the server about what one chunk costs, and this holds one
+/// chunk. As with SCAN, an element present throughout is taken (a hash, set or sorted set may
+/// give one twice, which the restore absorbs); a list changed meanwhile, or a string changed
+/// in place, may be taken partly before and partly after the change.
+///
+/// Returns false, having written nothing or an end record `Gone`, when the key cannot be taken
+/// in chunks after all (its type or a string's length changed, or the length command is
+/// refused): the caller takes it whole.
+async fn export_chunked(
+    conn: &mut MultiplexedConnection,
+    key: &[u8],
+    kind: Kind,
+    memory: Option<u64>,
+    sink: &mut impl Sink,
+    lookups: &mut cache_core::ledger::Lookups,
+    exported: &mut Exported,
+) -> anyhow::Result<bool> {
+    let Some((len, at)) = length_and_expiry(conn, key, kind, lookups).await? else {
+        return Ok(true); // Gone since SCAN.
+    };
+    let Some(len) = len.filter(|n| *n > 0) else { return Ok(false) };
+    sink.put(Record::Start { key: key.to_vec(), kind, len, at }).await?;
+    exported.keys += 1;
+    exported.chunked += 1;
+    // Elements per chunk: CHUNK_BYTES at the key's average element size.
+    let per_element = memory.map_or(64, |m| m / len).max(1);
+    let count_hint = (CHUNK_BYTES / per_element).clamp(16, CHUNK_ELEMENTS);
+    let mut first = true;
+    let complete = match kind {
+        Kind::String => {
+            // Exactly `len` bytes, as the restore allocates them at once: a string whose length
+            // changes meanwhile is taken again, whole.
+            let mut offset = 0u64;
+            loop {
+                if offset == len {
+                    let reply = redis::cmd("STRLEN").arg(key).query_async(conn).await;
+                    let now = count_result(lookups, reply, |n: &u64| *n > 0)?;
+                    break now == Some(len);
+                }
+                let end = (offset + CHUNK_BYTES).min(len) - 1;
+                let reply = redis::cmd("GETRANGE").arg(key).arg(offset).arg(end).query_async(conn).await;
+                let Some(bytes) = count_result(lookups, reply, |b: &Vec<u8>| !b.is_empty())? else {
+                    break false;
+                };
+                let n = bytes.len() as u64;
+                if n != end + 1 - offset {
+                    break false;
+                }
+                put_chunk(vec![bytes], sink, exported).await?;
+                offset += n;
+            }
+        }
+        Kind::List => {
+            let mut start = 0u64;
+            loop {
+                let stop = start + count_hint - 1;
+                let reply = redis::cmd("LRANGE").arg(key).arg(start).arg(stop).query_async(conn).await;
+                let Some(items) = count_result(lookups, reply, |i: &Vec<Vec<u8>>| !i.is_empty() || !first)? else {
+                    break false;
+                };
+                first = false;
+                let n = items.len() as u64;
+                put_chunk(items, sink, exported).await?;
+                start += n;
+                if n < count_hint {
+                    break true;
+                }
+            }
+        }
+        Kind::Set | Kind::SortedSet | Kind::Hash => {
+            let scan = match kind {
+                Kind::Set => "SSCAN",
+                Kind::SortedSet => "ZSCAN",
+                _ => "HSCAN",
+            };
+            let mut cursor = 0u64;
+            loop {
+                let reply = redis::cmd(scan).arg(key).arg(cursor).arg("COUNT").arg(count_hint).query_async(conn).await;
+                let found = |(next, items): &(u64, Vec<Vec<u8>>)| !(first && *next == 0 && items.is_empty());
+                let Some((next, items)) = count_result(lookups, reply, found)? else { break false };
+                first = false;
+                if !items.len().is_multiple_of(kind.arity()) {
+                    bail!("{scan} of `{}` gave {} items, not pairs", String::from_utf8_lossy(key), items.len());
+                }
+                put_chunk(items, sink, exported).await?;
+                cursor = next;
+                if cursor == 0 {
+                    break true;
+                }
+            }
+        }
+    };
+    if !complete {
+        sink.put(Record::End(Ending::Gone)).await?;
+        return Ok(false);
+    }
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    pipe.cmd("PEXPIRETIME").arg(key).cmd("PTTL").arg(key);
+    let r: Vec<redis::Value> = pipe.query_async(conn).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let ending = expiry(&r[0], &r[1], now, lookups).map_or(Ending::Gone, Ending::Kept);
+    sink.put(Record::End(ending)).await?;
+    Ok(true)
+}
+
+/// Puts a chunk (unless empty) into `sink`.
+async fn put_chunk(items: Vec<Vec<u8>>, sink: &mut impl Sink, exported: &mut Exported) -> anyhow::Result<()> {
+    if !items.is_empty() {
+        exported.chunks += 1;
+        sink.put(Record::Chunk(items)).await?;
+    }
+    Ok(())
+}
 
 /// DUMP and absolute expiry time of `keys` (PEXPIRETIME, Redis 7; PTTL from now before).
 async fn dump_batch(
@@ -349,49 +1179,292 @@ async fn dump_batch(
     Ok(out)
 }
 
-/// Reads a logical export.
-pub fn read_logical(path: &Path) -> anyhow::Result<Vec<KeyDump>> {
-    let mut reader = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(path)?));
-    let mut magic = vec![0u8; LOGICAL_MAGIC.len()];
-    reader.read_exact(&mut magic)?;
-    if magic != LOGICAL_MAGIC {
-        bail!("`{}` is not a logical export", path.display());
+/// The slot's hash tag of a temporary name for `key`: Redis hashes a name by its first `{...}`
+/// with something inside, else whole. So the key's own tag; else the key itself, unless it
+/// holds a `}`, which would end the tag early (or is empty); else the first number whose slot
+/// is the key's.
+fn same_slot_tag(key: &[u8]) -> Vec<u8> {
+    use cache_core::keyspace::key_slot;
+    if let Some(open) = key.iter().position(|b| *b == b'{')
+        && let Some(len) = key[open + 1..].iter().position(|b| *b == b'}')
+        && len > 0
+    {
+        return key[open + 1..open + 1 + len].to_vec();
     }
-    let mut keys = Vec::new();
-    loop {
-        let mut n = [0u8; 4];
-        reader.read_exact(&mut n)?;
-        let len = u32::from_be_bytes(n);
-        if len == LOGICAL_END {
-            return Ok(keys);
+    if !key.is_empty() && !key.contains(&b'}') {
+        return key.to_vec();
+    }
+    let slot = key_slot(key);
+    (0u32..1 << 24).map(|n| n.to_string().into_bytes()).find(|tag| key_slot(tag) == slot).unwrap_or_default()
+}
+
+/// The temporary name a big key is rebuilt under: in the key's slot (so that it is on the same
+/// primary of a cluster, and RENAME may move it over the key), and unique to this restore.
+fn building_name(key: &[u8], serial: u64) -> Vec<u8> {
+    let mut name = b"{".to_vec();
+    name.extend(same_slot_tag(key));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    name.extend(format!("}}cache-backup:restoring:{}:{nanos:x}:{serial}", std::process::id()).into_bytes());
+    name
+}
+
+/// The line for a key the server refused: the reply first, so that `messages::condense` folds
+/// the keys of one error.
+fn refusal(code: &str, details: Option<&str>, command: &str, key: &[u8]) -> String {
+    let reply =
+        cache_core::messages::clip(&format!("{code} {}", details.unwrap_or_default()), cache_core::messages::MAX_LINE);
+    format!("{} ({command} `{}`)", reply.trim_end(), String::from_utf8_lossy(key))
+}
+
+/// A key being rebuilt from its chunks.
+struct Building {
+    key: Vec<u8>,
+    kind: Kind,
+    /// The primary and the temporary name it is rebuilt under; `None`: skipped (expired, no
+    /// primary serves its slot, or refused).
+    into: Option<(MultiplexedConnection, Vec<u8>)>,
+    /// Whether a chunk has been written.
+    written: bool,
+    /// A string's length, allocated with the first chunk, and the bytes written so far.
+    len: u64,
+    offset: u64,
+}
+
+/// Puts a dataset's records back into a target, each key on the primary serving its slot (a
+/// standalone server takes them all): whole keys RESTOREd with REPLACE and ABSTTL in pipelines
+/// of [`RESTORE_BATCH_KEYS`] keys or [`RESTORE_BATCH_BYTES`]; a key taken in chunks rebuilt
+/// chunk by chunk under a temporary name in its slot, then, in one MULTI, the key UNLINKed (so
+/// that an old value is freed in the background), the temporary key renamed over it and given
+/// the recorded absolute expiry. Keys whose time has passed are skipped; a failure midway
+/// removes the temporary key.
+pub struct Restorer<'r> {
+    router: &'r cache_core::keyspace::Router,
+    batch: Vec<KeyDump>,
+    batch_bytes: usize,
+    building: Option<Building>,
+    done: Routed,
+    keys: u64,
+    serial: u64,
+}
+
+impl<'r> Restorer<'r> {
+    /// A restore through `router`.
+    pub fn new(router: &'r cache_core::keyspace::Router) -> Self {
+        Self { router, batch: Vec::new(), batch_bytes: 0, building: None, done: Routed::default(), keys: 0, serial: 0 }
+    }
+
+    /// Restores the batched keys and returns what was done, and how many keys were read.
+    pub async fn finish(mut self) -> anyhow::Result<(Routed, u64)> {
+        if self.building.is_some() {
+            self.abandon().await;
+            bail!("the dataset ended in the middle of a key taken in chunks");
         }
-        let mut key = vec![0u8; len as usize];
-        reader.read_exact(&mut key)?;
-        let mut ttl = [0u8; 8];
-        reader.read_exact(&mut ttl)?;
-        reader.read_exact(&mut n)?;
-        let mut dump = vec![0u8; u32::from_be_bytes(n) as usize];
-        reader.read_exact(&mut dump)?;
-        let ttl = i64::from_be_bytes(ttl);
-        keys.push((key, (ttl >= 0).then_some(ttl), dump));
+        self.flush().await?;
+        Ok((self.done, self.keys))
+    }
+
+    /// After a failure: removes the temporary key of the key being rebuilt, if any.
+    pub async fn abandon(&mut self) {
+        if let Some(Building { into: Some((mut conn, temp)), .. }) = self.building.take() {
+            let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(&temp).query_async(&mut conn).await;
+        }
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        self.done.add(restore_routed(self.router, &batch).await?);
+        Ok(())
+    }
+
+    async fn start(&mut self, key: Vec<u8>, kind: Kind, len: u64, at: Option<i64>) -> anyhow::Result<()> {
+        if self.building.is_some() {
+            bail!("a key taken in chunks has no end record");
+        }
+        self.flush().await?;
+        self.keys += 1;
+        let now = chrono::Utc::now().timestamp_millis();
+        let into = if at.is_some_and(|at| at <= now) {
+            self.done.expired += 1;
+            None
+        } else if let Some(conn) = self.router.conn_for(&key) {
+            self.serial += 1;
+            Some((conn, building_name(&key, self.serial)))
+        } else {
+            self.done.unrouted += 1;
+            None
+        };
+        self.building = Some(Building { key, kind, into, written: false, len, offset: 0 });
+        Ok(())
+    }
+
+    async fn chunk(&mut self, items: Vec<Vec<u8>>) -> anyhow::Result<()> {
+        let Some(building) = &mut self.building else { bail!("a chunk outside any key taken in chunks") };
+        let Some((conn, temp)) = &mut building.into else { return Ok(()) };
+        let kind = building.kind;
+        let mut add = redis::cmd(kind.add_command());
+        add.arg(&*temp);
+        let mut allocate = None;
+        match kind {
+            Kind::String => {
+                // Written in place: APPENDs would make the server copy the string as it grows
+                // (hundreds of ms each at 256 MiB), where one allocation costs about 1 ms a MiB.
+                let bytes = items.concat();
+                if !building.written && building.len > bytes.len() as u64 {
+                    allocate = Some(building.len - 1);
+                }
+                add.arg(building.offset).arg(&bytes);
+                building.offset += bytes.len() as u64;
+            }
+            Kind::SortedSet => {
+                for pair in items.chunks(2) {
+                    add.arg(&pair[1]).arg(&pair[0]);
+                }
+            }
+            Kind::List | Kind::Set | Kind::Hash => {
+                for item in &items {
+                    add.arg(item);
+                }
+            }
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        if !building.written {
+            // Nothing of an earlier restore under this name (it would have to share the
+            // process id, the nanosecond and the serial).
+            pipe.cmd("UNLINK").arg(&*temp);
+        }
+        if let Some(last) = allocate {
+            pipe.cmd("SETRANGE").arg(&*temp).arg(last).arg(b"\0");
+        }
+        pipe.add_command(add).cmd("PEXPIRE").arg(&*temp).arg(BUILDING_TTL_MS);
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await.context(kind.add_command())?;
+        building.written = true;
+        let Some(redis::Value::ServerError(e)) = replies.iter().find(|r| matches!(r, redis::Value::ServerError(_)))
+        else {
+            return Ok(());
+        };
+        self.done.failed += 1;
+        self.done.errors.push(refusal(e.code(), e.details(), kind.add_command(), &building.key));
+        // What was written goes; the rest of the key's chunks are skipped.
+        if let Some((mut conn, temp)) = building.into.take() {
+            let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(&temp).query_async(&mut conn).await;
+        }
+        Ok(())
+    }
+
+    async fn end(&mut self, ending: Ending) -> anyhow::Result<()> {
+        let Some(building) = self.building.take() else { bail!("an end record outside any key taken in chunks") };
+        let Building { key, kind, into, written, len, offset } = building;
+        let Some((mut conn, temp)) = into else { return Ok(()) };
+        if kind == Kind::String && written && offset != len {
+            self.done.failed += 1;
+            self.done.errors.push(format!(
+                "its chunks hold {offset} bytes of its {len} (SETRANGE `{}`)",
+                String::from_utf8_lossy(&key)
+            ));
+            let _: () = redis::cmd("UNLINK").arg(&temp).query_async(&mut conn).await.context("UNLINK")?;
+            return Ok(());
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        let at = match ending {
+            Ending::Kept(at) if written && at.is_none_or(|at| at > now) => at,
+            ending => {
+                // Gone while it was taken (not in the dataset), or its time has passed.
+                if matches!(ending, Ending::Kept(_)) && written {
+                    self.done.expired += 1;
+                }
+                let _: () = redis::cmd("UNLINK").arg(&temp).query_async(&mut conn).await.context("UNLINK")?;
+                return Ok(());
+            }
+        };
+        let mut pipe = redis::pipe();
+        pipe.atomic().ignore_errors();
+        pipe.cmd("UNLINK").arg(&key).cmd("RENAME").arg(&temp).arg(&key);
+        match at {
+            Some(at) => pipe.cmd("PEXPIREAT").arg(&key).arg(at),
+            None => pipe.cmd("PERSIST").arg(&key),
+        };
+        let replies: redis::RedisResult<Vec<redis::Value>> = pipe.query_async(&mut conn).await;
+        let refused = match replies {
+            Ok(replies) => replies.into_iter().find_map(|r| match r {
+                redis::Value::ServerError(e) => Some((e.code().to_owned(), e.details().map(str::to_owned))),
+                _ => None,
+            }),
+            Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+                self.building = Some(Building { key, kind, into: Some((conn, temp)), written, len, offset });
+                return Err(anyhow::Error::new(e).context("MULTI/RENAME"));
+            }
+            Err(e) => Some((e.code().unwrap_or("ERR").to_owned(), e.detail().map(str::to_owned))),
+        };
+        match refused {
+            None => self.done.restored += 1,
+            Some((code, details)) => {
+                self.done.failed += 1;
+                self.done.errors.push(refusal(&code, details.as_deref(), "RENAME", &key));
+                let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(&temp).query_async(&mut conn).await;
+            }
+        }
+        Ok(())
     }
 }
 
-/// Every key of the server behind `conn`, as DUMP payloads with their TTLs, batch by batch.
-pub async fn dump_all(conn: &mut MultiplexedConnection, mut each: impl FnMut(Vec<KeyDump>)) -> anyhow::Result<()> {
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) =
-            redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(conn).await?;
-        if !keys.is_empty() {
-            let batch = dump_batch(conn, keys, &mut cache_core::ledger::Lookups::default()).await?;
-            each(batch);
-        }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(());
+impl Sink for Restorer<'_> {
+    async fn put(&mut self, record: Record) -> anyhow::Result<()> {
+        match record {
+            Record::Key(key) => {
+                if self.building.is_some() {
+                    bail!("a key taken in chunks has no end record");
+                }
+                self.keys += 1;
+                self.batch_bytes += key.0.len() + key.2.len();
+                self.batch.push(key);
+                if self.batch.len() >= RESTORE_BATCH_KEYS || self.batch_bytes >= RESTORE_BATCH_BYTES {
+                    self.flush().await?;
+                }
+                Ok(())
+            }
+            Record::Start { key, kind, len, at } => self.start(key, kind, len, at).await,
+            Record::Chunk(items) => self.chunk(items).await,
+            Record::End(ending) => self.end(ending).await,
         }
     }
+}
+
+/// Restores the logical export at `path` (format 1 or 2) through `restorer`, reading a few
+/// records at a time.
+pub async fn restore_logical(path: &Path, restorer: &mut Restorer<'_>) -> anyhow::Result<()> {
+    let result = async {
+        let mut reader = tokio::task::block_in_place(|| LogicalReader::open(path))?;
+        loop {
+            let records = tokio::task::block_in_place(|| reader.next_batch())?;
+            if records.is_empty() {
+                return anyhow::Ok(());
+            }
+            for record in records {
+                restorer.put(record).await?;
+            }
+        }
+    };
+    let result = result.await;
+    if result.is_err() {
+        restorer.abandon().await;
+    }
+    result
+}
+
+/// Restores every key of the server behind `from` (the scratch server holding a backup's RDB)
+/// through `restorer`, big keys in chunks as a logical export takes them.
+pub async fn copy_keys(from: &mut MultiplexedConnection, restorer: &mut Restorer<'_>) -> anyhow::Result<()> {
+    let info = client::info(from).await.unwrap_or_default();
+    let result = export(from, restorer, field_ttls(&info), &mut cache_core::ledger::Lookups::default()).await;
+    if result.is_err() {
+        restorer.abandon().await;
+    }
+    result.map(drop)
 }
 
 /// RESTOREs `keys` into the server behind `conn` with REPLACE and their absolute expiry times
@@ -407,7 +1480,7 @@ async fn restore_refs(conn: &mut MultiplexedConnection, keys: &[&KeyDump]) -> an
     let (live, gone): (Vec<&KeyDump>, Vec<&KeyDump>) =
         keys.iter().copied().partition(|(_, at, _)| at.is_none_or(|at| at > now));
     let mut done = Routed { expired: gone.len() as u64, ..Routed::default() };
-    for chunk in live.chunks(500) {
+    for chunk in live.chunks(RESTORE_BATCH_KEYS) {
         let mut pipe = redis::pipe();
         // One reply per key: a refused key must not hide the others (nor become one error
         // quoting the whole pipeline).
@@ -422,12 +1495,7 @@ async fn restore_refs(conn: &mut MultiplexedConnection, keys: &[&KeyDump]) -> an
         for ((key, _, _), reply) in chunk.iter().zip(&replies) {
             if let redis::Value::ServerError(e) = reply {
                 done.failed += 1;
-                // The reply first, so that `messages::condense` folds the keys of one error.
-                let reply = cache_core::messages::clip(
-                    &format!("{} {}", e.code(), e.details().unwrap_or_default()),
-                    cache_core::messages::MAX_LINE,
-                );
-                done.errors.push(format!("{} (RESTORE `{}`)", reply.trim_end(), String::from_utf8_lossy(key)));
+                done.errors.push(refusal(e.code(), e.details(), "RESTORE", key));
             } else {
                 done.restored += 1;
             }
@@ -652,5 +1720,120 @@ impl Drop for Staged {
         if let Some(kept) = &self.kept {
             let _ = std::fs::remove_file(kept);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(records: &[Record]) -> Vec<u8> {
+        let mut buf = LOGICAL_MAGIC.to_vec();
+        for record in records {
+            record.encode(&mut buf).unwrap();
+        }
+        buf.push(TAG_FINISH);
+        buf
+    }
+
+    fn read_all(data: &[u8]) -> anyhow::Result<Vec<Record>> {
+        let mut reader = LogicalReader::new(data)?;
+        let mut records = Vec::new();
+        while let Some(record) = reader.next_record()? {
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    fn sample() -> Vec<Record> {
+        vec![
+            Record::Key((b"small".to_vec(), Some(1_800_000_000_000), b"\x00dump".to_vec())),
+            Record::Start { key: b"big:hash".to_vec(), kind: Kind::Hash, len: 3, at: None },
+            Record::Chunk(vec![b"f1".to_vec(), b"v1".to_vec(), b"f2".to_vec(), Vec::new()]),
+            Record::Chunk(vec![b"f3".to_vec(), vec![0xff; 300]]),
+            Record::End(Ending::Kept(Some(1_900_000_000_000))),
+            Record::Start { key: Vec::new(), kind: Kind::SortedSet, len: 1, at: Some(5) },
+            Record::Chunk(vec![b"m".to_vec(), b"-inf".to_vec()]),
+            Record::End(Ending::Gone),
+            Record::Key((b"k2".to_vec(), None, Vec::new())),
+        ]
+    }
+
+    #[test]
+    fn records_read_back_as_written() {
+        let records = sample();
+        assert_eq!(read_all(&encoded(&records)).unwrap(), records);
+        // In batches too, whatever their bounds.
+        let data = encoded(&records);
+        let mut reader = LogicalReader::new(&data[..]).unwrap();
+        let mut batched = Vec::new();
+        loop {
+            let batch = reader.next_batch().unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            batched.extend(batch);
+        }
+        assert_eq!(batched, records);
+    }
+
+    #[test]
+    fn format_1_reads_as_whole_keys() {
+        let mut data = LOGICAL_MAGIC_1.to_vec();
+        for (key, at, dump) in [(&b"a"[..], -1i64, &b"dump-a"[..]), (b"b", 1_700_000_000_000, b"")] {
+            data.extend((key.len() as u32).to_be_bytes());
+            data.extend(key);
+            data.extend(at.to_be_bytes());
+            data.extend((dump.len() as u32).to_be_bytes());
+            data.extend(dump);
+        }
+        data.extend(u32::MAX.to_be_bytes());
+        let reader = LogicalReader::new(&data[..]).unwrap();
+        assert_eq!(reader.format(), 1);
+        assert_eq!(
+            read_all(&data).unwrap(),
+            [
+                Record::Key((b"a".to_vec(), None, b"dump-a".to_vec())),
+                Record::Key((b"b".to_vec(), Some(1_700_000_000_000), Vec::new())),
+            ]
+        );
+        assert!(format!("{:#}", read_all(&data[..data.len() - 2]).unwrap_err()).contains("cut short"));
+    }
+
+    #[test]
+    fn damaged_exports_are_refused_with_the_reason() {
+        let data = encoded(&sample());
+        // Cut anywhere before the end mark.
+        for cut in [LOGICAL_MAGIC.len() + 1, data.len() / 2, data.len() - 1] {
+            let e = format!("{:#}", read_all(&data[..cut]).unwrap_err());
+            assert!(e.contains("cut short"), "{cut}: {e}");
+        }
+        assert!(format!("{:#}", read_all(b"REDIS0011").unwrap_err()).contains("not a logical export"));
+        let out_of_place = |records: &[Record]| format!("{:#}", read_all(&encoded(records)).unwrap_err());
+        assert!(out_of_place(&[Record::Chunk(vec![b"x".to_vec()])]).contains("outside"));
+        assert!(out_of_place(&[Record::End(Ending::Gone)]).contains("outside"));
+        let start = Record::Start { key: b"k".to_vec(), kind: Kind::Set, len: 1, at: None };
+        assert!(out_of_place(std::slice::from_ref(&start)).contains("no end record"));
+        assert!(out_of_place(&[start.clone(), start]).contains("no end record"));
+        let hash = Record::Start { key: b"h".to_vec(), kind: Kind::Hash, len: 1, at: None };
+        assert!(out_of_place(&[hash, Record::Chunk(vec![b"odd".to_vec()])]).contains("not pairs"));
+    }
+
+    #[test]
+    fn a_key_is_rebuilt_under_a_name_in_its_own_slot() {
+        use cache_core::keyspace::key_slot;
+        for key in [&b"plain:big"[..], b"{user:7}:big", b"odd}name{", b"a{}b}c", b"{}{x}", b"", b"{", b"}", b"a{b"] {
+            let name = building_name(key, 1);
+            assert_eq!(key_slot(&name), key_slot(key), "{}", String::from_utf8_lossy(&name));
+            assert_ne!(name, building_name(key, 2));
+        }
+    }
+
+    #[test]
+    fn hash_field_ttls_are_seen_in_info() {
+        let info = |line: &str| client::parse_info(line);
+        assert!(!field_ttls(&info("db0:keys=10,expires=2,avg_ttl=0")));
+        assert!(!field_ttls(&info("db0:keys=10,expires=2,avg_ttl=0,subexpiry=0")));
+        assert!(field_ttls(&info("db0:keys=1,expires=0,avg_ttl=0\ndb3:keys=10,expires=2,avg_ttl=0,subexpiry=4")));
     }
 }

@@ -90,6 +90,7 @@ where
                 }
             } => result,
             signal = termination() => Err(anyhow::Error::new(crate::error::Interrupted(signal))),
+            why = deadline_passed() => Err(anyhow::Error::new(crate::error::Interrupted(why))),
         }
     });
     // Never wait for stuck blocking work (a hung NFS walk, say): the deadline already passed.
@@ -344,6 +345,16 @@ impl Context {
             }
         }
         let log = begin(pass.as_ref().and_then(|p| p.window()).map(str::to_owned));
+        // Nothing runs unattended for ever: past its deadline the job is stopped at its next
+        // await and recorded `interrupted`.
+        let limit = self
+            .config
+            .scheduler
+            .jobs
+            .get(record_as)
+            .and_then(|j| j.deadline)
+            .unwrap_or(self.config.scheduler.job_deadline);
+        deadline_channel().send_replace(Some(tokio::time::Instant::now() + limit));
         // The job's dead-man's switch hears that it started (and, from `finish`, how it ended).
         let ping =
             self.common.scheduled.as_ref().and_then(|name| self.config.scheduler.jobs.get(name)?.ping_url.clone());
@@ -514,9 +525,51 @@ fn interrupted_by() -> Option<&'static str> {
     INTERRUPTED.get().copied()
 }
 
-/// The shell's code of a run ended by `signal` (128 + its number).
+/// The shell's code of a run ended by `signal` (128 + its number), or by its deadline
+/// (`timeout(1)`'s 124).
 fn exit_code_of(signal: &str) -> u8 {
-    if signal == "SIGINT" { crate::exit::INTERRUPTED } else { crate::exit::TERMINATED }
+    match signal {
+        "SIGINT" => crate::exit::INTERRUPTED,
+        DEADLINE_PASSED => crate::exit::DEADLINE,
+        _ => crate::exit::TERMINATED,
+    }
+}
+
+/// What ended a run that passed its deadline, in the words of [`Interrupted`](crate::error::Interrupted).
+const DEADLINE_PASSED: &str = "its deadline";
+
+/// When the job this process runs must have ended, once [`Context::begin`] has let it run.
+static DEADLINE: std::sync::OnceLock<tokio::sync::watch::Sender<Option<tokio::time::Instant>>> =
+    std::sync::OnceLock::new();
+
+fn deadline_channel() -> &'static tokio::sync::watch::Sender<Option<tokio::time::Instant>> {
+    DEADLINE.get_or_init(|| tokio::sync::watch::channel(None).0)
+}
+
+/// Resolves once the running job is past its deadline (never for a daemon, which runs until
+/// stopped, nor before a job began).
+async fn deadline_passed() -> &'static str {
+    let mut at = deadline_channel().subscribe();
+    loop {
+        let when = *at.borrow_and_update();
+        match when {
+            Some(when) => tokio::select! {
+                () = tokio::time::sleep_until(when) => {
+                    if OWN_SIGNALS.load(std::sync::atomic::Ordering::SeqCst) {
+                        return std::future::pending().await;
+                    }
+                    let _ = INTERRUPTED.set(DEADLINE_PASSED);
+                    return DEADLINE_PASSED;
+                }
+                changed = at.changed() => if changed.is_err() { return std::future::pending().await },
+            },
+            None => {
+                if at.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
 }
 
 /// Waits for SIGTERM or SIGINT and names it. Where the handlers cannot be installed it waits

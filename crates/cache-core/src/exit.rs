@@ -26,6 +26,9 @@ pub const UNREACHABLE: u8 = 4;
 pub const STATE: u8 = 5;
 /// Another run of the same job holds its lock (`EX_TEMPFAIL`: try again later).
 pub const LOCKED: u8 = 75;
+/// The run passed its deadline (`scheduler.job_deadline`) and was stopped at a safe point,
+/// recorded as `interrupted` (`timeout(1)`'s code).
+pub const DEADLINE: u8 = 124;
 /// The run was stopped by SIGINT (128 + 2) at a safe point, and recorded as `interrupted`.
 pub const INTERRUPTED: u8 = 130;
 /// The run was stopped by SIGTERM (128 + 15) at a safe point, and recorded as `interrupted`.
@@ -195,6 +198,7 @@ pub const TABLE: &[(u8, &str, &str)] = &[
         "the state directory is unusable (cannot be created, not a directory, not writable) or a state file is corrupt",
     ),
     (LOCKED, "LOCKED", "another run of the same job holds its lock"),
+    (DEADLINE, "DEADLINE", "the job passed its deadline and was stopped at a safe point; recorded as `interrupted`"),
     (INTERRUPTED, "INTERRUPTED", "stopped by SIGINT at a safe point; the run is recorded as `interrupted`"),
     (TERMINATED, "TERMINATED", "stopped by SIGTERM at a safe point; the run is recorded as `interrupted`"),
 ];
@@ -206,6 +210,7 @@ pub const PLUGIN_TABLE: &[(u8, &str, &str)] = &[
     (plugin::CRITICAL, "CRITICAL", "at least one target failed"),
     (plugin::UNKNOWN, "UNKNOWN", "the check could not run"),
     (LOCKED, "LOCKED", "another check holds the job lock"),
+    (DEADLINE, "DEADLINE", "the check passed its deadline"),
     (INTERRUPTED, "INTERRUPTED", "stopped by SIGINT"),
     (TERMINATED, "TERMINATED", "stopped by SIGTERM"),
 ];

@@ -39,6 +39,10 @@ pub struct SchedulerSettings {
     pub min_factor: f64,
     /// ...and at most this multiple of it.
     pub max_factor: f64,
+    /// The longest any job may run: past it the run is stopped at its next await and recorded
+    /// `interrupted` (exit 124), so that nothing hangs unattended for ever. Per job: `deadline`.
+    #[serde(with = "humantime_serde")]
+    pub job_deadline: Duration,
 }
 
 impl Default for SchedulerSettings {
@@ -56,6 +60,7 @@ impl Default for SchedulerSettings {
             lease: Duration::from_secs(60),
             min_factor: 0.25,
             max_factor: 4.0,
+            job_deadline: Duration::from_secs(12 * 60 * 60),
         }
     }
 }
@@ -97,6 +102,9 @@ pub struct JobSettings {
     /// A secret: its path is the credential.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ping_url: Option<crate::redact::Secret>,
+    /// This job's deadline, instead of `scheduler.job_deadline`.
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Duration>,
 }
 
 /// "Run only after `job` succeeded within `within`" (seed 003 dependencies).

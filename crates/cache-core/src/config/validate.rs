@@ -263,6 +263,12 @@ fn scheduler(config: &Config, source: &str) -> Result<(), ConfigError> {
             format!("`{}` is not an IANA time zone", s.timezone),
         ));
     }
+    deadline(source, "scheduler.job_deadline".into(), s.job_deadline)?;
+    for (name, job) in &s.jobs {
+        if let Some(d) = job.deadline {
+            deadline(source, format!("scheduler.jobs.{name}.deadline"), d)?;
+        }
+    }
     // Jobs added or changed, their commands, and their dependencies (no cycle).
     crate::schedule::check_settings(s).map_err(|(key, message)| ConfigError::new(source, key, message))?;
     if let Some(target) = &s.fleet_lock
@@ -383,6 +389,15 @@ fn check_names<'a>(source: &str, tier: &str, names: impl Iterator<Item = &'a str
 /// The longest timeout, lease or interval accepted: anything longer is as good as no bound at
 /// all (every network wait is bounded), and far enough out it overflows the clock.
 const LONGEST_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A job's deadline: greater than zero and at most a week (a backup of a big dataset may take
+/// more than a day; a job running for longer than a week is hung).
+fn deadline(source: &str, key: String, d: Duration) -> Result<(), ConfigError> {
+    if d.is_zero() || d > Duration::from_secs(7 * 24 * 60 * 60) {
+        return Err(ConfigError::new(source, key, "must be greater than zero and at most 7days"));
+    }
+    Ok(())
+}
 
 /// A timeout, lease or interval: greater than zero and at most [`LONGEST_WAIT`].
 fn positive(source: &str, key: String, d: Duration) -> Result<(), ConfigError> {
