@@ -513,9 +513,12 @@ static OWN_SIGNALS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBoo
 
 /// Says that the running command stops on SIGTERM and SIGINT by itself (a daemon such as
 /// `cache-health monitor`, for which SIGTERM is the normal end): [`main`] then leaves them to
-/// it instead of ending the run at its next await.
+/// it instead of ending the run at its next await; and prints its results as they come, `-q`
+/// or not.
 pub fn stops_on_signals_itself() {
     OWN_SIGNALS.store(true, std::sync::atomic::Ordering::SeqCst);
+    // A daemon's results reach its log as they come, not when it stops.
+    crate::output::stop_holding();
 }
 
 /// The signal that ended this process's run, once one has.

@@ -30,6 +30,19 @@ pub enum Format {
 /// Text results held back under `-q` until the run's outcome is known.
 static HELD: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
 
+/// Whether text results are held back under `-q` (not for a daemon, nor past [`MAX_HELD`]).
+static HOLDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// The most text held back under `-q` (16 MiB).
+const MAX_HELD: usize = 16 << 20;
+
+/// Prints what is held and holds nothing more: for a daemon (`cache-health monitor`), whose
+/// results must reach its log as they come, not when it stops.
+pub fn stop_holding() {
+    HOLDING.store(false, std::sync::atomic::Ordering::SeqCst);
+    flush_held(false);
+}
+
 /// Prints the results held back under `-q` when the run did not succeed (`succeeded` false),
 /// else drops them.
 pub fn flush_held(succeeded: bool) {
@@ -83,8 +96,15 @@ impl Printer {
         if !line.ends_with('\n') {
             line.push('\n');
         }
-        if self.quiet > 0 && self.format == Format::Text {
-            HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_str(&line);
+        if self.quiet > 0 && self.format == Format::Text && HOLDING.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            held.push_str(&line);
+            if held.len() <= MAX_HELD {
+                return Ok(());
+            }
+            // Memory stays bounded: past the cap, what was held and the rest are printed.
+            drop(held);
+            stop_holding();
             return Ok(());
         }
         let mut out = std::io::stdout().lock();
