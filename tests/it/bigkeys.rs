@@ -11,6 +11,7 @@ use cache_tests::{RedisServer, TestEnv, wait_until};
 use serde_json::Value;
 
 use crate::BACKUP;
+use crate::ledger::{counters, ledger};
 
 /// The longest a command of the toolkit may block the server. A DUMP or RESTORE of the
 /// 200,000-field hash takes it 60-100 ms, of the 8 MiB string about 40 ms, one chunk 1-2 ms.
@@ -325,23 +326,6 @@ fn assert_never_stalled(conn: &mut redis::Connection, what: &str, slow: &[Slow])
         }
     }
     alone
-}
-
-/// `keyspace_hits` and `keyspace_misses` of the server.
-fn counters(conn: &mut redis::Connection) -> (u64, u64) {
-    let info: String = redis::cmd("INFO").arg("stats").query(conn).unwrap();
-    let get = |name: &str| -> u64 {
-        info.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).unwrap().trim().parse().unwrap()
-    };
-    (get("keyspace_hits"), get("keyspace_misses"))
-}
-
-/// The toolkit's own lookups, as its ledger recorded them (every server added up).
-fn ledger(env: &TestEnv) -> (u64, u64) {
-    let text = std::fs::read_to_string(env.state_dir().join("ledger/redis-lookups.jsonl")).unwrap_or_default();
-    text.lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .fold((0, 0), |(h, m), e| (h + e["hits"].as_u64().unwrap(), m + e["misses"].as_u64().unwrap()))
 }
 
 fn logical_config(url: &str) -> String {

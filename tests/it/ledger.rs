@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::{ANALYTICS, BACKUP, CLEANUP, DEBUG, HEALTH, OPTIMIZER};
 
 /// `keyspace_hits` and `keyspace_misses` of the server.
-fn counters(conn: &mut redis::Connection) -> (u64, u64) {
+pub(crate) fn counters(conn: &mut redis::Connection) -> (u64, u64) {
     let info: String = redis::cmd("INFO").arg("stats").query(conn).unwrap();
     let get = |name: &str| -> u64 {
         info.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).unwrap().trim().parse().unwrap()
@@ -16,7 +16,7 @@ fn counters(conn: &mut redis::Connection) -> (u64, u64) {
 }
 
 /// The ledger's total for every server, added up.
-fn ledger(env: &TestEnv) -> (u64, u64) {
+pub(crate) fn ledger(env: &TestEnv) -> (u64, u64) {
     let text = std::fs::read_to_string(env.state_dir().join("ledger/redis-lookups.jsonl")).unwrap_or_default();
     text.lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())

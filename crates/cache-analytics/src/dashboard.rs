@@ -445,7 +445,8 @@ fn render(d: &Data) -> String {
             ("Cache Hit Ratio (24 h):".into(), pct(hit), Some("hit-ratio")),
             ("Avg Response Time:".into(), rt.map_or("n/a".to_owned(), |v| format!("{v:.2}ms")), Some("response-time")),
             ("Memory Efficiency:".into(), pct(m["memory_efficiency"].as_f64()), Some("memory-efficiency")),
-            ("Memory Used:".into(), bytes(m["used_memory"].as_f64().unwrap_or(0.0) as u64), None),
+            // Unknown (no snapshot, INFO refused) says so, never "0 B".
+            ("Memory Used:".into(), m["used_memory"].as_f64().map_or("n/a".to_owned(), |v| bytes(v as u64)), None),
         ],
     );
 

@@ -631,7 +631,19 @@ pub fn prometheus(sources: &Sources) -> String {
                 );
             }
             if m.error.is_none() {
-                x.gauge("cache_memory_memories", "Memories of the user.", &t, m.memories as f64);
+                // A list the server may have cut short (a capped self-hosted answer) is a floor,
+                // never exported as the count.
+                x.flag("cache_memory_list_complete", "Whether the memories were listed to the end.", &t, !m.truncated);
+                if m.truncated {
+                    x.gauge(
+                        "cache_memory_memories_at_least",
+                        "Memories listed before the answer stopped: a floor of the user's memories.",
+                        &t,
+                        m.memories as f64,
+                    );
+                } else {
+                    x.gauge("cache_memory_memories", "Memories of the user.", &t, m.memories as f64);
+                }
             }
         }
         for d in &s.dirs {
@@ -1027,6 +1039,43 @@ mod tests {
         assert!(!of("lagging").iter().any(|l| l.contains("keyspace_hits")), "{text}");
         // No host figures when the host could not be read.
         assert!(!text.contains("cache_host_"), "{text}");
+    }
+
+    #[test]
+    fn a_memory_list_cut_short_is_exported_as_a_floor_never_as_the_count() {
+        let memory = |name: &str, truncated: bool| cache_core::history::MemoryFigures {
+            name: name.into(),
+            memories: 100,
+            truncated,
+            latency: Latency::of(&[2.0]),
+            ..Default::default()
+        };
+        let snapshot = Snapshot { memory: vec![memory("whole", false), memory("capped", true)], ..Snapshot::default() };
+        let text = prometheus(&Sources { project: "p".into(), snapshot: Some(snapshot), ..Sources::default() });
+        let of = |target: &str| -> Vec<String> {
+            let tag = format!("target=\"{target}\"");
+            lines(&text)
+                .into_iter()
+                .filter(|l| l.contains(&tag) && !l.contains("latency"))
+                .map(|l| l.replace(&tag, "T"))
+                .collect()
+        };
+        assert_eq!(
+            of("whole"),
+            [
+                "cache_memory_up{project=\"p\",T} 1",
+                "cache_memory_list_complete{project=\"p\",T} 1",
+                "cache_memory_memories{project=\"p\",T} 100",
+            ]
+        );
+        assert_eq!(
+            of("capped"),
+            [
+                "cache_memory_up{project=\"p\",T} 1",
+                "cache_memory_list_complete{project=\"p\",T} 0",
+                "cache_memory_memories_at_least{project=\"p\",T} 100",
+            ]
+        );
     }
 
     #[test]
