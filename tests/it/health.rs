@@ -471,8 +471,10 @@ fn redis_over_tls_verifies_the_certificate() {
     let env = TestEnv::new();
     env.watch_log("redis", redis.dir().join("redis.log"));
     env.write_config(&format!(
-        "[[redis]]\nname = \"insecure\"\nurl = \"{u}#insecure\"\n[[redis]]\nname = \"verified\"\nurl = \"{u}\"\n",
-        u = redis.tls_url()
+        "[[redis]]\nname = \"insecure\"\nurl = \"{u}#insecure\"\n[[redis]]\nname = \"verified\"\nurl = \"{u}\"\n\
+         [[redis]]\nname = \"ca\"\nurl = \"{u}\"\nca_file = \"{ca}\"\n",
+        u = redis.tls_url(),
+        ca = cert.cert().display()
     ));
     let out = env.run(HEALTH, &["check", "--format", "json", "--tier", "redis"]);
     out.expect_code(2);
@@ -485,6 +487,9 @@ fn redis_over_tls_verifies_the_certificate() {
     let verified = target(&report, "redis", "verified");
     assert_eq!(verified["status"], "failed");
     assert!(verified["error"].as_str().unwrap().to_lowercase().contains("certificate"), "{verified:#}");
+    // With the CA that signed it, verified and working.
+    let ca = target(&report, "redis", "ca");
+    assert_eq!(ca["status"], "healthy", "{}", out.dump());
 }
 
 #[tokio::test(flavor = "multi_thread")]

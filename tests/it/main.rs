@@ -22,6 +22,7 @@ mod optimizer;
 mod rotation;
 mod runs;
 mod scheduler;
+mod upstash;
 
 pub(crate) use health::health_table_sql;
 

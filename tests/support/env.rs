@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 /// Variables removed from every child: anything that could point a tool at real systems.
 const SCRUBBED: &[&str] = &[
     "REDIS_URL",
+    "UPSTASH_REDIS_REST_URL",
+    "UPSTASH_REDIS_REST_TOKEN",
+    "UPSTASH_URL",
+    "UPSTASH_TOKEN",
     "DATABASE_URL",
     "MEM0_URL",
     "MEM0_API_KEY",

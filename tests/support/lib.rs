@@ -5,6 +5,7 @@
 //!   `postgres` user when the tests run as root.
 //! - [`Mem0Server`]: a small HTTP server speaking the Mem0 platform and self-hosted dialects.
 //! - [`HttpReceiver`], [`SmtpServer`]: notification receivers speaking HTTP and SMTP.
+//! - [`UpstashStandIn`]: Upstash's REST API in front of a real redis-server.
 //! - [`Alertmanager`]: a real Prometheus Alertmanager (and `amtool`) on a free loopback port.
 //! - [`Blackhole`]: a listener that accepts connections and never answers.
 //! - [`history`]: synthetic analytics histories with known answers.
@@ -28,6 +29,7 @@ mod receivers;
 mod redis_server;
 mod stub_http;
 mod tls;
+mod upstash;
 
 pub use alertmanager::Alertmanager;
 pub use cluster::RedisCluster;
@@ -39,6 +41,7 @@ pub use receivers::{HttpReceiver, Mail, Received, SmtpServer};
 pub use redis_server::{REDIS_SERVER_ENV, RedisServer};
 pub use stub_http::StubHttp;
 pub use tls::SelfSigned;
+pub use upstash::UpstashStandIn;
 
 use std::path::PathBuf;
 

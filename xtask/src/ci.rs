@@ -1,8 +1,8 @@
 //! `cargo xtask ci`: exactly what CI runs, on a fresh Debian machine too.
 //!
 //! It first installs what the tests need and the machine lacks (redis-server, PostgreSQL,
-//! promtool, alertmanager, chromium, cron, systemd-analyze; with apt-get when root; kubernetes-validate and
-//! mem0ai from PyPI with pip), then runs formatting, lints with and without default features, the
+//! promtool, alertmanager, chromium, cron, systemd-analyze; with apt-get when root; kubernetes-validate,
+//! mem0ai and upstash-redis from PyPI with pip), then runs formatting, lints with and without default features, the
 //! generated-files check, the whole test suite (with `CI` set, so no server test can skip), and
 //! the documentation build.
 
@@ -30,9 +30,13 @@ const NEEDED: &[(&str, &str)] = &[
 /// PyPI packages providing each program the tests run (pip installs them; Debian's own Python
 /// is externally managed, PEP 668, so pip there needs `--break-system-packages`). A
 /// `python3:MODULE` entry is a module `python3` must import (mem0ai: the official Mem0 SDK that
-/// `tests/it/mem0.rs` runs against the stand-in).
-const NEEDED_PYPI: &[(&str, &str)] =
-    &[("kubernetes-validate", "kubernetes-validate"), ("python3:mem0.client.main", "mem0ai")];
+/// `tests/it/mem0.rs` runs against the stand-in; upstash-redis: Upstash's Python client, which
+/// `tests/it/upstash.rs` runs against the REST stand-in).
+const NEEDED_PYPI: &[(&str, &str)] = &[
+    ("kubernetes-validate", "kubernetes-validate"),
+    ("python3:mem0.client.main", "mem0ai"),
+    ("python3:upstash_redis", "upstash-redis"),
+];
 
 pub(crate) fn run() -> anyhow::Result<()> {
     install_missing()?;

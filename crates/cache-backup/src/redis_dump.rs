@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use cache_core::archive::GzFile;
 use cache_core::clients::redis as client;
+use cache_core::clients::redis::Connection;
 use cache_core::config::{RedisBackupMethod, RedisTarget};
-use redis::aio::MultiplexedConnection;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// How a dataset was taken.
@@ -73,7 +73,21 @@ pub async fn take(
     let run_id = info.get("run_id").cloned().unwrap_or_default();
     let mut notes = Vec::new();
     let rdb = PathBuf::from(format!("{}.rdb.gz", out_base.display()));
-    let auto = method == RedisBackupMethod::Auto;
+    let mut auto = method == RedisBackupMethod::Auto;
+    if conn.is_rest() {
+        // A REST API carries commands: no dump file to read, no replication stream.
+        if matches!(method, RedisBackupMethod::Bgsave | RedisBackupMethod::Replication) {
+            bail!(
+                "redis/{}: method `{}` needs the Redis protocol; over the REST transport only `logical` (or `auto`) works",
+                target.name,
+                if method == RedisBackupMethod::Bgsave { "bgsave" } else { "replication" }
+            );
+        }
+        if auto {
+            notes.push("over the REST transport neither the dump file nor replication: used a logical export".into());
+        }
+        auto = false;
+    }
     if method == RedisBackupMethod::Bgsave {
         let path = dump_path(&mut conn).await.context("CONFIG GET dir/dbfilename (needed for bgsave)")?;
         bgsave(&mut conn, timeout).await?;
@@ -118,7 +132,8 @@ pub async fn take(
     let logical = PathBuf::from(format!("{}.logical.gz", out_base.display()));
     let mut lookups = cache_core::ledger::Lookups::default();
     let whole_hashes = field_ttls(&info);
-    let written = logical_export(&mut conn, &logical, gzip, whole_hashes, &mut lookups).await;
+    let by_value = conn.is_rest();
+    let written = logical_export(&mut conn, &logical, gzip, whole_hashes, by_value, &mut lookups).await;
     // TYPE, DUMP, PEXPIRETIME and PTTL of every key, and the chunks of big keys, are the
     // toolkit's lookups, not the application's.
     if let Err(e) = cache_core::ledger::record(state, &run_id, lookups) {
@@ -131,6 +146,19 @@ pub async fn take(
             exported.chunked,
             cache_core::output::bytes(DUMP_MAX_BYTES),
             exported.chunks
+        ));
+    }
+    if exported.by_value > 0 {
+        notes.push(format!(
+            "{} keys taken by value (GET, LRANGE, SMEMBERS, ZRANGE, HGETALL), not DUMP: the REST transport cannot \
+             send a DUMP payload back",
+            exported.by_value
+        ));
+    }
+    if exported.dumped_over_rest > 0 {
+        notes.push(format!(
+            "{} keys with no text form (streams, module types) taken with DUMP: they restore over RESP only",
+            exported.dumped_over_rest
         ));
     }
     if whole_hashes {
@@ -155,7 +183,7 @@ fn is_local(target: &RedisTarget) -> bool {
         || matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]" | "::1"))
 }
 
-async fn dump_path(conn: &mut MultiplexedConnection) -> redis::RedisResult<PathBuf> {
+async fn dump_path(conn: &mut Connection) -> redis::RedisResult<PathBuf> {
     let dir: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("dir").query_async(conn).await?;
     let file: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("dbfilename").query_async(conn).await?;
     Ok(Path::new(dir.get(1).map_or("", String::as_str)).join(file.get(1).map_or("dump.rdb", String::as_str)))
@@ -163,7 +191,7 @@ async fn dump_path(conn: &mut MultiplexedConnection) -> redis::RedisResult<PathB
 
 /// Runs BGSAVE (or joins one in progress) and waits for a successful save that started after
 /// this call.
-async fn bgsave(conn: &mut MultiplexedConnection, timeout: Duration) -> anyhow::Result<()> {
+async fn bgsave(conn: &mut Connection, timeout: Duration) -> anyhow::Result<()> {
     let saves = |info: &std::collections::BTreeMap<String, String>| {
         info.get("rdb_saves").and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
     };
@@ -404,6 +432,17 @@ impl Kind {
         match self {
             Kind::SortedSet | Kind::Hash => 2,
             Kind::String | Kind::List | Kind::Set => 1,
+        }
+    }
+
+    /// The command reading it whole ([`values_into`]).
+    fn read_command(self) -> &'static str {
+        match self {
+            Kind::String => "GET",
+            Kind::List => "LRANGE",
+            Kind::Set => "SMEMBERS",
+            Kind::SortedSet => "ZRANGE",
+            Kind::Hash => "HGETALL",
         }
     }
 
@@ -765,6 +804,10 @@ pub struct Exported {
     /// Keys over [`DUMP_MAX_BYTES`] taken whole anyway: streams and module types (or hashes,
     /// where the server has hash fields with their own TTLs).
     pub whole_over: u64,
+    /// Keys taken by value in one chunk ([`values_into`]): every small key over a REST API.
+    pub by_value: u64,
+    /// Keys taken with DUMP over a REST API (streams, module types): restorable over RESP only.
+    pub dumped_over_rest: u64,
 }
 
 /// Whether the server holds hash fields with their own TTLs (Redis 7.4 `HEXPIRE`: `subexpiry`
@@ -777,14 +820,15 @@ fn field_ttls(info: &std::collections::BTreeMap<String, String>) -> bool {
 
 /// Writes every key of the server behind `conn` in the logical format (see [`export`]).
 async fn logical_export(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     out: &Path,
     gzip: Gzip,
     whole_hashes: bool,
+    by_value: bool,
     lookups: &mut cache_core::ledger::Lookups,
 ) -> anyhow::Result<((String, u64), Exported)> {
     let mut sink = FileSink::create(out, gzip)?;
-    let exported = export(conn, &mut sink, whole_hashes, lookups).await?;
+    let exported = export(conn, &mut sink, whole_hashes, by_value, lookups).await?;
     Ok((sink.finish()?, exported))
 }
 
@@ -794,6 +838,8 @@ enum Plan {
     Whole(u64),
     /// In chunks; its size by MEMORY USAGE, when known.
     Chunks(Kind, Option<u64>),
+    /// By value, in one chunk ([`values_into`]).
+    Value(Kind),
 }
 
 /// Counts one reply to a command that looked a key up: a command, and a hit or a miss. A
@@ -838,11 +884,13 @@ fn count_result<T>(
 /// Takes every key of the server behind `conn` (SCAN) into `sink`: keys of at most
 /// [`DUMP_MAX_BYTES`] whole (DUMP and the absolute expiry, pipelined), bigger hashes, sets,
 /// sorted sets, lists and strings in chunks ([`export_chunked`]). Every command is counted in
-/// `lookups` as Redis counts it. `whole_hashes`: hashes are never chunked.
+/// `lookups` as Redis counts it. `whole_hashes`: hashes are never chunked. `by_value`: small
+/// keys are taken by value ([`values_into`]), not DUMP, for a target reached over a REST API.
 pub(crate) async fn export(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     sink: &mut impl Sink,
     whole_hashes: bool,
+    by_value: bool,
     lookups: &mut cache_core::ledger::Lookups,
 ) -> anyhow::Result<Exported> {
     let mut exported = Exported::default();
@@ -852,7 +900,7 @@ pub(crate) async fn export(
             redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(conn).await?;
         lookups.commands += 1;
         if !keys.is_empty() {
-            export_batch(conn, keys, sink, whole_hashes, lookups, &mut exported).await?;
+            export_batch(conn, keys, sink, whole_hashes, by_value, lookups, &mut exported).await?;
         }
         cursor = next;
         if cursor == 0 {
@@ -864,10 +912,11 @@ pub(crate) async fn export(
 /// Sizes up one SCAN batch (TYPE and MEMORY USAGE, pipelined), takes the small keys whole and
 /// the big ones in chunks.
 async fn export_batch(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     keys: Vec<Vec<u8>>,
     sink: &mut impl Sink,
     whole_hashes: bool,
+    by_value: bool,
     lookups: &mut cache_core::ledger::Lookups,
     exported: &mut Exported,
 ) -> anyhow::Result<()> {
@@ -878,6 +927,7 @@ async fn export_batch(
     }
     let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
     let mut plans = Vec::with_capacity(keys.len());
+    let mut kinds = Vec::with_capacity(keys.len());
     let mut size_unknown = Vec::new();
     for (key, r) in keys.into_iter().zip(replies.chunks(2)) {
         let type_name = match &r[0] {
@@ -909,6 +959,7 @@ async fn export_batch(
         if matches!(plan, Plan::Whole(m) if m > DUMP_MAX_BYTES) {
             exported.whole_over += 1;
         }
+        kinds.push(Kind::of(&type_name));
         plans.push((key, plan));
     }
     // MEMORY USAGE refused: the O(1) length decides.
@@ -935,11 +986,24 @@ async fn export_batch(
             }
         }
     }
+    // Over a REST API a DUMP payload could not be RESTOREd (arguments are text): small keys
+    // of the five types go by value, which any target takes back with plain writes.
+    let rest = by_value;
+    let mut by_value = Vec::new();
     let mut whole: Vec<Vec<u8>> = Vec::new();
     let mut whole_bytes = 0;
     let mut big = Vec::new();
-    for (key, plan) in plans {
+    for ((key, plan), kind) in plans.into_iter().zip(kinds) {
+        let plan = match (plan, kind) {
+            (Plan::Whole(_), Some(kind)) if rest && !(kind == Kind::Hash && whole_hashes) => Plan::Value(kind),
+            (plan, _) => plan,
+        };
         match plan {
+            Plan::Value(kind) => by_value.push((key, kind)),
+            Plan::Whole(_) if rest => {
+                exported.dumped_over_rest += 1;
+                whole.push(key);
+            }
             Plan::Whole(estimate) => {
                 if !whole.is_empty() && whole_bytes + estimate > DUMP_BATCH_BYTES {
                     dump_into(conn, std::mem::take(&mut whole), sink, lookups, exported).await?;
@@ -952,6 +1016,12 @@ async fn export_batch(
         }
     }
     dump_into(conn, whole, sink, lookups, exported).await?;
+    for batch in by_value.chunks(VALUE_BATCH_KEYS) {
+        // A key whose type changed since TYPE is taken on its own, as a big one.
+        for (key, kind) in values_into(conn, batch, sink, lookups, exported).await? {
+            big.push((key, kind, None));
+        }
+    }
     // A big key whose type changed while it was read is taken again, whole.
     let mut changed = Vec::new();
     for (key, kind, memory) in big {
@@ -964,7 +1034,7 @@ async fn export_batch(
 
 /// DUMPs `keys` (one pipeline) into `sink`.
 async fn dump_into(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     keys: Vec<Vec<u8>>,
     sink: &mut impl Sink,
     lookups: &mut cache_core::ledger::Lookups,
@@ -1003,7 +1073,7 @@ fn expiry(
 
 /// Length and expiry (or nothing: gone) of `key`, pipelined.
 async fn length_and_expiry(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     key: &[u8],
     kind: Kind,
     lookups: &mut cache_core::ledger::Lookups,
@@ -1033,7 +1103,7 @@ async fn length_and_expiry(
 /// in chunks after all (its type or a string's length changed, or the length command is
 /// refused): the caller takes it whole.
 async fn export_chunked(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     key: &[u8],
     kind: Kind,
     memory: Option<u64>,
@@ -1130,6 +1200,84 @@ async fn export_chunked(
     Ok(true)
 }
 
+/// Keys per pipeline of [`values_into`].
+const VALUE_BATCH_KEYS: usize = 200;
+
+/// Takes small `keys` by value, pipelined: GET, LRANGE, SMEMBERS, ZRANGE WITHSCORES or HGETALL
+/// with the absolute expiry, each written as a key in one chunk (start, chunk, end), so that
+/// a target reached over a REST API (text arguments, no RESTORE of a DUMP payload) takes it
+/// back with plain writes. Returns the keys whose type changed since TYPE, for the caller to
+/// take on their own.
+async fn values_into(
+    conn: &mut Connection,
+    keys: &[(Vec<u8>, Kind)],
+    sink: &mut impl Sink,
+    lookups: &mut cache_core::ledger::Lookups,
+    exported: &mut Exported,
+) -> anyhow::Result<Vec<(Vec<u8>, Kind)>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for (key, kind) in keys {
+        match kind {
+            Kind::String => pipe.cmd("GET").arg(key),
+            Kind::List => pipe.cmd("LRANGE").arg(key).arg(0).arg(-1),
+            Kind::Set => pipe.cmd("SMEMBERS").arg(key),
+            Kind::SortedSet => pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES"),
+            Kind::Hash => pipe.cmd("HGETALL").arg(key),
+        };
+        pipe.cmd("PEXPIRETIME").arg(key).cmd("PTTL").arg(key);
+    }
+    let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut changed = Vec::new();
+    for ((key, kind), r) in keys.iter().zip(replies.chunks(3)) {
+        let bytes = |v: &redis::Value| match v {
+            redis::Value::BulkString(b) => Some(b.clone()),
+            redis::Value::SimpleString(s) => Some(s.clone().into_bytes()),
+            redis::Value::Int(i) => Some(i.to_string().into_bytes()),
+            _ => None,
+        };
+        let items: Option<Vec<Vec<u8>>> = match (&r[0], kind) {
+            (redis::Value::Nil, _) => None,
+            (redis::Value::BulkString(b), Kind::String) => Some(vec![b.clone()]),
+            (redis::Value::Array(a), k) if *k != Kind::String => a.iter().map(bytes).collect(),
+            (redis::Value::ServerError(e), _) if e.code() != "WRONGTYPE" => {
+                bail!("{} of `{}`: {}", kind.read_command(), String::from_utf8_lossy(key), e.code())
+            }
+            _ => {
+                changed.push((key.clone(), *kind));
+                continue;
+            }
+        };
+        // An empty collection does not exist: gone since TYPE.
+        let items = items.filter(|i| !i.is_empty());
+        count(lookups, &r[0], items.is_some());
+        let Some(at) = expiry(&r[1], &r[2], now, lookups) else { continue };
+        let Some(items) = items else { continue };
+        if !items.len().is_multiple_of(kind.arity()) {
+            bail!(
+                "{} of `{}` gave {} items, not pairs",
+                kind.read_command(),
+                String::from_utf8_lossy(key),
+                items.len()
+            );
+        }
+        let len = match kind {
+            Kind::String => items[0].len() as u64,
+            _ => (items.len() / kind.arity()) as u64,
+        };
+        sink.put(Record::Start { key: key.clone(), kind: *kind, len, at }).await?;
+        exported.keys += 1;
+        exported.by_value += 1;
+        sink.put(Record::Chunk(items)).await?;
+        sink.put(Record::End(Ending::Kept(at))).await?;
+    }
+    Ok(changed)
+}
+
 /// Puts a chunk (unless empty) into `sink`.
 async fn put_chunk(items: Vec<Vec<u8>>, sink: &mut impl Sink, exported: &mut Exported) -> anyhow::Result<()> {
     if !items.is_empty() {
@@ -1141,7 +1289,7 @@ async fn put_chunk(items: Vec<Vec<u8>>, sink: &mut impl Sink, exported: &mut Exp
 
 /// DUMP and absolute expiry time of `keys` (PEXPIRETIME, Redis 7; PTTL from now before).
 async fn dump_batch(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     keys: Vec<Vec<u8>>,
     lookups: &mut cache_core::ledger::Lookups,
 ) -> anyhow::Result<Vec<KeyDump>> {
@@ -1222,7 +1370,7 @@ struct Building {
     kind: Kind,
     /// The primary and the temporary name it is rebuilt under; `None`: skipped (expired, no
     /// primary serves its slot, or refused).
-    into: Option<(MultiplexedConnection, Vec<u8>)>,
+    into: Option<(Connection, Vec<u8>)>,
     /// Whether a chunk has been written.
     written: bool,
     /// A string's length, allocated with the first chunk, and the bytes written so far.
@@ -1276,6 +1424,18 @@ impl<'r> Restorer<'r> {
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
+        if self.router.is_rest() {
+            // A DUMP payload is binary, and a REST API takes text arguments only.
+            for (key, _, _) in &batch {
+                self.done.failed += 1;
+                self.done.errors.push(format!(
+                    "`{}` is a DUMP payload, which the REST transport cannot send (text arguments only): \
+                     restore it over RESP, or take the backup over REST, which takes keys by value",
+                    String::from_utf8_lossy(key)
+                ));
+            }
+            return Ok(());
+        }
         self.done.add(restore_routed(self.router, &batch).await?);
         Ok(())
     }
@@ -1309,6 +1469,11 @@ impl<'r> Restorer<'r> {
         add.arg(&*temp);
         let mut allocate = None;
         match kind {
+            // SETRANGE of nothing creates no key: an empty string is SET.
+            Kind::String if building.len == 0 && items.iter().all(Vec::is_empty) => {
+                add = redis::cmd("SET");
+                add.arg(&*temp).arg("");
+            }
             Kind::String => {
                 // Written in place: APPENDs would make the server copy the string as it grows
                 // (hundreds of ms each at 256 MiB), where one allocation costs about 1 ms a MiB.
@@ -1341,7 +1506,23 @@ impl<'r> Restorer<'r> {
             pipe.cmd("SETRANGE").arg(&*temp).arg(last).arg(b"\0");
         }
         pipe.add_command(add).cmd("PEXPIRE").arg(&*temp).arg(BUILDING_TTL_MS);
-        let replies: Vec<redis::Value> = pipe.query_async(conn).await.context(kind.add_command())?;
+        let replies: Vec<redis::Value> = match pipe.query_async(conn).await {
+            Ok(replies) => replies,
+            // Not sent at all: a binary value, which a REST API cannot take. This key fails,
+            // the others go on.
+            Err(e) if e.kind() == redis::ErrorKind::Client => {
+                self.done.failed += 1;
+                let what = e.detail().unwrap_or("not sendable");
+                self.done.errors.push(format!("{what} (`{}`)", String::from_utf8_lossy(&building.key)));
+                if let Some((mut conn, temp)) = building.into.take()
+                    && building.written
+                {
+                    let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(&temp).query_async(&mut conn).await;
+                }
+                return Ok(());
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(kind.add_command())),
+        };
         building.written = true;
         let Some(redis::Value::ServerError(e)) = replies.iter().find(|r| matches!(r, redis::Value::ServerError(_)))
         else {
@@ -1458,9 +1639,11 @@ pub async fn restore_logical(path: &Path, restorer: &mut Restorer<'_>) -> anyhow
 
 /// Restores every key of the server behind `from` (the scratch server holding a backup's RDB)
 /// through `restorer`, big keys in chunks as a logical export takes them.
-pub async fn copy_keys(from: &mut MultiplexedConnection, restorer: &mut Restorer<'_>) -> anyhow::Result<()> {
+pub async fn copy_keys(from: &mut Connection, restorer: &mut Restorer<'_>) -> anyhow::Result<()> {
     let info = client::info(from).await.unwrap_or_default();
-    let result = export(from, restorer, field_ttls(&info), &mut cache_core::ledger::Lookups::default()).await;
+    let by_value = restorer.router.is_rest();
+    let lookups = &mut cache_core::ledger::Lookups::default();
+    let result = export(from, restorer, field_ttls(&info), by_value, lookups).await;
     if result.is_err() {
         restorer.abandon().await;
     }
@@ -1470,12 +1653,12 @@ pub async fn copy_keys(from: &mut MultiplexedConnection, restorer: &mut Restorer
 /// RESTOREs `keys` into the server behind `conn` with REPLACE and their absolute expiry times
 /// (ABSTTL), pipelined. Keys whose time has passed are skipped; a key the server refuses is
 /// counted with the server's reply, and the others are still restored.
-pub async fn restore_keys(conn: &mut MultiplexedConnection, keys: &[KeyDump]) -> anyhow::Result<Routed> {
+pub async fn restore_keys(conn: &mut Connection, keys: &[KeyDump]) -> anyhow::Result<Routed> {
     let refs: Vec<&KeyDump> = keys.iter().collect();
     restore_refs(conn, &refs).await
 }
 
-async fn restore_refs(conn: &mut MultiplexedConnection, keys: &[&KeyDump]) -> anyhow::Result<Routed> {
+async fn restore_refs(conn: &mut Connection, keys: &[&KeyDump]) -> anyhow::Result<Routed> {
     let now = chrono::Utc::now().timestamp_millis();
     let (live, gone): (Vec<&KeyDump>, Vec<&KeyDump>) =
         keys.iter().copied().partition(|(_, at, _)| at.is_none_or(|at| at > now));
@@ -1591,7 +1774,7 @@ pub async fn replace_dump(target: &RedisTarget, rdb_gz: &Path, timeout: Duration
 /// load the AOF, not the dump), and its dump file's directory is here. Nothing is written
 /// until [`DumpSlot::stage`].
 pub struct DumpSlot {
-    conn: MultiplexedConnection,
+    conn: Connection,
     dump: PathBuf,
     /// The server's `save` setting while [`DumpSlot::hold_saves`] has it off.
     held: Option<String>,

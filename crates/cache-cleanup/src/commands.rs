@@ -353,7 +353,10 @@ fn recent_hit_ratio(ctx: &Context) -> Option<f64> {
 
 /// Estimates keys used in the last hour from a random sample of 200 keys' idle times.
 /// Also returns the keyspace lookups the sample caused (each OBJECT is one).
-async fn recent_keys(conn: &mut redis::aio::MultiplexedConnection, keys: u64) -> (u64, cache_core::ledger::Lookups) {
+async fn recent_keys(
+    conn: &mut cache_core::clients::redis::Connection,
+    keys: u64,
+) -> (u64, cache_core::ledger::Lookups) {
     const SAMPLE: usize = 200;
     let none = cache_core::ledger::Lookups::default();
     if keys == 0 {

@@ -191,7 +191,9 @@ pub fn load(explicit: Option<&Path>, env: &dyn Env, state_dir: &Path) -> anyhow:
     };
     validate(&config, &source_name).map_err(|mut e| {
         // A value the environment set is blamed on the variable; one from the file says its line.
-        if let Some(var) = env_overrides.iter().find(|v| overrides::key_of(v) == Some(e.key.as_str())) {
+        if let Some(var) =
+            env_overrides.iter().find(|v| overrides::key_of(v, &config).as_deref() == Some(e.key.as_str()))
+        {
             e.source_name = format!("environment variable {var}");
         } else if let Some(line) = line_of(&text, &e.key) {
             e.message = format!("{} (line {line})", e.message);

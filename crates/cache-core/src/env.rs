@@ -25,6 +25,14 @@ impl EnvVars {
     pub const HOME: &'static str = "HOME";
     /// URL of the first Redis target (seed name).
     pub const REDIS_URL: &'static str = "REDIS_URL";
+    /// Upstash's REST endpoint (Upstash's own name).
+    pub const UPSTASH_REDIS_REST_URL: &'static str = "UPSTASH_REDIS_REST_URL";
+    /// Upstash's REST token (Upstash's own name).
+    pub const UPSTASH_REDIS_REST_TOKEN: &'static str = "UPSTASH_REDIS_REST_TOKEN";
+    /// Upstash's REST endpoint (seed name).
+    pub const UPSTASH_URL: &'static str = "UPSTASH_URL";
+    /// Upstash's REST token (seed name).
+    pub const UPSTASH_TOKEN: &'static str = "UPSTASH_TOKEN";
     /// URL of the first PostgreSQL target (seed name).
     pub const DATABASE_URL: &'static str = "DATABASE_URL";
     /// Base URL of the first memory-API target (seed name).
@@ -52,6 +60,13 @@ impl EnvVars {
         (Self::XDG_CONFIG_HOME, "base of the per-user configuration file"),
         (Self::HOME, "fallback base of the per-user directories"),
         (Self::REDIS_URL, "URL of the first Redis target (creates `default` when none)"),
+        (
+            Self::UPSTASH_REDIS_REST_URL,
+            "Upstash REST endpoint: the first REST Redis target's URL (creates `upstash` when none)",
+        ),
+        (Self::UPSTASH_REDIS_REST_TOKEN, "Upstash REST token of that target"),
+        (Self::UPSTASH_URL, "`UPSTASH_REDIS_REST_URL` by the seed's name (Upstash's own name wins)"),
+        (Self::UPSTASH_TOKEN, "`UPSTASH_REDIS_REST_TOKEN` by the seed's name (Upstash's own name wins)"),
         (Self::DATABASE_URL, "URL of the first PostgreSQL target (creates `default` when none)"),
         (Self::MEM0_URL, "base URL of the first memory-API target"),
         (Self::MEM0_API_KEY, "API key of the first memory-API target"),

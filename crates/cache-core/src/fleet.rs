@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
+use crate::clients::redis::Connection;
 use chrono::{DateTime, Utc};
-use redis::aio::MultiplexedConnection;
 
 use crate::config::RedisTarget;
 
@@ -20,7 +20,7 @@ const DONE_MARK: Duration = Duration::from_secs(120);
 
 /// A held lease.
 pub struct Lease {
-    conn: MultiplexedConnection,
+    conn: Connection,
     key: String,
     value: String,
     token: i64,

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use redis::aio::MultiplexedConnection;
+use crate::clients::redis::Connection;
 
 use crate::clients::redis as client;
 use crate::config::{Config, PrefixRule, RedisTarget};
@@ -31,7 +31,7 @@ pub struct Primary {
     /// The target pointed at this server.
     pub target: RedisTarget,
     /// A connection to it.
-    pub conn: MultiplexedConnection,
+    pub conn: Connection,
     /// Its `INFO` (empty when refused).
     pub info: BTreeMap<String, String>,
 }
@@ -308,14 +308,20 @@ impl Primaries {
 pub struct Router {
     /// (first slot, last slot, index into `conns`), sorted.
     ranges: Vec<(u16, u16, usize)>,
-    conns: Vec<MultiplexedConnection>,
+    conns: Vec<Connection>,
     /// Each connection's server `run_id`, for the toolkit's own commands ([`crate::ledger`]).
     run_ids: Vec<String>,
 }
 
 impl Router {
+    /// Whether the keys go over a REST API ([`Connection::is_rest`]): text arguments only, so
+    /// no DUMP payload can be RESTOREd through it.
+    pub fn is_rest(&self) -> bool {
+        self.conns.iter().any(Connection::is_rest)
+    }
+
     /// The connection serving `key` (`None`: no primary serves its slot).
-    pub fn conn_for(&self, key: &[u8]) -> Option<MultiplexedConnection> {
+    pub fn conn_for(&self, key: &[u8]) -> Option<Connection> {
         if self.ranges.is_empty() {
             return self.conns.first().cloned();
         }
@@ -325,15 +331,12 @@ impl Router {
     }
 
     /// `keys` grouped by the connection serving them, so each group can go in one pipeline.
-    pub fn group<'k, K: AsRef<[u8]>>(&self, keys: &'k [K]) -> Vec<(MultiplexedConnection, Vec<&'k K>)> {
+    pub fn group<'k, K: AsRef<[u8]>>(&self, keys: &'k [K]) -> Vec<(Connection, Vec<&'k K>)> {
         self.group_by_server(keys).into_iter().map(|(conn, _, keys)| (conn, keys)).collect()
     }
 
     /// [`Router::group`], with each group's server `run_id`.
-    pub fn group_by_server<'k, K: AsRef<[u8]>>(
-        &self,
-        keys: &'k [K],
-    ) -> Vec<(MultiplexedConnection, String, Vec<&'k K>)> {
+    pub fn group_by_server<'k, K: AsRef<[u8]>>(&self, keys: &'k [K]) -> Vec<(Connection, String, Vec<&'k K>)> {
         let mut groups: BTreeMap<usize, Vec<&K>> = BTreeMap::new();
         for key in keys {
             let index = if self.ranges.is_empty() {
@@ -378,7 +381,7 @@ fn crc16(data: &[u8]) -> u16 {
 }
 
 /// Slot ranges per primary (`host:port` → ranges), from `CLUSTER SLOTS`.
-async fn slot_ranges(conn: &mut MultiplexedConnection) -> redis::RedisResult<Vec<(u16, u16, String)>> {
+async fn slot_ranges(conn: &mut Connection) -> redis::RedisResult<Vec<(u16, u16, String)>> {
     let reply: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query_async(conn).await?;
     let mut out = Vec::new();
     for entry in reply {
@@ -404,7 +407,7 @@ async fn slot_ranges(conn: &mut MultiplexedConnection) -> redis::RedisResult<Vec
 impl Primaries {
     /// A router over these primaries (slots from `CLUSTER SLOTS` of the first one).
     pub async fn router(&self) -> anyhow::Result<Router> {
-        let conns: Vec<MultiplexedConnection> = self.nodes.iter().map(|n| n.conn.clone()).collect();
+        let conns: Vec<Connection> = self.nodes.iter().map(|n| n.conn.clone()).collect();
         let run_ids: Vec<String> = self.nodes.iter().map(|n| n.run_id().to_owned()).collect();
         if !self.cluster {
             return Ok(Router { ranges: Vec::new(), conns, run_ids });

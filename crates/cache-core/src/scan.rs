@@ -11,8 +11,8 @@ use crate::ledger::Lookups;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::clients::redis::Connection;
 use redis::Value;
-use redis::aio::MultiplexedConnection;
 
 /// What is known of one key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,7 +114,7 @@ const UNAVAILABLE: &[&str] = &["CLUSTERDOWN", "MOVED", "ASK", "TRYAGAIN", "LOADI
 
 /// A scan in progress.
 pub struct Scanner {
-    conn: MultiplexedConnection,
+    conn: Connection,
     opts: ScanOptions,
     cursor: u64,
     finished: bool,
@@ -142,7 +142,7 @@ impl Drop for Scanner {
 impl Scanner {
     /// Starts a scan at `cursor` (0 for a new one). Learns whether the policy is LFU, and
     /// which method the server allows.
-    pub async fn new(mut conn: MultiplexedConnection, opts: ScanOptions, cursor: u64) -> redis::RedisResult<Self> {
+    pub async fn new(mut conn: Connection, opts: ScanOptions, cursor: u64) -> redis::RedisResult<Self> {
         let mut missing = BTreeSet::new();
         let policy: redis::RedisResult<Vec<String>> =
             redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(&mut conn).await;

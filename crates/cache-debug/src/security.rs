@@ -10,12 +10,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use cache_core::app::Context;
+use cache_core::clients::redis::Connection;
 use cache_core::clients::{postgres, redis as redis_client};
 use cache_core::config::{Channel, ConfigSource, RedisTarget};
 use cache_core::exit::{Reach, Tally};
 use cache_core::messages::{MAX_LINE, clip, condense};
 use cache_core::output::Format;
-use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use serde_json::json;
 
@@ -78,7 +78,7 @@ struct Server {
     /// Who findings name: `redis/main`, `redis/main 127.0.0.1:7001`, or
     /// `redis/main 127.0.0.1:7004 (replica)`.
     subject: String,
-    conn: MultiplexedConnection,
+    conn: Connection,
 }
 
 /// The servers of `target`: the server itself, or every primary of its cluster and every

@@ -158,7 +158,7 @@ impl RedisJob<'_> {
     /// Cleans one server (a standalone server, or one primary of a cluster: `node`).
     async fn run_node(
         &self,
-        mut conn: redis::aio::MultiplexedConnection,
+        mut conn: cache_core::clients::redis::Connection,
         info: &BTreeMap<String, String>,
         node: Option<&str>,
         report: &mut TargetReport,
@@ -283,7 +283,7 @@ struct Memory {
 impl Memory {
     /// Reads `INFO memory`, first waiting (briefly) for the lazy-free thread to finish freeing
     /// what was just unlinked, so that the figure counts it.
-    async fn read(conn: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<Self> {
+    async fn read(conn: &mut cache_core::clients::redis::Connection) -> redis::RedisResult<Self> {
         let started = Instant::now();
         loop {
             let text: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
@@ -373,7 +373,7 @@ struct Eviction<'a> {
 impl Eviction<'_> {
     async fn run(
         &self,
-        mut conn: redis::aio::MultiplexedConnection,
+        mut conn: cache_core::clients::redis::Connection,
         mut coldest: Option<Coldest>,
         report: &mut TargetReport,
         cap: &mut Cap,
@@ -536,7 +536,7 @@ impl Eviction<'_> {
     /// The candidates, coldest first: those the first pass kept, or a scan's.
     async fn candidates(
         &self,
-        conn: &redis::aio::MultiplexedConnection,
+        conn: &cache_core::clients::redis::Connection,
         kept: Option<Coldest>,
         need: u64,
         report: &mut TargetReport,
@@ -572,7 +572,7 @@ impl Eviction<'_> {
     /// one already gone is dropped).
     async fn still_cold(
         &self,
-        conn: &mut redis::aio::MultiplexedConnection,
+        conn: &mut cache_core::clients::redis::Connection,
         batch: Vec<Candidate>,
     ) -> redis::RedisResult<Vec<Candidate>> {
         let freq = self.pass.access.get() == Some(&Access::Freq);
@@ -665,7 +665,7 @@ impl Pass<'_> {
 
     async fn scanner(
         &self,
-        conn: redis::aio::MultiplexedConnection,
+        conn: cache_core::clients::redis::Connection,
         start: u64,
         report: &mut TargetReport,
     ) -> Option<Scanner> {
@@ -688,7 +688,7 @@ impl Pass<'_> {
     /// as completed: the cap says why it stopped).
     async fn run(
         &self,
-        conn: redis::aio::MultiplexedConnection,
+        conn: cache_core::clients::redis::Connection,
         start: u64,
         report: &mut TargetReport,
         cap: &mut Cap,
@@ -741,7 +741,7 @@ impl Pass<'_> {
     /// A scan that only finds eviction candidates (changes nothing).
     async fn collect(
         &self,
-        conn: redis::aio::MultiplexedConnection,
+        conn: cache_core::clients::redis::Connection,
         report: &mut TargetReport,
         coldest: &mut Coldest,
     ) -> bool {
@@ -890,7 +890,7 @@ impl Pass<'_> {
 
     async fn apply(
         &self,
-        conn: &mut redis::aio::MultiplexedConnection,
+        conn: &mut cache_core::clients::redis::Connection,
         Actions { deletes, expires }: &Actions,
         report: &mut TargetReport,
     ) -> redis::RedisResult<()> {

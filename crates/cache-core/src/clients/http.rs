@@ -52,6 +52,21 @@ pub async fn client_async() -> anyhow::Result<reqwest::Client> {
     tokio::task::spawn_blocking(built).await.context("building the HTTP client")?
 }
 
+/// An HTTP client trusting `trust`: the process's own ([`client_async`]) for the default
+/// trust, else one built on the connector for `trust` ([`super::tls::connector`]), with the
+/// same connect timeout and user agent. Callers set a total timeout on each request.
+pub async fn client_with(trust: &super::tls::Trust) -> anyhow::Result<reqwest::Client> {
+    if *trust == super::tls::Trust::default() {
+        return client_async().await;
+    }
+    reqwest::Client::builder()
+        .use_preconfigured_tls(super::tls::connector(trust).await?)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(USER_AGENT)
+        .build()
+        .context("building the HTTP client")
+}
+
 #[cfg(test)]
 mod tests {
     /// How far before a `.send()` (or a call of a function sending a builder it was given) the

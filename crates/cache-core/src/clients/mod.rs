@@ -8,6 +8,7 @@ pub mod memory;
 pub mod postgres;
 pub mod redis;
 pub mod tls;
+pub mod upstash;
 
 /// Times up to `n` calls of `probe` (milliseconds each), stopping at the first failure, which
 /// comes back with the samples taken before it. The latency sampler of analytics, health and

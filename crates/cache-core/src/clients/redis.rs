@@ -1,37 +1,112 @@
-//! Redis connections (`redis://`, `rediss://` TLS, `redis+unix://`) with explicit timeouts.
+//! Redis connections (`redis://`, `rediss://` TLS, `redis+unix://`, and Upstash's REST API)
+//! with explicit timeouts.
 //!
 //! The redis crate gives async connections a 500 ms response timeout and a 1 s connection
 //! timeout by default. Both are set here from the target's configuration instead, so a slow
 //! but legitimate command is not cut off and a dead server is not waited on for long.
+//!
+//! Every tool holds a [`Connection`]: a multiplexed RESP connection or a REST one
+//! ([`super::upstash`]); both take `redis::cmd`, pipelines and scripts alike.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, ConnectionAddr};
 
 use super::tls::Trust;
+use super::upstash::RestConnection;
 
 use crate::config::RedisTarget;
 use crate::error::Unreachable;
 
-/// Opens a multiplexed connection to `target`, or fails within its connect timeout (plus one
-/// response timeout for the handshake) with [`Unreachable`]. A cluster target with seed `urls`
-/// falls back to them, in order, when its `url` is unreachable (after a failover the node
-/// named first may be gone): any node serves to read the topology.
-pub async fn connect(target: &RedisTarget) -> anyhow::Result<MultiplexedConnection> {
+/// A connection to a Redis target, over RESP or Upstash's REST API. Cheap to clone: clones
+/// share the connection.
+#[derive(Clone)]
+pub enum Connection {
+    /// The Redis protocol, multiplexed.
+    Resp(MultiplexedConnection),
+    /// Upstash's REST API.
+    Rest(RestConnection),
+}
+
+impl Connection {
+    /// Whether commands go over the REST API: text arguments only, no replication stream, no
+    /// dump file to read.
+    pub fn is_rest(&self) -> bool {
+        matches!(self, Self::Rest(_))
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Resp(c) => c.req_packed_command(cmd),
+            Self::Rest(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Resp(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Rest(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Resp(c) => c.get_db(),
+            Self::Rest(c) => c.get_db(),
+        }
+    }
+}
+
+/// Opens a connection to `target`, or fails within its connect timeout (plus one response
+/// timeout for the handshake) with [`Unreachable`]. A cluster target with seed `urls` falls
+/// back to them, in order, when its `url` is unreachable (after a failover the node named
+/// first may be gone): any node serves to read the topology. A REST target is checked with a
+/// PING, so that a wrong endpoint or token fails here as a RESP handshake would.
+pub async fn connect(target: &RedisTarget) -> anyhow::Result<Connection> {
+    if target.is_rest() {
+        return connect_rest(target).await.map(Connection::Rest);
+    }
     let first = match connect_url(target, &target.url).await {
-        Ok(connection) => return Ok(connection),
+        Ok(connection) => return Ok(Connection::Resp(connection)),
         Err(e) => e,
     };
     for seed in &target.urls {
         if let Ok(connection) = connect_url(target, seed).await {
             tracing::warn!("redis/{}: {} is unreachable ({first:#}); using the seed {seed}", target.name, target.url);
-            return Ok(connection);
+            return Ok(Connection::Resp(connection));
         }
     }
     Err(first)
+}
+
+async fn connect_rest(target: &RedisTarget) -> anyhow::Result<RestConnection> {
+    let unreachable = |message: String| Unreachable {
+        tier: "redis".into(),
+        target: target.name.clone(),
+        message: format!("{message} ({})", target.url),
+    };
+    let (endpoint, token) =
+        target.rest_endpoint().ok_or_else(|| unreachable("a REST target needs its token".into()))?;
+    let trust = Trust { ca_file: target.ca_file.clone(), accept_invalid: false };
+    let client = super::http::client_with(&trust).await.map_err(|e| unreachable(format!("{e:#}")))?;
+    let mut connection = RestConnection::new(client, endpoint, token, target.timeout);
+    let budget = target.connect_timeout + target.timeout;
+    let ping = redis::cmd("PING");
+    match tokio::time::timeout(budget, ping.query_async::<String>(&mut connection)).await {
+        Ok(Ok(_)) => Ok(connection),
+        Ok(Err(e)) => Err(unreachable(e.to_string()).into()),
+        Err(_) => Err(unreachable(format!("no answer within {}", humantime::format_duration(budget))).into()),
+    }
 }
 
 /// The seeds of `target` (`url` and `urls`) that do not answer; empty when it has no seed
@@ -61,7 +136,7 @@ async fn connect_url(target: &RedisTarget, url: &crate::redact::SafeUrl) -> anyh
     let connecting = async {
         match client.get_connection_info().addr() {
             ConnectionAddr::TcpTls { host, port, insecure, .. } => {
-                let trust = Trust { ca_file: None, accept_invalid: *insecure };
+                let trust = Trust { ca_file: target.ca_file.clone(), accept_invalid: *insecure };
                 connect_tls(host, *port, &trust, client.get_connection_info().redis_settings(), config, target).await
             }
             _ => client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| e.to_string()),
@@ -113,11 +188,16 @@ async fn connect_tls(
 /// (`rediss://`); for callers that build the connectors before timing anything
 /// ([`super::tls::prepare`]).
 pub fn trusts(target: &RedisTarget) -> Vec<Trust> {
+    if target.is_rest() {
+        return vec![Trust { ca_file: target.ca_file.clone(), accept_invalid: false }];
+    }
     let mut trusts: Vec<Trust> = std::iter::once(&target.url)
         .chain(&target.urls)
         .filter_map(|url| redis::IntoConnectionInfo::into_connection_info(url.expose()).ok())
         .filter_map(|info| match info.addr() {
-            ConnectionAddr::TcpTls { insecure, .. } => Some(Trust { ca_file: None, accept_invalid: *insecure }),
+            ConnectionAddr::TcpTls { insecure, .. } => {
+                Some(Trust { ca_file: target.ca_file.clone(), accept_invalid: *insecure })
+            }
             _ => None,
         })
         .collect();
@@ -126,7 +206,7 @@ pub fn trusts(target: &RedisTarget) -> Vec<Trust> {
 }
 
 /// Runs `INFO` (all default sections) and parses it into field → value.
-pub async fn info(connection: &mut MultiplexedConnection) -> redis::RedisResult<BTreeMap<String, String>> {
+pub async fn info(connection: &mut Connection) -> redis::RedisResult<BTreeMap<String, String>> {
     let text: String = redis::cmd("INFO").query_async(connection).await?;
     Ok(parse_info(&text))
 }
@@ -169,7 +249,7 @@ pub fn is_refused(error: &redis::RedisError) -> bool {
 /// The primaries of a Redis Cluster holding slots (failed or not), from `CLUSTER NODES`;
 /// `None` when the server is not in cluster mode (`cluster_enabled` in `info`).
 pub async fn cluster_primaries(
-    connection: &mut MultiplexedConnection,
+    connection: &mut Connection,
     info: &BTreeMap<String, String>,
 ) -> redis::RedisResult<Option<Vec<ClusterNode>>> {
     if info.get("cluster_enabled").map(String::as_str) != Some("1") {

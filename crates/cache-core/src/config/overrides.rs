@@ -22,20 +22,26 @@ impl Env for ProcessEnv {
     }
 }
 
-/// The configuration key a variable sets (for errors blamed on the variable).
-pub(super) fn key_of(var: &str) -> Option<&'static str> {
+/// The configuration key a variable sets in `config` (for errors blamed on the variable).
+pub(super) fn key_of(var: &str, config: &Config) -> Option<String> {
+    let rest = || config.redis.iter().position(RedisTarget::is_rest);
     Some(match var {
-        EnvVars::REDIS_URL => "redis[0].url",
-        EnvVars::DATABASE_URL => "postgres[0].url",
-        EnvVars::MEM0_URL => "memory[0].url",
-        EnvVars::MEM0_API_KEY => "memory[0].api_key",
-        EnvVars::PROJECT_NAME => "project_name",
+        EnvVars::REDIS_URL => "redis[0].url".into(),
+        EnvVars::UPSTASH_REDIS_REST_URL | EnvVars::UPSTASH_URL => format!("redis[{}].url", rest()?),
+        EnvVars::UPSTASH_REDIS_REST_TOKEN | EnvVars::UPSTASH_TOKEN => format!("redis[{}].token", rest()?),
+        EnvVars::DATABASE_URL => "postgres[0].url".into(),
+        EnvVars::MEM0_URL => "memory[0].url".into(),
+        EnvVars::MEM0_API_KEY => "memory[0].api_key".into(),
+        EnvVars::PROJECT_NAME => "project_name".into(),
         _ => return None,
     })
 }
 
 /// The name of a target created from the environment alone.
 const DEFAULT_TARGET: &str = "default";
+
+/// The name of a REST target created from the Upstash variables alone.
+const UPSTASH_TARGET: &str = "upstash";
 
 /// Applies the environment to `config`, returning the variables that were used.
 pub(super) fn apply_env(config: &mut Config, env: &dyn Env) -> Result<Vec<&'static str>, ConfigError> {
@@ -57,6 +63,7 @@ pub(super) fn apply_env(config: &mut Config, env: &dyn Env) -> Result<Vec<&'stat
         }
         used.push(EnvVars::REDIS_URL);
     }
+    upstash(config, env, &mut used)?;
     if let Some(raw) = env.var(EnvVars::DATABASE_URL) {
         let url = env_url(EnvVars::DATABASE_URL, &raw)?;
         match config.postgres.first_mut() {
@@ -82,4 +89,71 @@ pub(super) fn apply_env(config: &mut Config, env: &dyn Env) -> Result<Vec<&'stat
         }
     }
     Ok(used)
+}
+
+/// The Upstash variables (Upstash's own names first, then the seed's): they set the URL and
+/// token of the first REST Redis target, or create `upstash`. A URL without a token (or the
+/// reverse) is an error naming the missing variable, never silently ignored.
+fn upstash(config: &mut Config, env: &dyn Env, used: &mut Vec<&'static str>) -> Result<(), ConfigError> {
+    let pick = |names: [&'static str; 2]| names.into_iter().find_map(|name| Some((name, env.var(name)?)));
+    let url = pick([EnvVars::UPSTASH_REDIS_REST_URL, EnvVars::UPSTASH_URL]);
+    let token = pick([EnvVars::UPSTASH_REDIS_REST_TOKEN, EnvVars::UPSTASH_TOKEN]);
+    let existing = config.redis.iter().position(RedisTarget::is_rest);
+    let (url_var, raw_url, token_var, raw_token) = match (url, token) {
+        (None, None) => return Ok(()),
+        (Some((u, raw_u)), Some((t, raw_t))) => (Some(u), Some(raw_u), t, raw_t),
+        // A token alone may complete a REST target of the file.
+        (None, Some((t, raw_t))) if existing.is_some() => (None, None, t, raw_t),
+        (Some((u, _)), None) => {
+            return Err(ConfigError::new(
+                format!("environment variable {u}"),
+                u,
+                "is set but no token is: set UPSTASH_REDIS_REST_TOKEN (or UPSTASH_TOKEN) too",
+            ));
+        }
+        (None, Some((t, _))) => {
+            return Err(ConfigError::new(
+                format!("environment variable {t}"),
+                t,
+                "is set but no REST URL is: set UPSTASH_REDIS_REST_URL (or UPSTASH_URL) too",
+            ));
+        }
+    };
+    let url = match (url_var, raw_url) {
+        (Some(var), Some(raw)) => {
+            // Upstash gives `https://<name>.upstash.io`: the REST transport is implied.
+            let raw = if raw.starts_with("upstash+") { raw } else { format!("upstash+{raw}") };
+            let url = SafeUrl::parse(&raw).map_err(|e| {
+                ConfigError::new(format!("environment variable {var}"), var, format!("not a valid URL: {e}"))
+            })?;
+            if !matches!(url.scheme(), "upstash+https" | "upstash+http") {
+                return Err(ConfigError::new(
+                    format!("environment variable {var}"),
+                    var,
+                    "must be the REST endpoint, https://…",
+                ));
+            }
+            used.push(var);
+            Some(url)
+        }
+        _ => None,
+    };
+    let token = Secret::new(raw_token);
+    used.push(token_var);
+    match (existing, url) {
+        (Some(i), url) => {
+            let target = &mut config.redis[i];
+            if let Some(url) = url {
+                target.url = url;
+            }
+            target.token = Some(token);
+        }
+        (None, Some(url)) => {
+            let mut target = RedisTarget::new(UPSTASH_TARGET, url);
+            target.token = Some(token);
+            config.redis.push(target);
+        }
+        (None, None) => unreachable!("a token alone is taken only when a REST target exists"),
+    }
+    Ok(())
 }

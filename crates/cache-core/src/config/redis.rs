@@ -1,25 +1,37 @@
 //! `[[redis]]`: Redis targets and their known key prefixes.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 use super::{default_timeout, from_fields};
-use crate::redact::SafeUrl;
+use crate::redact::{SafeUrl, Secret};
 
 fn redis_connect_timeout() -> Duration {
     Duration::from_secs(2)
 }
 
-/// A Redis server (`redis://`, `rediss://` for TLS, `redis+unix://`).
+/// A Redis server (`redis://`, `rediss://` for TLS, `redis+unix://`), or Upstash through its
+/// REST API (`upstash+https://`, or `https://` with a `token`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisTarget {
     /// Name, unique within the tier.
     pub name: String,
-    /// Connection URL; the password is redacted everywhere.
+    /// Connection URL; the password is redacted everywhere. `rest_url` is another name for it
+    /// (Upstash's REST endpoint).
+    #[serde(alias = "rest_url")]
     pub url: SafeUrl,
+    /// The bearer token of a REST target (Upstash's `UPSTASH_REDIS_REST_TOKEN`); else the URL's
+    /// password is the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// A CA certificate (PEM) trusted on top of the system's roots, for `rediss://` and REST
+    /// targets whose server certificate a private CA signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// Time allowed to establish the connection (default 2 s).
     #[serde(default = "redis_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -65,6 +77,52 @@ impl RedisTarget {
         let name = name.into();
         Self { url: url.clone(), ..from_fields(&[("name", &name), ("url", url.expose())]) }
     }
+
+    /// How the target is reached: RESP over TCP, TLS or a socket, or Upstash's REST API.
+    pub fn transport(&self) -> Transport {
+        match self.url.scheme() {
+            "upstash+https" | "upstash+http" | "https" | "http" => Transport::Rest,
+            _ => Transport::Resp,
+        }
+    }
+
+    /// Whether the target is reached through a REST API ([`Transport::Rest`]).
+    pub fn is_rest(&self) -> bool {
+        self.transport() == Transport::Rest
+    }
+
+    /// The REST endpoint (`https://…`, without the `upstash+` and without a password) and its
+    /// bearer token, for a REST target; `None` for a RESP one or when no token is known.
+    pub fn rest_endpoint(&self) -> Option<(url::Url, Secret)> {
+        if !self.is_rest() {
+            return None;
+        }
+        let raw = self.url.expose();
+        let mut url = url::Url::parse(raw.strip_prefix("upstash+").unwrap_or(raw)).ok()?;
+        let from_url = url.password().map(|p| {
+            url::form_urlencoded::parse(format!("x={p}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        });
+        let token = match (&self.token, from_url) {
+            (Some(token), _) => token.clone(),
+            (None, Some(password)) if !password.is_empty() => Secret::new(password),
+            _ => return None,
+        };
+        let _ = url.set_password(None);
+        let _ = url.set_username("");
+        Some((url, token))
+    }
+}
+
+/// How a Redis target is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// The Redis protocol (`redis://`, `rediss://`, `redis+unix://`).
+    Resp,
+    /// Commands as JSON arrays POSTed to a REST API, Upstash's protocol (`upstash+https://`).
+    Rest,
 }
 
 /// A known key prefix and the TTL its keys must have.

@@ -218,3 +218,70 @@ fn validation_errors_name_the_line_or_the_variable_that_set_the_value() {
     let e = load_text("[[redis]]\nname = \"a\"\nurl = \"redis://x\"\n", &env);
     assert_eq!((e.source_name.as_str(), e.key.as_str()), ("environment variable REDIS_URL", "redis[0].url"));
 }
+
+#[test]
+fn upstash_rest_targets_from_the_file_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    let load_with = |text: &str, vars: &[(&'static str, &'static str)]| {
+        std::fs::write(&file, text).unwrap();
+        let mut env = HashMap::from([(EnvVars::HOME, "/x")]);
+        env.extend(vars.iter().copied());
+        load(Some(&file), &MapEnv(env), Path::new("/st"))
+    };
+    let error = |r: anyhow::Result<Loaded>| r.unwrap_err().downcast_ref::<ConfigError>().unwrap().clone();
+    // `rest_url` and `token`; the token is never shown.
+    let loaded =
+        load_with("[[redis]]\nname = \"u\"\nrest_url = \"https://eu1.upstash.io\"\ntoken = \"tok-123\"\n", &[]);
+    let target = &loaded.unwrap().config.redis[0];
+    assert!(target.is_rest());
+    let (endpoint, token) = target.rest_endpoint().unwrap();
+    assert_eq!((endpoint.as_str(), token.expose()), ("https://eu1.upstash.io/", "tok-123"));
+    assert!(!format!("{target:?}").contains("tok-123"));
+    // The URL's password is the token too; `upstash+` is dropped from the endpoint.
+    let loaded = load_with("[[redis]]\nname = \"u\"\nurl = \"upstash+https://:tok%2F9@h.upstash.io\"\n", &[]);
+    let (endpoint, token) = loaded.unwrap().config.redis[0].rest_endpoint().unwrap();
+    assert_eq!((endpoint.as_str(), token.expose()), ("https://h.upstash.io/", "tok/9"));
+    // No token, plain http to another host, seeds: refused, naming the key.
+    let e = error(load_with("[[redis]]\nname = \"u\"\nurl = \"upstash+https://h.upstash.io\"\n", &[]));
+    assert_eq!(e.key, "redis[0].url");
+    assert!(e.message.contains("needs its token") && e.message.ends_with("(line 3)"), "{}", e.message);
+    let e = error(load_with("[[redis]]\nname = \"u\"\nurl = \"upstash+http://h.example\"\ntoken = \"t\"\n", &[]));
+    assert!(e.message.contains("in clear"), "{}", e.message);
+    let e = error(load_with("[[redis]]\nname = \"r\"\nurl = \"redis://h\"\ntoken = \"t\"\n", &[]));
+    assert_eq!(e.key, "redis[0].token");
+    // Upstash's variables (or the seed's) create `upstash` beside a RESP target.
+    let resp = "[[redis]]\nname = \"main\"\nurl = \"redis://h\"\n";
+    let loaded =
+        load_with(resp, &[(EnvVars::UPSTASH_URL, "https://seed.upstash.io"), (EnvVars::UPSTASH_TOKEN, "seed-tok")])
+            .unwrap();
+    assert_eq!(loaded.config.redis.len(), 2);
+    let upstash = &loaded.config.redis[1];
+    assert_eq!((upstash.name.as_str(), upstash.url.scheme()), ("upstash", "upstash+https"));
+    assert_eq!(upstash.rest_endpoint().unwrap().1.expose(), "seed-tok");
+    assert_eq!(loaded.env_overrides, [EnvVars::UPSTASH_URL, EnvVars::UPSTASH_TOKEN]);
+    // Upstash's own names win over the seed's; a file's REST target is the one they set.
+    let file_rest = "[[redis]]\nname = \"up\"\nurl = \"upstash+https://old.upstash.io\"\ntoken = \"old\"\n";
+    let loaded = load_with(
+        file_rest,
+        &[
+            (EnvVars::UPSTASH_REDIS_REST_URL, "https://new.upstash.io"),
+            (EnvVars::UPSTASH_URL, "https://seed.upstash.io"),
+            (EnvVars::UPSTASH_REDIS_REST_TOKEN, "new"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(loaded.config.redis.len(), 1);
+    let (endpoint, token) = loaded.config.redis[0].rest_endpoint().unwrap();
+    assert_eq!((endpoint.host_str(), token.expose()), (Some("new.upstash.io"), "new"));
+    // A URL without a token is an error naming the missing variable, never ignored.
+    let e = error(load_with(resp, &[(EnvVars::UPSTASH_URL, "https://seed.upstash.io")]));
+    assert_eq!(e.key, EnvVars::UPSTASH_URL);
+    assert!(e.message.contains("UPSTASH_REDIS_REST_TOKEN"), "{}", e.message);
+    // A bad value is blamed on the variable.
+    let e = error(load_with(
+        resp,
+        &[(EnvVars::UPSTASH_REDIS_REST_URL, "http://far.example"), (EnvVars::UPSTASH_REDIS_REST_TOKEN, "t")],
+    ));
+    assert_eq!(e.source_name, "environment variable UPSTASH_REDIS_REST_URL");
+}

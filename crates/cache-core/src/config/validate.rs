@@ -34,18 +34,38 @@ fn redis(targets: &[RedisTarget], source: &str) -> Result<(), ConfigError> {
     let err = |key: String, msg: &str| ConfigError::new(source, key, msg);
     check_names(source, "redis", targets.iter().map(|t| t.name.as_str()))?;
     for (i, t) in targets.iter().enumerate() {
-        if !matches!(t.url.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
-            return Err(err(format!("redis[{i}].url"), "scheme must be redis://, rediss:// or redis+unix://"));
+        if !matches!(
+            t.url.scheme(),
+            "redis" | "rediss" | "redis+unix" | "unix" | "upstash+https" | "upstash+http" | "https" | "http"
+        ) {
+            return Err(err(
+                format!("redis[{i}].url"),
+                "scheme must be redis://, rediss://, redis+unix://, or upstash+https:// for Upstash's REST API",
+            ));
+        }
+        if t.is_rest() {
+            rest_target(t, i, source)?;
+        } else if t.token.is_some() {
+            return Err(err(
+                format!("redis[{i}].token"),
+                "is the token of a REST target (upstash+https://); a redis:// URL carries its password itself",
+            ));
         }
         for (j, seed) in t.urls.iter().enumerate() {
             if seed.scheme() != t.url.scheme() {
                 return Err(err(format!("redis[{i}].urls[{j}]"), "must use the same scheme as `url`"));
             }
         }
+        if let Some(ca) = &t.ca_file
+            && !ca.is_file()
+        {
+            return Err(err(format!("redis[{i}].ca_file"), &format!("`{}` is not a readable file", ca.display())));
+        }
         // Parsed as the client will, so that a bad database number or option is refused here,
         // naming the key, and not at every run as an unreachable target.
         for (key, url) in std::iter::once((format!("redis[{i}].url"), &t.url))
             .chain(t.urls.iter().enumerate().map(|(j, u)| (format!("redis[{i}].urls[{j}]"), u)))
+            .filter(|_| !t.is_rest())
         {
             if let Err(e) = redis::Client::open(url.expose()) {
                 return Err(err(key, &format!("not a usable Redis URL: {e}")));
@@ -73,6 +93,33 @@ fn redis(targets: &[RedisTarget], source: &str) -> Result<(), ConfigError> {
                 "must not be empty: every key of the database would be the project's",
             ));
         }
+    }
+    Ok(())
+}
+
+/// A Redis target reached through Upstash's REST API: a token, no seeds, and plain HTTP only
+/// to this host (the token would cross the network in clear).
+fn rest_target(t: &RedisTarget, i: usize, source: &str) -> Result<(), ConfigError> {
+    let err = |key: String, msg: &str| ConfigError::new(source, key, msg);
+    let Some((url, _)) = t.rest_endpoint() else {
+        return Err(err(
+            format!("redis[{i}].url"),
+            "is a REST endpoint (Upstash), which needs its token: set `token` (or UPSTASH_REDIS_REST_TOKEN); \
+             a Redis server's URL is redis:// or rediss://",
+        ));
+    };
+    if !t.urls.is_empty() {
+        return Err(err(format!("redis[{i}].urls"), "a REST target has one endpoint: no seed `urls`"));
+    }
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]" | "::1"));
+    if url.scheme() == "http" && !loopback {
+        return Err(err(
+            format!("redis[{i}].url"),
+            "plain http:// would send the token in clear: use https:// (http:// only to this host)",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(err(format!("redis[{i}].url"), "a REST endpoint takes no query or fragment"));
     }
     Ok(())
 }

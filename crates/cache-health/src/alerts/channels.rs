@@ -338,18 +338,8 @@ async fn post_alertmanager(channel: &Channel, name: &str, alerts: &[Value]) -> a
     let Channel::Alertmanager { username, password, bearer_token, ca_file, timeout, .. } = channel else {
         anyhow::bail!("channel `{name}` is no alertmanager channel");
     };
-    let client = match ca_file {
-        None => cache_core::clients::http::client_async().await?,
-        Some(path) => {
-            let trust = cache_core::clients::tls::Trust { ca_file: Some(path.clone()), accept_invalid: false };
-            reqwest::Client::builder()
-                .use_preconfigured_tls(cache_core::clients::tls::connector(&trust).await?)
-                .connect_timeout(cache_core::clients::http::CONNECT_TIMEOUT)
-                .user_agent(cache_core::clients::http::USER_AGENT)
-                .build()
-                .context("building the HTTP client")?
-        }
-    };
+    let trust = cache_core::clients::tls::Trust { ca_file: ca_file.clone(), accept_invalid: false };
+    let client = cache_core::clients::http::client_with(&trust).await?;
     let mut errors = Vec::new();
     let mut all_permanent = true;
     for base in channel.alertmanager_urls() {

@@ -87,7 +87,7 @@ pub async fn probe(target: &RedisTarget, settings: &HealthSettings, lookback: Lo
 
 /// Returns the keyspace lookups it caused (the GET), which are the toolkit's.
 async fn write_round_trip(
-    connection: &mut redis::aio::MultiplexedConnection,
+    connection: &mut cache_core::clients::redis::Connection,
     target: &str,
     report: &mut TargetReport,
 ) -> Lookups {
@@ -143,7 +143,7 @@ async fn write_round_trip(
 
 async fn info(
     target: &RedisTarget,
-    connection: &mut redis::aio::MultiplexedConnection,
+    connection: &mut cache_core::clients::redis::Connection,
     report: &mut TargetReport,
     settings: &HealthSettings,
     lookback: Lookback<'_>,
@@ -354,7 +354,7 @@ fn server_counters(info: &std::collections::BTreeMap<String, String>) -> Option<
 }
 
 /// A cluster node: the cluster's state and slot coverage, from `CLUSTER INFO`.
-async fn cluster(connection: &mut redis::aio::MultiplexedConnection, report: &mut TargetReport) {
+async fn cluster(connection: &mut cache_core::clients::redis::Connection, report: &mut TargetReport) {
     let text: redis::RedisResult<String> = redis::cmd("CLUSTER").arg("INFO").query_async(connection).await;
     let Ok(text) = text else {
         report.check("cluster", Status::Healthy, "CLUSTER INFO not supported on this tier", None);
