@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cache_tests::{Mem0Server, RecordedRequest, TestEnv};
 use serde_json::Value;
 
-use crate::{ANALYTICS, CLEANUP, HEALTH};
+use crate::{ANALYTICS, BACKUP, CLEANUP, HEALTH};
 
 /// `n` memories of `proj`, none a duplicate of another, plus `dup-old` (early in the list) and
 /// `dup-new` (late: on the last page of 100) restating it, newer.
@@ -57,6 +57,19 @@ fn v3_cleanup_pages_through_250_memories_and_judges_duplicates_on_the_whole_list
     let ids = mem0.ids();
     assert_eq!(ids.len(), 249);
     assert!(!ids.contains(&"dup-old".to_owned()) && ids.contains(&"dup-new".to_owned()), "{ids:?}");
+    // Undone through v3's add, as the current SDK adds: the memory is back, verbatim.
+    let run_id = report["run_id"].as_str().unwrap();
+    env.run(CLEANUP, &["undo", run_id, "--yes"]).expect_code(0);
+    let requests = mem0.requests();
+    let adds = posts_to(&requests, "/v3/memories/add/");
+    assert_eq!(adds.len(), 1, "{requests:?}");
+    let add = body(adds[0]);
+    assert_eq!((add["user_id"].as_str(), add["infer"].as_bool()), (Some("proj"), Some(false)), "{add}");
+    assert!(posts_to(&requests, "/v1/memories/").is_empty(), "no v1 add on v3");
+    assert_eq!(mem0.ids().len(), 250);
+    mem0.clear_requests();
+    env.run(CLEANUP, &["memory", "--yes"]).expect_code(0);
+    assert_eq!(mem0.ids().len(), 249);
     // Three pages, followed by `next`, each in v3's shape.
     let requests = mem0.requests();
     let pages = posts_to(&requests, "/v3/memories/");
@@ -115,6 +128,12 @@ fn a_capped_self_hosted_server_counts_at_least_100_and_cleanup_refuses_a_partial
     assert_eq!((figures["memories"].as_u64(), figures["truncated"].as_bool()), (Some(100), Some(true)), "{figures:#}");
     let text = env.run(ANALYTICS, &["collect"]);
     assert!(text.stdout.contains("at least 100 memories"), "{}", text.dump());
+    // A backup of the first 100 would restore as if it were all of them: refused, and said.
+    let backup = env.run(BACKUP, &["create", "--only", "memory"]);
+    assert_ne!(backup.code(), 0, "{}", backup.dump());
+    assert!(backup.stderr.contains("may be incomplete (100 memories listed"), "{}", backup.dump());
+    let list = env.run(BACKUP, &["list", "--format", "json"]).json();
+    assert_eq!(list["backups"].as_array().map(Vec::len), Some(0), "{list:#}");
 
     // Under the cap the one answer is everything: cleanup judges and deletes.
     let small = Mem0Server::self_hosted_capped("key-1", 100);
@@ -123,6 +142,9 @@ fn a_capped_self_hosted_server_counts_at_least_100_and_cleanup_refuses_a_partial
     env.run(CLEANUP, &["memory", "--yes"]).expect_code(0);
     assert!(!small.ids().contains(&"dup-old".to_owned()));
     assert_eq!(small.ids().len(), 59);
+    let backup = env.run(BACKUP, &["create", "--only", "memory", "--format", "json"]);
+    backup.expect_code(0);
+    assert!(backup.json()["notes"].to_string().contains("59 memories"), "{}", backup.dump());
 }
 
 #[test]
@@ -186,6 +208,7 @@ client = MemoryClient(api_key="key-1", host=sys.argv[1])
 listed = client.get_all(filters={"user_id": "proj"}, page=1, page_size=2)
 found = client.search("green tea", filters={"user_id": "proj"}, top_k=2)
 client.delete("dup-old")
+client.add("a memory the SDK adds", user_id="proj", metadata={"via": "sdk"}, infer=False)
 print(json.dumps({"count": listed["count"], "next": listed["next"], "listed": len(listed["results"]),
                   "found": [m["id"] for m in found["results"]]}))
 "#;
@@ -219,6 +242,7 @@ fn the_official_mem0ai_client_speaks_with_the_stand_in() {
         ("POST", "/v3/memories/"),
         ("POST", "/v3/memories/search/"),
         ("DELETE", "/v1/memories/dup-old/"),
+        ("POST", "/v3/memories/add/"),
     ] {
         assert!(seen.iter().any(|(m, p)| (m.as_str(), p.as_str()) == expected), "{expected:?} not in {seen:?}");
     }
@@ -228,4 +252,8 @@ fn the_official_mem0ai_client_speaks_with_the_stand_in() {
     let search = body(posts_to(&requests, "/v3/memories/search/")[0]);
     assert_eq!((search["top_k"].as_u64(), search["filters"]["user_id"].as_str()), (Some(2), Some("proj")));
     assert!(!mem0.ids().contains(&"dup-old".to_owned()));
+    // The SDK adds as our restores add: messages, the user, metadata, no inference.
+    let add = body(posts_to(&requests, "/v3/memories/add/")[0]);
+    assert_eq!(add["messages"][0]["content"], "a memory the SDK adds");
+    assert_eq!((add["user_id"].as_str(), add["infer"].as_bool()), (Some("proj"), Some(false)), "{add}");
 }

@@ -9,7 +9,7 @@
 //! v3 ones `{"user_id"}` (either is read). Self-hosted dialect (mem0's `server/main.py`):
 //! `X-API-Key: KEY`; `GET /memories` and `POST /search`, both answering `{"results": [...]}`;
 //! [`Mem0Server::self_hosted_capped`] answers at most its cap without `next`, as that server
-//! does. Memories are created with `POST /v1/memories/` (platform) or `POST /memories`
+//! does. Memories are created with `POST /v1/memories/` or `POST /v3/memories/add/` (platform) or `POST /memories`
 //! (self-hosted), both taking `{"messages": [...], "user_id": ..., "metadata": ...,
 //! "infer": false}`; with `infer: false` the text of the messages is stored verbatim under a new
 //! id. Every request is recorded for the test to inspect; [`Mem0Server::set_delay`] makes every
@@ -176,6 +176,11 @@ impl Mem0Server {
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.lock().unwrap().requests.clone()
     }
+
+    /// Forgets the requests received so far.
+    pub fn clear_requests(&self) {
+        self.state.lock().unwrap().requests.clear();
+    }
 }
 
 impl Drop for Mem0Server {
@@ -318,9 +323,8 @@ fn route(state: &mut State, req: &RecordedRequest) -> (u16, Value) {
             None => no_filter,
             Some(user) => (200, Value::Array(search(of_user(&user), &body))),
         },
-        (Dialect::Platform, "POST", "/v1/memories/") | (Dialect::SelfHosted, "POST", "/memories") => {
-            create(state, &body)
-        }
+        (Dialect::Platform, "POST", "/v1/memories/" | "/v3/memories/add/")
+        | (Dialect::SelfHosted, "POST", "/memories") => create(state, &body),
         (Dialect::SelfHosted, "GET", "/memories") => match param("user_id") {
             None => (400, json!({ "detail": "At least one identifier is required." })),
             Some(user) => {

@@ -14,9 +14,19 @@ use serde_json::{Value, json};
 use crate::redis_dump::Gzip;
 
 /// Writes every memory of the client's user into the new file `path`; returns how many, and the
-/// file's SHA-256 and size.
+/// file's SHA-256 and size. A list that may not hold them all (a capped self-hosted answer, a
+/// bound reached) is refused: part of the memories is no backup of the tier, and a restore
+/// from it would be taken for the whole.
 pub async fn export(client: &MemoryClient, path: &Path, gzip: Gzip) -> anyhow::Result<(usize, (String, u64))> {
-    let memories = client.list_all_json().await?;
+    let listing = client.list_pages().await?;
+    if let Some(why) = &listing.incomplete {
+        anyhow::bail!(
+            "the memory list may be incomplete ({} memories listed: {why}); not taken, since a backup of part of \
+             the memories would restore as if it were all of them",
+            listing.memories.len()
+        );
+    }
+    let memories = listing.memories;
     let mut file = GzFile::create(path, gzip.level, gzip.threads)?;
     for memory in &memories {
         let mut line = serde_json::to_string(memory)?;

@@ -351,8 +351,9 @@ impl MemoryClient {
     }
 
     /// Stores `text` verbatim as a new memory of the user (`infer: false`: no extraction, no
-    /// merging), with `metadata` and `categories`. Platform: `POST /v1/memories/`; self-hosted:
-    /// `POST /memories`, with the same body. Returns the API's answer.
+    /// merging), with `metadata` and `categories`. Platform: `POST /v3/memories/add/` on v3 (as
+    /// mem0ai 2.x adds), `POST /v1/memories/` on v1 and v2; self-hosted: `POST /memories`, with
+    /// the same body. Returns the API's answer.
     pub async fn add(&self, text: &str, categories: &[String], metadata: &Value) -> anyhow::Result<Value> {
         let user = self.user_id.as_str();
         anyhow::ensure!(!user.trim().is_empty(), "refusing to add a memory without a user id");
@@ -363,11 +364,12 @@ impl MemoryClient {
             "categories": categories,
             "infer": false,
         });
-        let path = match self.target.dialect {
-            MemoryDialect::Platform => "v1/memories/",
-            MemoryDialect::SelfHosted => "memories",
+        let path = match (self.target.dialect, self.target.api_version()) {
+            (MemoryDialect::Platform, MemoryApiVersion::V3) => "v3/memories/add/",
+            (MemoryDialect::Platform, _) => "v1/memories/",
+            (MemoryDialect::SelfHosted, _) => "memories",
         };
-        let request = self.http.post(self.url(path)?).json(&body).timeout(self.target.timeout);
+        let request = self.scoped(self.http.post(self.url(path)?), Some(body)).await?.timeout(self.target.timeout);
         let response =
             self.authorize(request).send().await.with_context(|| format!("adding a memory at {}", self.target.url))?;
         let status = response.status();
