@@ -7,7 +7,7 @@ use std::process::Command;
 use cache_tests::{RedisServer, TestEnv, UpstashStandIn};
 use serde_json::Value;
 
-use crate::{ANALYTICS, BACKUP, CLEANUP, DEBUG, HEALTH};
+use crate::{ANALYTICS, BACKUP, CLEANUP, DEBUG, HEALTH, OPTIMIZER};
 
 const TOKEN: &str = "AXk1-upstash-token-0d6f3c";
 
@@ -267,6 +267,19 @@ fn every_tool_over_upstash_rest_matches_resp() {
     }
     assert_eq!(rest["redis"][0]["keys"], 2251);
     assert_eq!(rest["redis"][0]["latency"]["samples"], 10);
+    // Optimizer: the same recommendations from the same figures.
+    let (resp, rest) = t.run(OPTIMIZER, &["analyze", "--format", "json", "--tier", "redis"], 0);
+    let ttl_findings = |r: &Value| -> Vec<String> {
+        r["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["category"] == "ttl")
+            .map(|x| x["issue"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ttl_findings(&rest), ttl_findings(&resp));
+    assert!(ttl_findings(&rest).iter().any(|i| i.contains("401 of 2251 sampled keys")), "{rest:#}");
     // Backup over REST (by value: a DUMP payload could not go back over REST), restored over
     // REST into an empty server: the same dataset, expiry times included.
     let out = t.rest_env.run(BACKUP, &["create", "--only", "redis", "--format", "json"]);
@@ -318,6 +331,18 @@ fn refused_commands_over_rest_degrade_with_a_note_and_binary_values_are_named() 
         out.expect_code(0);
         assert!(out.stdout.contains(says), "{args:?}: {}", out.dump());
     }
+    // The audit and the merged configuration: the token is never shown.
+    for args in [&["security", "--format", "json"][..], &["config"][..]] {
+        let out = env.run(DEBUG, args);
+        assert!(out.code() == 0 || out.code() == 1, "{}", out.dump());
+        assert!(!out.stdout.contains(TOKEN) && !out.stderr.contains(TOKEN), "{}", out.dump());
+    }
+    // The audit checks that the REST API refuses a wrong token (it does: no finding on it).
+    let audit = env.run(DEBUG, &["security", "--format", "json"]).json();
+    let on_redis: Vec<&Value> =
+        audit["findings"].as_array().unwrap().iter().filter(|f| f["subject"] == "redis/main").collect();
+    assert!(on_redis.is_empty(), "{audit:#}");
+    assert!(!audit["notes"].to_string().contains("token check not done"), "{audit:#}");
     // Cleanup without OBJECT IDLETIME judges no idleness (and says so), yet still expires.
     let dry = env.run(CLEANUP, &["aggressive", "--dry-run", "--tier", "redis", "--format", "json"]);
     dry.expect_code(0);

@@ -208,7 +208,22 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
             }
         };
         tally.add(if servers.is_empty() { Reach::Unreachable } else { Reach::Done });
-        if url.password().is_none() && url.username().is_empty() {
+        if t.is_rest() {
+            // The REST API must refuse a request without its token: try one that is not it.
+            let mut probe = t.clone();
+            probe.token = Some(cache_core::redact::Secret::new("cache-toolkit-audit-not-the-token"));
+            match redis_client::connect(&probe).await {
+                Ok(_) => findings.push(Finding {
+                    severity: Severity::High,
+                    subject: subject.clone(),
+                    finding: "the REST API answers a request with a wrong token".into(),
+                    fix: "put the endpoint behind its token (Upstash always checks it; check the proxy in front)"
+                        .into(),
+                }),
+                Err(e) if format!("{e:#}").contains("refused the token") => {}
+                Err(e) => notes.push(clip(&format!("{subject}: token check not done: {e:#}"), MAX_LINE)),
+            }
+        } else if url.password().is_none() && url.username().is_empty() {
             findings.push(Finding {
                 severity: if local { Severity::Medium } else { Severity::High },
                 subject: subject.clone(),
