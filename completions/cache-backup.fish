@@ -77,6 +77,7 @@ complete -c cache-backup -n "__fish_cache_backup_using_subcommand create" -s q -
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand create" -l dry-run -d 'Change nothing: list what would be done, with the reason for each item'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand create" -s y -l yes -d 'Do it without asking (needed when stdin is not a terminal, as under cron)'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand create" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand list" -l remote -d 'The backups on this remote (`[[backup.remote]]` name) instead of the local ones' -r
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand list" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand list" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand list" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
@@ -95,6 +96,7 @@ complete -c cache-backup -n "__fish_cache_backup_using_subcommand list" -s q -l 
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand list" -l dry-run -d 'Change nothing: list what would be done, with the reason for each item'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand list" -s y -l yes -d 'Do it without asking (needed when stdin is not a terminal, as under cron)'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand verify" -l remote -d 'Download the backup from this remote and check it there (size, SHA-256, gzip)' -r
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand verify" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand verify" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand verify" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
@@ -118,6 +120,7 @@ complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l da
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l postgres -d 'How cache-table rows come back (needed when the backup holds a table)' -r -f -a "truncate\t'Empty the table, then load the backup: the table becomes the backup'
 merge\t'Add the backup\'s rows that are missing; rows present stay as they are'"
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l extract-files -d 'Also extract the configuration, state and path archives into DIR (refusing any entry that would land outside it)' -r -F
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l from-remote -d 'Bring the backup from this remote (`[[backup.remote]]` name) first: for a host whose local backups are gone' -r
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r

@@ -84,6 +84,7 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 ;;
 (list)
 _arguments "${_arguments_options[@]}" : \
+'--remote=[The backups on this remote (\`\[\[backup.remote\]\]\` name) instead of the local ones]:NAME:_default' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -110,6 +111,7 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 ;;
 (verify)
 _arguments "${_arguments_options[@]}" : \
+'(--all)--remote=[Download the backup from this remote and check it there (size, SHA-256, gzip)]:NAME:_default' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -142,6 +144,7 @@ _arguments "${_arguments_options[@]}" : \
 '--postgres=[How cache-table rows come back (needed when the backup holds a table)]:POSTGRES:((truncate\:"Empty the table, then load the backup\: the table becomes the backup"
 merge\:"Add the backup'\''s rows that are missing; rows present stay as they are"))' \
 '--extract-files=[Also extract the configuration, state and path archives into DIR (refusing any entry that would land outside it)]:DIR:_files' \
+'--from-remote=[Bring the backup from this remote (\`\[\[backup.remote\]\]\` name) first\: for a host whose local backups are gone]:NAME:_default' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \

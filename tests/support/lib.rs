@@ -5,6 +5,7 @@
 //!   `postgres` user when the tests run as root.
 //! - [`Mem0Server`]: a small HTTP server speaking the Mem0 platform and self-hosted dialects.
 //! - [`HttpReceiver`], [`SmtpServer`]: notification receivers speaking HTTP and SMTP.
+//! - [`S3Server`]: a real S3-compatible server (moto's server mode) with a bucket.
 //! - [`UpstashStandIn`]: Upstash's REST API in front of a real redis-server.
 //! - [`Alertmanager`]: a real Prometheus Alertmanager (and `amtool`) on a free loopback port.
 //! - [`Blackhole`]: a listener that accepts connections and never answers.
@@ -27,6 +28,7 @@ mod net;
 mod pg;
 mod receivers;
 mod redis_server;
+mod s3;
 mod stub_http;
 mod tls;
 mod upstash;
@@ -39,6 +41,7 @@ pub use net::{Blackhole, free_port};
 pub use pg::{PG_BIN_ENV, PgOptions, PgServer};
 pub use receivers::{HttpReceiver, Mail, Received, SmtpServer};
 pub use redis_server::{REDIS_SERVER_ENV, RedisServer};
+pub use s3::S3Server;
 pub use stub_http::StubHttp;
 pub use tls::SelfSigned;
 pub use upstash::UpstashStandIn;

@@ -30,8 +30,10 @@ pub const JOB: &str = "backup";
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let ctx = Context::load(&cli.common, cli.format.format.into(), Convention::Standard)?;
     let store = Store::open(&ctx.config.backup.dir)?;
-    if let Command::List = cli.command {
-        return list(&ctx, &store);
+    match &cli.command {
+        Command::List { remote: Some(name) } => return crate::remote::list(&ctx, name).await,
+        Command::List { remote: None } => return list(&ctx, &store),
+        _ => {}
     }
     if let Command::Schedule { set, enable, disable, reset } = &cli.command {
         let enabled = if *enable {
@@ -50,7 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             ("restore", cli.mutation.confirm(&format!("restore backup `{backup}` into the configured targets"))?)
         }
         Command::Prune => ("prune", cli.mutation.confirm("delete the backups no retention rule keeps")?),
-        Command::List | Command::Schedule { .. } | Command::Completions(_) => unreachable!("handled before"),
+        Command::List { .. } | Command::Schedule { .. } | Command::Completions(_) => unreachable!("handled before"),
     };
     // Only `create` is the backup job's run (what `cleanup-deep` waits for); the other
     // commands run under its lock but are recorded as themselves, and a dry run as none.
@@ -58,14 +60,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let job = ctx.begin(if name == "create" { work } else { work.recorded_as(format!("backup-{name}")) }).await?;
     let result = match &cli.command {
         Command::Create { only, level } => create(&ctx, &store, only, *level).await,
-        Command::Verify { backup, all } => verify(&ctx, &store, backup, *all),
-        Command::Restore { backup, date, postgres, extract_files, replace_dump } => {
+        Command::Verify { backup, remote: Some(name), .. } => crate::remote::verify(&ctx, name, backup).await,
+        Command::Verify { backup, all, remote: None } => verify(&ctx, &store, backup, *all),
+        Command::Restore { backup, date, postgres, extract_files, replace_dump, from_remote } => {
             let how = How { pg_mode: *postgres, extract_to: extract_files.as_deref(), replace_dump: *replace_dump };
             let selector = date.as_deref().unwrap_or(backup);
-            restore(&ctx, &store, selector, how, !apply).await
+            match from_remote {
+                None => restore(&ctx, &store, selector, how, !apply).await,
+                Some(name) => match crate::remote::fetch(&ctx.config, &store, name, selector).await {
+                    Ok(id) => restore(&ctx, &store, &id, how, !apply).await,
+                    Err(e) => Err(e),
+                },
+            }
         }
         Command::Prune => prune(&ctx, &store, !apply),
-        Command::List | Command::Schedule { .. } | Command::Completions(_) => unreachable!("handled before"),
+        Command::List { .. } | Command::Schedule { .. } | Command::Completions(_) => unreachable!("handled before"),
     };
     job.finish(&ctx, result).await
 }
@@ -305,7 +314,21 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         failed,
     };
     let dir = store.commit(&partial, &manifest)?;
-    let complete = errors.is_empty() && manifest.failed.is_empty();
+    let mut complete = errors.is_empty() && manifest.failed.is_empty();
+    if complete && !ctx.config.backup.remotes.is_empty() {
+        // Off-host copies of a backup that verifies, and their retention.
+        let backup = store::Backup { dir: dir.clone(), manifest: manifest.clone() };
+        let problems = cache_core::archive::verify(&dir, &manifest);
+        if problems.is_empty() {
+            let copied = crate::remote::copy_everywhere(&ctx.config, &backup, retention_policy(ctx)).await;
+            notes.extend(copied.notes);
+            errors.extend(copied.errors);
+        } else {
+            let what: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.path, p.problem)).collect();
+            errors.push(format!("not copied to the remotes: the backup does not verify ({})", what.join("; ")));
+        }
+        complete = errors.is_empty();
+    }
     // Readable however a source failed: one line per kind of error, none over a few hundred
     // characters, in the text, the JSON and the run record alike.
     let errors = condense(&errors);
@@ -333,10 +356,11 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
             format!("backup {id} complete in {:.2} s: {}\n{table}\n", created.seconds, dir.display())
         } else {
             let what: Vec<String> = manifest.failed.iter().map(Failed::label).collect();
+            let what =
+                if what.is_empty() { "every source was taken; see the errors".to_owned() } else { what.join(", ") };
             format!(
-                "backup {id} PARTIAL in {:.2} s (not backed up: {}): {}\n{table}\n",
+                "backup {id} PARTIAL in {:.2} s (not backed up: {what}): {}\n{table}\n",
                 created.seconds,
-                what.join(", "),
                 dir.display()
             )
         };
@@ -1001,8 +1025,18 @@ fn scratch_target(
     Ok(scratch)
 }
 
-fn prune(ctx: &Context, store: &Store, dry_run: bool) -> anyhow::Result<JobResult> {
+/// The retention rules of the configuration.
+fn retention_policy(ctx: &Context) -> retention::Policy {
     let settings = &ctx.config.backup;
+    retention::Policy {
+        keep_last: settings.keep_last,
+        keep_daily: settings.keep_daily,
+        keep_weekly: settings.keep_weekly,
+        max_age: settings.max_age,
+    }
+}
+
+fn prune(ctx: &Context, store: &Store, dry_run: bool) -> anyhow::Result<JobResult> {
     let verified = store::verifications(&ctx.state)?;
     let backups = store.backups()?;
     let candidates: Vec<retention::Candidate> = backups
@@ -1013,13 +1047,7 @@ fn prune(ctx: &Context, store: &Store, dry_run: bool) -> anyhow::Result<JobResul
             verified: verified.get(&b.manifest.id).is_some_and(|v| v.ok),
         })
         .collect();
-    let policy = retention::Policy {
-        keep_last: settings.keep_last,
-        keep_daily: settings.keep_daily,
-        keep_weekly: settings.keep_weekly,
-        max_age: settings.max_age,
-    };
-    let decisions = retention::plan(&candidates, policy, Utc::now());
+    let decisions = retention::plan(&candidates, retention_policy(ctx), Utc::now());
     let mut removed = Vec::new();
     let mut errors = Vec::new();
     for decision in decisions.iter().filter(|d| !d.keep) {

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod memory_dump;
 pub mod pg_dump;
 pub mod redis_dump;
+pub mod remote;
 pub mod retention;
 pub mod scratch;
 pub mod store;
@@ -81,7 +82,11 @@ pub enum Command {
         level: Option<u32>,
     },
     /// List the backups: age, size, contents, last verification
-    List,
+    List {
+        /// The backups on this remote (`[[backup.remote]]` name) instead of the local ones
+        #[arg(long, value_name = "NAME")]
+        remote: Option<String>,
+    },
     /// Re-read every file: sizes, SHA-256, gzip integrity, RDB header
     Verify {
         /// `latest`, an id, or a date (YYYY-MM-DD)
@@ -90,6 +95,9 @@ pub enum Command {
         /// Verify every backup
         #[arg(long)]
         all: bool,
+        /// Download the backup from this remote and check it there (size, SHA-256, gzip)
+        #[arg(long, value_name = "NAME", conflicts_with = "all")]
+        remote: Option<String>,
     },
     /// Verify a backup, prove its RDB loads, then restore it into the configured targets
     Restore {
@@ -111,6 +119,10 @@ pub enum Command {
         /// the backup's shape, each shard's RDB on the primary serving its slots
         #[arg(long)]
         replace_dump: bool,
+        /// Bring the backup from this remote (`[[backup.remote]]` name) first: for a host
+        /// whose local backups are gone
+        #[arg(long, value_name = "NAME")]
+        from_remote: Option<String>,
     },
     /// Remove backups no retention rule keeps (never the newest verified one)
     Prune,

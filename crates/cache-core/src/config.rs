@@ -46,7 +46,7 @@ mod validate;
 
 pub use alerts::{AlertRule, AlertSettings, AutoAction, Channel, RULE_TARGET_KINDS, Remediation, Severity, SmtpTls};
 pub use analytics::AnalyticsSettings;
-pub use backup::{BackupSettings, RedisBackupMethod};
+pub use backup::{BackupSettings, RedisBackupMethod, RemoteKind, RemoteTarget};
 pub use cleanup::{CleanupSettings, ModePolicy, Modes, ScanMethod, SizeBasis, SmartThresholds};
 pub use files::{DirTarget, FilesTarget, LogsTarget};
 pub use health::{HealthSettings, LatencyThresholds, Level};

@@ -33,6 +33,64 @@ pub struct BackupSettings {
     /// Remove backups older than this, whatever the other rules say (never the newest verified).
     #[serde(with = "humantime_serde::option")]
     pub max_age: Option<Duration>,
+    /// Off-host copies: every backup is uploaded to each after it verifies, and pruned there by
+    /// the same retention rules.
+    #[serde(rename = "remote", skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<RemoteTarget>,
+}
+
+/// Where off-host copies of the backups go (`[[backup.remote]]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteTarget {
+    /// Name, unique among the remotes (`list --remote NAME`, `restore --from-remote NAME`).
+    pub name: String,
+    /// The kind of storage.
+    #[serde(rename = "type")]
+    pub kind: RemoteKind,
+    /// S3: the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// S3: a key prefix inside the bucket (e.g. `prod`); none: the bucket's root.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// S3: the endpoint, for storage other than AWS (`https://minio.example:9000`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<crate::redact::SafeUrl>,
+    /// S3: the region.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// S3: the access key id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    /// S3: the secret access key; redacted everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<crate::redact::Secret>,
+    /// A directory remote: the directory (a mounted NAS, another disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Time allowed for one request (one file's upload or download).
+    #[serde(default = "remote_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn remote_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+/// A remote's kind of storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteKind {
+    /// S3-compatible object storage (AWS S3, MinIO, Ceph, R2...): `bucket`, `access_key_id`,
+    /// `secret_access_key`, optional `endpoint`, `region`, `prefix`.
+    S3,
+    /// A directory with the backup directory's layout: `path`.
+    Dir,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
 }
 
 impl Default for BackupSettings {
@@ -48,6 +106,7 @@ impl Default for BackupSettings {
             keep_daily: 7,
             keep_weekly: 4,
             max_age: Some(Duration::from_secs(90 * DAY)),
+            remotes: Vec::new(),
         }
     }
 }

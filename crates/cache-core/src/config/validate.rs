@@ -234,7 +234,44 @@ fn backup(backup: &BackupSettings, source: &str) -> Result<(), ConfigError> {
     if !(1..=9).contains(&backup.level) {
         return Err(ConfigError::new(source, "backup.level", "must be 1 (fast) to 9 (small)"));
     }
-    positive(source, "backup.bgsave_timeout".into(), backup.bgsave_timeout)
+    positive(source, "backup.bgsave_timeout".into(), backup.bgsave_timeout)?;
+    check_names(source, "backup.remote", backup.remotes.iter().map(|r| r.name.as_str()))?;
+    for (i, remote) in backup.remotes.iter().enumerate() {
+        let err = |key: &str, msg: &str| ConfigError::new(source, format!("backup.remote[{i}].{key}"), msg);
+        positive(source, format!("backup.remote[{i}].timeout"), remote.timeout)?;
+        match remote.kind {
+            super::RemoteKind::S3 => {
+                if remote.bucket.as_deref().is_none_or(|b| b.trim().is_empty()) {
+                    return Err(err("bucket", "an s3 remote needs its bucket"));
+                }
+                if remote.access_key_id.is_none() || remote.secret_access_key.is_none() {
+                    return Err(err("access_key_id", "an s3 remote needs `access_key_id` and `secret_access_key`"));
+                }
+                if remote.prefix.starts_with('/') || remote.prefix.split('/').any(|s| s == "..") {
+                    return Err(err("prefix", "is a key prefix inside the bucket: no leading `/`, no `..`"));
+                }
+                if remote.endpoint.as_ref().is_some_and(|u| !matches!(u.scheme(), "http" | "https")) {
+                    return Err(err("endpoint", "scheme must be http:// or https://"));
+                }
+                if remote.path.is_some() {
+                    return Err(err("path", "is for a `dir` remote"));
+                }
+            }
+            super::RemoteKind::Dir => {
+                let Some(path) = &remote.path else { return Err(err("path", "a dir remote needs its `path`")) };
+                if !path.is_absolute() {
+                    return Err(err("path", "must be absolute"));
+                }
+                if path.starts_with(&backup.dir) || backup.dir.starts_with(path) {
+                    return Err(err("path", "must be outside `backup.dir` (a copy in the same place is no copy)"));
+                }
+                if remote.bucket.is_some() || remote.access_key_id.is_some() {
+                    return Err(err("bucket", "is for an `s3` remote"));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn cleanup(c: &CleanupSettings, source: &str) -> Result<(), ConfigError> {
