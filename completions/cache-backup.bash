@@ -400,7 +400,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__restore)
-            opts="-v -q -y -h --date --postgres --extract-files --replace-dump --from-remote --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --date --postgres --extract-files --replace-dump --from-remote --identity --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -419,6 +419,10 @@ _cache__backup() {
                     return 0
                     ;;
                 --from-remote)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --identity)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

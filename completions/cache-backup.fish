@@ -121,6 +121,7 @@ complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l po
 merge\t'Add the backup\'s rows that are missing; rows present stay as they are'"
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l extract-files -d 'Also extract the configuration, state and path archives into DIR (refusing any entry that would land outside it)' -r -F
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l from-remote -d 'Bring the backup from this remote (`[[backup.remote]]` name) first: for a host whose local backups are gone' -r
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l identity -d 'The age identity file that decrypts an encrypted backup [default: backup.identity_file]' -r -F
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r

@@ -145,6 +145,7 @@ _arguments "${_arguments_options[@]}" : \
 merge\:"Add the backup'\''s rows that are missing; rows present stay as they are"))' \
 '--extract-files=[Also extract the configuration, state and path archives into DIR (refusing any entry that would land outside it)]:DIR:_files' \
 '--from-remote=[Bring the backup from this remote (\`\[\[backup.remote\]\]\` name) first\: for a host whose local backups are gone]:NAME:_default' \
+'--identity=[The age identity file that decrypts an encrypted backup \[default\: backup.identity_file\]]:FILE:_files' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \

@@ -143,3 +143,89 @@ fn a_remote_that_refuses_the_upload_makes_the_run_partial_and_keeps_the_local_ba
     assert_eq!(ids(&local).len(), 1);
     env.run(BACKUP, &["verify"]).expect_code(0);
 }
+
+/// An age key pair made by the real `age-keygen`: (identity file, recipient).
+fn age_key(env: &TestEnv, name: &str) -> Option<(std::path::PathBuf, String)> {
+    if cache_tests::find_binary("age-keygen", &[]).is_none() {
+        cache_tests::missing("age-keygen (Debian package age)")?;
+    }
+    let path = env.path(name);
+    let out = std::process::Command::new("age-keygen").arg("-o").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let public = std::process::Command::new("age-keygen").arg("-y").arg(&path).output().unwrap();
+    Some((path, String::from_utf8(public.stdout).unwrap().trim().to_owned()))
+}
+
+#[test]
+fn encrypted_backups_hold_ciphertext_only_and_restore_only_with_the_identity() {
+    let Some(redis) = RedisServer::start() else { return };
+    seed(&redis);
+    let env = TestEnv::new();
+    let Some((key, recipient)) = age_key(&env, "backup.key") else { return };
+    let Some((other_key, _)) = age_key(&env, "other.key") else { return };
+    let nas = env.path("nas");
+    let config = |url: &str| {
+        format!(
+            "[[redis]]\nname = \"main\"\nurl = \"{url}\"\n[backup]\nencrypt_to = [\"{recipient}\"]\n\
+             [[backup.remote]]\nname = \"nas\"\ntype = \"dir\"\npath = \"{}\"\n",
+            nas.display()
+        )
+    };
+    env.write_config(&config(&redis.url()));
+    let out = env.run(BACKUP, &["create", "--only", "redis", "--format", "json"]);
+    out.expect_code(0);
+    let id = out.json()["id"].as_str().unwrap().to_owned();
+    // Every stored file, here and on the remote, is an age file; the manifest says so.
+    let dir = env.state_dir().join("backups").join(&id);
+    let manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    for copy in [&dir, &nas.join(&id)] {
+        for entry in std::fs::read_dir(copy).unwrap().map(Result::unwrap) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "manifest.json" {
+                continue;
+            }
+            assert!(name.ends_with(".age"), "{name} in {}", copy.display());
+            let head = std::fs::read(entry.path()).unwrap();
+            assert!(head.starts_with(b"age-encryption.org/v1\n"), "{name} is not an age file");
+        }
+    }
+    let file = &manifest["files"][0];
+    assert_eq!(file["encrypted"]["scheme"], "age");
+    assert_eq!(file["encrypted"]["recipients"][0], recipient.as_str());
+    // The real `age` decrypts it to the plaintext the manifest names.
+    let sealed = dir.join(file["path"].as_str().unwrap());
+    let out = std::process::Command::new("age").arg("-d").arg("-i").arg(&key).arg(&sealed).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&out.stdout))
+    };
+    assert_eq!(digest, file["encrypted"]["plain_sha256"].as_str().unwrap());
+    assert_eq!(out.stdout.len() as u64, file["encrypted"]["plain_bytes"].as_u64().unwrap());
+    // Verify needs no key: sizes and SHA-256 of what is stored.
+    env.run(BACKUP, &["verify"]).expect_code(0);
+    // A restore needs the identity, the right one.
+    let Some(fresh) = RedisServer::start() else { return };
+    env.write_config(&config(&fresh.url()));
+    let out = env.run(BACKUP, &["restore", "--yes"]);
+    assert_ne!(out.code(), 0);
+    assert!(out.stderr.contains("encrypted") && out.stderr.contains("--identity"), "{}", out.dump());
+    let out = env.run(BACKUP, &["restore", "--yes", "--identity", other_key.to_str().unwrap()]);
+    assert_ne!(out.code(), 0);
+    assert!(out.stderr.contains("decrypting") && out.stderr.contains(".age"), "{}", out.dump());
+    assert!(fresh.keys().is_empty());
+    let out = env.run(BACKUP, &["restore", "--yes", "--identity", key.to_str().unwrap()]);
+    out.expect_code(0);
+    assert_eq!(fresh.digest(), redis.digest(), "{}", out.dump());
+    // No plaintext is left behind.
+    let left: Vec<String> = std::fs::read_dir(env.state_dir().join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, [id.clone()], "{left:?}");
+    // A recipient that is no key is refused at load, naming it.
+    env.write_config(&config(&fresh.url()).replace(&recipient, "age1notakey"));
+    let out = env.run(BACKUP, &["list"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("backup.encrypt_to[0]"), "{}", out.dump());
+}

@@ -25,6 +25,7 @@ const NEEDED: &[(&str, &str)] = &[
     ("crontab", "cron"),
     ("systemd-analyze", "systemd"),
     ("check_postgres", "check-postgres"),
+    ("age", "age"),
 ];
 
 /// PyPI packages providing each program the tests run (pip installs them; Debian's own Python

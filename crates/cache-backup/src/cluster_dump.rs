@@ -253,6 +253,7 @@ mod tests {
             node: Some(node.into()),
             node_id: Some(id.into()),
             slots: Some(slots.to_vec()),
+            encrypted: None,
         }
     }
 

@@ -62,8 +62,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Create { only, level } => create(&ctx, &store, only, *level).await,
         Command::Verify { backup, remote: Some(name), .. } => crate::remote::verify(&ctx, name, backup).await,
         Command::Verify { backup, all, remote: None } => verify(&ctx, &store, backup, *all),
-        Command::Restore { backup, date, postgres, extract_files, replace_dump, from_remote } => {
-            let how = How { pg_mode: *postgres, extract_to: extract_files.as_deref(), replace_dump: *replace_dump };
+        Command::Restore { backup, date, postgres, extract_files, replace_dump, from_remote, identity } => {
+            let how = How {
+                pg_mode: *postgres,
+                extract_to: extract_files.as_deref(),
+                replace_dump: *replace_dump,
+                identity: crate::crypt::identity_for(identity.as_deref(), &ctx.config),
+            };
             let selector = date.as_deref().unwrap_or(backup);
             match from_remote {
                 None => restore(&ctx, &store, selector, how, !apply).await,
@@ -303,6 +308,16 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         }
         bail!("nothing was backed up: {}", errors.join("; "));
     }
+    let mut files = files;
+    let recipients = &ctx.config.backup.encrypt_to;
+    if !recipients.is_empty() {
+        // At rest, here and on every remote: the identity is only needed to restore.
+        crate::crypt::encrypt_all(&partial, &mut files, recipients)?;
+        notes.push(format!(
+            "every file encrypted (age) to {} recipient(s): a restore needs the identity",
+            recipients.len()
+        ));
+    }
     let manifest = Manifest {
         schema_version: cache_core::state::SCHEMA_VERSION,
         id: id.clone(),
@@ -517,6 +532,7 @@ async fn backup_redis(
                     node: Some(addr.clone()),
                     node_id: Some(myid.clone()),
                     slots: Some(node.slots.clone()),
+                    encrypted: None,
                 });
                 out.notes.extend(taken.notes.into_iter().map(|n| format!("redis/{} shard {addr}: {n}", target.name)));
                 if !methods.contains(&taken.method) {
@@ -636,7 +652,9 @@ fn check_counting(ctx: &Context, backup: &Backup) -> anyhow::Result<(Verificatio
         .collect();
     // A cluster backup must hold every primary's shard, and its shards every slot.
     problems.extend(backup.manifest.cluster_problems());
-    if problems.is_empty() {
+    // An encrypted backup is checked as stored (sizes, SHA-256) without the key; its contents
+    // when a restore decrypts it.
+    if problems.is_empty() && !crate::crypt::is_encrypted(&backup.manifest) {
         for file in backup.manifest.files.iter().filter(|f| f.content == "redis-rdb" && f.node.is_none()) {
             if let Some(problem) = redis_check_rdb(&backup.dir.join(&file.path))? {
                 problems.push(format!("{}: {problem}", file.path));
@@ -729,6 +747,8 @@ struct How<'a> {
     pg_mode: Option<pg_dump::Mode>,
     extract_to: Option<&'a Path>,
     replace_dump: bool,
+    /// The age identity file of an encrypted backup.
+    identity: Option<std::path::PathBuf>,
 }
 
 async fn restore(
@@ -738,9 +758,16 @@ async fn restore(
     how: How<'_>,
     dry_run: bool,
 ) -> anyhow::Result<JobResult> {
-    let How { pg_mode, extract_to, replace_dump } = how;
+    let How { pg_mode, extract_to, replace_dump, identity } = how;
     let start = Instant::now();
     let backup = store.find(selector)?;
+    // An encrypted backup is restored from its plaintexts, decrypted into a private temporary
+    // directory beside it and checked against the manifest.
+    let plain = match crate::crypt::is_encrypted(&backup.manifest) {
+        true => Some(crate::crypt::decrypt(&backup, identity.as_deref(), store.dir())?),
+        false => None,
+    };
+    let backup = plain.as_ref().map_or(backup, |p| p.backup.clone());
     let (verification, logical_keys) = check_counting(ctx, &backup)?;
     if !verification.ok {
         bail!(

@@ -11,6 +11,7 @@
 
 pub mod cluster_dump;
 pub mod commands;
+pub mod crypt;
 pub mod manifest;
 pub mod memory_dump;
 pub mod pg_dump;
@@ -123,6 +124,10 @@ pub enum Command {
         /// whose local backups are gone
         #[arg(long, value_name = "NAME")]
         from_remote: Option<String>,
+        /// The age identity file that decrypts an encrypted backup [default:
+        /// backup.identity_file]
+        #[arg(long, value_name = "FILE")]
+        identity: Option<std::path::PathBuf>,
     },
     /// Remove backups no retention rule keeps (never the newest verified one)
     Prune,

@@ -158,6 +158,7 @@ mod tests {
             node: Some(node.into()),
             node_id: Some(id.into()),
             slots: Some(vec![slots]),
+            encrypted: None,
         };
         let layout = [
             ("127.0.0.1:7000", "a", (0, 5460)),

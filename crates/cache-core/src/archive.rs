@@ -374,12 +374,38 @@ pub struct ManifestFile {
     /// The slot ranges (inclusive) the node served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slots: Option<Vec<(u16, u16)>>,
+    /// How the file is encrypted (`None`: it is not); `bytes` and `sha256` are then the stored
+    /// ciphertext's, checkable without the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<Encrypted>,
+}
+
+/// The encryption of a backup file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encrypted {
+    /// The scheme: `age` (<https://age-encryption.org/v1>, X25519 recipients).
+    pub scheme: String,
+    /// The recipients (public keys) it was encrypted to.
+    pub recipients: Vec<String>,
+    /// Size of the plaintext.
+    pub plain_bytes: u64,
+    /// Hex SHA-256 of the plaintext.
+    pub plain_sha256: String,
 }
 
 impl ManifestFile {
     /// A file that is no cluster shard, from its `(sha256, bytes)`.
     pub fn plain(path: String, content: &str, (sha256, bytes): (String, u64)) -> Self {
-        Self { path, content: content.to_owned(), bytes, sha256, node: None, node_id: None, slots: None }
+        Self {
+            path,
+            content: content.to_owned(),
+            bytes,
+            sha256,
+            node: None,
+            node_id: None,
+            slots: None,
+            encrypted: None,
+        }
     }
 }
 

@@ -33,6 +33,14 @@ pub struct BackupSettings {
     /// Remove backups older than this, whatever the other rules say (never the newest verified).
     #[serde(with = "humantime_serde::option")]
     pub max_age: Option<Duration>,
+    /// Encrypt every file of every backup to these age recipients (`age1…` public keys); empty:
+    /// no encryption. Only a restore needs the identity.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub encrypt_to: Vec<String>,
+    /// The age identity file (`age-keygen`'s output) that decrypts the backups for a restore
+    /// (`restore --identity` overrides it). Keep it off the host the backups protect too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<PathBuf>,
     /// Off-host copies: every backup is uploaded to each after it verifies, and pruned there by
     /// the same retention rules.
     #[serde(rename = "remote", skip_serializing_if = "Vec::is_empty")]
@@ -106,6 +114,8 @@ impl Default for BackupSettings {
             keep_daily: 7,
             keep_weekly: 4,
             max_age: Some(Duration::from_secs(90 * DAY)),
+            encrypt_to: Vec::new(),
+            identity_file: None,
             remotes: Vec::new(),
         }
     }

@@ -235,6 +235,18 @@ fn backup(backup: &BackupSettings, source: &str) -> Result<(), ConfigError> {
         return Err(ConfigError::new(source, "backup.level", "must be 1 (fast) to 9 (small)"));
     }
     positive(source, "backup.bgsave_timeout".into(), backup.bgsave_timeout)?;
+    for (i, recipient) in backup.encrypt_to.iter().enumerate() {
+        // An age X25519 recipient: `age1` and 58 lower-case bech32 characters.
+        let bech32 = |c: char| "qpzry9x8gf2tvdw0s3jn54khce6mua7l".contains(c);
+        let well_formed = recipient.len() == 62 && recipient.starts_with("age1") && recipient[4..].chars().all(bech32);
+        if !well_formed {
+            return Err(ConfigError::new(
+                source,
+                format!("backup.encrypt_to[{i}]"),
+                "is not an age recipient (`age1…`, the public key `age-keygen` prints)",
+            ));
+        }
+    }
     check_names(source, "backup.remote", backup.remotes.iter().map(|r| r.name.as_str()))?;
     for (i, remote) in backup.remotes.iter().enumerate() {
         let err = |key: &str, msg: &str| ConfigError::new(source, format!("backup.remote[{i}].{key}"), msg);
