@@ -13,7 +13,7 @@ use cache_core::exit::{self, Convention, Reach, Tally};
 use cache_core::messages::{MAX_LINE, clip, condense};
 use cache_core::output::{Format, bytes};
 use cache_core::runs::Outcome;
-use cache_core::tier::{Tier, selected, tier_selected};
+use cache_core::tier::{Tier, selected};
 use chrono::Utc;
 use serde::Serialize;
 
@@ -725,8 +725,18 @@ async fn restore(
             verification.problems.join("; ")
         );
     }
-    let holds_table = backup.manifest.files.iter().any(|f| f.content == "postgres-copy");
-    if holds_table && pg_mode.is_none() && !dry_run && tier_selected(&ctx.common.tiers, Tier::Postgres) {
+    // A table mode is needed only when a table of the backup goes back into a selected,
+    // configured target: `--tier redis` restores the keys alone.
+    let restores_table = backup.manifest.sources.iter().any(|s| {
+        s.tier == "postgres"
+            && backup.manifest.files.iter().any(|f| f.path == format!("postgres-{}.copy.gz", s.target))
+            && ctx
+                .config
+                .postgres
+                .iter()
+                .any(|t| t.name == s.target && selected(&ctx.common.tiers, Tier::Postgres, &t.name))
+    });
+    if restores_table && pg_mode.is_none() && !dry_run {
         return Err(UsageError(format!(
             "backup {} holds a cache table: choose --postgres truncate (the table becomes the backup) or --postgres merge (add the missing rows)",
             backup.manifest.id
