@@ -84,3 +84,25 @@ async fn restore_by_tier_needs_no_table_mode_and_reports_no_unselected_tier_as_s
     let rows: i64 = pg.client("app").await.query_one("SELECT count(*) FROM cache_entries", &[]).await.unwrap().get(0);
     assert_eq!(rows, 300);
 }
+
+#[test]
+fn a_server_that_never_saved_has_no_dump_file_yet_and_a_readable_one_is_copied() {
+    let Some(redis) = RedisServer::start() else { return };
+    seed(&redis, 100);
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", redis.url()));
+    let dump = redis.dir().join("dump.rdb");
+    assert!(!dump.exists());
+    let out = env.run(BACKUP, &["create", "--only", "redis", "--format", "json"]);
+    out.expect_code(0);
+    let notes = out.json()["notes"].to_string();
+    assert!(notes.contains(&format!("no dump file yet at `{}`", dump.display())), "{}", out.dump());
+    assert!(!notes.contains("not readable"), "{}", out.dump());
+    assert_eq!(out.json()["sources"][0]["method"], "replication");
+    // Once the server has saved, its dump file is read (after a BGSAVE), with no such note.
+    let _: () = redis::cmd("SAVE").query(&mut redis.connection()).unwrap();
+    let out = env.run(BACKUP, &["create", "--only", "redis", "--format", "json"]);
+    out.expect_code(0);
+    assert_eq!(out.json()["sources"][0]["method"], "bgsave", "{}", out.dump());
+    assert!(!out.json()["notes"].to_string().contains("dump file"), "{}", out.dump());
+}

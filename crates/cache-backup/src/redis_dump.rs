@@ -96,6 +96,9 @@ pub async fn take(
                 let written = tokio::task::spawn_blocking(move || copy_gz(&path2, &rdb2, gzip)).await??;
                 return Ok((rdb, Taken { method: "bgsave", content: "redis-rdb", notes, version, written }));
             }
+            Ok(path) if !path.exists() => {
+                notes.push(format!("no dump file yet at `{}` (the server has not saved one)", path.display()));
+            }
             Ok(path) => notes.push(format!("dump file `{}` is not readable here", path.display())),
             Err(e) => notes.push(format!("CONFIG GET refused ({e}): the dump file's place is unknown")),
         }
