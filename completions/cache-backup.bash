@@ -396,7 +396,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__restore)
-            opts="-v -q -y -h --date --postgres --extract-files --replace-dump --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --date --postgres --extract-files --replace-dump --allow-partial --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

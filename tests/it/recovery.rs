@@ -106,3 +106,125 @@ fn a_server_that_never_saved_has_no_dump_file_yet_and_a_readable_one_is_copied()
     assert_eq!(out.json()["sources"][0]["method"], "bgsave", "{}", out.dump());
     assert!(!out.json()["notes"].to_string().contains("dump file"), "{}", out.dump());
 }
+
+fn manifest(env: &TestEnv, id: &str) -> Value {
+    let path = env.state_dir().join("backups").join(id).join("manifest.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_missing_a_configured_source_is_partial_everywhere_and_never_restored_as_latest() {
+    let Some(redis) = RedisServer::start() else { return };
+    let Some(mut pg) = PgServer::start() else { return };
+    let pg_url = pg.create_database("app").await;
+    pg.client("app").await.batch_execute(TABLE).await.unwrap();
+    seed(&redis, 2000);
+    let env = TestEnv::new();
+    env.write_config(&config(&redis.url(), &pg_url));
+    let complete = env.run(BACKUP, &["create", "--format", "json"]);
+    complete.expect_code(0);
+    let complete_id = complete.json()["id"].as_str().unwrap().to_owned();
+    let taken = &manifest(&env, &complete_id)["configured"];
+    for (tier, target) in [("redis", "main"), ("postgres", "main"), ("files", "config"), ("files", "state")] {
+        assert!(
+            taken.as_array().unwrap().iter().any(|t| t["tier"] == tier && t["target"] == target && t["result"] == "ok"),
+            "{tier}/{target} in {taken:#}"
+        );
+    }
+    // PostgreSQL goes down; the keys change.
+    pg.stop();
+    let _: () = redis::cmd("SET").arg("app:new").arg("1").query(&mut redis.connection()).unwrap();
+    let digest = redis.digest();
+    let out = env.run(BACKUP, &["create"]);
+    out.expect_code(1);
+    assert!(out.stdout.contains("PARTIAL") && out.stdout.contains("not backed up: postgres/main"), "{}", out.dump());
+    assert!(!out.stdout.contains("complete"), "{}", out.dump());
+    let out = env.run(BACKUP, &["create", "--format", "json"]);
+    out.expect_code(1);
+    assert_eq!(out.json()["outcome"], "partial");
+    let partial_id = out.json()["id"].as_str().unwrap().to_owned();
+    let manifest = manifest(&env, &partial_id);
+    let pg_taken = manifest["configured"].as_array().unwrap().iter().find(|t| t["tier"] == "postgres").unwrap().clone();
+    assert_eq!(pg_taken["result"], "failed", "{manifest:#}");
+    assert!(pg_taken["error"].as_str().unwrap().contains("unreachable"), "{manifest:#}");
+    assert!(manifest["configured"].as_array().unwrap().iter().any(|t| t["tier"] == "redis" && t["result"] == "ok"));
+    // `list` says so, in text and JSON.
+    let list = env.run(BACKUP, &["list", "--format", "json"]).json();
+    let outcome =
+        |id: &str| list["backups"].as_array().unwrap().iter().find(|b| b["id"] == id).unwrap()["outcome"].clone();
+    assert_eq!((outcome(&partial_id), outcome(&complete_id)), ("partial".into(), "complete".into()), "{list:#}");
+    let text = env.run(BACKUP, &["list"]);
+    let line = text.stdout.lines().find(|l| l.contains(&partial_id)).unwrap().to_owned();
+    assert!(line.contains("PARTIAL: not postgres/main"), "{}", text.dump());
+
+    // `restore latest` passes over the partial backups for the newest complete one, and says so.
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.connection()).unwrap();
+    let out = env.run(
+        BACKUP,
+        &["restore", "latest", "--tier", "redis:main", "--tier", "postgres", "--dry-run", "--format", "json"],
+    );
+    out.expect_code(0);
+    assert_eq!(out.json()["backup"], complete_id.as_str(), "{}", out.dump());
+    assert!(
+        out.json()["notes"].to_string().contains(&format!("passed over partial backup {partial_id}")),
+        "{}",
+        out.dump()
+    );
+    // Named by its id, a partial backup is refused without --allow-partial, nothing written.
+    let out = env.run(BACKUP, &["restore", &partial_id, "--postgres", "merge", "--yes"]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("is partial (not backed up: postgres/main)") && out.stderr.contains("--allow-partial"),
+        "{}",
+        out.dump()
+    );
+    assert!(redis.keys().is_empty());
+    // With it, what the backup holds comes back and what it lacks is reported: partial.
+    let out =
+        env.run(BACKUP, &["restore", "latest", "--allow-partial", "--postgres", "merge", "--yes", "--format", "json"]);
+    out.expect_code(1);
+    assert_eq!(out.json()["backup"], partial_id.as_str());
+    assert!(out.json()["skipped"].to_string().contains("postgres/main: not in backup"), "{}", out.dump());
+    assert_eq!(redis.digest(), digest);
+    // The keys alone: the partial backup lacks nothing of them, so it is the latest.
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.connection()).unwrap();
+    let out = env.run(BACKUP, &["restore", "latest", "--tier", "redis", "--yes", "--format", "json"]);
+    out.expect_code(0);
+    assert_eq!(out.json()["backup"], partial_id.as_str(), "{}", out.dump());
+    assert_eq!(redis.digest(), digest);
+
+    // Every target down: exit 4, and still no "complete".
+    env.write_config(&format!("[[postgres]]\nname = \"main\"\nurl = \"{pg_url}\"\n"));
+    let out = env.run(BACKUP, &["create"]);
+    out.expect_code(4);
+    assert!(out.stdout.contains("PARTIAL") && !out.stdout.contains("complete"), "{}", out.dump());
+}
+
+#[test]
+fn a_target_cache_health_disabled_is_a_source_the_backup_lacks() {
+    let Some(redis) = RedisServer::start() else { return };
+    let Some(spare) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[[redis]]\nname = \"spare\"\nurl = \"{}\"\n",
+        redis.url(),
+        spare.url()
+    ));
+    std::fs::create_dir_all(env.state_dir().join("health")).unwrap();
+    std::fs::write(
+        env.state_dir().join("health/disabled.json"),
+        r#"{"schema_version":1,"targets":{"redis/spare":{"until":"2099-01-01T00:00:00Z","reason":"connection refused"}}}"#,
+    )
+    .unwrap();
+    let out = env.run(BACKUP, &["create", "--format", "json"]);
+    out.expect_code(1);
+    assert_eq!(out.json()["outcome"], "partial", "{}", out.dump());
+    let manifest = manifest(&env, out.json()["id"].as_str().unwrap());
+    let spare = manifest["configured"].as_array().unwrap().iter().find(|t| t["target"] == "spare").unwrap().clone();
+    assert_eq!(spare["result"], "failed");
+    assert!(spare["error"].as_str().unwrap().contains("disabled by cache-health until 2099-01-01"), "{manifest:#}");
+    // Only the targets the run selects count.
+    let out = env.run(BACKUP, &["create", "--tier", "redis:main", "--format", "json"]);
+    out.expect_code(0);
+    assert_eq!(out.json()["outcome"], "complete", "{}", out.dump());
+}

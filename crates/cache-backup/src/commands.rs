@@ -59,8 +59,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let result = match &cli.command {
         Command::Create { only, level } => create(&ctx, &store, only, *level).await,
         Command::Verify { backup, all } => verify(&ctx, &store, backup, *all),
-        Command::Restore { backup, date, postgres, extract_files, replace_dump } => {
-            let how = How { pg_mode: *postgres, extract_to: extract_files.as_deref(), replace_dump: *replace_dump };
+        Command::Restore { backup, date, postgres, extract_files, replace_dump, allow_partial } => {
+            let how = How {
+                pg_mode: *postgres,
+                extract_to: extract_files.as_deref(),
+                replace_dump: *replace_dump,
+                allow_partial: *allow_partial,
+            };
             let selector = date.as_deref().unwrap_or(backup);
             restore(&ctx, &store, selector, how, !apply).await
         }
@@ -132,8 +137,34 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         files.push(File::plain(name, content, written));
     };
+    // Every source the backup is configured to take, with its result, for the manifest.
+    let mut configured: Vec<archive::ManifestTaken> = Vec::new();
+    let mut record = |tier: &str, target: &str, error: Option<String>| {
+        configured.push(archive::ManifestTaken {
+            tier: tier.into(),
+            target: target.into(),
+            result: if error.is_none() { "ok" } else { "failed" }.into(),
+            error: error.map(|e| clip(&cache_core::redact::scrub(&e), MAX_LINE)),
+        });
+    };
     let mut redis_files = Vec::new();
     let mut redis_failed = Vec::new();
+    // Targets cache-health took out of service are configured sources this backup lacks.
+    for (tier, name, why) in disabled_targets(ctx)? {
+        let part = match tier {
+            Tier::Redis => Part::Redis,
+            Tier::Postgres => Part::Postgres,
+            Tier::Memory => Part::Memory,
+            _ => continue,
+        };
+        if !wants(part) || !selected(&ctx.common.tiers, tier, &name) {
+            continue;
+        }
+        tally.add(Reach::Unreachable);
+        errors.push(format!("{tier}/{name}: {why}"));
+        redis_failed.push(Failed { tier: tier.to_string(), target: name.clone(), node: None, error: why.clone() });
+        record(tier.as_str(), &name, Some(why));
+    }
     if wants(Part::Redis) {
         for target in config.redis.iter().filter(|t| selected(&ctx.common.tiers, Tier::Redis, &t.name)) {
             progress.set_message(format!("redis/{}", target.name));
@@ -149,6 +180,8 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
             } else {
                 Reach::Failed
             });
+            let why: Vec<String> = done.failed.iter().map(|f| format!("{}: {}", f.label(), f.error)).collect();
+            record("redis", &target.name, (!why.is_empty()).then(|| why.join("; ")));
             redis_failed.extend(done.failed);
             progress.inc(1);
         }
@@ -171,6 +204,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
             tally.add(Reach::of(&taken));
             match taken {
                 Ok((version, schema_path, schema_written, data_path, data_written, rows)) => {
+                    record("postgres", &target.name, None);
                     add(&schema_path, "postgres-schema", schema_written);
                     add(&data_path, "postgres-copy", data_written);
                     notes.push(format!("postgres/{}: {rows} rows of `{}`", target.name, target.table));
@@ -184,6 +218,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
                     });
                 }
                 Err(e) => {
+                    record("postgres", &target.name, Some(format!("{e:#}")));
                     fail("postgres", &target.name, &e);
                     errors.push(format!("postgres/{}: {e:#}", target.name));
                 }
@@ -205,6 +240,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
             tally.add(Reach::of(&taken));
             match taken {
                 Ok((count, written)) => {
+                    record("memory", &target.name, None);
                     add(&path, "memory-jsonl", written);
                     notes.push(format!("memory/{}: {count} memories of user `{user}`", target.name));
                     sources.push(Source {
@@ -217,6 +253,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
                     });
                 }
                 Err(e) => {
+                    record("memory", &target.name, Some(format!("{e:#}")));
                     fail("memory", &target.name, &e);
                     errors.push(format!("memory/{}: {e:#}", target.name));
                 }
@@ -266,9 +303,13 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
             .and_then(|gz| Ok(archive::tar_paths(gz, &items, &exclude)?))
             .and_then(archive::GzFile::finish);
         match written {
-            Ok(written) => add(&path, content, written),
+            Ok(written) => {
+                record("files", content, None);
+                add(&path, content, written);
+            }
             Err(e) => {
-                fail(content, file, &e);
+                record("files", content, Some(format!("{e:#}")));
+                fail("files", content, &e);
                 errors.push(format!("{file}: {e:#}"));
             }
         }
@@ -303,9 +344,10 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         sources,
         files,
         failed,
+        configured,
     };
     let dir = store.commit(&partial, &manifest)?;
-    let complete = errors.is_empty() && manifest.failed.is_empty();
+    let complete = errors.is_empty() && !manifest.is_partial();
     // Readable however a source failed: one line per kind of error, none over a few hundred
     // characters, in the text, the JSON and the run record alike.
     let errors = condense(&errors);
@@ -332,7 +374,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         let mut text = if complete {
             format!("backup {id} complete in {:.2} s: {}\n{table}\n", created.seconds, dir.display())
         } else {
-            let what: Vec<String> = manifest.failed.iter().map(Failed::label).collect();
+            let what: Vec<String> = manifest.missing().iter().map(Failed::label).collect();
             format!(
                 "backup {id} PARTIAL in {:.2} s (not backed up: {}): {}\n{table}\n",
                 created.seconds,
@@ -356,6 +398,29 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         exit_code,
         summary: serde_json::json!({ "id": id, "outcome": created.outcome, "failed": manifest.failed, "files": manifest.files.len(), "bytes": manifest.files.iter().map(|f| f.bytes).sum::<u64>(), "errors": errors }),
     })
+}
+
+/// The targets cache-health disabled whose time has not run out (`Context::load` left them
+/// out of the configuration): tier, name, and why, for the manifest.
+fn disabled_targets(ctx: &Context) -> anyhow::Result<Vec<(Tier, String, String)>> {
+    let Some(disabled) = ctx.state.read_json::<cache_core::tier::Disabled>(cache_core::tier::DISABLED_FILE)? else {
+        return Ok(Vec::new());
+    };
+    let now = cache_core::clock::now()?;
+    Ok(disabled
+        .targets
+        .iter()
+        .filter(|(_, d)| d.until > now)
+        .filter_map(|(key, d)| {
+            let (tier, name) = key.split_once('/')?;
+            let why = format!(
+                "disabled by cache-health until {} ({}): not backed up",
+                d.until.format("%Y-%m-%d %H:%M:%S UTC"),
+                d.reason
+            );
+            Some((tier.parse().ok()?, name.to_owned(), why))
+        })
+        .collect())
 }
 
 /// What backing up one Redis target gave.
@@ -543,6 +608,8 @@ struct Listed {
     created_at: chrono::DateTime<Utc>,
     bytes: u64,
     contents: String,
+    /// `complete`, or `partial`: the backup lacks a source it was configured to take.
+    outcome: &'static str,
     /// What the backup lacks because it failed when it was taken (empty: complete).
     failed: Vec<String>,
     verified: Option<Verification>,
@@ -559,7 +626,8 @@ fn list(ctx: &Context, store: &Store) -> anyhow::Result<u8> {
             created_at: b.manifest.created_at,
             bytes: b.bytes(),
             contents: b.contents(),
-            failed: b.manifest.failed.iter().map(Failed::label).collect(),
+            outcome: if b.manifest.is_partial() { "partial" } else { "complete" },
+            failed: b.manifest.missing().iter().map(Failed::label).collect(),
             verified: verified.get(&b.manifest.id).cloned(),
         })
         .collect();
@@ -696,6 +764,8 @@ struct Recovery {
     actions: Vec<String>,
     /// Sources of the backup that `--tier` left out.
     left_out: Vec<String>,
+    /// Newer partial backups passed over for this one.
+    notes: Vec<String>,
     extracted: Vec<String>,
     seconds: f64,
 }
@@ -705,6 +775,7 @@ struct How<'a> {
     pg_mode: Option<pg_dump::Mode>,
     extract_to: Option<&'a Path>,
     replace_dump: bool,
+    allow_partial: bool,
 }
 
 async fn restore(
@@ -714,9 +785,10 @@ async fn restore(
     how: How<'_>,
     dry_run: bool,
 ) -> anyhow::Result<JobResult> {
-    let How { pg_mode, extract_to, replace_dump } = how;
+    let How { pg_mode, extract_to, replace_dump, allow_partial } = how;
     let start = Instant::now();
-    let backup = store.find(selector)?;
+    let (backup, passed_over) = choose(ctx, store, selector, allow_partial, extract_to.is_some())?;
+    let lacking = lacks(ctx, &backup.manifest, extract_to.is_some());
     let (verification, logical_keys) = check_counting(ctx, &backup)?;
     if !verification.ok {
         bail!(
@@ -744,6 +816,16 @@ async fn restore(
         .into());
     }
     let mut recovery = Recovery { backup: backup.manifest.id.clone(), dry_run, ..Recovery::default() };
+    recovery.notes = passed_over;
+    // What a partial backup lacks of this restore is not restored: said, and partial.
+    recovery.skipped.extend(lacking.iter().map(|f| {
+        format!(
+            "{}: not in backup {} (it failed when the backup was taken: {})",
+            f.label(),
+            backup.manifest.id,
+            f.error
+        )
+    }));
     let progress = ctx.printer.progress(backup.manifest.sources.len() as u64, "restore");
     for source in &backup.manifest.sources {
         let label = format!("{}/{}", source.tier, source.target);
@@ -980,6 +1062,9 @@ async fn restore(
         {
             text.push_str(&format!("  {line}\n"));
         }
+        for note in &recovery.notes {
+            text.push_str(&format!("note: {note}\n"));
+        }
         if !recovery.actions.is_empty() {
             text.push_str(
                 "not finished: restart each of these servers, which loads its new dump file as it starts (until \
@@ -998,6 +1083,74 @@ async fn restore(
         exit_code,
         summary: serde_json::to_value(&recovery)?,
     })
+}
+
+/// What `manifest` lacks that a restore with these `--tier` filters would put back: a source
+/// that failed when the backup was taken, of a selected tier and a configured target (a tier
+/// not selected, or a target this configuration does not have, would not be restored anyway);
+/// an archive, when extracting.
+fn lacks(ctx: &Context, manifest: &Manifest, extracting: bool) -> Vec<Failed> {
+    let config = &ctx.config;
+    manifest
+        .missing()
+        .into_iter()
+        .filter(|f| match f.tier.parse::<Tier>() {
+            Ok(tier) => {
+                let configured = match tier {
+                    Tier::Redis => config.redis.iter().any(|t| t.name == f.target),
+                    Tier::Postgres => config.postgres.iter().any(|t| t.name == f.target),
+                    Tier::Memory => config.memory.iter().any(|t| t.name == f.target),
+                    _ => false,
+                };
+                configured && selected(&ctx.common.tiers, tier, &f.target)
+            }
+            // The configuration, state and path archives.
+            Err(_) => extracting,
+        })
+        .collect()
+}
+
+/// The backup `selector` names, for a restore. `latest` and a date never take a backup that
+/// lacks something this restore would put back (see [`lacks`]) unless `allow_partial`: they
+/// take the newest complete one, and say which partial ones were passed over. A partial backup
+/// named by its id is refused unless `allow_partial`.
+fn choose(
+    ctx: &Context,
+    store: &Store,
+    selector: &str,
+    allow_partial: bool,
+    extracting: bool,
+) -> anyhow::Result<(Backup, Vec<String>)> {
+    let newest = store.find(selector)?;
+    let lacking = |b: &Backup| lacks(ctx, &b.manifest, extracting);
+    let what = |b: &Backup| lacking(b).iter().map(Failed::label).collect::<Vec<_>>().join(", ");
+    if allow_partial || lacking(&newest).is_empty() {
+        return Ok((newest, Vec::new()));
+    }
+    let by_name = selector != "latest" && chrono::NaiveDate::parse_from_str(selector, "%Y-%m-%d").is_err();
+    if by_name {
+        bail!(
+            "backup {} is partial (not backed up: {}): restore it with --allow-partial, or choose a complete backup              (`cache-backup list`)",
+            newest.manifest.id,
+            what(&newest)
+        );
+    }
+    let backups = store.backups()?;
+    let day = chrono::NaiveDate::parse_from_str(selector, "%Y-%m-%d").ok();
+    let candidates: Vec<&Backup> =
+        backups.iter().rev().filter(|b| day.is_none_or(|d| b.manifest.created_at.date_naive() == d)).collect();
+    let mut passed = Vec::new();
+    for b in candidates {
+        if lacking(b).is_empty() {
+            return Ok((b.clone(), passed));
+        }
+        passed.push(format!("passed over partial backup {} (not backed up: {})", b.manifest.id, what(b)));
+    }
+    bail!(
+        "every backup matching `{selector}` is partial, the newest {} (not backed up: {}): restore it with          --allow-partial",
+        newest.manifest.id,
+        what(&newest)
+    )
 }
 
 /// `target` pointed at the scratch server (same timeouts, no credentials).
