@@ -228,3 +228,86 @@ fn a_target_cache_health_disabled_is_a_source_the_backup_lacks() {
     out.expect_code(0);
     assert_eq!(out.json()["outcome"], "complete", "{}", out.dump());
 }
+
+/// Moves backup `id` back in time by `days` (its manifest's `created_at`, which retention reads).
+fn age(env: &TestEnv, id: &str, days: i64) {
+    let path = env.state_dir().join("backups").join(id).join("manifest.json");
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let at = chrono::Utc::now() - chrono::Duration::days(days);
+    manifest["created_at"] = Value::String(at.to_rfc3339());
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+}
+
+fn backup_ids(env: &TestEnv) -> Vec<String> {
+    let list = env.run(BACKUP, &["list", "--format", "json"]).json();
+    list["backups"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn create_verifies_then_applies_retention_and_never_removes_a_targets_last_copy() {
+    let Some(redis) = RedisServer::start() else { return };
+    seed(&redis, 500);
+    let env = TestEnv::new();
+    let settings = "[backup]\nkeep_last = 30\nkeep_daily = 0\nkeep_weekly = 0\nmax_age = \"90days\"\n";
+    let redis_target = format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", redis.url());
+    // 16 backups, the first also of a second Redis target no later backup holds.
+    let Some(other) = RedisServer::start() else { return };
+    env.write_config(&format!(
+        "{redis_target}[[redis]]\nname = \"other\"\nurl = \"{}\"\n{settings}prune_after_create = false\n",
+        other.url()
+    ));
+    let mut ids = vec![env.run(BACKUP, &["create", "--format", "json"]).json()["id"].as_str().unwrap().to_owned()];
+    env.write_config(&format!("{redis_target}{settings}prune_after_create = false\n"));
+    for _ in 1..16 {
+        let out = env.run(BACKUP, &["create", "--format", "json"]);
+        out.expect_code(0);
+        assert_eq!(out.json()["verified"], Value::Null, "{}", out.dump());
+        ids.push(out.json()["id"].as_str().unwrap().to_owned());
+    }
+    // Three are past max_age: the one of `other`, and two more.
+    for id in &ids[..3] {
+        age(&env, id, 100);
+    }
+    // With prune_after_create off, a create adds one: 17.
+    let out = env.run(BACKUP, &["create", "--format", "json"]);
+    out.expect_code(0);
+    assert_eq!(backup_ids(&env).len(), 17);
+    // By default, create verifies its backup and prunes: the two past max_age go, and the
+    // only backup of redis/other stays, however old.
+    env.write_config(&format!("{redis_target}{settings}"));
+    let out = env.run(BACKUP, &["create", "--format", "json"]);
+    out.expect_code(0);
+    let created = out.json();
+    assert_eq!(created["verified"], true, "{}", out.dump());
+    let mut removed: Vec<String> =
+        created["pruned"]["removed"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    removed.sort();
+    assert_eq!(removed, ids[1..3].to_vec(), "{}", out.dump());
+    let left = backup_ids(&env);
+    assert_eq!(left.len(), 16);
+    assert!(left.contains(&ids[0]) && left.contains(&created["id"].as_str().unwrap().to_owned()));
+    let verified: Value =
+        serde_json::from_slice(&std::fs::read(env.state_dir().join("backup/verified.json")).unwrap()).unwrap();
+    assert_eq!(verified["backups"][created["id"].as_str().unwrap()]["ok"], true);
+    // The dry run says why the old one stays; the text output of create names what it pruned.
+    let dry = env.run(BACKUP, &["prune", "--dry-run"]);
+    assert!(
+        dry.stdout.contains(&format!("keep {}: the only backup of redis/other is never deleted", ids[0])),
+        "{}",
+        dry.dump()
+    );
+    age(&env, &ids[3], 100);
+    let out = env.run(BACKUP, &["create"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains(&format!("pruned: {} (older than max-age 90days)", ids[3])), "{}", out.dump());
+    assert!(out.stdout.contains("complete, verified"), "{}", out.dump());
+
+    // A partial backup applies no retention: nothing is removed while a source is failing.
+    age(&env, &ids[4], 100);
+    env.write_config(&format!("{redis_target}[[redis]]\nname = \"down\"\nurl = \"redis://127.0.0.1:1/0\"\n{settings}"));
+    let before = backup_ids(&env).len();
+    let out = env.run(BACKUP, &["create", "--format", "json"]);
+    out.expect_code(1);
+    assert_eq!(out.json()["pruned"], Value::Null, "{}", out.dump());
+    assert_eq!(backup_ids(&env).len(), before + 1);
+}

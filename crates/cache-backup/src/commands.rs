@@ -106,6 +106,11 @@ struct Created<'a> {
     /// What failed, as the manifest records it.
     failed: &'a [Failed],
     seconds: f64,
+    /// Whether the backup passed the verification that follows it (`None`: not verified, as
+    /// `backup.prune_after_create` is off).
+    verified: Option<bool>,
+    /// What retention removed after the backup (`None`: not applied).
+    pruned: Option<serde_json::Value>,
 }
 
 async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>) -> anyhow::Result<JobResult> {
@@ -348,6 +353,22 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
     };
     let dir = store.commit(&partial, &manifest)?;
     let complete = errors.is_empty() && !manifest.is_partial();
+    // Retention runs itself: the new backup is verified, and when it is complete and sound the
+    // rules are applied (never to the newest verified complete backup: this one).
+    let (mut verified, mut pruned) = (None, None);
+    // (A partial backup is neither: it prunes nothing while a source is failing.)
+    if config.backup.prune_after_create && complete {
+        let v = check(ctx, &Backup { dir: dir.clone(), manifest: manifest.clone() })?;
+        if !v.ok {
+            errors.push(format!("backup {id} failed verification: {}", v.problems.join("; ")));
+        } else {
+            let done = apply_retention(ctx, store, false)?;
+            errors.extend(done.errors.iter().map(|e| format!("prune: {e}")));
+            pruned = Some(done);
+        }
+        verified = Some(v.ok);
+    }
+    let sound = verified != Some(false);
     // Readable however a source failed: one line per kind of error, none over a few hundred
     // characters, in the text, the JSON and the run record alike.
     let errors = condense(&errors);
@@ -361,6 +382,14 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         errors: errors.clone(),
         failed: &manifest.failed,
         seconds: start.elapsed().as_secs_f64(),
+        verified,
+        pruned: pruned.as_ref().map(|p| {
+            serde_json::json!({
+                "removed": p.removed,
+                "kept": p.decisions.iter().filter(|d| d.keep).count(),
+                "incomplete_removed": p.incomplete.len(),
+            })
+        }),
     };
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
@@ -371,8 +400,11 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         for f in &manifest.files {
             table.add_row(vec![f.path.clone(), f.content.clone(), bytes(f.bytes), f.sha256[..16].to_owned()]);
         }
-        let mut text = if complete {
-            format!("backup {id} complete in {:.2} s: {}\n{table}\n", created.seconds, dir.display())
+        let mut text = if !sound {
+            format!("backup {id} FAILED verification after {:.2} s: {}\n{table}\n", created.seconds, dir.display())
+        } else if complete {
+            let verified = if verified == Some(true) { ", verified" } else { "" };
+            format!("backup {id} complete{verified} in {:.2} s: {}\n{table}\n", created.seconds, dir.display())
         } else {
             let what: Vec<String> = manifest.missing().iter().map(Failed::label).collect();
             format!(
@@ -385,6 +417,11 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         for note in &created.notes {
             text.push_str(&format!("note: {note}\n"));
         }
+        if let Some(pruned) = &pruned {
+            for d in pruned.decisions.iter().filter(|d| !d.keep && pruned.removed.contains(&d.id)) {
+                text.push_str(&format!("pruned: {} ({})\n", d.id, d.reason));
+            }
+        }
         for error in &errors {
             text.push_str(&format!("error: {error}\n"));
         }
@@ -392,9 +429,21 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
     }
     // The archives (configuration, state, paths) are no target: a failed one makes the backup
     // partial, and every target unreachable is exit 4 however many archives were written.
-    let exit_code = if complete { exit::SUCCESS } else { tally.code_with(1) };
+    let exit_code = if !complete {
+        tally.code_with(1)
+    } else if !sound || !errors.is_empty() {
+        exit::PARTIAL
+    } else {
+        exit::SUCCESS
+    };
     Ok(JobResult {
-        outcome: if complete { Outcome::Success } else { Outcome::Partial },
+        outcome: if !sound {
+            Outcome::Failed
+        } else if exit_code == exit::SUCCESS {
+            Outcome::Success
+        } else {
+            Outcome::Partial
+        },
         exit_code,
         summary: serde_json::json!({ "id": id, "outcome": created.outcome, "failed": manifest.failed, "files": manifest.files.len(), "bytes": manifest.files.iter().map(|f| f.bytes).sum::<u64>(), "errors": errors }),
     })
@@ -1164,7 +1213,19 @@ fn scratch_target(
     Ok(scratch)
 }
 
-fn prune(ctx: &Context, store: &Store, dry_run: bool) -> anyhow::Result<JobResult> {
+/// What retention did (or, in a dry run, would do).
+#[derive(Debug, Default, Serialize)]
+struct Pruned {
+    decisions: Vec<retention::Decision>,
+    removed: Vec<String>,
+    /// Directories left by failed or killed creates.
+    incomplete: Vec<PathBuf>,
+    errors: Vec<String>,
+}
+
+/// Applies the retention rules of `[backup]` to the backups in `store` (under the job lock, so
+/// no create is running and `.partial-` directories are leftovers).
+fn apply_retention(ctx: &Context, store: &Store, dry_run: bool) -> anyhow::Result<Pruned> {
     let settings = &ctx.config.backup;
     let verified = store::verifications(&ctx.state)?;
     let backups = store.backups()?;
@@ -1174,6 +1235,8 @@ fn prune(ctx: &Context, store: &Store, dry_run: bool) -> anyhow::Result<JobResul
             id: b.manifest.id.clone(),
             created_at: b.manifest.created_at,
             verified: verified.get(&b.manifest.id).is_some_and(|v| v.ok),
+            complete: !b.manifest.is_partial(),
+            holds: b.manifest.sources.iter().map(|s| format!("{}/{}", s.tier, s.target)).collect(),
         })
         .collect();
     let policy = retention::Policy {
@@ -1182,28 +1245,28 @@ fn prune(ctx: &Context, store: &Store, dry_run: bool) -> anyhow::Result<JobResul
         keep_weekly: settings.keep_weekly,
         max_age: settings.max_age,
     };
-    let decisions = retention::plan(&candidates, policy, Utc::now());
-    let mut removed = Vec::new();
-    let mut errors = Vec::new();
-    for decision in decisions.iter().filter(|d| !d.keep) {
-        if dry_run {
-            continue;
-        }
+    let mut pruned = Pruned { decisions: retention::plan(&candidates, policy, Utc::now()), ..Pruned::default() };
+    pruned.incomplete = store.partials()?;
+    if dry_run {
+        return Ok(pruned);
+    }
+    for decision in pruned.decisions.iter().filter(|d| !d.keep) {
         match std::fs::remove_dir_all(store.dir().join(&decision.id)) {
-            Ok(()) => removed.push(decision.id.clone()),
-            Err(e) => errors.push(format!("{}: {e}", decision.id)),
+            Ok(()) => pruned.removed.push(decision.id.clone()),
+            Err(e) => pruned.errors.push(format!("{}: {e}", decision.id)),
         }
     }
-    // The job lock is held: no create is running, so partial directories are leftovers.
-    let partials = store.partials()?;
-    if !dry_run {
-        for p in &partials {
-            if let Err(e) = std::fs::remove_dir_all(p) {
-                errors.push(format!("{}: {e}", p.display()));
-            }
+    for p in &pruned.incomplete {
+        if let Err(e) = std::fs::remove_dir_all(p) {
+            pruned.errors.push(format!("{}: {e}", p.display()));
         }
-        store::forget_verifications(&ctx.state, &removed)?;
     }
+    store::forget_verifications(&ctx.state, &pruned.removed)?;
+    Ok(pruned)
+}
+
+fn prune(ctx: &Context, store: &Store, dry_run: bool) -> anyhow::Result<JobResult> {
+    let Pruned { decisions, removed, incomplete: partials, errors } = apply_retention(ctx, store, dry_run)?;
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
         printer.json(&serde_json::json!({ "dry_run": dry_run, "decisions": decisions, "removed": removed, "incomplete_removed": if dry_run { 0 } else { partials.len() }, "errors": errors }))?;

@@ -33,6 +33,8 @@ pub struct BackupSettings {
     /// Remove backups older than this, whatever the other rules say (never the newest verified).
     #[serde(with = "humantime_serde::option")]
     pub max_age: Option<Duration>,
+    /// `cache-backup create` applies these rules after a complete backup that verified.
+    pub prune_after_create: bool,
 }
 
 impl Default for BackupSettings {
@@ -48,6 +50,7 @@ impl Default for BackupSettings {
             keep_daily: 7,
             keep_weekly: 4,
             max_age: Some(Duration::from_secs(90 * DAY)),
+            prune_after_create: true,
         }
     }
 }
