@@ -311,3 +311,96 @@ fn create_verifies_then_applies_retention_and_never_removes_a_targets_last_copy(
     assert_eq!(out.json()["pruned"], Value::Null, "{}", out.dump());
     assert_eq!(backup_ids(&env).len(), before + 1);
 }
+
+/// Every key's value and absolute expiry, for servers that refuse `DEBUG DIGEST` (strings only,
+/// as [`seed`] writes).
+fn strings(redis: &RedisServer) -> std::collections::BTreeMap<String, (String, i64)> {
+    let mut conn = redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    let mut pipe = redis::pipe();
+    for key in &keys {
+        pipe.cmd("GET").arg(key).cmd("PEXPIRETIME").arg(key);
+    }
+    let replies: Vec<redis::Value> = pipe.query(&mut conn).unwrap();
+    keys.into_iter()
+        .zip(replies.chunks(2))
+        .map(|(k, r)| {
+            let value: String = redis::from_redis_value(r[0].clone()).unwrap();
+            let at: i64 = redis::from_redis_value(r[1].clone()).unwrap();
+            (k, (value, at))
+        })
+        .collect()
+}
+
+fn ownership(path: &std::path::Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+#[test]
+fn replace_dump_under_a_server_of_another_user_keeps_its_owner_and_a_restart_loads_it() {
+    let Some(mut redis) = RedisServer::start_as_service("save 3600 1") else { return };
+    seed(&redis, 3000);
+    let data = strings(&redis);
+    assert_eq!(data.len(), 3000);
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", redis.url()));
+    env.run(BACKUP, &["create", "--only", "redis"]).expect_code(0);
+    let mut conn = redis.connection();
+    let _: () = redis::cmd("FLUSHALL").query(&mut conn).unwrap();
+    let _: () = redis::cmd("SET").arg("written-after").arg("1").query(&mut conn).unwrap();
+    let _: () = redis::cmd("SAVE").query(&mut conn).unwrap();
+    let dump = redis.dir().join("dump.rdb");
+    std::fs::set_permissions(&dump, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let owned = ownership(&dump);
+    if let Some((uid, gid)) = redis.owner() {
+        assert_eq!((owned.0, owned.1), (uid, gid), "the kit's server runs as its own user");
+    }
+
+    // DEBUG RELOAD is refused: the new dump is in place, as the server's user would have
+    // written it, and the exact restart command is printed (and recorded).
+    let out = env.run(BACKUP, &["restore", "--replace-dump", "--yes"]);
+    out.expect_code(1);
+    assert_eq!(ownership(&dump), owned, "{}", out.dump());
+    let config = redis.dir().join("redis.conf");
+    let port = redis.port();
+    let as_user = match redis.owner() {
+        Some(_) => {
+            let name = std::fs::read_to_string("/etc/passwd")
+                .unwrap()
+                .lines()
+                .find(|l| l.split(':').nth(2) == Some(&owned.0.to_string()))
+                .map(|l| l.split(':').next().unwrap().to_owned())
+                .unwrap();
+            format!("runuser -u {name} -- ")
+        }
+        None => String::new(),
+    };
+    let command = format!("redis-cli -p {port} shutdown nosave && {as_user}");
+    assert!(out.stdout.contains("not finished") && out.stdout.contains(&command), "{command}\n{}", out.dump());
+    assert!(out.stdout.contains(&format!(" {}", config.display())), "{}", out.dump());
+    assert!(out.stdout.contains("DEBUG RELOAD refused"), "{}", out.dump());
+    let leftovers: Vec<String> = std::fs::read_dir(redis.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("restore-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let record = std::fs::read_to_string(env.state_dir().join("backup/restores.jsonl")).unwrap();
+    assert!(record.contains("shutdown nosave"), "{record}");
+    // The restart loads it: the data is back (and nothing written after the backup).
+    assert!(redis.try_restart(), "redis-server could not load its new dump:\n{}", redis.log());
+    assert_eq!(strings(&redis), data);
+
+    // No dump file yet: the new one gets the directory's owner and its mode, without x bits.
+    let Some(mut fresh) = RedisServer::start_as_service("") else { return };
+    let dump = fresh.dir().join("dump.rdb");
+    assert!(!dump.exists());
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", fresh.url()));
+    env.run(BACKUP, &["restore", "--replace-dump", "--yes"]).expect_code(1);
+    let dir = ownership(fresh.dir());
+    assert_eq!(ownership(&dump), (dir.0, dir.1, dir.2 & 0o666));
+    assert!(fresh.try_restart(), "redis-server could not load its new dump:\n{}", fresh.log());
+    assert_eq!(strings(&fresh), data);
+}

@@ -962,7 +962,8 @@ async fn restore(
                         );
                     }
                     let done = redis_dump::replace_dump(target, &path, ctx.config.backup.bgsave_timeout).await?;
-                    recovery.restored.push(format!("{label}: {done}"));
+                    recovery.restored.push(format!("{label}: {}", done.done));
+                    recovery.actions.extend(done.action.map(|line| format!("{label}: {line}")));
                     continue;
                 }
                 // Key by key, each key on the primary serving its slot (a standalone server

@@ -11,6 +11,7 @@
 
 pub mod cluster_dump;
 pub mod commands;
+pub mod dump_file;
 pub mod manifest;
 pub mod memory_dump;
 pub mod pg_dump;
