@@ -943,26 +943,23 @@ fn restore_once(bench: &Bench, n: u64) -> anyhow::Result<(Duration, Duration, u6
          prune_after_create = false\n",
         server.url()
     );
-    let state = bench.work.path().join(format!("restore-state-{n}"));
-    let with_state = |mut c: Command| {
-        c.arg("--state-dir").arg(&state);
-        c
-    };
-    let status = with_state(bench.backup(&config, &["create", "--only", "redis", "-q"])?).status()?;
+    let status = bench.backup(&config, &["create", "--only", "redis", "-q"])?.status()?;
     if !status.success() {
         bail!("cache-backup create failed: {status}");
     }
     flush(&mut conn)?;
-    let (took, ours, scratch) = measure_tree(&mut with_state(bench.backup(&config, &["restore", "--yes", "-q"])?))?;
+    let (took, ours, scratch) = measure_tree(&mut bench.backup(&config, &["restore", "--yes", "-q"])?)?;
     let keys: u64 = redis::cmd("DBSIZE").query(&mut conn)?;
     if keys != n {
         bail!("the restore gave {keys} keys of {n}");
     }
     // The standard: redis-server loading the same RDB as it starts.
-    let rdb_gz = std::fs::read_dir(state.join("backups"))?
+    // The newest backup's (ids sort by time).
+    let rdb_gz = std::fs::read_dir(bench.work.path().join("backup-state/backups"))?
         .filter_map(Result::ok)
         .map(|e| e.path().join("redis-bench.rdb.gz"))
-        .find(|p| p.exists())
+        .filter(|p| p.exists())
+        .max()
         .context("the backup's RDB")?;
     let dir = tempfile::tempdir()?;
     shell(&format!("gzip -dc {} > {}", rdb_gz.display(), dir.path().join("dump.rdb").display()))?;
