@@ -134,6 +134,7 @@ remediation\t'An alert rule\'s automatic action (cache-health monitor)'"
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l format -d 'Output format' -r -f -a "text\t'Tables and sentences for people'
 json\t'One JSON document on stdout, with `schema_version`'"
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l replace-dump -d 'For a Redis server on this host: put the RDB in place of its dump file (keeping the old one beside it) and reload it, instead of restoring key by key; for a cluster of the backup\'s shape, each shard\'s RDB on the primary serving its slots'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l allow-partial -d 'Also consider partial backups (a source failed when they were taken): `latest` and a date then take the newest backup whatever it lacks, and a partial one named by its id is restored; what it lacks is reported as not restored'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l wait -d 'Wait for another run of the same job to finish instead of exiting at once'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l emergency -d 'With --scheduled: run a heavy job even outside the maintenance windows'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'

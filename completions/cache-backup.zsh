@@ -158,6 +158,7 @@ remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--replace-dump[For a Redis server on this host\: put the RDB in place of its dump file (keeping the old one beside it) and reload it, instead of restoring key by key; for a cluster of the backup'\''s shape, each shard'\''s RDB on the primary serving its slots]' \
+'--allow-partial[Also consider partial backups (a source failed when they were taken)\: \`latest\` and a date then take the newest backup whatever it lacks, and a partial one named by its id is restored; what it lacks is reported as not restored]' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
 '--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
 '(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \

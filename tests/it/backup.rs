@@ -207,7 +207,7 @@ fn a_killed_create_leaves_nothing_that_looks_complete() {
 #[test]
 fn prune_keeps_by_rule_and_never_the_newest_verified() {
     let env = TestEnv::new();
-    env.write_config("[backup]\nkeep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\n");
+    env.write_config("[backup]\nkeep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\nprune_after_create = false\n");
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(
@@ -223,7 +223,7 @@ fn prune_keeps_by_rule_and_never_the_newest_verified() {
     dry.expect_code(0);
     assert!(dry.stdout.contains(&format!("would delete {}: kept by no rule", ids[1])), "{}", dry.dump());
     assert!(
-        dry.stdout.contains(&format!("keep {}: the newest verified backup is never deleted", ids[0])),
+        dry.stdout.contains(&format!("keep {}: the newest verified complete backup is never deleted", ids[0])),
         "{}",
         dry.dump()
     );

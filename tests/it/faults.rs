@@ -1061,10 +1061,13 @@ fn a_full_backup_directory_fails_the_backup_with_its_code_and_lists_nothing_part
     let Some(fs) = Tmpfs::mount(&env.path("small"), "size=1m") else { return };
     env.write_config(&format!(
         "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[backup]\ndir = \"{}\"\nlevel = 1\nthreads = 1\n\
-         redis_method = \"logical\"\nkeep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\n",
+         redis_method = \"logical\"\nkeep_last = 1\nkeep_daily = 0\nkeep_weekly = 0\n\
+         prune_after_create = false\n",
         redis.url(),
         fs.dir.join("backups").display()
     ));
+    // Backups go only by the explicit prune below (create's own retention would remove the
+    // documents whose survival the checks compare).
     let mut c = Checks::new("disk full (backup directory)");
     let first = env.run(BACKUP, &["create"]);
     c.check(first.code() == 0, || first.dump());

@@ -19,6 +19,7 @@ mod ledger;
 mod mem0;
 mod monitor;
 mod optimizer;
+mod recovery;
 mod remote;
 mod rotation;
 mod runs;

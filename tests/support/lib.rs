@@ -81,6 +81,14 @@ pub fn missing(what: &str) -> Option<std::convert::Infallible> {
     None
 }
 
+/// The uid and gid of system user `name` (from `/etc/passwd`), when there is one.
+pub fn system_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let line = passwd.lines().find(|l| l.split(':').next() == Some(name))?;
+    let fields: Vec<&str> = line.split(':').collect();
+    Some((fields.get(2)?.parse().ok()?, fields.get(3)?.parse().ok()?))
+}
+
 /// Polls `ready` every 20 ms until it returns true or `timeout` passes.
 pub fn wait_until(timeout: std::time::Duration, mut ready: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + timeout;

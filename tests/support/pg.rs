@@ -51,13 +51,11 @@ fn owner() -> Option<(u32, u32)> {
     if !rustix::process::geteuid().is_root() {
         return None;
     }
-    let passwd = fs::read_to_string("/etc/passwd").unwrap();
-    let line = passwd
-        .lines()
-        .find(|l| l.starts_with("postgres:"))
-        .expect("tests run as root need a `postgres` user to run PostgreSQL (apt-get install postgresql creates it)");
-    let fields: Vec<&str> = line.split(':').collect();
-    Some((fields[2].parse().unwrap(), fields[3].parse().unwrap()))
+    Some(
+        crate::system_user("postgres").expect(
+            "tests run as root need a `postgres` user to run PostgreSQL (apt-get install postgresql creates it)",
+        ),
+    )
 }
 
 fn as_owner(command: &mut Command, owner: Option<(u32, u32)>) -> &mut Command {

@@ -1,5 +1,6 @@
 //! A real `redis-server` for one test.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -16,6 +17,8 @@ pub struct RedisServer {
     port: u16,
     tls_port: Option<u16>,
     password: Option<String>,
+    /// The uid and gid it runs as, when not ours.
+    owner: Option<(u32, u32)>,
 }
 
 impl RedisServer {
@@ -39,6 +42,26 @@ impl RedisServer {
 
     /// Starts a server with `extra` appended to its redis.conf (e.g. `requirepass x`).
     pub fn start_with(extra: &str) -> Option<Self> {
+        Self::start_owned(extra, None)
+    }
+
+    /// Starts a server as a packaged one runs: as the `redis` user (the Debian package's) when
+    /// the tests run as root, in a directory it owns (mode 0750), with `DEBUG` refused (Redis
+    /// 7's default) unless `extra` allows it.
+    pub fn start_as_service(extra: &str) -> Option<Self> {
+        let owner = if rustix::process::geteuid().is_root() {
+            Some(
+                crate::system_user("redis")
+                    .or_else(|| crate::system_user("postgres"))
+                    .expect("tests run as root need a `redis` (or `postgres`) user to run redis-server as"),
+            )
+        } else {
+            None
+        };
+        Self::start_owned(&format!("enable-debug-command no\n{extra}"), owner)
+    }
+
+    fn start_owned(extra: &str, owner: Option<(u32, u32)>) -> Option<Self> {
         let binary = match std::env::var_os(REDIS_SERVER_ENV) {
             Some(path) => PathBuf::from(path),
             None => match find_binary("redis-server", &[]) {
@@ -52,27 +75,26 @@ impl RedisServer {
         let password = extra.lines().find_map(|l| l.trim().strip_prefix("requirepass ")).map(|p| p.trim().to_owned());
         for attempt in 1..=5 {
             let dir = tempfile::tempdir().unwrap();
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+                std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o750)).unwrap();
+            }
             let port = free_port();
             let conf = dir.path().join("redis.conf");
             std::fs::write(
                 &conf,
                 format!(
                     "port {port}\nbind 127.0.0.1\nunixsocket {sock}\nunixsocketperm 700\nsave \"\"\nappendonly no\n\
-                     dir {dir}\nlogfile {log}\ndaemonize no\nenable-debug-command yes\n{extra}\n",
+                     dir {dir}\nlogfile {log}\ndaemonize no\n{debug}{extra}\n",
+                    debug = if owner.is_some() { "" } else { "enable-debug-command yes\n" },
                     sock = dir.path().join("redis.sock").display(),
                     dir = dir.path().display(),
                     log = dir.path().join("redis.log").display(),
                 ),
             )
             .unwrap();
-            let child = Command::new(&binary)
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-            let mut server = Self { child, dir, port, tls_port: None, password: password.clone() };
+            let child = Self::spawn(&binary, &conf, owner);
+            let mut server = Self { child, dir, port, tls_port: None, password: password.clone(), owner };
             if wait_until(Duration::from_secs(10), || server.ping()) {
                 return Some(server);
             }
@@ -80,6 +102,32 @@ impl RedisServer {
             eprintln!("redis-server did not start (attempt {attempt}); log:\n{}", server.log());
         }
         panic!("redis-server would not start");
+    }
+
+    fn spawn(binary: &Path, conf: &Path, owner: Option<(u32, u32)>) -> Child {
+        let mut command = Command::new(binary);
+        command.arg(conf).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        if let Some((uid, gid)) = owner {
+            command.uid(uid).gid(gid);
+        }
+        command.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()))
+    }
+
+    /// The uid and gid it runs as (`None`: as the tests).
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        self.owner
+    }
+
+    /// Starts it again as [`RedisServer::restart`] does, and says whether it came up, with its
+    /// log (a server that cannot read its dump file exits at once).
+    pub fn try_restart(&mut self) -> bool {
+        self.stop();
+        let binary = std::env::var_os(REDIS_SERVER_ENV)
+            .map(PathBuf::from)
+            .or_else(|| find_binary("redis-server", &[]))
+            .expect("redis-server was found at start");
+        self.child = Self::spawn(&binary, &self.dir.path().join("redis.conf"), self.owner);
+        wait_until(Duration::from_secs(10), || self.ping())
     }
 
     fn ping(&mut self) -> bool {
@@ -139,19 +187,7 @@ impl RedisServer {
     /// is saved on the way down: it starts from what is on disk, its dump file (or its AOF,
     /// with `appendonly yes` in the configuration), and a cluster node from its `nodes.conf`.
     pub fn restart(&mut self) {
-        self.stop();
-        let binary = std::env::var_os(REDIS_SERVER_ENV)
-            .map(PathBuf::from)
-            .or_else(|| find_binary("redis-server", &[]))
-            .expect("redis-server was found at start");
-        self.child = Command::new(binary)
-            .arg(self.dir.path().join("redis.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        assert!(wait_until(Duration::from_secs(10), || self.ping()), "redis-server did not restart:\n{}", self.log());
+        assert!(self.try_restart(), "redis-server did not restart:\n{}", self.log());
     }
 
     /// Every key, sorted (for assertions on small keyspaces).

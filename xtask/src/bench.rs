@@ -7,6 +7,9 @@
 //! 250 ms; sweeping 200k files ≥ 1× `find -mtime +7 -delete`; rotating 50 × 20 MiB logs ≥ 1.5×
 //! `logrotate -f`. Issue 41: a logical backup and restore of one 500 MB hash never block the
 //! server for more than a few ms (worst PING round trip) and hold bounded memory (peak RSS).
+//! Issue 18: a restore from an RDB of 250k and 1M keys of 1 KB: its time, and the peak RSS of
+//! cache-backup itself (flat in data size: at 1M at most 1.2× that at 250k) and of the scratch
+//! redis-server that proves the RDB loads and serves its keys (which holds the dataset).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -133,7 +136,12 @@ pub(crate) fn run(what: &str, only: &[String]) -> anyhow::Result<()> {
             ("files", files),
             ("logs", logs),
         ],
-        "backup" => vec![("archive", backup_archive), ("verify", backup_verify), ("bigkey", backup_bigkey)],
+        "backup" => vec![
+            ("archive", backup_archive),
+            ("verify", backup_verify),
+            ("bigkey", backup_bigkey),
+            ("restore", backup_restore),
+        ],
         "debug" => vec![("memory", debug_memory)],
         _ => bail!("unknown benchmark `{what}`; there are: cleanup, backup, debug"),
     };
@@ -889,6 +897,119 @@ fn backup_bigkey(bench: &Bench) -> anyhow::Result<Row> {
             mib(dump_rss),
             dump_time.as_secs_f64(),
             mib(put_back_rss),
+        ),
+    })
+}
+
+/// The peak RSS (KiB) of a process, from `/proc/PID/status` (`VmHWM`, or `VmRSS` sampled).
+fn rss_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(field)?.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Runs `command` to its end, sampling every 20 ms its own peak RSS (`VmHWM`) and the RSS of
+/// its child processes (the scratch redis-server): wall time, ours and the children's peaks
+/// (KiB). GNU time's `%M` would fold the two together.
+fn measure_tree(command: &mut Command) -> anyhow::Result<(Duration, u64, u64)> {
+    let start = Instant::now();
+    let mut child = command.stdout(std::process::Stdio::null()).spawn()?;
+    let pid = child.id();
+    let (mut ours, mut children) = (0u64, 0u64);
+    loop {
+        ours = ours.max(rss_kib(pid, "VmHWM:").unwrap_or(0));
+        let tasks = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let now: u64 =
+            tasks.split_whitespace().filter_map(|c| c.parse().ok()).filter_map(|c| rss_kib(c, "VmRSS:")).sum();
+        children = children.max(now);
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                bail!("{command:?} failed: {status}");
+            }
+            return Ok((start.elapsed(), ours, children));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A restore from an RDB of `n` keys of 1 KB (DEBUG POPULATE) into the emptied server: time,
+/// cache-backup's peak RSS, the scratch server's; and, as the standard, the time redis-server
+/// takes to load the same RDB at start (what a restart after `--replace-dump` costs).
+fn restore_once(bench: &Bench, n: u64) -> anyhow::Result<(Duration, Duration, u64, u64)> {
+    let server = RedisServer::start().context("redis-server is needed")?;
+    let mut conn = server.connection();
+    redis::cmd("DEBUG").arg("POPULATE").arg(n).arg("bench:key").arg(1000).exec(&mut conn)?;
+    let config = format!(
+        "[[redis]]\nname = \"bench\"\nurl = \"{}\"\ntimeout = \"120s\"\n[backup]\nthreads = 0\nlevel = 1\n\
+         prune_after_create = false\n",
+        server.url()
+    );
+    let status = bench.backup(&config, &["create", "--only", "redis", "-q"])?.status()?;
+    if !status.success() {
+        bail!("cache-backup create failed: {status}");
+    }
+    flush(&mut conn)?;
+    let (took, ours, scratch) = measure_tree(&mut bench.backup(&config, &["restore", "--yes", "-q"])?)?;
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut conn)?;
+    if keys != n {
+        bail!("the restore gave {keys} keys of {n}");
+    }
+    // The standard: redis-server loading the same RDB as it starts.
+    // The newest backup's (ids sort by time).
+    let rdb_gz = std::fs::read_dir(bench.work.path().join("backup-state/backups"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("redis-bench.rdb.gz"))
+        .filter(|p| p.exists())
+        .max()
+        .context("the backup's RDB")?;
+    let dir = tempfile::tempdir()?;
+    shell(&format!("gzip -dc {} > {}", rdb_gz.display(), dir.path().join("dump.rdb").display()))?;
+    let port = cache_tests::free_port();
+    let start = Instant::now();
+    let mut loading = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--save", "", "--dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let loaded = cache_tests::wait_until(Duration::from_secs(600), || {
+        redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("DBSIZE").query::<u64>(&mut c))
+            .is_ok_and(|k| k == n)
+    });
+    let standard = start.elapsed();
+    let _ = loading.kill();
+    let _ = loading.wait();
+    if !loaded {
+        bail!("redis-server did not load the RDB of {n} keys");
+    }
+    Ok((took, standard, ours, scratch))
+}
+
+/// Issue 18: restore time and peak RSS at 250k and 1M keys of 1 KB.
+fn backup_restore(bench: &Bench) -> anyhow::Result<Row> {
+    println!("==> restore: 250k and 1M keys of 1 KB, from an RDB, into the emptied server");
+    let (small_took, small_standard, small_ours, small_scratch) = restore_once(bench, 250_000)?;
+    let (took, standard, ours, scratch) = restore_once(bench, 1_000_000)?;
+    let mib = |kib: u64| kib / 1024;
+    let flat = ours as f64 <= small_ours as f64 * 1.2;
+    Ok(Row {
+        task: "restore of 1M keys of 1 KB from an RDB (vs redis-server loading it)",
+        standard,
+        ours: took,
+        target: 0.02,
+        detail: format!(
+            "250k keys: {:.1}s (redis-server load {:.1}s), cache-backup peak RSS {} MiB, scratch redis-server {} \
+             MiB; 1M keys: {:.1}s, cache-backup peak RSS {} MiB, scratch redis-server {} MiB; cache-backup's RSS \
+             at 1M is {:.2}× that at 250k ({})",
+            small_took.as_secs_f64(),
+            small_standard.as_secs_f64(),
+            mib(small_ours),
+            mib(small_scratch),
+            took.as_secs_f64(),
+            mib(ours),
+            mib(scratch),
+            ours as f64 / small_ours.max(1) as f64,
+            if flat { "flat" } else { "NOT FLAT: over 1.2×" },
         ),
     })
 }

@@ -233,7 +233,7 @@ pub async fn replace(
                 let text = e.to_string();
                 let why = clip(text.split(". ").next().unwrap_or(&text), 80);
                 out.done.push(format!("{addr}: `{dump}` replaced{kept}; not loaded (DEBUG RELOAD refused: {why})"));
-                out.actions.push(format!("restart redis-server on {addr} (its dump is {dump})"));
+                out.actions.push(slot.restart_advice(&addr));
             }
         }
     }

@@ -13,7 +13,7 @@ use cache_core::exit::{self, Convention, Reach, Tally};
 use cache_core::messages::{MAX_LINE, clip, condense};
 use cache_core::output::{Format, bytes};
 use cache_core::runs::Outcome;
-use cache_core::tier::{Tier, selected, tier_selected};
+use cache_core::tier::{Tier, selected};
 use chrono::Utc;
 use serde::Serialize;
 
@@ -62,11 +62,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Create { only, level } => create(&ctx, &store, only, *level).await,
         Command::Verify { backup, remote: Some(name), .. } => crate::remote::verify(&ctx, name, backup).await,
         Command::Verify { backup, all, remote: None } => verify(&ctx, &store, backup, *all),
-        Command::Restore { backup, date, postgres, extract_files, replace_dump, from_remote, identity } => {
+        Command::Restore {
+            backup,
+            date,
+            postgres,
+            extract_files,
+            replace_dump,
+            allow_partial,
+            from_remote,
+            identity,
+        } => {
             let how = How {
                 pg_mode: *postgres,
                 extract_to: extract_files.as_deref(),
                 replace_dump: *replace_dump,
+                allow_partial: *allow_partial,
                 identity: crate::crypt::identity_for(identity.as_deref(), &ctx.config),
             };
             let selector = date.as_deref().unwrap_or(backup);
@@ -115,6 +125,11 @@ struct Created<'a> {
     /// What failed, as the manifest records it.
     failed: &'a [Failed],
     seconds: f64,
+    /// Whether the backup passed the verification that follows it (`None`: not verified, as
+    /// `backup.prune_after_create` is off).
+    verified: Option<bool>,
+    /// What retention removed after the backup (`None`: not applied).
+    pruned: Option<serde_json::Value>,
 }
 
 async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>) -> anyhow::Result<JobResult> {
@@ -146,8 +161,34 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         files.push(File::plain(name, content, written));
     };
+    // Every source the backup is configured to take, with its result, for the manifest.
+    let mut configured: Vec<archive::ManifestTaken> = Vec::new();
+    let mut record = |tier: &str, target: &str, error: Option<String>| {
+        configured.push(archive::ManifestTaken {
+            tier: tier.into(),
+            target: target.into(),
+            result: if error.is_none() { "ok" } else { "failed" }.into(),
+            error: error.map(|e| clip(&cache_core::redact::scrub(&e), MAX_LINE)),
+        });
+    };
     let mut redis_files = Vec::new();
     let mut redis_failed = Vec::new();
+    // Targets cache-health took out of service are configured sources this backup lacks.
+    for (tier, name, why) in disabled_targets(ctx)? {
+        let part = match tier {
+            Tier::Redis => Part::Redis,
+            Tier::Postgres => Part::Postgres,
+            Tier::Memory => Part::Memory,
+            _ => continue,
+        };
+        if !wants(part) || !selected(&ctx.common.tiers, tier, &name) {
+            continue;
+        }
+        tally.add(Reach::Unreachable);
+        errors.push(format!("{tier}/{name}: {why}"));
+        redis_failed.push(Failed { tier: tier.to_string(), target: name.clone(), node: None, error: why.clone() });
+        record(tier.as_str(), &name, Some(why));
+    }
     if wants(Part::Redis) {
         for target in config.redis.iter().filter(|t| selected(&ctx.common.tiers, Tier::Redis, &t.name)) {
             progress.set_message(format!("redis/{}", target.name));
@@ -163,6 +204,8 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
             } else {
                 Reach::Failed
             });
+            let why: Vec<String> = done.failed.iter().map(|f| format!("{}: {}", f.label(), f.error)).collect();
+            record("redis", &target.name, (!why.is_empty()).then(|| why.join("; ")));
             redis_failed.extend(done.failed);
             progress.inc(1);
         }
@@ -185,6 +228,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
             tally.add(Reach::of(&taken));
             match taken {
                 Ok((version, schema_path, schema_written, data_path, data_written, rows)) => {
+                    record("postgres", &target.name, None);
                     add(&schema_path, "postgres-schema", schema_written);
                     add(&data_path, "postgres-copy", data_written);
                     notes.push(format!("postgres/{}: {rows} rows of `{}`", target.name, target.table));
@@ -198,6 +242,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
                     });
                 }
                 Err(e) => {
+                    record("postgres", &target.name, Some(format!("{e:#}")));
                     fail("postgres", &target.name, &e);
                     errors.push(format!("postgres/{}: {e:#}", target.name));
                 }
@@ -219,6 +264,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
             tally.add(Reach::of(&taken));
             match taken {
                 Ok((count, written)) => {
+                    record("memory", &target.name, None);
                     add(&path, "memory-jsonl", written);
                     notes.push(format!("memory/{}: {count} memories of user `{user}`", target.name));
                     sources.push(Source {
@@ -231,6 +277,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
                     });
                 }
                 Err(e) => {
+                    record("memory", &target.name, Some(format!("{e:#}")));
                     fail("memory", &target.name, &e);
                     errors.push(format!("memory/{}: {e:#}", target.name));
                 }
@@ -280,9 +327,13 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
             .and_then(|gz| Ok(archive::tar_paths(gz, &items, &exclude)?))
             .and_then(archive::GzFile::finish);
         match written {
-            Ok(written) => add(&path, content, written),
+            Ok(written) => {
+                record("files", content, None);
+                add(&path, content, written);
+            }
             Err(e) => {
-                fail(content, file, &e);
+                record("files", content, Some(format!("{e:#}")));
+                fail("files", content, &e);
                 errors.push(format!("{file}: {e:#}"));
             }
         }
@@ -327,13 +378,30 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         sources,
         files,
         failed,
+        configured,
     };
     let dir = store.commit(&partial, &manifest)?;
-    let mut complete = errors.is_empty() && manifest.failed.is_empty();
-    if complete && !ctx.config.backup.remotes.is_empty() {
+    let mut complete = errors.is_empty() && !manifest.is_partial();
+    // Retention runs itself: the new backup is verified, and when it is complete and sound the
+    // rules are applied (never to the newest verified complete backup: this one).
+    let (mut verified, mut pruned) = (None, None);
+    // (A partial backup is neither: it prunes nothing while a source is failing.)
+    if config.backup.prune_after_create && complete {
+        let v = check(ctx, &Backup { dir: dir.clone(), manifest: manifest.clone() })?;
+        if !v.ok {
+            errors.push(format!("backup {id} failed verification: {}", v.problems.join("; ")));
+        } else {
+            let done = apply_retention(ctx, store, false)?;
+            errors.extend(done.errors.iter().map(|e| format!("prune: {e}")));
+            pruned = Some(done);
+        }
+        verified = Some(v.ok);
+    }
+    let sound = verified != Some(false);
+    if complete && sound && !ctx.config.backup.remotes.is_empty() {
         // Off-host copies of a backup that verifies, and their retention.
         let backup = store::Backup { dir: dir.clone(), manifest: manifest.clone() };
-        let problems = cache_core::archive::verify(&dir, &manifest);
+        let problems = if verified == Some(true) { Vec::new() } else { archive::verify(&dir, &manifest) };
         if problems.is_empty() {
             let copied = crate::remote::copy_everywhere(&ctx.config, &backup, retention_policy(ctx)).await;
             notes.extend(copied.notes);
@@ -357,6 +425,14 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         errors: errors.clone(),
         failed: &manifest.failed,
         seconds: start.elapsed().as_secs_f64(),
+        verified,
+        pruned: pruned.as_ref().map(|p| {
+            serde_json::json!({
+                "removed": p.removed,
+                "kept": p.decisions.iter().filter(|d| d.keep).count(),
+                "incomplete_removed": p.incomplete.len(),
+            })
+        }),
     };
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
@@ -367,10 +443,13 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         for f in &manifest.files {
             table.add_row(vec![f.path.clone(), f.content.clone(), bytes(f.bytes), f.sha256[..16].to_owned()]);
         }
-        let mut text = if complete {
-            format!("backup {id} complete in {:.2} s: {}\n{table}\n", created.seconds, dir.display())
+        let mut text = if !sound {
+            format!("backup {id} FAILED verification after {:.2} s: {}\n{table}\n", created.seconds, dir.display())
+        } else if complete {
+            let verified = if verified == Some(true) { ", verified" } else { "" };
+            format!("backup {id} complete{verified} in {:.2} s: {}\n{table}\n", created.seconds, dir.display())
         } else {
-            let what: Vec<String> = manifest.failed.iter().map(Failed::label).collect();
+            let what: Vec<String> = manifest.missing().iter().map(Failed::label).collect();
             let what =
                 if what.is_empty() { "every source was taken; see the errors".to_owned() } else { what.join(", ") };
             format!(
@@ -382,6 +461,11 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
         for note in &created.notes {
             text.push_str(&format!("note: {note}\n"));
         }
+        if let Some(pruned) = &pruned {
+            for d in pruned.decisions.iter().filter(|d| !d.keep && pruned.removed.contains(&d.id)) {
+                text.push_str(&format!("pruned: {} ({})\n", d.id, d.reason));
+            }
+        }
         for error in &errors {
             text.push_str(&format!("error: {error}\n"));
         }
@@ -389,12 +473,47 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
     }
     // The archives (configuration, state, paths) are no target: a failed one makes the backup
     // partial, and every target unreachable is exit 4 however many archives were written.
-    let exit_code = if complete { exit::SUCCESS } else { tally.code_with(1) };
+    let exit_code = if !complete {
+        tally.code_with(1)
+    } else if !sound || !errors.is_empty() {
+        exit::PARTIAL
+    } else {
+        exit::SUCCESS
+    };
     Ok(JobResult {
-        outcome: if complete { Outcome::Success } else { Outcome::Partial },
+        outcome: if !sound {
+            Outcome::Failed
+        } else if exit_code == exit::SUCCESS {
+            Outcome::Success
+        } else {
+            Outcome::Partial
+        },
         exit_code,
         summary: serde_json::json!({ "id": id, "outcome": created.outcome, "failed": manifest.failed, "files": manifest.files.len(), "bytes": manifest.files.iter().map(|f| f.bytes).sum::<u64>(), "errors": errors }),
     })
+}
+
+/// The targets cache-health disabled whose time has not run out (`Context::load` left them
+/// out of the configuration): tier, name, and why, for the manifest.
+fn disabled_targets(ctx: &Context) -> anyhow::Result<Vec<(Tier, String, String)>> {
+    let Some(disabled) = ctx.state.read_json::<cache_core::tier::Disabled>(cache_core::tier::DISABLED_FILE)? else {
+        return Ok(Vec::new());
+    };
+    let now = cache_core::clock::now()?;
+    Ok(disabled
+        .targets
+        .iter()
+        .filter(|(_, d)| d.until > now)
+        .filter_map(|(key, d)| {
+            let (tier, name) = key.split_once('/')?;
+            let why = format!(
+                "disabled by cache-health until {} ({}): not backed up",
+                d.until.format("%Y-%m-%d %H:%M:%S UTC"),
+                d.reason
+            );
+            Some((tier.parse().ok()?, name.to_owned(), why))
+        })
+        .collect())
 }
 
 /// What backing up one Redis target gave.
@@ -583,6 +702,8 @@ struct Listed {
     created_at: chrono::DateTime<Utc>,
     bytes: u64,
     contents: String,
+    /// `complete`, or `partial`: the backup lacks a source it was configured to take.
+    outcome: &'static str,
     /// What the backup lacks because it failed when it was taken (empty: complete).
     failed: Vec<String>,
     verified: Option<Verification>,
@@ -599,7 +720,8 @@ fn list(ctx: &Context, store: &Store) -> anyhow::Result<u8> {
             created_at: b.manifest.created_at,
             bytes: b.bytes(),
             contents: b.contents(),
-            failed: b.manifest.failed.iter().map(Failed::label).collect(),
+            outcome: if b.manifest.is_partial() { "partial" } else { "complete" },
+            failed: b.manifest.missing().iter().map(Failed::label).collect(),
             verified: verified.get(&b.manifest.id).cloned(),
         })
         .collect();
@@ -738,6 +860,8 @@ struct Recovery {
     actions: Vec<String>,
     /// Sources of the backup that `--tier` left out.
     left_out: Vec<String>,
+    /// Newer partial backups passed over for this one.
+    notes: Vec<String>,
     extracted: Vec<String>,
     seconds: f64,
 }
@@ -747,6 +871,7 @@ struct How<'a> {
     pg_mode: Option<pg_dump::Mode>,
     extract_to: Option<&'a Path>,
     replace_dump: bool,
+    allow_partial: bool,
     /// The age identity file of an encrypted backup.
     identity: Option<std::path::PathBuf>,
 }
@@ -758,9 +883,10 @@ async fn restore(
     how: How<'_>,
     dry_run: bool,
 ) -> anyhow::Result<JobResult> {
-    let How { pg_mode, extract_to, replace_dump, identity } = how;
+    let How { pg_mode, extract_to, replace_dump, allow_partial, identity } = how;
     let start = Instant::now();
-    let backup = store.find(selector)?;
+    let (backup, passed_over) = choose(ctx, store, selector, allow_partial, extract_to.is_some())?;
+    let lacking = lacks(ctx, &backup.manifest, extract_to.is_some());
     // An encrypted backup is restored from its plaintexts, decrypted into a private temporary
     // directory beside it and checked against the manifest.
     let plain = match crate::crypt::is_encrypted(&backup.manifest) {
@@ -776,8 +902,18 @@ async fn restore(
             verification.problems.join("; ")
         );
     }
-    let holds_table = backup.manifest.files.iter().any(|f| f.content == "postgres-copy");
-    if holds_table && pg_mode.is_none() && !dry_run && tier_selected(&ctx.common.tiers, Tier::Postgres) {
+    // A table mode is needed only when a table of the backup goes back into a selected,
+    // configured target: `--tier redis` restores the keys alone.
+    let restores_table = backup.manifest.sources.iter().any(|s| {
+        s.tier == "postgres"
+            && backup.manifest.files.iter().any(|f| f.path == format!("postgres-{}.copy.gz", s.target))
+            && ctx
+                .config
+                .postgres
+                .iter()
+                .any(|t| t.name == s.target && selected(&ctx.common.tiers, Tier::Postgres, &t.name))
+    });
+    if restores_table && pg_mode.is_none() && !dry_run {
         return Err(UsageError(format!(
             "backup {} holds a cache table: choose --postgres truncate (the table becomes the backup) or --postgres merge (add the missing rows)",
             backup.manifest.id
@@ -785,6 +921,16 @@ async fn restore(
         .into());
     }
     let mut recovery = Recovery { backup: backup.manifest.id.clone(), dry_run, ..Recovery::default() };
+    recovery.notes = passed_over;
+    // What a partial backup lacks of this restore is not restored: said, and partial.
+    recovery.skipped.extend(lacking.iter().map(|f| {
+        format!(
+            "{}: not in backup {} (it failed when the backup was taken: {})",
+            f.label(),
+            backup.manifest.id,
+            f.error
+        )
+    }));
     let progress = ctx.printer.progress(backup.manifest.sources.len() as u64, "restore");
     for source in &backup.manifest.sources {
         let label = format!("{}/{}", source.tier, source.target);
@@ -872,7 +1018,8 @@ async fn restore(
                         );
                     }
                     let done = redis_dump::replace_dump(target, &path, ctx.config.backup.bgsave_timeout).await?;
-                    recovery.restored.push(format!("{label}: {done}"));
+                    recovery.restored.push(format!("{label}: {}", done.done));
+                    recovery.actions.extend(done.action.map(|line| format!("{label}: {line}")));
                     continue;
                 }
                 // Key by key, each key on the primary serving its slot (a standalone server
@@ -1021,6 +1168,9 @@ async fn restore(
         {
             text.push_str(&format!("  {line}\n"));
         }
+        for note in &recovery.notes {
+            text.push_str(&format!("note: {note}\n"));
+        }
         if !recovery.actions.is_empty() {
             text.push_str(
                 "not finished: restart each of these servers, which loads its new dump file as it starts (until \
@@ -1039,6 +1189,74 @@ async fn restore(
         exit_code,
         summary: serde_json::to_value(&recovery)?,
     })
+}
+
+/// What `manifest` lacks that a restore with these `--tier` filters would put back: a source
+/// that failed when the backup was taken, of a selected tier and a configured target (a tier
+/// not selected, or a target this configuration does not have, would not be restored anyway);
+/// an archive, when extracting.
+fn lacks(ctx: &Context, manifest: &Manifest, extracting: bool) -> Vec<Failed> {
+    let config = &ctx.config;
+    manifest
+        .missing()
+        .into_iter()
+        .filter(|f| match f.tier.parse::<Tier>() {
+            Ok(tier) => {
+                let configured = match tier {
+                    Tier::Redis => config.redis.iter().any(|t| t.name == f.target),
+                    Tier::Postgres => config.postgres.iter().any(|t| t.name == f.target),
+                    Tier::Memory => config.memory.iter().any(|t| t.name == f.target),
+                    _ => false,
+                };
+                configured && selected(&ctx.common.tiers, tier, &f.target)
+            }
+            // The configuration, state and path archives.
+            Err(_) => extracting,
+        })
+        .collect()
+}
+
+/// The backup `selector` names, for a restore. `latest` and a date never take a backup that
+/// lacks something this restore would put back (see [`lacks`]) unless `allow_partial`: they
+/// take the newest complete one, and say which partial ones were passed over. A partial backup
+/// named by its id is refused unless `allow_partial`.
+fn choose(
+    ctx: &Context,
+    store: &Store,
+    selector: &str,
+    allow_partial: bool,
+    extracting: bool,
+) -> anyhow::Result<(Backup, Vec<String>)> {
+    let newest = store.find(selector)?;
+    let lacking = |b: &Backup| lacks(ctx, &b.manifest, extracting);
+    let what = |b: &Backup| lacking(b).iter().map(Failed::label).collect::<Vec<_>>().join(", ");
+    if allow_partial || lacking(&newest).is_empty() {
+        return Ok((newest, Vec::new()));
+    }
+    let by_name = selector != "latest" && chrono::NaiveDate::parse_from_str(selector, "%Y-%m-%d").is_err();
+    if by_name {
+        bail!(
+            "backup {} is partial (not backed up: {}): restore it with --allow-partial, or choose a complete backup              (`cache-backup list`)",
+            newest.manifest.id,
+            what(&newest)
+        );
+    }
+    let backups = store.backups()?;
+    let day = chrono::NaiveDate::parse_from_str(selector, "%Y-%m-%d").ok();
+    let candidates: Vec<&Backup> =
+        backups.iter().rev().filter(|b| day.is_none_or(|d| b.manifest.created_at.date_naive() == d)).collect();
+    let mut passed = Vec::new();
+    for b in candidates {
+        if lacking(b).is_empty() {
+            return Ok((b.clone(), passed));
+        }
+        passed.push(format!("passed over partial backup {} (not backed up: {})", b.manifest.id, what(b)));
+    }
+    bail!(
+        "every backup matching `{selector}` is partial, the newest {} (not backed up: {}): restore it with          --allow-partial",
+        newest.manifest.id,
+        what(&newest)
+    )
 }
 
 /// `target` pointed at the scratch server (same timeouts, no credentials).
@@ -1063,7 +1281,19 @@ fn retention_policy(ctx: &Context) -> retention::Policy {
     }
 }
 
-fn prune(ctx: &Context, store: &Store, dry_run: bool) -> anyhow::Result<JobResult> {
+/// What retention did (or, in a dry run, would do).
+#[derive(Debug, Default, Serialize)]
+struct Pruned {
+    decisions: Vec<retention::Decision>,
+    removed: Vec<String>,
+    /// Directories left by failed or killed creates.
+    incomplete: Vec<PathBuf>,
+    errors: Vec<String>,
+}
+
+/// Applies the retention rules of `[backup]` to the backups in `store` (under the job lock, so
+/// no create is running and `.partial-` directories are leftovers).
+fn apply_retention(ctx: &Context, store: &Store, dry_run: bool) -> anyhow::Result<Pruned> {
     let verified = store::verifications(&ctx.state)?;
     let backups = store.backups()?;
     let candidates: Vec<retention::Candidate> = backups
@@ -1072,30 +1302,33 @@ fn prune(ctx: &Context, store: &Store, dry_run: bool) -> anyhow::Result<JobResul
             id: b.manifest.id.clone(),
             created_at: b.manifest.created_at,
             verified: verified.get(&b.manifest.id).is_some_and(|v| v.ok),
+            complete: !b.manifest.is_partial(),
+            holds: b.manifest.sources.iter().map(|s| format!("{}/{}", s.tier, s.target)).collect(),
         })
         .collect();
-    let decisions = retention::plan(&candidates, retention_policy(ctx), Utc::now());
-    let mut removed = Vec::new();
-    let mut errors = Vec::new();
-    for decision in decisions.iter().filter(|d| !d.keep) {
-        if dry_run {
-            continue;
-        }
+    let mut pruned =
+        Pruned { decisions: retention::plan(&candidates, retention_policy(ctx), Utc::now()), ..Pruned::default() };
+    pruned.incomplete = store.partials()?;
+    if dry_run {
+        return Ok(pruned);
+    }
+    for decision in pruned.decisions.iter().filter(|d| !d.keep) {
         match std::fs::remove_dir_all(store.dir().join(&decision.id)) {
-            Ok(()) => removed.push(decision.id.clone()),
-            Err(e) => errors.push(format!("{}: {e}", decision.id)),
+            Ok(()) => pruned.removed.push(decision.id.clone()),
+            Err(e) => pruned.errors.push(format!("{}: {e}", decision.id)),
         }
     }
-    // The job lock is held: no create is running, so partial directories are leftovers.
-    let partials = store.partials()?;
-    if !dry_run {
-        for p in &partials {
-            if let Err(e) = std::fs::remove_dir_all(p) {
-                errors.push(format!("{}: {e}", p.display()));
-            }
+    for p in &pruned.incomplete {
+        if let Err(e) = std::fs::remove_dir_all(p) {
+            pruned.errors.push(format!("{}: {e}", p.display()));
         }
-        store::forget_verifications(&ctx.state, &removed)?;
     }
+    store::forget_verifications(&ctx.state, &pruned.removed)?;
+    Ok(pruned)
+}
+
+fn prune(ctx: &Context, store: &Store, dry_run: bool) -> anyhow::Result<JobResult> {
+    let Pruned { decisions, removed, incomplete: partials, errors } = apply_retention(ctx, store, dry_run)?;
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
         printer.json(&serde_json::json!({ "dry_run": dry_run, "decisions": decisions, "removed": removed, "incomplete_removed": if dry_run { 0 } else { partials.len() }, "errors": errors }))?;

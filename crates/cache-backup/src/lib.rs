@@ -12,6 +12,7 @@
 pub mod cluster_dump;
 pub mod commands;
 pub mod crypt;
+pub mod dump_file;
 pub mod manifest;
 pub mod memory_dump;
 pub mod pg_dump;
@@ -128,6 +129,11 @@ pub enum Command {
         /// backup.identity_file]
         #[arg(long, value_name = "FILE")]
         identity: Option<std::path::PathBuf>,
+        /// Also consider partial backups (a source failed when they were taken): `latest` and
+        /// a date then take the newest backup whatever it lacks, and a partial one named by
+        /// its id is restored; what it lacks is reported as not restored
+        #[arg(long)]
+        allow_partial: bool,
     },
     /// Remove backups no retention rule keeps (never the newest verified one)
     Prune,
@@ -203,6 +209,7 @@ mod tests {
             &["cache-backup", "verify", "--all"],
             &["cache-backup", "restore", "2026-11-20", "--postgres", "merge", "--yes"],
             &["cache-backup", "restore", "--date", "2026-11-20", "--dry-run"],
+            &["cache-backup", "restore", "latest", "--allow-partial", "--tier", "redis", "--yes"],
             &["cache-backup", "prune", "--dry-run"],
             &["cache-backup", "list", "--format", "json"],
             &["cache-backup", "schedule", "--set", "30 2 * * *", "--disable"],

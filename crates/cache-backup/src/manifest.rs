@@ -181,6 +181,7 @@ mod tests {
             }],
             files: layout.iter().map(|(n, i, s)| file(n, i, *s)).collect(),
             failed: vec![],
+            configured: vec![],
         }
     }
 

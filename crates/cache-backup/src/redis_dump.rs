@@ -110,6 +110,9 @@ pub async fn take(
                 let written = tokio::task::spawn_blocking(move || copy_gz(&path2, &rdb2, gzip)).await??;
                 return Ok((rdb, Taken { method: "bgsave", content: "redis-rdb", notes, version, written }));
             }
+            Ok(path) if !path.exists() => {
+                notes.push(format!("no dump file yet at `{}` (the server has not saved one)", path.display()));
+            }
             Ok(path) => notes.push(format!("dump file `{}` is not readable here", path.display())),
             Err(e) => notes.push(format!("CONFIG GET refused ({e}): the dump file's place is unknown")),
         }
@@ -1741,11 +1744,20 @@ pub async fn restore_routed(router: &cache_core::keyspace::Router, keys: &[KeyDu
     Ok(done)
 }
 
+/// What [`replace_dump`] did, and what is left to do by hand.
+pub struct Replaced {
+    /// What was done.
+    pub done: String,
+    /// Where `DEBUG RELOAD` was refused: the restart that loads the new dump.
+    pub action: Option<String>,
+}
+
 /// Puts the RDB `rdb_gz` in place of the dump file of the local server `target` (the old file
-/// is kept as `<file>.before-restore-<time>`) and reloads it with `DEBUG RELOAD NOSAVE`. The
-/// server's automatic saves are off meanwhile (see [`DumpSlot::hold_saves`]), and stay off when
-/// the reload is refused, until the restart that loads the new dump.
-pub async fn replace_dump(target: &RedisTarget, rdb_gz: &Path, timeout: Duration) -> anyhow::Result<String> {
+/// is kept as `<file>.before-restore-<time>`; the new one has its owner, group and mode) and
+/// reloads it with `DEBUG RELOAD NOSAVE`. The server's automatic saves are off meanwhile (see
+/// [`DumpSlot::hold_saves`]), and stay off when the reload is refused, until the restart that
+/// loads the new dump: its exact command is then the action left.
+pub async fn replace_dump(target: &RedisTarget, rdb_gz: &Path, timeout: Duration) -> anyhow::Result<Replaced> {
     let mut slot = DumpSlot::check(target).await?;
     slot.hold_saves(timeout).await?;
     let placed = slot.stage(rdb_gz).and_then(Staged::put_in_place);
@@ -1761,12 +1773,17 @@ pub async fn replace_dump(target: &RedisTarget, rdb_gz: &Path, timeout: Duration
     match slot.reload().await {
         Ok(()) => {
             slot.resume_saves().await?;
-            Ok(format!("dump file `{dump}` replaced and reloaded{kept}"))
+            Ok(Replaced { done: format!("dump file `{dump}` replaced and reloaded{kept}"), action: None })
         }
-        Err(e) => bail!(
-            "the dump file `{dump}` is in place{kept}, but DEBUG RELOAD was refused ({e}): restart redis-server to \
-             load it (its automatic saves are off until then, so that none writes the old data over it)"
-        ),
+        Err(e) => {
+            // The reply's first sentence: the rest is advice on enable-debug-command.
+            let text = e.to_string();
+            let why = cache_core::messages::clip(text.split(". ").next().unwrap_or(&text), 80);
+            Ok(Replaced {
+                done: format!("dump file `{dump}` replaced{kept}; not loaded (DEBUG RELOAD refused: {why})"),
+                action: Some(slot.restart_advice(&target.url.to_string())),
+            })
+        }
     }
 }
 
@@ -1778,6 +1795,8 @@ pub struct DumpSlot {
     dump: PathBuf,
     /// The server's `save` setting while [`DumpSlot::hold_saves`] has it off.
     held: Option<String>,
+    /// Its INFO when checked (process id, executable, configuration file, port).
+    info: std::collections::BTreeMap<String, String>,
 }
 
 impl DumpSlot {
@@ -1798,7 +1817,14 @@ impl DumpSlot {
                 dump.parent().unwrap_or(&dump).display()
             );
         }
-        Ok(Self { conn, dump, held: None })
+        Ok(Self { conn, dump, held: None, info })
+    }
+
+    /// What to do so that the server at `addr` loads its new dump: restart it, with the exact
+    /// command where `/proc` shows how it runs.
+    pub fn restart_advice(&self, addr: &str) -> String {
+        let command = crate::dump_file::restart_command(&self.info).map(|c| format!(": {c}")).unwrap_or_default();
+        format!("restart redis-server on {addr} (its dump is {}){command}", self.dump.display())
     }
 
     /// The server's dump file.
@@ -1815,7 +1841,10 @@ impl DumpSlot {
             let mut input = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
                 std::fs::File::open(rdb_gz).with_context(|| format!("opening `{}`", rdb_gz.display()))?,
             ));
+            // What the server can read: the owner, group and mode of the file it replaces.
+            let ownership = crate::dump_file::Ownership::of(&self.dump)?;
             let mut output = cache_core::archive::private_file(&staged.fresh)?;
+            ownership.apply(&output, &staged.fresh)?;
             std::io::copy(&mut input, &mut output)
                 .and_then(|_| output.sync_all())
                 .with_context(|| format!("writing `{}`", staged.fresh.display()))?;

@@ -263,7 +263,7 @@ pub fn named(config: &cache_core::config::Config, name: &str) -> anyhow::Result<
 /// The remote backup `selector` names: `latest` (the newest complete one: a partial backup
 /// is never chosen for it), an id, or a date (the newest complete one of that day).
 pub fn find<'l>(listing: &'l Listing, selector: &str, remote: &str) -> anyhow::Result<&'l RemoteBackup> {
-    let complete = |b: &&RemoteBackup| b.manifest.failed.is_empty();
+    let complete = |b: &&RemoteBackup| !b.manifest.is_partial();
     let found = if selector == "latest" {
         listing.backups.iter().rev().find(complete)
     } else if let Ok(day) = chrono::NaiveDate::parse_from_str(selector, "%Y-%m-%d") {
@@ -327,7 +327,9 @@ async fn prune_remote(remote: &Remote, policy: crate::retention::Policy, keep: &
         .map(|b| crate::retention::Candidate {
             id: b.id.clone(),
             created_at: b.manifest.created_at,
-            verified: b.manifest.failed.is_empty(),
+            verified: !b.manifest.is_partial(),
+            complete: !b.manifest.is_partial(),
+            holds: b.manifest.sources.iter().map(|s| format!("{}/{}", s.tier, s.target)).collect(),
         })
         .collect();
     let mut removed = Vec::new();
@@ -357,7 +359,7 @@ pub async fn list(ctx: &cache_core::app::Context, name: &str) -> anyhow::Result<
                     "created_at": b.manifest.created_at,
                     "bytes": b.manifest.files.iter().map(|f| f.bytes).sum::<u64>(),
                     "files": b.manifest.files.len(),
-                    "partial": !b.manifest.failed.is_empty(),
+                    "partial": b.manifest.is_partial(),
                 })
             })
             .collect();
@@ -368,7 +370,7 @@ pub async fn list(ctx: &cache_core::app::Context, name: &str) -> anyhow::Result<
     table.set_header(["ID", "Created", "Size", "Files"]);
     for b in listing.backups.iter().rev() {
         let size: u64 = b.manifest.files.iter().map(|f| f.bytes).sum();
-        let partial = if b.manifest.failed.is_empty() { "" } else { " (PARTIAL)" };
+        let partial = if b.manifest.is_partial() { " (PARTIAL)" } else { "" };
         table.add_row(vec![
             format!("{}{partial}", b.id),
             b.manifest.created_at.format("%Y-%m-%d %H:%M").to_string(),

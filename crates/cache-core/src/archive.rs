@@ -444,6 +444,33 @@ impl ManifestFailure {
     }
 }
 
+/// What became of one source a backup was configured to take: a Redis, PostgreSQL or memory
+/// target, or an archive (`files`: `config`, `state`, `paths`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestTaken {
+    /// Tier (`redis`, `postgres`, `memory`, `files`).
+    pub tier: String,
+    /// Target name (for `files`, the archive: `config`, `state`, `paths`).
+    pub target: String,
+    /// `ok`, or `failed`.
+    pub result: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ManifestTaken {
+    /// `redis/main`.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.tier, self.target)
+    }
+
+    /// Whether it was taken.
+    pub fn ok(&self) -> bool {
+        self.result == "ok"
+    }
+}
+
 /// Where a backed-up dataset came from (no secrets: the URL is redacted).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ManifestSource {
@@ -484,6 +511,34 @@ pub struct Manifest {
     /// before it was recorded).
     #[serde(default)]
     pub failed: Vec<ManifestFailure>,
+    /// Every source the backup was configured to take, and what became of it (absent in
+    /// manifests written before it was recorded: [`Manifest::failed`] says what they lack).
+    #[serde(default)]
+    pub configured: Vec<ManifestTaken>,
+}
+
+impl Manifest {
+    /// What the backup lacks of what it was configured to take: every source (or cluster
+    /// shard) that failed, with its error. Empty: the backup is complete.
+    pub fn missing(&self) -> Vec<ManifestFailure> {
+        let mut missing = self.failed.clone();
+        for taken in self.configured.iter().filter(|t| !t.ok()) {
+            if !missing.iter().any(|f| f.tier == taken.tier && f.target == taken.target) {
+                missing.push(ManifestFailure {
+                    tier: taken.tier.clone(),
+                    target: taken.target.clone(),
+                    node: None,
+                    error: taken.error.clone().unwrap_or_default(),
+                });
+            }
+        }
+        missing
+    }
+
+    /// Whether the backup lacks a source it was configured to take.
+    pub fn is_partial(&self) -> bool {
+        !self.missing().is_empty()
+    }
 }
 
 /// A problem found by [`verify`].

@@ -272,9 +272,10 @@ pub const TOOLS: &[ToolCodes] = &[
             (SUCCESS, "the backup, verification, restore or prune did everything"),
             (
                 PARTIAL,
-                "a partial backup (a target, shard or archive failed, or some targets were unreachable while the \
-                 others were backed up); a backup failing verification; a restore refusing such a backup or \
-                 skipping keys; a prune that could not remove a backup",
+                "a partial backup (a target, shard or archive failed, was disabled by cache-health, or some \
+                 targets were unreachable while the others were backed up); a backup failing verification; a \
+                 restore refusing such a backup or a partial one (without `--allow-partial`), skipping keys, or \
+                 leaving out what a partial backup lacks; a prune that could not remove a backup",
             ),
             (
                 USAGE,

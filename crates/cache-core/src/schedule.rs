@@ -135,11 +135,12 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
         None,
     ),
     // Seed 004's backup verification, after each backup (under the backup lock, so never
-    // during one).
+    // during one: a backup still running at 1:30 is waited for, not a lock error). `create`
+    // also verifies the backup it took before applying retention.
     builtin(
         "backup-verify",
         "30 1 * * *",
-        "cache-backup verify -q",
+        "cache-backup verify --wait -q",
         "backup",
         true,
         "Verification of the night's backup at 1:30 AM",

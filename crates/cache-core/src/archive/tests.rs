@@ -27,6 +27,7 @@ fn parallel_gzip_round_trips_and_verifies() {
         sources: vec![],
         files: vec![ManifestFile::plain("a.gz".into(), "state", (sha, bytes))],
         failed: vec![],
+        configured: vec![],
     };
     assert_eq!(verify(dir.path(), &manifest), vec![]);
     // One flipped byte in the middle: the checksum catches it.
@@ -66,6 +67,7 @@ fn rdb_magic_and_gzip_damage_are_found() {
         sources: vec![],
         files: vec![file],
         failed: vec![],
+        configured: vec![],
     };
     assert!(verify(dir.path(), &manifest)[0].problem.contains("REDIS magic"));
     // Truncated gzip with a matching manifest: the checksum passes, decompression does not.
@@ -204,4 +206,28 @@ fn extraction_is_all_or_nothing_and_drops_setuid_bits() {
     let fresh = dir.path().join("fresh");
     extract_tar_gz(&archive, &fresh).unwrap();
     assert_eq!(std::fs::metadata(fresh.join("tool")).unwrap().permissions().mode() & 0o7777, 0o777);
+}
+
+#[test]
+fn a_manifest_lacking_a_configured_source_is_partial_and_old_ones_read_as_they_were() {
+    let old = r#"{"schema_version":1,"id":"x","created_at":"2026-01-01T00:00:00Z","host":"h","tool_version":"0",
+        "sources":[],"files":[],"failed":[{"tier":"postgres","target":"main","error":"down"}]}"#;
+    let old: Manifest = serde_json::from_str(old).unwrap();
+    assert!(old.configured.is_empty() && old.is_partial());
+    assert_eq!(old.missing()[0].label(), "postgres/main");
+    let older = r#"{"schema_version":1,"id":"x","created_at":"2026-01-01T00:00:00Z","host":"h","tool_version":"0",
+        "sources":[],"files":[]}"#;
+    assert!(!serde_json::from_str::<Manifest>(older).unwrap().is_partial());
+    let taken = |target: &str, error: Option<&str>| ManifestTaken {
+        tier: "redis".into(),
+        target: target.into(),
+        result: if error.is_some() { "failed" } else { "ok" }.into(),
+        error: error.map(str::to_owned),
+    };
+    let mut manifest =
+        Manifest { configured: vec![taken("a", None), taken("b", Some("refused"))], failed: vec![], ..old };
+    assert_eq!(manifest.missing().len(), 1);
+    assert_eq!((manifest.missing()[0].label(), manifest.missing()[0].error.as_str()), ("redis/b".into(), "refused"));
+    manifest.configured.pop();
+    assert!(!manifest.is_partial());
 }

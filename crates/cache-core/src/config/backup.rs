@@ -33,6 +33,8 @@ pub struct BackupSettings {
     /// Remove backups older than this, whatever the other rules say (never the newest verified).
     #[serde(with = "humantime_serde::option")]
     pub max_age: Option<Duration>,
+    /// `cache-backup create` applies these rules after a complete backup that verified.
+    pub prune_after_create: bool,
     /// Encrypt every file of every backup to these age recipients (`age1…` public keys); empty:
     /// no encryption. Only a restore needs the identity.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -114,6 +116,7 @@ impl Default for BackupSettings {
             keep_daily: 7,
             keep_weekly: 4,
             max_age: Some(Duration::from_secs(90 * DAY)),
+            prune_after_create: true,
             encrypt_to: Vec::new(),
             identity_file: None,
             remotes: Vec::new(),

@@ -101,6 +101,15 @@ fn redis(targets: &[RedisTarget], source: &str) -> Result<(), ConfigError> {
 /// to this host (the token would cross the network in clear).
 fn rest_target(t: &RedisTarget, i: usize, source: &str) -> Result<(), ConfigError> {
     let err = |key: String, msg: &str| ConfigError::new(source, key, msg);
+    // A bare http(s) URL is a REST endpoint only beside an explicit token: without one it is
+    // more likely a mistyped Redis URL than Upstash.
+    if matches!(t.url.scheme(), "http" | "https") && t.token.is_none() {
+        return Err(err(
+            format!("redis[{i}].url"),
+            "scheme must be redis://, rediss:// or redis+unix://; for Upstash's REST API write \
+             upstash+https://… (or give `token` beside an https:// `rest_url`)",
+        ));
+    }
     let Some((url, _)) = t.rest_endpoint() else {
         return Err(err(
             format!("redis[{i}].url"),
