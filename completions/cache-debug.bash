@@ -392,7 +392,7 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__memory)
-            opts="-v -q -h --sample --top --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
+            opts="-v -q -h --sample --top --max-groups --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -403,6 +403,10 @@ _cache__debug() {
                     return 0
                     ;;
                 --top)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-groups)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

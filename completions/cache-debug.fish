@@ -86,6 +86,7 @@ complete -c cache-debug -n "__fish_cache_debug_using_subcommand connections" -s 
 complete -c cache-debug -n "__fish_cache_debug_using_subcommand connections" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cache-debug -n "__fish_cache_debug_using_subcommand memory" -l sample -d 'Look at this many keys instead of all (a SCAN sample)' -r
 complete -c cache-debug -n "__fish_cache_debug_using_subcommand memory" -l top -d 'Keys in the top list' -r
+complete -c cache-debug -n "__fish_cache_debug_using_subcommand memory" -l max-groups -d 'Prefix groups kept (the biggest by memory and by keys); the rest are folded into `(other)`, so memory and the report stay bounded however many prefixes there are' -r
 complete -c cache-debug -n "__fish_cache_debug_using_subcommand memory" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
 complete -c cache-debug -n "__fish_cache_debug_using_subcommand memory" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
 complete -c cache-debug -n "__fish_cache_debug_using_subcommand memory" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r

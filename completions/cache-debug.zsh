@@ -98,6 +98,7 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 _arguments "${_arguments_options[@]}" : \
 '--sample=[Look at this many keys instead of all (a SCAN sample)]:N:_default' \
 '--top=[Keys in the top list]:TOP:_default' \
+'--max-groups=[Prefix groups kept (the biggest by memory and by keys); the rest are folded into \`(other)\`, so memory and the report stay bounded however many prefixes there are]:N:_default' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \

@@ -411,3 +411,31 @@ fn hostile_key_names_print_escaped_and_short_in_text_and_exact_in_json() {
         json["redis"][0]["top_keys"].as_array().unwrap().iter().map(|k| k["key"].as_str().unwrap()).collect();
     assert!(hostile.iter().all(|h| keys.contains(h)), "{keys:?}");
 }
+
+#[test]
+fn memory_keeps_a_bounded_number_of_prefix_groups_and_every_key_counted() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut conn = redis.connection();
+    // 30,000 keys under 28,000 distinct prefixes, plus one heavy prefix spread among them.
+    let mut pipe = redis::pipe();
+    for i in 0..30_000u32 {
+        let key = if i % 15 == 0 { format!("zz-hot:{i}") } else { format!("t{i}:profile") };
+        pipe.cmd("SET").arg(key).arg("v").ignore();
+    }
+    let () = pipe.query(&mut conn).unwrap();
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", redis.url()));
+    let out = env.run(DEBUG, &["memory", "--format", "json", "--tier", "redis", "--max-groups", "50"]);
+    out.expect_code(0);
+    let section = &out.json()["redis"][0];
+    let prefixes = section["prefixes"].as_object().unwrap();
+    assert!(prefixes.len() <= 51, "{} groups reported", prefixes.len());
+    let total: u64 = prefixes.values().map(|p| p["keys"].as_u64().unwrap()).sum();
+    assert_eq!(total, 30_000, "every key is counted, in its group or in (other)");
+    assert_eq!(prefixes["zz-hot:"]["keys"], 2_000, "the heavy prefix keeps its whole count");
+    assert!(prefixes["(other)"]["keys"].as_u64().unwrap() > 27_000);
+    assert!(section["prefix_groups_folded"].as_u64().unwrap() >= 27_900, "{section:#}");
+    assert!(section["notes"].to_string().contains("folded into `(other)`"), "{section:#}");
+    // The report stays small: a few KB, not one entry per prefix.
+    assert!(out.stdout.len() < 64 * 1024, "{} bytes of JSON", out.stdout.len());
+}

@@ -160,10 +160,20 @@ pub(crate) fn run(what: &str, only: &[String]) -> anyhow::Result<()> {
     if !status.success() {
         bail!("build failed");
     }
+    // Where cargo put them: `CARGO_TARGET_DIR` or a `.cargo/config` may move the target directory.
+    let metadata = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(&root)
+        .output()?;
+    let metadata: serde_json::Value = serde_json::from_slice(&metadata.stdout).context("reading `cargo metadata`")?;
+    let release = std::path::PathBuf::from(
+        metadata["target_directory"].as_str().context("`cargo metadata` names no target directory")?,
+    )
+    .join("release");
     let bench = Bench {
-        cleanup: root.join("target/release/cache-cleanup"),
-        backup: root.join("target/release/cache-backup"),
-        debug: root.join("target/release/cache-debug"),
+        cleanup: release.join("cache-cleanup"),
+        backup: release.join("cache-backup"),
+        debug: release.join("cache-debug"),
         work: tempfile::tempdir()?,
     };
     let mut failed = 0;

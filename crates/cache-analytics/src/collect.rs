@@ -2,7 +2,6 @@
 //! history. Cheap enough for every 15 minutes on a large keyspace: per-prefix figures come from
 //! a sample of at most [`SAMPLE_KEYS`] keys, taken within [`SAMPLE_TIME`].
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cache_core::app::{Context, JobResult};
@@ -238,20 +237,17 @@ async fn redis_figures(config: &Config, state: &StateDir, target: &RedisTarget) 
 }
 
 /// Keys and bytes per prefix, from the samples of every primary.
+/// (Bounded however many prefixes there are: the smallest are folded into `(other)`.)
 #[derive(Default)]
 struct Sample {
-    per: BTreeMap<String, (u64, u64)>,
+    per: cache_core::groups::Groups<cache_core::groups::KeysBytes>,
     sampled: u64,
 }
 
 impl Sample {
     /// Adds another primary's sample.
     fn add(&mut self, other: Self) {
-        for (prefix, (keys, bytes)) in other.per {
-            let entry = self.per.entry(prefix).or_default();
-            entry.0 += keys;
-            entry.1 += bytes;
-        }
+        self.per.absorb(other.per);
         self.sampled += other.sampled;
     }
 
@@ -259,15 +255,20 @@ impl Sample {
     fn finish(self, figures: &mut RedisFigures) {
         let scale = if self.sampled == 0 { 0.0 } else { figures.keys.max(self.sampled) as f64 / self.sampled as f64 };
         figures.sampled = self.sampled;
-        figures.prefixes = self
-            .per
+        let finished = self.per.finish();
+        let other = finished.other.map(|o| (cache_core::groups::OTHER.to_owned(), o));
+        let mut prefixes: Vec<PrefixFigures> = finished
+            .groups
             .into_iter()
-            .map(|(prefix, (keys, bytes))| PrefixFigures {
+            .chain(other)
+            .map(|(prefix, f)| PrefixFigures {
                 prefix,
-                keys: (keys as f64 * scale).round() as u64,
-                bytes: (bytes as f64 * scale).round() as u64,
+                keys: (f.keys as f64 * scale).round() as u64,
+                bytes: (f.bytes as f64 * scale).round() as u64,
             })
             .collect();
+        prefixes.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+        figures.prefixes = prefixes;
     }
 }
 
@@ -290,16 +291,9 @@ async fn sample_prefixes(
     while sampled < limit && Instant::now() < deadline {
         let Ok(Some(batch)) = scanner.next_batch().await else { break };
         for key in batch {
-            let prefix = keyspace.prefix(&key.key).map(|r| r.prefix.clone()).unwrap_or_else(|| {
-                let name = key.name();
-                match name.split_once(':') {
-                    Some((first, _)) => format!("{first}:"),
-                    None => "(no prefix)".to_owned(),
-                }
-            });
-            let entry = sample.per.entry(prefix).or_default();
-            entry.0 += 1;
-            entry.1 += key.bytes.unwrap_or(0);
+            let entry = sample.per.entry(cache_core::groups::group_of(keyspace.target, &key.key));
+            entry.keys += 1;
+            entry.bytes += key.bytes.unwrap_or(0);
             sampled += 1;
         }
     }

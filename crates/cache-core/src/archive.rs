@@ -561,42 +561,81 @@ pub fn verify(dir: &Path, manifest: &Manifest) -> Vec<Problem> {
             continue;
         }
         let path = dir.join(&file.path);
-        match sha256_file(&path) {
+        // One read of the file: hashed as it is decompressed (a `.gz` file) or read.
+        let (sha, bytes, gzip) = match read_once(&path, file.path.ends_with(".gz")) {
             Err(e) => {
                 problem(format!("cannot be read: {e}"));
                 continue;
             }
-            Ok((_, bytes)) if bytes != file.bytes => {
-                problem(format!("size {bytes} differs from the manifest's {}", file.bytes));
-                continue;
-            }
-            Ok((sha, _)) if sha != file.sha256 => {
-                problem(format!("SHA-256 {sha} differs from the manifest's {}", file.sha256));
-                continue;
-            }
-            Ok(_) => {}
-        }
-        if file.path.ends_with(".gz") {
-            match gunzip_head(&path, 9) {
-                Err(e) => problem(format!("gzip data is damaged: {e}")),
-                Ok(head) if file.content == "redis-rdb" && !head.starts_with(b"REDIS") => {
+            Ok(read) => read,
+        };
+        if bytes != file.bytes {
+            problem(format!("size {bytes} differs from the manifest's {}", file.bytes));
+        } else if sha != file.sha256 {
+            problem(format!("SHA-256 {sha} differs from the manifest's {}", file.sha256));
+        } else {
+            match gzip {
+                None => {}
+                Some(Err(e)) => problem(format!("gzip data is damaged: {e}")),
+                Some(Ok(head)) if file.content == "redis-rdb" && !head.starts_with(b"REDIS") => {
                     problem("not an RDB file: the REDIS magic is missing".into());
                 }
-                Ok(_) => {}
+                Some(Ok(_)) => {}
             }
         }
     }
     problems
 }
 
-/// Decompresses the whole gzip file (checking its CRCs) and returns its first `n` bytes.
-fn gunzip_head(path: &Path, n: usize) -> io::Result<Vec<u8>> {
-    let mut decoder = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, File::open(path)?));
-    let mut head = vec![0u8; n];
-    let got = read_full(&mut decoder, &mut head)?;
-    head.truncate(got);
-    io::copy(&mut decoder, &mut io::sink())?;
-    Ok(head)
+/// Reads `path` once: its SHA-256 and size, and for a gzip file (`gunzip`) whether the whole
+/// of it decompresses (its CRCs checked) with its first bytes. An error reading the file is
+/// the `Err`; one in the gzip data is the inner one.
+#[expect(clippy::type_complexity, reason = "one private function's answer")]
+fn read_once(path: &Path, gunzip: bool) -> io::Result<(String, u64, Option<io::Result<Vec<u8>>>)> {
+    let mut reader = HashingReader { inner: File::open(path)?, hasher: Sha256::new(), bytes: 0, failed: None };
+    if !gunzip {
+        io::copy(&mut reader, &mut io::sink())?;
+        return Ok((hex(&reader.hasher.finalize()), reader.bytes, None));
+    }
+    let mut decoder = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, reader));
+    let mut head = vec![0u8; 9];
+    let gzip = read_full(&mut decoder, &mut head).and_then(|got| {
+        head.truncate(got);
+        io::copy(&mut decoder, &mut io::sink()).map(|_| head)
+    });
+    // Whatever the decoder left (trailing bytes after a damaged member) is hashed too.
+    let mut reader = decoder.into_inner().into_inner();
+    if let Some(e) = reader.failed.take() {
+        return Err(e);
+    }
+    io::copy(&mut reader, &mut io::sink())?;
+    Ok((hex(&reader.hasher.finalize()), reader.bytes, Some(gzip)))
+}
+
+/// A reader hashing and counting what passes through it; a read error is kept, so that the
+/// file's own failure is told apart from the gzip data's.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+    failed: Option<io::Error>,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                self.bytes += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                let kept = io::Error::new(e.kind(), e.to_string());
+                self.failed = Some(e);
+                Err(kept)
+            }
+        }
+    }
 }
 
 fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

@@ -23,6 +23,7 @@ pub mod fleet;
 pub mod forecast;
 pub mod gate;
 pub mod gpu;
+pub mod groups;
 pub mod heartbeat;
 pub mod history;
 pub mod jobs;

@@ -65,6 +65,11 @@ pub enum Command {
         /// Keys in the top list
         #[arg(long, default_value_t = 10)]
         top: usize,
+        /// Prefix groups kept (the biggest by memory and by keys); the rest are folded into
+        /// `(other)`, so memory and the report stay bounded however many prefixes there are
+        #[arg(long, value_name = "N", default_value_t = cache_core::groups::DEFAULT_MAX_GROUPS as u32,
+              value_parser = clap::value_parser!(u32).range(2..=100_000))]
+        max_groups: u32,
     },
     /// Error patterns in the configured logs over the last days, rotations included
     Logs {
@@ -104,7 +109,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Performance { samples, top } => performance::run(&ctx, samples, top).await,
         Command::Connections => connections::run(&ctx).await,
-        Command::Memory { sample, top } => memory::run(&ctx, sample, top).await,
+        Command::Memory { sample, top, max_groups } => memory::run(&ctx, sample, top, max_groups as usize).await,
         Command::Logs { days } => logs::run(&ctx, days),
         Command::Security => security::run(&ctx).await,
         Command::Config => config_view::run(&ctx),

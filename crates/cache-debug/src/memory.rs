@@ -61,19 +61,28 @@ fn idle_bucket(idle_s: Option<u64>) -> &'static str {
     }
 }
 
-/// The prefix a key is counted under: a configured prefix, else its first `:` segment.
-pub fn prefix_of(target: &RedisTarget, key: &[u8]) -> String {
-    if let Some(rule) = target.prefixes.iter().find(|r| key.starts_with(r.prefix.as_bytes())) {
-        return rule.prefix.clone();
+impl cache_core::groups::Figures for Prefix {
+    fn keys(&self) -> u64 {
+        self.keys
     }
-    let name = String::from_utf8_lossy(key);
-    match name.split_once(':') {
-        Some((first, _)) => format!("{first}:"),
-        None => "(no prefix)".to_owned(),
+
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn absorb(&mut self, other: Self) {
+        self.keys += other.keys;
+        self.bytes += other.bytes;
+        for (bucket, n) in other.ttl {
+            *self.ttl.entry(bucket).or_default() += n;
+        }
+        for (bucket, n) in other.idle {
+            *self.idle.entry(bucket).or_default() += n;
+        }
     }
 }
 
-async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top: usize) -> Value {
+async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top: usize, max_groups: usize) -> Value {
     let name = format!("redis/{}", t.name);
     let primaries = match Keyspace::new(&ctx.config, t).primaries().await {
         Ok(p) => p,
@@ -112,7 +121,8 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
     for node in &primaries.nodes {
         dbsize += redis::cmd("DBSIZE").query_async::<u64>(&mut node.conn.clone()).await.unwrap_or(0);
     }
-    let mut prefixes: BTreeMap<String, Prefix> = BTreeMap::new();
+    // Bounded however many distinct prefixes there are (`--max-groups`).
+    let mut groups: cache_core::groups::Groups<Prefix> = cache_core::groups::Groups::new(max_groups);
     let mut biggest: BinaryHeap<Reverse<(u64, String)>> = BinaryHeap::new();
     let mut seen = 0u64;
     // Keys whose size the server told (MEMORY USAGE may be refused: then sizes are unknown,
@@ -132,7 +142,7 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
                     match scanner.next_batch().await {
                         Ok(Some(batch)) => {
                             for k in batch {
-                                let p = prefixes.entry(prefix_of(t, &k.key)).or_default();
+                                let p = groups.entry(cache_core::groups::group_of(t, &k.key));
                                 p.keys += 1;
                                 let size = k.bytes.unwrap_or(0);
                                 sized += u64::from(k.bytes.is_some());
@@ -168,6 +178,19 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
         }
     }
     bar.finish_and_clear();
+    let finished = groups.finish();
+    let kept = finished.groups.len();
+    let mut prefixes: BTreeMap<String, Prefix> = finished.groups.into_iter().collect();
+    if let Some(other) = finished.other {
+        notes.push(format!(
+            "more than {max_groups} prefixes: the {kept} biggest by memory and by keys are shown, {} prefix groups \
+             were folded into `{}` (a prefix folded and seen again restarts, so the groups shown are at least \
+             their figures)",
+            finished.folded,
+            cache_core::groups::OTHER
+        ));
+        prefixes.insert(cache_core::groups::OTHER.to_owned(), other);
+    }
     // One line per kind of note (a refusal repeated on every primary is one line with a count).
     let notes = condense(&notes);
     let mut top_keys: Vec<(u64, String)> = biggest.into_iter().map(|Reverse(x)| x).collect();
@@ -194,6 +217,7 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
         "sizes_known": sizes_known,
         "top_keys": top_keys,
         "prefixes": prefixes,
+        "prefix_groups_folded": finished.folded,
         "notes": notes,
     })
 }
@@ -266,12 +290,12 @@ fn files_section(t: &cache_core::config::FilesTarget) -> Value {
 }
 
 /// Runs `memory`.
-pub async fn run(ctx: &Context, sample: Option<u64>, top: usize) -> anyhow::Result<u8> {
+pub async fn run(ctx: &Context, sample: Option<u64>, top: usize, max_groups: usize) -> anyhow::Result<u8> {
     let filters = &ctx.common.tiers;
     let config = &ctx.config;
     let mut redis = Vec::new();
     for t in config.redis.iter().filter(|t| selected(filters, Tier::Redis, &t.name)) {
-        redis.push(redis_section(ctx, t, sample, top).await);
+        redis.push(redis_section(ctx, t, sample, top, max_groups).await);
     }
     let pg = futures::future::join_all(
         config.postgres.iter().filter(|t| selected(filters, Tier::Postgres, &t.name)).map(postgres_section),
