@@ -439,3 +439,37 @@ fn memory_keeps_a_bounded_number_of_prefix_groups_and_every_key_counted() {
     // The report stays small: a few KB, not one entry per prefix.
     assert!(out.stdout.len() < 64 * 1024, "{} bytes of JSON", out.stdout.len());
 }
+
+#[test]
+fn scanning_batches_adapt_to_the_call_budget_of_the_target() {
+    let Some(redis) = RedisServer::start() else { return };
+    let mut conn = redis.connection();
+    let mut pipe = redis::pipe();
+    for i in 0..5_000u32 {
+        pipe.cmd("SET").arg(format!("app:k{i}")).arg("v").ignore();
+    }
+    let () = pipe.query(&mut conn).unwrap();
+    let env = TestEnv::new();
+    let calls = |budget: &str| {
+        env.write_config(&format!(
+            "[[redis]]\nname = \"main\"\nurl = \"{}\"\ncall_budget = \"{budget}\"\n",
+            redis.url()
+        ));
+        let out = env.run(DEBUG, &["memory", "--format", "json", "--tier", "redis"]);
+        out.expect_code(0);
+        let section = out.json()["redis"][0].clone();
+        assert_eq!(section["scanned"], 5_000, "{section:#}");
+        section["calls"].clone()
+    };
+    // No call can fit a microsecond: the batches go down to the smallest.
+    let tight = calls("1us");
+    assert_eq!(tight["batch_at_end"], 10, "{tight:#}");
+    assert!(tight["over_budget"].as_u64().unwrap() > 0, "{tight:#}");
+    // Every call fits ten seconds: the batches grow to the count asked for.
+    let loose = calls("10s");
+    assert_eq!(loose["batch_at_end"], 1000, "{loose:#}");
+    assert_eq!(loose["over_budget"], 0);
+    // "0s": fixed batches of the count asked for.
+    let fixed = calls("0s");
+    assert_eq!((fixed["batch_at_end"].as_u64(), fixed["budget_ms"].is_null()), (Some(1000), true), "{fixed:#}");
+}

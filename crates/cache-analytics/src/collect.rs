@@ -283,7 +283,13 @@ async fn sample_prefixes(
 ) {
     // A script on a cluster node may only touch declared keys.
     let method = cluster.then_some(cache_core::scan::Method::Pipeline);
-    let opts = ScanOptions { count: 1000, access: false, method, ..ScanOptions::default() };
+    let opts = ScanOptions {
+        count: 1000,
+        access: false,
+        method,
+        budget: keyspace.target.scan_budget(),
+        ..ScanOptions::default()
+    };
     let Ok(scanner) = Scanner::new(node.conn.clone(), opts, 0).await else { return };
     let mut scanner = scanner.recording(state, node.run_id());
     let deadline = Instant::now() + SAMPLE_TIME;

@@ -71,11 +71,64 @@ pub struct ScanOptions {
     pub access: bool,
     /// Force a method (tests and benchmarks); `None` picks the fastest the server allows.
     pub method: Option<Method>,
+    /// The longest one call may take ([`crate::config::RedisTarget::call_budget`]): the
+    /// batch adapts, within `count`, so that each round trip stays under it; `None` keeps
+    /// `count` fixed.
+    pub budget: Option<Duration>,
 }
 
 impl Default for ScanOptions {
     fn default() -> Self {
-        Self { pattern: None, count: 1000, max_keys_per_sec: 0, memory: true, access: true, method: None }
+        Self {
+            pattern: None,
+            count: 1000,
+            max_keys_per_sec: 0,
+            memory: true,
+            access: true,
+            method: None,
+            budget: Some(DEFAULT_BUDGET),
+        }
+    }
+}
+
+/// The default budget of one call: the application's requests queue behind it.
+pub const DEFAULT_BUDGET: Duration = Duration::from_millis(1);
+
+/// The smallest batch an adapting scan goes down to.
+const MIN_BATCH: usize = 10;
+
+/// The batch size of a scan that keeps each call under a budget: it shrinks in proportion
+/// when a call took longer, and grows (at most twice) when calls take under half of it.
+#[derive(Clone, Copy, Debug)]
+struct Pacer {
+    budget: Option<Duration>,
+    max: usize,
+    count: usize,
+    /// The longest call so far.
+    slowest: Duration,
+    /// Calls that took longer than the budget.
+    over: u64,
+}
+
+impl Pacer {
+    fn new(budget: Option<Duration>, max: usize) -> Self {
+        let max = max.max(1);
+        // Start small under a budget: the first call must not be the long one.
+        let count = if budget.is_some() { max.min(100) } else { max };
+        Self { budget, max, count, slowest: Duration::ZERO, over: 0 }
+    }
+
+    /// Learns from one call that took `took` for `keys` keys (SCAN COUNT `count` asked).
+    fn learn(&mut self, took: Duration, keys: usize) {
+        self.slowest = self.slowest.max(took);
+        let Some(budget) = self.budget else { return };
+        if took > budget {
+            self.over += 1;
+        }
+        // Per key (at least the keys asked for: SCAN visits buckets, empty or not).
+        let per = took.as_secs_f64() / keys.max(self.count / 2).max(1) as f64;
+        let fits = if per > 0.0 { (budget.as_secs_f64() * 0.8 / per) as usize } else { self.max };
+        self.count = fits.clamp(MIN_BATCH.min(self.max), (self.count * 2).min(self.max));
     }
 }
 
@@ -127,6 +180,7 @@ pub struct Scanner {
     lookups: Lookups,
     /// Where the lookups are recorded when the scan ends: the state and the server's `run_id`.
     ledger: Option<(crate::state::StateDir, String)>,
+    pacer: Pacer,
 }
 
 impl Drop for Scanner {
@@ -156,7 +210,9 @@ impl Scanner {
             }
         };
         let method = opts.method.unwrap_or(Method::Script);
+        let pacer = Pacer::new(opts.budget.filter(|b| !b.is_zero()), opts.count);
         Ok(Self {
+            pacer,
             conn,
             opts,
             cursor,
@@ -195,6 +251,16 @@ impl Scanner {
     /// Keys examined so far.
     pub fn examined(&self) -> u64 {
         self.examined
+    }
+
+    /// The batch size the next call asks for (adapted to the budget).
+    pub fn batch(&self) -> usize {
+        self.pacer.count
+    }
+
+    /// The longest call so far, and how many took longer than the budget.
+    pub fn slowest_call(&self) -> (Duration, u64) {
+        (self.pacer.slowest, self.pacer.over)
     }
 
     /// Records the scan's lookups in `state`'s ledger against the server `run_id` when the
@@ -253,15 +319,17 @@ impl Scanner {
     }
 
     async fn script_batch(&mut self) -> redis::RedisResult<(u64, Vec<KeyInfo>)> {
+        let started = Instant::now();
         let reply: Value = self
             .script
             .arg(self.cursor)
             .arg(self.opts.pattern.as_deref().unwrap_or("*"))
-            .arg(self.opts.count)
+            .arg(self.pacer.count)
             .arg(self.access_word())
             .arg(if self.opts.memory { "1" } else { "0" })
             .invoke_async(&mut self.conn)
             .await?;
+        let took = started.elapsed();
         let Value::Array(items) = reply else { return Err(unexpected("script reply is not an array")) };
         let mut items = items.into_iter();
         let cursor = parse_cursor(items.next())?;
@@ -272,6 +340,7 @@ impl Scanner {
         self.lookups.commands += 2 + vanished;
         let mut keys = Vec::new();
         let rest: Vec<Value> = items.collect();
+        self.pacer.learn(took, rest.len() / 5);
         for chunk in rest.chunks(5) {
             let [key, kind, ttl, access, bytes] = chunk else { return Err(unexpected("short script reply")) };
             let (access, bytes) = (int(access), int(bytes));
@@ -288,11 +357,13 @@ impl Scanner {
 
     async fn pipeline_batch(&mut self) -> redis::RedisResult<(u64, Vec<KeyInfo>)> {
         let mut scan = redis::cmd("SCAN");
-        scan.arg(self.cursor).arg("COUNT").arg(self.opts.count);
+        scan.arg(self.cursor).arg("COUNT").arg(self.pacer.count);
         if let Some(pattern) = &self.opts.pattern {
             scan.arg("MATCH").arg(pattern);
         }
+        let started = Instant::now();
         let (cursor, found): (u64, Vec<Vec<u8>>) = scan.query_async(&mut self.conn).await?;
+        let scan_took = started.elapsed();
         self.lookups.commands += 1;
         if found.is_empty() {
             return Ok((cursor, Vec::new()));
@@ -310,7 +381,11 @@ impl Scanner {
                 pipe.cmd("MEMORY").arg("USAGE").arg(key).arg("SAMPLES").arg(5);
             }
         }
+        let started = Instant::now();
         let replies: Vec<Value> = pipe.query_async(&mut self.conn).await?;
+        // The pipeline's commands run one by one on the server, each short: the longer of the
+        // two round trips is what the budget bounds.
+        self.pacer.learn(started.elapsed().max(scan_took), found.len());
         // A cluster that is down (or a slot moving) answers every key with an error: that is the
         // batch failing, never a property of the keys ("no TTL", "OBJECT refused").
         if let Some(e) = replies.iter().find_map(|v| match v {

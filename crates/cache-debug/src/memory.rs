@@ -128,6 +128,8 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
     // Keys whose size the server told (MEMORY USAGE may be refused: then sizes are unknown,
     // never 0 B).
     let mut sized = 0u64;
+    // The calls: the slowest, how many went over the target's budget, the last batch size.
+    let (mut slowest, mut over, mut batch) = (std::time::Duration::ZERO, 0u64, None);
     let limit = sample.unwrap_or(u64::MAX);
     let started = Instant::now();
     let bar = ctx.printer.progress(limit.min(dbsize), &format!("scanning {name}"));
@@ -135,7 +137,14 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
         let server = crate::server(node.node.as_deref());
         // A script on a cluster node may only touch declared keys.
         let method = primaries.cluster.then_some(Method::Pipeline);
-        let opts = ScanOptions { count: 1000, memory: true, access: true, method, ..ScanOptions::default() };
+        let opts = ScanOptions {
+            count: 1000,
+            memory: true,
+            access: true,
+            method,
+            budget: t.scan_budget(),
+            ..ScanOptions::default()
+        };
         match Scanner::new(node.conn.clone(), opts, 0).await.map(|s| s.recording(&ctx.state, node.run_id())) {
             Ok(mut scanner) => {
                 loop {
@@ -167,6 +176,10 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
                         }
                     }
                 }
+                let (node_slowest, node_over) = scanner.slowest_call();
+                slowest = slowest.max(node_slowest);
+                over += node_over;
+                batch = Some(batch.map_or(scanner.batch(), |b: usize| b.min(scanner.batch())));
                 for missing in scanner.missing() {
                     let note = format!("{missing}: not supported on this server; its figures are missing");
                     if !notes.contains(&note) {
@@ -218,6 +231,12 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
         "top_keys": top_keys,
         "prefixes": prefixes,
         "prefix_groups_folded": finished.folded,
+        "calls": {
+            "budget_ms": t.scan_budget().map(|b| b.as_secs_f64() * 1000.0),
+            "slowest_ms": slowest.as_secs_f64() * 1000.0,
+            "over_budget": over,
+            "batch_at_end": batch,
+        },
         "notes": notes,
     })
 }

@@ -390,7 +390,14 @@ async fn redis_findings(
     for node in &primaries.nodes {
         // A script on a cluster node may only touch declared keys.
         let method = primaries.cluster.then_some(cache_core::scan::Method::Pipeline);
-        let opts = ScanOptions { count: 1000, access: false, memory: false, method, ..ScanOptions::default() };
+        let opts = ScanOptions {
+            count: 1000,
+            access: false,
+            memory: false,
+            method,
+            budget: target.scan_budget(),
+            ..ScanOptions::default()
+        };
         let mut scanner = match Scanner::new(node.conn.clone(), opts, 0).await {
             Ok(s) => s.recording(state, node.run_id()),
             Err(e) => {

@@ -190,6 +190,7 @@ async fn ttl_less_keys(
             memory: false,
             // A script on a cluster node may only touch declared keys.
             method: primaries.cluster.then_some(Method::Pipeline),
+            budget: keyspace.target.scan_budget(),
             ..ScanOptions::default()
         };
         let mut scanner = Scanner::new(node.conn.clone(), opts, 0).await?.recording(state, node.run_id());

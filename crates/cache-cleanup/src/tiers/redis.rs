@@ -659,6 +659,7 @@ impl Pass<'_> {
                 (false, ScanMethod::Script) => Some(Method::Script),
                 (false, ScanMethod::Auto) => None,
             },
+            budget: self.job.target.scan_budget(),
             ..ScanOptions::default()
         }
     }

@@ -60,10 +60,19 @@ pub struct RedisTarget {
     /// inside it: another application's keys in the same database are not orphans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The longest one scanning call may take: batches adapt (within `cleanup.batch_size` or
+    /// the tool's count) so that each round trip stays under it, since every application
+    /// request waits behind a call on Redis's one thread (default 1 ms; `"0s"`: fixed batches).
+    #[serde(default = "default_call_budget", with = "humantime_serde")]
+    pub call_budget: Duration,
     /// Cluster primaries visited at once (connects, INFO and read-only passes), default 4: a
     /// large cluster is neither walked one node at a time nor hit on every node together.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+}
+
+fn default_call_budget() -> Duration {
+    crate::scan::DEFAULT_BUDGET
 }
 
 fn default_concurrency() -> usize {
@@ -84,6 +93,12 @@ impl RedisTarget {
             "upstash+https" | "upstash+http" | "https" | "http" => Transport::Rest,
             _ => Transport::Resp,
         }
+    }
+
+    /// The budget of one scanning call, for [`crate::scan::ScanOptions::budget`] (`None`:
+    /// fixed batches).
+    pub fn scan_budget(&self) -> Option<Duration> {
+        (!self.call_budget.is_zero()).then_some(self.call_budget)
     }
 
     /// Whether the target is reached through a REST API ([`Transport::Rest`]).

@@ -188,7 +188,14 @@ async fn extend_ttls(
             for node in &primaries.nodes {
                 // Cluster nodes get pipelined commands: a script may only touch declared keys.
                 let method = primaries.cluster.then_some(Method::Pipeline);
-                let opts = ScanOptions { count: 1000, access: false, memory: false, method, ..ScanOptions::default() };
+                let opts = ScanOptions {
+                    count: 1000,
+                    access: false,
+                    memory: false,
+                    method,
+                    budget: t.scan_budget(),
+                    ..ScanOptions::default()
+                };
                 let mut scanner = Scanner::new(node.conn.clone(), opts, 0).await?.recording(&ctx.state, node.run_id());
                 let mut conn = node.conn.clone();
                 while let Some(batch) = scanner.next_batch().await? {
