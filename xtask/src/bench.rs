@@ -28,6 +28,109 @@ struct Row {
     detail: String,
 }
 
+/// An application's view of a server while a tool works on it: a client sending PING every
+/// millisecond on its own connection, each round trip recorded; and the server's slow log at
+/// 5 ms, read after (our calls and the standard tool's alike).
+struct Probe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Duration>>,
+    url: String,
+}
+
+/// What a [`Probe`] saw: PING p50, p99, max, and the slow log's entries and longest.
+struct Harm {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    slow_calls: usize,
+    longest_call: Duration,
+    longest_name: String,
+}
+
+impl std::fmt::Display for Harm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        write!(f, "PING p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; ", ms(self.p50), ms(self.p99), ms(self.max))?;
+        if self.slow_calls == 0 {
+            write!(f, "no server call over 5 ms")
+        } else {
+            write!(
+                f,
+                "{} server calls over 5 ms, longest {:.1} ms ({})",
+                self.slow_calls,
+                ms(self.longest_call),
+                self.longest_name
+            )
+        }
+    }
+}
+
+impl Probe {
+    fn start(url: &str) -> anyhow::Result<Self> {
+        let mut conn = redis::Client::open(url)?.get_connection()?;
+        let () = redis::cmd("CONFIG").arg("SET").arg("slowlog-log-slower-than").arg(5000).query(&mut conn)?;
+        let () = redis::cmd("CONFIG").arg("SET").arg("slowlog-max-len").arg(10_000).query(&mut conn)?;
+        let () = redis::cmd("SLOWLOG").arg("RESET").query(&mut conn)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let at = Instant::now();
+                if redis::cmd("PING").query::<String>(&mut conn).is_err() {
+                    break;
+                }
+                samples.push(at.elapsed());
+                std::thread::sleep(Duration::from_millis(1).saturating_sub(at.elapsed()));
+            }
+            samples
+        });
+        Ok(Self { stop, thread, url: url.to_owned() })
+    }
+
+    fn finish(self) -> anyhow::Result<Harm> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut samples = self.thread.join().map_err(|_| anyhow::anyhow!("the probe thread panicked"))?;
+        samples.sort();
+        let at = |q: f64| samples.get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1))).copied();
+        let mut conn = redis::Client::open(self.url.as_str())?.get_connection()?;
+        let log: Vec<redis::Value> = redis::cmd("SLOWLOG").arg("GET").arg(10_000).query(&mut conn)?;
+        let mut longest = (Duration::ZERO, String::new());
+        for entry in &log {
+            let redis::Value::Array(fields) = entry else { continue };
+            let micros = match fields.get(2) {
+                Some(redis::Value::Int(n)) => *n as u64,
+                _ => 0,
+            };
+            let name = match fields.get(3) {
+                Some(redis::Value::Array(args)) => match args.first() {
+                    Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    _ => String::new(),
+                },
+                _ => String::new(),
+            };
+            if Duration::from_micros(micros) > longest.0 {
+                longest = (Duration::from_micros(micros), name);
+            }
+        }
+        Ok(Harm {
+            p50: at(0.5).unwrap_or_default(),
+            p99: at(0.99).unwrap_or_default(),
+            max: samples.last().copied().unwrap_or_default(),
+            slow_calls: log.len(),
+            longest_call: longest.0,
+            longest_name: longest.1,
+        })
+    }
+}
+
+/// Runs `command` under a [`Probe`] of `url`: its wall time, peak RSS, output and harm.
+fn measure_harm(url: &str, command: &mut Command) -> anyhow::Result<(Duration, u64, String, Harm)> {
+    let probe = Probe::start(url)?;
+    let (took, rss, out) = measure(command)?;
+    Ok((took, rss, out, probe.finish()?))
+}
+
 /// Wall time and peak RSS (KiB) of a command, through GNU time.
 fn measure(command: &mut Command) -> anyhow::Result<(Duration, u64, String)> {
     let out_file = tempfile::NamedTempFile::new()?;
@@ -260,20 +363,34 @@ fn debug_memory(bench: &Bench) -> anyhow::Result<Row> {
         .arg(&config)
         .arg("--state-dir")
         .arg(bench.work.path().join("debug-state"));
-    let (ours, rss, out) = measure(&mut command)?;
+    // The application's view with nobody else on the server, for comparison.
+    let idle = Probe::start(&server.url())?;
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = idle.finish()?;
+    let (ours, rss, out, our_harm) = measure_harm(&server.url(), &mut command)?;
     let doc: serde_json::Value = serde_json::from_str(&out)?;
     let scanned = doc["redis"][0]["scanned"].as_u64().unwrap_or(0);
     if scanned != 1_000_000 {
         bail!("cache-debug memory scanned {scanned} keys, not 1000000");
     }
-    let (memkeys, memkeys_rss, _) =
-        measure(Command::new("redis-cli").args(["-p", &server.port().to_string(), "--memkeys"]))?;
+    let (memkeys, memkeys_rss, _, memkeys_harm) = measure_harm(
+        &server.url(),
+        Command::new("redis-cli").args(["-p", &server.port().to_string(), "--memkeys"]),
+    )?;
+    let calls = &doc["redis"][0]["calls"];
     Ok(Row {
         task: "cache-debug memory, 1M keys (vs redis-cli --memkeys)",
         standard: memkeys,
         ours,
         target: 2.0,
-        detail: format!("peak RSS {} MiB; redis-cli RSS {} MiB", rss / 1024, memkeys_rss / 1024),
+        detail: format!(
+            "peak RSS {} MiB; redis-cli RSS {} MiB\n idle: {idle}\n ours: {our_harm} (batch reached {}, slowest call \
+             {:.1} ms by our clock)\n redis-cli --memkeys: {memkeys_harm}",
+            rss / 1024,
+            memkeys_rss / 1024,
+            calls["batch_at_end"],
+            calls["slowest_ms"].as_f64().unwrap_or(0.0)
+        ),
     })
 }
 
