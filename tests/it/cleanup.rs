@@ -1330,3 +1330,64 @@ fn a_run_filtered_by_tier_says_which_configured_targets_it_did_not_clean() {
     let all = env.run(CLEANUP, &["light", "--dry-run", "--format", "json"]).json();
     assert!(all.get("not_cleaned").is_none(), "{all:#}");
 }
+
+#[test]
+fn keys_whose_name_dates_them_go_past_their_max_age_in_every_mode() {
+    let Some(redis) = RedisServer::start() else { return };
+    let now = chrono::Utc::now();
+    let secs_ago = |days: i64| (now - chrono::Duration::days(days)).timestamp();
+    let mut conn = redis.connection();
+    let mut pipe = redis::pipe();
+    for i in 0..300 {
+        // Seed 004: evaluation results named by their time, read often (never idle).
+        pipe.cmd("SET").arg(format!("evaluation:run{i}:{}", secs_ago(10))).arg("r").ignore();
+        pipe.cmd("SET").arg(format!("evaluation:run{i}:{}", secs_ago(2))).arg("r").ignore();
+    }
+    for i in 0..100 {
+        pipe.cmd("SET").arg(format!("evaluation:ms{i}:{}", secs_ago(8) * 1000)).arg("r").ignore();
+        pipe.cmd("SET").arg(format!("evaluation:keep:{i}:{}", secs_ago(30))).arg("r").ignore();
+    }
+    let old_day = (now - chrono::Duration::days(40)).format("%Y-%m-%d");
+    let today = now.format("%Y%m%d");
+    for i in 0..50 {
+        pipe.cmd("SET").arg(format!("report:{i}:{old_day}")).arg("r").ignore();
+        pipe.cmd("SET").arg(format!("report:{i}:{today}")).arg("r").ignore();
+    }
+    pipe.cmd("SET").arg("evaluation:odd:not-a-time").arg("r").ignore();
+    let () = pipe.query(&mut conn).unwrap();
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\nnamespace = \"evaluation:\"\n\
+         prefixes = [{{ prefix = \"evaluation:\", age_from = \"timestamp\", max_age = \"7days\" }}, \
+         {{ prefix = \"report:\", age_from = \"date\", max_age = \"30days\" }}]\n\
+         protected = [\"evaluation:keep:*\"]\n[cleanup]\nmax_delete_share = \"60%\"\n",
+        redis.url()
+    ));
+    // The dry run says why, and changes nothing.
+    let dry = env.run(CLEANUP, &["light", "--dry-run", "--tier", "redis", "--format", "json"]);
+    dry.expect_code(0);
+    let target = &dry.json()["targets"][0];
+    assert_eq!(target["selected"], 450, "{}", dry.dump());
+    assert!(target["items"].to_string().contains("its name dates it"), "{target:#}");
+    assert_eq!(redis.keys().len(), 901);
+    // Even the lightest mode removes them: it is the pattern's rule, not a judgement of use.
+    let out = env.run(CLEANUP, &["light", "--yes", "--tier", "redis", "--format", "json"]);
+    out.expect_code(0);
+    let keys = redis.keys();
+    let count = |f: &dyn Fn(&str) -> bool| keys.iter().filter(|k| f(k)).count();
+    assert_eq!(count(&|k| k.ends_with(&secs_ago(10).to_string()) && k.starts_with("evaluation:run")), 0);
+    assert_eq!(count(&|k| k.starts_with("evaluation:run")), 300, "the 2-day-old ones stay");
+    assert_eq!(count(&|k| k.starts_with("evaluation:ms")), 0, "millisecond timestamps read too");
+    assert_eq!(count(&|k| k.starts_with("evaluation:keep:")), 100, "protected keys stay, however old");
+    assert_eq!(count(&|k| k.starts_with("report:") && k.ends_with(&old_day.to_string())), 0);
+    assert_eq!(count(&|k| k.starts_with("report:")), 50);
+    assert!(keys.contains(&"evaluation:odd:not-a-time".to_owned()), "no time in the name: kept");
+    // A rule missing half is refused, naming the key.
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\nprefixes = [{{ prefix = \"evaluation:\", age_from = \"timestamp\" }}]\n",
+        redis.url()
+    ));
+    let out = env.run(CLEANUP, &["light", "--dry-run"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("redis[0].prefixes[0].max_age"), "{}", out.dump());
+}

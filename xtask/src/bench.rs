@@ -92,7 +92,8 @@ impl Probe {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut samples = self.thread.join().map_err(|_| anyhow::anyhow!("the probe thread panicked"))?;
         samples.sort();
-        let at = |q: f64| samples.get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1))).copied();
+        let at =
+            |q: f64| samples.get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1))).copied();
         let mut conn = redis::Client::open(self.url.as_str())?.get_connection()?;
         let log: Vec<redis::Value> = redis::cmd("SLOWLOG").arg("GET").arg(10_000).query(&mut conn)?;
         let mut longest = (Duration::ZERO, String::new());
@@ -373,10 +374,8 @@ fn debug_memory(bench: &Bench) -> anyhow::Result<Row> {
     if scanned != 1_000_000 {
         bail!("cache-debug memory scanned {scanned} keys, not 1000000");
     }
-    let (memkeys, memkeys_rss, _, memkeys_harm) = measure_harm(
-        &server.url(),
-        Command::new("redis-cli").args(["-p", &server.port().to_string(), "--memkeys"]),
-    )?;
+    let (memkeys, memkeys_rss, _, memkeys_harm) =
+        measure_harm(&server.url(), Command::new("redis-cli").args(["-p", &server.port().to_string(), "--memkeys"]))?;
     let calls = &doc["redis"][0]["calls"];
     Ok(Row {
         task: "cache-debug memory, 1M keys (vs redis-cli --memkeys)",

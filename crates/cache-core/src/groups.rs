@@ -206,7 +206,8 @@ mod tests {
     #[test]
     fn groups_follow_the_configured_prefixes_then_the_first_segment() {
         let mut t = RedisTarget::new("t", crate::redact::SafeUrl::parse("redis://h").unwrap());
-        t.prefixes = vec![crate::config::PrefixRule { prefix: "app:search:".into(), ttl: None }];
+        t.prefixes =
+            vec![crate::config::PrefixRule { prefix: "app:search:".into(), ttl: None, age_from: None, max_age: None }];
         assert_eq!(group_of(&t, b"app:search:q1"), "app:search:");
         assert_eq!(group_of(&t, b"app:other:1"), "app:");
         assert_eq!(group_of(&t, b"plain"), "(no prefix)");

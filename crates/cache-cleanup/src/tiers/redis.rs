@@ -807,6 +807,7 @@ impl Pass<'_> {
         let job = self.job;
         let policy = job.policy();
         let sample = if job.dry_run { job.settings.dry_run_sample } else { 0 };
+        let now = chrono::Utc::now();
         let (mut deletes, mut expires) = (Vec::new(), Vec::new());
         for key in batch {
             if !job.in_category(&key.key) {
@@ -838,7 +839,19 @@ impl Pass<'_> {
                 }
                 _ => None,
             };
-            let reason = if oversized && policy.delete_oversized {
+            // The age the name says, past the rule's `max_age`: in every mode.
+            let named = prefix.and_then(|rule| {
+                let age = rule.past_named_age(&key.key, now)?;
+                Some(format!(
+                    "its name dates it {} old (≥ {} under `{}`)",
+                    secs(age.as_secs()),
+                    humantime::format_duration(rule.max_age.unwrap_or_default()),
+                    rule.prefix
+                ))
+            });
+            let reason = if let Some(named) = named {
+                Some(named)
+            } else if oversized && policy.delete_oversized {
                 Some(format!("oversized: {} > {}", bytes(key.bytes.unwrap_or(0)), bytes(limit)))
             } else if orphan && policy.delete_orphans {
                 Some("orphan: in the namespace, under no known prefix".to_owned())

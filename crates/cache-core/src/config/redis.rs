@@ -149,6 +149,63 @@ pub struct PrefixRule {
     /// The TTL given to keys under it that have none (seed 002 `_get_default_ttl_for_key`).
     #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Duration>,
+    /// The key's age is in its name: its last `:` segment is a Unix time (`timestamp`, in
+    /// seconds or milliseconds) or a date (`date`: `YYYY-MM-DD`, `YYYYMMDD`, or RFC 3339), as
+    /// seed 004's `evaluation:*:<ts>`. With `max_age`, a key older than that goes in every mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_from: Option<AgeFrom>,
+    /// With `age_from`: keys whose name is older than this are removed.
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
+}
+
+/// Where a key's age is written in its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgeFrom {
+    /// A Unix time, seconds or milliseconds.
+    Timestamp,
+    /// A date (`YYYY-MM-DD`, `YYYYMMDD`) or an RFC 3339 time.
+    Date,
+}
+
+impl PrefixRule {
+    /// When `key` says it was made, by its last `:` segment (`None`: the rule reads no age, or
+    /// the segment is not one). Idle time is no substitute: reading a key resets it.
+    pub fn named_time(&self, key: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
+        use chrono::{NaiveDate, TimeZone as _, Utc};
+        let from = self.age_from?;
+        let last = key.rsplit(|&b| b == b':').next()?;
+        let last = std::str::from_utf8(last).ok()?;
+        match from {
+            AgeFrom::Timestamp => {
+                let n: i64 = last.parse().ok().filter(|_| last.chars().all(|c| c.is_ascii_digit()))?;
+                // Milliseconds from 2001-09 on are above 10^12; seconds stay below until 33658.
+                if n >= 1_000_000_000_000 {
+                    Utc.timestamp_millis_opt(n).single()
+                } else {
+                    Utc.timestamp_opt(n, 0).single()
+                }
+            }
+            AgeFrom::Date => {
+                if let Ok(t) = chrono::DateTime::parse_from_rfc3339(last) {
+                    return Some(t.with_timezone(&Utc));
+                }
+                let day = NaiveDate::parse_from_str(last, "%Y-%m-%d")
+                    .or_else(|_| NaiveDate::parse_from_str(last, "%Y%m%d"))
+                    .ok()?;
+                Some(Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0)?))
+            }
+        }
+    }
+
+    /// How much older than `max_age` the name says `key` is, at `now` (`None`: not past it,
+    /// no age in the name, or no `max_age`).
+    pub fn past_named_age(&self, key: &[u8], now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+        let max = self.max_age?;
+        let age = (now - self.named_time(key)?).to_std().ok()?;
+        (age >= max).then_some(age)
+    }
 }
 
 fn default_max_key_size() -> ByteSize {

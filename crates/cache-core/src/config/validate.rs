@@ -86,6 +86,24 @@ fn redis(targets: &[RedisTarget], source: &str) -> Result<(), ConfigError> {
             if rule.ttl.is_some_and(|d| d.as_secs() == 0) {
                 return Err(err(format!("redis[{i}].prefixes[{j}].ttl"), "must be at least one second"));
             }
+            match (rule.age_from, rule.max_age) {
+                (Some(_), None) => {
+                    return Err(err(
+                        format!("redis[{i}].prefixes[{j}].max_age"),
+                        "`age_from` needs `max_age`: the age past which keys go",
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(err(
+                        format!("redis[{i}].prefixes[{j}].age_from"),
+                        "`max_age` needs `age_from` (\"timestamp\" or \"date\"): where the age is in the key's name",
+                    ));
+                }
+                (_, Some(d)) if d.as_secs() == 0 => {
+                    return Err(err(format!("redis[{i}].prefixes[{j}].max_age"), "must be at least one second"));
+                }
+                _ => {}
+            }
         }
         if t.namespace.as_deref().is_some_and(|n| n.trim().is_empty()) {
             return Err(err(
