@@ -1391,3 +1391,44 @@ fn keys_whose_name_dates_them_go_past_their_max_age_in_every_mode() {
     out.expect_code(3);
     assert!(out.stderr.contains("redis[0].prefixes[0].max_age"), "{}", out.dump());
 }
+
+#[test]
+fn a_files_target_given_as_a_glob_touches_only_what_it_matches() {
+    let env = TestEnv::new();
+    let base = env.path("tmp");
+    // Seed 004's `find /tmp/benchmark_* -type f -mtime +1 -delete`.
+    for (rel, age) in [
+        ("benchmark_1/run.json", 3 * DAY),
+        ("benchmark_1/deep/trace.bin", 3 * DAY),
+        ("benchmark_2.log", 3 * DAY),
+        ("benchmark_3.log", HOUR),
+        ("other/benchmark_9.json", 3 * DAY),
+        ("unrelated.txt", 3 * DAY),
+    ] {
+        let path = base.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        touch(&path, 4096, Duration::from_secs(age));
+    }
+    env.write_config(&format!(
+        "[[files]]\nname = \"bench\"\npath = \"{}/benchmark_*\"\nttl = \"1day\"\nmax_size = \"1 MiB\"\n",
+        base.display()
+    ));
+    // Health sees what the pattern matches: four files, not the six of the base.
+    let health = env.run(crate::HEALTH, &["check", "--tier", "files", "--format", "json"]);
+    let report = health.json();
+    let target = report["targets"].as_array().unwrap().iter().find(|t| t["name"] == "bench").unwrap().clone();
+    assert!(target["checks"].to_string().contains("in 4 files"), "{target:#}");
+    let out = env.run(CLEANUP, &["files", "--yes", "--format", "json"]);
+    out.expect_code(0);
+    assert_eq!(out.json()["targets"][0]["examined"], 4, "{}", out.dump());
+    for (rel, left) in [
+        ("benchmark_1/run.json", false),
+        ("benchmark_1/deep/trace.bin", false),
+        ("benchmark_2.log", false),
+        ("benchmark_3.log", true),
+        ("other/benchmark_9.json", true),
+        ("unrelated.txt", true),
+    ] {
+        assert_eq!(base.join(rel).exists(), left, "{rel}");
+    }
+}

@@ -105,7 +105,7 @@ async fn collect(ctx: &Context) -> anyhow::Result<JobResult> {
         .chain(config.logs.iter().map(|t| (Tier::Logs, t as &dyn DirTarget)))
         .filter(|(tier, t)| selected(filters, *tier, t.name()))
     {
-        let usage = cache_core::system::dir_usage(t.path(), deadline);
+        let usage = cache_core::system::dir_usage_in(&t.scope(), deadline);
         dirs.push(DirFigures {
             tier: tier.to_string(),
             name: t.name().to_owned(),

@@ -48,7 +48,7 @@ pub use alerts::{AlertRule, AlertSettings, AutoAction, Channel, RULE_TARGET_KIND
 pub use analytics::AnalyticsSettings;
 pub use backup::{BackupSettings, RedisBackupMethod, RemoteKind, RemoteTarget};
 pub use cleanup::{CleanupSettings, ModePolicy, Modes, ScanMethod, SizeBasis, SmartThresholds};
-pub use files::{DirTarget, FilesTarget, LogsTarget};
+pub use files::{DirTarget, FileScope, FilesTarget, LogsTarget};
 pub use health::{HealthSettings, LatencyThresholds, Level};
 pub use http::HttpTarget;
 pub use memory::{MEM0_PLATFORM_URL, MemoryApiVersion, MemoryDialect, MemoryTarget};

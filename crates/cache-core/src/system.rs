@@ -124,13 +124,26 @@ pub struct DirUsage {
 
 /// Walks `path` until done or until `deadline`.
 pub fn dir_usage(path: &Path, deadline: Instant) -> DirUsage {
+    dir_usage_in(&crate::config::FileScope { base: path.to_path_buf(), pattern: Vec::new() }, deadline)
+}
+
+/// [`dir_usage`] of what `scope` covers: only the entries its pattern matches in its base
+/// (and what is under them) are counted, and the walk enters no directory that cannot lead
+/// to one.
+pub fn dir_usage_in(scope: &crate::config::FileScope, deadline: Instant) -> DirUsage {
     use std::os::unix::fs::MetadataExt;
+    let path = scope.base.as_path();
     let mut usage = DirUsage { path: path.to_path_buf(), complete: true, ..DirUsage::default() };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => usage.exists = true,
         Ok(_) | Err(_) => return usage,
     }
-    for (i, entry) in walkdir::WalkDir::new(path).follow_links(false).into_iter().enumerate() {
+    let relative = |e: &walkdir::DirEntry| e.path().strip_prefix(path).map(Path::to_path_buf).unwrap_or_default();
+    let walk = walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| e.depth() == 0 || scope.may_hold(&relative(e)));
+    for (i, entry) in walk.enumerate() {
         if i % 1024 == 0 && Instant::now() >= deadline {
             usage.complete = false;
             break;
@@ -139,6 +152,9 @@ pub fn dir_usage(path: &Path, deadline: Instant) -> DirUsage {
             usage.errors += 1;
             continue;
         };
+        if !scope.is_whole() && (entry.depth() == 0 || !scope.contains(&relative(&entry))) {
+            continue; // The base itself, or a directory on the way to matches.
+        }
         let Ok(meta) = entry.metadata() else {
             usage.errors += 1;
             continue;

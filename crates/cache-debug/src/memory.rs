@@ -5,7 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use cache_core::app::Context;
 use cache_core::clients::postgres;
@@ -277,23 +277,15 @@ async fn postgres_section(t: &PostgresTarget) -> Value {
 }
 
 fn files_section(t: &cache_core::config::FilesTarget) -> Value {
-    let (mut size, mut files) = (0u64, 0u64);
-    let (mut oldest, mut newest): (Option<SystemTime>, Option<SystemTime>) = (None, None);
-    for entry in walkdir::WalkDir::new(&t.path).follow_links(false).into_iter().flatten() {
-        let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() {
-            continue;
-        }
-        files += 1;
-        size += meta.len();
-        if let Ok(m) = meta.modified() {
-            oldest = Some(oldest.map_or(m, |o| o.min(m)));
-            newest = Some(newest.map_or(m, |n| n.max(m)));
-        }
-    }
-    let time = |t: Option<SystemTime>| {
-        t.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-    };
+    // What the target covers (a glob path: only what it matches).
+    let usage = cache_core::system::dir_usage_in(
+        &cache_core::config::DirTarget::scope(t),
+        std::time::Instant::now() + std::time::Duration::from_secs(60),
+    );
+    let (size, files) = (usage.apparent_bytes, usage.files);
+    let time =
+        |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let (oldest, newest) = (usage.oldest, usage.newest);
     let cap = t.max_size.map(|c| c.as_u64());
     json!({
         "target": format!("files/{}", t.name),

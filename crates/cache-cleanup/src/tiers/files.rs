@@ -24,8 +24,10 @@ struct Kept {
 /// Cleans one files target. Blocking: run it on a blocking thread.
 pub fn run(target: &FilesTarget, dry_run: bool, sample: usize, threads: usize) -> TargetReport {
     let mut report = TargetReport::new(Tier::Files, &target.name);
-    if !target.path.is_dir() {
-        report.notes.push(format!("`{}` does not exist: nothing to clean", target.path.display()));
+    // A glob path covers what it matches in its base, and nothing else there.
+    let scope = cache_core::config::DirTarget::scope(target);
+    if !scope.base.is_dir() {
+        report.notes.push(format!("`{}` does not exist: nothing to clean", scope.base.display()));
         return report;
     }
     let protected = match globs(&target.protected) {
@@ -45,11 +47,14 @@ pub fn run(target: &FilesTarget, dry_run: bool, sample: usize, threads: usize) -
     let listed = if dry_run { sample } else { 0 };
     let keep_for_cap = target.max_size.is_some();
 
-    let walker = ignore::WalkBuilder::new(&target.path)
+    let base = scope.base.clone();
+    let walk_scope = scope.clone();
+    let walker = ignore::WalkBuilder::new(&scope.base)
         .standard_filters(false)
         .hidden(false)
         .follow_links(false)
         .threads(threads)
+        .filter_entry(move |e| e.depth() == 0 || walk_scope.may_hold(e.path().strip_prefix(&base).unwrap_or(e.path())))
         .build_parallel();
     walker.run(|| {
         Box::new(|entry| {
@@ -63,9 +68,12 @@ pub fn run(target: &FilesTarget, dry_run: bool, sample: usize, threads: usize) -
             if !entry.file_type().is_some_and(|t| t.is_file()) {
                 return ignore::WalkState::Continue;
             }
-            examined.fetch_add(1, Ordering::Relaxed);
             let path = entry.path();
-            let relative = path.strip_prefix(&target.path).unwrap_or(path);
+            let relative = path.strip_prefix(&scope.base).unwrap_or(path);
+            if !scope.contains(relative) {
+                return ignore::WalkState::Continue;
+            }
+            examined.fetch_add(1, Ordering::Relaxed);
             if protected.is_match(relative) {
                 protected_count.fetch_add(1, Ordering::Relaxed);
                 return ignore::WalkState::Continue;

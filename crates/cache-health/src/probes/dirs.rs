@@ -14,9 +14,9 @@ pub async fn probe(tier: Tier, target: &dyn DirTarget, health: &HealthSettings, 
     let start = Instant::now();
     let mut report = TargetReport::new(tier, target.name());
     report.endpoint = Some(target.path().display().to_string());
-    let path = target.path().to_path_buf();
+    let scope = target.scope();
     let deadline = start + budget.mul_f64(0.8);
-    let Ok(usage) = tokio::task::spawn_blocking(move || system::dir_usage(&path, deadline)).await else {
+    let Ok(usage) = tokio::task::spawn_blocking(move || system::dir_usage_in(&scope, deadline)).await else {
         report.fail("walk", "the directory walk panicked");
         return report;
     };
