@@ -23,6 +23,9 @@ _cache__scheduler() {
             cache__scheduler,help)
                 cmd="cache__scheduler__subcmd__help"
                 ;;
+            cache__scheduler,history)
+                cmd="cache__scheduler__subcmd__history"
+                ;;
             cache__scheduler,init)
                 cmd="cache__scheduler__subcmd__init"
                 ;;
@@ -61,6 +64,9 @@ _cache__scheduler() {
                 ;;
             cache__scheduler__subcmd__help,help)
                 cmd="cache__scheduler__subcmd__help__subcmd__help"
+                ;;
+            cache__scheduler__subcmd__help,history)
+                cmd="cache__scheduler__subcmd__help__subcmd__history"
                 ;;
             cache__scheduler__subcmd__help,init)
                 cmd="cache__scheduler__subcmd__help__subcmd__init"
@@ -135,7 +141,7 @@ _cache__scheduler() {
 
     case "${cmd}" in
         cache__scheduler)
-            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help --version init install uninstall start stop restart status optimize run tick windows completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help --version init install uninstall start stop restart status history optimize run tick windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -211,7 +217,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__help)
-            opts="init install uninstall start stop restart status optimize run tick windows completions help"
+            opts="init install uninstall start stop restart status history optimize run tick windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -239,6 +245,20 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__scheduler__subcmd__help__subcmd__history)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -441,6 +461,60 @@ _cache__scheduler() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__scheduler__subcmd__history)
+            opts="-v -q -h --job --since --outcome --limit --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --job)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --outcome)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

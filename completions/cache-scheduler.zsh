@@ -223,6 +223,33 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
+(history)
+_arguments "${_arguments_options[@]}" : \
+'--job=[Only this job'\''s runs]:JOB:_default' \
+'--since=[Only runs started since\: a time (RFC 3339), a date (YYYY-MM-DD) or an age ("7days")]:WHEN:_default' \
+'--outcome=[Only runs that ended so\: success, partial, failed, skipped, locked, interrupted, dry_run]:OUTCOME:_default' \
+'--limit=[At most this many (0\: all)]:LIMIT:_default' \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+&& ret=0
+;;
 (optimize)
 _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
@@ -507,6 +534,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(history)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (optimize)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -574,6 +605,7 @@ _cache-scheduler_commands() {
 'stop:Turn automation off\: scheduled runs exit at once, saying why' \
 'restart:Stop, then start' \
 'status:Every job\: schedule, next run, last run, lock holder, flags; and the automation state' \
+'history:The runs of every job, newest first, from the run records (rotated segments included)' \
 'optimize:Adapt repeating jobs'\'' frequency to the performance score and move heavy jobs into the low-usage window (seed 000'\''s SmartScheduler)' \
 'run:Run a job now as the schedule would, through all its gates (automation, enabled, dependency, windows, fleet lock; --emergency passes the windows); or once at --at TIME' \
 'tick:Run every one-off that is due, once (the installed schedule runs this every minute)' \
@@ -598,6 +630,7 @@ _cache-scheduler__subcmd__help_commands() {
 'stop:Turn automation off\: scheduled runs exit at once, saying why' \
 'restart:Stop, then start' \
 'status:Every job\: schedule, next run, last run, lock holder, flags; and the automation state' \
+'history:The runs of every job, newest first, from the run records (rotated segments included)' \
 'optimize:Adapt repeating jobs'\'' frequency to the performance score and move heavy jobs into the low-usage window (seed 000'\''s SmartScheduler)' \
 'run:Run a job now as the schedule would, through all its gates (automation, enabled, dependency, windows, fleet lock; --emergency passes the windows); or once at --at TIME' \
 'tick:Run every one-off that is due, once (the installed schedule runs this every minute)' \
@@ -616,6 +649,11 @@ _cache-scheduler__subcmd__help__subcmd__completions_commands() {
 _cache-scheduler__subcmd__help__subcmd__help_commands() {
     local commands; commands=()
     _describe -t commands 'cache-scheduler help help commands' commands "$@"
+}
+(( $+functions[_cache-scheduler__subcmd__help__subcmd__history_commands] )) ||
+_cache-scheduler__subcmd__help__subcmd__history_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-scheduler help history commands' commands "$@"
 }
 (( $+functions[_cache-scheduler__subcmd__help__subcmd__init_commands] )) ||
 _cache-scheduler__subcmd__help__subcmd__init_commands() {
@@ -690,6 +728,11 @@ _cache-scheduler__subcmd__help__subcmd__windows__subcmd__list_commands() {
 _cache-scheduler__subcmd__help__subcmd__windows__subcmd__remove_commands() {
     local commands; commands=()
     _describe -t commands 'cache-scheduler help windows remove commands' commands "$@"
+}
+(( $+functions[_cache-scheduler__subcmd__history_commands] )) ||
+_cache-scheduler__subcmd__history_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-scheduler history commands' commands "$@"
 }
 (( $+functions[_cache-scheduler__subcmd__init_commands] )) ||
 _cache-scheduler__subcmd__init_commands() {

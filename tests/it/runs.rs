@@ -259,3 +259,54 @@ fn a_job_past_its_deadline_is_stopped_and_recorded_interrupted() {
     refused.expect_code(3);
     assert!(refused.stderr.contains("scheduler.job_deadline"), "{}", refused.dump());
 }
+
+#[test]
+fn history_lists_runs_newest_first_by_job_outcome_and_time() {
+    let env = cache_tests::TestEnv::new();
+    let dead = cache_tests::free_port();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"gone\"\nurl = \"redis://127.0.0.1:{dead}/0\"\nconnect_timeout = \"200ms\"\n"
+    ));
+    // Two failed health checks (the server is gone), then a mark, then a third, and a dry run.
+    for _ in 0..2 {
+        assert_ne!(env.run(crate::HEALTH, &["check", "--tier", "redis"]).code(), 0);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mark = chrono::Utc::now().to_rfc3339();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_ne!(env.run(crate::HEALTH, &["check", "--tier", "redis"]).code(), 0);
+    env.run(crate::CLEANUP, &["light", "--dry-run", "--tier", "files"]).expect_code(0);
+    let history = |args: &[&str]| {
+        let mut all = vec!["history", "--format", "json"];
+        all.extend_from_slice(args);
+        let out = env.run(crate::SCHEDULER, &all);
+        out.expect_code(0);
+        out.json()
+    };
+    let all = history(&[]);
+    assert_eq!(all["matched"], 4, "{all:#}");
+    let started: Vec<&str> =
+        all["executions"].as_array().unwrap().iter().map(|r| r["started_at"].as_str().unwrap()).collect();
+    let mut sorted = started.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(started, sorted, "newest first");
+    let failed = history(&["--job", "health-check", "--outcome", "failed"]);
+    assert_eq!(failed["matched"], 3, "{failed:#}");
+    assert!(failed["executions"].as_array().unwrap().iter().all(|r| r["job"] == "health-check"));
+    let dry = history(&["--outcome", "dry_run"]);
+    assert_eq!(dry["matched"], 1, "{dry:#}");
+    let recent = history(&["--since", &mark, "--job", "health-check"]);
+    assert_eq!(recent["matched"], 1, "{recent:#}");
+    let one = history(&["--limit", "1"]);
+    assert_eq!((one["matched"].as_u64(), one["executions"].as_array().unwrap().len()), (Some(4), 1));
+    // Bad input names the argument and what it takes.
+    let out = env.run(crate::SCHEDULER, &["history", "--outcome", "fine"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("--outcome") && out.stderr.contains("interrupted"), "{}", out.dump());
+    let out = env.run(crate::SCHEDULER, &["history", "--since", "last tuesday"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("--since"), "{}", out.dump());
+    // The text table says how many it shows.
+    let text = env.run(crate::SCHEDULER, &["history", "--job", "health-check"]);
+    assert!(text.stdout.contains("3 of 3 runs"), "{}", text.dump());
+}

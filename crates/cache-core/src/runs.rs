@@ -355,3 +355,76 @@ mod tests {
         assert_eq!(std::fs::read(state.path("jobs/cleanup.json")).unwrap(), garbled);
     }
 }
+
+/// Which run records to list ([`query`]).
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    /// Only this job's runs.
+    pub job: Option<String>,
+    /// Only runs started at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only runs that ended so.
+    pub outcome: Option<Outcome>,
+    /// At most this many, newest first (0: all that matched).
+    pub limit: usize,
+}
+
+/// What [`query`] found, and what it could not read.
+#[derive(Clone, Debug, Serialize)]
+pub struct Executions {
+    /// The runs matched, newest first, at most `limit`.
+    pub executions: Vec<RunRecord>,
+    /// How many matched in all (more than shown when `limit` cut them).
+    pub matched: usize,
+    /// Lines of the history that were no run record (skipped, counted).
+    pub bad_lines: u64,
+    /// Bytes of the span the read cap left unread (older runs not seen).
+    pub unread_bytes: u64,
+}
+
+/// Bytes of run history a query reads at most.
+const QUERY_MAX_BYTES: u64 = 64 << 20;
+
+/// The run records matching `q`, newest first, from the history and its rotated segments;
+/// the shell's `cache-scheduler history` and the maintenance API read runs through it.
+pub fn query(state: &StateDir, q: &Query) -> anyhow::Result<Executions> {
+    let span = q.since.map_or(crate::state::Span::All, crate::state::Span::Since);
+    let history: crate::state::History<RunRecord> = state.read_history(RUNS_FILE, span, QUERY_MAX_BYTES)?;
+    let mut matched: Vec<RunRecord> = history
+        .records
+        .into_iter()
+        .filter(|r| q.job.as_deref().is_none_or(|j| r.job == j))
+        .filter(|r| q.since.is_none_or(|t| r.started_at >= t))
+        .filter(|r| q.outcome.is_none_or(|o| r.outcome == o))
+        .collect();
+    matched.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
+    let total = matched.len();
+    if q.limit > 0 {
+        matched.truncate(q.limit);
+    }
+    Ok(Executions {
+        executions: matched,
+        matched: total,
+        bad_lines: history.bad_lines,
+        unread_bytes: history.unread_bytes,
+    })
+}
+
+impl std::str::FromStr for Outcome {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const ALL: [Outcome; 7] = [
+            Outcome::Success,
+            Outcome::Partial,
+            Outcome::Failed,
+            Outcome::Skipped,
+            Outcome::Locked,
+            Outcome::Interrupted,
+            Outcome::DryRun,
+        ];
+        ALL.into_iter().find(|o| o.name() == s).ok_or_else(|| {
+            format!("`{s}` is no outcome: {}", ALL.iter().map(|o| o.name()).collect::<Vec<_>>().join(", "))
+        })
+    }
+}

@@ -124,6 +124,22 @@ pub enum Command {
     },
     /// Every job: schedule, next run, last run, lock holder, flags; and the automation state
     Status,
+    /// The runs of every job, newest first, from the run records (rotated segments included)
+    History {
+        /// Only this job's runs
+        #[arg(long, value_name = "JOB")]
+        job: Option<String>,
+        /// Only runs started since: a time (RFC 3339), a date (YYYY-MM-DD) or an age ("7days")
+        #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only runs that ended so: success, partial, failed, skipped, locked, interrupted,
+        /// dry_run
+        #[arg(long, value_name = "OUTCOME")]
+        outcome: Option<cache_core::runs::Outcome>,
+        /// At most this many (0: all)
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// Adapt repeating jobs' frequency to the performance score and move heavy jobs into the
     /// low-usage window (seed 000's SmartScheduler)
     Optimize {
@@ -316,6 +332,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status => {
             let ctx = Context::load_all(common, format.into(), Convention::Standard)?;
             status::run(&ctx)
+        }
+        Command::History { job, since, outcome, limit } => {
+            let ctx = Context::load_all(common, format.into(), Convention::Standard)?;
+            let query = cache_core::runs::Query { job, since, outcome, limit };
+            status::history(&ctx, &query)
         }
         Command::Optimize { dry_run, install, force } => {
             let ctx = Context::load_all(common, format.into(), Convention::Standard)?;
@@ -624,4 +645,21 @@ mod tests {
         assert!(Cli::try_parse_from(["cache-scheduler", "install", "--storage", "1Gi"]).is_err());
         assert!(Cli::try_parse_from(["cache-scheduler", "windows", "remove", "x", "--force"]).is_ok());
     }
+}
+
+/// `--since`: an RFC 3339 time, a date (midnight UTC), or an age back from now.
+fn parse_since(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        return Ok(day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+    }
+    let age = humantime::parse_duration(raw)
+        .map_err(|e| format!("`{raw}` is no time, date or age (\"2026-12-01\", \"7days\"): {e}"))?;
+    let now = cache_core::clock::now().map_err(|e| e.to_string())?;
+    chrono::Duration::from_std(age)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(|| format!("`{raw}` is too long ago"))
 }

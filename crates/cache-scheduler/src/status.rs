@@ -77,3 +77,38 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
     printer.always(&text)?;
     Ok(exit::SUCCESS)
 }
+
+/// Runs `history`: the run records `query` matches, newest first.
+pub fn history(ctx: &Context, query: &cache_core::runs::Query) -> anyhow::Result<u8> {
+    let found = cache_core::runs::query(&ctx.state, query)?;
+    let printer = &ctx.printer;
+    if printer.format() == Format::Json {
+        printer.json(&found)?;
+        return Ok(exit::SUCCESS);
+    }
+    let mut table = printer.table();
+    table.set_header(["Started", "Job", "Outcome", "Trigger", "Duration", "Exit", "Id"]);
+    for r in &found.executions {
+        table.add_row(vec![
+            r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            r.job.clone(),
+            r.outcome.name().to_owned(),
+            format!("{:?}", r.trigger).to_lowercase(),
+            millis(r.duration_ms as f64),
+            r.exit_code.to_string(),
+            r.id.clone(),
+        ]);
+    }
+    let mut text = format!("{} of {} runs\n{table}\n", found.executions.len(), found.matched);
+    if found.bad_lines > 0 {
+        text.push_str(&format!("note: {} lines of the run history were no run record (skipped)\n", found.bad_lines));
+    }
+    if found.unread_bytes > 0 {
+        text.push_str(&format!(
+            "note: older runs not read: {} of history past the read cap\n",
+            cache_core::output::bytes(found.unread_bytes)
+        ));
+    }
+    printer.info(&text)?;
+    Ok(exit::SUCCESS)
+}
