@@ -624,6 +624,23 @@ fn windows(common: &CommonArgs, format: Format, action: WindowsAction) -> anyhow
     Ok(exit::SUCCESS)
 }
 
+/// `--since`: an RFC 3339 time, a date (midnight UTC), or an age back from now.
+fn parse_since(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        return Ok(day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+    }
+    let age = humantime::parse_duration(raw)
+        .map_err(|e| format!("`{raw}` is no time, date or age (\"2026-12-01\", \"7days\"): {e}"))?;
+    let now = cache_core::clock::now().map_err(|e| e.to_string())?;
+    chrono::Duration::from_std(age)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(|| format!("`{raw}` is too long ago"))
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -645,21 +662,4 @@ mod tests {
         assert!(Cli::try_parse_from(["cache-scheduler", "install", "--storage", "1Gi"]).is_err());
         assert!(Cli::try_parse_from(["cache-scheduler", "windows", "remove", "x", "--force"]).is_ok());
     }
-}
-
-/// `--since`: an RFC 3339 time, a date (midnight UTC), or an age back from now.
-fn parse_since(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    if let Ok(day) = chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        return Ok(day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
-    }
-    let age = humantime::parse_duration(raw)
-        .map_err(|e| format!("`{raw}` is no time, date or age (\"2026-12-01\", \"7days\"): {e}"))?;
-    let now = cache_core::clock::now().map_err(|e| e.to_string())?;
-    chrono::Duration::from_std(age)
-        .ok()
-        .and_then(|d| now.checked_sub_signed(d))
-        .ok_or_else(|| format!("`{raw}` is too long ago"))
 }
