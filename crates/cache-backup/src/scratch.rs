@@ -22,12 +22,23 @@ impl Scratch {
     /// Decompresses `rdb_gz` and starts a server on it, on a free loopback port, without
     /// persistence; fails with the server's own words when the RDB does not load.
     pub async fn load(rdb_gz: &Path, timeout: Duration) -> anyhow::Result<Self> {
+        Self::start(Some(rdb_gz), timeout).await
+    }
+
+    /// Starts an empty server, as [`Scratch::load`] does (for a logical export to be restored
+    /// into).
+    pub async fn empty(timeout: Duration) -> anyhow::Result<Self> {
+        Self::start(None, timeout).await
+    }
+
+    async fn start(rdb_gz: Option<&Path>, timeout: Duration) -> anyhow::Result<Self> {
         let binary = redis_server()
             .context("redis-server is needed to prove the RDB loads: install it (Debian: redis-server)")?;
         let dir = tempfile::tempdir()?;
         let rdb = dir.path().join("dump.rdb");
-        {
-            let mut input = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(rdb_gz)?));
+        if let Some(rdb_gz) = rdb_gz {
+            let opened = std::fs::File::open(rdb_gz).with_context(|| format!("opening `{}`", rdb_gz.display()))?;
+            let mut input = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(opened));
             let mut output = std::fs::File::create(&rdb)?;
             std::io::copy(&mut input, &mut output).with_context(|| format!("decompressing `{}`", rdb_gz.display()))?;
         }
