@@ -346,6 +346,7 @@ mod tests {
                 "memory-maintenance",
                 "optimize",
                 "optimize-weekly",
+                "backup-drill",
                 "archival-monthly"
             ]
         );
