@@ -197,3 +197,37 @@ async fn a_drill_fails_on_figures_that_disagree_and_says_what_old_backups_did_no
     write_manifest(&dir, &original);
     env.run(BACKUP, &["drill", &id]).expect_code(0);
 }
+
+/// `cache-health monitor`'s default rule Backup Drill Overdue: quiet while the last passing
+/// drill is younger than `backup.drill_max_age`, a warning on `backup/drill` once it is older.
+#[test]
+fn the_drill_alert_fires_once_the_last_passing_drill_is_older_than_drill_max_age() {
+    let Some(redis) = RedisServer::start() else { return };
+    seed(&redis);
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[system]\ngpu = false\n[backup]\nthreads = 2\ndrill_max_age = \"20days\"\n",
+        redis.url()
+    ));
+    create(&env);
+    env.run(BACKUP, &["drill", "-q"]).expect_code(0);
+    let passed = chrono::DateTime::parse_from_rfc3339(last_record(&env)["at"].as_str().unwrap()).unwrap().to_utc();
+    let drill_notices = |days: i64| {
+        let mut cmd = env.command(crate::HEALTH, &["monitor", "--once", "--format", "json", "--tier", "redis"]);
+        cmd.env("CACHE_NOW", (passed + chrono::Duration::days(days)).to_rfc3339());
+        let out = env.run_command(cmd);
+        let round = out.json();
+        round["notices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["alert"]["rule"] == "Backup Drill Overdue")
+            .map(|n| (n["alert"]["target"].as_str().unwrap().to_owned(), n["alert"]["severity"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(drill_notices(19), []);
+    let fired = drill_notices(21);
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].0, "backup/drill");
+    assert_eq!(fired[0].1, "warning");
+}

@@ -244,10 +244,11 @@ struct Drill {
 /// Runs the drill on the backup `selector` names.
 pub async fn run(ctx: &Context, store: &Store, selector: &str, identity: Option<PathBuf>) -> anyhow::Result<JobResult> {
     let start = Instant::now();
+    let now = cache_core::clock::now()?;
     let backup = store.find(selector)?;
     let mut drill = Drill {
         kind: "drill",
-        at: Utc::now().to_rfc3339(),
+        at: now.to_rfc3339(),
         host: cache_core::system::hostname(),
         backup: backup.manifest.id.clone(),
         ..Drill::default()

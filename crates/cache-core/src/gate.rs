@@ -346,8 +346,8 @@ mod tests {
                 "memory-maintenance",
                 "optimize",
                 "optimize-weekly",
-                "backup-drill",
-                "archival-monthly"
+                "archival-monthly",
+                "backup-drill"
             ]
         );
     }

@@ -209,6 +209,16 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
         "backup",
         None,
     ),
+    builtin(
+        "archival-monthly",
+        "0 6 1 * *",
+        "cache-analytics generate --period month -q",
+        "archival",
+        true,
+        "Monthly archival and deep analysis",
+        "archival-monthly",
+        None,
+    ),
     // Issue 18's disaster-recovery drill: the newest backup restored into scratch servers and
     // compared with the figures it recorded, monthly (the `backup.drill_max_age` alert fires
     // when no drill has passed for longer).
@@ -220,16 +230,6 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
         true,
         "Monthly disaster-recovery drill: the newest backup restored into scratch servers and checked",
         "backup",
-        None,
-    ),
-    builtin(
-        "archival-monthly",
-        "0 6 1 * *",
-        "cache-analytics generate --period month -q",
-        "archival",
-        true,
-        "Monthly archival and deep analysis",
-        "archival-monthly",
         None,
     ),
     // Seed 002's predictive warming, before the busy hours analytics found: ten minutes before
