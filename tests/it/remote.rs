@@ -222,7 +222,7 @@ fn encrypted_backups_hold_ciphertext_only_and_restore_only_with_the_identity() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left, [id.clone()], "{left:?}");
+    assert_eq!(left, std::slice::from_ref(&id), "{left:?}");
     // A recipient that is no key is refused at load, naming it.
     env.write_config(&config(&fresh.url()).replace(&recipient, "age1notakey"));
     let out = env.run(BACKUP, &["list"]);
