@@ -231,3 +231,33 @@ fn the_drill_alert_fires_once_the_last_passing_drill_is_older_than_drill_max_age
     assert_eq!(fired[0].0, "backup/drill");
     assert_eq!(fired[0].1, "warning");
 }
+
+/// An encrypted backup is decrypted with the identity first, then drilled as any other; without
+/// the identity nothing could be checked (exit 1, naming what it needs), with another identity
+/// it fails.
+#[test]
+fn an_encrypted_backup_is_drilled_with_its_identity() {
+    let Some(redis) = RedisServer::start() else { return };
+    seed(&redis);
+    let env = TestEnv::new();
+    let Some((key, recipient)) = crate::remote::age_key(&env, "backup.key") else { return };
+    env.write_config(&format!(
+        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[backup]\nthreads = 2\nencrypt_to = [\"{recipient}\"]\n",
+        redis.url()
+    ));
+    create(&env);
+    let out = env.run(BACKUP, &["drill"]);
+    out.expect_code(cache_core::exit::PARTIAL as i32);
+    assert!(out.stdout.contains("give the identity that decrypts it with --identity FILE"), "{}", out.dump());
+    assert_eq!(last_record(&env)["result"], "partial");
+    let Some((other, _)) = crate::remote::age_key(&env, "other.key") else { return };
+    let out = env.run(BACKUP, &["drill", "--identity", other.to_str().unwrap()]);
+    out.expect_code(cache_core::exit::MISMATCH as i32);
+    assert!(out.stdout.contains("decrypting"), "{}", out.dump());
+    let out = env.run(BACKUP, &["drill", "--identity", key.to_str().unwrap(), "--format", "json"]);
+    out.expect_code(0);
+    let drill = out.json();
+    assert_eq!(drill["result"], "pass", "{}", out.dump());
+    assert!(drill["compared"].to_string().contains("750 keys loaded, recorded 750"), "{}", out.dump());
+    assert!(drill["compared"].to_string().contains("20 of 20 sampled keys"), "{}", out.dump());
+}

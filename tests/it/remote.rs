@@ -145,7 +145,7 @@ fn a_remote_that_refuses_the_upload_makes_the_run_partial_and_keeps_the_local_ba
 }
 
 /// An age key pair made by the real `age-keygen`: (identity file, recipient).
-fn age_key(env: &TestEnv, name: &str) -> Option<(std::path::PathBuf, String)> {
+pub(crate) fn age_key(env: &TestEnv, name: &str) -> Option<(std::path::PathBuf, String)> {
     if cache_tests::find_binary("age-keygen", &[]).is_none() {
         cache_tests::missing("age-keygen (Debian package age)")?;
     }

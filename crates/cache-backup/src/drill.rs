@@ -257,6 +257,15 @@ pub async fn run(ctx: &Context, store: &Store, selector: &str, identity: Option<
         drill.not_checked.push(format!("{}: not in this backup (it failed when it was taken)", failed.label()));
     }
     let outcome = async {
+        if crate::crypt::is_encrypted(&backup.manifest) && identity.is_none() {
+            // Not the backup's fault: this host lacks the key, so nothing could be checked.
+            drill.not_checked.push(format!(
+                "backup {} is encrypted (age): give the identity that decrypts it with --identity FILE or \
+                 backup.identity_file",
+                backup.manifest.id
+            ));
+            return anyhow::Ok(());
+        }
         let plain = match crate::crypt::is_encrypted(&backup.manifest) {
             true => Some(crate::crypt::decrypt(&backup, identity.as_deref(), store.dir())?),
             false => None,
