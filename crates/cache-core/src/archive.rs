@@ -519,7 +519,8 @@ pub struct DumpFigures {
     /// `DBSIZE` just after it ended.
     pub keys_after: u64,
     /// Keys with an expiry time (INFO keyspace `expires`) after the dump: at most this many may
-    /// have expired by the time the backup is restored.
+    /// have expired by the time the backup is restored (for the reader; the drill counts the
+    /// expired keys themselves).
     pub expiring: u64,
     /// Keys whose value and expiry were the same before and after the dump.
     pub sample: Vec<SampledKey>,
