@@ -17,6 +17,7 @@ use cache_core::archive::{DumpFigures, SampledKey, SourceFigures};
 use cache_core::clients::redis as redis_client;
 use cache_core::config::{RedisBackupMethod, RedisTarget};
 use cache_core::exit;
+use cache_core::ledger::Lookups;
 use cache_core::output::Format;
 use cache_core::runs::Outcome;
 use chrono::Utc;
@@ -44,26 +45,40 @@ pub async fn take(
     timeout: Duration,
     method: RedisBackupMethod,
 ) -> anyhow::Result<(PathBuf, Taken, Option<DumpFigures>)> {
+    // The sample's lookups are the toolkit's, not the application's: recorded in the ledger
+    // as Redis counts them.
+    let mut lookups = Lookups::default();
     let before = async {
         let mut conn = redis_client::connect(target).await?;
-        let keys = dbsize(&mut conn).await?;
-        let candidates = pick_keys(&mut conn).await?;
-        let sample = digest_keys(&mut conn, &candidates).await?;
-        anyhow::Ok((conn, keys, sample))
+        let run_id = redis_client::info(&mut conn).await?.get("run_id").cloned().unwrap_or_default();
+        let keys = dbsize(&mut conn, &mut lookups).await?;
+        let candidates = pick_keys(&mut conn, &mut lookups).await?;
+        let sample = digest_keys(&mut conn, &candidates, &mut lookups).await?;
+        anyhow::Ok((conn, run_id, keys, sample))
     };
     let before = before.await.ok();
-    let (path, taken) = redis_dump::take(state, target, out_base, gzip, timeout, method).await?;
+    let taken = redis_dump::take(state, target, out_base, gzip, timeout, method).await;
     let figures = match before {
         None => None,
-        Some((mut conn, keys_before, sample_before)) => {
-            let after = async {
-                let keys_after = dbsize(&mut conn).await?;
-                let expiring = expiring(&mut conn).await?;
-                let names: Vec<String> = sample_before.iter().map(|k| k.key.clone()).collect();
-                let sample_after = digest_keys(&mut conn, &names).await?;
-                anyhow::Ok((keys_after, expiring, sample_after))
+        Some((mut conn, run_id, keys_before, sample_before)) => {
+            let after = if taken.is_ok() {
+                async {
+                    let keys_after = dbsize(&mut conn, &mut lookups).await?;
+                    let expiring = expiring(&mut conn, &mut lookups).await?;
+                    let names: Vec<String> = sample_before.iter().map(|k| k.key.clone()).collect();
+                    let sample_after = digest_keys(&mut conn, &names, &mut lookups).await?;
+                    anyhow::Ok((keys_after, expiring, sample_after))
+                }
+                .await
+                .ok()
+            } else {
+                None
             };
-            after.await.ok().map(|(keys_after, expiring, sample_after)| DumpFigures {
+            if let Err(e) = cache_core::ledger::record(state, &run_id, lookups) {
+                tracing::warn!("recording the toolkit's own lookups: {e:#}");
+            }
+            let path = taken.as_ref().map(|(p, _)| p.clone()).unwrap_or_default();
+            after.map(|(keys_after, expiring, sample_after)| DumpFigures {
                 file: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
                 keys_before,
                 keys_after,
@@ -73,6 +88,7 @@ pub async fn take(
             })
         }
     };
+    let (path, taken) = taken?;
     Ok((path, taken, figures))
 }
 
@@ -94,13 +110,16 @@ pub async fn table_figures(db: &tokio_postgres::Client, table: &str) -> anyhow::
     Ok((rows.max(0) as u64, row.get(1)))
 }
 
-async fn dbsize(conn: &mut redis_client::Connection) -> anyhow::Result<u64> {
-    Ok(redis::cmd("DBSIZE").query_async::<u64>(conn).await?)
+async fn dbsize(conn: &mut redis_client::Connection, lookups: &mut Lookups) -> anyhow::Result<u64> {
+    let n = redis::cmd("DBSIZE").query_async::<u64>(conn).await?;
+    lookups.commands += 1;
+    Ok(n)
 }
 
 /// INFO keyspace `expires` of db0.
-async fn expiring(conn: &mut redis_client::Connection) -> anyhow::Result<u64> {
+async fn expiring(conn: &mut redis_client::Connection, lookups: &mut Lookups) -> anyhow::Result<u64> {
     let info = redis_client::info(conn).await?;
+    lookups.commands += 1;
     Ok(info
         .get("db0")
         .and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("expires=")))
@@ -109,12 +128,13 @@ async fn expiring(conn: &mut redis_client::Connection) -> anyhow::Result<u64> {
 }
 
 /// Up to [`SAMPLE_KEYS`] UTF-8 keys from the first few SCAN pages, sorted.
-async fn pick_keys(conn: &mut redis_client::Connection) -> anyhow::Result<Vec<String>> {
+async fn pick_keys(conn: &mut redis_client::Connection, lookups: &mut Lookups) -> anyhow::Result<Vec<String>> {
     let mut keys = Vec::new();
     let mut cursor = 0u64;
     for _ in 0..4 {
         let (next, batch): (u64, Vec<Vec<u8>>) =
             redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(200).query_async(conn).await?;
+        lookups.commands += 1;
         keys.extend(batch.into_iter().filter_map(|k| String::from_utf8(k).ok()));
         cursor = next;
         if cursor == 0 || keys.len() >= SAMPLE_KEYS * 4 {
@@ -129,7 +149,11 @@ async fn pick_keys(conn: &mut redis_client::Connection) -> anyhow::Result<Vec<St
 
 /// Each of `keys` that exists, is small and of a plain type: its type, the SHA-256 of its
 /// logical value and its absolute expiry. Three pipelines, whatever the number of keys.
-async fn digest_keys(conn: &mut redis_client::Connection, keys: &[String]) -> anyhow::Result<Vec<SampledKey>> {
+async fn digest_keys(
+    conn: &mut redis_client::Connection,
+    keys: &[String],
+    lookups: &mut Lookups,
+) -> anyhow::Result<Vec<SampledKey>> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
@@ -142,6 +166,9 @@ async fn digest_keys(conn: &mut redis_client::Connection, keys: &[String]) -> an
     for (key, pair) in keys.iter().zip(typed.chunks(2)) {
         let kind: String = redis::from_redis_value_ref(&pair[0]).unwrap_or_default();
         let expiry: i64 = redis::from_redis_value_ref(&pair[1]).unwrap_or(-2);
+        // TYPE and PEXPIRETIME each look the key up.
+        lookup(lookups, kind != "none");
+        lookup(lookups, expiry != -2);
         let length = match kind.as_str() {
             "string" => "STRLEN",
             "hash" => "HLEN",
@@ -157,6 +184,10 @@ async fn digest_keys(conn: &mut redis_client::Connection, keys: &[String]) -> an
         pipe.cmd(length).arg(*key);
     }
     let lengths: Vec<u64> = if found.is_empty() { Vec::new() } else { pipe.query_async(conn).await? };
+    for n in &lengths {
+        // A collection is never empty; a string may be (and is then found).
+        lookup(lookups, *n > 0);
+    }
     let small: Vec<_> = found
         .into_iter()
         .zip(lengths)
@@ -179,6 +210,10 @@ async fn digest_keys(conn: &mut redis_client::Connection, keys: &[String]) -> an
     let values: Vec<redis::Value> = pipe.query_async(conn).await?;
     let mut sample = Vec::new();
     for ((key, kind, expires_at_ms, _), value) in small.into_iter().zip(values) {
+        lookup(
+            lookups,
+            !matches!(&value, redis::Value::Nil) && !matches!(&value, redis::Value::Array(a) if a.is_empty()),
+        );
         let mut elements: Vec<Vec<u8>> = match &value {
             redis::Value::Nil => continue,
             redis::Value::BulkString(b) => vec![b.clone()],
@@ -205,6 +240,16 @@ async fn digest_keys(conn: &mut redis_client::Connection, keys: &[String]) -> an
         sample.push(SampledKey { key: key.clone(), kind, sha256: hex::encode(hash.finalize()), expires_at_ms });
     }
     Ok(sample)
+}
+
+/// Counts one command that looked a key up: a hit when the key was there.
+fn lookup(lookups: &mut Lookups, found: bool) {
+    lookups.commands += 1;
+    if found {
+        lookups.hits += 1;
+    } else {
+        lookups.misses += 1;
+    }
 }
 
 /// Joins a hash field and its value, each with its length, into one sortable element.
@@ -384,7 +429,9 @@ async fn drill_dump(
         (scratch, done.expired)
     };
     let mut conn = redis_client::connect(&scratch_target(&scratch)?).await?;
-    let loaded = dbsize(&mut conn).await?;
+    // The scratch server's lookups are nobody's: counted in a ledger that is thrown away.
+    let scratch_lookups = &mut Lookups::default();
+    let loaded = dbsize(&mut conn, scratch_lookups).await?;
     let Some(recorded) = recorded else {
         drill.compared.push(format!("{what}: loads, {loaded} keys"));
         drill.not_checked.push(format!("{what}: key count and sample not recorded in this backup"));
@@ -406,7 +453,7 @@ async fn drill_dump(
         drill.compared.push(format!("{what}: {loaded_text}, recorded {recorded_text}"));
     }
     let names: Vec<String> = recorded.sample.iter().map(|k| k.key.clone()).collect();
-    let found = digest_keys(&mut conn, &names).await?;
+    let found = digest_keys(&mut conn, &names, scratch_lookups).await?;
     let now_ms = Utc::now().timestamp_millis();
     let (mut same, mut gone) = (0usize, 0usize);
     for want in &recorded.sample {
