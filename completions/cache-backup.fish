@@ -48,6 +48,7 @@ complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "create" -
 complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "list" -d 'List the backups: age, size, contents, last verification'
 complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "verify" -d 'Re-read every file: sizes, SHA-256, gzip integrity, RDB header'
 complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "restore" -d 'Verify a backup, prove its RDB loads, then restore it into the configured targets'
+complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "drill" -d 'Disaster-recovery drill: restore a backup into scratch servers (no configured target is touched) and compare it with the figures its manifest recorded'
 complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "prune" -d 'Remove backups no retention rule keeps (never the newest verified one)'
 complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "schedule" -d 'Show or change when the backup job runs (kept in the scheduler\'s state)'
 complete -c cache-backup -n "__fish_cache_backup_needs_command" -f -a "completions" -d 'Print shell completions'
@@ -142,6 +143,25 @@ complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -s q 
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -l dry-run -d 'Change nothing: list what would be done, with the reason for each item'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -s y -l yes -d 'Do it without asking (needed when stdin is not a terminal, as under cron)'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand restore" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand drill" -l identity -d 'The age identity file that decrypts an encrypted backup [default: backup.identity_file]' -r -F
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand drill" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand drill" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand drill" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand drill" -l scheduled -d 'Run as scheduled job JOB (the rendered crontab passes it): the scheduler\'s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB' -r
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand drill" -l trigger -d 'What started the run, for its record (passed by the scheduler and by cache-health\'s automatic actions) [default: cron with --scheduled, else manual]' -r -f -a "cron\t'The installed schedule (`--scheduled JOB`)'
+manual\t'A person, or a script, at a shell (records written before triggers were kept read as this)'
+emergency\t'`--emergency`: a heavy job run outside the maintenance windows'
+oneoff\t'A one-off run by `cache-scheduler tick` at its time'
+remediation\t'An alert rule\'s automatic action (cache-health monitor)'"
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand drill" -l format -d 'Output format' -r -f -a "text\t'Tables and sentences for people'
+json\t'One JSON document on stdout, with `schema_version`'"
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand drill" -l wait -d 'Wait for another run of the same job to finish instead of exiting at once'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand drill" -l emergency -d 'With --scheduled: run a heavy job even outside the maintenance windows'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand drill" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand drill" -s q -l quiet -d 'Less output: -q prints nothing on success, -qq not even warnings'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand drill" -l dry-run -d 'Change nothing: list what would be done, with the reason for each item'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand drill" -s y -l yes -d 'Do it without asking (needed when stdin is not a terminal, as under cron)'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand drill" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand prune" -l config -d 'Configuration file [default: $CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default]' -r -F
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand prune" -l state-dir -d 'State directory [default: $CACHE_STATE_DIR, $STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit]' -r -F
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand prune" -l tier -d 'Only these tiers, or one target of a tier (repeatable): redis, postgres, memory, http, files, logs, system; e.g. `--tier redis:main`' -r
@@ -200,11 +220,12 @@ complete -c cache-backup -n "__fish_cache_backup_using_subcommand completions" -
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand completions" -l dry-run -d 'Change nothing: list what would be done, with the reason for each item'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand completions" -s y -l yes -d 'Do it without asking (needed when stdin is not a terminal, as under cron)'
 complete -c cache-backup -n "__fish_cache_backup_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "create" -d 'Take a backup'
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "list" -d 'List the backups: age, size, contents, last verification'
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "verify" -d 'Re-read every file: sizes, SHA-256, gzip integrity, RDB header'
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "restore" -d 'Verify a backup, prove its RDB loads, then restore it into the configured targets'
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "prune" -d 'Remove backups no retention rule keeps (never the newest verified one)'
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "schedule" -d 'Show or change when the backup job runs (kept in the scheduler\'s state)'
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "completions" -d 'Print shell completions'
-complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore prune schedule completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore drill prune schedule completions help" -f -a "create" -d 'Take a backup'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore drill prune schedule completions help" -f -a "list" -d 'List the backups: age, size, contents, last verification'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore drill prune schedule completions help" -f -a "verify" -d 'Re-read every file: sizes, SHA-256, gzip integrity, RDB header'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore drill prune schedule completions help" -f -a "restore" -d 'Verify a backup, prove its RDB loads, then restore it into the configured targets'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore drill prune schedule completions help" -f -a "drill" -d 'Disaster-recovery drill: restore a backup into scratch servers (no configured target is touched) and compare it with the figures its manifest recorded'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore drill prune schedule completions help" -f -a "prune" -d 'Remove backups no retention rule keeps (never the newest verified one)'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore drill prune schedule completions help" -f -a "schedule" -d 'Show or change when the backup job runs (kept in the scheduler\'s state)'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore drill prune schedule completions help" -f -a "completions" -d 'Print shell completions'
+complete -c cache-backup -n "__fish_cache_backup_using_subcommand help; and not __fish_seen_subcommand_from create list verify restore drill prune schedule completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

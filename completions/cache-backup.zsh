@@ -173,6 +173,34 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '::backup -- `latest`, an id, or a date (YYYY-MM-DD\: the newest of that day):_default' \
 && ret=0
 ;;
+(drill)
+_arguments "${_arguments_options[@]}" : \
+'--identity=[The age identity file that decrypts an encrypted backup \[default\: backup.identity_file\]]:FILE:_files' \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'--emergency[With --scheduled\: run a heavy job even outside the maintenance windows]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--dry-run[Change nothing\: list what would be done, with the reason for each item]' \
+'(--dry-run)-y[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'(--dry-run)--yes[Do it without asking (needed when stdin is not a terminal, as under cron)]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'::backup -- `latest` or an id:_default' \
+&& ret=0
+;;
 (prune)
 _arguments "${_arguments_options[@]}" : \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
@@ -284,6 +312,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(drill)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (prune)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -316,6 +348,7 @@ _cache-backup_commands() {
 'list:List the backups\: age, size, contents, last verification' \
 'verify:Re-read every file\: sizes, SHA-256, gzip integrity, RDB header' \
 'restore:Verify a backup, prove its RDB loads, then restore it into the configured targets' \
+'drill:Disaster-recovery drill\: restore a backup into scratch servers (no configured target is touched) and compare it with the figures its manifest recorded' \
 'prune:Remove backups no retention rule keeps (never the newest verified one)' \
 'schedule:Show or change when the backup job runs (kept in the scheduler'\''s state)' \
 'completions:Print shell completions' \
@@ -333,6 +366,11 @@ _cache-backup__subcmd__create_commands() {
     local commands; commands=()
     _describe -t commands 'cache-backup create commands' commands "$@"
 }
+(( $+functions[_cache-backup__subcmd__drill_commands] )) ||
+_cache-backup__subcmd__drill_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-backup drill commands' commands "$@"
+}
 (( $+functions[_cache-backup__subcmd__help_commands] )) ||
 _cache-backup__subcmd__help_commands() {
     local commands; commands=(
@@ -340,6 +378,7 @@ _cache-backup__subcmd__help_commands() {
 'list:List the backups\: age, size, contents, last verification' \
 'verify:Re-read every file\: sizes, SHA-256, gzip integrity, RDB header' \
 'restore:Verify a backup, prove its RDB loads, then restore it into the configured targets' \
+'drill:Disaster-recovery drill\: restore a backup into scratch servers (no configured target is touched) and compare it with the figures its manifest recorded' \
 'prune:Remove backups no retention rule keeps (never the newest verified one)' \
 'schedule:Show or change when the backup job runs (kept in the scheduler'\''s state)' \
 'completions:Print shell completions' \
@@ -356,6 +395,11 @@ _cache-backup__subcmd__help__subcmd__completions_commands() {
 _cache-backup__subcmd__help__subcmd__create_commands() {
     local commands; commands=()
     _describe -t commands 'cache-backup help create commands' commands "$@"
+}
+(( $+functions[_cache-backup__subcmd__help__subcmd__drill_commands] )) ||
+_cache-backup__subcmd__help__subcmd__drill_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-backup help drill commands' commands "$@"
 }
 (( $+functions[_cache-backup__subcmd__help__subcmd__help_commands] )) ||
 _cache-backup__subcmd__help__subcmd__help_commands() {

@@ -463,7 +463,7 @@ fn assert_same(
 
 /// Seeds `n` keys over every slot of `cluster`, each on its primary: strings and hashes, a
 /// third of them with TTLs.
-fn seed_cluster(cluster: &cache_tests::RedisCluster, n: usize) {
+pub(crate) fn seed_cluster(cluster: &cache_tests::RedisCluster, n: usize) {
     let mut pipes: std::collections::BTreeMap<u16, redis::Pipeline> = std::collections::BTreeMap::new();
     for i in 0..n {
         let key = if i % 2 == 0 { format!("app:s:{i}") } else { format!("app:h:{i}") };

@@ -30,6 +30,9 @@ enum Setup {
     BadConfig,
     /// The state directory is a regular file.
     StateIsAFile,
+    /// The target is up and backed up, and the backup's manifest then records one key more
+    /// than it holds (for a drill to find).
+    AlteredBackup,
     /// The target is up and this test holds the job's lock.
     Locked(&'static str),
 }
@@ -58,7 +61,7 @@ const fn case(
 /// The table: each documented code of each tool at least once.
 fn cases() -> Vec<Case> {
     use Setup::*;
-    use exit::{CONFIG, LOCKED, PARTIAL, STATE, SUCCESS, UNREACHABLE, USAGE, plugin};
+    use exit::{CONFIG, LOCKED, MISMATCH, PARTIAL, STATE, SUCCESS, UNREACHABLE, USAGE, plugin};
     let cleanup = (CLEANUP, "cache-cleanup");
     let backup = (BACKUP, "cache-backup");
     let analytics = (ANALYTICS, "cache-analytics");
@@ -86,6 +89,7 @@ fn cases() -> Vec<Case> {
         case(backup, Down, &["create", "--only", "redis"], UNREACHABLE, "every target was unreachable"),
         case(backup, StateIsAFile, &["create"], STATE, "is not a directory"),
         case(backup, Locked("backup"), &["create"], LOCKED, "holds its lock"),
+        case(backup, AlteredBackup, &["drill"], MISMATCH, "the backup recorded"),
         case(analytics, Up, &["collect"], SUCCESS, ""),
         case(analytics, Partial, &["collect"], PARTIAL, "unreachable"),
         case(analytics, Up, &["collect", "--no-such-flag"], USAGE, ""),
@@ -146,6 +150,21 @@ fn run(case: &Case, redis: &RedisServer, hole: &Blackhole) -> RunOutput {
         Setup::StateIsAFile => {
             std::fs::write(env.state_dir(), "not a directory\n").unwrap();
             env.write_config(&up)
+        }
+        Setup::AlteredBackup => {
+            let written = env.write_config(&up);
+            redis::cmd("SET").arg("drill:key").arg("1").query::<()>(&mut redis.connection()).unwrap();
+            env.run(case.bin, &["create", "--only", "redis"]).expect_code(0);
+            let backups = env.state_dir().join("backups");
+            let dir = std::fs::read_dir(&backups).unwrap().map(|e| e.unwrap().path()).find(|p| p.is_dir()).unwrap();
+            let path = dir.join("manifest.json");
+            let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let dump = &mut manifest["sources"][0]["figures"]["dumps"][0];
+            let keys = dump["keys_after"].as_u64().unwrap() + 1;
+            dump["keys_before"] = keys.into();
+            dump["keys_after"] = keys.into();
+            std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+            written
         }
         Setup::Locked(job) => {
             let dir = env.state_dir().join("locks");

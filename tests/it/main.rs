@@ -9,6 +9,7 @@ mod bigkeys;
 mod cleanup;
 mod cli;
 mod debug;
+mod drill;
 mod exit_codes;
 mod export;
 mod faults;

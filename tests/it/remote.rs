@@ -145,7 +145,7 @@ fn a_remote_that_refuses_the_upload_makes_the_run_partial_and_keeps_the_local_ba
 }
 
 /// An age key pair made by the real `age-keygen`: (identity file, recipient).
-fn age_key(env: &TestEnv, name: &str) -> Option<(std::path::PathBuf, String)> {
+pub(crate) fn age_key(env: &TestEnv, name: &str) -> Option<(std::path::PathBuf, String)> {
     if cache_tests::find_binary("age-keygen", &[]).is_none() {
         cache_tests::missing("age-keygen (Debian package age)")?;
     }
@@ -222,7 +222,7 @@ fn encrypted_backups_hold_ciphertext_only_and_restore_only_with_the_identity() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left, [id.clone()], "{left:?}");
+    assert_eq!(left, std::slice::from_ref(&id), "{left:?}");
     // A recipient that is no key is refused at load, naming it.
     env.write_config(&config(&fresh.url()).replace(&recipient, "age1notakey"));
     let out = env.run(BACKUP, &["list"]);

@@ -385,6 +385,7 @@ fn optimize_adapts_frequencies_to_the_score_and_moves_heavy_jobs_into_the_low_us
         ("optimize", "0 4 * * 1-6"),
         ("optimize-weekly", "0 4 * * 0"),
         ("archival-monthly", "30 4 1 * *"),
+        ("backup-drill", "0 5 1 * *"),
     ]
     .iter()
     .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
@@ -397,7 +398,7 @@ fn optimize_adapts_frequencies_to_the_score_and_moves_heavy_jobs_into_the_low_us
     assert!(!env.state_dir().join("scheduler/changes.jsonl").exists());
     scheduled(&env, SCHEDULER, &["optimize", "-q"], now).expect_code(0);
     let changes = std::fs::read_to_string(env.state_dir().join("scheduler/changes.jsonl")).unwrap();
-    assert_eq!(changes.lines().count(), 8);
+    assert_eq!(changes.lines().count(), 9);
     let status = scheduled(&env, SCHEDULER, &["status", "--format", "json"], now).json();
     let schedules: Vec<(String, String)> = status["jobs"]
         .as_array()

@@ -52,6 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             ("restore", cli.mutation.confirm(&format!("restore backup `{backup}` into the configured targets"))?)
         }
         Command::Prune => ("prune", cli.mutation.confirm("delete the backups no retention rule keeps")?),
+        Command::Drill { .. } => ("drill", true),
         Command::List { .. } | Command::Schedule { .. } | Command::Completions(_) => unreachable!("handled before"),
     };
     // Only `create` is the backup job's run (what `cleanup-deep` waits for); the other
@@ -89,6 +90,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
         }
         Command::Prune => prune(&ctx, &store, !apply),
+        Command::Drill { backup, identity } => {
+            crate::drill::run(&ctx, &store, backup, crate::crypt::identity_for(identity.as_deref(), &ctx.config)).await
+        }
         Command::List { .. } | Command::Schedule { .. } | Command::Completions(_) => unreachable!("handled before"),
     };
     job.finish(&ctx, result).await
@@ -216,18 +220,24 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
             let taken = async {
                 let db = postgres::connect(target).await?;
                 let version: String = db.query_one("SHOW server_version", &[]).await?.get(0);
+                // One snapshot for the figures a drill compares with and the data itself.
+                db.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
                 let schema = pg_dump::schema_sql(&db, &target.table).await?;
+                let figures = crate::drill::table_figures(&db, &target.table).await?;
                 let schema_path = partial.join(format!("postgres-{}.schema.sql", target.name));
                 write_private(&schema_path, schema.as_bytes())?;
                 let schema_written = archive::sha256_file(&schema_path)?;
                 let data_path = partial.join(format!("postgres-{}.copy.gz", target.name));
                 let (rows, data_written) = pg_dump::copy_out(&db, &target.table, &data_path, gzip).await?;
-                anyhow::Ok((version, schema_path, schema_written, data_path, data_written, rows))
+                db.batch_execute("COMMIT").await?;
+                let figures =
+                    archive::SourceFigures { rows: Some(figures.0), rows_md5: Some(figures.1), ..Default::default() };
+                anyhow::Ok((version, schema_path, schema_written, data_path, data_written, rows, figures))
             };
             let taken = taken.await;
             tally.add(Reach::of(&taken));
             match taken {
-                Ok((version, schema_path, schema_written, data_path, data_written, rows)) => {
+                Ok((version, schema_path, schema_written, data_path, data_written, rows, figures)) => {
                     record("postgres", &target.name, None);
                     add(&schema_path, "postgres-schema", schema_written);
                     add(&data_path, "postgres-copy", data_written);
@@ -239,6 +249,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
                         server_version: Some(version),
                         method: "copy".into(),
                         shards: None,
+                        figures: Some(figures),
                     });
                 }
                 Err(e) => {
@@ -274,6 +285,7 @@ async fn create(ctx: &Context, store: &Store, only: &[Part], level: Option<u32>)
                         server_version: None,
                         method: "api".into(),
                         shards: None,
+                        figures: None,
                     });
                 }
                 Err(e) => {
@@ -573,8 +585,8 @@ async fn backup_redis(
         Ok(Some(nodes)) => nodes,
         Ok(None) => {
             let base = partial.join(format!("redis-{}", target.name));
-            match redis_dump::take(state, target, &base, gzip, timeout, method).await {
-                Ok((path, taken)) => {
+            match crate::drill::take(state, target, &base, gzip, timeout, method).await {
+                Ok((path, taken, figures)) => {
                     out.files.push(File::plain(file_name(&path), taken.content, taken.written));
                     out.notes.extend(taken.notes.into_iter().map(|n| format!("redis/{}: {n}", target.name)));
                     out.source = Some(Source {
@@ -584,6 +596,7 @@ async fn backup_redis(
                         server_version: taken.version,
                         method: taken.method.into(),
                         shards: None,
+                        figures: figures.map(|f| archive::SourceFigures { dumps: vec![f], ..Default::default() }),
                     });
                 }
                 Err(e) => {
@@ -615,7 +628,7 @@ async fn backup_redis(
                 bail!("the cluster knows no address for node {} ({})", node.id, node.flags);
             }
             let shard = redis_client::node_target(target, &node.host, node.port)?;
-            let taken = redis_dump::take(state, &shard, &base, gzip, timeout, method).await;
+            let taken = crate::drill::take(state, &shard, &base, gzip, timeout, method).await;
             let taken = match taken {
                 Ok(taken) => taken,
                 Err(e) if node.flags.contains("fail") => {
@@ -635,13 +648,15 @@ async fn backup_redis(
     let mut methods: Vec<&'static str> = Vec::new();
     let mut version = None;
     let mut shards = Vec::new();
+    let mut dumps = Vec::new();
     // No shard reached at all: the target was unreachable.
     out.unreachable = !results.is_empty()
         && results.iter().all(|r| r.as_ref().err().is_some_and(|e| Reach::of_error(e) == Reach::Unreachable));
     for (node, result) in nodes.iter().zip(results) {
         let addr = node.addr();
         match result {
-            Ok(((path, taken), myid)) => {
+            Ok(((path, taken, figures), myid)) => {
+                dumps.extend(figures);
                 let (sha256, bytes) = taken.written;
                 out.files.push(File {
                     path: file_name(&path),
@@ -685,6 +700,7 @@ async fn backup_redis(
         server_version: version,
         method: if methods.is_empty() { "none".into() } else { methods.join("+") },
         shards: Some(shards),
+        figures: Some(archive::SourceFigures { dumps, ..Default::default() }),
     });
     out
 }
@@ -761,7 +777,7 @@ fn list(ctx: &Context, store: &Store) -> anyhow::Result<u8> {
 type LogicalKeys = std::collections::BTreeMap<String, u64>;
 
 /// Verifies `backup`, also with `redis-check-rdb` when installed; records and returns the result.
-fn check(ctx: &Context, backup: &Backup) -> anyhow::Result<Verification> {
+pub(crate) fn check(ctx: &Context, backup: &Backup) -> anyhow::Result<Verification> {
     Ok(check_counting(ctx, backup)?.0)
 }
 

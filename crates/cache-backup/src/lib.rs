@@ -12,6 +12,7 @@
 pub mod cluster_dump;
 pub mod commands;
 pub mod crypt;
+pub mod drill;
 pub mod dump_file;
 pub mod manifest;
 pub mod memory_dump;
@@ -135,6 +136,17 @@ pub enum Command {
         #[arg(long)]
         allow_partial: bool,
     },
+    /// Disaster-recovery drill: restore a backup into scratch servers (no configured target
+    /// is touched) and compare it with the figures its manifest recorded
+    Drill {
+        /// `latest` or an id
+        #[arg(default_value = "latest")]
+        backup: String,
+        /// The age identity file that decrypts an encrypted backup [default:
+        /// backup.identity_file]
+        #[arg(long, value_name = "FILE")]
+        identity: Option<std::path::PathBuf>,
+    },
     /// Remove backups no retention rule keeps (never the newest verified one)
     Prune,
     /// Show or change when the backup job runs (kept in the scheduler's state)
@@ -170,7 +182,11 @@ impl ToolCli for Cli {
     fn runs_a_job(&self) -> bool {
         matches!(
             self.command,
-            Command::Create { .. } | Command::Verify { .. } | Command::Restore { .. } | Command::Prune
+            Command::Create { .. }
+                | Command::Verify { .. }
+                | Command::Restore { .. }
+                | Command::Drill { .. }
+                | Command::Prune
         )
     }
 }
@@ -211,6 +227,8 @@ mod tests {
             &["cache-backup", "restore", "--date", "2026-11-20", "--dry-run"],
             &["cache-backup", "restore", "latest", "--allow-partial", "--tier", "redis", "--yes"],
             &["cache-backup", "prune", "--dry-run"],
+            &["cache-backup", "drill"],
+            &["cache-backup", "drill", "20261130T010002Z", "--identity", "k.txt", "-q"],
             &["cache-backup", "list", "--format", "json"],
             &["cache-backup", "schedule", "--set", "30 2 * * *", "--disable"],
         ] {

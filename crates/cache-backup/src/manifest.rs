@@ -178,6 +178,7 @@ mod tests {
                 server_version: None,
                 method: "bgsave".into(),
                 shards: Some(layout.iter().map(|(n, i, s)| shard(n, i, *s)).collect()),
+                figures: None,
             }],
             files: layout.iter().map(|(n, i, s)| file(n, i, *s)).collect(),
             failed: vec![],

@@ -22,18 +22,42 @@ impl Scratch {
     /// Decompresses `rdb_gz` and starts a server on it, on a free loopback port, without
     /// persistence; fails with the server's own words when the RDB does not load.
     pub async fn load(rdb_gz: &Path, timeout: Duration) -> anyhow::Result<Self> {
+        Self::start(Some(rdb_gz), timeout, false).await
+    }
+
+    /// As [`Scratch::load`], but keeping the keys whose expiry time has passed: the server
+    /// starts as a replica (of a closed port, so it never syncs), and a replica loads every key
+    /// of an RDB and expires none, so `DBSIZE` counts every key the RDB holds. Reads of an
+    /// expired key still answer as if it were gone. For a drill's key count.
+    pub async fn load_keeping_expired(rdb_gz: &Path, timeout: Duration) -> anyhow::Result<Self> {
+        Self::start(Some(rdb_gz), timeout, true).await
+    }
+
+    /// Starts an empty server, as [`Scratch::load`] does (for a logical export to be restored
+    /// into).
+    pub async fn empty(timeout: Duration) -> anyhow::Result<Self> {
+        Self::start(None, timeout, false).await
+    }
+
+    async fn start(rdb_gz: Option<&Path>, timeout: Duration, as_replica: bool) -> anyhow::Result<Self> {
         let binary = redis_server()
             .context("redis-server is needed to prove the RDB loads: install it (Debian: redis-server)")?;
         let dir = tempfile::tempdir()?;
         let rdb = dir.path().join("dump.rdb");
-        {
-            let mut input = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(rdb_gz)?));
+        if let Some(rdb_gz) = rdb_gz {
+            let opened = std::fs::File::open(rdb_gz).with_context(|| format!("opening `{}`", rdb_gz.display()))?;
+            let mut input = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(opened));
             let mut output = std::fs::File::create(&rdb)?;
             std::io::copy(&mut input, &mut output).with_context(|| format!("decompressing `{}`", rdb_gz.display()))?;
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let log = dir.path().join("scratch.log");
-        let child = tokio::process::Command::new(&binary)
+        let mut command = tokio::process::Command::new(&binary);
+        if as_replica {
+            // Port 1 on loopback: nothing listens there, so the replica never replaces its data.
+            command.args(["--replicaof", "127.0.0.1", "1"]);
+        }
+        let child = command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(dir.path())

@@ -63,11 +63,13 @@ pub enum Metric {
     Skips,
     /// A heavy scheduled job that no maintenance window can ever admit (0 or 1).
     NeverAdmitted,
+    /// No disaster-recovery drill has passed within `backup.drill_max_age` (0 or 1).
+    DrillOverdue,
 }
 
 impl Metric {
     /// Every metric, in the order docs/alerts.md lists them.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 21] = [
         Self::Status,
         Self::LatencyMs,
         Self::MemoryUsage,
@@ -88,6 +90,7 @@ impl Metric {
         Self::Failures,
         Self::Skips,
         Self::NeverAdmitted,
+        Self::DrillOverdue,
     ];
 
     /// The name conditions and message templates use.
@@ -113,6 +116,7 @@ impl Metric {
             Self::Failures => "failures",
             Self::Skips => "skips",
             Self::NeverAdmitted => "never_admitted",
+            Self::DrillOverdue => "drill_overdue",
         }
     }
 
@@ -149,6 +153,7 @@ pub const DEFAULT_RULE_NAMES: &[&str] = &[
     "Scheduled Job Overdue",
     "Scheduled Job Skipped",
     "Connection Usage",
+    "Backup Drill Overdue",
 ];
 
 /// The names of the rules `cache-health monitor` judges under `settings` (what a maintenance

@@ -488,6 +488,56 @@ pub struct ManifestSource {
     /// For a Redis Cluster: every primary it had, with its slots (`None`: not a cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<Vec<ManifestShard>>,
+    /// What the source held when it was taken, for a disaster-recovery drill to compare the
+    /// restored data with (`None`: not recorded, as in backups taken before it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figures: Option<SourceFigures>,
+}
+
+/// What a source held when it was backed up: per Redis dump file its key count and a small
+/// sample of keys, for a table its row count and checksum.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceFigures {
+    /// One entry per Redis dump file (one for a standalone server, one per cluster shard).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dumps: Vec<DumpFigures>,
+    /// A table's row count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// A table's checksum: `md5(string_agg(md5(row::text), '' ORDER BY md5(row::text)))`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_md5: Option<String>,
+}
+
+/// The figures of one Redis dump file, taken from its server around the dump.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpFigures {
+    /// The dump file's name in the backup (before encryption).
+    pub file: String,
+    /// `DBSIZE` just before the dump started.
+    pub keys_before: u64,
+    /// `DBSIZE` just after it ended.
+    pub keys_after: u64,
+    /// Keys with an expiry time (INFO keyspace `expires`) after the dump: at most this many may
+    /// have expired by the time the backup is restored (for the reader; the drill counts the
+    /// expired keys themselves).
+    pub expiring: u64,
+    /// Keys whose value and expiry were the same before and after the dump.
+    pub sample: Vec<SampledKey>,
+}
+
+/// One sampled key: its type, a SHA-256 of its logical value and its absolute expiry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SampledKey {
+    /// The key (UTF-8 keys only are sampled).
+    pub key: String,
+    /// Its type (`string`, `hash`, `set`, `zset`, `list`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// SHA-256 of its value, read element by element (sorted for hashes and sets).
+    pub sha256: String,
+    /// Its absolute expiry time in Unix milliseconds (`None`: none).
+    pub expires_at_ms: Option<i64>,
 }
 
 /// The manifest of one backup: written last, so a backup without one is incomplete.

@@ -24,6 +24,9 @@ pub const CONFIG: u8 = 3;
 pub const UNREACHABLE: u8 = 4;
 /// The state directory is unusable, or a state file is corrupt.
 pub const STATE: u8 = 5;
+/// A check found the data wrong: a disaster-recovery drill whose restored backup differs from
+/// what the backup recorded, or does not load.
+pub const MISMATCH: u8 = 6;
 /// Another run of the same job holds its lock (`EX_TEMPFAIL`: try again later).
 pub const LOCKED: u8 = 75;
 /// The run passed its deadline (`scheduler.job_deadline`) and was stopped at a safe point,
@@ -197,6 +200,11 @@ pub const TABLE: &[(u8, &str, &str)] = &[
         "STATE",
         "the state directory is unusable (cannot be created, not a directory, not writable) or a state file is corrupt",
     ),
+    (
+        MISMATCH,
+        "MISMATCH",
+        "a check found the data wrong: a disaster-recovery drill's restored backup differs from what the backup recorded, or does not load",
+    ),
     (LOCKED, "LOCKED", "another run of the same job holds its lock"),
     (DEADLINE, "DEADLINE", "the job passed its deadline and was stopped at a safe point; recorded as `interrupted`"),
     (INTERRUPTED, "INTERRUPTED", "stopped by SIGINT at a safe point; the run is recorded as `interrupted`"),
@@ -289,6 +297,11 @@ pub const TOOLS: &[ToolCodes] = &[
                  archived); a restore whose target cannot be reached",
             ),
             (STATE, "the state directory is unusable, or a state file is corrupt"),
+            (
+                MISMATCH,
+                "a drill whose restored backup differs from the figures its manifest recorded (key or row \
+                 counts, sampled values or expiry times, table checksum), or fails to load or verify",
+            ),
             (LOCKED, "another cache-backup command holds the `backup` lock"),
         ],
     },

@@ -346,7 +346,8 @@ mod tests {
                 "memory-maintenance",
                 "optimize",
                 "optimize-weekly",
-                "archival-monthly"
+                "archival-monthly",
+                "backup-drill"
             ]
         );
     }

@@ -219,6 +219,19 @@ pub const DEFAULT_JOBS: &[JobSpec] = &[
         "archival-monthly",
         None,
     ),
+    // Issue 18's disaster-recovery drill: the newest backup restored into scratch servers and
+    // compared with the figures it recorded, monthly (the `backup.drill_max_age` alert fires
+    // when no drill has passed for longer).
+    builtin(
+        "backup-drill",
+        "15 7 1 * *",
+        "cache-backup drill -q",
+        "backup",
+        true,
+        "Monthly disaster-recovery drill: the newest backup restored into scratch servers and checked",
+        "backup",
+        None,
+    ),
     // Seed 002's predictive warming, before the busy hours analytics found: ten minutes before
     // every hour, and `warm` itself warms only when the usage profile marks the next hour busy.
     builtin(

@@ -35,6 +35,10 @@ pub struct BackupSettings {
     pub max_age: Option<Duration>,
     /// `cache-backup create` applies these rules after a complete backup that verified.
     pub prune_after_create: bool,
+    /// cache-health warns (`drill_overdue`) when no disaster-recovery drill (`cache-backup
+    /// drill`) has passed for longer than this.
+    #[serde(with = "humantime_serde")]
+    pub drill_max_age: Duration,
     /// Encrypt every file of every backup to these age recipients (`age1…` public keys); empty:
     /// no encryption. Only a restore needs the identity.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -117,6 +121,7 @@ impl Default for BackupSettings {
             keep_weekly: 4,
             max_age: Some(Duration::from_secs(90 * DAY)),
             prune_after_create: true,
+            drill_max_age: Duration::from_secs(35 * DAY),
             encrypt_to: Vec::new(),
             identity_file: None,
             remotes: Vec::new(),

@@ -268,6 +268,14 @@ pub fn default_rules(settings: &AlertSettings) -> Vec<AlertRule> {
             "{target} uses {connection_usage:.0%} of its connections.",
             None,
         ),
+        rule(
+            "Backup Drill Overdue",
+            "drill_overdue >= 1",
+            Severity::Warning,
+            "No disaster-recovery drill has passed within backup.drill_max_age: run `cache-backup drill` \
+             (backup/restores.jsonl has the last ones).",
+            None,
+        ),
     ]
 }
 
@@ -399,6 +407,42 @@ pub fn observe_jobs(statuses: &[cache_core::jobs::JobStatus]) -> Vec<Observation
             Observation { target: format!("job/{}", j.name), metrics, unavailable: false, degraded: false }
         })
         .collect()
+}
+
+/// The backups as target `backup/drill`: `drill_overdue` is 1 when the last drill that passed
+/// (`kind: "drill"`, `result: "pass"` in `backup/restores.jsonl`) is older than `max_age`, or
+/// when none ever passed and the oldest backup in `backup_dir` (ids are UTC times,
+/// `YYYYMMDDTHHMMSSZ`) is older than that. No observation while there is no backup.
+pub fn observe_drill(
+    state: &cache_core::state::StateDir,
+    backup_dir: &std::path::Path,
+    max_age: std::time::Duration,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<Observation>> {
+    let oldest_backup = std::fs::read_dir(backup_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("manifest.json").is_file())
+        .filter_map(|e| chrono::NaiveDateTime::parse_from_str(&e.file_name().to_string_lossy(), "%Y%m%dT%H%M%SZ").ok())
+        .map(|t| t.and_utc())
+        .min();
+    let Some(oldest_backup) = oldest_backup else { return Ok(None) };
+    let records: Vec<serde_json::Value> = state.read_jsonl("backup/restores.jsonl")?;
+    let last_pass = records
+        .iter()
+        .filter(|r| r["kind"] == "drill" && r["result"] == "pass")
+        .filter_map(|r| r["at"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()))
+        .map(|t| t.to_utc())
+        .max();
+    let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+    let overdue = now - last_pass.unwrap_or(oldest_backup) > max_age;
+    Ok(Some(Observation {
+        target: "backup/drill".into(),
+        metrics: [(Metric::DrillOverdue, f64::from(u8::from(overdue)))].into(),
+        unavailable: false,
+        degraded: false,
+    }))
 }
 
 /// A short stable id of a fingerprint.
