@@ -807,7 +807,8 @@ pub struct Exported {
     /// Keys over [`DUMP_MAX_BYTES`] taken whole anyway: streams and module types (or hashes,
     /// where the server has hash fields with their own TTLs).
     pub whole_over: u64,
-    /// Keys taken by value in one chunk ([`values_into`]): every small key over a REST API.
+    /// Keys taken by value in one chunk (GET, LRANGE, SMEMBERS, ZRANGE, HGETALL): every small
+    /// key over a REST API.
     pub by_value: u64,
     /// Keys taken with DUMP over a REST API (streams, module types): restorable over RESP only.
     pub dumped_over_rest: u64,

@@ -55,7 +55,7 @@ pub use memory::{MEM0_PLATFORM_URL, MemoryApiVersion, MemoryDialect, MemoryTarge
 pub use optimizer::OptimizerSettings;
 pub use overrides::{Env, ProcessEnv};
 pub use postgres::{CacheColumns, PostgresTarget, PostgresTls};
-pub use redis::{PrefixRule, RedisTarget};
+pub use redis::{AgeFrom, PrefixRule, RedisTarget, Transport};
 pub use scheduler::{JobSettings, Requirement, SchedulerSettings};
 pub use system::SystemSettings;
 
