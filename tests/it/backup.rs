@@ -25,7 +25,7 @@ fn seed_redis(redis: &RedisServer) {
     pipe.query::<()>(&mut conn).unwrap();
 }
 
-const TABLE: &str = "CREATE TABLE cache_entries (key text PRIMARY KEY, value jsonb NOT NULL, project_name text NOT NULL DEFAULT 'default',
+pub(crate) const TABLE: &str = "CREATE TABLE cache_entries (key text PRIMARY KEY, value jsonb NOT NULL, project_name text NOT NULL DEFAULT 'default',
       category text, access_count integer NOT NULL DEFAULT 0, created_at timestamptz NOT NULL DEFAULT now(),
       accessed_at timestamptz NOT NULL DEFAULT now(), expires_at timestamptz, metadata jsonb NOT NULL DEFAULT '{}');
     CREATE INDEX cache_entries_expires_at ON cache_entries (expires_at);

@@ -404,3 +404,39 @@ fn replace_dump_under_a_server_of_another_user_keeps_its_owner_and_a_restart_loa
     assert!(fresh.try_restart(), "redis-server could not load its new dump:\n{}", fresh.log());
     assert_eq!(strings(&fresh), data);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_restore_is_recorded_with_its_time_host_outcome_and_the_health_of_what_it_restored() {
+    let Some(redis) = RedisServer::start() else { return };
+    let Some(pg) = PgServer::start() else { return };
+    let pg_url = pg.create_database("app").await;
+    pg.client("app").await.batch_execute(crate::backup::TABLE).await.unwrap();
+    seed(&redis, 2_000);
+    let env = TestEnv::new();
+    env.write_config(&config(&redis.url(), &pg_url));
+    env.run(BACKUP, &["create", "--only", "redis,postgres"]).expect_code(0);
+    env.run(BACKUP, &["restore", "--postgres", "merge", "--dry-run"]).expect_code(0);
+    env.run(BACKUP, &["restore", "--postgres", "truncate", "--yes"]).expect_code(0);
+    let text = std::fs::read_to_string(env.state_dir().join("backup/restores.jsonl")).unwrap();
+    let records: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 2, "the dry run is recorded too: {text}");
+    let (dry, real) = (&records[0], &records[1]);
+    assert_eq!(
+        (dry["kind"].as_str(), dry["outcome"].as_str(), dry["dry_run"].as_bool()),
+        (Some("restore"), Some("dry_run"), Some(true))
+    );
+    assert_eq!(dry["checks"], serde_json::json!([]), "a dry run checks nothing it did not do");
+    assert_eq!(
+        (real["outcome"].as_str(), real["host"].as_str().is_some_and(|h| !h.is_empty())),
+        (Some("complete"), true),
+        "{real:#}"
+    );
+    assert!(real["at"].as_str().is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()), "{real:#}");
+    let checks = real["checks"].to_string();
+    let keys: u64 = redis::cmd("DBSIZE").query(&mut redis.connection()).unwrap();
+    assert!(
+        checks.contains(&format!("redis/main: answers (1 of 1 primaries), {keys} keys after the restore")),
+        "{checks}"
+    );
+    assert!(checks.contains("postgres/main: answers, `cache_entries` holds 500 rows after the restore"), "{checks}");
+}

@@ -867,8 +867,18 @@ fn verify(ctx: &Context, store: &Store, selector: &str, all: bool) -> anyhow::Re
 /// What a restore did, kept in `backup/restores.jsonl`.
 #[derive(Debug, Default, Serialize)]
 struct Recovery {
+    /// `restore` (a drill records `drill`).
+    kind: &'static str,
+    /// When it ended.
+    at: Option<chrono::DateTime<Utc>>,
+    /// The host it ran on.
+    host: String,
     backup: String,
     dry_run: bool,
+    /// `complete`, `partial` (something skipped, or left to do by hand) or `dry_run`.
+    outcome: &'static str,
+    /// The restored targets checked after the restore: each answers, and what it holds now.
+    checks: Vec<String>,
     restored: Vec<String>,
     skipped: Vec<String>,
     /// What is left to do by hand to finish the restore (restart the servers whose new dump
@@ -1170,10 +1180,22 @@ async fn restore(
             }
         }
     }
-    recovery.seconds = start.elapsed().as_secs_f64();
     if !dry_run {
-        ctx.state.append_jsonl("backup/restores.jsonl", &recovery)?;
+        recovery.checks = after_restore(ctx, &backup.manifest).await;
     }
+    recovery.seconds = start.elapsed().as_secs_f64();
+    recovery.kind = "restore";
+    recovery.at = Some(Utc::now());
+    recovery.host = cache_core::system::hostname();
+    recovery.outcome = if dry_run {
+        "dry_run"
+    } else if recovery.skipped.is_empty() && recovery.actions.is_empty() {
+        "complete"
+    } else {
+        "partial"
+    };
+    // Dry runs too: the record says what was tried, and when.
+    ctx.state.append_jsonl("backup/restores.jsonl", &recovery)?;
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
         printer.json(&recovery)?;
@@ -1205,6 +1227,80 @@ async fn restore(
         exit_code,
         summary: serde_json::to_value(&recovery)?,
     })
+}
+
+/// The health of what a restore put back: each selected, configured Redis target of the
+/// backup answers PING and holds N keys; each PostgreSQL target's table holds N rows.
+async fn after_restore(ctx: &Context, manifest: &Manifest) -> Vec<String> {
+    let mut checks = Vec::new();
+    for source in &manifest.sources {
+        let label = format!("{}/{}", source.tier, source.target);
+        match source.tier.as_str() {
+            "redis" => {
+                let Some(target) = ctx
+                    .config
+                    .redis
+                    .iter()
+                    .find(|t| t.name == source.target && selected(&ctx.common.tiers, Tier::Redis, &t.name))
+                else {
+                    continue;
+                };
+                let keyspace = cache_core::keyspace::Keyspace::new(&ctx.config, target);
+                let line = match keyspace.primaries().await {
+                    Ok(primaries) => {
+                        let mut keys = 0u64;
+                        let mut answered = 0;
+                        for node in &primaries.nodes {
+                            if let Ok(n) = redis::cmd("DBSIZE").query_async::<u64>(&mut node.conn.clone()).await {
+                                keys += n;
+                                answered += 1;
+                            }
+                        }
+                        format!(
+                            "{label}: answers ({answered} of {} primaries), {keys} keys after the restore",
+                            primaries.nodes.len()
+                        )
+                    }
+                    Err(e) => format!("{label}: does not answer after the restore: {e:#}"),
+                };
+                checks.push(clip(&line, MAX_LINE));
+            }
+            "postgres" => {
+                let Some(target) = ctx
+                    .config
+                    .postgres
+                    .iter()
+                    .find(|t| t.name == source.target && selected(&ctx.common.tiers, Tier::Postgres, &t.name))
+                else {
+                    continue;
+                };
+                let line = match cache_core::clients::postgres::connect(target).await {
+                    Ok(db) => {
+                        let sql = format!(
+                            "SELECT count(*)::bigint FROM {}",
+                            cache_core::clients::postgres::quote_ident(&target.table)
+                        );
+                        match db.query_one(&sql, &[]).await {
+                            Ok(row) => format!(
+                                "{label}: answers, `{}` holds {} rows after the restore",
+                                target.table,
+                                row.get::<_, i64>(0)
+                            ),
+                            Err(e) => format!(
+                                "{label}: answers, but `{}` cannot be counted: {}",
+                                target.table,
+                                cache_core::clients::postgres::error_text(&e)
+                            ),
+                        }
+                    }
+                    Err(e) => format!("{label}: does not answer after the restore: {e:#}"),
+                };
+                checks.push(clip(&line, MAX_LINE));
+            }
+            _ => {}
+        }
+    }
+    checks
 }
 
 /// What `manifest` lacks that a restore with these `--tier` filters would put back: a source
