@@ -411,6 +411,9 @@ fn logs_rotate_compress_keep_and_a_second_run_changes_nothing() {
     assert_eq!(target["rotated"], 1, "{target:#}");
     // The new rotation holds the log; the older ones moved up; the fourth went (keep = 3).
     assert_eq!(gunzip(&dir.join("app.log.1.gz")), big);
+    // Freed: what compression saved, the rotation past `keep` and the expired one (10 B each).
+    let gz = std::fs::metadata(dir.join("app.log.1.gz")).unwrap().len();
+    assert_eq!(target["bytes_freed"].as_u64(), Some(big.len() as u64 - gz + 10 + 10), "{target:#}");
     assert!(dir.join("app.log.2.gz").exists() && dir.join("app.log.3.gz").exists());
     assert!(!dir.join("app.log.4.gz").exists());
     // Create mode: a new empty log with the old one's permissions.

@@ -122,11 +122,12 @@ pub fn run(target: &LogsTarget, state: &StateDir, dry_run: bool, sample: usize, 
         let results = parallel(&due, threads, |log| rotate(target, log));
         for (log, result) in due.iter().zip(results) {
             match result {
-                Ok(recovered) => {
+                Ok((recovered, freed)) => {
                     if let Some(note) = recovered {
                         report.notes.push(note);
                     }
                     report.rotated += 1;
+                    report.bytes_freed += freed;
                     status.rotated.insert(log.name.clone(), now);
                 }
                 Err(e) => report.errors.push(format!("rotating {}: {e}", log.path.display())),
@@ -201,8 +202,11 @@ fn finish_interrupted(target: &LogsTarget, first: &Path) -> io::Result<String> {
     Ok(format!("completed the interrupted rotation of `{}`", first.display()))
 }
 
-/// Rotates one log; returns a note when it first completed a rotation left half done.
-fn rotate(target: &LogsTarget, log: &Due) -> io::Result<Option<String>> {
+/// Rotates one log; returns a note when it first completed a rotation left half done, and the
+/// bytes the rotation gave back to the disk: the rotation past `keep` it removed, and what
+/// compression saved (a 10 MiB log rotated into 372 KiB frees 9.6 MiB; uncompressed, a
+/// rotation only moves the bytes).
+fn rotate(target: &LogsTarget, log: &Due) -> io::Result<(Option<String>, u64)> {
     let compressed = target.compress_level > 0;
     let path = &log.path;
     let first = rotated_name(path, 1, false);
@@ -213,7 +217,11 @@ fn rotate(target: &LogsTarget, log: &Due) -> io::Result<Option<String>> {
         recovered = Some(finish_interrupted(target, &first)?);
     }
     // Shift the older rotations up by one; the one past `keep` goes.
-    let _ = fs::remove_file(rotated_name(path, target.keep, compressed));
+    let oldest = rotated_name(path, target.keep, compressed);
+    let mut freed = fs::metadata(&oldest).map(|m| m.len()).unwrap_or(0);
+    if fs::remove_file(&oldest).is_err() {
+        freed = 0;
+    }
     for n in (1..target.keep).rev() {
         let from = rotated_name(path, n, compressed);
         if from.exists() {
@@ -235,9 +243,11 @@ fn rotate(target: &LogsTarget, log: &Due) -> io::Result<Option<String>> {
         }
     }
     if compressed {
-        compress(&first, &rotated_name(path, 1, true), target.compress_level, &meta)?;
+        let gz = rotated_name(path, 1, true);
+        compress(&first, &gz, target.compress_level, &meta)?;
+        freed += meta.len().saturating_sub(fs::metadata(&gz).map(|m| m.len()).unwrap_or(meta.len()));
     }
-    Ok(recovered)
+    Ok((recovered, freed))
 }
 
 /// Compresses `from` into `gz` (through `gz.tmp`, renamed when complete), with `meta`'s mode
