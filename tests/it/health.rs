@@ -207,7 +207,7 @@ fn usage_errors_are_unknown() {
 
 #[test]
 fn a_tier_filter_matching_no_target_is_a_usage_error_and_keeps_the_last_report() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(mut redis) = RedisServer::start() else { return };
     let env = TestEnv::new();
     env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", redis.url()));
     env.run(HEALTH, &["check"]).expect_code(0);
@@ -248,6 +248,24 @@ fn a_tier_filter_matching_no_target_is_a_usage_error_and_keeps_the_last_report()
         "{}",
         text.dump()
     );
+    // The last check of everything is kept apart, and the dashboard shows it: a check of one
+    // tier never stands for the whole.
+    let full: Value =
+        serde_json::from_slice(&std::fs::read(env.state_dir().join("health/last-full-check.json")).unwrap()).unwrap();
+    assert!(full["not_checked"].as_array().is_none_or(Vec::is_empty), "{full:#}");
+    assert!(full["targets"].as_array().unwrap().iter().any(|t| t["tier"] == "system"), "{full:#}");
+    // Redis goes down; a check of it alone fails, and the full check's picture stays the one
+    // shown (its alerts come from the full check, which saw redis healthy).
+    redis.stop();
+    env.run(HEALTH, &["check", "--tier", "redis"]).expect_code(2);
+    let page = env.path("dashboard.html");
+    env.run(crate::ANALYTICS, &["dashboard", "--output", page.to_str().unwrap()]).expect_code(0);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(!html.contains("redis/main failed"), "a check of one tier stood for the whole");
+    // Once a full check sees it, the dashboard does too.
+    let _ = env.run(HEALTH, &["check"]);
+    env.run(crate::ANALYTICS, &["dashboard", "--output", page.to_str().unwrap()]).expect_code(0);
+    assert!(std::fs::read_to_string(&page).unwrap().contains("redis/main failed"));
 }
 
 #[test]

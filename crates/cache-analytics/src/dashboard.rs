@@ -139,7 +139,12 @@ impl Data {
             history,
             last: snapshots.into_iter().next_back(),
             runs,
-            health: state.read_json("health/comprehensive-health.json")?,
+            // The last check of everything: a check of one tier (`--tier`) never stands for the
+            // whole (before any full check, the last report of any kind).
+            health: match state.read_json(crate::export::HEALTH_FULL_REPORT)? {
+                Some(full) => Some(full),
+                None => state.read_json(crate::export::HEALTH_REPORT)?,
+            },
             health_history,
             windows: state.read_json(WINDOWS_FILE)?,
             next_runs,

@@ -35,6 +35,8 @@ use crate::ExportFormat;
 
 /// The health report `cache-health check` (and `monitor`) leaves in the state directory.
 pub const HEALTH_REPORT: &str = "health/comprehensive-health.json";
+/// The last report of a health check of everything (cache-health writes it beside the last).
+pub const HEALTH_FULL_REPORT: &str = "health/last-full-check.json";
 /// The monitor's alert state, in the state directory.
 pub const ALERT_STATE: &str = "alerts/state.json";
 /// The manifest of each backup, in its directory (written last: a backup without one is

@@ -23,6 +23,9 @@ use crate::report::{self, HealthReport, Status, TargetReport, Verdict};
 
 /// The report seed 000 writes, relative to the state directory.
 pub const REPORT_FILE: &str = "health/comprehensive-health.json";
+/// The last report of a check of everything (no `--tier` filter): what the dashboard shows, so
+/// that a check of one tier never stands for the whole.
+pub const FULL_REPORT_FILE: &str = "health/last-full-check.json";
 /// One line per check.
 pub const HISTORY_FILE: &str = "health/history.jsonl";
 /// The job's name for locks and run records.
@@ -79,6 +82,8 @@ async fn check(ctx: &Context, job: &cache_core::app::Job) -> anyhow::Result<JobR
 pub async fn probe_and_record(ctx: &Context, job: Option<&cache_core::app::Job>) -> anyhow::Result<HealthReport> {
     // Read the previous report first: a corrupt one stops the check before anything is written.
     let previous: Option<HealthReport> = ctx.state.read_json(REPORT_FILE)?;
+    // And the last full one, which a full check replaces: a corrupt one is named, never replaced.
+    let _: Option<HealthReport> = ctx.state.read_json(FULL_REPORT_FILE)?;
     let mut seen = ctx.state.read_json::<LookupsFile>(LOOKUPS_FILE)?.unwrap_or_default().targets;
     let start = Instant::now();
     let (probes, unconfigured) = plan(ctx, &seen);
@@ -123,6 +128,9 @@ pub async fn probe_and_record(ctx: &Context, job: Option<&cache_core::app::Job>)
         .map(|(tier, name)| format!("{tier}/{name}"))
         .collect();
     ctx.state.write_json(REPORT_FILE, &report)?;
+    if filters.is_empty() {
+        ctx.state.write_json(FULL_REPORT_FILE, &report)?;
+    }
     ctx.state.append_jsonl(HISTORY_FILE, &HistoryLine::of(&report))?;
     Ok(report)
 }
