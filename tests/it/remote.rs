@@ -111,7 +111,13 @@ fn backups_go_off_host_and_come_back_from_the_remote_alone() {
     out.expect_code(0);
     assert_eq!(fresh.digest(), digest, "{}", out.dump());
     assert_eq!(fresh.keys().len(), 3000);
-    // What came down is a local backup again, which verifies.
+    // What came down is a local backup again, private as any, which verifies.
+    use std::os::unix::fs::PermissionsExt as _;
+    let fetched = env.state_dir().join("backups").join(&created[2]);
+    for entry in std::fs::read_dir(&fetched).unwrap().map(Result::unwrap) {
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", entry.path().display());
+    }
     let local = env.run(BACKUP, &["list", "--format", "json"]).json();
     assert_eq!(ids(&local), [created[2].clone()]);
     env.run(BACKUP, &["verify"]).expect_code(0);

@@ -192,7 +192,8 @@ impl Remote {
             let got = self.store.get(&self.key(&[id, &file.path])).await.with_context(|| format!("`{}`", file.path))?;
             let mut stream = got.into_stream();
             let mut out =
-                tokio::fs::File::create(&local).await.with_context(|| format!("creating `{}`", local.display()))?;
+                // Private, as every file of a backup is (the configuration archive holds secrets).
+                tokio::fs::File::from_std(cache_core::archive::private_file(&local)?);
             let (mut hash, mut size) = (Sha256::new(), 0u64);
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.with_context(|| format!("downloading `{}`", file.path))?;
