@@ -124,6 +124,8 @@ struct Pacer {
     slowest: Duration,
     /// Calls that took longer than the budget.
     over: u64,
+    /// The last call's cost per key, in seconds.
+    last_per_key: Option<f64>,
 }
 
 impl Pacer {
@@ -131,7 +133,7 @@ impl Pacer {
         let max = max.max(1);
         // Start small under a budget: the first call must not be the long one.
         let count = if budget.is_some() { max.min(100) } else { max };
-        Self { budget, max, count, slowest: Duration::ZERO, over: 0 }
+        Self { budget, max, count, slowest: Duration::ZERO, over: 0, last_per_key: None }
     }
 
     /// Learns from one call that took `took` for `keys` keys (SCAN COUNT `count` asked).
@@ -141,8 +143,13 @@ impl Pacer {
         if took > budget {
             self.over += 1;
         }
-        // Per key (at least the keys asked for: SCAN visits buckets, empty or not).
-        let per = took.as_secs_f64() / keys.max(self.count / 2).max(1) as f64;
+        // Per key (at least the keys asked for: SCAN visits buckets, empty or not). The
+        // smaller of this call's cost and the last one's: a round trip measures the server's
+        // time plus our own process's, and one late wake-up of a busy client is no reason to
+        // shrink (two slow calls in a row are).
+        let now = took.as_secs_f64() / keys.max(self.count / 2).max(1) as f64;
+        let per = self.last_per_key.map_or(now, |last| now.min(last));
+        self.last_per_key = Some(now);
         let fits = if per > 0.0 { (budget.as_secs_f64() * 0.8 / per) as usize } else { self.max };
         self.count = fits.clamp(MIN_BATCH.min(self.max), (self.count * 2).min(self.max));
     }
@@ -644,7 +651,33 @@ fn class(pattern: &[u8], c: u8) -> Option<(bool, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use super::glob_match;
+    use super::{Pacer, glob_match};
+    use std::time::Duration;
+
+    #[test]
+    fn the_batch_fits_the_budget_and_one_late_round_trip_does_not_shrink_it() {
+        let us = Duration::from_micros;
+        let mut pacer = Pacer::new(Some(Duration::from_millis(1)), 1000);
+        assert_eq!(pacer.count, 100, "a budgeted scan starts small");
+        // 1 µs a key: grows, at most twice a call, up to the cap.
+        for _ in 0..5 {
+            let count = pacer.count;
+            pacer.learn(us(count as u64), count);
+        }
+        assert_eq!(pacer.count, 800, "80% of 1 ms at 1 µs a key");
+        // One round trip 20× late (the client was descheduled): the batch holds.
+        pacer.learn(us(16_000), 800);
+        assert_eq!(pacer.count, 800);
+        assert_eq!(pacer.over, 1);
+        // The server really got slower (two slow calls in a row): the batch shrinks to fit.
+        pacer.learn(us(8_000), 800);
+        assert_eq!(pacer.count, 80, "10 µs a key: 800 µs / 10 µs");
+        assert_eq!(pacer.slowest, us(16_000));
+        // Without a budget, the batch is fixed.
+        let mut fixed = Pacer::new(None, 1000);
+        fixed.learn(us(50_000), 1000);
+        assert_eq!(fixed.count, 1000);
+    }
 
     #[test]
     fn globs_match_like_redis() {
