@@ -498,6 +498,11 @@ const LAYOUT_CHECK: &str = r#"<script>
 })();
 </script>"#;
 
+/// Chromium's windows are at least this wide (`--window-size=390,900` lays pages out at 500
+/// px): a narrower viewport is an iframe of that width, whose own viewport and media queries
+/// are the width asked for.
+const NARROWEST_WINDOW: u32 = 500;
+
 /// Renders `page` (a copy with [`LAYOUT_CHECK`] added) in headless Chromium at `width` px and
 /// returns what the check found, and a screenshot of the page itself at that width.
 fn layout_at(chrome: &std::path::Path, env: &TestEnv, page: &std::path::Path, width: u32) -> (Value, Vec<u8>) {
@@ -505,25 +510,40 @@ fn layout_at(chrome: &std::path::Path, env: &TestEnv, page: &std::path::Path, wi
     assert_eq!(html.matches("</body>").count(), 1);
     let checked = env.path(&format!("dashboard-check-{width}.html"));
     std::fs::write(&checked, html.replace("</body>", &format!("{LAYOUT_CHECK}</body>"))).unwrap();
-    let size = format!("--window-size={width},900");
-    let (dom, console) = chromium(
-        chrome,
-        env,
-        &format!("file://{}", checked.display()),
-        &[&size, "--run-all-compositor-stages-before-draw", "--dump-dom"],
-    );
+    // The URL showing `shown` at `width` px, and the window's width.
+    let at_width = |shown: &std::path::Path, name: &str| -> (String, u32) {
+        if width >= NARROWEST_WINDOW {
+            return (format!("file://{}", shown.display()), width);
+        }
+        let frame = env.path(&format!("{name}-{width}.html"));
+        std::fs::write(
+            &frame,
+            format!(
+                "<!DOCTYPE html><html><body style=\"margin:0;background:#1e2430\">\
+                 <iframe src=\"file://{}\" style=\"border:0;width:{width}px;height:900px\" onload=\"\
+                 const found = this.contentDocument.getElementById('layout-check');\
+                 const pre = document.createElement('pre'); pre.id = 'layout-check';\
+                 pre.textContent = found ? found.textContent : 'null'; document.body.appendChild(pre);\">\
+                 </iframe></body></html>",
+                shown.display()
+            ),
+        )
+        .unwrap();
+        (format!("file://{}", frame.display()), NARROWEST_WINDOW)
+    };
+    let (url, window) = at_width(&checked, "dashboard-check-frame");
+    let size = format!("--window-size={window},900");
+    let args = [&size, "--allow-file-access-from-files", "--run-all-compositor-stages-before-draw"];
+    let (dom, console) = chromium(chrome, env, &url, &[&args[..], &["--dump-dom"]].concat());
     assert!(console.is_empty(), "console messages at {width} px: {console:#?}");
     let at = dom.find("<pre id=\"layout-check\">").unwrap_or_else(|| panic!("the check did not run: {dom}"));
     let json = &dom[at + "<pre id=\"layout-check\">".len()..];
     let json = json[..json.find("</pre>").unwrap()].replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&");
     let found: Value = serde_json::from_str(&json).unwrap();
     let shot = env.path(&format!("dashboard-{width}.png"));
-    let (_, console) = chromium(
-        chrome,
-        env,
-        &format!("file://{}", page.display()),
-        &[&size, "--run-all-compositor-stages-before-draw", &format!("--screenshot={}", shot.display())],
-    );
+    let (url, _) = at_width(page, "dashboard-frame");
+    let (_, console) =
+        chromium(chrome, env, &url, &[&args[..], &[format!("--screenshot={}", shot.display()).as_str()]].concat());
     assert!(console.is_empty(), "console messages at {width} px: {console:#?}");
     (found, std::fs::read(&shot).unwrap())
 }

@@ -356,8 +356,10 @@ fn chart(id: &str, title: &str, series: &[(DateTime<Utc>, f64)], range: Range, u
     } else {
         (lo, hi)
     };
-    let span = (to - from).num_seconds().max(1) as f64;
-    let x = |t: DateTime<Utc>| LEFT + W * (t - from).num_seconds() as f64 / span;
+    // In milliseconds: snapshots taken seconds apart (collect run by hand) still spread out.
+    let span_ms = (to - from).num_milliseconds().max(1) as f64;
+    let span = span_ms / 1000.0;
+    let x = |t: DateTime<Utc>| LEFT + W * (t - from).num_milliseconds() as f64 / span_ms;
     let y = |v: f64| TOP + H - H * (v - lo) / (hi - lo);
     for (v, label) in [(hi, unit(hi)), (lo, unit(lo))] {
         let _ = write!(
