@@ -449,7 +449,7 @@ fn recent_changes(alert_log: &[LoggedNotice], health_history: &[HealthLine], now
     };
     let mut out = Recent::default();
     let mut lines: Vec<(DateTime<Utc>, String)> = Vec::new();
-    for ((rule, target), (changes, last)) in flapping::alert_changes(alert_log) {
+    for ((rule, target), flapping::AlertChanges { changes, last }) in flapping::alert_changes(alert_log) {
         out.changes += changes.len();
         if changes.last().is_some_and(|c| c.state == AlertState::Firing) {
             out.firing.push(last.alert.severity.clone());
@@ -469,7 +469,9 @@ fn recent_changes(alert_log: &[LoggedNotice], health_history: &[HealthLine], now
     }
     // A target's status changes, from the health checks of the day.
     let mut previous: BTreeMap<(String, String), String> = BTreeMap::new();
-    let mut changes: BTreeMap<(String, String), Vec<Change<(String, String)>>> = BTreeMap::new();
+    // Per target (tier, name), its changes: (before, after).
+    type StatusChange = Change<(String, String)>;
+    let mut changes: BTreeMap<(String, String), Vec<StatusChange>> = BTreeMap::new();
     for line in health_history {
         for t in &line.targets {
             let key = (t.tier.clone(), t.name.clone());

@@ -148,21 +148,30 @@ impl LoggedNotice {
     }
 }
 
-/// The changes of each alert (by rule and target) among `notices`, oldest first, with the
-/// alert's last notice that was a change (its message and severity as they stood).
-pub fn alert_changes(notices: &[LoggedNotice]) -> BTreeMap<(String, String), (Vec<Change<AlertState>>, &LoggedNotice)> {
-    let mut out: BTreeMap<(String, String), (Vec<Change<AlertState>>, &LoggedNotice)> = BTreeMap::new();
+/// One alert's changes among a set of notices.
+#[derive(Clone, Debug)]
+pub struct AlertChanges<'a> {
+    /// Its changes, oldest first.
+    pub changes: Vec<Change<AlertState>>,
+    /// Its last notice that was a change (its message and severity as they stood).
+    pub last: &'a LoggedNotice,
+}
+
+/// The changes of each alert, by rule and target, among `notices`.
+pub fn alert_changes(notices: &[LoggedNotice]) -> BTreeMap<(String, String), AlertChanges<'_>> {
+    let mut out: BTreeMap<(String, String), AlertChanges<'_>> = BTreeMap::new();
     for notice in notices {
         let Some(change) = notice.change() else { continue };
-        let entry =
-            out.entry((notice.alert.rule.clone(), notice.alert.target.clone())).or_insert_with(|| (Vec::new(), notice));
-        if change.at >= entry.1.time {
-            entry.1 = notice;
+        let entry = out
+            .entry((notice.alert.rule.clone(), notice.alert.target.clone()))
+            .or_insert_with(|| AlertChanges { changes: Vec::new(), last: notice });
+        if change.at >= entry.last.time {
+            entry.last = notice;
         }
-        entry.0.push(change);
+        entry.changes.push(change);
     }
-    for (changes, _) in out.values_mut() {
-        changes.sort_by_key(|c| c.at);
+    for alert in out.values_mut() {
+        alert.changes.sort_by_key(|c| c.at);
     }
     out
 }
@@ -213,15 +222,15 @@ mod tests {
         ]);
         let changes = alert_changes(&notices);
         assert_eq!(changes.len(), 2);
-        let (down, last) = &changes[&("Tier Unavailable".to_owned(), "redis/main".to_owned())];
-        assert_eq!(down.len(), 7, "repeats, escalations and tests are no changes");
-        assert_eq!(last.time, t(90));
+        let down = &changes[&("Tier Unavailable".to_owned(), "redis/main".to_owned())];
+        assert_eq!(down.changes.len(), 7, "repeats, escalations and tests are no changes");
+        assert_eq!(down.last.time, t(90));
         assert_eq!(
-            episodes(down),
+            episodes(&down.changes),
             [Episode::Flapping { transitions: 7, since: t(0), until: t(90), state: AlertState::Firing }]
         );
-        let (memory, _) = &changes[&("High Memory Usage".to_owned(), "redis/main".to_owned())];
-        assert_eq!(episodes(memory), [Episode::Single(Change { at: t(5), state: AlertState::Firing })]);
+        let memory = &changes[&("High Memory Usage".to_owned(), "redis/main".to_owned())];
+        assert_eq!(episodes(&memory.changes), [Episode::Single(Change { at: t(5), state: AlertState::Firing })]);
     }
 
     #[test]
