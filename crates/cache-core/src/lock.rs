@@ -39,6 +39,9 @@ pub struct LockHolder {
     /// What started it.
     #[serde(default)]
     pub trigger: crate::runs::Trigger,
+    /// The id its run record will have, once its gates let it run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 /// A held job lock; released on drop.
@@ -180,6 +183,7 @@ impl JobLock {
             command: command.to_owned(),
             job: None,
             trigger: crate::runs::Trigger::default(),
+            run_id: None,
         };
         let mut lock = Self { file, path, holder, left };
         lock.write_holder()?;
@@ -201,11 +205,13 @@ impl JobLock {
         self.left.take()
     }
 
-    /// Names the run that now holds the lock (recorded as `job`, started by `trigger`), so that
-    /// if it is killed the next run can record it as interrupted.
-    pub fn record_run(&mut self, job: &str, trigger: crate::runs::Trigger) -> anyhow::Result<()> {
+    /// Names the run that now holds the lock (recorded as `job`, started by `trigger`, its
+    /// record to have id `run_id`), so that if it is killed the next run can record it as
+    /// interrupted, and so that the maintenance API can show it running.
+    pub fn record_run(&mut self, job: &str, trigger: crate::runs::Trigger, run_id: &str) -> anyhow::Result<()> {
         self.holder.job = Some(job.to_owned());
         self.holder.trigger = trigger;
+        self.holder.run_id = Some(run_id.to_owned());
         self.write_holder()
     }
 
