@@ -286,6 +286,26 @@ fn read_request(stream: &mut TcpStream, peer: IpAddr, limits: &Limits) -> Result
     Ok(Request { method, path, query, headers, body, peer })
 }
 
+/// After answering a request whose body was not read (413, say): stops writing and reads
+/// what the client still sends, for a second and 1 MiB at most, so that closing with unread
+/// data does not reset the connection before the client has read the answer.
+fn linger(stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut left: usize = 1 << 20;
+    let mut chunk = [0u8; 8192];
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
+            break;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
 /// The handler of every request.
 pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
 
@@ -317,6 +337,7 @@ pub fn serve(listener: TcpListener, limits: Limits, stop: Arc<AtomicBool>, handl
                 Err(ReadError::Answer(response)) => {
                     tracing::info!("{peer}: request refused: {}", response.status);
                     let _ = write_response(&mut stream, &response);
+                    linger(&mut stream);
                 }
                 Err(ReadError::Closed) => {}
             }

@@ -587,7 +587,7 @@ fn dashboard(api: &Api, request: &Request, _: &[String]) -> anyhow::Result<Respo
         tasks: snap.tasks(state, &running)?,
         windows: snap.windows()?,
         metrics: snap.metrics()?,
-        installed: schedule::installed_status(state)?.1,
+        installed: schedule::installed_status(state)?,
         recent: runs::query(state, &Query { limit: 50, ..Query::default() })?.executions,
         automation: snap.automation(),
         problems: snap.problems.clone(),

@@ -17,7 +17,8 @@ pub(super) struct Data {
     pub(super) project: String,
     pub(super) now: DateTime<Utc>,
     pub(super) automation: AutomationView,
-    pub(super) installed: String,
+    /// Whether the schedule is installed, and in words.
+    pub(super) installed: (bool, String),
     pub(super) tasks: Vec<Task>,
     pub(super) windows: Vec<WindowView>,
     pub(super) running: Vec<Running>,
@@ -102,10 +103,13 @@ pub(super) fn render(d: &Data) -> String {
     };
     let week = &d.metrics.totals.last_7_days;
     let freed_week: u64 = d.metrics.space_freed.last_7_days.values().sum();
+    let flagged = d.tasks.iter().filter(|t| !t.flags.is_empty()).count();
+    let overall_text =
+        if overall == "issues" { format!("issues ({flagged} tasks flagged)") } else { overall.to_owned() };
     let cards = [
-        ("overall", "Status", overall.to_owned(), if overall == "issues" { "bad" } else { "" }),
+        ("overall", "Status", overall_text, if overall == "issues" { "bad" } else { "" }),
         ("automation", "Automation", automation, if d.automation.running { "" } else { "warn" }),
-        ("schedule", "Schedule", d.installed.clone(), ""),
+        ("schedule", "Schedule", d.installed.1.clone(), if d.installed.0 { "" } else { "warn" }),
         ("running-count", "Running now", d.running.len().to_string(), ""),
         ("success-rate", "Success rate (7 days)", pct(week.success_rate), ""),
         ("freed-total", "Space freed (7 days)", bytes(freed_week), ""),
@@ -197,7 +201,7 @@ pub(super) fn render(d: &Data) -> String {
     coming.sort_by_key(|t| t.next_run);
     out.push_str(
         "<h2>Coming runs</h2><div class=\"scroll\"><table id=\"upcoming\"><tr><th>Task</th><th>Next run</th><th>Type</th>\
-         <th>Window</th><th>Last run</th></tr>",
+         <th>Window</th><th>Last run</th><th>Flags</th></tr>",
     );
     for t in &coming {
         let last = t.last_run.as_ref().map_or("never".to_owned(), |l| {
@@ -205,13 +209,15 @@ pub(super) fn render(d: &Data) -> String {
         });
         let _ = write!(
             out,
-            "<tr class=\"upcoming\" data-task=\"{n}\"><td>{n}{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"upcoming\" data-task=\"{n}\"><td>{n}{}</td><td>{}</td><td>{}{}</td><td>{}</td><td>{}</td>\
+             <td class=\"skip\">{}</td></tr>",
             if t.running { " <span class=\"muted\">(running)</span>" } else { "" },
             t.next_run.map(time).unwrap_or_default(),
             esc(&t.task_type),
             if t.heavy { ", heavy" } else { "" },
             esc(t.window.as_deref().unwrap_or("–")),
             esc(&last),
+            esc(&t.flags.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
             n = esc(&t.name),
         );
     }
