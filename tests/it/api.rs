@@ -639,6 +639,22 @@ fn the_maintenance_api_answers_every_route_as_documented_and_the_dashboard_rende
         assert_eq!(api.get(&format!("{PREFIX}/history?{bad}")).status, 400, "{bad}");
     }
 
+    // Automation stopped: every run would be skipped, so none is coming, and one asked for is
+    // recorded skipped by its gate.
+    env.run(SCHEDULER, &["stop", "--reason", "migration"]).expect_code(0);
+    let stopped = api.get(&format!("{PREFIX}/tasks")).json();
+    for t in stopped["tasks"].as_array().unwrap() {
+        assert!(t["next_run"].is_null(), "{t:#}");
+        assert!(t["skipped"].as_str().unwrap().contains("automation is stopped") || t["enabled"] == false, "{t:#}");
+    }
+    assert!(!api.get("/maintenance").body.contains("<tr class=\"upcoming\""), "nothing is coming while stopped");
+    let started = api.post(&format!("{PREFIX}/execute/cleanup-light"), &json!({}));
+    let held = follow(&api, started.json()["id"].as_str().unwrap(), |d| d["status"] == "finished");
+    assert_eq!(held["outcome"], "skipped");
+    assert!(held["error"].as_str().unwrap().contains("migration"), "{held:#}");
+    env.run(SCHEDULER, &["start"]).expect_code(0);
+    assert!(task(&api.get(&format!("{PREFIX}/tasks")).json(), "cleanup-light")["next_run"].is_string());
+
     // Removing the window (through the same code as `windows remove`); a missing one is 404.
     assert_eq!(api.send("DELETE", &format!("{PREFIX}/windows/nope"), None, b"").status, 404);
     let bad_force = api.send("DELETE", &format!("{PREFIX}/windows/always?force=maybe"), None, b"");

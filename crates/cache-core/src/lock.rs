@@ -215,11 +215,17 @@ impl JobLock {
         self.write_holder()
     }
 
-    /// Who holds `job`'s lock now, if anyone.
+    /// Who holds `job`'s lock now, if anyone. An empty lock file is held by no one (a holder
+    /// writes itself into the file as it takes the lock, and clears it before letting go), so
+    /// it is not probed: probing takes the lock for an instant, which a run starting in that
+    /// instant would find held; the maintenance API and status probe every lock often.
     pub fn holder(state: &StateDir, job: &str) -> anyhow::Result<Option<LockHolder>> {
         let path = lock_path(state, job);
-        if !path.exists() {
-            return Ok(None);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == 0 => return Ok(None),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("probing `{}`", path.display())),
         }
         let mut file = open(&path)?;
         match file.try_lock() {

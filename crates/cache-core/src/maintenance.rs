@@ -423,7 +423,8 @@ impl Snapshot {
         let mut openings = 0u32;
         for start in cron.iter_after((from - length).with_timezone(&tz)) {
             let start = start.with_timezone(&Utc);
-            if start > self.now || openings > 10_000 {
+            // A window opening every minute opens 43,200 times in 30 days.
+            if start > self.now || openings > 50_000 {
                 break;
             }
             let (a, b) = (start.max(from), (start + length).min(self.now));
@@ -654,6 +655,52 @@ mod tests {
             lock: None,
             window: None,
         }
+    }
+
+    #[test]
+    fn a_task_is_coming_at_its_next_admitted_run_or_says_why_it_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path().to_path_buf()).unwrap();
+        let mut settings = SchedulerSettings::default();
+        settings.jobs.insert("reports-daily".into(), toml::from_str("enabled = false").unwrap());
+        // Sundays 00:00-03:00 UTC, cleanups only: the deep cleanup (daily at 02:00) is admitted
+        // on Sunday only; memory maintenance (a `memory` task) never.
+        let window = Window {
+            name: "sunday".into(),
+            start: "0 0 * * 0".into(),
+            duration: std::time::Duration::from_secs(3 * 3600),
+            timezone: "UTC".into(),
+            tasks: vec!["cleanup".into()],
+            max_heavy: 1,
+            silence: Vec::new(),
+        };
+        state.write_json(gate::WINDOWS_FILE, &Windows { windows: vec![window] }).unwrap();
+        // A Wednesday.
+        let now = DateTime::parse_from_rfc3339("2026-11-18T10:00:00Z").unwrap().to_utc();
+        let snap = Snapshot::read(&settings, &state, now).unwrap();
+        let tasks = snap.tasks(&state, &[]).unwrap();
+        let task = |name: &str| tasks.iter().find(|t| t.name == name).unwrap();
+        let deep = task("cleanup-deep");
+        assert_eq!(deep.next_scheduled.unwrap().to_rfc3339(), "2026-11-19T02:00:00+00:00");
+        assert_eq!(deep.next_run.unwrap().to_rfc3339(), "2026-11-22T02:00:00+00:00");
+        assert_eq!(deep.window.as_deref(), Some("sunday"));
+        assert!(deep.skipped.as_deref().unwrap().contains("fall outside every window"), "{deep:?}");
+        let memory = task("memory-maintenance");
+        assert!(memory.next_run.is_none() && memory.skipped.as_deref().unwrap().contains("no maintenance window"));
+        let report = task("reports-daily");
+        assert!(report.next_run.is_none() && report.skipped.as_deref().unwrap().contains("disabled"));
+        let light = task("cleanup-light");
+        assert_eq!((light.next_run, light.skipped.as_deref()), (light.next_scheduled, None));
+        let view = snap.next_window().unwrap().unwrap();
+        assert_eq!((view.open, view.opens_at.unwrap().to_rfc3339()), (false, "2026-11-22T00:00:00+00:00".into()));
+        assert_eq!(view.admits, ["cleanup-deep"]);
+        let runs: Vec<(String, String)> = view.runs.iter().map(|r| (r.job.clone(), r.at.to_rfc3339())).collect();
+        assert_eq!(runs, [("cleanup-deep".to_owned(), "2026-11-22T02:00:00+00:00".to_owned())]);
+        // Stopped automation skips every run.
+        let stop = gate::Automation { running: false, changed_at: now, changed_by: "t".into(), reason: None };
+        state.write_json(gate::AUTOMATION_FILE, &stop).unwrap();
+        let snap = Snapshot::read(&settings, &state, now).unwrap();
+        assert!(snap.tasks(&state, &[]).unwrap().iter().all(|t| t.next_run.is_none() && t.skipped.is_some()));
     }
 
     #[test]
