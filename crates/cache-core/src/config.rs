@@ -14,7 +14,7 @@
 //!
 //! Layout: this module holds [`Config`], [`load`] and [`parse`]; each section's schema is in its
 //! own submodule (`redis`, `postgres`, `memory`, `http`, `files`, `system`, `health`, `cleanup`,
-//! `backup`, `scheduler`, `alerts`, `optimizer`), re-exported here; `overrides` applies the
+//! `backup`, `scheduler`, `alerts`, `optimizer`, `api`), re-exported here; `overrides` applies the
 //! environment, `validate` checks every section once, up front.
 
 use std::path::{Path, PathBuf};
@@ -29,6 +29,7 @@ use crate::error::ConfigError;
 
 mod alerts;
 mod analytics;
+mod api;
 mod backup;
 mod cleanup;
 mod files;
@@ -46,6 +47,7 @@ mod validate;
 
 pub use alerts::{AlertRule, AlertSettings, AutoAction, Channel, RULE_TARGET_KINDS, Remediation, Severity, SmtpTls};
 pub use analytics::AnalyticsSettings;
+pub use api::{ApiSettings, MIN_TOKEN_LEN};
 pub use backup::{BackupSettings, RedisBackupMethod, RemoteKind, RemoteTarget};
 pub use cleanup::{CleanupSettings, ModePolicy, Modes, ScanMethod, SizeBasis, SmartThresholds};
 pub use files::{DirTarget, FileScope, FilesTarget, LogsTarget};
@@ -120,6 +122,8 @@ pub struct Config {
     pub alerts: AlertSettings,
     /// The schedule and how cache-scheduler renders and gates it.
     pub scheduler: SchedulerSettings,
+    /// The maintenance API and dashboard (`cache-scheduler serve`).
+    pub api: ApiSettings,
 }
 
 impl Default for Config {
@@ -147,6 +151,7 @@ impl Default for Config {
             analytics: AnalyticsSettings::default(),
             alerts: AlertSettings::default(),
             scheduler: SchedulerSettings::default(),
+            api: ApiSettings::default(),
         }
     }
 }
