@@ -362,7 +362,7 @@ fn redis_analysis(bench: &Bench) -> anyhow::Result<Row> {
     let large = RedisServer::start().context("redis-server is needed")?;
     seed(&large, "bench:app:", 1_000_000, 0)?;
     let analyse_with = |server: &RedisServer, method: &str| -> anyhow::Result<(Duration, u64)> {
-        let config = format!("{}[cleanup]\nscan_method = \"{method}\"\n", redis_config(&server.url()));
+        let config = format!("{}scan_method = \"{method}\"\n", redis_config(&server.url()));
         let mut command = bench.cleanup(&config, &["light", "--dry-run", "--tier", "redis", "--format", "json"])?;
         let (took, rss, _) = measure(&mut command)?;
         Ok((took, rss))
@@ -548,7 +548,7 @@ fn debug_mixed(bench: &Bench) -> anyhow::Result<Row> {
     let mut command = debug_memory_command(bench, "mixed", &redis_config(&server.url()))?;
     let (ours, rss, out, our_harm) = measure_harm(&server.url(), &mut command)?;
     let doc = scanned_of(&out, 1_000_000)?;
-    let script = format!("{}[cleanup]\nscan_method = \"script\"\n", redis_config(&server.url()));
+    let script = format!("{}scan_method = \"script\"\n", redis_config(&server.url()));
     let mut scripted = bench.cleanup(&script, &["light", "--dry-run", "--tier", "redis", "--format", "json"])?;
     let (script_took, _, _, script_harm) = measure_harm(&server.url(), &mut scripted)?;
     let mut piped =
