@@ -4,6 +4,9 @@
 //! rotations, rotations older than `max_age` removed. The time of each log's last rotation is
 //! kept in the state directory, as logrotate keeps its status file, so a second run the same
 //! day changes nothing. Logs are compressed in parallel, one file per core.
+//!
+//! Inactive logs (`compress_inactive`, `max_age`): a live log not written for that long and held
+//! open by no process (see [`open_files`]) is compressed with no new empty log, or removed.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -32,6 +35,27 @@ struct Due {
     name: String,
     size: u64,
     reason: String,
+    /// Not written for `compress_inactive`: no new empty log after it.
+    inactive: bool,
+}
+
+/// The files under `dir` some process holds open, from `/proc/*/fd` (as far as this user may
+/// read other processes' descriptors).
+fn open_files(dir: &Path) -> std::collections::HashSet<PathBuf> {
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut open = std::collections::HashSet::new();
+    let Ok(procs) = fs::read_dir("/proc") else { return open };
+    for proc in procs.filter_map(Result::ok) {
+        let Ok(fds) = fs::read_dir(proc.path().join("fd")) else { continue };
+        for fd in fds.filter_map(Result::ok) {
+            if let Ok(target) = fs::read_link(fd.path())
+                && target.starts_with(&dir)
+            {
+                open.insert(target);
+            }
+        }
+    }
+    open
 }
 
 /// Cleans one logs target. Blocking: run it on a blocking thread.
@@ -66,6 +90,9 @@ pub fn run(target: &LogsTarget, state: &StateDir, dry_run: bool, sample: usize, 
             return report;
         }
     };
+    let inactive_rules = target.compress_inactive.is_some() || target.max_age.is_some();
+    let held = if inactive_rules { open_files(&target.path) } else { Default::default() };
+    let mut stale = Vec::new();
     for entry in entries.filter_map(Result::ok) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Ok(meta) = entry.metadata() else { continue };
@@ -74,6 +101,21 @@ pub fn run(target: &LogsTarget, state: &StateDir, dry_run: bool, sample: usize, 
         }
         report.examined += 1;
         let size = meta.len();
+        let unwritten = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).unwrap_or_default();
+        let path = entry.path();
+        let held_open = || held.contains(&fs::canonicalize(&path).unwrap_or_else(|_| path.clone()));
+        let past = |limit: Option<Duration>| limit.is_some_and(|l| unwritten >= l);
+        if inactive_rules && (past(target.max_age) || past(target.compress_inactive)) && !held_open() {
+            let since = humantime::format_duration(Duration::from_secs(unwritten.as_secs()));
+            if past(target.max_age) || size == 0 {
+                let why = if past(target.max_age) { "max_age" } else { "compress_inactive, and empty" };
+                stale.push((path, size, format!("not written for {since} ({why}), held open by no process")));
+            } else {
+                let reason = format!("not written for {since} (compress_inactive), held open by no process");
+                due.push(Due { path, name, size, reason, inactive: true });
+            }
+            continue;
+        }
         if size == 0 {
             continue; // notifempty
         }
@@ -94,8 +136,22 @@ pub fn run(target: &LogsTarget, state: &StateDir, dry_run: bool, sample: usize, 
             status.rotated.entry(name.clone()).or_insert(now);
         }
         if let Some(reason) = by_size.or(by_age) {
-            due.push(Due { path: entry.path(), name, size, reason });
+            due.push(Due { path: entry.path(), name, size, reason, inactive: false });
         }
+    }
+    for (path, size, reason) in stale {
+        if !dry_run {
+            if let Err(e) = fs::remove_file(&path) {
+                report.errors.push(format!("removing {}: {e}", path.display()));
+                continue;
+            }
+            report.removed += 1;
+        }
+        report.bytes_freed += size;
+        report.select(
+            Item { name: path.display().to_string(), action: Action::Delete, reason, bytes: Some(size) },
+            listed,
+        );
     }
 
     for log in &due {
@@ -229,7 +285,10 @@ fn rotate(target: &LogsTarget, log: &Due) -> io::Result<(Option<String>, u64)> {
         }
     }
     let meta = fs::metadata(path)?;
-    if target.copytruncate {
+    if log.inactive {
+        // Nobody writes it any more: no new empty log.
+        fs::rename(path, &first)?;
+    } else if target.copytruncate {
         fs::copy(path, &first)?;
         File::options().write(true).open(path)?.set_len(0)?;
     } else {

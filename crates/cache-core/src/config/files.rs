@@ -126,9 +126,15 @@ pub struct LogsTarget {
     /// Rotated files kept per log (`log.1.gz` ... `log.N.gz`).
     #[serde(default = "default_keep")]
     pub keep: u32,
-    /// Rotated files older than this are removed, whatever `keep` says.
+    /// Rotated files older than this are removed, whatever `keep` says; so is a live log not
+    /// written for this long that no process holds open (an application long gone).
     #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
     pub max_age: Option<Duration>,
+    /// A live log not written for this long, that no process holds open, is compressed into
+    /// its first rotation with no new empty log left behind (an empty one is removed): seed
+    /// 004's inactive logs. The active logs are never touched by this.
+    #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+    pub compress_inactive: Option<Duration>,
     /// Copy the log and truncate it in place instead of renaming it (for programs that never
     /// reopen their log; lines written during the copy can be lost).
     #[serde(default)]
