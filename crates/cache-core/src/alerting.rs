@@ -65,11 +65,16 @@ pub enum Metric {
     NeverAdmitted,
     /// No disaster-recovery drill has passed within `backup.drill_max_age` (0 or 1).
     DrillOverdue,
+    /// The score of the latest complete security audit (0 to 100).
+    SecurityScore,
+    /// Points the latest complete security audit scores below the best of those within
+    /// `debug.security_baseline` before it.
+    SecurityScoreDrop,
 }
 
 impl Metric {
     /// Every metric, in the order docs/alerts.md lists them.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 23] = [
         Self::Status,
         Self::LatencyMs,
         Self::MemoryUsage,
@@ -91,6 +96,8 @@ impl Metric {
         Self::Skips,
         Self::NeverAdmitted,
         Self::DrillOverdue,
+        Self::SecurityScore,
+        Self::SecurityScoreDrop,
     ];
 
     /// The name conditions and message templates use.
@@ -117,6 +124,8 @@ impl Metric {
             Self::Skips => "skips",
             Self::NeverAdmitted => "never_admitted",
             Self::DrillOverdue => "drill_overdue",
+            Self::SecurityScore => "security_score",
+            Self::SecurityScoreDrop => "security_score_drop",
         }
     }
 
@@ -154,6 +163,7 @@ pub const DEFAULT_RULE_NAMES: &[&str] = &[
     "Scheduled Job Skipped",
     "Connection Usage",
     "Backup Drill Overdue",
+    "Security Score Drop",
 ];
 
 /// The names of the rules `cache-health monitor` judges under `settings` (what a maintenance

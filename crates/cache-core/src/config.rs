@@ -14,7 +14,7 @@
 //!
 //! Layout: this module holds [`Config`], [`load`] and [`parse`]; each section's schema is in its
 //! own submodule (`redis`, `postgres`, `memory`, `http`, `files`, `system`, `health`, `cleanup`,
-//! `backup`, `scheduler`, `alerts`, `optimizer`), re-exported here; `overrides` applies the
+//! `backup`, `scheduler`, `alerts`, `optimizer`, `analytics`, `debug`), re-exported here; `overrides` applies the
 //! environment, `validate` checks every section once, up front.
 
 use std::path::{Path, PathBuf};
@@ -31,6 +31,7 @@ mod alerts;
 mod analytics;
 mod backup;
 mod cleanup;
+mod debug;
 mod files;
 mod health;
 mod http;
@@ -48,6 +49,7 @@ pub use alerts::{AlertRule, AlertSettings, AutoAction, Channel, RULE_TARGET_KIND
 pub use analytics::AnalyticsSettings;
 pub use backup::{BackupSettings, RedisBackupMethod, RemoteKind, RemoteTarget};
 pub use cleanup::{CleanupSettings, ModePolicy, Modes, ScanMethod, SizeBasis, SmartThresholds};
+pub use debug::DebugSettings;
 pub use files::{DirTarget, FileScope, FilesTarget, LogsTarget};
 pub use health::{HealthSettings, LatencyThresholds, Level};
 pub use http::HttpTarget;
@@ -116,6 +118,8 @@ pub struct Config {
     pub optimizer: OptimizerSettings,
     /// cache-analytics.
     pub analytics: AnalyticsSettings,
+    /// cache-debug: the security score's baseline.
+    pub debug: DebugSettings,
     /// Alert rules, channels and self-healing (`cache-health monitor`).
     pub alerts: AlertSettings,
     /// The schedule and how cache-scheduler renders and gates it.
@@ -145,6 +149,7 @@ impl Default for Config {
             backup: BackupSettings::default(),
             optimizer: OptimizerSettings::default(),
             analytics: AnalyticsSettings::default(),
+            debug: DebugSettings::default(),
             alerts: AlertSettings::default(),
             scheduler: SchedulerSettings::default(),
         }

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::{
-    AlertSettings, BackupSettings, Channel, CleanupSettings, Config, FilesTarget, HealthSettings, HttpTarget,
-    LogsTarget, MemoryTarget, PostgresTarget, RULE_TARGET_KINDS, RedisTarget, SystemSettings,
+    AlertSettings, BackupSettings, Channel, CleanupSettings, Config, DebugSettings, FilesTarget, HealthSettings,
+    HttpTarget, LogsTarget, MemoryTarget, PostgresTarget, RULE_TARGET_KINDS, RedisTarget, SystemSettings,
 };
 use crate::error::ConfigError;
 
@@ -27,6 +27,15 @@ pub(super) fn validate(config: &Config, source: &str) -> Result<(), ConfigError>
     backup(&config.backup, source)?;
     cleanup(&config.cleanup, source)?;
     health(&config.health, source)?;
+    debug(&config.debug, source)?;
+    Ok(())
+}
+
+fn debug(debug: &DebugSettings, source: &str) -> Result<(), ConfigError> {
+    let err = |key: String, msg: String| ConfigError::new(source, key, msg);
+    if debug.security_baseline.is_zero() {
+        return Err(err("debug.security_baseline".into(), "must be greater than zero".into()));
+    }
     Ok(())
 }
 
