@@ -49,7 +49,7 @@ pub use alerts::{AlertRule, AlertSettings, AutoAction, Channel, RULE_TARGET_KIND
 pub use analytics::AnalyticsSettings;
 pub use backup::{BackupSettings, RedisBackupMethod, RemoteKind, RemoteTarget};
 pub use cleanup::{CleanupSettings, ModePolicy, Modes, ScanMethod, SizeBasis, SmartThresholds};
-pub use debug::DebugSettings;
+pub use debug::{BUILTIN_LOG_PATTERNS, DebugSettings, LogPattern};
 pub use files::{DirTarget, FileScope, FilesTarget, LogsTarget};
 pub use health::{HealthSettings, LatencyThresholds, Level};
 pub use http::HttpTarget;
@@ -118,7 +118,7 @@ pub struct Config {
     pub optimizer: OptimizerSettings,
     /// cache-analytics.
     pub analytics: AnalyticsSettings,
-    /// cache-debug: the security score's baseline.
+    /// cache-debug: configured log patterns, the security score's baseline.
     pub debug: DebugSettings,
     /// Alert rules, channels and self-healing (`cache-health monitor`).
     pub alerts: AlertSettings,
