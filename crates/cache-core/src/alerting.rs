@@ -70,11 +70,17 @@ pub enum Metric {
     /// Points the latest complete security audit scores below the best of those within
     /// `debug.security_baseline` before it.
     SecurityScoreDrop,
+    /// The busiest GPU's utilisation (0..1), where NVML gave one.
+    GpuUtilization,
+    /// The fullest GPU's memory in use (0..1), where NVML gave it.
+    GpuMemoryUsage,
+    /// The hottest GPU's temperature, degrees Celsius, where NVML gave one.
+    GpuTemperatureCelsius,
 }
 
 impl Metric {
     /// Every metric, in the order docs/alerts.md lists them.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 26] = [
         Self::Status,
         Self::LatencyMs,
         Self::MemoryUsage,
@@ -88,6 +94,9 @@ impl Metric {
         Self::DeadTuples,
         Self::Rows,
         Self::LoadPerCpu,
+        Self::GpuUtilization,
+        Self::GpuMemoryUsage,
+        Self::GpuTemperatureCelsius,
         Self::HttpStatus,
         Self::Overdue,
         Self::TooFast,
@@ -126,6 +135,9 @@ impl Metric {
             Self::DrillOverdue => "drill_overdue",
             Self::SecurityScore => "security_score",
             Self::SecurityScoreDrop => "security_score_drop",
+            Self::GpuUtilization => "gpu_utilization",
+            Self::GpuMemoryUsage => "gpu_memory_usage",
+            Self::GpuTemperatureCelsius => "gpu_temperature_celsius",
         }
     }
 
@@ -136,7 +148,15 @@ impl Metric {
 
     /// A ratio (0..1): compared with `0.8` or `80%`, never a bare `80`.
     pub fn is_ratio(self) -> bool {
-        matches!(self, Self::HitRatio | Self::MemoryUsage | Self::ClientsUsage | Self::ConnectionUsage)
+        matches!(
+            self,
+            Self::HitRatio
+                | Self::MemoryUsage
+                | Self::ClientsUsage
+                | Self::ConnectionUsage
+                | Self::GpuUtilization
+                | Self::GpuMemoryUsage
+        )
     }
 }
 
@@ -164,6 +184,7 @@ pub const DEFAULT_RULE_NAMES: &[&str] = &[
     "Connection Usage",
     "Backup Drill Overdue",
     "Security Score Drop",
+    "GPU Saturated",
 ];
 
 /// The names of the rules `cache-health monitor` judges under `settings` (what a maintenance

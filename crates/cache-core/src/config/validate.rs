@@ -397,6 +397,7 @@ fn health(h: &HealthSettings, source: &str) -> Result<(), ConfigError> {
         ("directory_percent", h.directory_percent),
         ("gpu_temperature_celsius", h.gpu_temperature_celsius),
         ("gpu_memory_percent", h.gpu_memory_percent),
+        ("gpu_utilization_percent", h.gpu_utilization_percent),
     ] {
         if !(level.warn >= 0.0 && level.warn <= level.crit) {
             return Err(ConfigError::new(source, format!("health.{key}"), "needs 0 <= warn <= crit"));

@@ -287,8 +287,24 @@ pub fn default_rules(settings: &AlertSettings) -> Vec<AlertRule> {
              the audits).",
             None,
         ),
+        // A GPU busy every round for five minutes (one-minute rounds): work waits for it. One
+        // busy round is a GPU doing its job.
+        AlertRule {
+            for_rounds: GPU_ROUNDS,
+            ..rule(
+                "GPU Saturated",
+                "gpu_utilization >= 95%",
+                Severity::Warning,
+                "The busiest GPU of {target} has been at {gpu_utilization:.0%} for 5 rounds: work waiting for it \
+                 queues.",
+                None,
+            )
+        },
     ]
 }
+
+/// Busy rounds in a row before the default GPU rule fires.
+pub const GPU_ROUNDS: u32 = 5;
 
 /// The default latency rules on hand-made rounds. (Here rather than in `tests.rs`, beside
 /// the rules they pin.)
