@@ -264,6 +264,16 @@ fn a_security_score_drop_fires_the_alert_and_fixing_the_finding_resolves_it() {
     let scores: Vec<u64> =
         records.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["score"].as_u64().unwrap()).collect();
     assert_eq!(scores, [100, 100, 75, 75, 100]);
+    // The export carries the last audit.
+    let out = env.run(crate::ANALYTICS, &["export", "--format", "prometheus"]);
+    out.expect_code(0);
+    for want in [
+        "cache_security_score{project=\"default\"} 100",
+        "cache_security_audit_complete{project=\"default\"} 1",
+        "cache_security_findings{project=\"default\"} 0",
+    ] {
+        assert!(out.stdout.lines().any(|l| l == want), "no `{want}` in\n{}", out.stdout);
+    }
     // The weekly job recorded its runs as itself.
     let job: Value =
         serde_json::from_slice(&std::fs::read(env.state_dir().join("jobs/security-audit.json")).unwrap()).unwrap();

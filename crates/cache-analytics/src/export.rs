@@ -10,7 +10,8 @@
 //! is down has `cache_redis_up 0` and no keys or latency, never zeros), servers' counters are
 //! `_total` counters, and times are Unix timestamps (an age is `time() - ...`). It reads only
 //! what the tools left in the state directory: the latest snapshot, the last health report,
-//! the monitor's alert state, the newest backup manifest and the run records.
+//! the monitor's alert state, the newest backup manifest, the run records and the last security
+//! audit.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -274,6 +275,8 @@ pub struct Sources {
     pub backups: Option<Backups>,
     /// Cleanup totals per target.
     pub cleanup: Vec<CleanupTotal>,
+    /// The last security audit of the whole configuration.
+    pub audit: Option<cache_core::audit::AuditRecord>,
 }
 
 impl Sources {
@@ -287,8 +290,9 @@ impl Sources {
         let backups = keep(p, "the backups", newest_backup(&ctx.config.backup.dir));
         let cleanup = keep(p, "the cleanup totals", count_cleanups(&ctx.state).map(Some)).unwrap_or_default();
         let jobs = keep(p, "the job runs", runs::summary_by_job(&ctx.state).map(Some)).unwrap_or_default();
+        let audit = keep(p, "the security audits", ctx.state.read_last_jsonl(cache_core::audit::AUDITS));
         let sources =
-            Self { project: ctx.config.project_name.clone(), snapshot, jobs, health, alerts, backups, cleanup };
+            Self { project: ctx.config.project_name.clone(), snapshot, jobs, health, alerts, backups, cleanup, audit };
         (sources, problems)
     }
 }
@@ -728,6 +732,22 @@ pub fn prometheus(sources: &Sources) -> String {
             &t,
             c.bytes_freed as f64,
         );
+    }
+    if let Some(a) = &sources.audit {
+        x.gauge("cache_security_score", "The last security audit's score (0 to 100).", &[], f64::from(a.score));
+        x.gauge(
+            "cache_security_audit_timestamp_seconds",
+            "When the last security audit ran.",
+            &[],
+            a.at.timestamp() as f64,
+        );
+        x.flag(
+            "cache_security_audit_complete",
+            "Whether the last security audit reached every target (0: its score covers less).",
+            &[],
+            a.complete,
+        );
+        x.gauge("cache_security_findings", "Findings of the last security audit.", &[], a.findings.len() as f64);
     }
     for (job, (last, success)) in &sources.jobs {
         let t = [("cache_job", job.as_str())];
