@@ -24,7 +24,9 @@ _cache-analytics() {
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document"
 csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"
@@ -58,7 +60,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document"
 csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"
@@ -86,7 +90,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document"
 csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"
@@ -114,7 +120,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document"
 csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"
@@ -144,7 +152,9 @@ month\:"The capacity report of the 30 days ending on the date, with 6-month proj
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document"
 csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"
@@ -169,7 +179,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document"
 csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"
@@ -194,7 +206,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document"
 csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"
@@ -219,7 +233,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format\: text or json for what a command prints (the default\: text); for \`export\` what it writes\: json (the default), csv or prometheus]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document"
 csv\:"Rows of \`timestamp,tier,target,metric,value\` (\`export\` only)"

@@ -78,7 +78,7 @@ _cache__backup() {
 
     case "${cmd}" in
         cache__backup)
-            opts="-v -q -y -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help --version create list verify restore drill prune schedule completions help"
+            opts="-v -q -y -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --help --version create list verify restore drill prune schedule completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -101,7 +101,11 @@ _cache__backup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -116,7 +120,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__completions)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help bash elvish fish powershell zsh"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -139,7 +143,11 @@ _cache__backup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -154,7 +162,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__create)
-            opts="-v -q -y -h --only --level --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --only --level --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -185,7 +193,11 @@ _cache__backup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -200,7 +212,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__drill)
-            opts="-v -q -y -h --identity --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --identity --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -227,7 +239,11 @@ _cache__backup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -382,7 +398,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__list)
-            opts="-v -q -y -h --remote --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --remote --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -409,7 +425,11 @@ _cache__backup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -424,7 +444,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__prune)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -447,7 +467,11 @@ _cache__backup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -462,7 +486,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__restore)
-            opts="-v -q -y -h --date --postgres --extract-files --replace-dump --from-remote --identity --allow-partial --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --date --postgres --extract-files --replace-dump --from-remote --identity --allow-partial --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -505,7 +529,11 @@ _cache__backup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -520,7 +548,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__schedule)
-            opts="-v -q -y -h --set --enable --disable --reset --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --set --enable --disable --reset --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -547,7 +575,11 @@ _cache__backup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -562,7 +594,7 @@ _cache__backup() {
             return 0
             ;;
         cache__subcmd__backup__subcmd__verify)
-            opts="-v -q -y -h --all --remote --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --help"
+            opts="-v -q -y -h --all --remote --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -589,7 +621,11 @@ _cache__backup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)

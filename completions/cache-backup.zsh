@@ -24,7 +24,9 @@ _cache-backup() {
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -66,7 +68,9 @@ paths\:"The directories of \`backup.paths\`"))' \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -93,7 +97,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -120,7 +126,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--all[Verify every backup]' \
@@ -154,7 +162,9 @@ merge\:"Add the backup'\''s rows that are missing; rows present stay as they are
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--replace-dump[For a Redis server on this host\: put the RDB in place of its dump file (keeping the old one beside it) and reload it, instead of restoring key by key; for a cluster of the backup'\''s shape, each shard'\''s RDB on the primary serving its slots]' \
@@ -184,7 +194,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -211,7 +223,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -238,7 +252,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '(--disable --reset)--enable[Run the job on schedule]' \
@@ -267,7 +283,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \

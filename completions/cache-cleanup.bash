@@ -102,7 +102,7 @@ _cache__cleanup() {
 
     case "${cmd}" in
         cache__cleanup)
-            opts="-v -q -y -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help --version smart light moderate targeted aggressive evict category files logs memory undo completions help"
+            opts="-v -q -y -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help --version smart light moderate targeted aggressive evict category files logs memory undo completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -125,7 +125,11 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -144,7 +148,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__aggressive)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -167,7 +171,11 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -186,7 +194,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__category)
-            opts="-v -q -y -h --mode --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --mode --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -213,7 +221,11 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -232,7 +244,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__completions)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help bash elvish fish powershell zsh"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -255,7 +267,11 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -274,7 +290,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__evict)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -297,7 +313,11 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -316,7 +336,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__files)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -339,7 +359,11 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -554,7 +578,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__light)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -577,7 +601,11 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -596,7 +624,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__logs)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -619,7 +647,11 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -638,7 +670,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__memory)
-            opts="-v -q -y -h --mode --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --mode --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -665,7 +697,11 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -684,7 +720,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__moderate)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -707,7 +743,11 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -726,7 +766,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__smart)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -749,7 +789,11 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -768,7 +812,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__targeted)
-            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -791,7 +835,11 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -810,7 +858,7 @@ _cache__cleanup() {
             return 0
             ;;
         cache__subcmd__cleanup__subcmd__undo)
-            opts="-v -q -y -h --list --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
+            opts="-v -q -y -h --list --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --dry-run --yes --max-ops-per-sec --resume --force --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -833,7 +881,11 @@ _cache__cleanup() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)

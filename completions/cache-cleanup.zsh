@@ -24,7 +24,9 @@ _cache-cleanup() {
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -62,7 +64,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -91,7 +95,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -120,7 +126,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -149,7 +157,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -178,7 +188,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -207,7 +219,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -240,7 +254,9 @@ aggressive\:"Everything\: orphans, oversized, idle, stale memories, down to a me
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -270,7 +286,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -299,7 +317,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -332,7 +352,9 @@ aggressive\:"Everything\: orphans, oversized, idle, stale memories, down to a me
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -361,7 +383,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \
@@ -392,7 +416,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--max-ops-per-sec=[Keys examined per second at most, to spare a busy server \[default\: cleanup.max_ops_per_sec\]]:N:_default' \

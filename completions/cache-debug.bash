@@ -72,7 +72,7 @@ _cache__debug() {
 
     case "${cmd}" in
         cache__debug)
-            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help --version performance connections memory logs security config completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help --version performance connections memory logs security config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -95,7 +95,11 @@ _cache__debug() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -110,7 +114,7 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__completions)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help bash elvish fish powershell zsh"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -133,7 +137,11 @@ _cache__debug() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -148,7 +156,7 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__config)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -171,7 +179,11 @@ _cache__debug() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -186,7 +198,7 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__connections)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -209,7 +221,11 @@ _cache__debug() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -350,7 +366,7 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__logs)
-            opts="-v -q -h --days --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
+            opts="-v -q -h --days --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -377,7 +393,11 @@ _cache__debug() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -392,7 +412,7 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__memory)
-            opts="-v -q -h --sample --top --max-groups --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
+            opts="-v -q -h --sample --top --max-groups --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -427,7 +447,11 @@ _cache__debug() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -442,7 +466,7 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__performance)
-            opts="-v -q -h --samples --top --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
+            opts="-v -q -h --samples --top --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -473,7 +497,11 @@ _cache__debug() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -488,7 +516,7 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__security)
-            opts="-v -q -h --fail-under --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
+            opts="-v -q -h --fail-under --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -515,7 +543,11 @@ _cache__debug() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)

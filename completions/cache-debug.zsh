@@ -24,7 +24,9 @@ _cache-debug() {
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -58,7 +60,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -81,7 +85,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -107,7 +113,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -131,7 +139,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -155,7 +165,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -178,7 +190,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -201,7 +215,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \

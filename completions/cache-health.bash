@@ -69,7 +69,7 @@ _cache__health() {
 
     case "${cmd}" in
         cache__health)
-            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help --version check monitor alerts completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help --version check monitor alerts completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -92,7 +92,11 @@ _cache__health() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -107,7 +111,7 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__alerts)
-            opts="-v -q -h --ack --all --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help test help"
+            opts="-v -q -h --ack --all --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help test help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -134,7 +138,11 @@ _cache__health() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -191,7 +199,7 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__alerts__subcmd__test)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -214,7 +222,11 @@ _cache__health() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -229,7 +241,7 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__check)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -252,7 +264,11 @@ _cache__health() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -267,7 +283,7 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__completions)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help bash elvish fish powershell zsh"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -290,7 +306,11 @@ _cache__health() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -403,7 +423,7 @@ _cache__health() {
             return 0
             ;;
         cache__subcmd__health__subcmd__monitor)
-            opts="-v -q -h --once --interval --config --state-dir --tier --wait --scheduled --emergency --trigger --verbose --quiet --format --help"
+            opts="-v -q -h --once --interval --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -430,7 +450,11 @@ _cache__health() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)

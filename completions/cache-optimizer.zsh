@@ -24,7 +24,9 @@ _cache-optimizer() {
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -59,7 +61,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -85,7 +89,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--apply[Also apply configuration changes (maxmemory-policy, table storage parameters)]' \
@@ -112,7 +118,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '()--list[List the rollback points instead]' \
@@ -143,7 +151,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--force[Warm even when the next hour is not busy, or there is no usage profile yet]' \
@@ -172,7 +182,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--next-window[At the start of the next low-usage window found by \`cache-analytics windows\`]' \
@@ -200,7 +212,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \

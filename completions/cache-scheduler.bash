@@ -41,6 +41,9 @@ _cache__scheduler() {
             cache__scheduler,run)
                 cmd="cache__scheduler__subcmd__run"
                 ;;
+            cache__scheduler,serve)
+                cmd="cache__scheduler__subcmd__serve"
+                ;;
             cache__scheduler,start)
                 cmd="cache__scheduler__subcmd__start"
                 ;;
@@ -82,6 +85,9 @@ _cache__scheduler() {
                 ;;
             cache__scheduler__subcmd__help,run)
                 cmd="cache__scheduler__subcmd__help__subcmd__run"
+                ;;
+            cache__scheduler__subcmd__help,serve)
+                cmd="cache__scheduler__subcmd__help__subcmd__serve"
                 ;;
             cache__scheduler__subcmd__help,start)
                 cmd="cache__scheduler__subcmd__help__subcmd__start"
@@ -141,7 +147,7 @@ _cache__scheduler() {
 
     case "${cmd}" in
         cache__scheduler)
-            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help --version init install uninstall start stop restart status history optimize run tick windows completions help"
+            opts="-v -q -h -V --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help --version init install uninstall start stop restart status history optimize run tick serve windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -164,7 +170,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -179,7 +189,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__completions)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help bash elvish fish powershell zsh"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -202,7 +212,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -217,7 +231,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__help)
-            opts="init install uninstall start stop restart status history optimize run tick windows completions help"
+            opts="init install uninstall start stop restart status history optimize run tick serve windows completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -329,6 +343,20 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__scheduler__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -469,7 +497,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__history)
-            opts="-v -q -h --job --since --outcome --limit --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            opts="-v -q -h --job --since --until --outcome --offset --limit --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -483,7 +511,15 @@ _cache__scheduler() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --until)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --outcome)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --offset)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -508,7 +544,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -523,7 +563,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__init)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -546,7 +586,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -561,7 +605,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__install)
-            opts="-v -q -h --cron-d --systemd --kubernetes --user --print --image --namespace --storage --force --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            opts="-v -q -h --cron-d --systemd --kubernetes --user --print --image --namespace --storage --force --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -608,7 +652,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -623,7 +671,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__optimize)
-            opts="-v -q -h --dry-run --install --force --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            opts="-v -q -h --dry-run --install --force --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -646,7 +694,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -661,7 +713,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__restart)
-            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -688,7 +740,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -703,7 +759,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__run)
-            opts="-v -q -h --at --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            opts="-v -q -h --at --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -730,7 +786,57 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cache__subcmd__scheduler__subcmd__serve)
+            opts="-v -q -h --listen --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --state-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scheduled)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -745,7 +851,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__start)
-            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -772,7 +878,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -787,7 +897,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__status)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -810,7 +920,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -825,7 +939,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__stop)
-            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            opts="-v -q -h --reason --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -852,7 +966,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -867,7 +985,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__tick)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -890,7 +1008,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -905,7 +1027,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__uninstall)
-            opts="-v -q -h --cron-d --systemd --kubernetes --user --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            opts="-v -q -h --cron-d --systemd --kubernetes --user --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -940,7 +1062,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -955,7 +1081,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__windows)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help list add remove help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help list add remove help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -978,7 +1104,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -993,7 +1123,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__windows__subcmd__add)
-            opts="-v -q -h --start --duration --timezone --task --max-heavy --silence --force --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            opts="-v -q -h --start --duration --timezone --task --max-heavy --silence --force --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1040,7 +1170,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -1125,7 +1259,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__windows__subcmd__list)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            opts="-v -q -h --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1148,7 +1282,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)
@@ -1163,7 +1301,7 @@ _cache__scheduler() {
             return 0
             ;;
         cache__subcmd__scheduler__subcmd__windows__subcmd__remove)
-            opts="-v -q -h --force --config --state-dir --tier --wait --scheduled --trigger --verbose --quiet --format --emergency --help"
+            opts="-v -q -h --force --config --state-dir --tier --wait --scheduled --trigger --run-id --verbose --quiet --format --emergency --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1186,7 +1324,11 @@ _cache__scheduler() {
                     return 0
                     ;;
                 --trigger)
-                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "cron manual emergency oneoff remediation api" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --format)

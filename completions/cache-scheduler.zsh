@@ -24,7 +24,9 @@ _cache-scheduler() {
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -56,7 +58,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -85,7 +89,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--kubernetes[Print Kubernetes manifests\: a ConfigMap of the configuration, a volume claim for the state, a CronJob per job (concurrencyPolicy\: Forbid)]' \
@@ -114,7 +120,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--kubernetes[Print Kubernetes manifests\: a ConfigMap of the configuration, a volume claim for the state, a CronJob per job (concurrencyPolicy\: Forbid)]' \
@@ -139,7 +147,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -163,7 +173,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -187,7 +199,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -210,7 +224,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -227,7 +243,9 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 _arguments "${_arguments_options[@]}" : \
 '--job=[Only this job'\''s runs]:JOB:_default' \
 '--since=[Only runs started since\: a time (RFC 3339), a date (YYYY-MM-DD) or an age ("7days")]:WHEN:_default' \
+'--until=[Only runs started before\: a time, a date or an age, as for --since]:WHEN:_default' \
 '--outcome=[Only runs that ended so\: success, partial, failed, skipped, locked, interrupted, dry_run]:OUTCOME:_default' \
+'--offset=[Leave out this many of the newest (paging)]:OFFSET:_default' \
 '--limit=[At most this many (0\: all)]:LIMIT:_default' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
@@ -237,7 +255,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -260,7 +280,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--dry-run[Show the changes, make none]' \
@@ -287,7 +309,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -311,7 +335,35 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
+'--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
+json\:"One JSON document on stdout, with \`schema_version\`"))' \
+'--wait[Wait for another run of the same job to finish instead of exiting at once]' \
+'(-q --quiet)*-v[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'(-q --quiet)*--verbose[More log output on stderr (-v info, -vv debug, -vvv trace)]' \
+'*-q[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'*--quiet[Less output\: -q prints nothing on success, -qq not even warnings]' \
+'--emergency[With run (or --scheduled)\: run a heavy job even outside the maintenance windows]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+&& ret=0
+;;
+(serve)
+_arguments "${_arguments_options[@]}" : \
+'--listen=[Where to listen \[default\: api.listen, 127.0.0.1\:8430\]; beyond loopback only with an API token (api.token or CACHE_API_TOKEN)]:ADDR:_default' \
+'--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
+'--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
+'*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
+'--scheduled=[Run as scheduled job JOB (the rendered crontab passes it)\: the scheduler'\''s gates apply (automation on, windows, dependencies, fleet lock) and the run is recorded as JOB]:JOB:_default' \
+'--trigger=[What started the run, for its record (passed by the scheduler and by cache-health'\''s automatic actions) \[default\: cron with --scheduled, else manual\]]:TRIGGER:((cron\:"The installed schedule (\`--scheduled JOB\`)"
+manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
+emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
+oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -334,7 +386,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -365,7 +419,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -394,7 +450,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--force[Save it even when it leaves a heavy job admitted by no window (it warns, and records the warning)]' \
@@ -419,7 +477,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--force[Remove it even when that leaves a heavy job admitted by no window]' \
@@ -480,7 +540,9 @@ _arguments "${_arguments_options[@]}" : \
 manual\:"A person, or a script, at a shell (records written before triggers were kept read as this)"
 emergency\:"\`--emergency\`\: a heavy job run outside the maintenance windows"
 oneoff\:"A one-off run by \`cache-scheduler tick\` at its time"
-remediation\:"An alert rule'\''s automatic action (cache-health monitor)"))' \
+remediation\:"An alert rule'\''s automatic action (cache-health monitor)"
+api\:"A request to the maintenance API (\`POST /api/system/maintenance/execute/{task}\`)"))' \
+'--run-id=[The id the run'\''s record takes (passed by the maintenance API, which answers with it before the run starts) \[default\: start time and process id\]]:ID:_default' \
 '--format=[Output format]:FORMAT:((text\:"Tables and sentences for people"
 json\:"One JSON document on stdout, with \`schema_version\`"))' \
 '--wait[Wait for another run of the same job to finish instead of exiting at once]' \
@@ -550,6 +612,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(serve)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (windows)
 _arguments "${_arguments_options[@]}" : \
 ":: :_cache-scheduler__subcmd__help__subcmd__windows_commands" \
@@ -609,6 +675,7 @@ _cache-scheduler_commands() {
 'optimize:Adapt repeating jobs'\'' frequency to the performance score and move heavy jobs into the low-usage window (seed 000'\''s SmartScheduler)' \
 'run:Run a job now as the schedule would, through all its gates (automation, enabled, dependency, windows, fleet lock; --emergency passes the windows); or once at --at TIME' \
 'tick:Run every one-off that is due, once (the installed schedule runs this every minute)' \
+'serve:Serve the maintenance API (/api/system/maintenance/...) and the maintenance dashboard (/maintenance) until stopped; docs/api.md' \
 'windows:Maintenance windows\: when heavy jobs may run' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -634,6 +701,7 @@ _cache-scheduler__subcmd__help_commands() {
 'optimize:Adapt repeating jobs'\'' frequency to the performance score and move heavy jobs into the low-usage window (seed 000'\''s SmartScheduler)' \
 'run:Run a job now as the schedule would, through all its gates (automation, enabled, dependency, windows, fleet lock; --emergency passes the windows); or once at --at TIME' \
 'tick:Run every one-off that is due, once (the installed schedule runs this every minute)' \
+'serve:Serve the maintenance API (/api/system/maintenance/...) and the maintenance dashboard (/maintenance) until stopped; docs/api.md' \
 'windows:Maintenance windows\: when heavy jobs may run' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -679,6 +747,11 @@ _cache-scheduler__subcmd__help__subcmd__restart_commands() {
 _cache-scheduler__subcmd__help__subcmd__run_commands() {
     local commands; commands=()
     _describe -t commands 'cache-scheduler help run commands' commands "$@"
+}
+(( $+functions[_cache-scheduler__subcmd__help__subcmd__serve_commands] )) ||
+_cache-scheduler__subcmd__help__subcmd__serve_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-scheduler help serve commands' commands "$@"
 }
 (( $+functions[_cache-scheduler__subcmd__help__subcmd__start_commands] )) ||
 _cache-scheduler__subcmd__help__subcmd__start_commands() {
@@ -758,6 +831,11 @@ _cache-scheduler__subcmd__restart_commands() {
 _cache-scheduler__subcmd__run_commands() {
     local commands; commands=()
     _describe -t commands 'cache-scheduler run commands' commands "$@"
+}
+(( $+functions[_cache-scheduler__subcmd__serve_commands] )) ||
+_cache-scheduler__subcmd__serve_commands() {
+    local commands; commands=()
+    _describe -t commands 'cache-scheduler serve commands' commands "$@"
 }
 (( $+functions[_cache-scheduler__subcmd__start_commands] )) ||
 _cache-scheduler__subcmd__start_commands() {

@@ -4,7 +4,7 @@ use cache_tests::{PgServer, RedisServer, TestEnv, find_binary, history, missing}
 use chrono::Timelike;
 use serde_json::Value;
 
-use crate::{ANALYTICS, CLEANUP};
+use crate::{ANALYTICS, CLEANUP, HEALTH};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn collect_then_export_json_csv_and_prometheus() {
@@ -381,23 +381,30 @@ fn dashboard_renders_in_headless_chromium_with_its_cards_and_charts() {
         html.contains("Analytics: 0 | Health checks: 0 | Cleanups: 1 | Optimizations: 0 | Backups: 0 | Reports: 1"),
         "{html}"
     );
-    assert!(html.contains(&format!("<span>files:</span><span>{}</span>", cache_core::output::bytes(freed))), "{html}");
+    assert!(
+        html.contains(&format!(
+            "<span class=\"label\" title=\"files:\">files:</span><span class=\"value\">{}</span>",
+            cache_core::output::bytes(freed)
+        )),
+        "{html}"
+    );
     assert!(html.contains("Low usage 02:00–04:00 UTC"), "{html}");
     // The last day of the known week: 80% hits.
-    assert!(html.contains("<span id=\"hit-ratio\">80.0%</span>"), "{html}");
+    assert!(html.contains("<span class=\"value\" id=\"hit-ratio\">80.0%</span>"), "{html}");
     // Without `--output` it goes to the state directory.
     env.run(ANALYTICS, &["dashboard", "-q"]).expect_code(0);
     let in_state = env.state_dir().join("analytics/dashboard.html");
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(std::fs::metadata(&in_state).unwrap().permissions().mode() & 0o777, 0o600, "a state file is 0600");
     // Nothing installed the schedule: the card says so, never "on".
-    assert!(html.contains("<span id=\"scheduler-status\">not installed</span>"), "{html}");
+    assert!(html.contains("<span class=\"value\" id=\"scheduler-status\">not installed</span>"), "{html}");
     let cron_d = env.path("cron.d-cache-toolkit");
     env.run(crate::SCHEDULER, &["install", "--cron-d", cron_d.to_str().unwrap()]).expect_code(0);
     let scheduler_status = || {
         env.run(ANALYTICS, &["dashboard", "-q"]).expect_code(0);
         let page = std::fs::read_to_string(env.state_dir().join("analytics/dashboard.html")).unwrap();
-        let at = page.find("<span id=\"scheduler-status\">").unwrap() + "<span id=\"scheduler-status\">".len();
+        let open = "<span class=\"value\" id=\"scheduler-status\">";
+        let at = page.find(open).unwrap() + open.len();
         page[at..at + page[at..].find("</span>").unwrap()].to_owned()
     };
     assert_eq!(scheduler_status(), format!("on (installed in {})", cron_d.display()));
@@ -408,7 +415,10 @@ fn dashboard_renders_in_headless_chromium_with_its_cards_and_charts() {
     env.run(crate::SCHEDULER, &["stop", "--reason", "migration"]).expect_code(0);
     env.run(ANALYTICS, &["dashboard", "-q"]).expect_code(0);
     let stopped = std::fs::read_to_string(env.state_dir().join("analytics/dashboard.html")).unwrap();
-    assert!(stopped.contains("<span id=\"scheduler-status\">stopped just now (migration)</span>"), "{stopped}");
+    assert!(
+        stopped.contains("<span class=\"value\" id=\"scheduler-status\">stopped just now (migration)</span>"),
+        "{stopped}"
+    );
 
     let Some(chrome) = ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|b| find_binary(b, &[]))
     else {
@@ -447,6 +457,263 @@ fn dashboard_renders_in_headless_chromium_with_its_cards_and_charts() {
         assert!(console.is_empty(), "console messages: {console:#?}");
         assert!(dom.contains("id=\"chart-latency-7d\""));
     });
+}
+
+/// Measures, in the page Chromium renders, every card row: its label must be one line (its
+/// text's line boxes, and its height against its line height), not cut, not overlapping its
+/// value, inside its card; and the page must not scroll sideways. Writes what it found as JSON
+/// into `<pre id="layout-check">`, for `--dump-dom` to carry out.
+const LAYOUT_CHECK: &str = r#"<script>
+(() => {
+  const out = { width: window.innerWidth, scroll_width: document.documentElement.scrollWidth, rows: 0, bad: [] };
+  for (const row of document.querySelectorAll('.status-card .metrics')) {
+    const label = row.querySelector('.label'), value = row.querySelector('.value');
+    if (!label || !value) { out.bad.push('a row without label or value: ' + row.textContent); continue; }
+    out.rows++;
+    const name = JSON.stringify(label.textContent);
+    const l = label.getBoundingClientRect(), v = value.getBoundingClientRect();
+    const text = document.createRange();
+    text.selectNodeContents(label);
+    const lines = new Set([...text.getClientRects()].map(r => Math.round(r.top))).size;
+    let lineHeight = parseFloat(getComputedStyle(label).lineHeight);
+    if (!(lineHeight > 0)) lineHeight = parseFloat(getComputedStyle(label).fontSize) * 1.2;
+    if (lines > 1 || l.height > lineHeight * 1.5) {
+      out.bad.push(name + ' wraps: ' + lines + ' lines, ' + l.height.toFixed(1) + ' px high for ' + lineHeight.toFixed(1) + ' px lines');
+    }
+    const across = Math.min(l.right, v.right) - Math.max(l.left, v.left);
+    const down = Math.min(l.bottom, v.bottom) - Math.max(l.top, v.top);
+    if (value.textContent.length > 0 && across > 0.5 && down > 0.5) {
+      out.bad.push(name + ' overlaps its value ' + JSON.stringify(value.textContent));
+    }
+    if (label.scrollWidth > label.clientWidth + 1) {
+      out.bad.push(name + ' is cut: ' + label.scrollWidth + ' px in ' + label.clientWidth + ' px');
+    }
+    const card = row.closest('.status-card').getBoundingClientRect();
+    if (l.right > card.right + 0.5 || v.right > card.right + 0.5) out.bad.push(name + ' or its value runs out of its card');
+  }
+  const pre = document.createElement('pre');
+  pre.id = 'layout-check';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>"#;
+
+/// Chromium's windows are at least this wide (`--window-size=390,900` lays pages out at 500
+/// px): a narrower viewport is an iframe of that width, whose own viewport and media queries
+/// are the width asked for.
+const NARROWEST_WINDOW: u32 = 500;
+
+/// Renders `page` (a copy with [`LAYOUT_CHECK`] added) in headless Chromium at `width` px and
+/// returns what the check found, and a screenshot of the page itself at that width.
+fn layout_at(chrome: &std::path::Path, env: &TestEnv, page: &std::path::Path, width: u32) -> (Value, Vec<u8>) {
+    let html = std::fs::read_to_string(page).unwrap();
+    assert_eq!(html.matches("</body>").count(), 1);
+    let checked = env.path(&format!("dashboard-check-{width}.html"));
+    std::fs::write(&checked, html.replace("</body>", &format!("{LAYOUT_CHECK}</body>"))).unwrap();
+    // The URL showing `shown` at `width` px, and the window's width.
+    let at_width = |shown: &std::path::Path, name: &str| -> (String, u32) {
+        if width >= NARROWEST_WINDOW {
+            return (format!("file://{}", shown.display()), width);
+        }
+        let frame = env.path(&format!("{name}-{width}.html"));
+        std::fs::write(
+            &frame,
+            format!(
+                "<!DOCTYPE html><html><body style=\"margin:0;background:#1e2430\">\
+                 <iframe src=\"file://{}\" style=\"border:0;width:{width}px;height:900px\" onload=\"\
+                 const found = this.contentDocument.getElementById('layout-check');\
+                 const pre = document.createElement('pre'); pre.id = 'layout-check';\
+                 pre.textContent = found ? found.textContent : 'null'; document.body.appendChild(pre);\">\
+                 </iframe></body></html>",
+                shown.display()
+            ),
+        )
+        .unwrap();
+        (format!("file://{}", frame.display()), NARROWEST_WINDOW)
+    };
+    let (url, window) = at_width(&checked, "dashboard-check-frame");
+    let size = format!("--window-size={window},900");
+    let args = [&size, "--allow-file-access-from-files", "--run-all-compositor-stages-before-draw"];
+    let (dom, console) = chromium(chrome, env, &url, &[&args[..], &["--dump-dom"]].concat());
+    assert!(console.is_empty(), "console messages at {width} px: {console:#?}");
+    let at = dom.find("<pre id=\"layout-check\">").unwrap_or_else(|| panic!("the check did not run: {dom}"));
+    let json = &dom[at + "<pre id=\"layout-check\">".len()..];
+    let json = json[..json.find("</pre>").unwrap()].replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&");
+    let found: Value = serde_json::from_str(&json).unwrap();
+    let shot = env.path(&format!("dashboard-{width}.png"));
+    let (url, _) = at_width(page, "dashboard-frame");
+    let (_, console) =
+        chromium(chrome, env, &url, &[&args[..], &[format!("--screenshot={}", shot.display()).as_str()]].concat());
+    assert!(console.is_empty(), "console messages at {width} px: {console:#?}");
+    (found, std::fs::read(&shot).unwrap())
+}
+
+/// The `<p>` lines of the Recent Alerts card.
+fn alert_lines(page: &str) -> Vec<String> {
+    let at = page.find("<div id=\"recent-alerts\">").unwrap();
+    let card = &page[at..at + page[at..].find("</div>").unwrap()];
+    card.split("<p>").skip(1).map(|p| p.trim_end_matches("</p>").to_owned()).collect()
+}
+
+/// The page from its first snapshot on, built by the tools themselves: collect against a real
+/// redis-server, a full health check, and monitor rounds while that server is stopped and
+/// started again (an alert that flaps), then checked in headless Chromium at a desktop's and a
+/// phone's width.
+#[test]
+fn a_young_dashboard_zooms_to_its_snapshots_collapses_flapping_and_keeps_labels_on_one_line() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "project_name = \"shop\"\n[[redis]]\nname = \"main\"\nurl = \"{}\"\n[system]\ngpu = false\n\
+         [health]\nload_per_cpu = {{ warn = 1000.0, crit = 2000.0 }}\n\
+         [[alerts.rules]]\nname = \"Redis Down\"\ncondition = \"tier_unavailable\"\nseverity = \"critical\"\n\
+         tiers = [\"redis\"]\n",
+        redis.url()
+    ));
+    let page = env.path("dashboard.html");
+    let render = || {
+        env.run(ANALYTICS, &["dashboard", "--output", page.to_str().unwrap()]).expect_code(0);
+        std::fs::read_to_string(&page).unwrap()
+    };
+    let charts = ["hit-ratio", "memory", "latency", "operations"];
+    let traffic = |redis: &RedisServer, round: u32| {
+        let mut conn = redis.connection();
+        for i in 0..50 {
+            let _: () =
+                redis::cmd("SET").arg(format!("app:k{round}:{i}")).arg("v".repeat(100)).query(&mut conn).unwrap();
+            for _ in 0..4 {
+                let _: Option<String> = redis::cmd("GET").arg(format!("app:k{round}:{i}")).query(&mut conn).unwrap();
+            }
+            let _: Option<String> = redis::cmd("GET").arg(format!("app:none:{i}")).query(&mut conn).unwrap();
+        }
+    };
+
+    // No snapshot yet: every chart is the note, with 0.
+    let html = render();
+    for chart in charts {
+        for range in ["24h", "7d"] {
+            let id = format!("id=\"chart-{chart}-{range}\"");
+            let at = html.find(&id).unwrap_or_else(|| panic!("no {id}: {html}"));
+            let note = &html[at..at + html[at..].find("</p></div>").unwrap()];
+            assert!(note.starts_with(&format!("{id} role=\"img\"")), "{id} is no note: {note}");
+            assert!(note.ends_with("not enough data yet (0 snapshots)"), "{note}");
+        }
+    }
+    assert!(!html.contains("<svg"), "{html}");
+    // Two snapshots: still a note, saying 2.
+    for round in 0..2 {
+        traffic(&redis, round);
+        env.run(ANALYTICS, &["collect", "-q"]).expect_code(0);
+    }
+    let html = render();
+    assert_eq!(html.matches("not enough data yet (2 snapshots)").count(), 4, "{html}");
+    assert!(!html.contains("<polyline"), "{html}");
+    // The third: charts, spanning the snapshots there are (seconds), not 24 hours.
+    traffic(&redis, 2);
+    env.run(ANALYTICS, &["collect", "-q"]).expect_code(0);
+    let taken: Vec<chrono::DateTime<chrono::Utc>> =
+        std::fs::read_to_string(env.state_dir().join("analytics/history.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let t = serde_json::from_str::<Value>(l).unwrap()["timestamp"].as_str().unwrap().to_owned();
+                chrono::DateTime::parse_from_rfc3339(&t).unwrap().to_utc()
+            })
+            .collect();
+    let times: Vec<String> = taken.iter().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).collect();
+    assert_eq!(times.len(), 3);
+    let html = render();
+    for chart in charts {
+        let id = format!("id=\"chart-{chart}-24h\"");
+        let at = html.find(&id).unwrap_or_else(|| panic!("no {id}: {html}"));
+        let svg = &html[at..at + html[at..].find("</svg>").unwrap()];
+        let range = format!("data-from=\"{}\" data-to=\"{}\" data-snapshots=\"3\"", times[0], times[2]);
+        assert!(svg.contains(&range), "{chart} does not span the snapshots {range}: {svg}");
+        assert!(svg.contains("<polyline class=\"line\""), "{chart} has no line: {svg}");
+    }
+    // The memory line runs from the frame's left edge to its right.
+    let at = html.find("id=\"chart-memory-24h\"").unwrap();
+    let points = &html[at + html[at..].find("points=\"").unwrap() + 8..];
+    let points: Vec<&str> = points[..points.find('"').unwrap()].split(' ').collect();
+    assert_eq!(points.len(), 3, "{points:?}");
+    assert!(points[0].starts_with("70.0,") && points[2].starts_with("630.0,"), "{points:?}");
+    assert!(html.contains("The history so far (3 snapshots, since "), "{html}");
+    // The hit ratio is of the minute or so there is: 400 hits of 500 lookups in the last two rounds
+    // (the toolkit's own lookups not counted).
+    let minutes = (taken[2] - taken[0]).num_minutes().max(1);
+    assert!(html.contains(&format!("title=\"Cache Hit Ratio ({minutes} min):\"")), "{html}");
+    assert!(html.contains("<span class=\"value\" id=\"hit-ratio\">80.0%</span>"), "{html}");
+
+    // A full check, then monitor rounds with the server stopped and started three times.
+    let check = env.run(HEALTH, &["check", "-q"]);
+    assert!(check.code() <= 1, "{}", check.dump());
+    assert!(env.state_dir().join("health/last-full-check.json").exists());
+    let base = chrono::Utc::now() - chrono::Duration::minutes(30);
+    let round = |minute: i64| {
+        let mut cmd = env.command(HEALTH, &["monitor", "--once", "--tier", "redis", "-q"]);
+        cmd.env("CACHE_NOW", (base + chrono::Duration::minutes(minute)).to_rfc3339());
+        env.run_command(cmd).expect_code(0);
+    };
+    round(0);
+    for i in 0..3 {
+        redis.stop();
+        round(1 + 2 * i);
+        redis.restart();
+        round(2 + 2 * i);
+    }
+    let log: Vec<Value> = std::fs::read_to_string(env.state_dir().join("alerts/log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = log.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["firing", "resolved", "firing", "resolved", "firing", "resolved"], "{log:#?}");
+    let first = chrono::DateTime::parse_from_rfc3339(log[0]["time"].as_str().unwrap()).unwrap().to_utc();
+
+    let html = render();
+    let lines = alert_lines(&html);
+    // The alert: one line, its six changes counted, since the first, in its latest state.
+    let down: Vec<&String> = lines.iter().filter(|l| l.contains("Redis Down")).collect();
+    assert_eq!(down.len(), 1, "{lines:#?}");
+    assert!(down[0].starts_with("Redis Down on redis/main — flapping: 6 transitions since "), "{lines:#?}");
+    assert!(
+        down[0].contains(&first.format("%H:%M UTC").to_string()) && down[0].contains(", now resolved ("),
+        "{lines:#?}"
+    );
+    // The health checks saw the same: failed and back three times (and whatever the full
+    // check saw before), one line.
+    let mut statuses: Vec<String> = Vec::new();
+    for line in std::fs::read_to_string(env.state_dir().join("health/history.jsonl")).unwrap().lines() {
+        let line: Value = serde_json::from_str(line).unwrap();
+        for t in line["targets"].as_array().unwrap() {
+            if t["tier"] == "redis" && t["name"] == "main" {
+                statuses.push(t["status"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    let changed = statuses.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(changed >= 6, "{statuses:?}");
+    let status: Vec<&String> = lines.iter().filter(|l| l.starts_with("redis/main")).collect();
+    assert_eq!(status.len(), 1, "{lines:#?}");
+    assert!(status[0].starts_with(&format!("redis/main — flapping: {changed} status changes since ")), "{lines:#?}");
+    assert!(status[0].contains(&format!(", now {} (", statuses.last().unwrap())), "{lines:#?}");
+
+    // In Chromium, at a desktop's width and a phone's: no label wraps, is cut or meets its value.
+    let Some(chrome) = ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|b| find_binary(b, &[]))
+    else {
+        missing("chromium (Debian package chromium)");
+        return;
+    };
+    for width in [1400, 390] {
+        let (found, png) = layout_at(&chrome, &env, &page, width);
+        assert_eq!(found["width"], width, "the page was laid out at another width: {found:#}");
+        assert!(found["rows"].as_u64().unwrap() >= 10, "{found:#}");
+        assert_eq!(found["bad"], serde_json::json!([]), "at {width} px: {found:#}");
+        assert!(found["scroll_width"].as_u64().unwrap() <= u64::from(width), "the page scrolls sideways: {found:#}");
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "screenshot of {} bytes", png.len());
+        let kept = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-young-{width}.png"));
+        std::fs::write(kept, &png).unwrap();
+    }
 }
 
 #[test]

@@ -184,6 +184,97 @@ async fn postgres_rows_go_in_bounded_statements_by_mode_and_category() {
     assert_eq!((count("stale-").await, count("other-").await, count("k").await), (0, 0, 25));
 }
 
+/// The statement bound is enforced, not only aimed at: rows that cost far more to delete than
+/// the first chunk assumes (a trigger sleeps 0.5 ms per row, about 900 rows in the first chunk of
+/// 256 pages) are deleted in statements cancelled at `max_statement` and retried smaller.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_statements_past_max_statement_are_cancelled_and_retried_smaller() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.create_database("app").await;
+    let db = pg.client("app").await;
+    db.batch_execute(crate::health_table_sql()).await.unwrap();
+    db.batch_execute(
+        "INSERT INTO cache_entries (key, value, category, expires_at, accessed_at)
+           SELECT 'expired-' || i, jsonb_build_object('v', repeat('x', 2000)), 'pay', now() - interval '1 hour', now()
+             FROM generate_series(1, 3000) i;
+         CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN PERFORM pg_sleep(0.0005); RETURN OLD; END $$;
+         CREATE TRIGGER slow BEFORE DELETE ON cache_entries FOR EACH ROW EXECUTE FUNCTION slow_delete();",
+    )
+    .await
+    .unwrap();
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n[cleanup]\nmax_statement = \"100ms\"\nmax_delete_share = 1.0\n"
+    ));
+    let out = env.run(CLEANUP, &["light", "--yes", "--tier", "postgres", "--format", "json"]);
+    out.expect_code(0);
+    let target = &out.json()["targets"][0];
+    assert_eq!(target["removed"], 3000, "{target:#}");
+    let left: i64 =
+        db.query_one("SELECT count(*) FROM cache_entries WHERE key LIKE 'expired-%'", &[]).await.unwrap().get(0);
+    assert_eq!(left, 0);
+    let notes = target["notes"].to_string();
+    assert!(notes.contains("reached max_statement (100ms) and were retried on smaller chunks"), "{notes}");
+    let longest: f64 = notes.split("longest DELETE ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    // Cancelled at 100 ms; the margin is the cancel's round trip on a busy machine.
+    assert!(longest <= 160.0, "a statement ran {longest} ms: {notes}");
+}
+
+/// Rows the application holds locked: the cleanup waits at most `lock_timeout` per try (its
+/// `max_statement`), retries after growing pauses, and leaves the chunk to the next run rather
+/// than queue behind the application; the rows the application released go on the next run.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_rows_the_application_holds_wait_briefly_then_go_on_the_next_run() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.create_database("app").await;
+    let db = pg.client("app").await;
+    db.batch_execute(crate::health_table_sql()).await.unwrap();
+    db.batch_execute(
+        "INSERT INTO cache_entries (key, value, category, expires_at, accessed_at)
+           SELECT 'expired-' || i, '{}', 'pay', now() - interval '1 hour', now() FROM generate_series(1, 5000) i",
+    )
+    .await
+    .unwrap();
+    // The application holds one expired row in an open transaction.
+    let mut app = pg.client("app").await;
+    let tx = app.transaction().await.unwrap();
+    tx.execute("SELECT 1 FROM cache_entries WHERE key = 'expired-2500' FOR UPDATE", &[]).await.unwrap();
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[[postgres]]\nname = \"main\"\nurl = \"{url}\"\n[cleanup]\nmax_statement = \"100ms\"\nmax_delete_share = 1.0\n"
+    ));
+    let started = std::time::Instant::now();
+    let out = env.run(CLEANUP, &["light", "--yes", "--tier", "postgres", "--format", "json"]);
+    out.expect_code(0);
+    // The chunk narrows to the held row's page, which is tried four times (pauses of 200, 400
+    // and 800 ms, tries of at most 100 ms each): never the application's whole transaction.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+    let target = &out.json()["targets"][0];
+    let notes = target["notes"].to_string();
+    let waits: u64 =
+        notes.split("the application's locks: ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(waits >= 4, "{notes}");
+    assert!(
+        notes.contains("1 chunks of pages left to the next run: the application kept their rows locked"),
+        "{notes}"
+    );
+    let left: i64 =
+        db.query_one("SELECT count(*) FROM cache_entries WHERE key LIKE 'expired-%'", &[]).await.unwrap().get(0);
+    let removed = target["removed"].as_i64().unwrap();
+    assert_eq!(removed + left, 5000);
+    // One page of about 70 rows stays: the rest went.
+    assert!((1..=200).contains(&left), "the rows beside the held one go: {left} left");
+    let held: i64 =
+        db.query_one("SELECT count(*) FROM cache_entries WHERE key = 'expired-2500'", &[]).await.unwrap().get(0);
+    assert_eq!(held, 1, "the row the application holds is never waited for");
+    tx.rollback().await.unwrap();
+    env.run(CLEANUP, &["light", "--yes", "--tier", "postgres"]).expect_code(0);
+    let left: i64 =
+        db.query_one("SELECT count(*) FROM cache_entries WHERE key LIKE 'expired-%'", &[]).await.unwrap().get(0);
+    assert_eq!(left, 0, "released, they go on the next run");
+}
+
 #[test]
 fn unscoped_selections_are_refused() {
     let env = TestEnv::new();

@@ -45,7 +45,7 @@ async fn start() -> Option<Tiers> {
     let cert = SelfSigned::generate()?;
     let redis = RedisServer::start()?;
     let redis_tls = RedisServer::start_tls(&cert)?;
-    let pg = PgServer::start_with(PgOptions { tls: Some(&cert) })?;
+    let pg = PgServer::start_with(PgOptions { tls: Some(&cert), ..Default::default() })?;
     pg.create_database("app").await;
     pg.client("app").await.batch_execute(crate::health_table_sql()).await.unwrap();
     let mem0 = Mem0Server::platform("m0-key");

@@ -4,6 +4,7 @@
 
 mod alertmanager;
 mod analytics;
+mod api;
 mod backup;
 mod bigkeys;
 mod cleanup;

@@ -84,7 +84,7 @@ fn the_crontab_block_is_accepted_by_cron_idempotent_keeps_other_lines_and_refuse
 }
 
 /// A directory with each tool under its real name (links to this package's copies).
-fn tool_dir(env: &TestEnv) -> std::path::PathBuf {
+pub(crate) fn tool_dir(env: &TestEnv) -> std::path::PathBuf {
     let dir = env.path("bin");
     std::fs::create_dir_all(&dir).unwrap();
     for (name, bin) in [

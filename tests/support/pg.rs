@@ -29,6 +29,9 @@ pub struct PgOptions<'a> {
     /// Also listen on 127.0.0.1, with TLS using this certificate, and accept TCP clients only
     /// over TLS (`hostssl`), so a plaintext connection is refused.
     pub tls: Option<&'a crate::SelfSigned>,
+    /// Run with PostgreSQL's default durability (fsync, synchronous commit, full-page writes)
+    /// and shared buffers, as production does: benchmarks. Tests run without, for speed.
+    pub durable: bool,
 }
 
 struct Binaries {
@@ -157,8 +160,23 @@ impl PgServer {
                 .arg(dir.path())
                 .args(["-p", &port.to_string()])
                 .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
-                .args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
-                .args(["-c", "max_connections=40", "-c", "shared_buffers=16MB"])
+                .args(if options.durable {
+                    ["-c", "shared_buffers=128MB", "-c", "max_connections=40"].as_slice()
+                } else {
+                    [
+                        "-c",
+                        "fsync=off",
+                        "-c",
+                        "synchronous_commit=off",
+                        "-c",
+                        "full_page_writes=off",
+                        "-c",
+                        "max_connections=40",
+                        "-c",
+                        "shared_buffers=16MB",
+                    ]
+                    .as_slice()
+                })
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log),

@@ -2,7 +2,8 @@
 //!
 //! It first installs what the tests need and the machine lacks (redis-server, PostgreSQL,
 //! promtool, alertmanager, chromium, cron, systemd-analyze; with apt-get when root; kubernetes-validate,
-//! mem0ai, upstash-redis and moto (an S3-compatible server) from PyPI with pip), then runs formatting, lints with and without default features, the
+//! mem0ai, upstash-redis, moto (an S3-compatible server) and openapi-spec-validator (which checks
+//! docs/api/openapi.json) from PyPI with pip), then runs formatting, lints with and without default features, the
 //! generated-files check, the whole test suite (with `CI` set, so no server test can skip), and
 //! the documentation build.
 
@@ -38,6 +39,7 @@ const NEEDED_PYPI: &[(&str, &str)] = &[
     ("python3:mem0.client.main", "mem0ai"),
     ("python3:upstash_redis", "upstash-redis"),
     ("moto_server", "moto[server]"),
+    ("openapi-spec-validator", "openapi-spec-validator"),
 ];
 
 pub(crate) fn run() -> anyhow::Result<()> {

@@ -34,8 +34,9 @@ enum Task {
         /// Which benchmark: `cleanup`, `backup` or `debug`
         what: String,
         /// Run only these stages: analysis, unlink, evict, postgres, files, logs (cleanup); archive,
-        /// verify, bigkey (backup: a 500 MB hash, the server's worst stall and the RSS); memory
-        /// (debug)
+        /// verify, bigkey (backup: a 500 MB hash, the server's worst stall and the RSS); memory,
+        /// mixed (1M keys of mixed shapes, with the harm bounds), rss (100k against 3M keys),
+        /// cluster (a 3-primary cluster against one node) (debug)
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },

@@ -13,6 +13,8 @@
 //! have is false. A message template puts metrics in with Python's format specs, as seed 000
 //! writes them: `{hit_ratio:.1%}`, `{latency_ms:.0f}`, `{target}`; `{{` and `}}` are braces.
 
+pub mod flapping;
+
 use std::collections::BTreeMap;
 use std::fmt;
 

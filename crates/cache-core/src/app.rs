@@ -302,13 +302,14 @@ impl Context {
         // job its command does (which only that command's real runs stand for).
         let record_as = self.common.scheduled.as_deref().unwrap_or(&work.record);
         let trigger = self.trigger();
+        let run_id = self.common.run_id.clone();
         let begin =
-            |window: Option<String>| RunLog::begin(record_as, &work.command).started_by(trigger, work.lock, window);
+            || RunLog::begin(record_as, &work.command).started_by(trigger, work.lock, None).with_id(run_id.clone());
         let mut lock = match lock {
             Ok(lock) => lock,
             Err(e) => {
                 if crate::error::kind(&e) == Some(crate::error::Kind::Locked) {
-                    let record = begin(None).finish(
+                    let record = begin().finish(
                         Outcome::Locked,
                         crate::exit::LOCKED,
                         serde_json::Value::Null,
@@ -327,13 +328,15 @@ impl Context {
                 tracing::warn!("recording the killed run {}: {e:#}", killed.command);
             }
         }
-        lock.record_run(record_as, trigger)?;
+        // The record is begun now, so that the lock names the id it will have.
+        let log = begin();
+        lock.record_run(record_as, trigger, &log.id())?;
         let mut pass = None;
         if let Some(name) = &self.common.scheduled {
             match crate::gate::check(self, name, self.common.emergency).await? {
                 Ok(p) => pass = Some(p),
                 Err(skipped) => {
-                    let record = begin(None).finish(
+                    let record = log.finish(
                         Outcome::Skipped,
                         crate::exit::SUCCESS,
                         serde_json::Value::Null,
@@ -344,7 +347,7 @@ impl Context {
                 }
             }
         }
-        let log = begin(pass.as_ref().and_then(|p| p.window()).map(str::to_owned));
+        let log = log.admitted_by(pass.as_ref().and_then(|p| p.window()).map(str::to_owned));
         // Nothing runs unattended for ever: past its deadline the job is stopped at its next
         // await and recorded `interrupted`.
         let limit = self

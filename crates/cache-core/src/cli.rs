@@ -43,6 +43,11 @@ pub struct CommonArgs {
     #[arg(long, global = true, value_enum, hide = true)]
     pub trigger: Option<crate::runs::Trigger>,
 
+    /// The id the run's record takes (passed by the maintenance API, which answers with it
+    /// before the run starts) [default: start time and process id]
+    #[arg(long, global = true, hide = true, value_name = "ID", value_parser = crate::runs::parse_run_id)]
+    pub run_id: Option<String>,
+
     /// More log output on stderr (-v info, -vv debug, -vvv trace)
     #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
     pub verbose: u8,

@@ -14,8 +14,8 @@
 //!
 //! Layout: this module holds [`Config`], [`load`] and [`parse`]; each section's schema is in its
 //! own submodule (`redis`, `postgres`, `memory`, `http`, `files`, `system`, `health`, `cleanup`,
-//! `backup`, `scheduler`, `alerts`, `optimizer`, `analytics`, `debug`), re-exported here; `overrides` applies the
-//! environment, `validate` checks every section once, up front.
+//! `backup`, `scheduler`, `alerts`, `optimizer`, `analytics`, `debug`, `api`), re-exported here;
+//! `overrides` applies the environment, `validate` checks every section once, up front.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +29,7 @@ use crate::error::ConfigError;
 
 mod alerts;
 mod analytics;
+mod api;
 mod backup;
 mod cleanup;
 mod debug;
@@ -47,6 +48,7 @@ mod validate;
 
 pub use alerts::{AlertRule, AlertSettings, AutoAction, Channel, RULE_TARGET_KINDS, Remediation, Severity, SmtpTls};
 pub use analytics::AnalyticsSettings;
+pub use api::{ApiSettings, MIN_TOKEN_LEN};
 pub use backup::{BackupSettings, RedisBackupMethod, RemoteKind, RemoteTarget};
 pub use cleanup::{CleanupSettings, ModePolicy, Modes, ScanMethod, SizeBasis, SmartThresholds};
 pub use debug::{BUILTIN_LOG_PATTERNS, DebugSettings, LogPattern};
@@ -124,6 +126,8 @@ pub struct Config {
     pub alerts: AlertSettings,
     /// The schedule and how cache-scheduler renders and gates it.
     pub scheduler: SchedulerSettings,
+    /// The maintenance API and dashboard (`cache-scheduler serve`).
+    pub api: ApiSettings,
 }
 
 impl Default for Config {
@@ -152,6 +156,7 @@ impl Default for Config {
             debug: DebugSettings::default(),
             alerts: AlertSettings::default(),
             scheduler: SchedulerSettings::default(),
+            api: ApiSettings::default(),
         }
     }
 }

@@ -46,6 +46,9 @@ impl EnvVars {
     /// Log filter for `tracing` (overrides `-v`/`-q`), e.g. `cache_core=debug`.
     pub const CACHE_LOG: &'static str = "CACHE_LOG";
 
+    /// The maintenance API's bearer token (`[api] token`; a secret).
+    pub const CACHE_API_TOKEN: &'static str = "CACHE_API_TOKEN";
+
     /// A fixed "now" (RFC 3339) for the alert engine's clock: drills and tests drive time with it.
     pub const CACHE_NOW: &'static str = "CACHE_NOW";
     /// The search path, where cache-backup looks for `redis-server` and `redis-check-rdb`.
@@ -73,6 +76,7 @@ impl EnvVars {
         (Self::PROJECT_NAME, "project name: memory-API user id and cache-table project"),
         (Self::NO_COLOR, "disable colour in tables and messages"),
         (Self::CACHE_LOG, "tracing filter for the log on stderr, overriding `-v`/`-q`"),
+        (Self::CACHE_API_TOKEN, "bearer token of the maintenance API (`cache-scheduler serve`), over `[api] token`"),
         (Self::CACHE_NOW, "fixed current time (RFC 3339) for `cache-health monitor` and `alerts`: drills and tests"),
         (Self::PATH, "where cache-backup finds `redis-server` and `redis-check-rdb`"),
     ];

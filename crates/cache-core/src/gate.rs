@@ -142,6 +142,17 @@ pub fn never_admitted(job: &Effective, windows: &Windows, timezone: &str, from: 
     Ok(true)
 }
 
+/// The window that admits a heavy job of task type `task` at `at`: the first open then that
+/// allows the task (`None` when none is; with no windows at all, heavy jobs need none).
+pub fn admitting<'w>(windows: &'w Windows, task: &str, at: DateTime<Utc>) -> anyhow::Result<Option<&'w Window>> {
+    for w in &windows.windows {
+        if w.allows(task) && w.open_since(at)?.is_some() {
+            return Ok(Some(w));
+        }
+    }
+    Ok(None)
+}
+
 /// The enabled heavy jobs of `jobs` that no window of `windows` can ever admit.
 pub fn never_admitted_jobs(
     jobs: &[Effective],
@@ -235,14 +246,7 @@ pub async fn check(ctx: &Context, name: &str, emergency: bool) -> anyhow::Result
     if job.spec.heavy && !emergency {
         let windows = windows(state)?;
         if !windows.windows.is_empty() {
-            let mut open = None;
-            for w in &windows.windows {
-                if w.allows(&job.spec.task) && w.open_since(now)?.is_some() {
-                    open = Some(w);
-                    break;
-                }
-            }
-            let Some(window) = open else {
+            let Some(window) = admitting(&windows, &job.spec.task, now)? else {
                 return Ok(Err(Skipped(format!(
                     "`{name}` is heavy ({} task) and no maintenance window allowing it is open; --emergency runs it anyway",
                     job.spec.task

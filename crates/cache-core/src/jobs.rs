@@ -108,7 +108,7 @@ impl JobStatus {
 }
 
 /// A job's last run.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct LastRun {
     /// When it started.
     pub started_at: DateTime<Utc>,

@@ -92,6 +92,61 @@ impl Primaries {
     }
 }
 
+/// What a scan of every primary ([`Primaries::scan`]) yields, primary by primary.
+pub enum ScanEvent {
+    /// A batch of keys from a primary.
+    Batch(Vec<crate::scan::KeyInfo>),
+    /// A primary's scan ended: complete when `error` is `None`. `scanner` is `None` when the
+    /// scan could not start; it holds what the scan learned (refusals, calls, batch size).
+    End {
+        /// The scanner, once done.
+        scanner: Option<Box<crate::scan::Scanner>>,
+        /// What stopped the scan early.
+        error: Option<redis::RedisError>,
+    },
+}
+
+impl Primaries {
+    /// Scans every primary reached, at most the target's `concurrency` at once (each under
+    /// its own call budget: the primaries are different servers), with `options(primary)`:
+    /// a stream of `(index of the primary, event)`, batches of different primaries
+    /// interleaved, each primary's scan ending with one [`ScanEvent::End`]. With `state`, each
+    /// scan's lookups are recorded in its ledger ([`crate::ledger`]).
+    pub fn scan<'p>(
+        &'p self,
+        options: impl Fn(&Primary) -> crate::scan::ScanOptions + 'p,
+        state: Option<&'p crate::state::StateDir>,
+    ) -> impl futures::Stream<Item = (usize, ScanEvent)> + 'p {
+        use futures::StreamExt as _;
+        let per_primary = move |(index, node): (usize, &'p Primary)| {
+            let opts = options(node);
+            let start = async move {
+                let scanner = crate::scan::Scanner::new(node.conn.clone(), opts, 0).await;
+                scanner.map(|s| match state {
+                    Some(state) => s.recording(state, node.run_id()),
+                    None => s,
+                })
+            };
+            // Boxed: `flatten_unordered` needs each primary's stream to be `Unpin`.
+            Box::pin(futures::stream::once(start).flat_map(|started| {
+                futures::stream::unfold(Some(started), |step| async move {
+                    let event = match step? {
+                        Err(error) => ScanEvent::End { scanner: None, error: Some(error) },
+                        Ok(mut scanner) => match scanner.next_batch().await {
+                            Ok(Some(batch)) => return Some((ScanEvent::Batch(batch), Some(Ok(scanner)))),
+                            Ok(None) => ScanEvent::End { scanner: Some(Box::new(scanner)), error: None },
+                            Err(error) => ScanEvent::End { scanner: Some(Box::new(scanner)), error: Some(error) },
+                        },
+                    };
+                    Some((event, None))
+                })
+            }))
+            .map(move |event| (index, event))
+        };
+        futures::stream::iter(self.nodes.iter().enumerate()).map(per_primary).flatten_unordered(self.concurrency)
+    }
+}
+
 impl<'a> Keyspace<'a> {
     /// The keyspace of `target` under `config`'s cleanup protection and project namespace.
     pub fn new(config: &'a Config, target: &'a RedisTarget) -> Self {

@@ -32,6 +32,7 @@ pub mod journal;
 pub mod keyspace;
 pub mod ledger;
 pub mod lock;
+pub mod maintenance;
 pub mod messages;
 pub mod output;
 pub mod redact;

@@ -39,6 +39,9 @@ pub struct LockHolder {
     /// What started it.
     #[serde(default)]
     pub trigger: crate::runs::Trigger,
+    /// The id its run record will have, once its gates let it run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 /// A held job lock; released on drop.
@@ -180,6 +183,7 @@ impl JobLock {
             command: command.to_owned(),
             job: None,
             trigger: crate::runs::Trigger::default(),
+            run_id: None,
         };
         let mut lock = Self { file, path, holder, left };
         lock.write_holder()?;
@@ -201,19 +205,27 @@ impl JobLock {
         self.left.take()
     }
 
-    /// Names the run that now holds the lock (recorded as `job`, started by `trigger`), so that
-    /// if it is killed the next run can record it as interrupted.
-    pub fn record_run(&mut self, job: &str, trigger: crate::runs::Trigger) -> anyhow::Result<()> {
+    /// Names the run that now holds the lock (recorded as `job`, started by `trigger`, its
+    /// record to have id `run_id`), so that if it is killed the next run can record it as
+    /// interrupted, and so that the maintenance API can show it running.
+    pub fn record_run(&mut self, job: &str, trigger: crate::runs::Trigger, run_id: &str) -> anyhow::Result<()> {
         self.holder.job = Some(job.to_owned());
         self.holder.trigger = trigger;
+        self.holder.run_id = Some(run_id.to_owned());
         self.write_holder()
     }
 
-    /// Who holds `job`'s lock now, if anyone.
+    /// Who holds `job`'s lock now, if anyone. An empty lock file is held by no one (a holder
+    /// writes itself into the file as it takes the lock, and clears it before letting go), so
+    /// it is not probed: probing takes the lock for an instant, which a run starting in that
+    /// instant would find held; the maintenance API and status probe every lock often.
     pub fn holder(state: &StateDir, job: &str) -> anyhow::Result<Option<LockHolder>> {
         let path = lock_path(state, job);
-        if !path.exists() {
-            return Ok(None);
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.len() == 0 => return Ok(None),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("probing `{}`", path.display())),
         }
         let mut file = open(&path)?;
         match file.try_lock() {

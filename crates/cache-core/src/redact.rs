@@ -369,6 +369,16 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// Whether `candidate` is the secret, compared in constant time: both are hashed first
+    /// (so neither the length nor the first differing byte shows in the time taken), then
+    /// every byte of the digests is compared.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        use sha2::{Digest, Sha256};
+        let (a, b) = (Sha256::digest(self.0.as_bytes()), Sha256::digest(candidate));
+        let differ = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+        std::hint::black_box(differ) == 0
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -397,6 +407,15 @@ impl<'de> Deserialize<'de> for Secret {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_secret_matches_itself_only() {
+        let s = super::Secret::new("api-token-0123456789abcdef");
+        assert!(s.matches(b"api-token-0123456789abcdef"));
+        for other in [&b""[..], b"api-token-0123456789abcdeF", b"api-token-0123456789abcdef ", b"api-token"] {
+            assert!(!s.matches(other), "{}", String::from_utf8_lossy(other));
+        }
+    }
+
     #[test]
     fn a_secret_webhook_urls_token_is_scrubbed_where_it_appears_alone() {
         let _hook =

@@ -79,6 +79,8 @@ pub enum Trigger {
     Oneoff,
     /// An alert rule's automatic action (cache-health monitor).
     Remediation,
+    /// A request to the maintenance API (`POST /api/system/maintenance/execute/{task}`).
+    Api,
 }
 
 /// One step of a run.
@@ -139,6 +141,7 @@ pub struct RunRecord {
 /// A run in progress: collects steps until [`RunLog::finish`].
 #[derive(Debug)]
 pub struct RunLog {
+    id: Option<String>,
     job: String,
     command: String,
     trigger: Trigger,
@@ -154,6 +157,7 @@ impl RunLog {
     /// the clock see their runs at the time they chose).
     pub fn begin(job: &str, command: &str) -> Self {
         Self {
+            id: None,
             job: job.to_owned(),
             command: command.to_owned(),
             trigger: Trigger::Manual,
@@ -175,14 +179,29 @@ impl RunLog {
         self
     }
 
+    /// Records the maintenance window that admitted the run.
+    #[must_use]
+    pub fn admitted_by(mut self, window: Option<String>) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Gives the record the id `id` (one [`parse_run_id`] accepts) instead of its own.
+    #[must_use]
+    pub fn with_id(mut self, id: Option<String>) -> Self {
+        self.id = id;
+        self
+    }
+
     /// The job name.
     pub fn job(&self) -> &str {
         &self.job
     }
 
-    /// The id its record will have ([`RunRecord::id`]): start time and process id.
+    /// The id its record will have ([`RunRecord::id`]): the one given by [`RunLog::with_id`],
+    /// else start time and process id.
     pub fn id(&self) -> String {
-        format!("{}-{}", self.started_at.format("%Y%m%dT%H%M%S%.3fZ"), std::process::id())
+        self.id.clone().unwrap_or_else(|| run_id(self.started_at, std::process::id()))
     }
 
     /// Adds a finished step.
@@ -223,6 +242,36 @@ impl RunLog {
     }
 }
 
+/// The id of a run that started at `started_at` in process `pid`: `20261122T010000.123Z-4242`.
+/// Ids begin with their start time, so that the history can be searched from there.
+pub fn run_id(started_at: DateTime<Utc>, pid: u32) -> String {
+    format!("{}-{pid}", started_at.format(ID_TIME))
+}
+
+/// How a run id begins: its start time.
+const ID_TIME: &str = "%Y%m%dT%H%M%S%.3fZ";
+
+/// When the run of id `id` started, read from the id (`None` for an id not made by
+/// [`run_id`]).
+pub fn id_time(id: &str) -> Option<DateTime<Utc>> {
+    let time = id.get(..id.find('Z')? + 1)?;
+    chrono::NaiveDateTime::parse_from_str(time, ID_TIME).ok().map(|t| t.and_utc())
+}
+
+/// Checks a run id given on the command line (`--run-id`): a time as [`run_id`] makes them,
+/// then `-` and letters, digits or `-`, at most 64 characters in all.
+pub fn parse_run_id(id: &str) -> Result<String, String> {
+    let rest = id_time(id).and_then(|_| id.split_once("Z-")).map(|(_, rest)| rest);
+    match rest {
+        Some(rest)
+            if id.len() <= 64 && !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+        {
+            Ok(id.to_owned())
+        }
+        _ => Err(format!("`{id}` is no run id (like 20261122T010000.123Z-4242)")),
+    }
+}
+
 /// Appends `record` to the history and, unless it was locked out or a dry run, makes it the
 /// job's last run (`jobs/<job>.json`), and its last success (`jobs/<job>.success.json`) when it
 /// succeeded, so readers of "last run" and "last success" never read the whole history. A dry
@@ -247,7 +296,7 @@ pub fn interrupted(holder: &crate::lock::LockHolder, why: &str) -> RunRecord {
     let found = crate::clock::now().unwrap_or_else(|_| Utc::now());
     let job = holder.job.clone().unwrap_or_else(|| holder.command.clone());
     RunRecord {
-        id: format!("{}-{}", holder.started_at.format("%Y%m%dT%H%M%S%.3fZ"), holder.pid),
+        id: holder.run_id.clone().unwrap_or_else(|| run_id(holder.started_at, holder.pid)),
         job,
         command: holder.command.clone(),
         host: holder.host.clone(),
@@ -342,6 +391,52 @@ mod tests {
     }
 
     #[test]
+    fn run_ids_begin_with_their_time_and_given_ones_are_checked() {
+        let t = DateTime::parse_from_rfc3339("2026-11-22T01:00:00.123Z").unwrap().to_utc();
+        let id = run_id(t, 4242);
+        assert_eq!(id, "20261122T010000.123Z-4242");
+        assert_eq!(id_time(&id), Some(t));
+        assert_eq!(parse_run_id("20261122T010000.123Z-4242-7").as_deref(), Ok("20261122T010000.123Z-4242-7"));
+        for bad in
+            ["", "x", "20261122T010000.123Z", "20261122T010000.123Z-", "20261122T010000.123Z-a b", "2026-11-22-1"]
+        {
+            assert!(parse_run_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_run_id(&format!("20261122T010000.123Z-{}", "9".repeat(60))).is_err(), "too long");
+    }
+
+    #[test]
+    fn queries_page_newest_first_and_find_a_run_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path().to_path_buf()).unwrap();
+        let t0 = DateTime::parse_from_rfc3339("2026-11-22T01:00:00Z").unwrap().to_utc();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let mut log = RunLog::begin("backup", "cache-backup create").with_id(None);
+            log.started_at = t0 + chrono::Duration::minutes(i);
+            let record = log.finish(Outcome::Success, 0, serde_json::Value::Null, None);
+            ids.push(record.id.clone());
+            save(&state, &record).unwrap();
+        }
+        let page = |offset, limit| {
+            let found = query(&state, &Query { offset, limit, ..Query::default() }).unwrap();
+            assert_eq!(found.matched, 5);
+            found.executions.into_iter().map(|r| r.id).collect::<Vec<_>>()
+        };
+        assert_eq!(page(0, 2), [ids[4].clone(), ids[3].clone()]);
+        assert_eq!(page(2, 2), [ids[2].clone(), ids[1].clone()]);
+        assert_eq!(page(4, 2), [ids[0].clone()]);
+        assert!(page(9, 2).is_empty());
+        let until =
+            query(&state, &Query { until: Some(t0 + chrono::Duration::minutes(2)), ..Query::default() }).unwrap();
+        assert_eq!(until.matched, 2);
+        assert_eq!(find(&state, &ids[3]).unwrap().map(|r| r.id), Some(ids[3].clone()));
+        assert_eq!(find(&state, "20261122T010000.000Z-1").unwrap(), None);
+        let given = RunLog::begin("backup", "x").with_id(Some("20261122T010000.000Z-1-0".into()));
+        assert_eq!(given.id(), "20261122T010000.000Z-1-0");
+    }
+
+    #[test]
     fn a_garbled_last_run_file_is_named_and_never_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::open(dir.path().to_path_buf()).unwrap();
@@ -363,9 +458,13 @@ pub struct Query {
     pub job: Option<String>,
     /// Only runs started at or after this time.
     pub since: Option<DateTime<Utc>>,
+    /// Only runs started before this time.
+    pub until: Option<DateTime<Utc>>,
     /// Only runs that ended so.
     pub outcome: Option<Outcome>,
-    /// At most this many, newest first (0: all that matched).
+    /// Leave out this many of the newest that matched (paging).
+    pub offset: usize,
+    /// At most this many, newest first after `offset` (0: all that matched).
     pub limit: usize,
 }
 
@@ -374,7 +473,7 @@ pub struct Query {
 pub struct Executions {
     /// The runs matched, newest first, at most `limit`.
     pub executions: Vec<RunRecord>,
-    /// How many matched in all (more than shown when `limit` cut them).
+    /// How many matched in all (more than shown when `offset` or `limit` cut them).
     pub matched: usize,
     /// Lines of the history that were no run record (skipped, counted).
     pub bad_lines: u64,
@@ -395,10 +494,12 @@ pub fn query(state: &StateDir, q: &Query) -> anyhow::Result<Executions> {
         .into_iter()
         .filter(|r| q.job.as_deref().is_none_or(|j| r.job == j))
         .filter(|r| q.since.is_none_or(|t| r.started_at >= t))
+        .filter(|r| q.until.is_none_or(|t| r.started_at < t))
         .filter(|r| q.outcome.is_none_or(|o| r.outcome == o))
         .collect();
     matched.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
     let total = matched.len();
+    matched.drain(..q.offset.min(total));
     if q.limit > 0 {
         matched.truncate(q.limit);
     }
@@ -408,6 +509,23 @@ pub fn query(state: &StateDir, q: &Query) -> anyhow::Result<Executions> {
         bad_lines: history.bad_lines,
         unread_bytes: history.unread_bytes,
     })
+}
+
+/// The run record of id `id`, if the history (rotated segments included, under the query's
+/// read cap) holds one. The id's time narrows the search to the months from a month before it.
+pub fn find(state: &StateDir, id: &str) -> anyhow::Result<Option<RunRecord>> {
+    let search = |span| -> anyhow::Result<Option<RunRecord>> {
+        let history: crate::state::History<RunRecord> = state.read_history(RUNS_FILE, span, QUERY_MAX_BYTES)?;
+        Ok(history.records.into_iter().rev().find(|r| r.id == id))
+    };
+    // A killed run's record starts when its lock was taken, a moment before its id's time (by
+    // the host's clock, where the id has the run's, which tests and drills may fix).
+    if let Some(t) = id_time(id)
+        && let Some(found) = search(crate::state::Span::Since(t - chrono::Duration::days(31)))?
+    {
+        return Ok(Some(found));
+    }
+    search(crate::state::Span::All)
 }
 
 impl std::str::FromStr for Outcome {

@@ -1,14 +1,21 @@
 //! The keyspace scanner: SCAN in batches, with each key's type, TTL, idle time (or LFU
 //! frequency) and memory, streaming, paced and resumable. Never KEYS.
 //!
-//! Each batch is one round trip: a Lua script runs SCAN and asks about every key server-side.
-//! Where scripts are refused (hosted Redis, ACLs) or cannot work (Redis Cluster checks the slots
-//! of keys a script touches) the scanner falls back to SCAN plus one pipelined round of
-//! TYPE, PTTL, OBJECT and MEMORY USAGE. Facts the server refuses (OBJECT or MEMORY on hosted
-//! Redis) are recorded in [`Scanner::missing`] and the scan goes on with the rest.
+//! The default ([`Method::Pipeline`]) runs SCAN, then asks TYPE, PTTL, OBJECT and MEMORY USAGE
+//! of the keys it found in one pipeline, and keeps a bounded window of such pipelines in flight
+//! while the next SCAN runs: no server call is long (SCAN COUNT adapts to the call budget; each
+//! pipelined command is O(1), MEMORY USAGE sampling at most 5 elements of a collection), and the
+//! server is kept busy between round trips. [`Method::Script`] (a Lua script that runs SCAN and
+//! asks about every key server-side, one round trip per batch) is used only when configured: a
+//! script is one call as long as its whole batch, so under a 1 ms budget its batch shrinks below
+//! what the pipeline gets for the same harm, and it costs the server more CPU than the same
+//! commands pipelined. Where scripts are refused (hosted Redis, ACLs) or cannot work (Redis
+//! Cluster checks the slots of keys a script touches) the pipeline is used. Facts the server
+//! refuses (OBJECT or MEMORY on hosted Redis) are recorded in [`Scanner::missing`] and the scan
+//! goes on with the rest.
 
 use crate::ledger::Lookups;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::clients::redis::Connection;
@@ -50,9 +57,10 @@ pub enum Access {
 /// How batches are fetched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
-    /// One Lua script per batch.
+    /// One Lua script per batch (only when configured).
     Script,
-    /// SCAN, then one pipelined round of per-key commands.
+    /// SCAN, then one pipelined round of per-key commands, a bounded window of them in flight
+    /// (the default).
     Pipeline,
 }
 
@@ -69,8 +77,11 @@ pub struct ScanOptions {
     pub memory: bool,
     /// Ask OBJECT IDLETIME or FREQ of every key.
     pub access: bool,
-    /// Force a method (tests and benchmarks); `None` picks the fastest the server allows.
+    /// Force a method (configuration, tests and benchmarks); `None` is [`Method::Pipeline`].
     pub method: Option<Method>,
+    /// Pipelines of per-key commands in flight at once ([`Method::Pipeline`]): the next SCAN
+    /// runs while the facts of the keys found before are asked.
+    pub window: usize,
     /// The longest one call may take ([`crate::config::RedisTarget::call_budget`]): the
     /// batch adapts, within `count`, so that each round trip stays under it; `None` keeps
     /// `count` fixed.
@@ -86,10 +97,15 @@ impl Default for ScanOptions {
             memory: true,
             access: true,
             method: None,
+            window: DEFAULT_WINDOW,
             budget: Some(DEFAULT_BUDGET),
         }
     }
 }
+
+/// Pipelines in flight at once by default: enough to keep the server busy between our round
+/// trips, few enough that the application's requests never queue behind much of ours.
+pub const DEFAULT_WINDOW: usize = 4;
 
 /// The default budget of one call: the application's requests queue behind it.
 pub const DEFAULT_BUDGET: Duration = Duration::from_millis(1);
@@ -108,6 +124,8 @@ struct Pacer {
     slowest: Duration,
     /// Calls that took longer than the budget.
     over: u64,
+    /// The last call's cost per key, in seconds.
+    last_per_key: Option<f64>,
 }
 
 impl Pacer {
@@ -115,7 +133,7 @@ impl Pacer {
         let max = max.max(1);
         // Start small under a budget: the first call must not be the long one.
         let count = if budget.is_some() { max.min(100) } else { max };
-        Self { budget, max, count, slowest: Duration::ZERO, over: 0 }
+        Self { budget, max, count, slowest: Duration::ZERO, over: 0, last_per_key: None }
     }
 
     /// Learns from one call that took `took` for `keys` keys (SCAN COUNT `count` asked).
@@ -125,8 +143,13 @@ impl Pacer {
         if took > budget {
             self.over += 1;
         }
-        // Per key (at least the keys asked for: SCAN visits buckets, empty or not).
-        let per = took.as_secs_f64() / keys.max(self.count / 2).max(1) as f64;
+        // Per key (at least the keys asked for: SCAN visits buckets, empty or not). The
+        // smaller of this call's cost and the last one's: a round trip measures the server's
+        // time plus our own process's, and one late wake-up of a busy client is no reason to
+        // shrink (two slow calls in a row are).
+        let now = took.as_secs_f64() / keys.max(self.count / 2).max(1) as f64;
+        let per = self.last_per_key.map_or(now, |last| now.min(last));
+        self.last_per_key = Some(now);
         let fits = if per > 0.0 { (budget.as_secs_f64() * 0.8 / per) as usize } else { self.max };
         self.count = fits.clamp(MIN_BATCH.min(self.max), (self.count * 2).min(self.max));
     }
@@ -181,10 +204,28 @@ pub struct Scanner {
     /// Where the lookups are recorded when the scan ends: the state and the server's `run_id`.
     ledger: Option<(crate::state::StateDir, String)>,
     pacer: Pacer,
+    /// Batches scanned ahead of the caller, oldest first, their facts being asked.
+    ahead: VecDeque<Ahead>,
+    /// Whether the last SCAN sent returned cursor 0.
+    scanned_all: bool,
+    /// The cursor the next SCAN starts from.
+    scan_cursor: u64,
+}
+
+/// One batch scanned ahead: the cursor after it, its keys, and the pipeline asking about them.
+struct Ahead {
+    cursor: u64,
+    found: Vec<Vec<u8>>,
+    replies: Option<tokio::task::JoinHandle<redis::RedisResult<Vec<Value>>>>,
 }
 
 impl Drop for Scanner {
     fn drop(&mut self) {
+        for ahead in &self.ahead {
+            if let Some(replies) = &ahead.replies {
+                replies.abort();
+            }
+        }
         if let Some((state, run_id)) = &self.ledger
             && let Err(e) = crate::ledger::record(state, run_id, self.lookups)
         {
@@ -209,7 +250,7 @@ impl Scanner {
                 Access::IdleTime
             }
         };
-        let method = opts.method.unwrap_or(Method::Script);
+        let method = opts.method.unwrap_or(Method::Pipeline);
         let pacer = Pacer::new(opts.budget.filter(|b| !b.is_zero()), opts.count);
         Ok(Self {
             pacer,
@@ -225,6 +266,9 @@ impl Scanner {
             examined: 0,
             lookups: Lookups::default(),
             ledger: None,
+            ahead: VecDeque::new(),
+            scanned_all: false,
+            scan_cursor: cursor,
         })
     }
 
@@ -282,31 +326,64 @@ impl Scanner {
         if self.finished {
             return Ok(None);
         }
-        self.pace().await;
-        let (next, keys) = match self.method {
-            Method::Script => match self.script_batch().await {
-                Ok(batch) => batch,
+        if self.method == Method::Script {
+            self.pace(self.examined).await;
+            match self.script_batch().await {
+                Ok((next, keys)) => {
+                    self.cursor = next;
+                    self.scan_cursor = next;
+                    self.finished = next == 0;
+                    self.examined += keys.len() as u64;
+                    return Ok(Some(keys));
+                }
                 Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => return Err(e),
                 Err(e) => {
                     self.missing.insert(format!("scripts refused ({e}): used pipelined commands"));
                     self.method = Method::Pipeline;
-                    self.pipeline_batch().await?
                 }
-            },
-            Method::Pipeline => self.pipeline_batch().await?,
+            }
+        }
+        self.pipelined_batch().await
+    }
+
+    /// [`Method::Pipeline`]: fills the window (each SCAN in turn, its keys' facts asked in a
+    /// pipeline that runs while the next SCAN does), then returns the oldest batch.
+    async fn pipelined_batch(&mut self) -> redis::RedisResult<Option<Vec<KeyInfo>>> {
+        while self.ahead.len() < self.opts.window.max(1) && !self.scanned_all {
+            let queued: u64 = self.ahead.iter().map(|a| a.found.len() as u64).sum();
+            self.pace(self.examined + queued).await;
+            let (cursor, found) = self.scan_once().await?;
+            self.scan_cursor = cursor;
+            self.scanned_all = cursor == 0;
+            let replies = (!found.is_empty()).then(|| self.ask(&found));
+            self.ahead.push_back(Ahead { cursor, found, replies });
+        }
+        let Some(Ahead { cursor, found, replies }) = self.ahead.pop_front() else {
+            self.finished = true;
+            return Ok(None);
         };
-        self.cursor = next;
-        self.finished = next == 0;
+        let keys = match replies {
+            None => Vec::new(),
+            Some(replies) => {
+                let replies = replies.await.map_err(|e| {
+                    redis::RedisError::from((redis::ErrorKind::Io, "the pipeline's task ended", e.to_string()))
+                })??;
+                self.take(found, &replies)?
+            }
+        };
+        self.cursor = cursor;
+        self.finished = cursor == 0;
         self.examined += keys.len() as u64;
         Ok(Some(keys))
     }
 
-    async fn pace(&self) {
+    /// Waits until `count` keys are within `--max-ops-per-sec` of the scan's start.
+    async fn pace(&self, count: u64) {
         let rate = self.opts.max_keys_per_sec;
         if rate == 0 {
             return;
         }
-        let due = self.started + Duration::from_secs_f64(self.examined as f64 / f64::from(rate));
+        let due = self.started + Duration::from_secs_f64(count as f64 / f64::from(rate));
         tokio::time::sleep_until(due.into()).await;
     }
 
@@ -355,24 +432,28 @@ impl Scanner {
         Ok((cursor, keys))
     }
 
-    async fn pipeline_batch(&mut self) -> redis::RedisResult<(u64, Vec<KeyInfo>)> {
+    /// One SCAN from the scan's cursor: the next cursor and the keys found. Its round trip is
+    /// what the budget bounds: the per-key commands pipelined after it are each O(1).
+    async fn scan_once(&mut self) -> redis::RedisResult<(u64, Vec<Vec<u8>>)> {
         let mut scan = redis::cmd("SCAN");
-        scan.arg(self.cursor).arg("COUNT").arg(self.pacer.count);
+        scan.arg(self.scan_cursor).arg("COUNT").arg(self.pacer.count);
         if let Some(pattern) = &self.opts.pattern {
             scan.arg("MATCH").arg(pattern);
         }
         let started = Instant::now();
         let (cursor, found): (u64, Vec<Vec<u8>>) = scan.query_async(&mut self.conn).await?;
-        let scan_took = started.elapsed();
+        self.pacer.learn(started.elapsed(), found.len());
         self.lookups.commands += 1;
-        if found.is_empty() {
-            return Ok((cursor, Vec::new()));
-        }
+        Ok((cursor, found))
+    }
+
+    /// Sends the pipeline asking about `found` (TYPE, PTTL, OBJECT, MEMORY USAGE of each) on
+    /// its own task: it runs while the scan goes on.
+    fn ask(&self, found: &[Vec<u8>]) -> tokio::task::JoinHandle<redis::RedisResult<Vec<Value>>> {
         let word = self.access_word();
-        let per_key = 2 + usize::from(!word.is_empty()) + usize::from(self.opts.memory);
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for key in &found {
+        for key in found {
             pipe.cmd("TYPE").arg(key).cmd("PTTL").arg(key);
             if !word.is_empty() {
                 pipe.cmd("OBJECT").arg(word).arg(key);
@@ -381,11 +462,14 @@ impl Scanner {
                 pipe.cmd("MEMORY").arg("USAGE").arg(key).arg("SAMPLES").arg(5);
             }
         }
-        let started = Instant::now();
-        let replies: Vec<Value> = pipe.query_async(&mut self.conn).await?;
-        // The pipeline's commands run one by one on the server, each short: the longer of the
-        // two round trips is what the budget bounds.
-        self.pacer.learn(started.elapsed().max(scan_took), found.len());
+        let mut conn = self.conn.clone();
+        tokio::spawn(async move { pipe.query_async(&mut conn).await })
+    }
+
+    /// The facts of `found` from the pipeline's `replies`.
+    fn take(&mut self, found: Vec<Vec<u8>>, replies: &[Value]) -> redis::RedisResult<Vec<KeyInfo>> {
+        let word = self.access_word();
+        let per_key = 2 + usize::from(!word.is_empty()) + usize::from(self.opts.memory);
         // A cluster that is down (or a slot moving) answers every key with an error: that is the
         // batch failing, never a property of the keys ("no TTL", "OBJECT refused").
         if let Some(e) = replies.iter().find_map(|v| match v {
@@ -415,7 +499,7 @@ impl Scanner {
             self.note_refusals(access == Some(-2), bytes == Some(-2));
             keys.push(self.info(key, kind, int(&r[1]), access, bytes));
         }
-        Ok((cursor, keys))
+        Ok(keys)
     }
 
     fn note_refusals(&mut self, access_refused: bool, memory_refused: bool) {
@@ -567,7 +651,33 @@ fn class(pattern: &[u8], c: u8) -> Option<(bool, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use super::glob_match;
+    use super::{Pacer, glob_match};
+    use std::time::Duration;
+
+    #[test]
+    fn the_batch_fits_the_budget_and_one_late_round_trip_does_not_shrink_it() {
+        let us = Duration::from_micros;
+        let mut pacer = Pacer::new(Some(Duration::from_millis(1)), 1000);
+        assert_eq!(pacer.count, 100, "a budgeted scan starts small");
+        // 1 µs a key: grows, at most twice a call, up to the cap.
+        for _ in 0..5 {
+            let count = pacer.count;
+            pacer.learn(us(count as u64), count);
+        }
+        assert_eq!(pacer.count, 800, "80% of 1 ms at 1 µs a key");
+        // One round trip 20× late (the client was descheduled): the batch holds.
+        pacer.learn(us(16_000), 800);
+        assert_eq!(pacer.count, 800);
+        assert_eq!(pacer.over, 1);
+        // The server really got slower (two slow calls in a row): the batch shrinks to fit.
+        pacer.learn(us(8_000), 800);
+        assert_eq!(pacer.count, 80, "10 µs a key: 800 µs / 10 µs");
+        assert_eq!(pacer.slowest, us(16_000));
+        // Without a budget, the batch is fixed.
+        let mut fixed = Pacer::new(None, 1000);
+        fixed.learn(us(50_000), 1000);
+        assert_eq!(fixed.count, 1000);
+    }
 
     #[test]
     fn globs_match_like_redis() {

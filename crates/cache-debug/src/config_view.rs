@@ -19,6 +19,7 @@ fn env_key(var: &str) -> Option<(&'static str, &'static str)> {
         v if v == EnvVars::MEM0_URL => Some(("memory[0].url", "memory[0]")),
         v if v == EnvVars::MEM0_API_KEY => Some(("memory[0].api_key", "memory[0]")),
         v if v == EnvVars::PROJECT_NAME => Some(("project_name", "project_name")),
+        v if v == EnvVars::CACHE_API_TOKEN => Some(("api.token", "api")),
         _ => None,
     }
 }

@@ -10,11 +10,12 @@ use std::time::Instant;
 use cache_core::app::Context;
 use cache_core::clients::postgres;
 use cache_core::config::{PostgresTarget, RedisTarget};
-use cache_core::keyspace::Keyspace;
+use cache_core::keyspace::{Keyspace, ScanEvent};
 use cache_core::messages::condense;
 use cache_core::output::{Format, bytes};
-use cache_core::scan::{Method, ScanOptions, Scanner};
+use cache_core::scan::{Method, ScanOptions};
 use cache_core::tier::{Tier, selected};
+use futures::StreamExt as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -133,48 +134,50 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
     let limit = sample.unwrap_or(u64::MAX);
     let started = Instant::now();
     let bar = ctx.printer.progress(limit.min(dbsize), &format!("scanning {name}"));
-    'nodes: for node in &primaries.nodes {
-        let server = crate::server(node.node.as_deref());
+    // Every primary of a cluster at once (the target's `concurrency`), each under its budget.
+    let options = |_: &cache_core::keyspace::Primary| ScanOptions {
+        count: 1000,
+        memory: true,
+        access: true,
         // A script on a cluster node may only touch declared keys.
-        let method = primaries.cluster.then_some(Method::Pipeline);
-        let opts = ScanOptions {
-            count: 1000,
-            memory: true,
-            access: true,
-            method,
-            budget: t.scan_budget(),
-            ..ScanOptions::default()
-        };
-        match Scanner::new(node.conn.clone(), opts, 0).await.map(|s| s.recording(&ctx.state, node.run_id())) {
-            Ok(mut scanner) => {
-                loop {
-                    match scanner.next_batch().await {
-                        Ok(Some(batch)) => {
-                            for k in batch {
-                                let p = groups.entry(cache_core::groups::group_of(t, &k.key));
-                                p.keys += 1;
-                                let size = k.bytes.unwrap_or(0);
-                                sized += u64::from(k.bytes.is_some());
-                                p.bytes += size;
-                                *p.ttl.entry(ttl_bucket(k.ttl_ms)).or_default() += 1;
-                                *p.idle.entry(idle_bucket(k.idle_s)).or_default() += 1;
-                                biggest.push(Reverse((size, k.name())));
-                                if biggest.len() > top {
-                                    biggest.pop();
-                                }
-                                seen += 1;
-                                if seen >= limit {
-                                    break 'nodes;
-                                }
-                            }
-                            bar.set_position(seen.min(limit.min(dbsize)));
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            notes.push(format!("scan of {server} stopped after {seen} keys in all: {e}"));
-                            break;
-                        }
+        method: primaries.cluster.then_some(Method::Pipeline),
+        budget: t.scan_budget(),
+        ..ScanOptions::default()
+    };
+    let mut events = std::pin::pin!(primaries.scan(options, Some(&ctx.state)));
+    while let Some((index, event)) = events.next().await {
+        let server = crate::server(primaries.nodes[index].node.as_deref());
+        match event {
+            ScanEvent::Batch(batch) => {
+                for k in batch {
+                    let p = groups.entry(cache_core::groups::group_of(t, &k.key));
+                    p.keys += 1;
+                    let size = k.bytes.unwrap_or(0);
+                    sized += u64::from(k.bytes.is_some());
+                    p.bytes += size;
+                    *p.ttl.entry(ttl_bucket(k.ttl_ms)).or_default() += 1;
+                    *p.idle.entry(idle_bucket(k.idle_s)).or_default() += 1;
+                    biggest.push(Reverse((size, k.name())));
+                    if biggest.len() > top {
+                        biggest.pop();
                     }
+                    seen += 1;
+                    if seen >= limit {
+                        break;
+                    }
+                }
+                bar.set_position(seen.min(limit.min(dbsize)));
+                if seen >= limit {
+                    break;
+                }
+            }
+            ScanEvent::End { scanner: None, error } => {
+                let error = error.map_or_else(String::new, |e| e.to_string());
+                notes.push(format!("SCAN refused by {server}: {error}"));
+            }
+            ScanEvent::End { scanner: Some(scanner), error } => {
+                if let Some(e) = error {
+                    notes.push(format!("scan of {server} stopped after {} of its keys: {e}", scanner.examined()));
                 }
                 let (node_slowest, node_over) = scanner.slowest_call();
                 slowest = slowest.max(node_slowest);
@@ -187,7 +190,6 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
                     }
                 }
             }
-            Err(e) => notes.push(format!("SCAN refused by {server}: {e}")),
         }
     }
     bar.finish_and_clear();

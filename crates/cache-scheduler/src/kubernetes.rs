@@ -109,6 +109,8 @@ fn pod_config(config: &Config, state_root: &Path) -> anyhow::Result<(String, Vec
         }
     }
     c.scheduler.bin_dir = None;
+    // The pods run jobs, never the maintenance API: its token stays out of their configuration.
+    c.api.token = None;
     c.files.iter_mut().for_each(|t| relative_to_state(&mut t.path, state_root));
     c.logs.iter_mut().for_each(|t| relative_to_state(&mut t.path, state_root));
     c.system.directories.iter_mut().for_each(|p| relative_to_state(p, state_root));

@@ -1,15 +1,17 @@
 //! cache-scheduler: the catalogue of jobs (`cache_core::schedule`) rendered for cron, systemd
 //! and Kubernetes and installed, each line with the configuration and state directory the
 //! installer used; automation turned on and off; maintenance windows (refusing a schedule that
-//! no window admits); jobs run now or once at a time (`run`, `tick`); and the status of every
-//! job.
+//! no window admits); jobs run now or once at a time (`run`, `tick`); the status of every
+//! job; and the maintenance API and dashboard (`serve`, [`api`]).
 
+pub mod api;
 pub mod crontab;
 pub mod kubernetes;
 pub mod optimize;
 pub mod render;
 pub mod run;
 pub mod status;
+pub mod windows;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,7 +22,7 @@ use cache_core::app::{self, Context, ToolCli};
 use cache_core::cli::{CommonArgs, CompletionsArgs, FormatArgs};
 use cache_core::error::UsageError;
 use cache_core::exit::{self, Convention};
-use cache_core::gate::{AUTOMATION_FILE, Automation, WINDOWS_FILE, Window};
+use cache_core::gate::{AUTOMATION_FILE, Automation};
 use cache_core::output::Format;
 use cache_core::schedule;
 use clap::{Parser, Subcommand};
@@ -36,7 +38,8 @@ use clap::{Parser, Subcommand};
                   cache-scheduler install --cron-d\n  cache-scheduler install --systemd /etc/systemd/system\n  \
                   cache-scheduler status\n  cache-scheduler stop --reason 'migration'\n  \
                   cache-scheduler windows add nightly --start '0 1 * * *' --duration 4h\n  \
-                  cache-scheduler run backup\n  cache-scheduler run optimize --at '2026-11-23 03:00'",
+                  cache-scheduler run backup\n  cache-scheduler run optimize --at '2026-11-23 03:00'\n  \
+                  cache-scheduler serve --listen 127.0.0.1:8430",
     // `run JOB --emergency` needs no `--scheduled`: `run` is a scheduled run of JOB.
     mut_arg("emergency", |a| a.requires(clap::builder::Resettable::<clap::Id>::Reset).help("With run (or --scheduled): run a heavy job even outside the maintenance windows"))
 )]
@@ -132,10 +135,16 @@ pub enum Command {
         /// Only runs started since: a time (RFC 3339), a date (YYYY-MM-DD) or an age ("7days")
         #[arg(long, value_name = "WHEN", value_parser = parse_since)]
         since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only runs started before: a time, a date or an age, as for --since
+        #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
         /// Only runs that ended so: success, partial, failed, skipped, locked, interrupted,
         /// dry_run
         #[arg(long, value_name = "OUTCOME")]
         outcome: Option<cache_core::runs::Outcome>,
+        /// Leave out this many of the newest (paging)
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
         /// At most this many (0: all)
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -165,6 +174,14 @@ pub enum Command {
     },
     /// Run every one-off that is due, once (the installed schedule runs this every minute)
     Tick,
+    /// Serve the maintenance API (/api/system/maintenance/...) and the maintenance dashboard
+    /// (/maintenance) until stopped; docs/api.md
+    Serve {
+        /// Where to listen [default: api.listen, 127.0.0.1:8430]; beyond loopback only with
+        /// an API token (api.token or CACHE_API_TOKEN)
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Maintenance windows: when heavy jobs may run
     Windows {
         /// What to do
@@ -258,7 +275,7 @@ pub fn invocation(ctx: &Context) -> anyhow::Result<render::Invocation> {
 }
 
 /// What is wrong with each of `never`, heavy jobs no window admits.
-fn never_admitted_messages(never: &[String]) -> Vec<String> {
+pub(crate) fn never_admitted_messages(never: &[String]) -> Vec<String> {
     let days = cache_core::gate::ADMISSION_DAYS;
     never
         .iter()
@@ -276,7 +293,12 @@ pub const WARNINGS_FILE: &str = "scheduler/warnings.jsonl";
 
 /// What to do about the heavy jobs `never` (no window admits them) that a command `by` would
 /// leave: refuse, naming them, or with `force` warn and record; the warnings.
-fn never_admitted_gate(ctx: &Context, never: &[String], force: bool, by: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) fn never_admitted_gate(
+    ctx: &Context,
+    never: &[String],
+    force: bool,
+    by: &str,
+) -> anyhow::Result<Vec<String>> {
     let messages = never_admitted_messages(never);
     if messages.is_empty() {
         return Ok(messages);
@@ -333,9 +355,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
             let ctx = Context::load_all(common, format.into(), Convention::Standard)?;
             status::run(&ctx)
         }
-        Command::History { job, since, outcome, limit } => {
+        Command::History { job, since, until, outcome, offset, limit } => {
             let ctx = Context::load_all(common, format.into(), Convention::Standard)?;
-            let query = cache_core::runs::Query { job, since, outcome, limit };
+            let query = cache_core::runs::Query { job, since, until, outcome, offset, limit };
             status::history(&ctx, &query)
         }
         Command::Optimize { dry_run, install, force } => {
@@ -344,6 +366,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Run { job, at } => run::run(common, &job, at.as_deref()).await,
         Command::Tick => run::tick(common).await,
+        Command::Serve { listen } => api::serve(common, listen).await,
         Command::Windows { action } => windows(common, format.into(), action),
         Command::Completions(args) => app::print_completions::<Cli>(args.shell),
     }
@@ -539,12 +562,10 @@ fn set_automation(common: &CommonArgs, running: bool, reason: Option<String>, by
 fn windows(common: &CommonArgs, format: Format, action: WindowsAction) -> anyhow::Result<u8> {
     let format = if matches!(action, WindowsAction::List) { format } else { Format::Text };
     let ctx = Context::load_all(common, format, Convention::Standard)?;
-    let mut doc = cache_core::gate::windows(&ctx.state)?;
-    let before = doc.clone();
     let printer = &ctx.printer;
-    let settings = &ctx.config.scheduler;
-    let (force, by, done) = match action {
+    let (change, force, by) = match action {
         WindowsAction::List => {
+            let doc = cache_core::gate::windows(&ctx.state)?;
             if printer.format() == Format::Json {
                 printer.json(&doc)?;
                 return Ok(exit::SUCCESS);
@@ -572,60 +593,22 @@ fn windows(common: &CommonArgs, format: Format, action: WindowsAction) -> anyhow
             return Ok(exit::SUCCESS);
         }
         WindowsAction::Add { name, start, duration, timezone, tasks, max_heavy, silence, force } => {
-            schedule::parse(&start)?;
-            let timezone = timezone.unwrap_or_else(|| settings.timezone.clone());
-            schedule::timezone(&timezone)?;
-            if duration.is_zero() {
-                return Err(UsageError("--duration must be more than zero".into()).into());
-            }
-            let known = schedule::task_types(settings);
-            if let Some(bad) = tasks.iter().find(|t| !known.contains(t)) {
-                return Err(UsageError(format!(
-                    "--task `{bad}` is no task type of the schedule; the task types are: {}",
-                    known.join(", ")
-                ))
-                .into());
-            }
-            let rules = cache_core::alerting::rule_names(&ctx.config.alerts);
-            if let Some(bad) = silence.iter().find(|r| !rules.contains(r)) {
-                return Err(UsageError(format!(
-                    "--silence `{bad}` names no alert rule; the rules are: {}",
-                    if rules.is_empty() { "none".to_owned() } else { rules.join(", ") }
-                ))
-                .into());
-            }
-            doc.windows.retain(|w| w.name != name);
-            let done = format!("window `{name}` saved; heavy jobs now run only inside the windows");
-            doc.windows.push(Window { name, start, duration, timezone, tasks, max_heavy, silence });
-            (force, "cache-scheduler windows add", done)
+            let spec = windows::Spec { name, start, duration, timezone, tasks, max_heavy, silence };
+            (windows::Change::Add(spec), force, "cache-scheduler windows add")
         }
         WindowsAction::Remove { name, force } => {
-            let before = doc.windows.len();
-            doc.windows.retain(|w| w.name != name);
-            if doc.windows.len() == before {
-                return Err(UsageError(format!("no window `{name}` (cache-scheduler windows list)")).into());
-            }
-            (force, "cache-scheduler windows remove", format!("window `{name}` removed"))
+            (windows::Change::Remove(name), force, "cache-scheduler windows remove")
         }
     };
-    // Refused (or forced through) when the change leaves a heavy job that was admitted before
-    // admitted by no window.
-    let now = cache_core::clock::now()?;
-    let jobs = schedule::all(settings, &ctx.state)?;
-    let was = cache_core::gate::never_admitted_jobs(&jobs, &before, &settings.timezone, now)?;
-    let will = cache_core::gate::never_admitted_jobs(&jobs, &doc, &settings.timezone, now)?;
-    let newly: Vec<String> = will.iter().filter(|j| !was.contains(j)).cloned().collect();
-    never_admitted_gate(&ctx, &newly, force, by)?;
-    for message in never_admitted_messages(&was.iter().filter(|j| will.contains(j)).cloned().collect::<Vec<_>>()) {
-        printer.warn(&format!("{message} (already before this change)"));
+    match windows::apply(&ctx, change, force, by)? {
+        Ok(applied) => printer.info(&applied.message)?,
+        Err(windows::Refused(refusal)) => return Err(UsageError(refusal).into()),
     }
-    ctx.state.write_json(WINDOWS_FILE, &doc)?;
-    printer.info(&done)?;
     Ok(exit::SUCCESS)
 }
 
 /// `--since`: an RFC 3339 time, a date (midnight UTC), or an age back from now.
-fn parse_since(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+pub(crate) fn parse_since(raw: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
         return Ok(t.with_timezone(&chrono::Utc));
     }

@@ -43,21 +43,38 @@ fn trigger_name(trigger: Trigger) -> String {
     clap::ValueEnum::to_possible_value(&trigger).map_or_else(|| "manual".to_owned(), |v| v.get_name().to_owned())
 }
 
-/// Runs `job` now as the installed schedule would, started by `trigger`, past the windows with
-/// `emergency`.
-pub async fn execute(ctx: &Context, job: &Effective, trigger: Trigger, emergency: bool) -> anyhow::Result<Ran> {
+/// The command line that runs `job` now as the installed schedule would (its gates applied),
+/// started by `trigger`, past the windows with `emergency`, its record to have id `run_id` when
+/// given: what `run JOB` and the maintenance API's `execute` run.
+pub fn command_line(
+    ctx: &Context,
+    job: &Effective,
+    trigger: Trigger,
+    emergency: bool,
+    run_id: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
     let inv = crate::invocation(ctx)?;
-    let name = job.spec.name.to_string();
-    let before = runs::last(&ctx.state, &name)?.map(|r| r.id);
-    let recorded = |state| -> anyhow::Result<Option<RunRecord>> {
-        Ok(runs::last(state, &name)?.filter(|r| Some(&r.id) != before.as_ref()))
-    };
     // A command that is no job of its own runs inside job JOB all the same (`--scheduled`).
     let mut words = argv(job, &inv);
     words.extend(["--trigger".to_owned(), trigger_name(trigger)]);
     if emergency {
         words.push("--emergency".to_owned());
     }
+    if let Some(id) = run_id {
+        words.extend(["--run-id".to_owned(), id.to_owned()]);
+    }
+    Ok(words)
+}
+
+/// Runs `job` now as the installed schedule would, started by `trigger`, past the windows with
+/// `emergency`.
+pub async fn execute(ctx: &Context, job: &Effective, trigger: Trigger, emergency: bool) -> anyhow::Result<Ran> {
+    let name = job.spec.name.to_string();
+    let before = runs::last(&ctx.state, &name)?.map(|r| r.id);
+    let recorded = |state| -> anyhow::Result<Option<RunRecord>> {
+        Ok(runs::last(state, &name)?.filter(|r| Some(&r.id) != before.as_ref()))
+    };
+    let words = command_line(ctx, job, trigger, emergency, None)?;
     let code = spawn(&words).await?;
     Ok(Ran { code, record: recorded(&ctx.state)? })
 }

@@ -10,9 +10,14 @@
 //!
 //! Rows are deleted in chunks of heap pages (`ctid` ranges, a TID range scan on PostgreSQL 14
 //! and later): every statement does a bounded amount of work whatever the indexes, each commits
-//! on its own, and the chunk grows or shrinks so that no statement runs longer than
-//! `cleanup.max_statement`. Sessions set `lock_timeout`, so a cleanup never queues behind the
-//! application's locks for long. Older servers get `LIMIT`ed batches with `SKIP LOCKED`.
+//! on its own, and the chunk grows or shrinks so that statements settle near half of
+//! `cleanup.max_statement`. The bound is enforced, not only aimed at: each DELETE runs under
+//! `statement_timeout = max_statement`, and a statement cancelled there (it rolled back, nothing
+//! was deleted) is retried on a chunk four times smaller. `lock_timeout` is half of it, so a cleanup never queues behind the application's locks for long: a chunk whose rows
+//! the application holds is retried smaller, down to one page, which is retried after a pause
+//! that doubles each time (at most [`LOCK_RETRIES`] times), then left to the next run. And while the application's sessions wait on locks
+//! (`pg_stat_activity`), the cleanup pauses before each next statement rather than add to it. Older servers get
+//! `LIMIT`ed batches with `SKIP LOCKED`.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +27,7 @@ use cache_core::config::{CleanupSettings, PostgresTarget};
 use cache_core::journal::{RunJournal, Scope, Writer};
 use cache_core::tier::Tier;
 use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use crate::cap::Cap;
@@ -86,6 +92,8 @@ impl PostgresJob<'_> {
         };
         if let Err(e) = self.clean(&mut db, &mut report).await {
             report.errors.push(match e.downcast_ref::<tokio_postgres::Error>() {
+                // What the cleanup was doing (a context), then the server's words.
+                Some(pg) if e.chain().count() > 1 => format!("{e}: {}", client::error_text(pg)),
                 Some(pg) => client::error_text(pg),
                 None => format!("{e:#}"),
             });
@@ -134,7 +142,9 @@ impl PostgresJob<'_> {
             return Ok(());
         }
         let t = quote_ident(&table);
-        let lock_timeout = (self.settings.max_statement * 4).as_millis();
+        // Shorter than the statement bound, so that a wait on the application's rows is told
+        // apart from a statement that is too big.
+        let lock_timeout = (self.settings.max_statement / 2).as_millis().max(1);
         db.batch_execute(&format!("SET lock_timeout = {lock_timeout}")).await?;
         let stats = db
             .query_one(
@@ -220,6 +230,26 @@ impl PostgresJob<'_> {
         report.selected = report.removed;
         report.bytes_freed = (report.removed as f64 * row_bytes) as u64;
         report.notes.push(format!("longest DELETE {:.0} ms", stats.longest.as_secs_f64() * 1000.0));
+        if stats.cancelled > 0 {
+            report.notes.push(format!(
+                "{} DELETE statements reached max_statement ({}) and were retried on smaller chunks",
+                stats.cancelled,
+                humantime::format_duration(self.settings.max_statement)
+            ));
+        }
+        if stats.lock_waits > 0 || stats.backoffs > 0 {
+            report.notes.push(format!(
+                "the application's locks: {} chunks waited past lock_timeout and were retried, {} pauses \
+                 while the application's sessions waited on locks",
+                stats.lock_waits, stats.backoffs
+            ));
+        }
+        if stats.skipped > 0 {
+            report.notes.push(format!(
+                "{} chunks of pages left to the next run: the application kept their rows locked",
+                stats.skipped
+            ));
+        }
         if report.removed >= VACUUM_MIN_ROWS || report.removed as f64 >= VACUUM_MIN_SHARE * tuples.max(1.0) {
             let start = Instant::now();
             db.batch_execute(&format!("VACUUM (ANALYZE) {t}")).await?;
@@ -322,14 +352,38 @@ impl Walk<'_> {
         db: &mut Client,
         condition: &str,
         params: &[&(dyn ToSql + Sync)],
+        live: Option<&mut Live<'_>>,
+        stats: &mut Statements,
+        report: &mut TargetReport,
+    ) -> anyhow::Result<()> {
+        // Only the DELETEs are time-boxed: counts and VACUUM are not statements the
+        // application's rows wait behind.
+        let budget = job.settings.max_statement.as_millis().max(1);
+        db.batch_execute(&format!("SET statement_timeout = {budget}")).await?;
+        let done = self.delete_chunks(job, db, condition, params, live, stats, report).await;
+        let reset = db.batch_execute("SET statement_timeout = 0").await;
+        done?;
+        Ok(reset?)
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "the arguments of `delete`")]
+    async fn delete_chunks(
+        &self,
+        job: &PostgresJob<'_>,
+        db: &mut Client,
+        condition: &str,
+        params: &[&(dyn ToSql + Sync)],
         mut live: Option<&mut Live<'_>>,
         stats: &mut Statements,
         report: &mut TargetReport,
     ) -> anyhow::Result<()> {
         let table = self.table;
         let budget = job.settings.max_statement;
+        let (min, max) = if self.by_pages { (8, 1 << 20) } else { (10, 100_000) };
         let mut chunk: i64 = if self.by_pages { 256 } else { job.settings.batch_size as i64 };
         let mut page: i64 = 0;
+        // Consecutive lock timeouts on the same chunk.
+        let mut locked = 0u32;
         // Rows appended while we work land past `pages`; the next run takes them.
         while !self.by_pages || page <= self.pages {
             let range = if self.by_pages {
@@ -342,9 +396,13 @@ impl Walk<'_> {
                 // The cap is reached: say so only if a row is still waiting.
                 let from = if self.by_pages { format!("ctid >= '({page},0)'::tid AND ") } else { String::new() };
                 let sql = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE {from}{condition})");
-                if db.query_one(&sql, params).await?.get::<_, bool>(0)
-                    && let Some(l) = live.as_deref_mut()
-                {
+                // Past `statement_timeout`, whether a row waits is unknown: the cap says it stopped.
+                let waiting = match db.query_one(&sql, params).await {
+                    Ok(row) => row.get::<_, bool>(0),
+                    Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => true,
+                    Err(e) => return Err(e.into()),
+                };
+                if waiting && let Some(l) = live.as_deref_mut() {
                     l.cap.admit(l.size);
                 }
                 return Ok(());
@@ -360,39 +418,118 @@ impl Walk<'_> {
                 }
             };
             let sql = format!("DELETE FROM {table} AS d WHERE {selection}");
-            let (removed, took) = match live.as_deref_mut() {
-                None => stats.execute(db, &sql, params).await?,
-                Some(l) => {
-                    stats.execute_journaled(db, &format!("{sql} RETURNING to_jsonb(d)::text"), params, l).await?
+            let started = Instant::now();
+            let result = match live.as_deref_mut() {
+                None => stats.execute(db, &sql, params).await.map_err(anyhow::Error::from),
+                Some(l) => stats.execute_journaled(db, &format!("{sql} RETURNING to_jsonb(d)::text"), params, l).await,
+            };
+            let (removed, took) = match result {
+                Ok(done) => {
+                    locked = 0;
+                    done
                 }
+                Err(e) => match e.downcast_ref::<tokio_postgres::Error>().and_then(tokio_postgres::Error::code) {
+                    // Cancelled at `max_statement`: it rolled back; the same rows, a smaller chunk.
+                    Some(&SqlState::QUERY_CANCELED) if chunk > 1 => {
+                        stats.note(started.elapsed());
+                        stats.cancelled += 1;
+                        chunk = (chunk / 4).max(1);
+                        continue;
+                    }
+                    Some(&SqlState::QUERY_CANCELED) => {
+                        return Err(e.context(format!(
+                            "a DELETE of the smallest chunk ran past cleanup.max_statement ({})",
+                            humantime::format_duration(budget)
+                        )));
+                    }
+                    // The application holds some of these rows: wait, then try again; in the
+                    // end leave them to the next run.
+                    Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                        stats.note(started.elapsed());
+                        stats.lock_waits += 1;
+                        if chunk > 1 {
+                            // Narrow down to the pages the application holds: the rest go.
+                            chunk = (chunk / 4).max(1);
+                            tokio::time::sleep(budget).await;
+                            continue;
+                        }
+                        locked += 1;
+                        if locked <= LOCK_RETRIES {
+                            tokio::time::sleep(budget * 2u32.pow(locked)).await;
+                        } else if self.by_pages {
+                            stats.skipped += 1;
+                            locked = 0;
+                            page += chunk;
+                        } else {
+                            return Err(e.context("the application kept the rows locked"));
+                        }
+                        continue;
+                    }
+                    _ => return Err(e),
+                },
             };
             report.removed += removed;
+            if stats.contended(db).await? {
+                stats.backoffs += 1;
+                tokio::time::sleep(budget.max(took)).await;
+            }
             let full = batch.is_some_and(|n| removed >= n);
             if self.by_pages {
                 // A chunk cut short by the cap may hold more: take it again.
                 if !full {
                     page += chunk;
                 }
-                chunk = adapt(chunk, took, budget, 8, 1 << 20);
+                chunk = adapt(chunk, took, budget, min, max);
             } else {
                 if removed == 0 {
                     return Ok(());
                 }
-                chunk = adapt(chunk, took, budget, 10, 100_000);
+                chunk = adapt(chunk, took, budget, min, max);
             }
         }
         Ok(())
     }
 }
 
-/// DELETE statements run, and the longest one's time.
+/// Times a chunk the application's locks held is tried again.
+const LOCK_RETRIES: u32 = 3;
+
+/// DELETE statements run, the longest one's time, and how the application's load was met.
 #[derive(Debug, Default)]
 struct Statements {
     count: u64,
     longest: Duration,
+    /// Statements cancelled at `max_statement` (and retried on a smaller chunk).
+    cancelled: u64,
+    /// Chunks that waited past `lock_timeout` (and were retried after a pause).
+    lock_waits: u64,
+    /// Pauses because the application's sessions waited on locks.
+    backoffs: u64,
+    /// Chunks left to the next run: the application kept their rows locked.
+    skipped: u64,
 }
 
 impl Statements {
+    /// Counts a statement that ended in an error after `took`.
+    fn note(&mut self, took: Duration) {
+        self.count += 1;
+        self.longest = self.longest.max(took);
+    }
+
+    /// Whether other sessions of the database wait on a lock now (the application's reads and
+    /// writes contending): then the cleanup pauses before its next statement.
+    async fn contended(&self, db: &Client) -> Result<bool, tokio_postgres::Error> {
+        let row = db
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                                 WHERE wait_event_type = 'Lock' AND datname = current_database()
+                                   AND pid <> pg_backend_pid())",
+                &[],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
     /// Runs one statement, timing it; returns the rows it affected and its time.
     async fn execute(
         &mut self,

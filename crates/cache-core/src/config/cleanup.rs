@@ -141,12 +141,13 @@ impl Default for SmartThresholds {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScanMethod {
-    /// A script per batch where the server allows it, else pipelined commands.
+    /// The pipelined method (the gentlest at the same speed; see [`crate::scan`]).
     #[default]
     Auto,
-    /// One Lua script per batch (one round trip, fewest commands parsed).
+    /// One Lua script per batch (one round trip per batch, but one call as long as its batch);
+    /// pipelined commands where scripts are refused.
     Script,
-    /// SCAN, then one pipelined round of per-key commands (for servers that restrict EVAL).
+    /// SCAN, then pipelined per-key commands, a bounded window of them in flight.
     Pipeline,
 }
 

@@ -33,6 +33,7 @@ pub(super) fn key_of(var: &str, config: &Config) -> Option<String> {
         EnvVars::MEM0_URL => "memory[0].url".into(),
         EnvVars::MEM0_API_KEY => "memory[0].api_key".into(),
         EnvVars::PROJECT_NAME => "project_name".into(),
+        EnvVars::CACHE_API_TOKEN => "api.token".into(),
         _ => return None,
     })
 }
@@ -64,6 +65,10 @@ pub(super) fn apply_env(config: &mut Config, env: &dyn Env) -> Result<Vec<&'stat
         used.push(EnvVars::REDIS_URL);
     }
     upstash(config, env, &mut used)?;
+    if let Some(token) = env.var(EnvVars::CACHE_API_TOKEN) {
+        config.api.token = Some(Secret::new(token));
+        used.push(EnvVars::CACHE_API_TOKEN);
+    }
     if let Some(raw) = env.var(EnvVars::DATABASE_URL) {
         let url = env_url(EnvVars::DATABASE_URL, &raw)?;
         match config.postgres.first_mut() {

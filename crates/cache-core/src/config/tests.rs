@@ -285,3 +285,24 @@ fn upstash_rest_targets_from_the_file_or_the_environment() {
     ));
     assert_eq!(e.source_name, "environment variable UPSTASH_REDIS_REST_URL");
 }
+
+#[test]
+fn the_api_section_is_checked_and_its_token_comes_from_the_environment_too() {
+    let key = |text: &str| validate(&parse(text, "c").unwrap(), "c").unwrap_err().key;
+    assert_eq!(key("[api]\nlisten = \"localhost\"\n"), "api.listen");
+    assert_eq!(key("[api]\ntoken = \"short\"\n"), "api.token");
+    assert_eq!(key("[api]\ntoken = \"with a space 0123456789\"\n"), "api.token");
+    assert_eq!(key("[api]\nrate_limit = 0\n"), "api.rate_limit");
+    assert_eq!(key("[api]\nmax_body = \"1 GiB\"\n"), "api.max_body");
+    assert_eq!(key("[api]\nread_timeout = \"0s\"\n"), "api.read_timeout");
+    validate(&parse("[api]\nlisten = \"[::1]:9000\"\ntoken = \"0123456789abcdef\"\n", "c").unwrap(), "c").unwrap();
+    let env = MapEnv(HashMap::from([(EnvVars::HOME, "/x"), (EnvVars::CACHE_API_TOKEN, "tok-from-env-0123456789")]));
+    let loaded = load(None, &env, Path::new("/st")).unwrap();
+    assert!(loaded.config.api.token.as_ref().unwrap().matches(b"tok-from-env-0123456789"));
+    assert_eq!(loaded.env_overrides, [EnvVars::CACHE_API_TOKEN]);
+    let short = MapEnv(HashMap::from([(EnvVars::HOME, "/x"), (EnvVars::CACHE_API_TOKEN, "short")]));
+    let e = load(None, &short, Path::new("/st")).unwrap_err();
+    let e = e.downcast_ref::<ConfigError>().unwrap();
+    assert_eq!((e.source_name.as_str(), e.key.as_str()), ("environment variable CACHE_API_TOKEN", "api.token"));
+    assert!(!e.to_string().contains("short"), "{e}");
+}

@@ -15,6 +15,7 @@ use crate::error::ConfigError;
 pub(super) fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
     alerts(&config.alerts, source)?;
     scheduler(config, source)?;
+    api(&config.api, source)?;
     if config.project_name.trim().is_empty() {
         return Err(ConfigError::new(source, "project_name", "must not be empty"));
     }
@@ -435,6 +436,38 @@ fn scheduler(config: &Config, source: &str) -> Result<(), ConfigError> {
     if !(s.min_factor > 0.0 && s.min_factor <= 1.0 && s.max_factor >= 1.0) {
         return Err(ConfigError::new(source, "scheduler.min_factor", "need 0 < min_factor <= 1 <= max_factor"));
     }
+    Ok(())
+}
+
+fn api(api: &super::ApiSettings, source: &str) -> Result<(), ConfigError> {
+    if api.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(ConfigError::new(
+            source,
+            "api.listen",
+            format!("`{}` is no address and port, like 127.0.0.1:8430 or [::1]:8430", api.listen),
+        ));
+    }
+    if let Some(token) = &api.token {
+        let t = token.expose();
+        if t.chars().count() < super::MIN_TOKEN_LEN || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(ConfigError::new(
+                source,
+                "api.token",
+                format!(
+                    "must be at least {} characters, with no spaces (e.g. `openssl rand -hex 32`)",
+                    super::MIN_TOKEN_LEN
+                ),
+            ));
+        }
+    }
+    if api.rate_limit == 0 || api.burst == 0 {
+        let key = if api.rate_limit == 0 { "api.rate_limit" } else { "api.burst" };
+        return Err(ConfigError::new(source, key, "must be at least 1"));
+    }
+    if api.max_body.as_u64() == 0 || api.max_body.as_u64() > 16 << 20 {
+        return Err(ConfigError::new(source, "api.max_body", "must be between 1 B and 16 MiB"));
+    }
+    positive(source, "api.read_timeout".into(), api.read_timeout)?;
     Ok(())
 }
 

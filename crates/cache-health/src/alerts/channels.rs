@@ -34,7 +34,7 @@ pub const DEAD_LETTER_FILE: &str = "alerts/dead-letter.json";
 /// The most items the dead-letter list keeps (the newest).
 pub const DEAD_LETTER_MAX: usize = 200;
 /// The `log` channel's file.
-pub const LOG_FILE: &str = "alerts/log.jsonl";
+pub const LOG_FILE: &str = cache_core::alerting::flapping::LOG_FILE;
 /// The header carrying a webhook body's signature.
 pub const SIGNATURE_HEADER: &str = "X-Cache-Toolkit-Signature";
 
