@@ -539,7 +539,9 @@ fn redis_over_tls_verifies_the_certificate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_over_tls_with_ca_file_or_without_verification() {
     let Some(cert) = cache_tests::SelfSigned::generate() else { return };
-    let Some(pg) = PgServer::start_with(cache_tests::PgOptions { tls: Some(&cert), ..Default::default() }) else { return };
+    let Some(pg) = PgServer::start_with(cache_tests::PgOptions { tls: Some(&cert), ..Default::default() }) else {
+        return;
+    };
     pg.create_database("app").await;
     let env = TestEnv::new();
     env.watch_log("postgres", pg.socket_dir().join("postgres.log"));

@@ -867,7 +867,11 @@ fn pg_twins(runtime: &tokio::runtime::Runtime, rows: u64, expired: u64) -> anyho
 /// psql running `sql` on database `db` of `pg`, end to end (psql starts, connects, runs it).
 fn psql(pg: &PgServer, db: &str, sql: &str) -> anyhow::Result<Duration> {
     let psql = which_psql(pg);
-    shell(&format!("{psql} -X -q -v ON_ERROR_STOP=1 -h {} -p {} -U postgres -d {db} -c '{sql}'", pg.socket_dir().display(), pg.port()))
+    shell(&format!(
+        "{psql} -X -q -v ON_ERROR_STOP=1 -h {} -p {} -U postgres -d {db} -c '{sql}'",
+        pg.socket_dir().display(),
+        pg.port()
+    ))
 }
 
 fn pg_bench_config(url: &str) -> String {
@@ -887,7 +891,8 @@ struct PgRun {
 }
 
 fn pg_cleanup(bench: &Bench, url: &str) -> anyhow::Result<PgRun> {
-    let mut command = bench.cleanup(&pg_bench_config(url), &["light", "--yes", "--tier", "postgres", "--format", "json"])?;
+    let mut command =
+        bench.cleanup(&pg_bench_config(url), &["light", "--yes", "--tier", "postgres", "--format", "json"])?;
     let (total, _, out) = measure(&mut command)?;
     let report: serde_json::Value = serde_json::from_str(&out).context("the cleanup's JSON report")?;
     let target = &report["targets"][0];
@@ -989,7 +994,10 @@ fn pgbench_latencies(dir: &Path) -> anyhow::Result<Vec<(SystemTime, Duration)>> 
             else {
                 continue;
             };
-            out.push((SystemTime::UNIX_EPOCH + Duration::from_secs(epoch) + Duration::from_micros(us), Duration::from_micros(latency)));
+            out.push((
+                SystemTime::UNIX_EPOCH + Duration::from_secs(epoch) + Duration::from_micros(us),
+                Duration::from_micros(latency),
+            ));
         }
     }
     Ok(out)
@@ -1024,7 +1032,9 @@ fn postgres_pgbench(bench: &Bench) -> anyhow::Result<Row> {
     // runs for a fixed time that the cleanup must fit in); the log says when each transaction
     // ended.
     const PHASE: u64 = 90;
-    let run = |db: &str, what: &dyn Fn() -> anyhow::Result<Duration>| -> anyhow::Result<(Duration, Duration, Duration, usize)> {
+    let run = |db: &str,
+               what: &dyn Fn() -> anyhow::Result<Duration>|
+     -> anyhow::Result<(Duration, Duration, Duration, usize)> {
         let logs = tempfile::tempdir()?;
         let mut pgbench = Command::new("pgbench")
             .args(["-n", "-c", "4", "-j", "2", "-R", "300", "-T", &PHASE.to_string(), "-l", "-f"])

@@ -700,14 +700,9 @@ fn render(d: &Data) -> String {
     let level = if d.job_flags.is_empty() { Level::Healthy } else { Level::Warning };
     card(&mut out, level, "Upcoming Maintenance", &rows);
 
-    // Space freed per tier, last 7 days (real runs only).
-    let mut freed: BTreeMap<String, u64> = BTreeMap::new();
-    for r in d.runs.iter().filter(|r| r.job == "cleanup" && r.summary["dry_run"] != true) {
-        for t in r.summary["targets"].as_array().into_iter().flatten() {
-            *freed.entry(t["tier"].as_str().unwrap_or("?").to_owned()).or_default() +=
-                t["bytes_freed"].as_u64().unwrap_or(0);
-        }
-    }
+    // Space freed per tier, last 7 days (real runs only), by every job that frees space
+    // (`cleanup-light`, `memory-maintenance`, … as well as a manual `cleanup`).
+    let freed = cache_core::maintenance::space_freed(d.runs.iter());
     let mut rows: Vec<(String, String, Option<&str>)> =
         freed.iter().map(|(tier, b)| (format!("{tier}:"), bytes(*b), None)).collect();
     if rows.is_empty() {
@@ -985,6 +980,34 @@ mod tests {
     fn element<'a>(page: &'a str, id: &str, end: &str) -> &'a str {
         let at = page.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no {id} in {page}"));
         &page[at..at + page[at..].find(end).unwrap()]
+    }
+
+    #[test]
+    fn space_freed_counts_every_job_that_freed_space_and_no_dry_run() {
+        let now = t("2026-03-01T12:00:00Z");
+        let run = |job: &str, dry_run: bool, targets: Value| -> RunRecord {
+            serde_json::from_value(serde_json::json!({
+                "id": format!("{job}-{dry_run}"), "job": job, "command": "cache-cleanup", "host": "h", "pid": 1,
+                "started_at": "2026-03-01T11:00:00Z", "ended_at": "2026-03-01T11:00:01Z", "duration_ms": 1000,
+                "outcome": if dry_run { "dry_run" } else { "success" }, "exit_code": 0, "steps": [],
+                "summary": { "dry_run": dry_run, "targets": targets },
+            }))
+            .unwrap()
+        };
+        let mut d = data(Vec::new(), now);
+        d.runs = vec![
+            run("cleanup-light", false, serde_json::json!([{ "tier": "redis", "bytes_freed": 3 << 20 }])),
+            run("memory-maintenance", false, serde_json::json!([{ "tier": "logs", "bytes_freed": 10_066_329 }])),
+            run("cleanup", false, serde_json::json!([{ "tier": "redis", "bytes_freed": 1 << 20 }])),
+            run("cleanup-deep", true, serde_json::json!([{ "tier": "postgres", "bytes_freed": 5 << 20 }])),
+        ];
+        let page = render(&d);
+        let card = &page[page.find("Space Freed (7 days)").unwrap()..];
+        // The card ends where the next one begins.
+        let card = &card[..card.find("status-card").unwrap_or(card.len())];
+        assert!(card.contains("redis:") && card.contains(&cache_core::output::bytes(4 << 20)), "{card}");
+        assert!(card.contains("logs:") && card.contains(&cache_core::output::bytes(10_066_329)), "{card}");
+        assert!(!card.contains("postgres:"), "a dry run frees nothing: {card}");
     }
 
     #[test]
