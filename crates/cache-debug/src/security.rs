@@ -202,7 +202,7 @@ fn access_findings(out: &mut Vec<Finding>, subject: &str, path: &Path, meta: &st
                 user_label(me)
             ),
             fix: format!(
-                "chown {} {}",
+                "chown {} {} (or run the toolkit as its owner, when the directory is that user's)",
                 cache_core::system::user_name(me).unwrap_or_else(|| me.to_string()),
                 path.display()
             ),
