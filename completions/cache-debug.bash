@@ -516,12 +516,16 @@ _cache__debug() {
             return 0
             ;;
         cache__subcmd__debug__subcmd__security)
-            opts="-v -q -h --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help"
+            opts="-v -q -h --fail-under --config --state-dir --tier --wait --scheduled --emergency --trigger --run-id --verbose --quiet --format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --fail-under)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

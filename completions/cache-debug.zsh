@@ -156,6 +156,7 @@ json\:"One JSON document on stdout, with \`schema_version\`"))' \
 ;;
 (security)
 _arguments "${_arguments_options[@]}" : \
+'--fail-under=[Exit 6 (MISMATCH) when the score is under SCORE\: a gate for cron and CI]:SCORE:_default' \
 '--config=[Configuration file \[default\: \$CACHE_CONFIG, then ~/.config/cache-toolkit/config.toml, then /etc/cache-toolkit/config.toml, then the embedded default\]]:FILE:_files' \
 '--state-dir=[State directory \[default\: \$CACHE_STATE_DIR, \$STATE_DIRECTORY, /var/lib/cache-toolkit for root, else ~/.local/state/cache-toolkit\]]:DIR:_files' \
 '*--tier=[Only these tiers, or one target of a tier (repeatable)\: redis, postgres, memory, http, files, logs, system; e.g. \`--tier redis\:main\`]:TIER[:NAME]:_default' \
@@ -290,7 +291,7 @@ _cache-debug_commands() {
 'connections:Redis clients and PostgreSQL backends, summarised against their limits' \
 'memory:INFO memory, MEMORY DOCTOR, the biggest keys, memory per prefix with TTL and idle buckets, table and index sizes, file caches' \
 'logs:Error patterns in the configured logs over the last days, rotations included' \
-'security:Permissions, authentication and encryption audit with a score and a fix per finding' \
+'security:Permissions, authentication and encryption audit with a score and a fix per finding\: configuration, state, backup, cache (model caches included) and log directories, the toolkit'\''s binaries, Redis, PostgreSQL, the memory API and alert channels' \
 'config:The merged configuration, secrets redacted, and where each value came from' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -319,7 +320,7 @@ _cache-debug__subcmd__help_commands() {
 'connections:Redis clients and PostgreSQL backends, summarised against their limits' \
 'memory:INFO memory, MEMORY DOCTOR, the biggest keys, memory per prefix with TTL and idle buckets, table and index sizes, file caches' \
 'logs:Error patterns in the configured logs over the last days, rotations included' \
-'security:Permissions, authentication and encryption audit with a score and a fix per finding' \
+'security:Permissions, authentication and encryption audit with a score and a fix per finding\: configuration, state, backup, cache (model caches included) and log directories, the toolkit'\''s binaries, Redis, PostgreSQL, the memory API and alert channels' \
 'config:The merged configuration, secrets redacted, and where each value came from' \
 'completions:Print shell completions' \
 'help:Print this message or the help of the given subcommand(s)' \

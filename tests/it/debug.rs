@@ -223,6 +223,136 @@ fn logs_count_patterns_in_the_last_days_rotations_included() {
     );
 }
 
+/// Seed 004's error patterns, configured beside the built-in ones, in a live log, a plain
+/// rotation and gzipped rotations (two gzip members in one file, as `cat a.gz b.gz` leaves);
+/// every example scrubbed of what looks like a credential, though the configuration knows
+/// none of them.
+#[test]
+fn logs_count_configured_patterns_in_rotations_and_scrub_credentials_from_examples() {
+    let env = TestEnv::new();
+    let dir = env.path("benchmark");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("eval.log"),
+        "11:00 INFO run 7 started\n\
+         11:01 ERROR run 7: evaluation failed: judge returned 500 (Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig)\n\
+         11:02 ERROR CUDA out of memory. Tried to allocate 2.00 GiB; retrying with api_key=sk-live-4242abcd\n\
+         11:03 INFO run 7 done\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("eval.log.1"), "10:00 ERROR Evaluation Failed for model m1 password=hunter2xyz\n").unwrap();
+    let gz = |name: &str, members: &[&[u8]]| {
+        let mut file = std::fs::File::create(dir.join(name)).unwrap();
+        for member in members {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(member).unwrap();
+            file.write_all(&enc.finish().unwrap()).unwrap();
+        }
+    };
+    gz(
+        "eval.log.2.gz",
+        &[
+            b"09:00 CRITICAL system overload: queue 900\n09:01 ERROR CUDA out of memory on gpu1 (db redis://eval:s3cr3t-pw@10.0.0.7:6379/0)\n",
+            b"09:02 WARNING high latency: 2300 ms {\"client_secret\": \"cs-77xx\"}\n",
+        ],
+    );
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for (name, at) in [("eval.log.1", hour_ago), ("eval.log.2.gz", two_hours_ago)] {
+        std::fs::File::options().write(true).open(dir.join(name)).unwrap().set_modified(at).unwrap();
+    }
+    env.write_config(&format!(
+        "[[logs]]\nname = \"benchmark\"\npath = \"{}\"\n[debug]\nlog_patterns = [\n  \
+         {{ name = \"evaluation failed\", match = [\"evaluation failed\"] }},\n  \
+         {{ name = \"cuda oom\", match = [\"CUDA out of memory\"] }},\n  \
+         {{ name = \"overload\", match = [\"system overload\", \"high latency\"] }},\n]\n",
+        dir.display()
+    ));
+    let out = env.run(DEBUG, &["logs", "--format", "json"]);
+    out.expect_code(0);
+    let doc = out.json();
+    let t = &doc["logs"][0]["tally"];
+    assert_eq!(t["files"].as_array().unwrap().len(), 3, "{t:#}");
+    assert_eq!(t["lines"], 8, "{t:#}");
+    for (name, n) in [
+        ("evaluation failed", 2),
+        ("cuda oom", 2),
+        ("overload", 2),
+        ("out of memory", 2),
+        ("error", 4),
+        ("critical", 1),
+        ("warning", 1),
+        ("timeout", 0),
+    ] {
+        assert_eq!(t["counts"][name].as_u64().unwrap_or(0), n, "{name}: {t:#}");
+    }
+    let sources: Vec<(&str, &str)> = doc["patterns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(sources[0], ("error", "builtin"));
+    assert_eq!(
+        &sources[sources.len() - 3..],
+        [("evaluation failed", "configured"), ("cuda oom", "configured"), ("overload", "configured")]
+    );
+    // Oldest first, so the newest examples are kept, each scrubbed.
+    let examples = |name: &str| -> Vec<String> {
+        t["examples"][name].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(
+        examples("cuda oom"),
+        [
+            "09:01 ERROR CUDA out of memory on gpu1 (db redis://eval:***@10.0.0.7:6379/0)",
+            "11:02 ERROR CUDA out of memory. Tried to allocate 2.00 GiB; retrying with api_key=***",
+        ]
+    );
+    assert_eq!(
+        examples("evaluation failed"),
+        [
+            "10:00 ERROR Evaluation Failed for model m1 password=***",
+            "11:01 ERROR run 7: evaluation failed: judge returned 500 (Authorization: Bearer ***)",
+        ]
+    );
+    assert_eq!(examples("overload")[1], "09:02 WARNING high latency: 2300 ms {\"client_secret\": \"***\"}");
+    for secret in ["eyJhbGciOiJIUzI1NiJ9", "sk-live-4242abcd", "hunter2xyz", "s3cr3t-pw", "cs-77xx"] {
+        assert!(!out.stdout.contains(secret), "{secret} in {}", out.stdout);
+    }
+    let text = env.run(DEBUG, &["logs"]);
+    text.expect_code(0);
+    assert!(text.stdout.contains("cuda oom") && text.stdout.contains("evaluation failed"), "{}", text.dump());
+    assert!(!text.stdout.contains("hunter2xyz") && !text.stdout.contains("sk-live-4242abcd"), "{}", text.dump());
+}
+
+/// A configured pattern with no name, no fragment or an empty one, or a built-in's name, is a
+/// configuration error naming the key (exit 3).
+#[test]
+fn a_log_pattern_without_a_name_or_a_fragment_is_refused_naming_the_key() {
+    let env = TestEnv::new();
+    for (patterns, key, says) in [
+        ("{ name = \"\", match = [\"x\"] }", "debug.log_patterns[0].name", "must not be empty"),
+        (
+            "{ name = \"a\", match = [\"x\"] }, { name = \"b\", match = [\"y\", \" \"] }",
+            "debug.log_patterns[1].match[1]",
+            "must not be empty",
+        ),
+        ("{ name = \"a\", match = [] }", "debug.log_patterns[0].match", "at least one fragment"),
+        ("{ name = \"Timeout\", match = [\"x\"] }", "debug.log_patterns[0].name", "a built-in pattern's name"),
+        (
+            "{ name = \"a\", match = [\"x\"] }, { name = \"a\", match = [\"y\"] }",
+            "debug.log_patterns[1].name",
+            "used twice",
+        ),
+        ("{ name = \"a\" }", "debug.log_patterns[0]", "missing field `match`"),
+    ] {
+        env.write_config(&format!("[debug]\nlog_patterns = [{patterns}]\n"));
+        let out = env.run(DEBUG, &["logs"]);
+        out.expect_code(3);
+        assert!(out.stderr.contains(&format!("`{key}`")) && out.stderr.contains(says), "{patterns}: {}", out.dump());
+    }
+}
+
 #[test]
 fn security_findings_carry_fixes_and_a_score() {
     let Some(redis) = RedisServer::start_with("protected-mode no") else { return };

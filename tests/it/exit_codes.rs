@@ -113,6 +113,8 @@ fn cases() -> Vec<Case> {
         case(debug, Down, &["connections"], UNREACHABLE, "unreachable"),
         case(debug, Down, &["memory"], UNREACHABLE, "unreachable"),
         case(debug, Down, &["security"], UNREACHABLE, "not audited"),
+        // A target without a password and a configuration others may read score under 100.
+        case(debug, Up, &["security", "--fail-under", "100"], MISMATCH, "is under --fail-under 100"),
         case(debug, StateIsAFile, &["connections"], STATE, "is not a directory"),
         case(scheduler, Up, &["status"], SUCCESS, ""),
         case(scheduler, Up, &["install", "--cron-d", "/nonexistent-cache-toolkit-dir/cache-toolkit"], PARTIAL, ""),

@@ -472,3 +472,159 @@ async fn the_export_carries_lookups_health_alerts_backups_and_cleanups_and_passe
     assert!(got.keys().all(|k| k.contains("{project=\"shop\"")), "{text}");
     promtool_accepts(&dir.join("cache-toolkit-shop.prom"));
 }
+
+/// The GPU lines of an exposition (`cache_gpu*`).
+fn gpu_lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| !l.starts_with('#') && l.starts_with("cache_gpu")).collect()
+}
+
+/// On this host (as in CI) there is no NVIDIA driver: collect records why, the export says
+/// `cache_gpu_up 0` and no GPU figure (never a 0 utilisation), the CSV has no GPU row, and
+/// cache-health reports the GPU not available without raising its code. With `system.gpu =
+/// false` the GPU is not probed and not exported at all.
+#[test]
+fn without_nvml_the_gpus_are_exported_as_down_never_as_idle() {
+    if let cache_core::gpu::GpuStatus::Available { gpus } = cache_core::gpu::probe()
+        && !gpus.is_empty()
+    {
+        eprintln!("note: skipping: this host has a GPU (the GPU host's own test covers it)");
+        return;
+    }
+    let Some(redis) = RedisServer::start() else { return };
+    let env = TestEnv::new();
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n", redis.url()));
+    env.run(ANALYTICS, &["collect", "-q"]).expect_code(0);
+    let history = std::fs::read_to_string(env.state_dir().join("analytics/history.jsonl")).unwrap();
+    let snapshot: Value = serde_json::from_str(history.lines().last().unwrap()).unwrap();
+    assert_eq!(snapshot["gpu"]["available"], false, "{snapshot:#}");
+    let reason = snapshot["gpu"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("NVML") || reason.contains("feature") || reason.contains("no GPU"), "{reason}");
+    assert!(snapshot["gpu"].get("gpus").is_none(), "{snapshot:#}");
+    let text = env.run(ANALYTICS, &["collect"]);
+    text.expect_code(0);
+    assert!(text.stdout.contains(&format!("not available: {reason}")), "{}", text.dump());
+
+    let file = env.path("cache.prom");
+    env.run(ANALYTICS, &["export", "--format", "prometheus", "-o", file.to_str().unwrap()]).expect_code(0);
+    let prom = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(gpu_lines(&prom), ["cache_gpu_up{project=\"default\"} 0"], "{prom}");
+    promtool_accepts(&file);
+    let csv = env.run(ANALYTICS, &["export", "--format", "csv"]);
+    csv.expect_code(0);
+    assert!(!csv.stdout.contains(",gpu"), "{}", csv.stdout);
+
+    let health = env.run(HEALTH, &["check", "--format", "json", "--tier", "system:gpu"]);
+    health.expect_code(0);
+    let gpu = &health.json()["targets"].as_array().unwrap().iter().find(|t| t["name"] == "gpu").unwrap().clone();
+    assert_eq!(gpu["status"], "not_available", "{gpu:#}");
+    assert!(gpu["observed"].as_object().is_none_or(serde_json::Map::is_empty), "{gpu:#}");
+
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n[system]\ngpu = false\n", redis.url()));
+    env.run(ANALYTICS, &["collect", "-q"]).expect_code(0);
+    env.run(ANALYTICS, &["export", "--format", "prometheus", "-o", file.to_str().unwrap()]).expect_code(0);
+    let prom = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(gpu_lines(&prom), Vec::<&str>::new(), "not probed, not exported:\n{prom}");
+}
+
+/// A reading of an H200 host, as NVML gives it, through the seam the probe feeds
+/// (`GpuFigures::of`): recorded in the history as a collect on that host records it, then
+/// exported by the real cache-analytics with Prometheus's base units (ratios, bytes, hertz,
+/// Celsius), one series per known throttle reason, nothing for a figure NVML did not give;
+/// promtool accepts it and the CSV carries the same figures.
+#[test]
+fn an_nvml_reading_goes_into_the_history_and_the_export_in_prometheus_units() {
+    use cache_core::gpu::{Clocks, GpuInfo, GpuStatus};
+    use cache_core::history::{GpuFigures, Snapshot};
+    const GIB: u64 = 1 << 30;
+    let busy = GpuInfo {
+        index: 0,
+        name: "NVIDIA H200".into(),
+        uuid: Some("GPU-5c1d63a3-1b0e-4a5c-9a51-0b2f3c4d5e6f".into()),
+        memory_used: Some(96 * GIB),
+        memory_total: Some(141 * GIB),
+        utilization_percent: Some(87),
+        memory_utilization_percent: Some(42),
+        temperature_celsius: Some(64),
+        clocks: Clocks { graphics_mhz: Some(1980), sm_mhz: Some(1980), memory_mhz: Some(3201) },
+        throttle_reasons: Some(vec!["sw_power_cap".into()]),
+    };
+    let partial = GpuInfo {
+        index: 1,
+        uuid: None,
+        memory_used: None,
+        memory_total: None,
+        utilization_percent: None,
+        memory_utilization_percent: None,
+        temperature_celsius: Some(39),
+        clocks: Clocks { graphics_mhz: Some(345), ..Clocks::default() },
+        throttle_reasons: None,
+        ..busy.clone()
+    };
+    let figures = GpuFigures::of(&GpuStatus::Available { gpus: vec![busy, partial] });
+    assert!(figures.available && figures.reason.is_none());
+    let env = TestEnv::new();
+    let state = cache_core::state::StateDir::open(env.state_dir()).unwrap();
+    let snapshot = Snapshot { timestamp: chrono::Utc::now(), gpu: Some(figures.clone()), ..Snapshot::default() };
+    state.append_jsonl(cache_core::history::HISTORY, &snapshot).unwrap();
+    // The history keeps the reading as it was, unknown figures left out.
+    let line = std::fs::read_to_string(env.state_dir().join("analytics/history.jsonl")).unwrap();
+    let back: Snapshot = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(back.gpu.as_ref(), Some(&figures));
+    assert!(!line.contains("\"utilization_percent\":null") && !line.contains("\"memory_used\":0"), "{line}");
+
+    let file = env.path("gpu.prom");
+    env.run(ANALYTICS, &["export", "--format", "prometheus", "-o", file.to_str().unwrap()]).expect_code(0);
+    let prom = std::fs::read_to_string(&file).unwrap();
+    let p = |rest: &str| format!("{{project=\"default\",{rest}");
+    let mut want = vec![
+        "cache_gpu_up{project=\"default\"} 1".to_owned(),
+        "cache_gpus{project=\"default\"} 2".to_owned(),
+        format!(
+            "cache_gpu_info{}",
+            p("gpu=\"0\",name=\"NVIDIA H200\",uuid=\"GPU-5c1d63a3-1b0e-4a5c-9a51-0b2f3c4d5e6f\"} 1")
+        ),
+        format!("cache_gpu_memory_used_bytes{}", p(&format!("gpu=\"0\"}} {}", 96 * GIB))),
+        format!("cache_gpu_memory_total_bytes{}", p(&format!("gpu=\"0\"}} {}", 141 * GIB))),
+        format!("cache_gpu_utilization_ratio{}", p("gpu=\"0\"} 0.87")),
+        format!("cache_gpu_memory_utilization_ratio{}", p("gpu=\"0\"} 0.42")),
+        format!("cache_gpu_temperature_celsius{}", p("gpu=\"0\"} 64")),
+        format!("cache_gpu_memory_used_ratio{}", p(&format!("gpu=\"0\"}} {}", 96.0 / 141.0))),
+        format!("cache_gpu_clock_hertz{}", p("gpu=\"0\",clock=\"graphics\"} 1980000000")),
+        format!("cache_gpu_clock_hertz{}", p("gpu=\"0\",clock=\"sm\"} 1980000000")),
+        format!("cache_gpu_clock_hertz{}", p("gpu=\"0\",clock=\"memory\"} 3201000000")),
+    ];
+    for (_, reason) in cache_core::gpu::THROTTLE_REASONS {
+        let on = u8::from(*reason == "sw_power_cap");
+        want.push(format!("cache_gpu_throttle_reason{}", p(&format!("gpu=\"0\",reason=\"{reason}\"}} {on}"))));
+    }
+    want.extend([
+        format!("cache_gpu_info{}", p("gpu=\"1\",name=\"NVIDIA H200\"} 1")),
+        format!("cache_gpu_temperature_celsius{}", p("gpu=\"1\"} 39")),
+        format!("cache_gpu_clock_hertz{}", p("gpu=\"1\",clock=\"graphics\"} 345000000")),
+    ]);
+    let mut got: Vec<String> = gpu_lines(&prom).into_iter().map(str::to_owned).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "{prom}");
+    promtool_accepts(&file);
+
+    let csv = env.run(ANALYTICS, &["export", "--format", "csv"]);
+    csv.expect_code(0);
+    let rows: Vec<&str> =
+        csv.stdout.lines().filter(|l| l.contains(",gpu")).map(|l| l.split_once(',').unwrap().1).collect();
+    assert_eq!(
+        rows,
+        [
+            format!("system,gpu0,memory_used,{}", 96 * GIB),
+            format!("system,gpu0,memory_total,{}", 141 * GIB),
+            "system,gpu0,utilization_percent,87".to_owned(),
+            "system,gpu0,memory_utilization_percent,42".to_owned(),
+            "system,gpu0,temperature_celsius,64".to_owned(),
+            "system,gpu0,graphics_clock_mhz,1980".to_owned(),
+            "system,gpu0,sm_clock_mhz,1980".to_owned(),
+            "system,gpu0,memory_clock_mhz,3201".to_owned(),
+            "system,gpu1,temperature_celsius,39".to_owned(),
+            "system,gpu1,graphics_clock_mhz,345".to_owned(),
+        ]
+    );
+}

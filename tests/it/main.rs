@@ -26,6 +26,7 @@ mod remote;
 mod rotation;
 mod runs;
 mod scheduler;
+mod security;
 mod upstash;
 
 pub(crate) use health::health_table_sql;

@@ -21,8 +21,8 @@ use cache_core::tier::{Tier, selected};
 use chrono::Utc;
 
 use cache_core::history::{
-    self as history, DirFigures, HISTORY, HostFigures, Latency, MemoryFigures, PostgresFigures, PrefixFigures,
-    RedisFigures, Snapshot,
+    self as history, DirFigures, GpuFigures, HISTORY, HostFigures, Latency, MemoryFigures, PostgresFigures,
+    PrefixFigures, RedisFigures, Snapshot,
 };
 
 /// Keys sampled per Redis target for the per-prefix figures.
@@ -116,7 +116,13 @@ async fn collect(ctx: &Context) -> anyhow::Result<JobResult> {
     let host = cache_core::system::host()
         .map(|h| HostFigures { load1: h.load[0], memory_percent: h.memory_percent, cpus: h.cpus })
         .unwrap_or_default();
-    let snapshot = Snapshot { timestamp: Utc::now(), redis, postgres, memory, dirs, host };
+    // NVML's figures, each unknown one left unknown; without NVML the snapshot says why.
+    let gpu = if config.system.gpu && selected(filters, Tier::System, "gpu") {
+        Some(GpuFigures::of(&cache_core::gpu::probe_within(config.system.timeout).await))
+    } else {
+        None
+    };
+    let snapshot = Snapshot { timestamp: Utc::now(), redis, postgres, memory, dirs, host, gpu };
     ctx.state.append_jsonl(HISTORY, &snapshot)?;
     let errors: Vec<String> = snapshot
         .redis
@@ -333,6 +339,18 @@ async fn postgres_figures(target: &PostgresTarget, project: &str) -> (PostgresFi
     (figures, reach)
 }
 
+/// One GPU's figures for the table; "unknown" for each NVML would not give.
+fn gpu_line(gpu: &cache_core::gpu::GpuInfo) -> String {
+    let known = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
+    format!(
+        "{}: memory {}, utilization {}, {}",
+        gpu.name,
+        known(gpu.memory_used.zip(gpu.memory_total).map(|(u, t)| format!("{} of {}", bytes(u), bytes(t)))),
+        known(gpu.utilization_percent.map(|u| format!("{u}%"))),
+        known(gpu.temperature_celsius.map(|t| format!("{t} °C"))),
+    )
+}
+
 fn print(ctx: &Context, snapshot: &Snapshot, errors: &[String]) -> anyhow::Result<()> {
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
@@ -374,6 +392,16 @@ fn print(ctx: &Context, snapshot: &Snapshot, errors: &[String]) -> anyhow::Resul
     }
     for d in &snapshot.dirs {
         table.add_row(vec![d.tier.clone(), d.name.clone(), format!("{} in {} files", bytes(d.bytes), d.files)]);
+    }
+    if let Some(g) = &snapshot.gpu {
+        if g.available {
+            for gpu in &g.gpus {
+                table.add_row(vec!["system".to_owned(), format!("gpu{}", gpu.index), gpu_line(gpu)]);
+            }
+        } else {
+            let why = g.reason.as_deref().unwrap_or("NVML gave nothing");
+            table.add_row(vec!["system".to_owned(), "gpu".to_owned(), format!("not available: {why}")]);
+        }
     }
     printer.always(&format!(
         "snapshot at {} appended to the history\n{table}",

@@ -10,7 +10,8 @@
 //! is down has `cache_redis_up 0` and no keys or latency, never zeros), servers' counters are
 //! `_total` counters, and times are Unix timestamps (an age is `time() - ...`). It reads only
 //! what the tools left in the state directory: the latest snapshot, the last health report,
-//! the monitor's alert state, the newest backup manifest and the run records.
+//! the monitor's alert state, the newest backup manifest, the run records and the last security
+//! audit.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -141,6 +142,25 @@ pub fn csv(history: &[Snapshot]) -> String {
         }
         row(&t, "system", "host", "load1", s.host.load1);
         row(&t, "system", "host", "memory_percent", s.host.memory_percent);
+        // Only the figures NVML gave: an unknown one has no row.
+        for gpu in s.gpu.iter().filter(|g| g.available).flat_map(|g| &g.gpus) {
+            let target = format!("gpu{}", gpu.index);
+            let figures = [
+                ("memory_used", gpu.memory_used.map(|v| v as f64)),
+                ("memory_total", gpu.memory_total.map(|v| v as f64)),
+                ("utilization_percent", gpu.utilization_percent.map(f64::from)),
+                ("memory_utilization_percent", gpu.memory_utilization_percent.map(f64::from)),
+                ("temperature_celsius", gpu.temperature_celsius.map(f64::from)),
+            ];
+            for (metric, value) in figures {
+                if let Some(v) = value {
+                    row(&t, "system", &target, metric, v);
+                }
+            }
+            for (clock, mhz) in gpu.clocks.known() {
+                row(&t, "system", &target, &format!("{clock}_clock_mhz"), f64::from(mhz));
+            }
+        }
     }
     out
 }
@@ -255,6 +275,8 @@ pub struct Sources {
     pub backups: Option<Backups>,
     /// Cleanup totals per target.
     pub cleanup: Vec<CleanupTotal>,
+    /// The last security audit of the whole configuration.
+    pub audit: Option<cache_core::audit::AuditRecord>,
 }
 
 impl Sources {
@@ -268,8 +290,9 @@ impl Sources {
         let backups = keep(p, "the backups", newest_backup(&ctx.config.backup.dir));
         let cleanup = keep(p, "the cleanup totals", count_cleanups(&ctx.state).map(Some)).unwrap_or_default();
         let jobs = keep(p, "the job runs", runs::summary_by_job(&ctx.state).map(Some)).unwrap_or_default();
+        let audit = keep(p, "the security audits", ctx.state.read_last_jsonl(cache_core::audit::AUDITS));
         let sources =
-            Self { project: ctx.config.project_name.clone(), snapshot, jobs, health, alerts, backups, cleanup };
+            Self { project: ctx.config.project_name.clone(), snapshot, jobs, health, alerts, backups, cleanup, audit };
         (sources, problems)
     }
 }
@@ -663,6 +686,9 @@ pub fn prometheus(sources: &Sources) -> String {
                 s.host.memory_percent / 100.0,
             );
         }
+        if let Some(g) = &s.gpu {
+            gpus(&mut x, g);
+        }
     }
     if let Some(h) = &sources.health {
         health_report(&mut x, h);
@@ -706,6 +732,22 @@ pub fn prometheus(sources: &Sources) -> String {
             &t,
             c.bytes_freed as f64,
         );
+    }
+    if let Some(a) = &sources.audit {
+        x.gauge("cache_security_score", "The last security audit's score (0 to 100).", &[], f64::from(a.score));
+        x.gauge(
+            "cache_security_audit_timestamp_seconds",
+            "When the last security audit ran.",
+            &[],
+            a.at.timestamp() as f64,
+        );
+        x.flag(
+            "cache_security_audit_complete",
+            "Whether the last security audit reached every target (0: its score covers less).",
+            &[],
+            a.complete,
+        );
+        x.gauge("cache_security_findings", "Findings of the last security audit.", &[], a.findings.len() as f64);
     }
     for (job, (last, success)) in &sources.jobs {
         let t = [("cache_job", job.as_str())];
@@ -832,6 +874,74 @@ fn redis(x: &mut Exposition<'_>, r: &RedisFigures) {
         let l = [t[0], ("prefix", p.prefix.as_str())];
         x.gauge("cache_redis_prefix_keys", "Keys under a prefix, estimated from a sample.", &l, p.keys as f64);
         x.gauge("cache_redis_prefix_bytes", "Bytes under a prefix, estimated from a sample.", &l, p.bytes as f64);
+    }
+}
+
+/// The GPUs of the snapshot: `cache_gpu_up` 1 when NVML gave figures, 0 when it gave none
+/// (no driver, no GPU: then nothing else, never a 0 utilisation), and per GPU only what NVML
+/// gave. Ratios are 0..1 and clocks in hertz, as Prometheus's base units want.
+fn gpus(x: &mut Exposition<'_>, g: &cache_core::history::GpuFigures) {
+    x.flag(
+        "cache_gpu_up",
+        "Whether NVML gave the GPUs' figures (0: no NVIDIA driver or no GPU, and no GPU figure).",
+        &[],
+        g.available,
+    );
+    if !g.available {
+        return;
+    }
+    x.gauge("cache_gpus", "GPUs NVML found.", &[], g.gpus.len() as f64);
+    for gpu in &g.gpus {
+        let index = gpu.index.to_string();
+        let t = [("gpu", index.as_str())];
+        let mut info = vec![t[0], ("name", gpu.name.as_str())];
+        if let Some(uuid) = &gpu.uuid {
+            info.push(("uuid", uuid.as_str()));
+        }
+        x.gauge("cache_gpu_info", "A GPU's product name and UUID (1).", &info, 1.0);
+        let known: [(&str, &'static str, Option<f64>); 6] = [
+            ("cache_gpu_memory_used_bytes", "GPU memory in use.", gpu.memory_used.map(|v| v as f64)),
+            ("cache_gpu_memory_total_bytes", "GPU memory in total.", gpu.memory_total.map(|v| v as f64)),
+            (
+                "cache_gpu_utilization_ratio",
+                "Share of the last sample period a kernel ran on the GPU.",
+                gpu.utilization_percent.map(|v| f64::from(v) / 100.0),
+            ),
+            (
+                "cache_gpu_memory_utilization_ratio",
+                "Share of the last sample period the GPU's memory was read or written.",
+                gpu.memory_utilization_percent.map(|v| f64::from(v) / 100.0),
+            ),
+            ("cache_gpu_temperature_celsius", "GPU core temperature.", gpu.temperature_celsius.map(f64::from)),
+            (
+                "cache_gpu_memory_used_ratio",
+                "Share of the GPU's memory in use.",
+                gpu.memory_percent().map(|p| p / 100.0),
+            ),
+        ];
+        for (name, help, value) in known {
+            if let Some(value) = value {
+                x.gauge(name, help, &t, value);
+            }
+        }
+        for (clock, mhz) in gpu.clocks.known() {
+            x.gauge(
+                "cache_gpu_clock_hertz",
+                "A GPU clock's current speed.",
+                &[t[0], ("clock", clock)],
+                f64::from(mhz) * 1e6,
+            );
+        }
+        if let Some(reasons) = &gpu.throttle_reasons {
+            for (_, reason) in cache_core::gpu::THROTTLE_REASONS {
+                x.flag(
+                    "cache_gpu_throttle_reason",
+                    "Whether a reason holds the GPU's clocks down now (NVML's clock throttle reasons).",
+                    &[t[0], ("reason", reason)],
+                    reasons.iter().any(|r| r == reason),
+                );
+            }
+        }
     }
 }
 

@@ -67,11 +67,22 @@ pub enum Metric {
     NeverAdmitted,
     /// No disaster-recovery drill has passed within `backup.drill_max_age` (0 or 1).
     DrillOverdue,
+    /// The score of the latest complete security audit (0 to 100).
+    SecurityScore,
+    /// Points the latest complete security audit scores below the best of those within
+    /// `debug.security_baseline` before it.
+    SecurityScoreDrop,
+    /// The busiest GPU's utilisation (0..1), where NVML gave one.
+    GpuUtilization,
+    /// The fullest GPU's memory in use (0..1), where NVML gave it.
+    GpuMemoryUsage,
+    /// The hottest GPU's temperature, degrees Celsius, where NVML gave one.
+    GpuTemperatureCelsius,
 }
 
 impl Metric {
     /// Every metric, in the order docs/alerts.md lists them.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 26] = [
         Self::Status,
         Self::LatencyMs,
         Self::MemoryUsage,
@@ -85,6 +96,9 @@ impl Metric {
         Self::DeadTuples,
         Self::Rows,
         Self::LoadPerCpu,
+        Self::GpuUtilization,
+        Self::GpuMemoryUsage,
+        Self::GpuTemperatureCelsius,
         Self::HttpStatus,
         Self::Overdue,
         Self::TooFast,
@@ -93,6 +107,8 @@ impl Metric {
         Self::Skips,
         Self::NeverAdmitted,
         Self::DrillOverdue,
+        Self::SecurityScore,
+        Self::SecurityScoreDrop,
     ];
 
     /// The name conditions and message templates use.
@@ -119,6 +135,11 @@ impl Metric {
             Self::Skips => "skips",
             Self::NeverAdmitted => "never_admitted",
             Self::DrillOverdue => "drill_overdue",
+            Self::SecurityScore => "security_score",
+            Self::SecurityScoreDrop => "security_score_drop",
+            Self::GpuUtilization => "gpu_utilization",
+            Self::GpuMemoryUsage => "gpu_memory_usage",
+            Self::GpuTemperatureCelsius => "gpu_temperature_celsius",
         }
     }
 
@@ -129,7 +150,15 @@ impl Metric {
 
     /// A ratio (0..1): compared with `0.8` or `80%`, never a bare `80`.
     pub fn is_ratio(self) -> bool {
-        matches!(self, Self::HitRatio | Self::MemoryUsage | Self::ClientsUsage | Self::ConnectionUsage)
+        matches!(
+            self,
+            Self::HitRatio
+                | Self::MemoryUsage
+                | Self::ClientsUsage
+                | Self::ConnectionUsage
+                | Self::GpuUtilization
+                | Self::GpuMemoryUsage
+        )
     }
 }
 
@@ -156,6 +185,8 @@ pub const DEFAULT_RULE_NAMES: &[&str] = &[
     "Scheduled Job Skipped",
     "Connection Usage",
     "Backup Drill Overdue",
+    "Security Score Drop",
+    "GPU Saturated",
 ];
 
 /// The names of the rules `cache-health monitor` judges under `settings` (what a maintenance

@@ -14,8 +14,8 @@
 //!
 //! Layout: this module holds [`Config`], [`load`] and [`parse`]; each section's schema is in its
 //! own submodule (`redis`, `postgres`, `memory`, `http`, `files`, `system`, `health`, `cleanup`,
-//! `backup`, `scheduler`, `alerts`, `optimizer`, `api`), re-exported here; `overrides` applies the
-//! environment, `validate` checks every section once, up front.
+//! `backup`, `scheduler`, `alerts`, `optimizer`, `analytics`, `debug`, `api`), re-exported here;
+//! `overrides` applies the environment, `validate` checks every section once, up front.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +32,7 @@ mod analytics;
 mod api;
 mod backup;
 mod cleanup;
+mod debug;
 mod files;
 mod health;
 mod http;
@@ -50,6 +51,7 @@ pub use analytics::AnalyticsSettings;
 pub use api::{ApiSettings, MIN_TOKEN_LEN};
 pub use backup::{BackupSettings, RedisBackupMethod, RemoteKind, RemoteTarget};
 pub use cleanup::{CleanupSettings, ModePolicy, Modes, ScanMethod, SizeBasis, SmartThresholds};
+pub use debug::{BUILTIN_LOG_PATTERNS, DebugSettings, LogPattern};
 pub use files::{DirTarget, FileScope, FilesTarget, LogsTarget};
 pub use health::{HealthSettings, LatencyThresholds, Level};
 pub use http::HttpTarget;
@@ -118,6 +120,8 @@ pub struct Config {
     pub optimizer: OptimizerSettings,
     /// cache-analytics.
     pub analytics: AnalyticsSettings,
+    /// cache-debug: configured log patterns, the security score's baseline.
+    pub debug: DebugSettings,
     /// Alert rules, channels and self-healing (`cache-health monitor`).
     pub alerts: AlertSettings,
     /// The schedule and how cache-scheduler renders and gates it.
@@ -149,6 +153,7 @@ impl Default for Config {
             backup: BackupSettings::default(),
             optimizer: OptimizerSettings::default(),
             analytics: AnalyticsSettings::default(),
+            debug: DebugSettings::default(),
             alerts: AlertSettings::default(),
             scheduler: SchedulerSettings::default(),
             api: ApiSettings::default(),

@@ -24,8 +24,9 @@ pub const CONFIG: u8 = 3;
 pub const UNREACHABLE: u8 = 4;
 /// The state directory is unusable, or a state file is corrupt.
 pub const STATE: u8 = 5;
-/// A check found the data wrong: a disaster-recovery drill whose restored backup differs from
-/// what the backup recorded, or does not load.
+/// A check found what it checks wrong: a disaster-recovery drill whose restored backup differs
+/// from what the backup recorded, or does not load; a security audit scoring under its
+/// `--fail-under`.
 pub const MISMATCH: u8 = 6;
 /// Another run of the same job holds its lock (`EX_TEMPFAIL`: try again later).
 pub const LOCKED: u8 = 75;
@@ -203,7 +204,7 @@ pub const TABLE: &[(u8, &str, &str)] = &[
     (
         MISMATCH,
         "MISMATCH",
-        "a check found the data wrong: a disaster-recovery drill's restored backup differs from what the backup recorded, or does not load",
+        "a check found what it checks wrong: a disaster-recovery drill's restored backup differs from what the backup recorded, or does not load; a security audit scores under its `--fail-under`",
     ),
     (LOCKED, "LOCKED", "another run of the same job holds its lock"),
     (DEADLINE, "DEADLINE", "the job passed its deadline and was stopped at a safe point; recorded as `interrupted`"),
@@ -368,6 +369,11 @@ pub const TOOLS: &[ToolCodes] = &[
             (CONFIG, "the configuration is invalid"),
             (UNREACHABLE, "performance, connections, memory, security: every selected target was unreachable"),
             (STATE, "the state directory is unusable, or a state file is corrupt"),
+            (
+                MISMATCH,
+                "security --fail-under SCORE: the audit scored under SCORE (whether or not every target was \
+                 reached: the gate fails closed)",
+            ),
         ],
     },
     ToolCodes {

@@ -151,6 +151,36 @@ pub struct HostFigures {
     pub cpus: usize,
 }
 
+/// The GPUs, as NVML saw them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GpuFigures {
+    /// NVML answered. When it did not, `reason` says why and there is no figure: unknown,
+    /// never 0.
+    pub available: bool,
+    /// Why NVML gave nothing (no driver, no GPU, the probe's time out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Each GPU's figures (each one `None` where NVML would not give it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<crate::gpu::GpuInfo>,
+}
+
+impl GpuFigures {
+    /// The figures of a probe's reading: the seam between NVML and the history, so that a
+    /// reading is recorded the same whether it came from a device or was made by hand.
+    pub fn of(status: &crate::gpu::GpuStatus) -> Self {
+        match status {
+            crate::gpu::GpuStatus::Available { gpus } if gpus.is_empty() => {
+                Self { available: false, reason: Some("NVML found no GPU".into()), gpus: Vec::new() }
+            }
+            crate::gpu::GpuStatus::Available { gpus } => Self { available: true, reason: None, gpus: gpus.clone() },
+            crate::gpu::GpuStatus::NotAvailable { reason } => {
+                Self { available: false, reason: Some(reason.clone()), gpus: Vec::new() }
+            }
+        }
+    }
+}
+
 /// One snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -166,6 +196,10 @@ pub struct Snapshot {
     pub dirs: Vec<DirFigures>,
     /// The host.
     pub host: HostFigures,
+    /// The GPUs; `None` when they were not probed (`system.gpu = false`, a `--tier` leaving
+    /// the system out, or a history older than the figures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuFigures>,
 }
 
 /// One snapshot reduced to the figures reports use: the Redis targets added up.

@@ -11,6 +11,7 @@
 pub mod alerting;
 pub mod app;
 pub mod archive;
+pub mod audit;
 pub mod cache_table;
 pub mod cli;
 pub mod clients;

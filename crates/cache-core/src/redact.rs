@@ -4,6 +4,11 @@
 //! registry of every secret value seen while loading the configuration, which [`scrub`] removes
 //! from any text before it is printed or written. The second layer catches secrets echoed back
 //! inside third-party error messages.
+//!
+//! Text the toolkit did not write and whose secrets it cannot know (lines of an application's
+//! log) also goes through [`scrub_credentials`]: whatever looks like a credential is masked there
+//! (`password=…`, `token: …`, `"api_key": "…"`, `Authorization: Bearer …`, a URL's
+//! `user:password@`), the one rule of what looks like one.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -42,6 +47,193 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
             }
         }
     }
+    out
+}
+
+/// What a key ends in when its value is a credential (`password`, `db_password`, `X-Api-Key`,
+/// `client_secret`, `accessToken`), compared without regard to case.
+pub const CREDENTIAL_KEYS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "secret",
+    "token",
+    "api_key",
+    "api-key",
+    "apikey",
+    "access_key",
+    "private_key",
+    "credentials",
+];
+
+/// Returns `text` with every registered secret masked ([`scrub`]) and then whatever looks like
+/// a credential: the value after a key ending in one of [`CREDENTIAL_KEYS`] and `=` or `:`
+/// (quoted or not, JSON included), the credential of an `Authorization` header or after
+/// `Bearer`, and the password of a URL's `user:password@`. For text whose secrets the toolkit
+/// cannot know, such as an application's log lines.
+pub fn scrub_credentials(text: &str) -> String {
+    let text = scrub(text);
+    let text = url_passwords(&text);
+    let text = authorization(&text);
+    key_values(&text)
+}
+
+/// The byte is part of a key or a bare token.
+fn word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+/// `scheme://user:password@host` → `scheme://user:***@host`.
+fn url_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let authority_start = at + 3;
+        out.push_str(&rest[..authority_start]);
+        let tail = &rest[authority_start..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\'' | '<' | '>'))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@').and_then(|user_end| authority[..user_end].find(':').map(|colon| (colon, user_end))) {
+            Some((colon, user_end)) if colon + 1 < user_end && &authority[colon + 1..user_end] != MASK => {
+                out.push_str(&authority[..=colon]);
+                out.push_str(MASK);
+                out.push_str(&authority[user_end..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The credential of `Authorization: <scheme> <credential>` (and `Proxy-Authorization`), and
+/// the token after `Bearer`: masked, the scheme kept.
+fn authorization(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    let mut i = 0;
+    while i < text.len() {
+        let header = lower[i..].starts_with("authorization")
+            && (i == 0 || !word_byte(lower.as_bytes()[i - 1]) || lower[..i].ends_with("proxy-"));
+        let bearer = lower[i..].starts_with("bearer ") && (i == 0 || !word_byte(lower.as_bytes()[i - 1]));
+        if !(header || bearer) {
+            i += 1;
+            continue;
+        }
+        let bytes = text.as_bytes();
+        let mut j = i + if header { "authorization".len() } else { "bearer".len() };
+        if header {
+            // `Authorization: Basic …`, `"authorization": "Token …"`, `authorization=…`.
+            while j < bytes.len() && matches!(bytes[j], b'"' | b'\'' | b' ' | b'\t') {
+                j += 1;
+            }
+            if j >= bytes.len() || !matches!(bytes[j], b':' | b'=') {
+                i += 1;
+                continue;
+            }
+            j += 1;
+            while j < bytes.len() && matches!(bytes[j], b'"' | b'\'' | b' ' | b'\t') {
+                j += 1;
+            }
+            // The scheme, kept (`Basic`, `Bearer`, `Token`), when a credential follows it.
+            let scheme_end = j + bytes[j..].iter().take_while(|b| b.is_ascii_alphabetic()).count();
+            if bytes.get(scheme_end) == Some(&b' ') {
+                j = scheme_end;
+            }
+        }
+        while j < bytes.len() && bytes[j] == b' ' {
+            j += 1;
+        }
+        let value_end = j + bytes[j..]
+            .iter()
+            .take_while(|b| !b.is_ascii_whitespace() && !matches!(b, b'"' | b'\'' | b',' | b';' | b')' | b']' | b'}'))
+            .count();
+        if value_end > j && &text[j..value_end] != MASK {
+            out.push_str(&text[at..j]);
+            out.push_str(MASK);
+            at = value_end;
+        }
+        i = value_end.max(i + 1);
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+/// Whether `key` (a word before `=` or `:`) names a credential: it ends in one of
+/// [`CREDENTIAL_KEYS`], as a whole word, after a separator (`db_password`, `x-api-key`) or
+/// at a change of case (`accessToken`).
+fn is_credential_key(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    CREDENTIAL_KEYS.iter().any(|suffix| {
+        lower.ends_with(suffix) && {
+            let start = key.len() - suffix.len();
+            start == 0
+                || matches!(key.as_bytes()[start - 1], b'_' | b'-' | b'.')
+                || (key.as_bytes()[start].is_ascii_uppercase() && key.as_bytes()[start - 1].is_ascii_lowercase())
+        }
+    })
+}
+
+/// `password=…`, `token: …`, `"api_key": "…"`: the value masked.
+fn key_values(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if !matches!(bytes[i], b'=' | b':')
+            || bytes.get(i + 1) == Some(&b':')
+            || (bytes[i] == b':' && bytes.get(i + 1) == Some(&b'/'))
+        {
+            i += 1;
+            continue;
+        }
+        // The key: back over spaces and a closing quote, then its word.
+        let mut end = i;
+        while end > 0 && matches!(bytes[end - 1], b' ' | b'\t') {
+            end -= 1;
+        }
+        if end > 0 && matches!(bytes[end - 1], b'"' | b'\'') {
+            end -= 1;
+        }
+        let start = end - bytes[..end].iter().rev().take_while(|b| word_byte(**b)).count();
+        if start == end || !is_credential_key(&text[start..end]) {
+            i += 1;
+            continue;
+        }
+        // The value: a quoted string, or a run up to a space or a separator.
+        let mut j = i + 1;
+        while j < bytes.len() && matches!(bytes[j], b' ' | b'\t') {
+            j += 1;
+        }
+        let (value_start, value_end) = match bytes.get(j) {
+            Some(&q @ (b'"' | b'\'')) => {
+                let close = bytes[j + 1..].iter().position(|b| *b == q).map_or(bytes.len(), |p| j + 1 + p);
+                (j + 1, close)
+            }
+            _ => (
+                j,
+                j + bytes[j..]
+                    .iter()
+                    .take_while(|b| {
+                        !b.is_ascii_whitespace() && !matches!(b, b'&' | b',' | b';' | b')' | b'}' | b']' | b'"' | b'\'')
+                    })
+                    .count(),
+            ),
+        };
+        if value_end > value_start && &text[value_start..value_end] != MASK {
+            out.push_str(&text[at..value_start]);
+            out.push_str(MASK);
+            at = value_end;
+        }
+        i = value_end.max(i + 1);
+    }
+    out.push_str(&text[at..]);
     out
 }
 
@@ -258,6 +450,43 @@ mod tests {
         let text = "failed: s3cr3t/with space and s3cr3t%2Fwith+space";
         assert_eq!(scrub(text), "failed: *** and ***");
         assert_eq!(scrub("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn credential_looking_values_are_masked_whatever_the_secret() {
+        let cases = [
+            ("db connect password=hunter2xyz user=app", "db connect password=*** user=app"),
+            ("retry with token: abc.def-123, attempt 2", "retry with token: ***, attempt 2"),
+            ("GET /v1?user=u&api_key=k-998877&page=2", "GET /v1?user=u&api_key=***&page=2"),
+            (r#"{"client_secret": "s3 cr3t", "n": 1}"#, r#"{"client_secret": "***", "n": 1}"#),
+            ("config secret: 'quoted value' loaded", "config secret: '***' loaded"),
+            ("X-Api-Key=m0sk_1234 accessToken=eyJabc dbPassword:pw1", "X-Api-Key=*** accessToken=*** dbPassword:***"),
+            ("Authorization: Bearer eyJhbGciOi.payload.sig sent", "Authorization: Bearer *** sent"),
+            ("header authorization=Basic dXNlcjpwYXNz; next", "header authorization=Basic ***; next"),
+            ("proxy-authorization: Token m0-abcdef", "proxy-authorization: Token ***"),
+            ("calling with bearer abcdef123456", "calling with bearer ***"),
+            ("judge said 401 (Authorization: Bearer eyJ.e30.sig)", "judge said 401 (Authorization: Bearer ***)"),
+            ("redis://app:hunter2xyz@10.0.0.5:6379/0 down", "redis://app:***@10.0.0.5:6379/0 down"),
+            ("fetch https://user:p%40ss@host/x and http://host/y", "fetch https://user:***@host/x and http://host/y"),
+            // Nothing that only looks like a key, a time, a path or a plain URL.
+            (
+                "10:03 ERROR tokens=5 passes=3 std::io https://h:443/p",
+                "10:03 ERROR tokens=5 passes=3 std::io https://h:443/p",
+            ),
+            ("an empty password=", "an empty password="),
+            ("key = value, secret = \"\"", "key = value, secret = \"\""),
+            ("ini style: password = hunter2xyz", "ini style: password = ***"),
+        ];
+        for (line, want) in cases {
+            assert_eq!(scrub_credentials(line), want, "{line}");
+        }
+        // Idempotent: a masked line stays as it is.
+        for (_, want) in cases {
+            assert_eq!(scrub_credentials(want), want);
+        }
+        // The registry still applies, first.
+        register("registered-secret-77");
+        assert_eq!(scrub_credentials("saw registered-secret-77 here"), "saw *** here");
     }
 
     #[test]

@@ -13,6 +13,27 @@ pub fn which(name: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
+/// The effective user id of this process.
+pub fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// The name of user `uid` in `/etc/passwd` (`None` when it has none there: a directory service
+/// user, or a uid of no user).
+pub fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+    })
+}
+
+/// User `uid` for a message: `` `redis` (uid 109) ``, or `uid 109`.
+pub fn user_label(uid: u32) -> String {
+    user_name(uid).map_or_else(|| format!("uid {uid}"), |name| format!("`{name}` (uid {uid})"))
+}
+
 /// This host's name (`unknown` when it cannot be read).
 pub fn hostname() -> String {
     sysinfo::System::host_name().unwrap_or_else(|_| "unknown".into())

@@ -27,7 +27,7 @@ use clap::{Parser, Subcommand};
     about = "Diagnostics of every cache tier: performance, connections, memory, logs, security, configuration",
     after_help = "Examples:\n  cache-debug performance --samples 100\n  cache-debug memory --top 20\n  \
                   cache-debug memory --sample 100000 --tier redis:main\n  cache-debug connections\n  \
-                  cache-debug logs --days 7\n  cache-debug security\n  cache-debug config"
+                  cache-debug logs --days 7\n  cache-debug security\n  cache-debug security --fail-under 80\n  cache-debug config"
 )]
 pub struct Cli {
     /// Common options.
@@ -77,8 +77,14 @@ pub enum Command {
         #[arg(long, default_value_t = 7)]
         days: u32,
     },
-    /// Permissions, authentication and encryption audit with a score and a fix per finding
-    Security,
+    /// Permissions, authentication and encryption audit with a score and a fix per finding:
+    /// configuration, state, backup, cache (model caches included) and log directories, the
+    /// toolkit's binaries, Redis, PostgreSQL, the memory API and alert channels
+    Security {
+        /// Exit 6 (MISMATCH) when the score is under SCORE: a gate for cron and CI
+        #[arg(long, value_name = "SCORE", value_parser = clap::value_parser!(u32).range(0..=100))]
+        fail_under: Option<u32>,
+    },
     /// The merged configuration, secrets redacted, and where each value came from
     Config,
     /// Print shell completions
@@ -111,7 +117,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Connections => connections::run(&ctx).await,
         Command::Memory { sample, top, max_groups } => memory::run(&ctx, sample, top, max_groups as usize).await,
         Command::Logs { days } => logs::run(&ctx, days),
-        Command::Security => security::run(&ctx).await,
+        Command::Security { fail_under } => security::run(&ctx, fail_under).await,
         Command::Config => config_view::run(&ctx),
         Command::Completions(_) => unreachable!("handled above"),
     }
@@ -195,5 +201,9 @@ mod tests {
     fn verify_cli() {
         Cli::command().debug_assert();
         assert!(Cli::try_parse_from(["cache-debug", "performance", "--samples", "0"]).is_err());
+        assert!(Cli::try_parse_from(["cache-debug", "security", "--fail-under", "101"]).is_err());
+        assert!(Cli::try_parse_from(["cache-debug", "security", "--fail-under", "x"]).is_err());
+        let cli = Cli::try_parse_from(["cache-debug", "security", "--fail-under", "80"]).unwrap();
+        assert!(matches!(cli.command, Command::Security { fail_under: Some(80) }));
     }
 }

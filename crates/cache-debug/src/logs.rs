@@ -1,38 +1,61 @@
 //! `logs`: error patterns over the last N days in the configured log directories, rotated and
 //! gzipped files included (seed 004's LogManager), with the newest examples of each pattern.
+//! The patterns are the built-in ones (`cache_core::config::BUILTIN_LOG_PATTERNS`) and those
+//! of `debug.log_patterns`; the examples are scrubbed of credential-looking values
+//! (`cache_core::redact::scrub_credentials`), whatever the configuration knows of them.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, SystemTime};
 
 use cache_core::app::Context;
+use cache_core::config::{BUILTIN_LOG_PATTERNS, LogPattern};
 use cache_core::exit;
 use cache_core::output::Format;
 use cache_core::tier::{Tier, selected};
 use serde::Serialize;
 use serde_json::json;
 
-/// The patterns counted: name and the lower-case fragments that match it.
-pub const PATTERNS: &[(&str, &[&str])] = &[
-    ("error", &["error"]),
-    ("warning", &["warn"]),
-    ("critical", &["critical", "fatal", "panic"]),
-    ("timeout", &["timeout", "timed out"]),
-    ("connection refused", &["connection refused"]),
-    ("out of memory", &["out of memory", "oom"]),
-    ("slow", &["slow"]),
-];
-
 /// Examples kept per pattern.
 const EXAMPLES: usize = 3;
+
+/// One pattern counted: its name and the lower-case fragments that match it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Pattern {
+    /// Its name.
+    pub name: String,
+    /// Lower-case fragments: a line holding any of them matches.
+    #[serde(rename = "match")]
+    pub fragments: Vec<String>,
+    /// `builtin` or `configured`.
+    pub source: &'static str,
+}
+
+/// The patterns counted: the built-in ones, then the configured ones in their order.
+pub fn patterns(configured: &[LogPattern]) -> Vec<Pattern> {
+    let builtin = BUILTIN_LOG_PATTERNS.iter().map(|(name, fragments)| Pattern {
+        name: (*name).to_owned(),
+        fragments: fragments.iter().map(|f| (*f).to_owned()).collect(),
+        source: "builtin",
+    });
+    let configured = configured.iter().map(|p| Pattern {
+        name: p.name.clone(),
+        fragments: p.fragments.iter().map(|f| f.to_lowercase()).collect(),
+        source: "configured",
+    });
+    builtin.chain(configured).collect()
+}
 
 /// Counts and newest examples per pattern.
 #[derive(Debug, Default, Serialize)]
 pub struct Tally {
+    /// The patterns counted.
+    #[serde(skip)]
+    patterns: Vec<Pattern>,
     /// Lines matching, per pattern.
-    pub counts: BTreeMap<&'static str, u64>,
-    /// The newest matching lines, per pattern (newest last).
-    pub examples: BTreeMap<&'static str, Vec<String>>,
+    pub counts: BTreeMap<String, u64>,
+    /// The newest matching lines, per pattern (newest last), credentials scrubbed.
+    pub examples: BTreeMap<String, Vec<String>>,
     /// Files read.
     pub files: Vec<String>,
     /// Lines read.
@@ -40,15 +63,21 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// A tally of `patterns`.
+    pub fn new(patterns: Vec<Pattern>) -> Self {
+        Self { patterns, ..Self::default() }
+    }
+
     /// Counts one line.
     pub fn line(&mut self, line: &str) {
         self.lines += 1;
-        let lower = line.to_ascii_lowercase();
-        for (name, needles) in PATTERNS {
-            if needles.iter().any(|n| lower.contains(n)) {
-                *self.counts.entry(name).or_default() += 1;
-                let ex = self.examples.entry(name).or_default();
-                let text: String = cache_core::redact::scrub(line.trim()).chars().take(200).collect();
+        let lower = line.to_lowercase();
+        for p in &self.patterns {
+            if p.fragments.iter().any(|f| lower.contains(f.as_str())) {
+                *self.counts.entry(p.name.clone()).or_default() += 1;
+                let ex = self.examples.entry(p.name.clone()).or_default();
+                // Scrubbed whole, then cut: a credential cut in half would no longer be seen.
+                let text: String = cache_core::redact::scrub_credentials(line.trim()).chars().take(200).collect();
                 ex.push(text);
                 if ex.len() > EXAMPLES {
                     ex.remove(0);
@@ -68,6 +97,7 @@ impl Tally {
 /// Runs `logs`.
 pub fn run(ctx: &Context, days: u32) -> anyhow::Result<u8> {
     let since = SystemTime::now() - Duration::from_secs(u64::from(days) * 86_400);
+    let patterns = patterns(&ctx.config.debug.log_patterns);
     let mut out = Vec::new();
     for t in ctx.config.logs.iter().filter(|t| selected(&ctx.common.tiers, Tier::Logs, &t.name)) {
         let mut files: Vec<(SystemTime, std::path::PathBuf)> = walkdir::WalkDir::new(&t.path)
@@ -82,7 +112,7 @@ pub fn run(ctx: &Context, days: u32) -> anyhow::Result<u8> {
             .collect();
         // Oldest first, so the examples kept are the newest.
         files.sort();
-        let mut tally = Tally::default();
+        let mut tally = Tally::new(patterns.clone());
         let mut unreadable = Vec::new();
         for (_, path) in &files {
             let file = match std::fs::File::open(path) {
@@ -105,7 +135,7 @@ pub fn run(ctx: &Context, days: u32) -> anyhow::Result<u8> {
     }
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
-        printer.json(&json!({ "logs": out }))?;
+        printer.json(&json!({ "patterns": patterns, "logs": out }))?;
         return Ok(exit::SUCCESS);
     }
     let mut text = String::new();
@@ -120,14 +150,15 @@ pub fn run(ctx: &Context, days: u32) -> anyhow::Result<u8> {
         ));
         let mut table = printer.table();
         table.set_header(["Pattern", "Lines", "Newest examples"]);
-        for (name, _) in PATTERNS {
+        for p in &patterns {
+            let name = p.name.as_str();
             let n = t["counts"][name].as_u64().unwrap_or(0);
             if n == 0 {
                 continue;
             }
             let examples: Vec<&str> =
                 t["examples"][name].as_array().into_iter().flatten().filter_map(|e| e.as_str()).collect();
-            table.add_row(vec![(*name).to_owned(), n.to_string(), examples.join("\n")]);
+            table.add_row(vec![name.to_owned(), n.to_string(), examples.join("\n")]);
         }
         text.push_str(&format!("{table}\n"));
         for u in l["unreadable"].as_array().into_iter().flatten() {
@@ -147,7 +178,7 @@ mod tests {
 
     #[test]
     fn patterns_count_and_keep_the_newest_examples() {
-        let mut t = Tally::default();
+        let mut t = Tally::new(patterns(&[]));
         for i in 0..5 {
             t.line(&format!("2026-11-22 ERROR request {i} failed: connection refused"));
         }
@@ -159,5 +190,15 @@ mod tests {
         assert_eq!(t.examples["error"].len(), 3);
         assert!(t.examples["error"][2].contains("request 4"));
         assert_eq!(t.lines, 7);
+    }
+
+    #[test]
+    fn configured_patterns_count_beside_the_built_in_ones_ignoring_case() {
+        let configured = [LogPattern { name: "cuda oom".into(), fragments: vec!["CUDA out of memory".into()] }];
+        let mut t = Tally::new(patterns(&configured));
+        t.line("ERROR torch: cuda OUT OF MEMORY on device 0 (token=abc123 in env)");
+        t.line("INFO all good");
+        assert_eq!((t.counts["cuda oom"], t.counts["out of memory"], t.counts["error"]), (1, 1, 1));
+        assert_eq!(t.examples["cuda oom"], ["ERROR torch: cuda OUT OF MEMORY on device 0 (token=*** in env)"]);
     }
 }

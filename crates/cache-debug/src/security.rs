@@ -1,61 +1,34 @@
 //! `security`: seed 004's audit. Permissions of the configuration, state and backup
-//! directories; Redis without a password or without protected mode (each server's own setting:
-//! every primary of a cluster and every replica it lists, findings naming the node, the nodes
-//! not reached said, and the coverage stated: "3 of 3 primaries"); plaintext connections where
-//! TLS is expected (anything beyond loopback); PostgreSQL `trust` authentication on non-local
-//! addresses. Each finding comes with its fix; the score starts at 100 and loses 25 per high, 10
-//! per medium and 5 per low finding.
+//! directories; every configured file-cache and log directory (a model cache is a `[[files]]`
+//! target) and what is inside it: world-writable, or owned by someone other than the running user
+//! or root; the toolkit's own binaries and their directories (world-writable: anyone could
+//! replace what cron runs); Redis without a password or without protected mode (each server's own
+//! setting: every primary of a cluster and every replica it lists, findings naming the node, the
+//! nodes not reached said, and the coverage stated: "3 of 3 primaries"); plaintext connections
+//! where TLS is expected (anything beyond loopback); PostgreSQL `trust` authentication on
+//! non-local addresses. Each finding comes with its fix; the score is `cache_core::audit`'s.
+//!
+//! An audit of everything (no `--tier`) is recorded in `security/audits.jsonl`, for
+//! cache-health's score-drop rule; `--fail-under SCORE` makes a score under SCORE exit
+//! [`exit::MISMATCH`], a gate for cron and CI.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use cache_core::app::Context;
+use cache_core::audit::AuditRecord;
+pub use cache_core::audit::{Finding, Severity, score};
 use cache_core::clients::redis::Connection;
 use cache_core::clients::{postgres, redis as redis_client};
-use cache_core::config::{Channel, ConfigSource, RedisTarget};
-use cache_core::exit::{Reach, Tally};
+use cache_core::config::{Channel, ConfigSource, DirTarget, RedisTarget};
+use cache_core::exit::{self, Reach, Tally};
 use cache_core::messages::{MAX_LINE, clip, condense};
 use cache_core::output::Format;
+use cache_core::system::{euid, user_label};
+use cache_core::tier::{Tier, selected};
 use serde::Serialize;
 use serde_json::json;
-
-/// How bad a finding is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Fix now.
-    High,
-    /// Fix soon.
-    Medium,
-    /// Worth fixing.
-    Low,
-}
-
-/// One finding.
-#[derive(Debug, Serialize)]
-pub struct Finding {
-    /// How bad.
-    pub severity: Severity,
-    /// What it is about.
-    pub subject: String,
-    /// What is wrong.
-    pub finding: String,
-    /// How to fix it.
-    pub fix: String,
-}
-
-/// The score of a set of findings.
-pub fn score(findings: &[Finding]) -> u32 {
-    let lost: u32 = findings
-        .iter()
-        .map(|f| match f.severity {
-            Severity::High => 25,
-            Severity::Medium => 10,
-            Severity::Low => 5,
-        })
-        .sum();
-    100u32.saturating_sub(lost)
-}
 
 /// What the audit of one Redis target covered: every primary of a cluster, and its replicas
 /// where the topology lists them.
@@ -174,8 +147,192 @@ fn mode_finding(out: &mut Vec<Finding>, path: &Path, what: &str, want: u32, seve
     }
 }
 
-/// Runs `security`.
-pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
+/// Entries looked at inside one directory target, at most.
+pub const WALK_ENTRIES: usize = 10_000;
+/// Time allowed for the walk of one directory target.
+pub const WALK_TIME: Duration = Duration::from_secs(2);
+/// Entries a glob target's pattern matches that are audited, at most.
+const GLOB_ROOTS: usize = 100;
+
+/// The roots of a directory target: its directory, or what its glob matches in its base (never
+/// the base itself: `/tmp/benchmark_*` is not `/tmp`).
+fn roots(target: &dyn DirTarget) -> Vec<PathBuf> {
+    let scope = target.scope();
+    if scope.is_whole() {
+        return vec![scope.base];
+    }
+    walkdir::WalkDir::new(&scope.base)
+        .min_depth(scope.pattern.len())
+        .max_depth(scope.pattern.len())
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|e| e.path().strip_prefix(&scope.base).is_ok_and(|rel| scope.may_hold(rel)))
+        .flatten()
+        .filter(|e| e.path().strip_prefix(&scope.base).is_ok_and(|rel| scope.contains(rel)))
+        .take(GLOB_ROOTS)
+        .map(walkdir::DirEntry::into_path)
+        .collect()
+}
+
+/// What others may do to one directory (or file) of ours: write to it (world-writable), or own
+/// it (neither the running user nor root).
+fn access_findings(out: &mut Vec<Finding>, subject: &str, path: &Path, meta: &std::fs::Metadata) {
+    let mode = meta.permissions().mode();
+    if mode & 0o002 != 0 {
+        let sticky = if meta.is_dir() && mode & 0o1000 != 0 {
+            " (sticky: others cannot replace what is there, but can add to it)"
+        } else {
+            ""
+        };
+        out.push(Finding {
+            severity: Severity::High,
+            subject: format!("{subject} {}", path.display()),
+            finding: format!("mode {:04o}: world-writable{sticky}", mode & 0o7777),
+            fix: format!("chmod o-w {}", path.display()),
+        });
+    }
+    let (owner, me) = (meta.uid(), euid());
+    if owner != me && owner != 0 {
+        out.push(Finding {
+            severity: Severity::Medium,
+            subject: format!("{subject} {}", path.display()),
+            finding: format!(
+                "owned by {}, neither the running user ({}) nor root: its owner can change what is in it",
+                user_label(owner),
+                user_label(me)
+            ),
+            fix: format!(
+                "chown {} {} (or run the toolkit as its owner, when the directory is that user's)",
+                cache_core::system::user_name(me).unwrap_or_else(|| me.to_string()),
+                path.display()
+            ),
+        });
+    }
+}
+
+/// The audit of one file-cache or log directory target: each root, and the world-writable
+/// entries inside it (a walk of at most [`WALK_ENTRIES`] within [`WALK_TIME`], links not
+/// followed; what the walk left is said).
+fn dir_target_findings(out: &mut Vec<Finding>, notes: &mut Vec<String>, tier: Tier, target: &dyn DirTarget) {
+    let subject = format!("{tier}/{}", target.name());
+    let roots = roots(target);
+    if roots.is_empty() {
+        notes.push(format!("{subject}: nothing matches `{}`", target.path().display()));
+    }
+    for root in roots {
+        let meta = match std::fs::metadata(&root) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                notes.push(format!("{subject}: `{}` does not exist", root.display()));
+                continue;
+            }
+            Err(e) => {
+                notes.push(clip(&format!("{subject}: {e}: `{}`", root.display()), MAX_LINE));
+                continue;
+            }
+        };
+        access_findings(out, &subject, &root, &meta);
+        if !meta.is_dir() {
+            continue;
+        }
+        let deadline = Instant::now() + WALK_TIME;
+        let (mut seen, mut writable, mut first, mut cut) = (0usize, 0usize, None, false);
+        for entry in walkdir::WalkDir::new(&root).min_depth(1).follow_links(false).into_iter().flatten() {
+            if seen == WALK_ENTRIES || Instant::now() >= deadline {
+                cut = true;
+                break;
+            }
+            seen += 1;
+            // A link's own mode is always 0777 and means nothing.
+            if entry.path_is_symlink() {
+                continue;
+            }
+            if entry.metadata().is_ok_and(|m| m.permissions().mode() & 0o002 != 0) {
+                writable += 1;
+                first.get_or_insert_with(|| entry.into_path());
+            }
+        }
+        if let Some(first) = first {
+            let at_least = if cut { "at least " } else { "" };
+            out.push(Finding {
+                severity: Severity::High,
+                subject: format!("{subject} {}", root.display()),
+                finding: clip(
+                    &format!("{at_least}{writable} world-writable entries inside (first: `{}`)", first.display()),
+                    MAX_LINE,
+                ),
+                fix: format!("chmod -R o-w {}", root.display()),
+            });
+        }
+        if cut {
+            notes.push(format!(
+                "{subject}: looked inside `{}` at the first {seen} entries only (at most {WALK_ENTRIES}, within {}s)",
+                root.display(),
+                WALK_TIME.as_secs()
+            ));
+        }
+    }
+}
+
+/// The toolkit's own binaries: this one and every tool beside it, and in `scheduler.bin_dir`
+/// (where the installed schedule runs them from), with their directories. World-writable, any
+/// of them lets anyone replace what cron runs.
+fn binary_findings(out: &mut Vec<Finding>, notes: &mut Vec<String>, bin_dir: Option<&Path>) {
+    let exe = std::env::current_exe();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    match &exe {
+        Ok(exe) => {
+            if let Ok(meta) = std::fs::metadata(exe) {
+                world_writable(out, "binary", exe, &meta);
+            }
+            dirs.extend(exe.parent().map(Path::to_path_buf));
+        }
+        Err(e) => notes.push(format!("binaries: this program's path cannot be read: {e}")),
+    }
+    if let Some(dir) = bin_dir {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    for dir in &dirs {
+        match std::fs::metadata(dir) {
+            Ok(meta) => world_writable(out, "binary directory", dir, &meta),
+            Err(e) => {
+                notes.push(clip(&format!("binaries: {e}: `{}`", dir.display()), MAX_LINE));
+                continue;
+            }
+        }
+        for tool in cache_core::schedule::tools() {
+            let path = dir.join(tool);
+            if exe.as_ref().is_ok_and(|exe| *exe == path) {
+                continue;
+            }
+            if let Ok(meta) = std::fs::metadata(&path)
+                && meta.is_file()
+            {
+                world_writable(out, "binary", &path, &meta);
+            }
+        }
+    }
+}
+
+/// A binary or its directory that anyone may write to.
+fn world_writable(out: &mut Vec<Finding>, what: &str, path: &Path, meta: &std::fs::Metadata) {
+    let mode = meta.permissions().mode();
+    if mode & 0o002 != 0 {
+        out.push(Finding {
+            severity: Severity::High,
+            subject: format!("{what} {}", path.display()),
+            finding: format!("mode {:04o}: world-writable: anyone can replace what cron runs", mode & 0o7777),
+            fix: format!("chmod o-w {}", path.display()),
+        });
+    }
+}
+
+/// Runs `security`: exit [`exit::MISMATCH`] when `fail_under` is given and the score is under
+/// it, else the code of the targets' tally.
+pub async fn run(ctx: &Context, fail_under: Option<u32>) -> anyhow::Result<u8> {
     let config = &ctx.config;
     let mut findings = Vec::new();
     let mut notes = Vec::new();
@@ -187,6 +344,14 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
     }
     mode_finding(&mut findings, ctx.state.root(), "state directory", 0o700, Severity::Medium);
     mode_finding(&mut findings, &config.backup.dir, "backup directory", 0o700, Severity::Medium);
+    binary_findings(&mut findings, &mut notes, config.scheduler.bin_dir.as_deref());
+    let filters = &ctx.common.tiers;
+    for t in config.files.iter().filter(|t| selected(filters, Tier::Files, &t.name)) {
+        dir_target_findings(&mut findings, &mut notes, Tier::Files, t);
+    }
+    for t in config.logs.iter().filter(|t| selected(filters, Tier::Logs, &t.name)) {
+        dir_target_findings(&mut findings, &mut notes, Tier::Logs, t);
+    }
     for t in &config.redis {
         let subject = format!("redis/{}", t.name);
         let url = t.url.url();
@@ -319,10 +484,29 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
     }
     findings.sort_by_key(|f| f.severity);
     let score = score(&findings);
+    // An audit of everything is the history's; one of some tiers never stands for the whole.
+    let recorded = filters.is_empty();
+    if recorded {
+        let at = cache_core::clock::now()?;
+        let complete = tally.failed == 0 && tally.unreachable == 0;
+        ctx.state.append_jsonl(cache_core::audit::AUDITS, &AuditRecord::new(at, &findings, complete))?;
+    }
+    let code = match fail_under {
+        Some(min) if score < min => exit::MISMATCH,
+        _ => tally.code(),
+    };
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
-        printer.json(&json!({ "score": score, "findings": findings, "redis": coverage, "notes": notes }))?;
-        return Ok(tally.code());
+        printer.json(&json!({
+            "score": score,
+            "fail_under": fail_under,
+            "passed": fail_under.is_none_or(|min| score >= min),
+            "findings": findings,
+            "redis": coverage,
+            "notes": notes,
+            "recorded": recorded,
+        }))?;
+        return Ok(code);
     }
     let mut table = printer.table();
     table.set_header(["Severity", "Subject", "Finding", "Fix"]);
@@ -344,8 +528,11 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
     for n in &notes {
         text.push_str(&format!("note: {n}\n"));
     }
+    if let Some(min) = fail_under.filter(|min| score < *min) {
+        text.push_str(&format!("security score {score} is under --fail-under {min}\n"));
+    }
     printer.always(text.trim_end())?;
-    Ok(tally.code())
+    Ok(code)
 }
 
 /// A target the audit could not reach is [`Reach::Unreachable`]; one that failed otherwise
@@ -362,14 +549,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn score_loses_by_severity() {
-        let f = |severity| Finding { severity, subject: String::new(), finding: String::new(), fix: String::new() };
-        assert_eq!(score(&[]), 100);
-        assert_eq!(score(&[f(Severity::High), f(Severity::Medium), f(Severity::Low)]), 60);
-        assert_eq!(
-            score(&[f(Severity::High), f(Severity::High), f(Severity::High), f(Severity::High), f(Severity::High)]),
-            0
-        );
+    fn loopback_and_sockets_are_local() {
         assert!(is_local(Some("127.0.0.1")) && is_local(None) && !is_local(Some("10.0.0.5")));
     }
 }

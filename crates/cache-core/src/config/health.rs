@@ -80,6 +80,9 @@ pub struct HealthSettings {
     pub gpu_temperature_celsius: Level,
     /// GPU memory in use, percent.
     pub gpu_memory_percent: Level,
+    /// GPU utilisation, percent (the default `crit` above 100: a busy GPU is a warning, never a
+    /// failed check).
+    pub gpu_utilization_percent: Level,
 }
 
 impl Default for HealthSettings {
@@ -97,6 +100,7 @@ impl Default for HealthSettings {
             directory_percent: Level::new(85.0, 100.0),
             gpu_temperature_celsius: Level::new(85.0, 95.0),
             gpu_memory_percent: Level::new(90.0, 98.0),
+            gpu_utilization_percent: Level::new(95.0, 101.0),
         }
     }
 }

@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::{
-    AlertSettings, BackupSettings, Channel, CleanupSettings, Config, FilesTarget, HealthSettings, HttpTarget,
-    LogsTarget, MemoryTarget, PostgresTarget, RULE_TARGET_KINDS, RedisTarget, SystemSettings,
+    AlertSettings, BUILTIN_LOG_PATTERNS, BackupSettings, Channel, CleanupSettings, Config, DebugSettings, FilesTarget,
+    HealthSettings, HttpTarget, LogsTarget, MemoryTarget, PostgresTarget, RULE_TARGET_KINDS, RedisTarget,
+    SystemSettings,
 };
 use crate::error::ConfigError;
 
@@ -28,6 +29,36 @@ pub(super) fn validate(config: &Config, source: &str) -> Result<(), ConfigError>
     backup(&config.backup, source)?;
     cleanup(&config.cleanup, source)?;
     health(&config.health, source)?;
+    debug(&config.debug, source)?;
+    Ok(())
+}
+
+fn debug(debug: &DebugSettings, source: &str) -> Result<(), ConfigError> {
+    let err = |key: String, msg: String| ConfigError::new(source, key, msg);
+    let mut seen: BTreeSet<String> = BUILTIN_LOG_PATTERNS.iter().map(|(name, _)| (*name).to_owned()).collect();
+    for (i, p) in debug.log_patterns.iter().enumerate() {
+        let key = format!("debug.log_patterns[{i}]");
+        if p.name.trim().is_empty() {
+            return Err(err(format!("{key}.name"), "must not be empty".into()));
+        }
+        if !seen.insert(p.name.to_lowercase()) {
+            let what = if BUILTIN_LOG_PATTERNS.iter().any(|(name, _)| name.eq_ignore_ascii_case(&p.name)) {
+                "a built-in pattern's name"
+            } else {
+                "used twice in debug.log_patterns"
+            };
+            return Err(err(format!("{key}.name"), format!("`{}` is {what}", p.name)));
+        }
+        if p.fragments.is_empty() {
+            return Err(err(format!("{key}.match"), "needs at least one fragment that a matching line holds".into()));
+        }
+        if let Some(j) = p.fragments.iter().position(|f| f.trim().is_empty()) {
+            return Err(err(format!("{key}.match[{j}]"), "must not be empty (it would match every line)".into()));
+        }
+    }
+    if debug.security_baseline.is_zero() {
+        return Err(err("debug.security_baseline".into(), "must be greater than zero".into()));
+    }
     Ok(())
 }
 
@@ -367,6 +398,7 @@ fn health(h: &HealthSettings, source: &str) -> Result<(), ConfigError> {
         ("directory_percent", h.directory_percent),
         ("gpu_temperature_celsius", h.gpu_temperature_celsius),
         ("gpu_memory_percent", h.gpu_memory_percent),
+        ("gpu_utilization_percent", h.gpu_utilization_percent),
     ] {
         if !(level.warn >= 0.0 && level.warn <= level.crit) {
             return Err(ConfigError::new(source, format!("health.{key}"), "needs 0 <= warn <= crit"));

@@ -276,8 +276,35 @@ pub fn default_rules(settings: &AlertSettings) -> Vec<AlertRule> {
              (backup/restores.jsonl has the last ones).",
             None,
         ),
+        // The weekly audit (job security-audit) scored lower than its best of the baseline: a
+        // new finding, or an old one back.
+        rule(
+            "Security Score Drop",
+            "security_score_drop > 0",
+            Severity::Warning,
+            "The security audit scores {security_score:.0f}/100, {security_score_drop:.0f} below its best of \
+             debug.security_baseline: run `cache-debug security` for the findings (security/audits.jsonl has \
+             the audits).",
+            None,
+        ),
+        // A GPU busy every round for five minutes (one-minute rounds): work waits for it. One
+        // busy round is a GPU doing its job.
+        AlertRule {
+            for_rounds: GPU_ROUNDS,
+            ..rule(
+                "GPU Saturated",
+                "gpu_utilization >= 95%",
+                Severity::Warning,
+                "The busiest GPU of {target} has been at {gpu_utilization:.0%} for 5 rounds: work waiting for it \
+                 queues.",
+                None,
+            )
+        },
     ]
 }
+
+/// Busy rounds in a row before the default GPU rule fires.
+pub const GPU_ROUNDS: u32 = 5;
 
 /// The default latency rules on hand-made rounds. (Here rather than in `tests.rs`, beside
 /// the rules they pin.)
@@ -440,6 +467,27 @@ pub fn observe_drill(
     Ok(Some(Observation {
         target: "backup/drill".into(),
         metrics: [(Metric::DrillOverdue, f64::from(u8::from(overdue)))].into(),
+        unavailable: false,
+        degraded: false,
+    }))
+}
+
+/// The security audits as target `security/audit`: `security_score` of the latest complete
+/// audit and `security_score_drop` below the best complete audit within `baseline` before it
+/// (`cache_core::audit::score_drop`), from `security/audits.jsonl`. No observation while no
+/// complete audit is recorded.
+pub fn observe_security(
+    state: &cache_core::state::StateDir,
+    baseline: std::time::Duration,
+) -> anyhow::Result<Option<Observation>> {
+    let records: Vec<cache_core::audit::AuditRecord> = state.read_jsonl(cache_core::audit::AUDITS)?;
+    Ok(cache_core::audit::score_drop(&records, baseline).map(|drop| Observation {
+        target: "security/audit".into(),
+        metrics: [
+            (Metric::SecurityScore, f64::from(drop.score)),
+            (Metric::SecurityScoreDrop, f64::from(drop.points())),
+        ]
+        .into(),
         unavailable: false,
         degraded: false,
     }))

@@ -134,3 +134,36 @@ fn a_ratio_compared_with_a_bare_percentage_is_refused() {
         assert!(alerting::check_ratios(&alerting::parse(ok).unwrap()).is_ok(), "{ok}");
     }
 }
+
+#[test]
+fn the_default_gpu_rule_fires_on_the_fifth_busy_round_and_a_quiet_round_starts_again() {
+    let settings = AlertSettings::default();
+    let rules: Vec<AlertRule> = default_rules(&settings).into_iter().filter(|r| r.name == "GPU Saturated").collect();
+    assert_eq!(rules.len(), 1);
+    let gpu = |util: f64| {
+        vec![Observation {
+            target: "system/gpu".into(),
+            metrics: [(cache_core::alerting::Metric::GpuUtilization, util)].into(),
+            unavailable: false,
+            degraded: false,
+        }]
+    };
+    // A GPU without NVML figures has no utilisation at all: never judged, never firing.
+    let unknown =
+        vec![Observation { target: "system/gpu".into(), metrics: Figures::new(), unavailable: false, degraded: false }];
+    let mut book = Book::default();
+    let mut round =
+        |obs: &[Observation], minute: i64| kinds(&evaluate(&mut book, &rules, &settings, obs, &[], at(minute)).0);
+    for minute in 0..4 {
+        assert_eq!(round(&gpu(0.99), minute), []);
+    }
+    assert_eq!(round(&gpu(0.40), 4), [], "a quiet round starts the count again");
+    for minute in 5..9 {
+        assert_eq!(round(&gpu(0.97), minute), []);
+    }
+    assert_eq!(round(&gpu(0.95), 9), [Kind::Firing]);
+    assert_eq!(round(&unknown, 10), [Kind::Resolved]);
+    for minute in 11..20 {
+        assert_eq!(round(&unknown, minute), []);
+    }
+}

@@ -95,6 +95,7 @@ pub async fn round(ctx: &Context) -> anyhow::Result<(u8, String)> {
     observations.extend(alerts::observe_jobs(&cache_core::jobs::statuses(&ctx.config.scheduler, &ctx.state, now)?));
     let backup = &ctx.config.backup;
     observations.extend(alerts::observe_drill(&ctx.state, &backup.dir, backup.drill_max_age, now)?);
+    observations.extend(alerts::observe_security(&ctx.state, ctx.config.debug.security_baseline)?);
     let mut book: Book = ctx.state.read_json(STATE_FILE)?.unwrap_or_default();
     let mut outbox: Outbox = ctx.state.read_json(OUTBOX_FILE)?.unwrap_or_default();
     let rules = alerts::rules(settings);
