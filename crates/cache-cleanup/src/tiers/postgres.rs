@@ -13,11 +13,12 @@
 //! on its own, and the chunk grows or shrinks so that statements settle near half of
 //! `cleanup.max_statement`. The bound is enforced, not only aimed at: each DELETE runs under
 //! `statement_timeout = max_statement`, and a statement cancelled there (it rolled back, nothing
-//! was deleted) is retried on a chunk four times smaller. `lock_timeout` is half of it, so a cleanup never queues behind the application's locks for long: a chunk whose rows
-//! the application holds is retried smaller, down to one page, which is retried after a pause
-//! that doubles each time (at most `LOCK_RETRIES` (3) times), then left to the next run. And while the application's sessions wait on locks
-//! (`pg_stat_activity`), the cleanup pauses before each next statement rather than add to it. Older servers get
-//! `LIMIT`ed batches with `SKIP LOCKED`.
+//! was deleted) is retried on a chunk four times smaller. `lock_timeout` is half of it, so a
+//! cleanup never queues behind the application's locks for long: a chunk whose rows the
+//! application holds is retried smaller, down to one page, which is retried after a pause that
+//! doubles each time (at most 3 times), then left to the next run. And while the application's
+//! sessions wait on locks (`pg_stat_activity`), the cleanup pauses before each next statement
+//! rather than add to it. Older servers get `LIMIT`ed batches with `SKIP LOCKED`.
 
 use std::time::{Duration, Instant};
 
