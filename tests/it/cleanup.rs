@@ -528,6 +528,65 @@ fn logs_rotate_compress_keep_and_a_second_run_changes_nothing() {
     assert_eq!(snapshot(&dir), before, "a second run changed something");
 }
 
+/// Seed 004's inactive logs: a log nobody writes any more is compressed with no empty log left
+/// behind, one past `max_age` goes, and the active ones (written lately, or held open by a
+/// process however old) are never touched; the dry run says all of it first.
+#[test]
+fn inactive_logs_are_compressed_or_removed_and_active_ones_never_touched() {
+    let env = TestEnv::new();
+    let dir = env.path("logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = b"evaluation finished: accuracy 0.91\n".repeat(60_000);
+    std::fs::write(dir.join("active.log"), &text).unwrap();
+    let days = |n: u64| Duration::from_secs(n * DAY);
+    let write_aged = |name: &str, body: &[u8], age: Duration| {
+        std::fs::write(dir.join(name), body).unwrap();
+        let when = std::time::SystemTime::now() - age;
+        std::fs::File::options().write(true).open(dir.join(name)).unwrap().set_modified(when).unwrap();
+    };
+    write_aged("idle.log", &text, days(10));
+    write_aged("empty.log", b"", days(10));
+    write_aged("ancient.log", &text[..100_000], days(100));
+    write_aged("held.log", &text[..50_000], days(100));
+    // Another process (this test) holds `held.log` open, as a long-running writer would.
+    let _writer = std::fs::File::options().append(true).open(dir.join("held.log")).unwrap();
+    env.write_config(&format!(
+        "[[logs]]\nname = \"eval\"\npath = \"{}\"\ncompress_inactive = \"7days\"\nmax_age = \"90days\"\n",
+        dir.display()
+    ));
+    let listing = |d: &std::path::Path| -> BTreeSet<String> {
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    };
+    let before = listing(&dir);
+    let dry = env.run(CLEANUP, &["logs", "--dry-run", "--format", "json"]);
+    dry.expect_code(0);
+    assert_eq!(listing(&dir), before, "the dry run changed the directory");
+    let items = dry.json()["targets"][0]["items"].to_string();
+    for (file, why) in [
+        ("idle.log", "(compress_inactive), held open by no process"),
+        ("empty.log", "(compress_inactive, and empty)"),
+        ("ancient.log", "(max_age)"),
+    ] {
+        assert!(items.contains(file) && items.contains(why), "{file}: {items}");
+    }
+    assert!(!items.contains("held.log") && !items.contains("active.log"), "{items}");
+
+    let out = env.run(CLEANUP, &["logs", "--yes", "--format", "json"]);
+    out.expect_code(0);
+    let target = &out.json()["targets"][0];
+    // Compressed into its first rotation, and no new empty log in its place.
+    assert_eq!(gunzip(&dir.join("idle.log.1.gz")), text);
+    assert!(!dir.join("idle.log").exists(), "an empty log was left behind");
+    assert!(!dir.join("empty.log").exists() && !dir.join("ancient.log").exists());
+    // The active logs are as they were.
+    assert_eq!(std::fs::read(dir.join("active.log")).unwrap(), text);
+    assert_eq!(std::fs::read(dir.join("held.log")).unwrap(), &text[..50_000]);
+    // Freed: what compressing the idle log saved, and the removed log's bytes.
+    let gz = std::fs::metadata(dir.join("idle.log.1.gz")).unwrap().len();
+    assert_eq!(target["bytes_freed"].as_u64(), Some(text.len() as u64 - gz + 100_000), "{target:#}");
+    assert_eq!((target["rotated"].as_u64(), target["removed"].as_u64()), (Some(1), Some(2)), "{target:#}");
+}
+
 #[test]
 fn logs_copytruncate_keeps_the_same_file() {
     let env = TestEnv::new();
