@@ -100,7 +100,12 @@ fn template(bins: &Binaries, owner: Option<(u32, u32)>) -> PathBuf {
     let template = base.join(version.trim_matches('-'));
     let lock = File::create(base.join(".lock")).unwrap();
     lock.lock().unwrap();
-    if !template.join("PG_VERSION").is_file() {
+    // A template the server's user may not read (copied by root from another checkout, say)
+    // is built again.
+    let readable = owner.is_none_or(|(uid, _)| {
+        fs::metadata(template.join("postgresql.conf")).is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == uid)
+    });
+    if !template.join("PG_VERSION").is_file() || !readable {
         let building = base.join(format!("building-{}", std::process::id()));
         let _ = fs::remove_dir_all(&building);
         run(
