@@ -6,7 +6,7 @@
 //! day changes nothing. Logs are compressed in parallel, one file per core.
 //!
 //! Inactive logs (`compress_inactive`, `max_age`): a live log not written for that long and held
-//! open by no process (see [`open_files`]) is compressed with no new empty log, or removed.
+//! open by no process (`/proc/*/fd`) is compressed with no new empty log, or removed.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
