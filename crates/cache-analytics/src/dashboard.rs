@@ -230,21 +230,7 @@ impl Data {
     }
 }
 
-/// Escapes text for HTML element content and attribute values.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use cache_core::output::html_escape as esc;
 
 fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
     let d = now - t;

@@ -156,6 +156,22 @@ impl Printer {
     }
 }
 
+/// Escapes text for HTML element content and attribute values (the dashboards' pages).
+pub fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Formats a byte count for people (`1.5 GiB`).
 pub fn bytes(n: u64) -> String {
     bytesize::ByteSize(n).display().iec().to_string()

@@ -221,9 +221,19 @@ struct Ahead {
 
 impl Drop for Scanner {
     fn drop(&mut self) {
+        // Pipelines sent ahead and never read (the caller stopped early) ran on the server all
+        // the same, or most likely did: their lookups are ours, never the application's. Counted
+        // as hits (the keys were there when SCAN saw them); a pipeline aborted before it was
+        // sent overcounts ours, which errs against inflating the application's ratio.
+        let word = self.access_word();
+        let per_key = 2 + u64::from(!word.is_empty());
+        let commands = per_key + u64::from(self.opts.memory);
         for ahead in &self.ahead {
             if let Some(replies) = &ahead.replies {
                 replies.abort();
+                let keys = ahead.found.len() as u64;
+                self.lookups.hits += keys * per_key;
+                self.lookups.commands += keys * commands;
             }
         }
         if let Some((state, run_id)) = &self.ledger
