@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use cache_tests::{Blackhole, Mem0Server, PgServer, RedisServer, StubHttp, TestEnv, wait_until};
+use cache_tests::{Blackhole, HOST_JUDGED_LOOSELY, Mem0Server, PgServer, RedisServer, StubHttp, TestEnv, wait_until};
 use serde_json::Value;
 
 use crate::HEALTH;
@@ -56,7 +56,7 @@ async fn healthy_redis_postgres_memory_and_app_exit_ok() {
          [[postgres]]\nname = \"main\"\nurl = \"{url}\"\n\
          [[memory]]\nname = \"mem0\"\nurl = \"{}\"\napi_key = \"m0-test-key\"\n\
          [[http]]\nname = \"app\"\nurl = \"{app}/health\"\nmetrics_url = \"{app}/metrics/cache\"\n\
-         [health]\nload_per_cpu = {{ warn = 1000.0, crit = 2000.0 }}\n",
+         {HOST_JUDGED_LOOSELY}",
         redis.url(),
         redis.unix_url(),
         mem0.url(),
@@ -231,11 +231,8 @@ fn usage_errors_are_unknown() {
 fn a_tier_filter_matching_no_target_is_a_usage_error_and_keeps_the_last_report() {
     let Some(mut redis) = RedisServer::start() else { return };
     let env = TestEnv::new();
-    // The host's load is this machine's, not the test's: judged loosely here.
-    env.write_config(&format!(
-        "[[redis]]\nname = \"main\"\nurl = \"{}\"\n[health]\nload_per_cpu = {{ warn = 1000.0, crit = 2000.0 }}\n",
-        redis.url()
-    ));
+    // The host's load, memory and disk are this machine's, not the test's: judged loosely here.
+    env.write_config(&format!("[[redis]]\nname = \"main\"\nurl = \"{}\"\n{HOST_JUDGED_LOOSELY}", redis.url()));
     env.run(HEALTH, &["check"]).expect_code(0);
     let report = env.state_dir().join("health/comprehensive-health.json");
     let before = std::fs::read(&report).unwrap();

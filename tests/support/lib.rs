@@ -35,7 +35,7 @@ mod upstash;
 
 pub use alertmanager::Alertmanager;
 pub use cluster::RedisCluster;
-pub use env::{RunOutput, TestEnv};
+pub use env::{HOST_JUDGED_LOOSELY, RunOutput, TestEnv};
 pub use mem0::{Mem0Server, RecordedRequest};
 pub use net::{Blackhole, free_port};
 pub use pg::{PG_BIN_ENV, PgOptions, PgServer};

@@ -18,7 +18,7 @@ use chrono::Utc;
 use comfy_table::{Cell, Color};
 use serde::Serialize;
 
-use crate::probes::{self, within_budget};
+use crate::probes::{self, Stopwatch, within_budget};
 use crate::report::{self, HealthReport, Status, TargetReport, Verdict};
 
 /// The report seed 000 writes, relative to the state directory.
@@ -86,7 +86,8 @@ pub async fn probe_and_record(ctx: &Context, job: Option<&cache_core::app::Job>)
     let _: Option<HealthReport> = ctx.state.read_json(FULL_REPORT_FILE)?;
     let mut seen = ctx.state.read_json::<LookupsFile>(LOOKUPS_FILE)?.unwrap_or_default().targets;
     let start = Instant::now();
-    let (probes, unconfigured) = plan(ctx, &seen);
+    let stopwatch = Stopwatch::new();
+    let (probes, unconfigured) = plan(ctx, &seen, &stopwatch);
     // The probes are futures not yet started: nothing is timed before they are awaited.
     prepare(ctx).await;
     // Each probe's wall time, for the run record (a target's latency is one round trip).
@@ -161,7 +162,12 @@ async fn prepare(ctx: &Context) {
 }
 
 /// Builds one budgeted probe per selected target, and lists selected tiers with no target.
-fn plan<'a>(ctx: &'a Context, seen: &'a BTreeMap<String, Seen>) -> (Vec<Probe<'a>>, Vec<Tier>) {
+/// The probes that time a round trip share `stopwatch`.
+fn plan<'a>(
+    ctx: &'a Context,
+    seen: &'a BTreeMap<String, Seen>,
+    stopwatch: &'a Stopwatch,
+) -> (Vec<Probe<'a>>, Vec<Tier>) {
     let config = &ctx.config;
     let health = &config.health;
     let filters = &ctx.common.tiers;
@@ -190,6 +196,7 @@ fn plan<'a>(ctx: &'a Context, seen: &'a BTreeMap<String, Seen>) -> (Vec<Probe<'a
                     state: &ctx.state,
                     before: seen.get(&format!("redis/{}", t.name)).unwrap_or(&NONE),
                 },
+                stopwatch.timer(t.timeout),
             ),
         )));
     }
@@ -205,7 +212,7 @@ fn plan<'a>(ctx: &'a Context, seen: &'a BTreeMap<String, Seen>) -> (Vec<Probe<'a
             &t.name,
             endpoint,
             t.timeout,
-            probes::postgres::probe(t, health, table),
+            probes::postgres::probe(t, health, table, stopwatch.timer(t.timeout)),
         )));
     }
     for t in config.memory.iter().filter(|t| selected(filters, Tier::Memory, &t.name)) {
@@ -216,12 +223,13 @@ fn plan<'a>(ctx: &'a Context, seen: &'a BTreeMap<String, Seen>) -> (Vec<Probe<'a
             &t.name,
             endpoint,
             t.timeout,
-            probes::memory::probe(t, user, health),
+            probes::memory::probe(t, user, health, stopwatch.timer(t.timeout)),
         )));
     }
     for t in config.http.iter().filter(|t| selected(filters, Tier::Http, &t.name)) {
         let endpoint = Some(t.url.to_string());
-        probes.push(Box::pin(within_budget(Tier::Http, &t.name, endpoint, t.timeout, probes::http::probe(t, health))));
+        let probe = probes::http::probe(t, health, stopwatch.timer(t.timeout));
+        probes.push(Box::pin(within_budget(Tier::Http, &t.name, endpoint, t.timeout, probe)));
     }
     let dir_budget = config.system.timeout;
     let dirs = config

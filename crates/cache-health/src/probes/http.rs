@@ -10,10 +10,11 @@ use cache_core::config::{HealthSettings, HttpTarget};
 use cache_core::tier::Tier;
 use serde_json::Value;
 
+use super::Timer;
 use crate::report::{Status, TargetReport, round3};
 
 /// Probes one HTTP target.
-pub async fn probe(target: &HttpTarget, settings: &HealthSettings) -> TargetReport {
+pub async fn probe(target: &HttpTarget, settings: &HealthSettings, mut timer: Timer<'_>) -> TargetReport {
     let mut report = TargetReport::new(Tier::Http, &target.name);
     report.endpoint = Some(target.url.to_string());
     let client = match http::client_async().await {
@@ -48,9 +49,9 @@ pub async fn probe(target: &HttpTarget, settings: &HealthSettings) -> TargetRepo
         }
     }
     let connected = connect_start.elapsed();
-    let timed_start = Instant::now();
-    let round_trip = match get(&client, target).await {
-        Ok(_) => Some(timed_start.elapsed()),
+    let (answer, took) = timer.time(get(&client, target)).await;
+    let round_trip = match answer {
+        Ok(_) => Some(took),
         Err(e) => {
             report.fail("latency", format!("GET {} again: {e}", target.url));
             None

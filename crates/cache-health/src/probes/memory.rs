@@ -9,10 +9,16 @@ use cache_core::clients::memory::MemoryClient;
 use cache_core::config::{HealthSettings, MemoryTarget};
 use cache_core::tier::Tier;
 
+use super::Timer;
 use crate::report::{Status, TargetReport, round3};
 
 /// Probes one memory-API target for `user_id`.
-pub async fn probe(target: &MemoryTarget, user_id: &str, settings: &HealthSettings) -> TargetReport {
+pub async fn probe(
+    target: &MemoryTarget,
+    user_id: &str,
+    settings: &HealthSettings,
+    mut timer: Timer<'_>,
+) -> TargetReport {
     let mut report = TargetReport::new(Tier::Memory, &target.name);
     report.endpoint = Some(target.url.to_string());
     let client = match MemoryClient::open(target, user_id).await {
@@ -57,9 +63,9 @@ pub async fn probe(target: &MemoryTarget, user_id: &str, settings: &HealthSettin
         }
     }
     let connected = list_start.elapsed();
-    let timed_start = Instant::now();
-    let round_trip = match client.list(1).await {
-        Ok(_) => Some(timed_start.elapsed()),
+    let (listed, took) = timer.time(client.list(1)).await;
+    let round_trip = match listed {
+        Ok(_) => Some(took),
         Err(e) => {
             report.fail("latency", format!("listing again: {e:#}"));
             None

@@ -11,6 +11,7 @@ use cache_core::output::bytes;
 use cache_core::tier::Tier;
 use tokio_postgres::Client;
 
+use super::Timer;
 use crate::report::{Status, TargetReport, judge, round3};
 
 /// Below this many estimated rows the table is counted exactly; above, the estimate is used.
@@ -28,7 +29,12 @@ pub struct Table<'a> {
 }
 
 /// Probes one PostgreSQL target.
-pub async fn probe(target: &PostgresTarget, settings: &HealthSettings, table: Table<'_>) -> TargetReport {
+pub async fn probe(
+    target: &PostgresTarget,
+    settings: &HealthSettings,
+    table: Table<'_>,
+    mut timer: Timer<'_>,
+) -> TargetReport {
     let mut report = TargetReport::new(Tier::Postgres, &target.name);
     report.endpoint = Some(target.url.to_string());
     let connect_start = Instant::now();
@@ -43,11 +49,18 @@ pub async fn probe(target: &PostgresTarget, settings: &HealthSettings, table: Ta
             return report;
         }
     };
-    // Connecting (TCP, TLS, startup, authentication) is reported apart; the latency is the
-    // `SELECT 1` on the connection now open.
+    // A new backend's first query fills its catalog caches (milliseconds, once per connection,
+    // as psql's `\timing` shows on its first query): that is part of connecting.
+    if let Err(e) = db.simple_query("SELECT 1").await {
+        report.fail("query", client::error_text(&e));
+        report.connected(connect_start.elapsed());
+        return report;
+    }
+    // Connecting (TCP, TLS, startup, authentication, the first query) is reported apart; the
+    // latency is the next `SELECT 1` on the connection now open.
     let connected = connect_start.elapsed();
     let mut round_trip = None;
-    if let Err(e) = checks(&db, target, settings, table, &mut round_trip, &mut report).await {
+    if let Err(e) = checks(&db, target, settings, table, (&mut timer, &mut round_trip), &mut report).await {
         report.fail("query", client::error_text(&e));
     }
     report.connected(connected);
@@ -62,13 +75,13 @@ async fn checks(
     target: &PostgresTarget,
     settings: &HealthSettings,
     config: Table<'_>,
-    round_trip: &mut Option<Duration>,
+    (timer, round_trip): (&mut Timer<'_>, &mut Option<Duration>),
     report: &mut TargetReport,
 ) -> Result<(), tokio_postgres::Error> {
-    // The simple-query protocol: one round trip, as psql sends it (a prepared query is two).
-    let select_start = Instant::now();
-    let answer = db.simple_query("SELECT 1").await?;
-    let elapsed = select_start.elapsed();
+    // The simple-query protocol: one round trip, as psql sends it (a prepared query is two),
+    // timed apart from the rest of the check.
+    let (answer, elapsed) = timer.time(db.simple_query("SELECT 1")).await;
+    let answer = answer?;
     *round_trip = Some(elapsed);
     let one = answer.iter().find_map(|m| match m {
         tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),

@@ -15,6 +15,7 @@ use cache_core::state::StateDir;
 use cache_core::tier::Tier;
 use redis::AsyncCommands as _;
 
+use super::Timer;
 use crate::report::{Status, TargetReport, judge, round3};
 
 /// TTL of the health key, seconds: it disappears even if the DEL never arrives.
@@ -31,7 +32,12 @@ pub struct Lookback<'a> {
 }
 
 /// Probes one Redis target.
-pub async fn probe(target: &RedisTarget, settings: &HealthSettings, lookback: Lookback<'_>) -> TargetReport {
+pub async fn probe(
+    target: &RedisTarget,
+    settings: &HealthSettings,
+    lookback: Lookback<'_>,
+    mut timer: Timer<'_>,
+) -> TargetReport {
     let mut report = TargetReport::new(Tier::Redis, &target.name);
     report.endpoint = Some(target.url.to_string());
     let connect_start = Instant::now();
@@ -48,12 +54,11 @@ pub async fn probe(target: &RedisTarget, settings: &HealthSettings, lookback: Lo
     };
 
     // Connecting (TCP, TLS, AUTH, SELECT) is reported apart; the latency is one PING on the
-    // connection now open: the wire round trip.
+    // connection now open, timed apart from the rest of the check: the wire round trip.
     let connected = connect_start.elapsed();
-    let ping_start = Instant::now();
-    let round_trip = match redis::cmd("PING").query_async::<String>(&mut connection).await {
+    let (pong, round_trip) = timer.time(redis::cmd("PING").query_async::<String>(&mut connection)).await;
+    let round_trip = match pong {
         Ok(pong) => {
-            let round_trip = ping_start.elapsed();
             if pong == "PONG" {
                 let perf = report.perf("ping", round3(client::ms(round_trip)), "ms").range(0.0, None);
                 report.check("ping", Status::Healthy, "PONG", Some(perf));
