@@ -422,3 +422,33 @@ fn the_seed_variables_configure_upstash_and_a_bad_token_or_a_dead_endpoint_fail_
         assert!(out.elapsed < std::time::Duration::from_secs(8), "{bin} {args:?} took {:?}", out.elapsed);
     }
 }
+
+/// A request that gets no answer (here a proxy's 502) is sent once more when it only reads, as
+/// Upstash's own clients retry; one that writes is never sent twice, since the first may have
+/// been applied.
+#[test]
+fn a_read_without_an_answer_is_sent_once_more_and_a_write_never_twice() {
+    let Some(t) = twins(&[]) else { return };
+    // The scan's first SCAN fails once: it is sent again, and every key is seen.
+    t.rest.fail_next("SCAN", 1);
+    let out = t.rest_env.run(DEBUG, &["memory", "--format", "json", "--tier", "redis"]);
+    out.expect_code(0);
+    assert_eq!(out.json()["redis"][0]["scanned"], 2501, "{}", out.dump());
+    let carried = t.rest.carried();
+    assert!(carried.len() >= 2 && carried[0] == carried[1], "the SCAN that failed was not sent again: {carried:?}");
+    assert_eq!(carried.iter().filter(|b| **b == carried[0]).count(), 2, "{carried:?}");
+
+    // The cleanup's first UNLINK fails: it is not sent again; the run stops there, names the
+    // failure, saves its cursor and exits as a target it could not finish (4), nothing removed.
+    let before = t.rest_server.keys().len();
+    t.rest.fail_next("UNLINK", 1);
+    let out = t.rest_env.run(CLEANUP, &["aggressive", "--yes", "--tier", "redis", "--format", "json"]);
+    out.expect_code(4);
+    let carried = t.rest.carried();
+    assert_eq!(carried.len(), 1, "the UNLINK that failed was sent again: {carried:?}\n{}", out.dump());
+    let report = &out.json()["targets"][0];
+    assert_eq!(report["removed"], 0, "{}", out.dump());
+    let error = report["errors"][0].as_str().unwrap_or_default();
+    assert!(error.contains("HTTP 502") && error.contains("--resume"), "{}", out.dump());
+    assert_eq!(t.rest_server.keys().len(), before);
+}

@@ -28,6 +28,11 @@ struct Shared {
     commands: AtomicU64,
     /// HTTP requests answered, refused ones included.
     requests: AtomicU64,
+    /// Requests still to be answered `502 Bad Gateway` (as a proxy in front of the API does
+    /// when it loses its upstream) when they carry the command named, and requests that
+    /// carried it, failed or not.
+    failing: Mutex<Option<(String, u32)>>,
+    carried: Mutex<Vec<String>>,
 }
 
 /// The stand-in, serving until dropped.
@@ -48,6 +53,8 @@ impl UpstashStandIn {
             pool: Mutex::new(Vec::new()),
             commands: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            failing: Mutex::new(None),
+            carried: Mutex::new(Vec::new()),
         });
         let thread = {
             let server = Arc::clone(&server);
@@ -77,6 +84,19 @@ impl UpstashStandIn {
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
     }
+
+    /// Answers the next `times` requests that carry `command` (upper case) with
+    /// `502 Bad Gateway`, forwarding nothing of them; from now on, counts such requests.
+    pub fn fail_next(&self, command: &str, times: u32) {
+        *self.shared.failing.lock().unwrap() = Some((command.to_owned(), times));
+        self.shared.carried.lock().unwrap().clear();
+    }
+
+    /// The bodies of the requests that carried the command of [`Self::fail_next`] since it
+    /// was called, in order: a request sent twice shows twice.
+    pub fn carried(&self) -> Vec<String> {
+        self.shared.carried.lock().unwrap().clone()
+    }
 }
 
 impl Drop for UpstashStandIn {
@@ -102,12 +122,35 @@ fn serve(shared: &Shared, mut request: tiny_http::Request) {
     let mut body = String::new();
     let _ = request.as_reader().read_to_string(&mut body);
     let path = request.url().split('?').next().unwrap_or("/").to_owned();
+    if authorized && fails(shared, &body) {
+        // As a proxy answers: a page, not the API's JSON.
+        let page = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+        let _ = request.respond(tiny_http::Response::from_string(page).with_status_code(502));
+        return;
+    }
     let (status, answer) =
         if !authorized { (401, json!({"error": "Unauthorized"})) } else { route(shared, &path, &body, base64) };
     let response = tiny_http::Response::from_string(answer.to_string())
         .with_status_code(status)
         .with_header("Content-Type: application/json".parse::<tiny_http::Header>().unwrap());
     let _ = request.respond(response);
+}
+
+/// Whether this request is one [`UpstashStandIn::fail_next`] fails; counts the requests that
+/// carry its command.
+fn fails(shared: &Shared, body: &str) -> bool {
+    let mut failing = shared.failing.lock().unwrap();
+    let Some((command, left)) = failing.as_mut() else { return false };
+    let needle = format!("\"{command}\"");
+    if !body.to_ascii_uppercase().contains(&needle) {
+        return false;
+    }
+    shared.carried.lock().unwrap().push(body.to_owned());
+    if *left == 0 {
+        return false;
+    }
+    *left -= 1;
+    true
 }
 
 fn route(shared: &Shared, path: &str, body: &str, base64: bool) -> (u16, Json) {

@@ -14,6 +14,11 @@
 //! `redis::pipe` (atomic or not) and `redis::Script` work on it as on a RESP connection.
 //! Server errors keep their Redis codes (`NOSCRIPT`, `WRONGTYPE`, `ERR unknown command`), so
 //! script fallback and "refused on this tier" checks behave the same.
+//!
+//! A request that gets no answer (a dropped connection, a timeout) is sent once more after
+//! [`RETRY_PAUSE`] when every command in it only reads ([`reads_only`]), as Upstash's own
+//! clients retry (`rest_retries = 1` in `upstash-redis`); a request that writes is never sent
+//! twice, since the first may have been applied.
 
 use std::time::Duration;
 
@@ -23,6 +28,63 @@ use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use serde_json::Value as Json;
 
 use crate::redact::Secret;
+
+/// The pause before a read-only request that got no answer is sent again.
+pub const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Commands that only read, by name (and `CONFIG GET`): a request made of them alone may be
+/// sent again after a transport failure.
+const READ_ONLY: &[&str] = &[
+    "DBSIZE",
+    "DUMP",
+    "EXISTS",
+    "EXPIRETIME",
+    "GET",
+    "HGET",
+    "HGETALL",
+    "HLEN",
+    "HMGET",
+    "HSCAN",
+    "HSTRLEN",
+    "INFO",
+    "LINDEX",
+    "LLEN",
+    "LRANGE",
+    "MEMORY",
+    "MGET",
+    "OBJECT",
+    "PEXPIRETIME",
+    "PING",
+    "PTTL",
+    "RANDOMKEY",
+    "SCAN",
+    "SCARD",
+    "SISMEMBER",
+    "SMEMBERS",
+    "SSCAN",
+    "STRLEN",
+    "TTL",
+    "TYPE",
+    "XINFO",
+    "XLEN",
+    "ZCARD",
+    "ZRANGE",
+    "ZSCAN",
+    "ZSCORE",
+];
+
+/// Whether every command of `commands` (JSON arrays of strings) only reads.
+fn reads_only(commands: &[Json]) -> bool {
+    commands.iter().all(|command| {
+        let word = |i: usize| command.get(i).and_then(Json::as_str).map(str::to_ascii_uppercase);
+        match word(0).as_deref() {
+            Some("CONFIG") => word(1).as_deref() == Some("GET"),
+            Some("MEMORY") => word(1).as_deref() == Some("USAGE"),
+            Some(name) => READ_ONLY.contains(&name),
+            None => false,
+        }
+    })
+}
 
 /// A connection to one REST endpoint: cheap to clone (the HTTP client is shared).
 #[derive(Clone)]
@@ -54,13 +116,30 @@ impl RestConnection {
     /// POSTs `body` to `path` and returns the JSON answer; HTTP and transport failures as
     /// errors (a refused token as an authentication error), a server error object as-is.
     async fn post(&self, path: &str, body: Json) -> RedisResult<Json> {
+        let commands = match &body {
+            Json::Array(items) if items.first().is_some_and(Json::is_array) => items.as_slice(),
+            _ => std::slice::from_ref(&body),
+        };
+        let again = path != "multi-exec" && reads_only(commands);
+        match self.post_once(path, &body).await {
+            Err(e) if again && (e.is_io_error() || e.is_timeout()) => {
+                tracing::warn!("REST request to /{path} got no answer ({e}); sending it once more");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                self.post_once(path, &body).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// One POST of `body` to `path`.
+    async fn post_once(&self, path: &str, body: &Json) -> RedisResult<Json> {
         let request = self
             .client
             .post(self.url(path))
             .timeout(self.timeout)
             .bearer_auth(self.token.expose())
             .header("Upstash-Encoding", "base64")
-            .json(&body);
+            .json(body);
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let text = response.text().await.map_err(transport)?;
@@ -226,8 +305,17 @@ fn unexpected(path: &str) -> RedisError {
 /// A failed request as an I/O error (a timeout keeps its kind, so `is_timeout` sees it).
 fn transport(e: reqwest::Error) -> RedisError {
     let kind = if e.is_timeout() { std::io::ErrorKind::TimedOut } else { std::io::ErrorKind::Other };
-    // Without the URL: it is the endpoint, and reqwest's text would repeat it.
-    RedisError::from(std::io::Error::new(kind, e.without_url().to_string()))
+    // Without the URL: it is the endpoint, and reqwest's text would repeat it. With the causes
+    // ("error sending request" alone does not say that the connection was reset).
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    RedisError::from(std::io::Error::new(kind, text))
 }
 
 #[cfg(test)]
@@ -263,6 +351,18 @@ mod tests {
             panic!("not an error");
         };
         assert!(super::super::redis::is_refused(&e.into()));
+    }
+
+    #[test]
+    fn only_requests_that_only_read_may_be_sent_again() {
+        let request = |commands: &[&[&str]]| -> Vec<Json> { commands.iter().map(|c| serde_json::json!(c)).collect() };
+        assert!(reads_only(&request(&[&["SCAN", "0", "COUNT", "100"], &["TYPE", "k"], &["memory", "usage", "k"]])));
+        assert!(reads_only(&request(&[&["CONFIG", "GET", "maxmemory-policy"]])));
+        assert!(!reads_only(&request(&[&["CONFIG", "SET", "maxmemory", "1"]])));
+        assert!(!reads_only(&request(&[&["MEMORY", "PURGE"]])));
+        assert!(!reads_only(&request(&[&["TYPE", "k"], &["UNLINK", "k"]])));
+        assert!(!reads_only(&request(&[&["EVALSHA", "abc", "0"]])));
+        assert!(!reads_only(&[Json::Null]));
     }
 
     #[test]
