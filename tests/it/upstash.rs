@@ -437,6 +437,14 @@ fn a_read_without_an_answer_is_sent_once_more_and_a_write_never_twice() {
     let carried = t.rest.carried();
     assert!(carried.len() >= 2 && carried[0] == carried[1], "the SCAN that failed was not sent again: {carried:?}");
     assert_eq!(carried.iter().filter(|b| **b == carried[0]).count(), 2, "{carried:?}");
+    assert_eq!(out.json()["redis"][0]["complete"], true, "{}", out.dump());
+    // Failing twice, the scan stops there: its figures are a part only, and the exit says so.
+    t.rest.fail_next("SCAN", 2);
+    let out = t.rest_env.run(DEBUG, &["memory", "--format", "json", "--tier", "redis"]);
+    out.expect_code(1);
+    let section = &out.json()["redis"][0];
+    assert_eq!(section["complete"], false, "{}", out.dump());
+    assert!(section["notes"].to_string().contains("stopped after 0 of its keys"), "{}", out.dump());
 
     // The cleanup's first UNLINK fails: it is not sent again; the run stops there, names the
     // failure, saves its cursor and exits as a target it could not finish (4), nothing removed.

@@ -135,11 +135,14 @@ pub(crate) fn failed(name: &str, e: &anyhow::Error) -> serde_json::Value {
 }
 
 /// The exit code of a command over its targets' `sections`: every target unreachable is
-/// `UNREACHABLE` (nothing could be looked at), any section with an error `PARTIAL`.
+/// `UNREACHABLE` (nothing could be looked at), any section with an error, or with figures of
+/// a part only (`"complete": false`), `PARTIAL`.
 pub(crate) fn code<'a>(sections: impl IntoIterator<Item = &'a serde_json::Value>) -> u8 {
     let reach = |s: &serde_json::Value| match (s.get("error").is_some(), s["unreachable"] == true) {
         (_, true) => Reach::Unreachable,
         (true, false) => Reach::Failed,
+        // A section whose figures are a part only (a scan cut short, a primary not scanned).
+        (false, false) if s["complete"] == false => Reach::Failed,
         (false, false) => Reach::Done,
     };
     sections.into_iter().map(reach).collect::<Tally>().code()

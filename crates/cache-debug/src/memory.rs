@@ -90,6 +90,8 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
         Err(e) => return crate::failed(&name, &e),
     };
     let mut notes: Vec<String> = primaries.missing.iter().map(|m| format!("not scanned: {m}")).collect();
+    // A server's scan refused or cut short: the figures are a part only (and the exit says so).
+    let mut stopped = false;
     // INFO figures summed over the primaries (fragmentation: the worst one; policy: the first).
     const SHOWN: &[&str] =
         &["used_memory", "used_memory_peak", "used_memory_rss", "maxmemory", "mem_fragmentation_ratio", "evicted_keys"];
@@ -172,11 +174,13 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
                 }
             }
             ScanEvent::End { scanner: None, error } => {
+                stopped = true;
                 let error = error.map_or_else(String::new, |e| e.to_string());
                 notes.push(format!("SCAN refused by {server}: {error}"));
             }
             ScanEvent::End { scanner: Some(scanner), error } => {
                 if let Some(e) = error {
+                    stopped = true;
                     notes.push(format!("scan of {server} stopped after {} of its keys: {e}", scanner.examined()));
                 }
                 let (node_slowest, node_over) = scanner.slowest_call();
@@ -227,6 +231,7 @@ async fn redis_section(ctx: &Context, t: &RedisTarget, sample: Option<u64>, top:
         "doctor": doctor,
         "keys_in_db": dbsize,
         "scanned": seen,
+        "complete": !stopped && primaries.missing.is_empty(),
         "sampled": sample.is_some() && seen < dbsize,
         "scan_seconds": started.elapsed().as_secs_f64(),
         "sizes_known": sizes_known,
@@ -316,7 +321,7 @@ pub async fn run(ctx: &Context, sample: Option<u64>, top: usize, max_groups: usi
     .await;
     let files: Vec<Value> =
         config.files.iter().filter(|t| selected(filters, Tier::Files, &t.name)).map(files_section).collect();
-    // Every target unreachable: 4; any section with an error: 1.
+    // Every target unreachable: 4; any section with an error, or a scan cut short: 1.
     let code = crate::code(redis.iter().chain(&pg));
     let printer = &ctx.printer;
     if printer.format() == Format::Json {
