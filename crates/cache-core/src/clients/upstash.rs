@@ -16,7 +16,7 @@
 //! script fallback and "refused on this tier" checks behave the same.
 //!
 //! A request that gets no answer (a dropped connection, a timeout) is sent once more after
-//! [`RETRY_PAUSE`] when every command in it only reads ([`reads_only`]), as Upstash's own
+//! [`RETRY_PAUSE`] when every command in it only reads (`reads_only`), as Upstash's own
 //! clients retry (`rest_retries = 1` in `upstash-redis`); a request that writes is never sent
 //! twice, since the first may have been applied.
 
@@ -32,8 +32,8 @@ use crate::redact::Secret;
 /// The pause before a read-only request that got no answer is sent again.
 pub const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
-/// Commands that only read, by name (and `CONFIG GET`): a request made of them alone may be
-/// sent again after a transport failure.
+/// Commands that only read, by name (besides `CONFIG GET` and `MEMORY USAGE`): a request made
+/// of them alone may be sent again after a transport failure.
 const READ_ONLY: &[&str] = &[
     "DBSIZE",
     "DUMP",
@@ -50,7 +50,6 @@ const READ_ONLY: &[&str] = &[
     "LINDEX",
     "LLEN",
     "LRANGE",
-    "MEMORY",
     "MGET",
     "OBJECT",
     "PEXPIRETIME",
