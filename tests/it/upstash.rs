@@ -447,7 +447,8 @@ fn a_read_without_an_answer_is_sent_once_more_and_a_write_never_twice() {
     assert!(section["notes"].to_string().contains("stopped after 0 of its keys"), "{}", out.dump());
 
     // The cleanup's first UNLINK fails: it is not sent again; the run stops there, names the
-    // failure, saves its cursor and exits as a target it could not finish (4), nothing removed.
+    // failure, saves its cursor and exits as a target it could not finish (4), nothing removed
+    // and nothing counted as freed.
     let before = t.rest_server.keys().len();
     t.rest.fail_next("UNLINK", 1);
     let out = t.rest_env.run(CLEANUP, &["aggressive", "--yes", "--tier", "redis", "--format", "json"]);
@@ -456,6 +457,8 @@ fn a_read_without_an_answer_is_sent_once_more_and_a_write_never_twice() {
     assert_eq!(carried.len(), 1, "the UNLINK that failed was sent again: {carried:?}\n{}", out.dump());
     let report = &out.json()["targets"][0];
     assert_eq!(report["removed"], 0, "{}", out.dump());
+    // What was selected but never removed is not counted as freed.
+    assert_eq!(report["bytes_freed"], 0, "{}", out.dump());
     let error = report["errors"][0].as_str().unwrap_or_default();
     assert!(error.contains("HTTP 502") && error.contains("--resume"), "{}", out.dump());
     assert_eq!(t.rest_server.keys().len(), before);

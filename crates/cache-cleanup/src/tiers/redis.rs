@@ -420,6 +420,7 @@ impl Eviction<'_> {
                 }
                 selected += c.bytes;
                 self.select(&c, report);
+                report.bytes_freed += c.bytes;
             }
             report.notes.push(format!(
                 "would evict {} (the excess {} plus at most one batch of {batch_size} keys)",
@@ -495,13 +496,14 @@ impl Eviction<'_> {
                 }
                 admitted.push(c);
             }
-            let mut deletes = Vec::new();
+            let (mut deletes, mut freed) = (Vec::new(), 0);
             for c in &admitted {
                 self.select(c, report);
                 deletes.push(c.key.clone());
+                freed += c.bytes;
             }
             evicted += deletes.len() as u64;
-            let actions = Actions { deletes, expires: Vec::new() };
+            let actions = Actions { deletes, expires: Vec::new(), freed };
             if let Err(e) = self.pass.apply(&mut conn, &actions, report).await {
                 report.unreachable |= e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
                 report.errors.push(format!("evicting: {e}"));
@@ -530,7 +532,6 @@ impl Eviction<'_> {
             bytes: Some(c.bytes),
         };
         report.select(item, sample);
-        report.bytes_freed += c.bytes;
     }
 
     /// The candidates, coldest first: those the first pass kept, or a scan's.
@@ -611,6 +612,8 @@ struct Actions {
     deletes: Vec<Vec<u8>>,
     /// Keys to give a TTL (milliseconds).
     expires: Vec<(Vec<u8>, u64)>,
+    /// The bytes the deletes hold: freed once they are applied (in a dry run, they would be).
+    freed: u64,
 }
 
 /// One pass over the keyspace.
@@ -715,9 +718,9 @@ impl Pass<'_> {
             };
             job.progress.inc(batch.len() as u64);
             let actions = self.classify(&batch, scanner.access(), report, cap, coldest.as_deref_mut());
-            if !job.dry_run
-                && let Err(e) = self.apply(&mut writer, &actions, report).await
-            {
+            if job.dry_run {
+                report.bytes_freed += actions.freed;
+            } else if let Err(e) = self.apply(&mut writer, &actions, report).await {
                 self.save(before, report);
                 report.unreachable |= e.is_io_error() || e.is_timeout() || e.is_connection_dropped();
                 report.errors.push(format!("{e}; the cursor is saved: rerun with --resume to continue"));
@@ -808,7 +811,7 @@ impl Pass<'_> {
         let policy = job.policy();
         let sample = if job.dry_run { job.settings.dry_run_sample } else { 0 };
         let now = chrono::Utc::now();
-        let (mut deletes, mut expires) = (Vec::new(), Vec::new());
+        let (mut deletes, mut expires, mut freed) = (Vec::new(), Vec::new(), 0);
         for key in batch {
             if !job.in_category(&key.key) {
                 continue;
@@ -860,7 +863,7 @@ impl Pass<'_> {
             };
             if let Some(reason) = reason {
                 if cap.admit(key.bytes.unwrap_or(0)) {
-                    self.delete(key, reason, sample, report, &mut deletes);
+                    self.delete(key, reason, sample, report, (&mut deletes, &mut freed));
                 }
             } else {
                 if let (Some(coldest), Some(c)) = (coldest.as_deref_mut(), coldness(key, access)) {
@@ -886,7 +889,7 @@ impl Pass<'_> {
                 }
             }
         }
-        Actions { deletes, expires }
+        Actions { deletes, expires, freed }
     }
 
     fn delete(
@@ -895,17 +898,17 @@ impl Pass<'_> {
         reason: String,
         sample: usize,
         report: &mut TargetReport,
-        deletes: &mut Vec<Vec<u8>>,
+        (deletes, freed): (&mut Vec<Vec<u8>>, &mut u64),
     ) {
         report.select(Item { name: key.name(), action: Action::Delete, reason, bytes: key.bytes }, sample);
-        report.bytes_freed += key.bytes.unwrap_or(0);
+        *freed += key.bytes.unwrap_or(0);
         deletes.push(key.key.clone());
     }
 
     async fn apply(
         &self,
         conn: &mut cache_core::clients::redis::Connection,
-        Actions { deletes, expires }: &Actions,
+        Actions { deletes, expires, freed }: &Actions,
         report: &mut TargetReport,
     ) -> redis::RedisResult<()> {
         if deletes.is_empty() && expires.is_empty() {
@@ -935,6 +938,8 @@ impl Pass<'_> {
         // The toolkit's commands, never the application's operations.
         let sent = (unlinks + expires.len()) as u64;
         self.count(cache_core::ledger::Lookups::commands(sent));
+        // What the deletes held is freed now that they are applied, never before.
+        report.bytes_freed += freed;
         let mut replies = replies.into_iter();
         report.removed += replies.by_ref().take(unlinks).map(|r| r.max(0) as u64).sum::<u64>();
         report.expired += replies.filter(|r| *r == 1).count() as u64;
