@@ -1118,7 +1118,7 @@ fn cron_noop(bench: &Bench) -> anyhow::Result<Row> {
     };
     let ours = median(&mut || {
         let out = Command::new(&bench.cleanup)
-            .args(["light", "--scheduled", "-q", "--config"])
+            .args(["light", "--yes", "-q", "--scheduled", "cleanup-light", "--config"])
             .arg(&config)
             .arg("--state-dir")
             .arg(&state)
