@@ -222,8 +222,9 @@ async fn postgres_statements_past_max_statement_are_cancelled_and_retried_smalle
 }
 
 /// Rows the application holds locked: the cleanup waits at most `lock_timeout` per try (half
-/// its `max_statement`), narrows the chunk to the held page, retries it after growing pauses, and leaves the chunk to the next run rather
-/// than queue behind the application; the rows the application released go on the next run.
+/// its `max_statement`), narrows the chunk to the held page, retries it after growing pauses,
+/// and leaves the chunk to the next run rather than queue behind the application; the rows the
+/// application released go on the next run.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_rows_the_application_holds_wait_briefly_then_go_on_the_next_run() {
     let Some(pg) = PgServer::start() else { return };

@@ -33,6 +33,7 @@ use serde_json::{Value, json};
 use cache_core::history::WINDOWS_FILE;
 use cache_core::history::{HISTORY, Snapshot};
 use cache_core::history::{Point, lookups};
+use cache_core::output::html_escape as esc;
 
 /// Where the page is written when no `--output` is given.
 pub const DEFAULT_OUTPUT: &str = "analytics/dashboard.html";
@@ -229,8 +230,6 @@ impl Data {
         })
     }
 }
-
-use cache_core::output::html_escape as esc;
 
 fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
     let d = now - t;

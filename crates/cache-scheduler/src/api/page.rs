@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 
 use cache_core::maintenance::{AutomationView, Metrics, Running, Task, WindowView};
+use cache_core::output::html_escape as esc;
 use cache_core::output::{bytes, millis};
 use cache_core::runs::{Outcome, RunRecord};
 use chrono::{DateTime, Utc};
@@ -26,8 +27,6 @@ pub(super) struct Data {
     pub(super) metrics: Metrics,
     pub(super) problems: Vec<String>,
 }
-
-use cache_core::output::html_escape as esc;
 
 fn time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
